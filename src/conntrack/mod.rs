@@ -1,0 +1,1 @@
+//! The connection table (see issue: lock-free, IPVS TCP states).

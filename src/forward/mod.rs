@@ -1,0 +1,1 @@
+//! What each LVS forwarding method does to a frame.

@@ -1,0 +1,1 @@
+//! Schedulers: one file per IPVS scheduler, one `Scheduler` trait.

@@ -1,0 +1,262 @@
+//! Virtual services and real servers: the model that ipvsadm edits.
+//!
+//! A [`ServiceTable`] is an immutable snapshot: the control plane builds a new one
+//! for every change and publishes it; workers only read. What must outlive a
+//! snapshot — the live connection counts of a real server, which connections
+//! update and schedulers read — sits in a [`DestTable`] shared by all snapshots and
+//! indexed by the [`DestId`] a real server keeps for as long as it exists.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use crate::packet::L4Proto;
+
+/// How a real server is reached (ipvsadm `-m`, `-i`, `-g`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ForwardMethod {
+    /// Masquerading: destination rewritten to the real server, answers come back
+    /// through the director and get their source rewritten to the VIP.
+    Nat,
+    /// IP-in-IP tunnelling: the packet is encapsulated toward the real server,
+    /// which answers the client directly.
+    Tun,
+    /// Direct routing: only the destination MAC changes; the real server shares
+    /// a segment with the director and answers the client directly.
+    Dr,
+}
+
+impl ForwardMethod {
+    /// The word `ipvsadm -L` prints in its Forward column.
+    pub fn ipvsadm_name(self) -> &'static str {
+        match self {
+            ForwardMethod::Nat => "Masq",
+            ForwardMethod::Tun => "Tunnel",
+            ForwardMethod::Dr => "Route",
+        }
+    }
+}
+
+/// What identifies a virtual service: protocol, virtual address and port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    pub proto: L4Proto,
+    pub addr: IpAddr,
+    pub port: u16,
+}
+
+/// A real server's identity in the [`DestTable`]; stable while the server exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DestId(pub u32);
+
+/// Index of a service inside one [`ServiceTable`] snapshot.
+pub type ServiceIndex = u32;
+
+/// The schedulers ipvsadm's `-s` names, plus their flags (`-b`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SchedulerKind {
+    Rr,
+    Wrr,
+    Lc,
+    Wlc,
+    Sed,
+    Nq,
+    Sh,
+    Dh,
+    Mh,
+    Lblc,
+    Lblcr,
+    Fo,
+    Ovf,
+    Twos,
+}
+
+impl SchedulerKind {
+    pub const ALL: [SchedulerKind; 14] = [
+        SchedulerKind::Rr,
+        SchedulerKind::Wrr,
+        SchedulerKind::Lc,
+        SchedulerKind::Wlc,
+        SchedulerKind::Sed,
+        SchedulerKind::Nq,
+        SchedulerKind::Sh,
+        SchedulerKind::Dh,
+        SchedulerKind::Mh,
+        SchedulerKind::Lblc,
+        SchedulerKind::Lblcr,
+        SchedulerKind::Fo,
+        SchedulerKind::Ovf,
+        SchedulerKind::Twos,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SchedulerKind::Rr => "rr",
+            SchedulerKind::Wrr => "wrr",
+            SchedulerKind::Lc => "lc",
+            SchedulerKind::Wlc => "wlc",
+            SchedulerKind::Sed => "sed",
+            SchedulerKind::Nq => "nq",
+            SchedulerKind::Sh => "sh",
+            SchedulerKind::Dh => "dh",
+            SchedulerKind::Mh => "mh",
+            SchedulerKind::Lblc => "lblc",
+            SchedulerKind::Lblcr => "lblcr",
+            SchedulerKind::Fo => "fo",
+            SchedulerKind::Ovf => "ovf",
+            SchedulerKind::Twos => "twos",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<SchedulerKind> {
+        SchedulerKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// Scheduler flags (`-b`): sh-fallback, sh-port, mh-fallback, mh-port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SchedFlags {
+    /// `sh-fallback` / `mh-fallback`: if the hashed server is unavailable, try
+    /// the next one instead of refusing the connection.
+    pub fallback: bool,
+    /// `sh-port` / `mh-port`: hash the source port as well as the address.
+    pub port: bool,
+}
+
+/// Persistence (`-p timeout -M netmask`): connections from one client (masked
+/// address) keep going to the real server its first connection went to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Persistence {
+    pub timeout_secs: u32,
+    /// Prefix length applied to the client address (IPv4 `-M 255.255.255.0`
+    /// is 24; IPv6 services give a prefix length directly, default 128).
+    pub prefix_len: u8,
+}
+
+/// One real server of a virtual service, as `ipvsadm -a` describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RealServer {
+    pub id: DestId,
+    pub addr: IpAddr,
+    pub port: u16,
+    pub method: ForwardMethod,
+    /// 0..=65535; 0 quiesces the server: no new connections, old ones go on.
+    pub weight: u32,
+    /// `-x`: stop sending new connections at this many (0 = no limit).
+    pub upper_threshold: u32,
+    /// `-y`: resume below this many (0 = IPVS's default of 3/4 of upper).
+    pub lower_threshold: u32,
+}
+
+/// One virtual service, as `ipvsadm -A` describes it, with its real servers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtualService {
+    pub key: ServiceKey,
+    pub scheduler: SchedulerKind,
+    pub sched_flags: SchedFlags,
+    pub persistence: Option<Persistence>,
+    pub reals: Vec<RealServer>,
+}
+
+/// An immutable snapshot of every virtual service.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceTable {
+    services: Vec<VirtualService>,
+}
+
+impl ServiceTable {
+    pub fn new(services: Vec<VirtualService>) -> ServiceTable {
+        ServiceTable { services }
+    }
+
+    pub fn services(&self) -> &[VirtualService] {
+        &self.services
+    }
+
+    pub fn service(&self, index: ServiceIndex) -> Option<&VirtualService> {
+        self.services.get(index as usize)
+    }
+
+    /// The service a packet to `(proto, addr, port)` belongs to.
+    ///
+    /// A director has few services, so a scan over a contiguous array beats a
+    /// hash: it touches one or two cache lines and has no hashing cost.
+    pub fn find(&self, key: &ServiceKey) -> Option<(ServiceIndex, &VirtualService)> {
+        self.services
+            .iter()
+            .position(|s| s.key == *key)
+            .map(|i| (i as ServiceIndex, &self.services[i]))
+    }
+
+    /// Whether `(addr, port)` is a real-server endpoint of some service with
+    /// the given method; NAT answers are recognised this way.
+    pub fn has_real(&self, proto: L4Proto, addr: IpAddr, port: u16, method: ForwardMethod) -> bool {
+        self.services.iter().any(|s| {
+            s.key.proto == proto
+                && s.reals
+                    .iter()
+                    .any(|r| r.method == method && r.addr == addr && r.port == port)
+        })
+    }
+
+    /// The real server with this id, and the service it belongs to.
+    pub fn real(&self, id: DestId) -> Option<(ServiceIndex, &RealServer)> {
+        self.services.iter().enumerate().find_map(|(i, s)| {
+            s.reals
+                .iter()
+                .find(|r| r.id == id)
+                .map(|r| (i as ServiceIndex, r))
+        })
+    }
+}
+
+/// Live counters of one real server, shared by every worker.
+///
+/// ActiveConn counts connections in ESTABLISHED state, InActConn all others,
+/// exactly as `ipvsadm -L` shows them; PersistConn counts persistence templates.
+#[derive(Debug, Default)]
+pub struct DestCounters {
+    pub active_conns: AtomicU32,
+    pub inact_conns: AtomicU32,
+    pub persist_conns: AtomicU32,
+    /// Set once the server reached its upper threshold; cleared when it drops
+    /// below the lower one (IPVS's `IP_VS_DEST_F_OVERLOAD` hysteresis).
+    pub overloaded: AtomicBool,
+}
+
+impl DestCounters {
+    pub fn active(&self) -> u32 {
+        self.active_conns.load(Ordering::Relaxed)
+    }
+
+    pub fn inactive(&self) -> u32 {
+        self.inact_conns.load(Ordering::Relaxed)
+    }
+
+    pub fn persistent(&self) -> u32 {
+        self.persist_conns.load(Ordering::Relaxed)
+    }
+}
+
+/// Counters of every real server, indexed by [`DestId`], allocated once at start.
+#[derive(Debug)]
+pub struct DestTable {
+    slots: Box<[DestCounters]>,
+}
+
+impl DestTable {
+    pub fn new(capacity: usize) -> DestTable {
+        DestTable {
+            slots: (0..capacity).map(|_| DestCounters::default()).collect(),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Counters of `id`; ids come from the control plane, which never hands
+    /// out one past the capacity.
+    pub fn get(&self, id: DestId) -> Option<&DestCounters> {
+        self.slots.get(id.0 as usize)
+    }
+}
