@@ -13,3 +13,29 @@ pub mod packet;
 pub mod pipeline;
 pub mod sched;
 pub mod service;
+
+/// A point on the caller's monotonic clock, in milliseconds.
+///
+/// The sans-IO core never reads a clock: the worker loop reads one once per
+/// batch and passes it down, tests and the fuzzer pass whatever they like.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    pub fn from_secs(secs: u64) -> Millis {
+        Millis(secs * 1000)
+    }
+
+    pub fn saturating_sub(self, earlier: Millis) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+impl std::ops::Add<u64> for Millis {
+    type Output = Millis;
+
+    /// Adds a number of milliseconds.
+    fn add(self, ms: u64) -> Millis {
+        Millis(self.0 + ms)
+    }
+}
