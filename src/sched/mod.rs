@@ -1,1 +1,562 @@
-//! Schedulers: one file per IPVS scheduler, one `Scheduler` trait.
+//! Schedulers: which real server a new connection goes to.
+//!
+//! One file per IPVS scheduler (rr, wrr, lc, wlc, sed, nq, sh, dh, mh, lblc,
+//! lblcr, fo, ovf, twos); [`Scheduler`] dispatches to them with a `match` (no
+//! boxing, no virtual call on the hot path).
+//!
+//! The contract the pipeline and the control plane rely on:
+//! - [`Scheduler::new`] runs on the control plane whenever a service's real
+//!   servers, weights, flags or scheduler change, and precomputes everything
+//!   (wrr's weight bands, the sh/dh bucket tables, the Maglev lookup table).
+//!   [`Scheduler::update`] does the same but keeps the state IPVS keeps across
+//!   a real-server change (the lblc/lblcr locality tables, rr's position).
+//! - [`Scheduler::tick`] gives lblc/lblcr the time their entries expire by;
+//!   the control plane calls it periodically (every few seconds is plenty).
+//! - [`Scheduler::schedule`] runs on the hot path for a connection's first
+//!   packet only. It returns an index into `svc.reals`, or `None` when no real
+//!   server can take the connection (the pipeline drops the packet and counts
+//!   it, as IPVS does). It never allocates, never locks and never panics;
+//!   shared cursors are atomics updated with relaxed ordering.
+//! - A real server is *available* when its weight is above 0 (weight 0 is
+//!   quiescing: its connections go on, it gets no new ones), its counters exist
+//!   in the [`DestTable`], and its `overloaded` flag is clear. The flag is
+//!   IPVS's `-x`/`-y` hysteresis, maintained by [`update_overload`], which the
+//!   connection table calls whenever it changes a server's counts and the
+//!   control plane calls when it changes a server's thresholds.
+//! - Connection-count schedulers read the live ActiveConn/InActConn counts;
+//!   IPVS's overhead is `active * 256 + inactive` (lc, wlc, lblc, lblcr, twos),
+//!   sed and nq use `active + 1`.
+
+mod dh;
+mod fo;
+mod lblc;
+mod lblcr;
+mod lc;
+mod mh;
+mod nq;
+mod ovf;
+mod rr;
+mod sed;
+mod sh;
+mod twos;
+mod wlc;
+mod wrr;
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+
+use crate::packet::{FlowKey, L4Proto};
+use crate::service::{DestCounters, DestTable, RealServer, SchedulerKind, VirtualService};
+use crate::Millis;
+
+pub use lblc::LBLC_EXPIRATION_SECS;
+pub use lblcr::LBLCR_EXPIRATION_SECS;
+pub use mh::MH_DEFAULT_TABLE_SIZE;
+
+/// A service's scheduler with everything it precomputed for the current set
+/// of real servers. Built by the control plane, shared read-only by workers.
+#[derive(Debug)]
+pub enum Scheduler {
+    Rr(rr::Rr),
+    Wrr(wrr::Wrr),
+    Lc,
+    Wlc,
+    Sed,
+    Nq,
+    Sh(sh::Sh),
+    Dh(dh::Dh),
+    Mh(mh::Mh),
+    Lblc(lblc::Lblc),
+    Lblcr(lblcr::Lblcr),
+    Fo,
+    Ovf,
+    Twos(twos::Twos),
+}
+
+impl Scheduler {
+    /// The scheduler `svc.scheduler` names, precomputed for `svc.reals`.
+    pub fn new(svc: &VirtualService) -> Scheduler {
+        match svc.scheduler {
+            SchedulerKind::Rr => Scheduler::Rr(rr::Rr::new()),
+            SchedulerKind::Wrr => Scheduler::Wrr(wrr::Wrr::new(&svc.reals)),
+            SchedulerKind::Lc => Scheduler::Lc,
+            SchedulerKind::Wlc => Scheduler::Wlc,
+            SchedulerKind::Sed => Scheduler::Sed,
+            SchedulerKind::Nq => Scheduler::Nq,
+            SchedulerKind::Sh => Scheduler::Sh(sh::Sh::new(&svc.reals)),
+            SchedulerKind::Dh => Scheduler::Dh(dh::Dh::new(&svc.reals)),
+            SchedulerKind::Mh => Scheduler::Mh(mh::Mh::new(&svc.reals)),
+            SchedulerKind::Lblc => Scheduler::Lblc(lblc::Lblc::new(&svc.reals)),
+            SchedulerKind::Lblcr => Scheduler::Lblcr(lblcr::Lblcr::new(&svc.reals)),
+            SchedulerKind::Fo => Scheduler::Fo,
+            SchedulerKind::Ovf => Scheduler::Ovf,
+            SchedulerKind::Twos => Scheduler::Twos(twos::Twos::new()),
+        }
+    }
+
+    /// A scheduler for the changed `svc` that keeps what IPVS keeps when real
+    /// servers are added, edited or removed: the lblc/lblcr locality tables
+    /// (shared with `self`, entries name servers by [`DestId`]) and rr's
+    /// position. Everything else is rebuilt as [`Scheduler::new`] does; a
+    /// change of scheduler kind starts afresh.
+    ///
+    /// [`DestId`]: crate::service::DestId
+    pub fn update(&self, svc: &VirtualService) -> Scheduler {
+        match (self, svc.scheduler) {
+            (Scheduler::Rr(old), SchedulerKind::Rr) => Scheduler::Rr(old.carry_over()),
+            (Scheduler::Lblc(old), SchedulerKind::Lblc) => {
+                Scheduler::Lblc(old.carry_over(&svc.reals))
+            }
+            (Scheduler::Lblcr(old), SchedulerKind::Lblcr) => {
+                Scheduler::Lblcr(old.carry_over(&svc.reals))
+            }
+            _ => Scheduler::new(svc),
+        }
+    }
+
+    pub fn kind(&self) -> SchedulerKind {
+        match self {
+            Scheduler::Rr(_) => SchedulerKind::Rr,
+            Scheduler::Wrr(_) => SchedulerKind::Wrr,
+            Scheduler::Lc => SchedulerKind::Lc,
+            Scheduler::Wlc => SchedulerKind::Wlc,
+            Scheduler::Sed => SchedulerKind::Sed,
+            Scheduler::Nq => SchedulerKind::Nq,
+            Scheduler::Sh(_) => SchedulerKind::Sh,
+            Scheduler::Dh(_) => SchedulerKind::Dh,
+            Scheduler::Mh(_) => SchedulerKind::Mh,
+            Scheduler::Lblc(_) => SchedulerKind::Lblc,
+            Scheduler::Lblcr(_) => SchedulerKind::Lblcr,
+            Scheduler::Fo => SchedulerKind::Fo,
+            Scheduler::Ovf => SchedulerKind::Ovf,
+            Scheduler::Twos(_) => SchedulerKind::Twos,
+        }
+    }
+
+    /// The real server (index into `svc.reals`) for a new connection `key`
+    /// (the client→virtual-service direction), or `None` if none is
+    /// available. `svc` must be the service this scheduler was built for; if
+    /// it is not, the answer is still an in-bounds index or `None`.
+    ///
+    #[inline]
+    pub fn schedule(
+        &self,
+        svc: &VirtualService,
+        key: &FlowKey,
+        dests: &DestTable,
+    ) -> Option<usize> {
+        match self {
+            Scheduler::Rr(s) => s.schedule(&svc.reals, dests),
+            Scheduler::Wrr(s) => s.schedule(&svc.reals, dests),
+            Scheduler::Lc => lc::schedule(&svc.reals, dests),
+            Scheduler::Wlc => wlc::schedule(&svc.reals, dests),
+            Scheduler::Sed => sed::schedule(&svc.reals, dests),
+            Scheduler::Nq => nq::schedule(&svc.reals, dests),
+            Scheduler::Sh(s) => s.schedule(svc, key, dests),
+            Scheduler::Dh(s) => s.schedule(&svc.reals, key, dests),
+            Scheduler::Mh(s) => s.schedule(svc, key, dests),
+            Scheduler::Lblc(s) => s.schedule(&svc.reals, key, dests),
+            Scheduler::Lblcr(s) => s.schedule(&svc.reals, key, dests),
+            Scheduler::Fo => fo::schedule(&svc.reals, dests),
+            Scheduler::Ovf => ovf::schedule(&svc.reals, dests),
+            Scheduler::Twos(s) => s.schedule(&svc.reals, key, dests),
+        }
+    }
+
+    /// Tells the scheduler the time. Only lblc and lblcr read it, to expire
+    /// locality entries a day after their last use; their resolution is a
+    /// second, so the control plane calls this from its periodic work (IPVS
+    /// runs its lblc/lblcr expiry timer once a minute), not per packet.
+    /// Without it entries never expire and only make room for others when
+    /// their table set is full.
+    pub fn tick(&self, now: Millis) {
+        match self {
+            Scheduler::Lblc(s) => s.tick(now),
+            Scheduler::Lblcr(s) => s.tick(now),
+            _ => {}
+        }
+    }
+}
+
+/// Re-evaluates `real`'s overload flag after its connection counts (or its
+/// thresholds) changed, and returns the flag.
+///
+/// IPVS's hysteresis on ActiveConn + InActConn: the flag is set once the total
+/// reaches the upper threshold (`-x`, 0 = none) and cleared only when the total
+/// falls below the lower threshold (`-y`), or, with no lower threshold, below
+/// 3/4 of the upper one. A server without an upper threshold is never
+/// overloaded.
+pub fn update_overload(counters: &DestCounters, real: &RealServer) -> bool {
+    let total = u64::from(counters.active()) + u64::from(counters.inactive());
+    let upper = u64::from(real.upper_threshold);
+    let lower = u64::from(real.lower_threshold);
+    let flagged = counters.overloaded.load(Ordering::Relaxed);
+    let overloaded = if upper != 0 && total >= upper {
+        true
+    } else if !flagged {
+        false
+    } else if lower != 0 {
+        total >= lower
+    } else if upper != 0 {
+        total * 4 >= upper * 3
+    } else {
+        false
+    };
+    if overloaded != flagged {
+        counters.overloaded.store(overloaded, Ordering::Relaxed);
+    }
+    overloaded
+}
+
+/// The counters of `real` if it may take a new connection: weight above 0,
+/// counters present, not overloaded.
+#[inline]
+fn available<'a>(real: &RealServer, dests: &'a DestTable) -> Option<&'a DestCounters> {
+    if real.weight == 0 {
+        return None;
+    }
+    let counters = dests.get(real.id)?;
+    if counters.overloaded.load(Ordering::Relaxed) {
+        return None;
+    }
+    Some(counters)
+}
+
+/// IPVS's `ip_vs_dest_conn_overhead`: an active connection costs 256 times an
+/// inactive one.
+#[inline]
+fn conn_overhead(counters: &DestCounters) -> u64 {
+    (u64::from(counters.active()) << 8) + u64::from(counters.inactive())
+}
+
+/// The weighted least-overhead pick shared by wlc, sed, lblc and lblcr: the
+/// first available server with the smallest `overhead / weight`, compared as
+/// IPVS does (`loh * w > doh * least_w`) without division. Products are taken
+/// in 128 bits so no weight or count can overflow them.
+#[inline]
+fn weighted_least(
+    reals: &[RealServer],
+    dests: &DestTable,
+    overhead: impl Fn(&DestCounters) -> u64,
+) -> Option<usize> {
+    let mut least: Option<(usize, u64, u32)> = None;
+    for (i, real) in reals.iter().enumerate() {
+        let Some(counters) = available(real, dests) else {
+            continue;
+        };
+        let doh = overhead(counters);
+        match least {
+            Some((_, loh, lw))
+                if u128::from(loh) * u128::from(real.weight)
+                    <= u128::from(doh) * u128::from(lw) => {}
+            _ => least = Some((i, doh, real.weight)),
+        }
+    }
+    least.map(|(i, _, _)| i)
+}
+
+/// IPVS's 32-bit fold of an address (the address itself for IPv4, the XOR of
+/// its four 32-bit words for IPv6), as sh and dh hash it.
+#[inline]
+fn ipvs_fold(addr: &IpAddr) -> u32 {
+    match addr {
+        IpAddr::V4(a) => u32::from(*a),
+        IpAddr::V6(a) => {
+            let b = a.octets();
+            let w = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+            w(0) ^ w(4) ^ w(8) ^ w(12)
+        }
+    }
+}
+
+/// The source port sh/mh hash when their `-port` flag is set: only TCP and
+/// UDP carry one (IPVS also takes SCTP's, which xvs does not serve).
+#[inline]
+fn hashed_port(key: &FlowKey, port_flag: bool) -> u16 {
+    match key.proto {
+        L4Proto::Tcp | L4Proto::Udp if port_flag => key.sport,
+        _ => 0,
+    }
+}
+
+/// MurmurHash3's 64-bit finaliser: a fast bijective mix with full avalanche.
+#[inline]
+fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^= x >> 33;
+    x
+}
+
+/// A 64-bit hash of an address and port that uses every bit of an IPv6
+/// address (IPVS's fold loses the structure of IPv6 addresses). Stable across
+/// runs and builds: directors behind one ECMP router must agree on it.
+#[inline]
+fn addr_port_hash(addr: &IpAddr, port: u16) -> u64 {
+    match addr {
+        IpAddr::V4(a) => mix64((u64::from(u32::from(*a)) << 16) | u64::from(port)),
+        IpAddr::V6(a) => {
+            let v = u128::from(*a);
+            let hi = (v >> 64) as u64;
+            let lo = v as u64;
+            mix64(hi ^ mix64(lo ^ (u64::from(port) << 1 | 1)))
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    //! Services, counters and keys for the scheduler tests, all from the
+    //! documentation address ranges.
+
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    use std::sync::atomic::Ordering;
+
+    use crate::packet::{FlowKey, L4Proto};
+    use crate::service::{
+        DestId, DestTable, ForwardMethod, RealServer, SchedFlags, SchedulerKind, ServiceKey,
+        VirtualService,
+    };
+
+    pub const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
+
+    /// Real server `i`: 192.0.2.x for the first 254, 2001:db8:1::x beyond.
+    pub fn real_addr(i: usize) -> IpAddr {
+        if i < 254 {
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, (i + 1) as u8))
+        } else {
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, i as u16))
+        }
+    }
+
+    pub fn real(i: usize, weight: u32) -> RealServer {
+        RealServer {
+            id: DestId(i as u32),
+            addr: real_addr(i),
+            port: 80,
+            method: ForwardMethod::Dr,
+            weight,
+            upper_threshold: 0,
+            lower_threshold: 0,
+        }
+    }
+
+    pub fn service(kind: SchedulerKind, weights: &[u32]) -> VirtualService {
+        VirtualService {
+            key: ServiceKey {
+                proto: L4Proto::Tcp,
+                addr: VIP,
+                port: 80,
+            },
+            scheduler: kind,
+            sched_flags: SchedFlags::default(),
+            persistence: None,
+            reals: weights
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| real(i, w))
+                .collect(),
+        }
+    }
+
+    pub fn dests(n: usize) -> DestTable {
+        DestTable::new(n.max(1))
+    }
+
+    pub fn set_conns(dests: &DestTable, i: usize, active: u32, inactive: u32) {
+        let c = dests
+            .get(DestId(i as u32))
+            .expect("test dest table too small");
+        c.active_conns.store(active, Ordering::Relaxed);
+        c.inact_conns.store(inactive, Ordering::Relaxed);
+    }
+
+    pub fn set_overloaded(dests: &DestTable, i: usize, on: bool) {
+        let c = dests
+            .get(DestId(i as u32))
+            .expect("test dest table too small");
+        c.overloaded.store(on, Ordering::Relaxed);
+    }
+
+    /// Client `n`: 198.51.100.x with a port derived from `n`.
+    pub fn client_key(n: u32) -> FlowKey {
+        FlowKey::new(
+            L4Proto::Tcp,
+            IpAddr::V4(Ipv4Addr::new(198, 51, 100, (n % 256) as u8)),
+            1024 + (n / 256 % 60000) as u16,
+            VIP,
+            80,
+        )
+    }
+
+    /// A key from a client anywhere in 2001:db8::/32, for tests that need
+    /// more distinct client addresses than the IPv4 ranges hold.
+    pub fn client_key_v6(bits: u128, sport: u16) -> FlowKey {
+        let addr = (0x2001_0db8u128 << 96) | (bits & ((1u128 << 96) - 1));
+        FlowKey::new(
+            L4Proto::Tcp,
+            IpAddr::V6(Ipv6Addr::from(addr)),
+            sport,
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+            80,
+        )
+    }
+
+    /// Runs `picks` schedules and counts the picks per real server.
+    pub fn histogram(
+        sched: &super::Scheduler,
+        svc: &VirtualService,
+        dests: &DestTable,
+        picks: u32,
+    ) -> Vec<u32> {
+        let mut counts = vec![0u32; svc.reals.len()];
+        for n in 0..picks {
+            if let Some(i) = sched.schedule(svc, &client_key(n), dests) {
+                counts[i] += 1;
+            }
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+    use crate::service::DestId;
+
+    #[test]
+    fn overload_hysteresis_with_lower_threshold() {
+        let dests = dests(1);
+        let mut r = real(0, 1);
+        r.upper_threshold = 10;
+        r.lower_threshold = 5;
+        let c = dests.get(DestId(0)).unwrap();
+        for (active, inactive, expect) in [
+            (3, 6, false), // 9 < 10
+            (4, 6, true),  // reaches upper
+            (2, 5, true),  // 7: between, stays set
+            (2, 3, true),  // 5: not below lower
+            (2, 2, false), // 4 < 5: cleared
+            (3, 6, false), // 9: between, stays clear
+        ] {
+            set_conns(&dests, 0, active, inactive);
+            assert_eq!(update_overload(c, &r), expect, "{active}+{inactive}");
+            assert_eq!(c.overloaded.load(Ordering::Relaxed), expect);
+        }
+    }
+
+    #[test]
+    fn overload_hysteresis_defaults_to_three_quarters_of_upper() {
+        let dests = dests(1);
+        let mut r = real(0, 1);
+        r.upper_threshold = 8;
+        let c = dests.get(DestId(0)).unwrap();
+        for (total, expect) in [(8, true), (7, true), (6, true), (5, false), (7, false)] {
+            set_conns(&dests, 0, total, 0);
+            assert_eq!(update_overload(c, &r), expect, "total {total}");
+        }
+    }
+
+    #[test]
+    fn no_upper_threshold_clears_the_flag() {
+        let dests = dests(1);
+        let r = real(0, 1);
+        let c = dests.get(DestId(0)).unwrap();
+        set_overloaded(&dests, 0, true);
+        set_conns(&dests, 0, 1000, 1000);
+        assert!(!update_overload(c, &r));
+    }
+
+    #[test]
+    fn every_scheduler_refuses_when_nothing_is_available() {
+        for kind in SchedulerKind::ALL {
+            // Empty service.
+            let svc = service(kind, &[]);
+            let d = dests(1);
+            let s = Scheduler::new(&svc);
+            assert_eq!(s.kind(), kind);
+            assert_eq!(s.schedule(&svc, &client_key(1), &d), None, "{kind:?}");
+            // All quiesced.
+            let svc = service(kind, &[0, 0, 0]);
+            let d = dests(3);
+            let s = Scheduler::new(&svc);
+            for n in 0..50 {
+                assert_eq!(s.schedule(&svc, &client_key(n), &d), None, "{kind:?}");
+            }
+            // All overloaded.
+            let svc = service(kind, &[1, 2, 3]);
+            let s = Scheduler::new(&svc);
+            for i in 0..3 {
+                set_overloaded(&d, i, true);
+            }
+            for n in 0..50 {
+                assert_eq!(s.schedule(&svc, &client_key(n), &d), None, "{kind:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn thresholds_are_honoured_by_every_scheduler() {
+        // Server 0 has -x 4; once it holds 4 connections nobody sends it more
+        // until it drains below 3 (3/4 of 4).
+        for kind in SchedulerKind::ALL {
+            let mut svc = service(kind, &[5, 1, 1]);
+            svc.reals[0].upper_threshold = 4;
+            svc.sched_flags.fallback = true;
+            let d = dests(3);
+            let s = Scheduler::new(&svc);
+            set_conns(&d, 0, 4, 0);
+            let c0 = d.get(DestId(0)).unwrap();
+            assert!(update_overload(c0, &svc.reals[0]));
+            for n in 0..200 {
+                let pick = s.schedule(&svc, &client_key(n), &d);
+                assert_ne!(pick, Some(0), "{kind:?} picked an overloaded server");
+            }
+            set_conns(&d, 0, 3, 0);
+            assert!(update_overload(c0, &svc.reals[0]), "3 is not below 3");
+            set_conns(&d, 0, 2, 0);
+            assert!(!update_overload(c0, &svc.reals[0]));
+        }
+    }
+
+    #[test]
+    fn weight_zero_is_never_picked_by_any_scheduler() {
+        for kind in SchedulerKind::ALL {
+            let mut svc = service(kind, &[0, 3, 0, 1, 0]);
+            svc.sched_flags.fallback = true;
+            let d = dests(5);
+            let s = Scheduler::new(&svc);
+            for n in 0..500 {
+                if let Some(i) = s.schedule(&svc, &client_key(n), &d) {
+                    assert!(svc.reals[i].weight > 0, "{kind:?} picked quiesced {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_foreign_service_never_yields_an_out_of_bounds_index() {
+        for kind in SchedulerKind::ALL {
+            let big = service(kind, &[1; 8]);
+            let small = service(kind, &[1; 2]);
+            let d = dests(8);
+            let s = Scheduler::new(&big);
+            for n in 0..100 {
+                if let Some(i) = s.schedule(&small, &client_key(n), &d) {
+                    assert!(i < small.reals.len(), "{kind:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ipvs_fold_xors_the_ipv6_words() {
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(ipvs_fold(&a), 0x2001_0db8 ^ 1);
+        let b: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(ipvs_fold(&b), 0xc000_0201);
+    }
+}

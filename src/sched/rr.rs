@@ -1,0 +1,109 @@
+//! Round-robin (`rr`): each new connection goes to the next available real
+//! server in list order.
+//!
+//! IPVS keeps a pointer to the last server picked and scans forward from the
+//! one after it, skipping quiesced and overloaded servers. Here the position
+//! is an atomic counter: a pick takes the next position with one `fetch_add`,
+//! and when it had to skip servers it moves the counter past the one it chose
+//! (best effort: if another worker moved it meanwhile, that worker's position
+//! wins), so the sequence matches IPVS's while servers are skipped too.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::available;
+use crate::service::{DestTable, RealServer};
+
+#[derive(Debug, Default)]
+pub struct Rr {
+    cursor: AtomicUsize,
+}
+
+impl Rr {
+    pub fn new() -> Rr {
+        Rr::default()
+    }
+
+    /// A new scheduler that goes on from this one's position.
+    pub fn carry_over(&self) -> Rr {
+        Rr {
+            cursor: AtomicUsize::new(self.cursor.load(Ordering::Relaxed)),
+        }
+    }
+
+    pub fn schedule(&self, reals: &[RealServer], dests: &DestTable) -> Option<usize> {
+        let n = reals.len();
+        if n == 0 {
+            return None;
+        }
+        let ticket = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let first = ticket % n;
+        for step in 0..n {
+            let mut i = first + step;
+            if i >= n {
+                i -= n;
+            }
+            if available(&reals[i], dests).is_some() {
+                if step > 0 {
+                    let next = ticket.wrapping_add(1);
+                    let _ = self.cursor.compare_exchange(
+                        next,
+                        next.wrapping_add(step),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+                return Some(i);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sched::testutil::*;
+    use crate::sched::Scheduler;
+    use crate::service::SchedulerKind;
+
+    fn picks(
+        s: &Scheduler,
+        svc: &crate::service::VirtualService,
+        d: &crate::service::DestTable,
+        n: u32,
+    ) -> Vec<usize> {
+        (0..n)
+            .map(|k| s.schedule(svc, &client_key(k), d).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn cycles_in_list_order() {
+        let svc = service(SchedulerKind::Rr, &[1, 5, 1]);
+        let d = dests(3);
+        let s = Scheduler::new(&svc);
+        assert_eq!(picks(&s, &svc, &d, 7), [0, 1, 2, 0, 1, 2, 0]);
+    }
+
+    #[test]
+    fn skips_quiesced_and_overloaded_like_ipvs() {
+        // IPVS: A(0) quiesced, C overloaded: B, D, B, D ...
+        let svc = service(SchedulerKind::Rr, &[0, 1, 1, 1]);
+        let d = dests(4);
+        set_overloaded(&d, 2, true);
+        let s = Scheduler::new(&svc);
+        assert_eq!(picks(&s, &svc, &d, 6), [1, 3, 1, 3, 1, 3]);
+        // C recovers: the walk goes on from after D's last pick.
+        set_overloaded(&d, 2, false);
+        assert_eq!(picks(&s, &svc, &d, 4), [1, 2, 3, 1]);
+    }
+
+    #[test]
+    fn update_keeps_the_position() {
+        let svc = service(SchedulerKind::Rr, &[1, 1, 1]);
+        let d = dests(3);
+        let s = Scheduler::new(&svc);
+        assert_eq!(picks(&s, &svc, &d, 2), [0, 1]);
+        let s2 = s.update(&svc);
+        assert_eq!(picks(&s2, &svc, &d, 2), [2, 0]);
+    }
+}
