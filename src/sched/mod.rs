@@ -68,8 +68,8 @@ pub enum Scheduler {
     Mh(mh::Mh),
     Lblc(lblc::Lblc),
     Lblcr(lblcr::Lblcr),
-    Fo,
-    Ovf,
+    Fo(fo::Fo),
+    Ovf(ovf::Ovf),
     Twos(twos::Twos),
 }
 
@@ -88,9 +88,9 @@ impl Scheduler {
             SchedulerKind::Mh => Scheduler::Mh(mh::Mh::new(&svc.reals)),
             SchedulerKind::Lblc => Scheduler::Lblc(lblc::Lblc::new(&svc.reals)),
             SchedulerKind::Lblcr => Scheduler::Lblcr(lblcr::Lblcr::new(&svc.reals)),
-            SchedulerKind::Fo => Scheduler::Fo,
-            SchedulerKind::Ovf => Scheduler::Ovf,
-            SchedulerKind::Twos => Scheduler::Twos(twos::Twos::new()),
+            SchedulerKind::Fo => Scheduler::Fo(fo::Fo::new(&svc.reals)),
+            SchedulerKind::Ovf => Scheduler::Ovf(ovf::Ovf::new(&svc.reals)),
+            SchedulerKind::Twos => Scheduler::Twos(twos::Twos::new(&svc.reals)),
         }
     }
 
@@ -127,8 +127,8 @@ impl Scheduler {
             Scheduler::Mh(_) => SchedulerKind::Mh,
             Scheduler::Lblc(_) => SchedulerKind::Lblc,
             Scheduler::Lblcr(_) => SchedulerKind::Lblcr,
-            Scheduler::Fo => SchedulerKind::Fo,
-            Scheduler::Ovf => SchedulerKind::Ovf,
+            Scheduler::Fo(_) => SchedulerKind::Fo,
+            Scheduler::Ovf(_) => SchedulerKind::Ovf,
             Scheduler::Twos(_) => SchedulerKind::Twos,
         }
     }
@@ -157,8 +157,8 @@ impl Scheduler {
             Scheduler::Mh(s) => s.schedule(svc, key, dests),
             Scheduler::Lblc(s) => s.schedule(&svc.reals, key, dests),
             Scheduler::Lblcr(s) => s.schedule(&svc.reals, key, dests),
-            Scheduler::Fo => fo::schedule(&svc.reals, dests),
-            Scheduler::Ovf => ovf::schedule(&svc.reals, dests),
+            Scheduler::Fo(s) => s.schedule(&svc.reals, dests),
+            Scheduler::Ovf(s) => s.schedule(&svc.reals, dests),
             Scheduler::Twos(s) => s.schedule(&svc.reals, key, dests),
         }
     }

@@ -7,7 +7,12 @@
 //! the available servers subtracting weights, so the first server gets one
 //! extra chance in `total + 1`.
 //!
-//! Randomness without locks or per-thread state: the two draws are a mix of
+//! The draw uses weights summed when the scheduler is built (binary search,
+//! O(log n)); a draw that lands on an overloaded server is drawn again, and
+//! only if that keeps failing does IPVS's O(n) walk over the available
+//! servers decide.
+//!
+//! Randomness without locks or per-thread state: the draws are a mix of
 //! the flow key's hash with a per-scheduler atomic counter (`fetch_add`,
 //! relaxed), so retries of one flow draw differently and concurrent workers
 //! never wait on each other. It is not cryptographic; a client cannot steer
@@ -20,29 +25,94 @@ use super::{addr_port_hash, available, conn_overhead, mix64};
 use crate::packet::FlowKey;
 use crate::service::{DestTable, RealServer};
 
-#[derive(Debug, Default)]
+/// Draws per choice on the fast path before falling back to IPVS's walk over
+/// the available servers only.
+const REDRAWS: u64 = 4;
+
+#[derive(Debug)]
 pub struct Twos {
     counter: AtomicU64,
+    /// Servers with a weight, in list order...
+    servers: Box<[u32]>,
+    /// ...and the running sum of their weights, for a binary-search draw.
+    cumulative: Box<[u64]>,
 }
 
+/// A chosen server: index, overhead, weight.
+type Choice = (usize, u64, u32);
+
 impl Twos {
-    pub fn new() -> Twos {
-        Twos::default()
+    pub fn new(reals: &[RealServer]) -> Twos {
+        let servers: Vec<u32> = (0..reals.len() as u32)
+            .filter(|&i| reals[i as usize].weight > 0)
+            .collect();
+        let cumulative = servers
+            .iter()
+            .scan(0u64, |sum, &i| {
+                *sum += u64::from(reals[i as usize].weight);
+                Some(*sum)
+            })
+            .collect();
+        Twos {
+            counter: AtomicU64::new(0),
+            servers: servers.into_boxed_slice(),
+            cumulative,
+        }
     }
 
-    fn draws(&self, key: &FlowKey) -> (u64, u64) {
+    /// The first random word for this pick; later ones are mixes of it.
+    fn seed(&self, key: &FlowKey) -> u64 {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let seed = addr_port_hash(&key.src, key.sport) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let r1 = mix64(seed);
-        (r1, mix64(r1 ^ 0x2545_f491_4f6c_dd1d))
+        mix64(addr_port_hash(&key.src, key.sport) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
 
+    /// IPVS's weighted draw over every server with a weight: `r` in
+    /// `[0, total]` lands on the first server whose running sum reaches it.
+    fn draw(&self, reals: &[RealServer], dests: &DestTable, r: u64) -> Option<Choice> {
+        let total = *self.cumulative.last()?;
+        let p = self.cumulative.partition_point(|&c| c < r % (total + 1));
+        let i = *self.servers.get(p)? as usize;
+        let real = reals.get(i)?;
+        let c = available(real, dests)?;
+        Some((i, conn_overhead(c), real.weight))
+    }
+
+    /// Fast path: both draws over the precomputed weights, an unavailable
+    /// draw drawn again (with none overloaded this is exactly IPVS's draw;
+    /// with some overloaded, a redraw is proportional to the weights of the
+    /// others, as IPVS's draw over available servers is). If a choice stays
+    /// unavailable after a few redraws, IPVS's own walk over the available
+    /// servers decides.
     pub fn schedule(
         &self,
         reals: &[RealServer],
         key: &FlowKey,
         dests: &DestTable,
     ) -> Option<usize> {
+        if self.servers.is_empty() {
+            return None;
+        }
+        let mut r = self.seed(key);
+        let mut c1 = None;
+        let mut c2 = None;
+        for _ in 0..REDRAWS {
+            if c1.is_none() {
+                c1 = self.draw(reals, dests, r);
+            }
+            r = mix64(r ^ 0x2545_f491_4f6c_dd1d);
+            if c2.is_none() {
+                c2 = self.draw(reals, dests, r);
+            }
+            if c1.is_some() && c2.is_some() {
+                return better(c1, c2);
+            }
+            r = mix64(r ^ 0x6a09_e667_f3bc_c909);
+        }
+        self.slow_path(reals, dests, r)
+    }
+
+    #[cold]
+    fn slow_path(&self, reals: &[RealServer], dests: &DestTable, r: u64) -> Option<usize> {
         let total: u64 = reals
             .iter()
             .filter(|r| available(r, dests).is_some())
@@ -51,17 +121,34 @@ impl Twos {
         if total == 0 {
             return None;
         }
-        let (r1, r2) = self.draws(key);
-        pick_two(reals, dests, r1 % (total + 1), r2 % (total + 1))
+        let r2 = mix64(r ^ 0x2545_f491_4f6c_dd1d);
+        pick_two(reals, dests, r % (total + 1), r2 % (total + 1))
     }
 }
 
-/// The two draws `w1`, `w2` in `[0, total]`, then the better of the two.
+/// IPVS's final step: the second choice wins only with a strictly smaller
+/// `overhead / weight`.
+fn better(c1: Option<Choice>, c2: Option<Choice>) -> Option<usize> {
+    match (c1, c2) {
+        (Some((i1, oh1, wt1)), Some((i2, oh2, wt2))) => {
+            if u128::from(wt2) * u128::from(oh1) > u128::from(wt1) * u128::from(oh2) {
+                Some(i2)
+            } else {
+                Some(i1)
+            }
+        }
+        (Some((i, _, _)), None) | (None, Some((i, _, _))) => Some(i),
+        (None, None) => None,
+    }
+}
+
+/// IPVS's walk: the draws `w1`, `w2` in `[0, total]` over the available
+/// servers' weights, then the better of the two.
 fn pick_two(reals: &[RealServer], dests: &DestTable, w1: u64, w2: u64) -> Option<usize> {
     let mut w1 = Some(w1);
     let mut w2 = Some(w2);
-    let mut c1: Option<(usize, u64, u32)> = None;
-    let mut c2: Option<(usize, u64, u32)> = None;
+    let mut c1: Option<Choice> = None;
+    let mut c2: Option<Choice> = None;
     for (i, real) in reals.iter().enumerate() {
         let Some(counters) = available(real, dests) else {
             continue;
@@ -81,17 +168,7 @@ fn pick_two(reals: &[RealServer], dests: &DestTable, w1: u64, w2: u64) -> Option
             break;
         }
     }
-    match (c1, c2) {
-        (Some((i1, oh1, wt1)), Some((i2, oh2, wt2))) => {
-            if u128::from(wt2) * u128::from(oh1) > u128::from(wt1) * u128::from(oh2) {
-                Some(i2)
-            } else {
-                Some(i1)
-            }
-        }
-        (Some((i, _, _)), None) | (None, Some((i, _, _))) => Some(i),
-        (None, None) => None,
-    }
+    better(c1, c2)
 }
 
 #[cfg(test)]
@@ -121,6 +198,29 @@ mod tests {
         set_conns(&d, 2, 3, 0); // 768/3 = 256
         assert_eq!(pick_two(&svc.reals, &d, 4, 0), Some(2));
         assert_eq!(pick_two(&svc.reals, &d, 0, 4), Some(0));
+    }
+
+    #[test]
+    fn fast_draw_matches_ipvs_walk() {
+        let svc = service(SchedulerKind::Twos, &[2, 0, 3, 1]);
+        let d = dests(4);
+        let t = Twos::new(&svc.reals);
+        for r in 0..=6 {
+            let fast = t.draw(&svc.reals, &d, r).map(|c| c.0);
+            assert_eq!(fast, pick_two(&svc.reals, &d, r, r), "draw {r}");
+        }
+    }
+
+    #[test]
+    fn overloaded_draws_are_drawn_again() {
+        let svc = service(SchedulerKind::Twos, &[5, 1, 5]);
+        let d = dests(3);
+        set_overloaded(&d, 0, true);
+        set_overloaded(&d, 2, true);
+        let s = Scheduler::new(&svc);
+        for n in 0..100 {
+            assert_eq!(s.schedule(&svc, &client_key(n), &d), Some(1));
+        }
     }
 
     #[test]
