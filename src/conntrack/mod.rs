@@ -1,1 +1,853 @@
-//! The connection table (see issue: lock-free, IPVS TCP states).
+//! The connection table: which real server each connection went to, its IPVS
+//! state and timeout, shared by every worker without locks on the packet path.
+//!
+//! # Contract
+//! - [`ConnTable::lookup`] finds a connection by its client→VIP key or, for
+//!   NAT, by the real server→client reply key ([`FlowKey::reply_from`]); both
+//!   give the same [`ConnRef`]. It takes no lock, never retries, never
+//!   allocates: wait-free.
+//! - [`ConnTable::insert`] adds a connection the scheduler placed. Two workers
+//!   inserting the same key get one entry (the second gets the first's).
+//!   When the key's probe window (8 buckets of 15 slots: its home bucket,
+//!   then a run at a second hash position) is full, an expired entry there
+//!   is reused; otherwise the insert is refused and counted
+//!   ([`InsertError::TableFull`]). A live connection is never evicted. With
+//!   look-alike keys, 1 insert in 50 000 is refused at 85% of the slots
+//!   full and 1 in 2 700 at 90% (test `fills_to_85_percent_of_its_slots`).
+//! - [`ConnTable::update`] runs one packet through IPVS's TCP state machine
+//!   (NAT: input/output tables; DR/TUN: the input-only table), re-arms the
+//!   timeout, and keeps the real server's ActiveConn/InActConn exact. An
+//!   unchanged state rewrites its deadline only when it moves by ≥ 1 s, so a
+//!   busy flow does not write its shared cache line on every packet.
+//! - [`ConnTable::expire_step`] is called by each worker once per batch with a
+//!   budget of buckets; concurrent callers sweep disjoint slices. Released
+//!   entries give back their real server's counts and their template
+//!   reference. There is no stop-the-world sweep.
+//! - Persistence: [`ConnTable::template`] / [`ConnTable::insert_template`]
+//!   for `(protocol, masked client, VIP, vport)` → real server; a template
+//!   lives while connections it placed live, or until its own timeout since
+//!   last used (IPVS), and counts in `DestCounters::persist_conns`.
+//! - [`ConnTable::for_each`] lists entries for `ipvsadm -L -c` while workers
+//!   run (each entry read consistently; the list is not a snapshot in time).
+//! - A deleted real server: the control plane calls
+//!   [`ConnTable::expire_dest`] (IPVS `expire_nodest_conn`); a worker that
+//!   meets a connection whose [`DestId`] is gone from its snapshot may call
+//!   [`ConnTable::remove`] on it instead.
+//!
+//! # Use from the pipeline
+//! ```text
+//! match table.lookup(&key, now) {
+//!     Some(c) => if table.update(&c.handle, c.dir, flags, now).is_none() { /* expired: treat as miss */ }
+//!     None => {                       // opening packet of a service
+//!         let t = persistent.then(|| table.template(&tk, now)).flatten();   // else schedule,
+//!         // insert_template(...) for a persistent service, then:
+//!         let c = table.insert(&NewConn { .. template: Some(t.handle) }, now)?;
+//!         table.update(&c.handle, Direction::Original, flags, now);
+//!     }
+//! }
+//! table.expire_step(now, 64);      // once per batch
+//! ```
+//!
+//! # Memory
+//! IPv4 entry: a 40-byte slot (5 atomic words: meta with generation, dest and
+//! service ids of 16 bits each; timer; ports; client+VIP; real server +
+//! template link — addresses inline, 32 bits each) + 4.3 bytes of tag index
+//! + 11.4 bytes of reply index (sized 1.25× the slots) = **55.7 bytes per
+//! slot**, 65.5 bytes per connection at 85% occupancy. IPv6 entries live in
+//! a separate part of the table (capacity/8 by default) with 80-byte slots
+//! (95.7 bytes per slot in all). The whole table is allocated in
+//! [`ConnTable::new`]; nothing is allocated later.
+//!
+//! # Concurrency design
+//! Every shared word is an atomic; there is no `unsafe`. An entry's key words
+//! are written while its slot is private and read under the slot's generation
+//! (seqlock: read `meta`, read words, acquire fence, re-read `meta`), so a
+//! reader never returns an entry for a wrong key and never waits: a slot being
+//! recycled under it just reads as a miss. State, deadline and template
+//! refcount share one `timer` word carrying 12 generation bits, changed only
+//! by CAS, so whoever wins the CAS that changes a state (or marks the entry
+//! DEAD) does the matching count change exactly once. Inserts of keys that
+//! hash to the same home bucket serialise on a bit in that bucket's header —
+//! the only spinning anywhere, held for the few dozen instructions of one
+//! insert, never by lookups, updates or expiry.
+//!
+//! Verification: unit tests of every table transition; a multi-thread stress
+//! test (`stress_*` in the tests) checking no lost entry, no wrong-key hit,
+//! one entry per key and exact counts; the same stress test, scaled down, runs
+//! under Miri (`cargo +nightly miri test --lib conntrack::tests::stress`),
+//! which checks the atomics for data races and weak-memory behaviour — see
+//! the report in the tests module for its result.
+//!
+//! # SYN flood
+//! A client SYN puts a connection in SYN_RECV for 30 s (IPVS: 60 s). While
+//! half-open entries exceed 1/8 of the table, new SYN_RECV deadlines are 2 s
+//! ([`Timeouts::syn_flood`]): a flood of R SYN/s then holds about
+//! max(capacity/8, 2·R) entries, expired ones are reused in place by the next
+//! insert, and established connections are never touched.
+
+mod state;
+mod table;
+#[cfg(test)]
+mod tests;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::packet::{FlowKey, L4Proto, TcpFlags};
+use crate::service::{DestCounters, DestId, DestTable, ForwardMethod, ServiceIndex};
+use crate::Millis;
+
+use state::{tcp_next, LiveTimeouts, TcpTable};
+pub use state::{ConnState, Timeouts};
+use table::{addr_bits, proto_code, proto_from_code, timer, Fresh, Kind, Placed, Refused};
+use table::{Shard, Snap, Timer, Tuple, MAX_ID};
+
+/// Which way a packet goes on its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Client → virtual service (found by the client→VIP key).
+    Original,
+    /// Real server → client, NAT only (found by the reply key).
+    Reply,
+}
+
+/// A handle on one entry: valid until that entry is released; every
+/// operation on a stale handle is a no-op returning `None`/`false`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnRef {
+    v6: bool,
+    flags: u8,
+    slot: u32,
+    gen: u32,
+    dest: u32,
+}
+
+impl ConnRef {
+    fn of(s: &Snap) -> ConnRef {
+        ConnRef {
+            v6: s.v6,
+            flags: s.meta_flags(),
+            slot: s.slot,
+            gen: s.gen(),
+            dest: s.dest(),
+        }
+    }
+}
+
+/// A connection as a lookup or insert returns it: what the pipeline needs to
+/// forward the packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conn {
+    pub handle: ConnRef,
+    /// Which key matched: the packet's direction.
+    pub dir: Direction,
+    pub proto: L4Proto,
+    pub client: SocketAddr,
+    /// The virtual service address (VIP:vport).
+    pub virt: SocketAddr,
+    /// The real server address the director forwards to (RIP:rport).
+    pub real: SocketAddr,
+    pub service: ServiceIndex,
+    pub dest: DestId,
+    pub method: ForwardMethod,
+    /// The state when the entry was read.
+    pub state: ConnState,
+}
+
+impl Conn {
+    fn of(s: &Snap, dir: Direction) -> Conn {
+        Conn {
+            handle: ConnRef::of(s),
+            dir,
+            proto: proto_from_code(s.proto()),
+            client: s.client(),
+            virt: s.virt(),
+            real: s.real(),
+            service: s.service(),
+            dest: DestId(s.dest()),
+            method: s.method(),
+            state: s.timer().state().unwrap_or(ConnState::Close),
+        }
+    }
+}
+
+/// A connection the scheduler just placed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewConn {
+    /// The client→VIP key of the packet that opens it.
+    pub key: FlowKey,
+    pub service: ServiceIndex,
+    pub dest: DestId,
+    pub method: ForwardMethod,
+    /// The real server's address and port (the NAT rewrite target).
+    pub real: SocketAddr,
+    /// The persistence template that chose `dest`, if the service is
+    /// persistent; the connection keeps the template alive.
+    pub template: Option<ConnRef>,
+}
+
+/// The key of a persistence template: one per (service, masked client).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TemplateKey {
+    pub proto: L4Proto,
+    /// The client address with `-M` applied.
+    pub client: IpAddr,
+    pub vip: IpAddr,
+    pub vport: u16,
+}
+
+impl TemplateKey {
+    /// The template key of the client→VIP flow `key` for a persistent
+    /// service whose netmask is `prefix_len` bits.
+    pub fn for_flow(key: &FlowKey, prefix_len: u8) -> TemplateKey {
+        let client = match key.src {
+            IpAddr::V4(a) => {
+                let bits = prefix_len.min(32) as u32;
+                let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+                IpAddr::V4((u32::from(a) & mask).into())
+            }
+            IpAddr::V6(a) => {
+                let bits = prefix_len.min(128) as u32;
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                IpAddr::V6((u128::from(a) & mask).into())
+            }
+        };
+        TemplateKey {
+            proto: key.proto,
+            client,
+            vip: key.dst,
+            vport: key.dport,
+        }
+    }
+}
+
+/// A persistence template: which real server a masked client goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Template {
+    pub handle: ConnRef,
+    pub dest: DestId,
+    pub real: SocketAddr,
+    pub service: ServiceIndex,
+}
+
+/// Why an insert created nothing. Each is counted in [`TableStats`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsertError {
+    /// No free or expired slot where the key may go: drop the new flow.
+    TableFull,
+    /// NAT: another live connection already answers from the same real
+    /// server endpoint to the same client endpoint; replies would be
+    /// ambiguous, so the new flow is refused.
+    ReplyConflict,
+    /// The template given in [`NewConn::template`] was released meanwhile;
+    /// look it up (or schedule) again.
+    TemplateGone,
+    /// Client and real server addresses are of different families.
+    AddressFamily,
+    /// A [`DestId`] or service index above 65535: entries store 16 bits.
+    IdOutOfRange,
+}
+
+/// Table-wide counters (a snapshot).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Live connections (templates excluded).
+    pub conns: usize,
+    pub templates: usize,
+    /// Connections in SYN_RECV.
+    pub half_open: usize,
+    pub table_full: u64,
+    pub reply_conflicts: u64,
+    pub template_gone: u64,
+    /// Entries released by expiry, [`ConnTable::remove`] or
+    /// [`ConnTable::expire_dest`].
+    pub released: u64,
+}
+
+/// One entry as `ipvsadm -L -c` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnEntry {
+    pub proto: L4Proto,
+    /// `NONE` for templates.
+    pub state: ConnState,
+    pub template: bool,
+    /// Milliseconds until it expires.
+    pub expires_ms: u64,
+    /// Client (for a template: the masked client, port 0).
+    pub client: SocketAddr,
+    pub virt: SocketAddr,
+    pub real: SocketAddr,
+    pub dest: DestId,
+    pub service: ServiceIndex,
+    pub method: ForwardMethod,
+}
+
+impl ConnEntry {
+    /// The `expire` column: `mm:ss`, whole seconds left (as IPVS rounds).
+    pub fn expire_mmss(&self) -> String {
+        let secs = self.expires_ms / 1000;
+        format!("{:02}:{:02}", secs / 60, secs % 60)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    conns: AtomicUsize,
+    templates: AtomicUsize,
+    half_open: AtomicUsize,
+    table_full: AtomicU64,
+    reply_conflicts: AtomicU64,
+    template_gone: AtomicU64,
+    released: AtomicU64,
+}
+
+/// The connection table shared by every worker (wrap it in an `Arc`).
+pub struct ConnTable {
+    v4: Shard,
+    v6: Shard,
+    dests: Arc<DestTable>,
+    timeouts: LiveTimeouts,
+    counters: Counters,
+    /// Half-open entries above which SYN_RECV gets the flood timeout.
+    flood_threshold: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    /// Only if past its deadline (a template with connections is re-armed).
+    IfExpired,
+    /// Now, unless a template still controls connections.
+    Force,
+}
+
+impl ConnTable {
+    /// A table for `capacity` IPv4 connections and `capacity / 8` IPv6 ones
+    /// (each rounded up to whole buckets of 15).
+    pub fn new(capacity: usize, timeouts: Timeouts, dests: Arc<DestTable>) -> ConnTable {
+        ConnTable::with_v6_capacity(capacity, capacity / 8, timeouts, dests)
+    }
+
+    pub fn with_v6_capacity(
+        capacity: usize,
+        v6_capacity: usize,
+        timeouts: Timeouts,
+        dests: Arc<DestTable>,
+    ) -> ConnTable {
+        let v4 = Shard::new(false, capacity);
+        let v6 = Shard::new(true, v6_capacity);
+        let flood_threshold = (v4.capacity() + v6.capacity()) / 8;
+        ConnTable {
+            v4,
+            v6,
+            dests,
+            timeouts: LiveTimeouts::new(&timeouts),
+            counters: Counters::default(),
+            flood_threshold,
+        }
+    }
+
+    /// Slots for IPv4 and IPv6 connections.
+    pub fn capacity(&self) -> (usize, usize) {
+        (self.v4.capacity(), self.v6.capacity())
+    }
+
+    /// Bytes of memory the table holds (all of it allocated at creation).
+    pub fn memory_bytes(&self) -> usize {
+        self.v4.bytes() + self.v6.bytes()
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts.load()
+    }
+
+    /// Replaces every timeout; applies to each entry from its next update.
+    pub fn set_timeouts(&self, t: &Timeouts) {
+        self.timeouts.store(t);
+    }
+
+    /// `ipvsadm --set tcp tcpfin udp` (seconds; 0 leaves a value unchanged).
+    pub fn set_ipvsadm_timeouts(&self, tcp: u32, tcpfin: u32, udp: u32) {
+        self.timeouts.set_ipvsadm(tcp, tcpfin, udp);
+    }
+
+    pub fn stats(&self) -> TableStats {
+        let c = &self.counters;
+        TableStats {
+            conns: c.conns.load(Ordering::Relaxed),
+            templates: c.templates.load(Ordering::Relaxed),
+            half_open: c.half_open.load(Ordering::Relaxed),
+            table_full: c.table_full.load(Ordering::Relaxed),
+            reply_conflicts: c.reply_conflicts.load(Ordering::Relaxed),
+            template_gone: c.template_gone.load(Ordering::Relaxed),
+            released: c.released.load(Ordering::Relaxed),
+        }
+    }
+
+    fn shard(&self, v6: bool) -> &Shard {
+        if v6 {
+            &self.v6
+        } else {
+            &self.v4
+        }
+    }
+
+    fn dest(&self, id: u32) -> Option<&DestCounters> {
+        self.dests.get(DestId(id))
+    }
+
+    /// The live connection `key` belongs to, in either direction: first as a
+    /// client→VIP key, then as a NAT reply key.
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey, now: Millis) -> Option<Conn> {
+        self.lookup_original(key, now)
+            .or_else(|| self.lookup_reply(key, now))
+    }
+
+    /// The live connection whose client→VIP key is `key`.
+    #[inline]
+    pub fn lookup_original(&self, key: &FlowKey, now: Millis) -> Option<Conn> {
+        let t = fwd_tuple(key, Kind::Conn);
+        let s = self.shard(key.is_ipv6()).find_fwd(&t, now)?;
+        Some(Conn::of(&s, Direction::Original))
+    }
+
+    /// The live NAT connection whose real server→client key is `key`.
+    #[inline]
+    pub fn lookup_reply(&self, key: &FlowKey, now: Millis) -> Option<Conn> {
+        let t = Tuple {
+            proto: proto_code(key.proto),
+            kind: Kind::Reply,
+            a: addr_bits(key.src),
+            ap: key.sport,
+            b: addr_bits(key.dst),
+            bp: key.dport,
+        };
+        let s = self.shard(key.is_ipv6()).find_reply(&t, now)?;
+        Some(Conn::of(&s, Direction::Reply))
+    }
+
+    /// Adds a connection in state NONE (TCP), UDP or ICMP; then call
+    /// [`ConnTable::update`] with the packet that opened it. If the key is
+    /// already present and alive (another worker won the race) that entry
+    /// is returned instead, and `template` is left as it was.
+    pub fn insert(&self, new: &NewConn, now: Millis) -> Result<Conn, InsertError> {
+        let v6 = new.key.is_ipv6();
+        if new.real.is_ipv6() != v6 || new.key.dst.is_ipv6() != v6 {
+            return Err(InsertError::AddressFamily);
+        }
+        if new.dest.0 > MAX_ID || new.service > MAX_ID {
+            return Err(InsertError::IdOutOfRange);
+        }
+        let state = match new.key.proto {
+            L4Proto::Tcp => ConnState::None,
+            L4Proto::Udp => ConnState::Udp,
+            L4Proto::Icmp | L4Proto::Icmpv6 => ConnState::Icmp,
+        };
+        let link = match new.template {
+            Some(t) => {
+                if t.v6 != v6 || !self.bind(&t, now) {
+                    self.counters.template_gone.fetch_add(1, Ordering::Relaxed);
+                    return Err(InsertError::TemplateGone);
+                }
+                t.slot + 1
+            }
+            None => 0,
+        };
+        let fresh = Fresh {
+            fwd: fwd_tuple(&new.key, Kind::Conn),
+            method: new.method,
+            real: addr_bits(new.real.ip()),
+            rport: new.real.port(),
+            service: new.service,
+            dest: new.dest.0,
+            link,
+            persist_secs: 0,
+            state,
+            timeout_ms: self.timeouts.ms(state, false),
+        };
+        let placed = self.place(v6, &fresh, now);
+        if !matches!(placed, Ok(Placed::New(_))) && link != 0 {
+            self.unbind(v6, link - 1);
+        }
+        match placed? {
+            Placed::New(s) => {
+                self.counters.conns.fetch_add(1, Ordering::Relaxed);
+                if let Some(d) = self.dest(new.dest.0) {
+                    d.inact_conns.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Conn::of(&s, Direction::Original))
+            }
+            Placed::Existing(s) => Ok(Conn::of(&s, Direction::Original)),
+        }
+    }
+
+    fn place(&self, v6: bool, fresh: &Fresh, now: Millis) -> Result<Placed, InsertError> {
+        let shard = self.shard(v6);
+        let placed = shard.insert(fresh, now, |s| self.kill(shard, s, now, Kill::IfExpired));
+        placed.map_err(|e| match e {
+            Refused::Full => {
+                self.counters.table_full.fetch_add(1, Ordering::Relaxed);
+                InsertError::TableFull
+            }
+            Refused::ReplyConflict => {
+                self.counters
+                    .reply_conflicts
+                    .fetch_add(1, Ordering::Relaxed);
+                InsertError::ReplyConflict
+            }
+        })
+    }
+
+    /// One packet of connection `conn`: moves the TCP state (flags are
+    /// ignored for UDP/ICMP; `None` = no flags) and re-arms the timeout.
+    /// Returns the new state, or `None` if the entry has expired or been
+    /// released — treat the packet as a miss.
+    #[inline]
+    pub fn update(
+        &self,
+        conn: &ConnRef,
+        dir: Direction,
+        flags: Option<TcpFlags>,
+        now: Millis,
+    ) -> Option<ConnState> {
+        let shard = self.shard(conn.v6);
+        let proto = proto_from_code(conn.flags >> 2);
+        let table = match (table_method(conn.flags), dir) {
+            (ForwardMethod::Nat, Direction::Original) => TcpTable::Input,
+            (ForwardMethod::Nat, Direction::Reply) => TcpTable::Output,
+            _ => TcpTable::InputOnly,
+        };
+        let mut t = shard.load_timer(conn.slot)?;
+        let (old, new) = loop {
+            if t.is_dead() || !t.gen_matches(conn.gen) || t.expired(now) {
+                return None;
+            }
+            let old = t.state()?;
+            let new = match (proto, flags) {
+                (L4Proto::Tcp, Some(f)) => tcp_next(old, table, f),
+                _ => old,
+            };
+            let flood = new.is_half_open()
+                && self.counters.half_open.load(Ordering::Relaxed) > self.flood_threshold;
+            let ms = self.timeouts.ms(new, flood);
+            if new == old && !timer::worth_touch(t, now, ms) {
+                return Some(old);
+            }
+            match shard.cas_timer(conn.slot, t, timer::with_state(t, new, now, ms)) {
+                Ok(()) => break (old, new),
+                Err(seen) => t = seen,
+            }
+        };
+        if old != new {
+            self.moved(conn.dest, old, new);
+        }
+        Some(new)
+    }
+
+    /// Count changes for a state change this thread made by CAS.
+    fn moved(&self, dest: u32, old: ConnState, new: ConnState) {
+        if old.is_half_open() != new.is_half_open() {
+            if new.is_half_open() {
+                self.counters.half_open.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.counters.half_open.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if old.is_active() == new.is_active() {
+            return;
+        }
+        // A concurrent release may subtract the new state's count before we
+        // add it: the counter is briefly off by one, never for longer.
+        if let Some(d) = self.dest(dest) {
+            if new.is_active() {
+                d.active_conns.fetch_add(1, Ordering::Relaxed);
+                d.inact_conns.fetch_sub(1, Ordering::Relaxed);
+            } else {
+                d.inact_conns.fetch_add(1, Ordering::Relaxed);
+                d.active_conns.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Marks `s` DEAD (if `how` allows) and releases it: counts, template
+    /// reference, reply key, slot. Returns whether this call released it.
+    fn kill(&self, shard: &Shard, s: &Snap, now: Millis, how: Kill) -> bool {
+        let Some(mut t) = shard.load_timer(s.slot) else {
+            return false;
+        };
+        loop {
+            if t.is_dead() || !t.gen_matches(s.gen()) {
+                return false;
+            }
+            if how == Kill::IfExpired && !t.expired(now) {
+                return false;
+            }
+            if s.is_template() && t.refs() > 0 {
+                if how == Kill::Force {
+                    return false;
+                }
+                // IPVS re-arms a template that still controls connections.
+                let ms = s.persist_secs() * 1000;
+                let _ = shard.cas_timer(s.slot, t, timer::extended(t, now, ms));
+                return false;
+            }
+            match shard.cas_timer(s.slot, t, timer::dead(t)) {
+                Ok(()) => break,
+                Err(seen) => t = seen,
+            }
+        }
+        self.release_counts(shard, s, t);
+        shard.release(s);
+        self.counters.released.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    fn release_counts(&self, shard: &Shard, s: &Snap, t: Timer) {
+        let d = self.dest(s.dest());
+        if s.is_template() {
+            self.counters.templates.fetch_sub(1, Ordering::Relaxed);
+            if let Some(d) = d {
+                d.persist_conns.fetch_sub(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        self.counters.conns.fetch_sub(1, Ordering::Relaxed);
+        let state = t.state().unwrap_or(ConnState::Close);
+        if state.is_half_open() {
+            self.counters.half_open.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(d) = d {
+            if state.is_active() {
+                d.active_conns.fetch_sub(1, Ordering::Relaxed);
+            } else {
+                d.inact_conns.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if s.link() != 0 {
+            self.unbind(shard.is_v6(), s.link() - 1);
+        }
+    }
+
+    /// Takes a reference on a template for a new connection, refreshing its
+    /// deadline (IPVS restarts a template's timer each time it is used).
+    fn bind(&self, t: &ConnRef, now: Millis) -> bool {
+        let shard = self.shard(t.v6);
+        let Some(s) = shard.read(t.slot) else {
+            return false;
+        };
+        if s.gen() != t.gen || !s.is_template() {
+            return false;
+        }
+        let ms = s.persist_secs() * 1000;
+        let Some(mut cur) = shard.load_timer(t.slot) else {
+            return false;
+        };
+        loop {
+            let alive = !cur.is_dead() && (!cur.expired(now) || cur.refs() > 0);
+            if !alive || !cur.gen_matches(t.gen) {
+                return false;
+            }
+            let Some(next) = timer::with_refs(cur, cur.refs() + 1) else {
+                return false;
+            };
+            match shard.cas_timer(t.slot, cur, timer::extended(next, now, ms)) {
+                Ok(()) => return true,
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+
+    /// Drops a connection's reference on its template. A template is never
+    /// released while referenced, so `slot` still holds it.
+    fn unbind(&self, v6: bool, slot: u32) {
+        let shard = self.shard(v6);
+        let Some(mut cur) = shard.load_timer(slot) else {
+            return;
+        };
+        loop {
+            if cur.refs() == 0 {
+                return;
+            }
+            let Some(next) = timer::with_refs(cur, cur.refs() - 1) else {
+                return;
+            };
+            match shard.cas_timer(slot, cur, next) {
+                Ok(()) => return,
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+
+    /// The live persistence template for `key`.
+    pub fn template(&self, key: &TemplateKey, now: Millis) -> Option<Template> {
+        let s = self
+            .shard(key.client.is_ipv6())
+            .find_fwd(&template_tuple(key), now)?;
+        Some(Template {
+            handle: ConnRef::of(&s),
+            dest: DestId(s.dest()),
+            real: s.real(),
+            service: s.service(),
+        })
+    }
+
+    /// Creates the template `key` → `dest` with the service's persistence
+    /// timeout (seconds, at most 65535), or returns the live one another
+    /// worker created first.
+    pub fn insert_template(
+        &self,
+        key: &TemplateKey,
+        service: ServiceIndex,
+        dest: DestId,
+        real: SocketAddr,
+        timeout_secs: u32,
+        now: Millis,
+    ) -> Result<Template, InsertError> {
+        let v6 = key.client.is_ipv6();
+        if real.is_ipv6() != v6 || key.vip.is_ipv6() != v6 {
+            return Err(InsertError::AddressFamily);
+        }
+        if dest.0 > MAX_ID || service > MAX_ID {
+            return Err(InsertError::IdOutOfRange);
+        }
+        let secs = timeout_secs.min(u16::MAX as u32) as u16;
+        let fresh = Fresh {
+            fwd: template_tuple(key),
+            method: ForwardMethod::Dr,
+            real: addr_bits(real.ip()),
+            rport: real.port(),
+            service,
+            dest: dest.0,
+            link: 0,
+            persist_secs: secs,
+            state: ConnState::None,
+            timeout_ms: secs as u64 * 1000,
+        };
+        let s = match self.place(v6, &fresh, now)? {
+            Placed::New(s) => {
+                self.counters.templates.fetch_add(1, Ordering::Relaxed);
+                if let Some(d) = self.dest(dest.0) {
+                    d.persist_conns.fetch_add(1, Ordering::Relaxed);
+                }
+                s
+            }
+            Placed::Existing(s) => s,
+        };
+        Ok(Template {
+            handle: ConnRef::of(&s),
+            dest: DestId(s.dest()),
+            real: s.real(),
+            service: s.service(),
+        })
+    }
+
+    /// Incremental expiry: looks at the next `budget` buckets (15 slots
+    /// each) of each address family and releases what has expired. Call it
+    /// once per batch from every worker; a budget of 64 sweeps a 1M table
+    /// every ~1100 calls. Returns how many entries it released.
+    pub fn expire_step(&self, now: Millis, budget: usize) -> usize {
+        let mut released = 0;
+        for shard in [&self.v4, &self.v6] {
+            for slot in shard.sweep_slice(budget) {
+                if let Some(s) = shard.read(slot) {
+                    if s.timer().expired(now) && self.kill(shard, &s, now, Kill::IfExpired) {
+                        released += 1;
+                    }
+                }
+            }
+        }
+        released
+    }
+
+    /// Releases one connection now (e.g. its real server is gone). Returns
+    /// false if it was already released, or is a template still in use.
+    pub fn remove(&self, conn: &ConnRef, now: Millis) -> bool {
+        let shard = self.shard(conn.v6);
+        match shard.read(conn.slot) {
+            Some(s) if s.gen() == conn.gen => self.kill(shard, &s, now, Kill::Force),
+            _ => false,
+        }
+    }
+
+    /// IPVS `expire_nodest_conn`: releases every connection, then every
+    /// template, of the deleted real server `dest`. Runs on the control
+    /// thread while workers go on; returns how many entries it released.
+    pub fn expire_dest(&self, dest: DestId, now: Millis) -> usize {
+        let mut released = 0;
+        for templates in [false, true] {
+            for shard in [&self.v4, &self.v6] {
+                for slot in shard.all_slots() {
+                    if let Some(s) = shard.read(slot) {
+                        if s.dest() == dest.0
+                            && s.is_template() == templates
+                            && self.kill(shard, &s, now, Kill::Force)
+                        {
+                            released += 1;
+                        }
+                    }
+                }
+            }
+        }
+        released
+    }
+
+    /// Calls `f` for every live entry (connections and templates), for
+    /// `ipvsadm -L -c`. Workers are not stopped; each entry is consistent.
+    pub fn for_each(&self, now: Millis, mut f: impl FnMut(&ConnEntry)) {
+        for shard in [&self.v4, &self.v6] {
+            for slot in shard.all_slots() {
+                let Some(s) = shard.read(slot) else { continue };
+                if !s.alive(now) {
+                    continue;
+                }
+                let t = s.timer();
+                f(&ConnEntry {
+                    proto: proto_from_code(s.proto()),
+                    state: t.state().unwrap_or(ConnState::Close),
+                    template: s.is_template(),
+                    expires_ms: t.remaining_ms(now),
+                    client: s.client(),
+                    virt: s.virt(),
+                    real: s.real(),
+                    dest: DestId(s.dest()),
+                    service: s.service(),
+                    method: s.method(),
+                });
+            }
+        }
+    }
+
+    /// All live entries (allocates: control plane only).
+    pub fn entries(&self, now: Millis) -> Vec<ConnEntry> {
+        let mut v = Vec::new();
+        self.for_each(now, |e| v.push(*e));
+        v
+    }
+}
+
+fn table_method(flags: u8) -> ForwardMethod {
+    table::method_from_code(flags >> 4)
+}
+
+fn fwd_tuple(key: &FlowKey, kind: Kind) -> Tuple {
+    Tuple {
+        proto: proto_code(key.proto),
+        kind,
+        a: addr_bits(key.src),
+        ap: key.sport,
+        b: addr_bits(key.dst),
+        bp: key.dport,
+    }
+}
+
+fn template_tuple(key: &TemplateKey) -> Tuple {
+    Tuple {
+        proto: proto_code(key.proto),
+        kind: Kind::Template,
+        a: addr_bits(key.client),
+        ap: 0,
+        b: addr_bits(key.vip),
+        bp: key.vport,
+    }
+}

@@ -1,0 +1,847 @@
+//! Storage of one address family: slots of atomic words, a tag index for the
+//! client→VIP key and a reference index for the NAT reply key.
+//!
+//! - `slots`: `stride` words per entry (5 for IPv4 = 40 bytes, 10 for IPv6).
+//!   Word 0 is `meta` (generation | dest | service | flags | LIVE), word 1 the `timer`
+//!   (state | generation low bits | template refcount | deadline), the rest
+//!   are written once while the entry is private and read under `meta`'s
+//!   generation, seqlock style: a reader that sees the same LIVE `meta` before
+//!   and after reading knows the words belong to that one entry.
+//! - `tags`: buckets of one cache line, a header and 15 `u32` hash tags. The
+//!   tag at bucket b, position p names slot `b * 15 + p`: the position *is*
+//!   the slot, so the client key needs no pointer and there is no free list.
+//!   A key lives in its home bucket or one of the `PROBE - 1` after it; the
+//!   header counts the keys homed here that spilled, so a miss usually costs
+//!   one cache line.
+//! - `refs`: buckets of a header and 7 `u64` words `(tag << 32) | slot + 1`,
+//!   the reply key index of NAT entries.
+//!
+//! Headers carry a writer bit (bit 0) that serialises *inserts of keys homed
+//! in that bucket*, which is what makes two concurrent inserts of one key
+//! yield one entry. Lookups, per-packet updates and expiry never take it.
+
+use std::hash::BuildHasher;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crate::packet::L4Proto;
+use crate::service::ForwardMethod;
+use crate::Millis;
+
+use super::state::ConnState;
+
+/// Tags per bucket (one header word + 15 tags = 64 bytes).
+pub(super) const TAGS: usize = 15;
+/// Reply references per bucket (one header word + 7 = 64 bytes).
+const REFS: usize = 7;
+/// Buckets a key may be placed in, counting its home bucket.
+const PROBE: usize = 8;
+
+const EMPTY: u32 = 0;
+/// A position claimed by an inserter that is still writing the slot.
+const BUSY: u32 = 1;
+
+// meta word: gen 40..64 | dest 24..40 | service 8..24 | flags 0..8
+const LIVE: u64 = 1;
+const GEN_BITS: u32 = 24;
+const META_GEN_SHIFT: u32 = 40;
+/// Largest [`crate::service::DestId`] / service index an entry can hold.
+pub(super) const MAX_ID: u32 = 0xffff;
+const TEMPLATE: u64 = 1 << 1;
+const PROTO_SHIFT: u32 = 2;
+const METHOD_SHIFT: u32 = 4;
+
+// timer word: state 0..4 | gen 4..16 | refcount 16..36 | deadline 36..64
+const STATE_MASK: u64 = 0xf;
+/// The state code of an entry being released; no [`ConnState`] has it.
+const DEAD: u64 = 0xf;
+const GEN_SHIFT: u32 = 4;
+const GEN_MASK: u64 = 0xfff;
+const REF_SHIFT: u32 = 16;
+const REF_MAX: u64 = (1 << 20) - 1;
+const DEADLINE_SHIFT: u32 = 36;
+const DEADLINE_MASK: u64 = (1 << 28) - 1;
+/// Granularity of deadlines, in ms. Deadlines are 28-bit tick counters
+/// compared with serial-number arithmetic, so a timeout can be up to
+/// 2^27 ticks (about 99 days); longer ones are clamped.
+pub(super) const TICK_MS: u64 = 64;
+const MAX_TIMEOUT_TICKS: u64 = 1 << 27;
+/// An unchanged state's deadline is rewritten only once it would move by at
+/// least this much (16 ticks ≈ 1 s): a busy flow writes its entry about once
+/// a second instead of once a packet.
+const COARSE_TICKS: u64 = 16;
+
+#[repr(align(64))]
+struct TagBucket([AtomicU32; TAGS + 1]);
+
+#[repr(align(64))]
+struct RefBucket([AtomicU64; REFS + 1]);
+
+/// Which index a tuple belongs to; mixed into the hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    Conn = 0,
+    Template = 1,
+    Reply = 2,
+}
+
+/// A key in the table's own terms: `a:ap → b:bp`. For connections and
+/// templates `a` is the client and `b` the VIP; for reply keys `a` is the
+/// real server and `b` the client. IPv4 addresses occupy the low 32 bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Tuple {
+    pub proto: u8,
+    pub kind: Kind,
+    pub a: u128,
+    pub ap: u16,
+    pub b: u128,
+    pub bp: u16,
+}
+
+pub(super) fn proto_code(p: L4Proto) -> u8 {
+    match p {
+        L4Proto::Tcp => 0,
+        L4Proto::Udp => 1,
+        L4Proto::Icmp => 2,
+        L4Proto::Icmpv6 => 3,
+    }
+}
+
+pub(super) fn proto_from_code(c: u8) -> L4Proto {
+    match c & 3 {
+        0 => L4Proto::Tcp,
+        1 => L4Proto::Udp,
+        2 => L4Proto::Icmp,
+        _ => L4Proto::Icmpv6,
+    }
+}
+
+pub(super) fn method_code(m: ForwardMethod) -> u8 {
+    match m {
+        ForwardMethod::Nat => 0,
+        ForwardMethod::Tun => 1,
+        ForwardMethod::Dr => 2,
+    }
+}
+
+pub(super) fn method_from_code(c: u8) -> ForwardMethod {
+    match c & 3 {
+        0 => ForwardMethod::Nat,
+        1 => ForwardMethod::Tun,
+        _ => ForwardMethod::Dr,
+    }
+}
+
+pub(super) fn addr_bits(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(v4) => u32::from(v4) as u128,
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+fn addr_from_bits(v6: bool, bits: u128) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(bits))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(bits as u32))
+    }
+}
+
+/// Current tick, masked to the deadline width.
+pub(super) fn tick_now(now: Millis) -> u64 {
+    (now.0 / TICK_MS) & DEADLINE_MASK
+}
+
+/// The tick at or after `now + ms` (never early).
+fn deadline_tick(now: Millis, ms: u64) -> u64 {
+    let ms = ms.min((MAX_TIMEOUT_TICKS - 1) * TICK_MS);
+    now.0.saturating_add(ms).div_ceil(TICK_MS) & DEADLINE_MASK
+}
+
+/// `a - b` in serial-number arithmetic over 28 bits.
+fn serial_diff(a: u64, b: u64) -> i64 {
+    let d = a.wrapping_sub(b) & DEADLINE_MASK;
+    if d >= MAX_TIMEOUT_TICKS {
+        d as i64 - (1 << 28)
+    } else {
+        d as i64
+    }
+}
+
+/// Decoded timer word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Timer(pub u64);
+
+impl Timer {
+    pub fn pack(state: u64, gen: u32, refs: u64, deadline: u64) -> Timer {
+        Timer(
+            (state & STATE_MASK)
+                | ((gen as u64 & GEN_MASK) << GEN_SHIFT)
+                | ((refs & REF_MAX) << REF_SHIFT)
+                | ((deadline & DEADLINE_MASK) << DEADLINE_SHIFT),
+        )
+    }
+    pub fn state_code(self) -> u64 {
+        self.0 & STATE_MASK
+    }
+    pub fn is_dead(self) -> bool {
+        self.state_code() == DEAD
+    }
+    pub fn state(self) -> Option<ConnState> {
+        ConnState::from_code(self.state_code() as u8)
+    }
+    pub fn gen_matches(self, gen: u32) -> bool {
+        (self.0 >> GEN_SHIFT) & GEN_MASK == gen as u64 & GEN_MASK
+    }
+    pub fn refs(self) -> u64 {
+        (self.0 >> REF_SHIFT) & REF_MAX
+    }
+    pub fn deadline(self) -> u64 {
+        (self.0 >> DEADLINE_SHIFT) & DEADLINE_MASK
+    }
+    pub fn expired(self, now: Millis) -> bool {
+        serial_diff(tick_now(now), self.deadline()) >= 0
+    }
+    /// Milliseconds until the deadline (0 once passed).
+    pub fn remaining_ms(self, now: Millis) -> u64 {
+        let ticks = serial_diff(self.deadline(), tick_now(now));
+        if ticks <= 0 {
+            0
+        } else {
+            (ticks as u64 * TICK_MS).saturating_sub(now.0 % TICK_MS)
+        }
+    }
+    fn with(self, state: u64, refs: u64, deadline: u64) -> Timer {
+        let gen = ((self.0 >> GEN_SHIFT) & GEN_MASK) as u32;
+        Timer::pack(state, gen, refs, deadline)
+    }
+    /// Whether moving the deadline to `d` is worth a write.
+    fn moves(self, d: u64) -> bool {
+        serial_diff(d, self.deadline()).unsigned_abs() >= COARSE_TICKS
+    }
+}
+
+/// The words of one entry as read under its generation.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Snap {
+    pub v6: bool,
+    pub slot: u32,
+    w: [u64; 10],
+}
+
+impl Snap {
+    pub fn gen(&self) -> u32 {
+        (self.w[0] >> META_GEN_SHIFT) as u32
+    }
+    pub fn meta_flags(&self) -> u8 {
+        self.w[0] as u8
+    }
+    pub fn is_template(&self) -> bool {
+        self.w[0] & TEMPLATE != 0
+    }
+    pub fn proto(&self) -> u8 {
+        ((self.w[0] >> PROTO_SHIFT) & 3) as u8
+    }
+    pub fn method(&self) -> ForwardMethod {
+        method_from_code((self.w[0] >> METHOD_SHIFT) as u8)
+    }
+    pub fn timer(&self) -> Timer {
+        Timer(self.w[1])
+    }
+    fn cport(&self) -> u16 {
+        (self.w[2] >> 48) as u16
+    }
+    fn vport(&self) -> u16 {
+        (self.w[2] >> 32) as u16
+    }
+    fn rport(&self) -> u16 {
+        (self.w[2] >> 16) as u16
+    }
+    /// Persistence timeout of a template, in seconds.
+    pub fn persist_secs(&self) -> u64 {
+        self.w[2] & 0xffff
+    }
+    pub fn dest(&self) -> u32 {
+        ((self.w[0] >> 24) & 0xffff) as u32
+    }
+    pub fn service(&self) -> u32 {
+        ((self.w[0] >> 8) & 0xffff) as u32
+    }
+    fn c(&self) -> u128 {
+        if self.v6 {
+            self.w[3] as u128 | (self.w[4] as u128) << 64
+        } else {
+            (self.w[3] >> 32) as u128
+        }
+    }
+    fn v(&self) -> u128 {
+        if self.v6 {
+            self.w[5] as u128 | (self.w[6] as u128) << 64
+        } else {
+            self.w[3] as u32 as u128
+        }
+    }
+    fn r(&self) -> u128 {
+        if self.v6 {
+            self.w[7] as u128 | (self.w[8] as u128) << 64
+        } else {
+            (self.w[4] >> 32) as u128
+        }
+    }
+    /// Slot + 1 of the template controlling this connection (0: none).
+    pub fn link(&self) -> u32 {
+        if self.v6 {
+            self.w[9] as u32
+        } else {
+            self.w[4] as u32
+        }
+    }
+    pub fn fwd_tuple(&self) -> Tuple {
+        Tuple {
+            proto: self.proto(),
+            kind: if self.is_template() {
+                Kind::Template
+            } else {
+                Kind::Conn
+            },
+            a: self.c(),
+            ap: self.cport(),
+            b: self.v(),
+            bp: self.vport(),
+        }
+    }
+    pub fn reply_tuple(&self) -> Tuple {
+        Tuple {
+            proto: self.proto(),
+            kind: Kind::Reply,
+            a: self.r(),
+            ap: self.rport(),
+            b: self.c(),
+            bp: self.cport(),
+        }
+    }
+    /// Not released and not past its deadline; a template that still
+    /// controls connections stays alive past its deadline, as in IPVS.
+    pub fn alive(&self, now: Millis) -> bool {
+        let t = self.timer();
+        !t.is_dead() && (!t.expired(now) || (self.is_template() && t.refs() > 0))
+    }
+    pub fn has_reply_key(&self) -> bool {
+        !self.is_template() && self.method() == ForwardMethod::Nat
+    }
+    pub fn client(&self) -> SocketAddr {
+        SocketAddr::new(addr_from_bits(self.v6, self.c()), self.cport())
+    }
+    pub fn virt(&self) -> SocketAddr {
+        SocketAddr::new(addr_from_bits(self.v6, self.v()), self.vport())
+    }
+    pub fn real(&self) -> SocketAddr {
+        SocketAddr::new(addr_from_bits(self.v6, self.r()), self.rport())
+    }
+}
+
+/// Everything an insert writes into a fresh slot.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Fresh {
+    pub fwd: Tuple,
+    pub method: ForwardMethod,
+    pub real: u128,
+    pub rport: u16,
+    pub service: u32,
+    pub dest: u32,
+    pub link: u32,
+    pub persist_secs: u16,
+    pub state: ConnState,
+    pub timeout_ms: u64,
+}
+
+/// Why an insert did not create an entry (the shard-level part).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Refused {
+    Full,
+    ReplyConflict,
+}
+
+/// Result of a successful shard insert.
+pub(super) enum Placed {
+    New(Snap),
+    Existing(Snap),
+}
+
+pub(super) struct Shard {
+    v6: bool,
+    stride: usize,
+    seed: [u64; 5],
+    tags: Box<[TagBucket]>,
+    refs: Box<[RefBucket]>,
+    words: Box<[AtomicU64]>,
+    cursor: AtomicUsize,
+}
+
+/// 64×64→128 multiply folded to 64 bits (the wyhash / foldhash mixer).
+#[inline]
+fn fold(a: u64, b: u64) -> u64 {
+    let p = (a as u128).wrapping_mul(b as u128);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+/// `h` mapped onto `0..n` without a division (Lemire's multiply-shift).
+#[inline]
+fn range(h: u64, n: usize) -> usize {
+    ((h as u128 * n as u128) >> 64) as usize
+}
+
+/// The `i`th bucket a key with hash `h` may occupy: its home bucket, then a
+/// run of buckets starting at an independent second position. Spilling to a
+/// random place instead of the neighbour keeps clusters from growing, so the
+/// table fills to 90% before a probe window runs out.
+#[inline]
+fn bucket_at(h: u64, n: usize, i: usize) -> usize {
+    if i == 0 {
+        range(h, n)
+    } else {
+        (range(h.wrapping_mul(0xc2b2_ae3d_27d4_eb4f), n) + i - 1) % n
+    }
+}
+
+fn lock(word: &AtomicU32) {
+    while word.fetch_or(1, Ordering::Acquire) & 1 != 0 {
+        while word.load(Ordering::Relaxed) & 1 != 0 {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+fn unlock(word: &AtomicU32) {
+    word.fetch_and(!1, Ordering::Release);
+}
+
+fn lock64(word: &AtomicU64) {
+    while word.fetch_or(1, Ordering::Acquire) & 1 != 0 {
+        while word.load(Ordering::Relaxed) & 1 != 0 {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+fn unlock64(word: &AtomicU64) {
+    word.fetch_and(!1, Ordering::Release);
+}
+
+impl Shard {
+    pub fn new(v6: bool, capacity: usize) -> Shard {
+        let buckets = capacity.div_ceil(TAGS).max(PROBE);
+        let ref_buckets = (buckets * TAGS * 5 / 4).div_ceil(REFS).max(PROBE);
+        let stride = if v6 { 10 } else { 5 };
+        let rs = std::collections::hash_map::RandomState::new();
+        Shard {
+            v6,
+            stride,
+            seed: std::array::from_fn(|i| rs.hash_one(i) | 1),
+            tags: (0..buckets)
+                .map(|_| TagBucket(std::array::from_fn(|_| AtomicU32::new(0))))
+                .collect(),
+            refs: (0..ref_buckets)
+                .map(|_| RefBucket(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
+            words: (0..buckets * TAGS * stride)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn is_v6(&self) -> bool {
+        self.v6
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.tags.len() * TAGS
+    }
+
+    /// Bytes of memory this shard holds.
+    pub fn bytes(&self) -> usize {
+        self.tags.len() * 64 + self.refs.len() * 64 + self.words.len() * 8
+    }
+
+    #[inline]
+    pub fn hash(&self, t: &Tuple) -> u64 {
+        let s = &self.seed;
+        let x = fold(t.a as u64 ^ s[0], (t.a >> 64) as u64 ^ s[1]);
+        let y = fold(t.b as u64 ^ s[2], (t.b >> 64) as u64 ^ s[3]);
+        let z = (t.ap as u64) << 32 | (t.bp as u64) << 16 | (t.proto as u64) << 8 | t.kind as u64;
+        // The second multiply spreads the few bits that vary between flows
+        // of one client (the port) over the whole word.
+        fold(fold(x ^ z, y ^ s[4]), 0x9e37_79b9_7f4a_7c15)
+    }
+
+    #[inline]
+    fn word(&self, slot: u32, i: usize) -> &AtomicU64 {
+        &self.words[slot as usize * self.stride + i]
+    }
+
+    pub fn timer_word(&self, slot: u32) -> &AtomicU64 {
+        self.word(slot, 1)
+    }
+
+    /// The entry in `slot`, if LIVE, read consistently under its generation.
+    #[inline]
+    pub fn read(&self, slot: u32) -> Option<Snap> {
+        let base = slot as usize * self.stride;
+        let words = self.words.get(base..base + self.stride)?;
+        let m1 = words[0].load(Ordering::Acquire);
+        if m1 & LIVE == 0 {
+            return None;
+        }
+        let mut w = [0u64; 10];
+        for (dst, src) in w.iter_mut().zip(words.iter()).skip(1) {
+            *dst = src.load(Ordering::Relaxed);
+        }
+        fence(Ordering::Acquire);
+        if words[0].load(Ordering::Relaxed) != m1 {
+            return None;
+        }
+        w[0] = m1;
+        Some(Snap {
+            v6: self.v6,
+            slot,
+            w,
+        })
+    }
+
+    /// The live entry (connection or template) with forward key `t`.
+    #[inline]
+    pub fn find_fwd(&self, t: &Tuple, now: Millis) -> Option<Snap> {
+        let h = self.hash(t);
+        let n = self.tags.len();
+        let home = range(h, n);
+        let tag = (h as u32) | 2;
+        for i in 0..PROBE {
+            let b = bucket_at(h, n, i);
+            let bucket = &self.tags[b].0;
+            for (p, word) in bucket.iter().enumerate().skip(1) {
+                if word.load(Ordering::Acquire) == tag {
+                    let slot = (b * TAGS + p - 1) as u32;
+                    if let Some(s) = self.read(slot) {
+                        if s.fwd_tuple() == *t && s.alive(now) {
+                            return Some(s);
+                        }
+                    }
+                }
+            }
+            if i == 0 && self.tags[home].0[0].load(Ordering::Relaxed) >> 1 == 0 {
+                break;
+            }
+        }
+        None
+    }
+
+    /// The live NAT connection whose reply key is `t`.
+    #[inline]
+    pub fn find_reply(&self, t: &Tuple, now: Millis) -> Option<Snap> {
+        let h = self.hash(t);
+        let n = self.refs.len();
+        let home = range(h, n);
+        let tag = (h as u32) | 1;
+        for i in 0..PROBE {
+            let b = bucket_at(h, n, i);
+            for word in self.refs[b].0.iter().skip(1) {
+                let v = word.load(Ordering::Acquire);
+                if (v >> 32) as u32 == tag && v as u32 != 0 {
+                    if let Some(s) = self.read(v as u32 - 1) {
+                        if s.has_reply_key() && s.reply_tuple() == *t && s.alive(now) {
+                            return Some(s);
+                        }
+                    }
+                }
+            }
+            if i == 0 && self.refs[home].0[0].load(Ordering::Relaxed) >> 1 == 0 {
+                break;
+            }
+        }
+        None
+    }
+
+    /// Inserts `f` unless its forward key is present and alive (then returns
+    /// that entry). `reclaim` releases an expired entry so its position can
+    /// be reused; it returns whether it released it.
+    pub fn insert(
+        &self,
+        f: &Fresh,
+        now: Millis,
+        mut reclaim: impl FnMut(&Snap) -> bool,
+    ) -> Result<Placed, Refused> {
+        let h = self.hash(&f.fwd);
+        let n = self.tags.len();
+        let home = range(h, n);
+        let tag = (h as u32) | 2;
+        let guard = &self.tags[home].0[0];
+        lock(guard);
+        let result = self.insert_locked(f, now, h, tag, &mut reclaim);
+        unlock(guard);
+        result
+    }
+
+    fn insert_locked(
+        &self,
+        f: &Fresh,
+        now: Millis,
+        h: u64,
+        tag: u32,
+        reclaim: &mut impl FnMut(&Snap) -> bool,
+    ) -> Result<Placed, Refused> {
+        let home = range(h, self.tags.len());
+        // An entry past its deadline but not collected yet is invisible here
+        // as to lookups; the sweep (or `claim`) releases it.
+        if let Some(s) = self.find_fwd(&f.fwd, now) {
+            return Ok(Placed::Existing(s));
+        }
+        let (b, p) = self.claim(h, now, reclaim).ok_or(Refused::Full)?;
+        let slot = (b * TAGS + p - 1) as u32;
+        let snap = self.write(slot, f, now);
+        if snap.has_reply_key() {
+            if let Err(e) = self.insert_reply(&snap, now) {
+                self.free(&snap, (b, p), home);
+                return Err(e);
+            }
+        }
+        if b != home {
+            self.tags[home].0[0].fetch_add(2, Ordering::Relaxed);
+        }
+        self.tags[b].0[p].store(tag, Ordering::Release);
+        Ok(Placed::New(snap))
+    }
+
+    /// Claims an empty position for a key of hash `h`, reclaiming an
+    /// expired entry if there is no empty one.
+    fn claim(
+        &self,
+        h: u64,
+        now: Millis,
+        reclaim: &mut impl FnMut(&Snap) -> bool,
+    ) -> Option<(usize, usize)> {
+        let n = self.tags.len();
+        let try_claim = |b: usize, p: usize| {
+            self.tags[b].0[p]
+                .compare_exchange(EMPTY, BUSY, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        };
+        for i in 0..PROBE {
+            let b = bucket_at(h, n, i);
+            for p in 1..=TAGS {
+                if self.tags[b].0[p].load(Ordering::Relaxed) == EMPTY && try_claim(b, p) {
+                    return Some((b, p));
+                }
+            }
+        }
+        for i in 0..PROBE {
+            let b = bucket_at(h, n, i);
+            for p in 1..=TAGS {
+                if self.tags[b].0[p].load(Ordering::Relaxed) <= BUSY {
+                    continue;
+                }
+                let Some(s) = self.read((b * TAGS + p - 1) as u32) else {
+                    continue;
+                };
+                if s.timer().expired(now) && reclaim(&s) && try_claim(b, p) {
+                    return Some((b, p));
+                }
+            }
+        }
+        None
+    }
+
+    /// Fills a claimed slot and makes it LIVE; returns what was written.
+    fn write(&self, slot: u32, f: &Fresh, now: Millis) -> Snap {
+        let gen = (self.word(slot, 0).load(Ordering::Acquire) >> META_GEN_SHIFT) as u32;
+        let mut w = [0u64; 10];
+        w[0] = (gen as u64) << META_GEN_SHIFT
+            | ((f.dest & MAX_ID) as u64) << 24
+            | ((f.service & MAX_ID) as u64) << 8
+            | (f.fwd.proto as u64) << PROTO_SHIFT
+            | (method_code(f.method) as u64) << METHOD_SHIFT
+            | if f.fwd.kind == Kind::Template {
+                TEMPLATE
+            } else {
+                0
+            }
+            | LIVE;
+        w[1] = Timer::pack(f.state as u64, gen, 0, deadline_tick(now, f.timeout_ms)).0;
+        w[2] = (f.fwd.ap as u64) << 48
+            | (f.fwd.bp as u64) << 32
+            | (f.rport as u64) << 16
+            | f.persist_secs as u64;
+        if self.v6 {
+            w[3] = f.fwd.a as u64;
+            w[4] = (f.fwd.a >> 64) as u64;
+            w[5] = f.fwd.b as u64;
+            w[6] = (f.fwd.b >> 64) as u64;
+            w[7] = f.real as u64;
+            w[8] = (f.real >> 64) as u64;
+            w[9] = f.link as u64;
+        } else {
+            w[3] = (f.fwd.a as u64) << 32 | (f.fwd.b as u32 as u64);
+            w[4] = (f.real as u64) << 32 | f.link as u64;
+        }
+        // Readers still holding this slot's previous generation must see
+        // the generation change if they see any of the new words.
+        fence(Ordering::Release);
+        for (i, v) in w.iter().enumerate().take(self.stride).skip(1) {
+            self.word(slot, i).store(*v, Ordering::Relaxed);
+        }
+        self.word(slot, 0).store(w[0], Ordering::Release);
+        Snap {
+            v6: self.v6,
+            slot,
+            w,
+        }
+    }
+
+    fn insert_reply(&self, s: &Snap, now: Millis) -> Result<(), Refused> {
+        let t = s.reply_tuple();
+        let h = self.hash(&t);
+        let n = self.refs.len();
+        let home = range(h, n);
+        let value = ((h as u32 | 1) as u64) << 32 | (s.slot as u64 + 1);
+        let guard = &self.refs[home].0[0];
+        lock64(guard);
+        let result = (|| {
+            if self.find_reply(&t, now).is_some() {
+                return Err(Refused::ReplyConflict);
+            }
+            for i in 0..PROBE {
+                let b = bucket_at(h, n, i);
+                for word in self.refs[b].0.iter().skip(1) {
+                    if word.load(Ordering::Relaxed) == 0
+                        && word
+                            .compare_exchange(0, value, Ordering::Release, Ordering::Relaxed)
+                            .is_ok()
+                    {
+                        if b != home {
+                            self.refs[home].0[0].fetch_add(2, Ordering::Relaxed);
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+            Err(Refused::Full)
+        })();
+        unlock64(guard);
+        result
+    }
+
+    fn remove_reply(&self, s: &Snap) {
+        let t = s.reply_tuple();
+        let h = self.hash(&t);
+        let n = self.refs.len();
+        let home = range(h, n);
+        let value = ((h as u32 | 1) as u64) << 32 | (s.slot as u64 + 1);
+        for i in 0..PROBE {
+            let b = bucket_at(h, n, i);
+            for word in self.refs[b].0.iter().skip(1) {
+                if word
+                    .compare_exchange(value, 0, Ordering::Release, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    if b != home {
+                        self.refs[home].0[0].fetch_sub(2, Ordering::Relaxed);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Returns a released entry's slot to EMPTY. The caller won the CAS that
+    /// marked it DEAD (or owns it unpublished), so no one else frees it.
+    pub fn release(&self, s: &Snap) {
+        if s.has_reply_key() {
+            self.remove_reply(s);
+        }
+        let h = self.hash(&s.fwd_tuple());
+        let home = range(h, self.tags.len());
+        let pos = (s.slot as usize / TAGS, s.slot as usize % TAGS + 1);
+        self.free(s, pos, home);
+    }
+
+    fn free(&self, s: &Snap, (b, p): (usize, usize), home: usize) {
+        let next_gen = ((s.gen().wrapping_add(1) & ((1 << GEN_BITS) - 1)) as u64) << META_GEN_SHIFT;
+        self.word(s.slot, 0).store(next_gen, Ordering::Release);
+        let was_published = self.tags[b].0[p].swap(EMPTY, Ordering::Release) > BUSY;
+        if was_published && b != home {
+            self.tags[home].0[0].fetch_sub(2, Ordering::Relaxed);
+        }
+    }
+
+    /// The next `budget` buckets (wrapping) for an incremental sweep; workers
+    /// calling this concurrently get disjoint slices.
+    pub fn sweep_slice(&self, budget: usize) -> impl Iterator<Item = u32> + '_ {
+        let n = self.tags.len();
+        let budget = budget.min(n);
+        let start = self.cursor.fetch_add(budget, Ordering::Relaxed) % n;
+        (0..budget).flat_map(move |i| {
+            let b = (start + i) % n;
+            (1..=TAGS).filter_map(move |p| {
+                (self.tags[b].0[p].load(Ordering::Relaxed) > BUSY)
+                    .then_some((b * TAGS + p - 1) as u32)
+            })
+        })
+    }
+
+    /// Every published slot, for listing and whole-table passes.
+    pub fn all_slots(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.capacity() as u32).filter(|&slot| {
+            let (b, p) = (slot as usize / TAGS, slot as usize % TAGS + 1);
+            self.tags[b].0[p].load(Ordering::Relaxed) > BUSY
+        })
+    }
+
+    /// Tries to move `slot`'s timer from `from` to `to` (one CAS).
+    pub fn cas_timer(&self, slot: u32, from: Timer, to: Timer) -> Result<(), Timer> {
+        self.timer_word(slot)
+            .compare_exchange(from.0, to.0, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
+            .map_err(Timer)
+    }
+
+    pub fn load_timer(&self, slot: u32) -> Option<Timer> {
+        let base = slot as usize * self.stride;
+        self.words
+            .get(base + 1)
+            .map(|w| Timer(w.load(Ordering::Acquire)))
+    }
+}
+
+/// Timer arithmetic the table's policy code needs.
+pub(super) mod timer {
+    use super::*;
+
+    pub fn dead(t: Timer) -> Timer {
+        t.with(DEAD, t.refs(), t.deadline())
+    }
+
+    pub fn with_state(t: Timer, state: ConnState, now: Millis, ms: u64) -> Timer {
+        t.with(state as u64, t.refs(), deadline_tick(now, ms))
+    }
+
+    /// Whether a same-state update to `now + ms` is worth writing.
+    pub fn worth_touch(t: Timer, now: Millis, ms: u64) -> bool {
+        t.moves(deadline_tick(now, ms))
+    }
+
+    pub fn with_refs(t: Timer, refs: u64) -> Option<Timer> {
+        (refs <= REF_MAX).then(|| t.with(t.state_code(), refs, t.deadline()))
+    }
+
+    /// Deadline pushed to at least `now + ms`.
+    pub fn extended(t: Timer, now: Millis, ms: u64) -> Timer {
+        let d = deadline_tick(now, ms);
+        let d = if serial_diff(d, t.deadline()) > 0 {
+            d
+        } else {
+            t.deadline()
+        };
+        t.with(t.state_code(), t.refs(), d)
+    }
+}

@@ -1,0 +1,1021 @@
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use super::table::TICK_MS;
+use super::*;
+use crate::service::Persistence;
+
+const VIP: &str = "192.0.2.10";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn client_key(proto: L4Proto, cport: u16) -> FlowKey {
+    FlowKey::new(proto, ip("203.0.113.7"), cport, ip(VIP), 80)
+}
+
+fn rs(n: u8) -> SocketAddr {
+    SocketAddr::new(ip(&format!("198.51.100.{n}")), 8080)
+}
+
+fn table(capacity: usize) -> (ConnTable, Arc<DestTable>) {
+    let dests = Arc::new(DestTable::new(8));
+    (
+        ConnTable::with_v6_capacity(capacity, capacity / 8, Timeouts::default(), dests.clone()),
+        dests,
+    )
+}
+
+fn new_conn(key: FlowKey, method: ForwardMethod, dest: u32) -> NewConn {
+    let real = if key.is_ipv6() {
+        SocketAddr::new(ip("2001:db8:2::2"), 8080)
+    } else {
+        rs(dest as u8 + 1)
+    };
+    NewConn {
+        key,
+        service: 0,
+        dest: DestId(dest),
+        method,
+        real,
+        template: None,
+    }
+}
+
+fn counts(d: &DestTable, id: u32) -> (u32, u32, u32) {
+    let c = d.get(DestId(id)).unwrap();
+    (c.active(), c.inactive(), c.persistent())
+}
+
+const SYN: TcpFlags = TcpFlags(TcpFlags::SYN);
+const SYNACK: TcpFlags = TcpFlags(TcpFlags::SYN | TcpFlags::ACK);
+const ACK: TcpFlags = TcpFlags(TcpFlags::ACK);
+const FIN: TcpFlags = TcpFlags(TcpFlags::FIN | TcpFlags::ACK);
+const RST: TcpFlags = TcpFlags(TcpFlags::RST);
+
+fn state_named(name: &str) -> ConnState {
+    (0..13)
+        .filter_map(ConnState::from_code)
+        .find(|s| s.name() == name)
+        .unwrap()
+}
+
+/// IPVS's `tcp_states`, written out by name: every transition of the three
+/// tables is checked against it, through the table's own `update`.
+#[test]
+fn every_tcp_transition_matches_ipvs() {
+    const FROM: [&str; 11] = [
+        "NONE",
+        "ESTABLISHED",
+        "SYN_SENT",
+        "SYN_RECV",
+        "FIN_WAIT",
+        "TIME_WAIT",
+        "CLOSE",
+        "CLOSE_WAIT",
+        "LAST_ACK",
+        "LISTEN",
+        "SYNACK",
+    ];
+    #[rustfmt::skip]
+    let expect: [(&str, TcpTable, TcpFlags, [&str; 11]); 12] = [
+        //                                   NO    ES    SS    SR    FW    TW    CL    CW    LA    LI    SA
+        ("in syn",  TcpTable::Input,     SYN,    ["SR", "ES", "ES", "SR", "SR", "SR", "SR", "SR", "SR", "SR", "SR"]),
+        ("in fin",  TcpTable::Input,     FIN,    ["CL", "CW", "SS", "TW", "TW", "TW", "CL", "CW", "LA", "LI", "TW"]),
+        ("in ack",  TcpTable::Input,     ACK,    ["CL", "ES", "SS", "ES", "FW", "TW", "CL", "CW", "CL", "LI", "ES"]),
+        ("in rst",  TcpTable::Input,     RST,    ["CL", "CL", "CL", "SR", "CL", "CL", "CL", "CL", "LA", "LI", "SR"]),
+        ("out syn", TcpTable::Output,    SYNACK, ["SS", "ES", "SS", "SR", "SS", "SS", "SS", "SS", "SS", "LI", "SR"]),
+        ("out fin", TcpTable::Output,    FIN,    ["TW", "FW", "SS", "TW", "FW", "TW", "CL", "TW", "LA", "LI", "TW"]),
+        ("out ack", TcpTable::Output,    ACK,    ["ES", "ES", "SS", "ES", "FW", "TW", "CL", "CW", "LA", "ES", "ES"]),
+        ("out rst", TcpTable::Output,    RST,    ["CL", "CL", "SS", "CL", "CL", "TW", "CL", "CL", "CL", "CL", "CL"]),
+        ("io syn",  TcpTable::InputOnly, SYN,    ["SR", "ES", "ES", "SR", "SR", "SR", "SR", "SR", "SR", "SR", "SR"]),
+        ("io fin",  TcpTable::InputOnly, FIN,    ["CL", "FW", "SS", "TW", "FW", "TW", "CL", "CW", "LA", "LI", "TW"]),
+        ("io ack",  TcpTable::InputOnly, ACK,    ["CL", "ES", "SS", "ES", "FW", "TW", "CL", "CW", "CL", "LI", "ES"]),
+        ("io rst",  TcpTable::InputOnly, RST,    ["CL", "CL", "CL", "SR", "CL", "CL", "CL", "CL", "LA", "LI", "CL"]),
+    ];
+    let short = |s: &str| -> ConnState {
+        state_named(match s {
+            "SR" => "SYN_RECV",
+            "ES" => "ESTABLISHED",
+            "SS" => "SYN_SENT",
+            "CL" => "CLOSE",
+            "CW" => "CLOSE_WAIT",
+            "TW" => "TIME_WAIT",
+            "LA" => "LAST_ACK",
+            "LI" => "LISTEN",
+            "FW" => "FIN_WAIT",
+            other => panic!("{other}"),
+        })
+    };
+    for (what, tcp_table, flags, row) in expect {
+        for (from, to) in FROM.iter().zip(row) {
+            let from = state_named(from);
+            assert_eq!(
+                tcp_next(from, tcp_table, flags),
+                short(to),
+                "{what} from {}",
+                from.name()
+            );
+        }
+    }
+    // A segment with no SYN/FIN/ACK/RST changes nothing.
+    assert_eq!(
+        tcp_next(ConnState::Established, TcpTable::Input, TcpFlags(0)),
+        ConnState::Established
+    );
+}
+
+/// Drives a connection through `steps` and checks state and Active/InAct.
+fn drive(method: ForwardMethod, steps: &[(Direction, TcpFlags, &str, (u32, u32))]) {
+    let (t, d) = table(1000);
+    let c = t
+        .insert(
+            &new_conn(client_key(L4Proto::Tcp, 40000), method, 1),
+            Millis(0),
+        )
+        .unwrap();
+    assert_eq!(c.state, ConnState::None);
+    assert_eq!(counts(&d, 1), (0, 1, 0));
+    for (i, (dir, flags, name, want)) in steps.iter().enumerate() {
+        let s = t.update(&c.handle, *dir, Some(*flags), Millis(i as u64 * 100));
+        assert_eq!(s.map(|s| s.name()), Some(*name), "step {i}");
+        let (a, ina, _) = counts(&d, 1);
+        assert_eq!((a, ina), *want, "counts after step {i}");
+    }
+}
+
+#[test]
+fn nat_handshake_and_close_through_both_tables() {
+    use Direction::{Original as In, Reply as Out};
+    drive(
+        ForwardMethod::Nat,
+        &[
+            (In, SYN, "SYN_RECV", (0, 1)),
+            (Out, SYNACK, "SYN_RECV", (0, 1)),
+            (In, ACK, "ESTABLISHED", (1, 0)),
+            (In, FIN, "CLOSE_WAIT", (0, 1)),
+            (Out, FIN, "TIME_WAIT", (0, 1)),
+            (In, ACK, "TIME_WAIT", (0, 1)),
+        ],
+    );
+    drive(
+        ForwardMethod::Nat,
+        &[
+            (In, SYN, "SYN_RECV", (0, 1)),
+            (Out, SYNACK, "SYN_RECV", (0, 1)),
+            (Out, ACK, "ESTABLISHED", (1, 0)),
+            (Out, FIN, "FIN_WAIT", (0, 1)),
+            (In, FIN, "TIME_WAIT", (0, 1)),
+        ],
+    );
+    drive(
+        ForwardMethod::Nat,
+        &[
+            (In, SYN, "SYN_RECV", (0, 1)),
+            (In, ACK, "ESTABLISHED", (1, 0)),
+            (Out, RST, "CLOSE", (0, 1)),
+            (In, SYN, "SYN_RECV", (0, 1)),
+        ],
+    );
+}
+
+#[test]
+fn dr_and_tun_use_the_input_only_table() {
+    use Direction::Original as In;
+    for m in [ForwardMethod::Dr, ForwardMethod::Tun] {
+        drive(
+            m,
+            &[
+                (In, SYN, "SYN_RECV", (0, 1)),
+                (In, ACK, "ESTABLISHED", (1, 0)),
+                (In, ACK, "ESTABLISHED", (1, 0)),
+                // Input-only: a client FIN from ESTABLISHED is FIN_WAIT, not
+                // CLOSE_WAIT as in the NAT input table.
+                (In, FIN, "FIN_WAIT", (0, 1)),
+                (In, ACK, "FIN_WAIT", (0, 1)),
+                (In, RST, "CLOSE", (0, 1)),
+            ],
+        );
+        drive(
+            m,
+            &[
+                (In, SYN, "SYN_RECV", (0, 1)),
+                (In, RST, "SYN_RECV", (0, 1)),
+                (In, ACK, "ESTABLISHED", (1, 0)),
+                (In, RST, "CLOSE", (0, 1)),
+            ],
+        );
+    }
+}
+
+/// Puts a fresh connection in `state` at time 0 via `flags` and checks it
+/// lives exactly its timeout (to the 64 ms tick).
+fn check_timeout(t: &ConnTable, proto: L4Proto, cport: u16, steps: &[TcpFlags], secs: u64) {
+    let key = client_key(proto, cport);
+    let c = t
+        .insert(&new_conn(key, ForwardMethod::Dr, 0), Millis(0))
+        .unwrap();
+    for f in steps {
+        t.update(&c.handle, Direction::Original, Some(*f), Millis(0))
+            .unwrap();
+    }
+    let ms = secs * 1000;
+    assert!(
+        t.lookup(&key, Millis(ms - TICK_MS)).is_some(),
+        "{proto:?} {steps:?} gone before {secs} s"
+    );
+    assert!(
+        t.lookup(&key, Millis(ms + TICK_MS)).is_none(),
+        "{proto:?} {steps:?} alive after {secs} s"
+    );
+    assert_eq!(
+        t.update(&c.handle, Direction::Original, None, Millis(ms + TICK_MS)),
+        None
+    );
+}
+
+#[test]
+fn every_state_has_its_timeout() {
+    let (t, _) = table(1000);
+    let d = Timeouts::default();
+    assert_eq!((d.tcp, d.tcpfin, d.udp), (900, 120, 300));
+    check_timeout(&t, L4Proto::Tcp, 1, &[], d.none as u64);
+    check_timeout(&t, L4Proto::Tcp, 2, &[SYN], d.syn_recv as u64);
+    check_timeout(&t, L4Proto::Tcp, 3, &[SYN, ACK], d.tcp as u64);
+    check_timeout(&t, L4Proto::Tcp, 4, &[SYN, ACK, FIN], d.tcpfin as u64);
+    check_timeout(&t, L4Proto::Tcp, 5, &[SYN, FIN], d.time_wait as u64);
+    check_timeout(&t, L4Proto::Tcp, 6, &[SYN, ACK, RST], d.close as u64);
+    // IPVS: an ACK on a connection it has not seen open is CLOSE.
+    check_timeout(&t, L4Proto::Tcp, 7, &[ACK], d.close as u64);
+    check_timeout(&t, L4Proto::Tcp, 10, &[SYN, SYN, ACK], d.tcp as u64);
+    check_timeout(&t, L4Proto::Udp, 8, &[], d.udp as u64);
+    check_timeout(&t, L4Proto::Icmp, 9, &[], d.icmp as u64);
+    // States only NAT reaches, through its two tables.
+    let nat = |cport: u16, steps: &[(Direction, TcpFlags)], secs: u32| {
+        let key = client_key(L4Proto::Tcp, cport);
+        let c = t
+            .insert(&new_conn(key, ForwardMethod::Nat, 0), Millis(0))
+            .unwrap();
+        for (dir, f) in steps {
+            t.update(&c.handle, *dir, Some(*f), Millis(0)).unwrap();
+        }
+        let ms = secs as u64 * 1000;
+        assert!(t.lookup(&key, Millis(ms - TICK_MS)).is_some(), "{steps:?}");
+        assert!(t.lookup(&key, Millis(ms + TICK_MS)).is_none(), "{steps:?}");
+    };
+    use Direction::{Original as In, Reply as Out};
+    nat(20, &[(Out, SYN)], d.syn_sent);
+    nat(21, &[(In, SYN), (In, ACK), (In, FIN)], d.close_wait);
+    nat(
+        22,
+        &[(In, SYN), (In, ACK), (In, FIN), (Out, RST), (In, RST)],
+        d.close,
+    );
+    nat(23, &[(Out, SYN), (Out, FIN), (In, FIN)], d.time_wait);
+    nat(
+        24,
+        &[(Out, SYN), (In, SYN), (Out, FIN), (In, ACK)],
+        d.time_wait,
+    );
+    nat(
+        25,
+        &[(In, SYN), (In, ACK), (In, FIN), (Out, FIN)],
+        d.time_wait,
+    );
+    // LAST_ACK and LISTEN and SYNACK are never entered from NONE by IPVS's
+    // tables (LAST_ACK is reachable only from itself); their timeouts are
+    // still there for sync'd entries.
+    assert_eq!((d.last_ack, d.listen, d.synack), (30, 120, 120));
+}
+
+#[test]
+fn ipvsadm_set_changes_timeouts_of_running_entries() {
+    let (t, _) = table(1000);
+    t.set_ipvsadm_timeouts(60, 0, 10);
+    let now = t.timeouts();
+    assert_eq!((now.tcp, now.tcpfin, now.udp), (60, 120, 10));
+    check_timeout(&t, L4Proto::Tcp, 1, &[SYN, ACK], 60);
+    check_timeout(&t, L4Proto::Udp, 2, &[], 10);
+    check_timeout(&t, L4Proto::Tcp, 3, &[SYN, ACK, FIN], 120);
+    // An established entry picks up a new value at its next packet.
+    let key = client_key(L4Proto::Tcp, 4);
+    let c = t
+        .insert(&new_conn(key, ForwardMethod::Dr, 0), Millis(0))
+        .unwrap();
+    t.update(&c.handle, Direction::Original, Some(SYN), Millis(0));
+    t.update(&c.handle, Direction::Original, Some(ACK), Millis(0));
+    t.set_ipvsadm_timeouts(300, 0, 0);
+    t.update(&c.handle, Direction::Original, Some(ACK), Millis(1000));
+    assert!(t.lookup(&key, Millis(1000 + 299_000)).is_some());
+}
+
+#[test]
+fn busy_flow_touches_its_entry_coarsely() {
+    let (t, _) = table(1000);
+    let key = client_key(L4Proto::Udp, 1);
+    let c = t
+        .insert(&new_conn(key, ForwardMethod::Dr, 0), Millis(0))
+        .unwrap();
+    let shard = t.shard(false);
+    let before = shard.load_timer(c.handle.slot).unwrap();
+    // 500 ms of packets: the deadline would move by less than 1 s: no write.
+    for ms in 0..500 {
+        t.update(&c.handle, Direction::Original, None, Millis(ms));
+    }
+    assert_eq!(shard.load_timer(c.handle.slot).unwrap(), before);
+    t.update(&c.handle, Direction::Original, None, Millis(1500));
+    assert_ne!(shard.load_timer(c.handle.slot).unwrap(), before);
+    assert!(t.lookup(&key, Millis(1500 + 300_000 - TICK_MS)).is_some());
+}
+
+#[test]
+fn nat_reply_key_finds_the_same_connection() {
+    let (t, _) = table(1000);
+    let key = client_key(L4Proto::Tcp, 40000);
+    let new = new_conn(key, ForwardMethod::Nat, 2);
+    let c = t.insert(&new, Millis(0)).unwrap();
+    let reply = key.reply_from(new.real.ip(), new.real.port());
+    let r = t.lookup(&reply, Millis(1)).unwrap();
+    assert_eq!(r.handle, c.handle);
+    assert_eq!(r.dir, Direction::Reply);
+    assert_eq!((r.client, r.virt, r.real), (c.client, c.virt, c.real));
+    assert_eq!(r.virt, SocketAddr::new(ip(VIP), 80));
+    assert_eq!(r.real, new.real);
+    let o = t.lookup(&key, Millis(1)).unwrap();
+    assert_eq!((o.handle, o.dir), (c.handle, Direction::Original));
+    // Not the reversed client key, not another port.
+    assert!(t.lookup(&key.reversed(), Millis(1)).is_none());
+    assert!(t
+        .lookup(&client_key(L4Proto::Tcp, 40001), Millis(1))
+        .is_none());
+    assert!(t
+        .lookup(&client_key(L4Proto::Udp, 40000), Millis(1))
+        .is_none());
+    // DR connections have no reply key.
+    let dr_key = client_key(L4Proto::Tcp, 40002);
+    let dr = new_conn(dr_key, ForwardMethod::Dr, 2);
+    t.insert(&dr, Millis(0)).unwrap();
+    assert!(t
+        .lookup(&dr_key.reply_from(dr.real.ip(), 8080), Millis(1))
+        .is_none());
+    // A second NAT connection answering from the same endpoint to the same
+    // client endpoint would make replies ambiguous.
+    let other_vip = FlowKey::new(L4Proto::Tcp, key.src, 40000, ip("192.0.2.11"), 80);
+    assert_eq!(
+        t.insert(&new_conn(other_vip, ForwardMethod::Nat, 2), Millis(0)),
+        Err(InsertError::ReplyConflict)
+    );
+    assert_eq!(t.stats().reply_conflicts, 1);
+    // Removing the first makes the reply key free again.
+    assert!(t.remove(&c.handle, Millis(2)));
+    assert!(t.lookup(&reply, Millis(2)).is_none());
+    assert!(t
+        .insert(&new_conn(other_vip, ForwardMethod::Nat, 2), Millis(2))
+        .is_ok());
+}
+
+#[test]
+fn ipv6_connections_and_reply_keys() {
+    let (t, d) = table(1000);
+    let key = FlowKey::new(
+        L4Proto::Tcp,
+        ip("2001:db8:1::7"),
+        5555,
+        ip("2001:db8::10"),
+        443,
+    );
+    let new = new_conn(key, ForwardMethod::Nat, 3);
+    let c = t.insert(&new, Millis(0)).unwrap();
+    assert_eq!(c.client, SocketAddr::new(key.src, 5555));
+    assert_eq!(c.virt, SocketAddr::new(key.dst, 443));
+    let r = t
+        .lookup(&key.reply_from(new.real.ip(), 8080), Millis(0))
+        .unwrap();
+    assert_eq!(r.handle, c.handle);
+    assert_eq!(counts(&d, 3), (0, 1, 0));
+    // Same bits as an IPv4 key would be must not match across families.
+    let v4 = FlowKey::new(L4Proto::Tcp, ip("0.0.0.0"), 5555, ip("0.0.0.0"), 443);
+    assert!(t.lookup(&v4, Millis(0)).is_none());
+    let mixed = NewConn { real: rs(1), ..new };
+    assert_eq!(t.insert(&mixed, Millis(0)), Err(InsertError::AddressFamily));
+}
+
+#[test]
+fn udp_and_icmp_entries() {
+    let (t, d) = table(1000);
+    let u = t
+        .insert(
+            &new_conn(client_key(L4Proto::Udp, 53), ForwardMethod::Tun, 4),
+            Millis(0),
+        )
+        .unwrap();
+    assert_eq!(u.state, ConnState::Udp);
+    assert_eq!(u.state.name(), "UDP");
+    // TCP flags mean nothing to UDP.
+    assert_eq!(
+        t.update(&u.handle, Direction::Original, Some(SYN), Millis(5)),
+        Some(ConnState::Udp)
+    );
+    let i = t
+        .insert(
+            &new_conn(client_key(L4Proto::Icmp, 7), ForwardMethod::Nat, 4),
+            Millis(0),
+        )
+        .unwrap();
+    assert_eq!(i.state, ConnState::Icmp);
+    // UDP and ICMP connections are never ActiveConn.
+    assert_eq!(counts(&d, 4), (0, 2, 0));
+    assert_eq!(t.expire_step(Millis(61_000), usize::MAX), 1);
+    assert_eq!(counts(&d, 4), (0, 1, 0));
+    assert_eq!(t.expire_step(Millis(301_000), usize::MAX), 1);
+    assert_eq!(counts(&d, 4), (0, 0, 0));
+    assert_eq!(t.stats().conns, 0);
+}
+
+#[test]
+fn insert_of_a_present_key_returns_the_present_entry() {
+    let (t, d) = table(1000);
+    let key = client_key(L4Proto::Tcp, 1);
+    let a = t
+        .insert(&new_conn(key, ForwardMethod::Nat, 1), Millis(0))
+        .unwrap();
+    let b = t
+        .insert(&new_conn(key, ForwardMethod::Dr, 2), Millis(1))
+        .unwrap();
+    assert_eq!(a.handle, b.handle);
+    assert_eq!(b.dest, DestId(1));
+    assert_eq!(counts(&d, 1), (0, 1, 0));
+    assert_eq!(counts(&d, 2), (0, 0, 0));
+    // Once expired, the key may be placed again, with the new choice.
+    let c = t
+        .insert(&new_conn(key, ForwardMethod::Dr, 2), Millis(3000))
+        .unwrap();
+    assert_ne!(c.handle, a.handle);
+    assert_eq!(c.dest, DestId(2));
+    assert_eq!(
+        t.update(&a.handle, Direction::Original, None, Millis(3000)),
+        None
+    );
+    t.expire_step(Millis(3000), usize::MAX);
+    assert_eq!(counts(&d, 1), (0, 0, 0));
+    assert_eq!(counts(&d, 2), (0, 1, 0));
+}
+
+#[test]
+fn expiry_is_incremental_and_releases_counts() {
+    let (t, d) = table(15 * 200);
+    for p in 0..1000 {
+        let c = t
+            .insert(
+                &new_conn(client_key(L4Proto::Tcp, p), ForwardMethod::Dr, 1),
+                Millis(0),
+            )
+            .unwrap();
+        t.update(&c.handle, Direction::Original, Some(SYN), Millis(0));
+        if p % 2 == 0 {
+            t.update(&c.handle, Direction::Original, Some(ACK), Millis(0));
+        }
+    }
+    assert_eq!(counts(&d, 1), (500, 500, 0));
+    assert_eq!(t.stats().half_open, 500);
+    // SYN_RECV (30 s) goes, ESTABLISHED (900 s) stays; a small budget only
+    // sweeps a part of the table per call.
+    let now = Millis(31_000);
+    let first = t.expire_step(now, 10);
+    assert!(first < 500, "{first}");
+    let mut total = first;
+    for _ in 0..(200 / 10 + 1) {
+        total += t.expire_step(now, 10);
+    }
+    assert_eq!(total, 500);
+    assert_eq!(counts(&d, 1), (500, 0, 0));
+    assert_eq!(t.stats().half_open, 0);
+    assert_eq!(t.stats().conns, 500);
+    assert_eq!(t.expire_step(Millis(901_000), usize::MAX), 500);
+    assert_eq!(counts(&d, 1), (0, 0, 0));
+    assert_eq!(t.stats().released, 1000);
+}
+
+#[test]
+fn full_table_reuses_expired_entries_and_never_evicts_live_ones() {
+    // The smallest table: 8 buckets of 15.
+    let (t, d) = table(1);
+    assert_eq!(t.capacity().0, 120);
+    let mut live = Vec::new();
+    let extra = new_conn(client_key(L4Proto::Tcp, 60000), ForwardMethod::Dr, 1);
+    for p in 0.. {
+        let key = client_key(L4Proto::Tcp, p);
+        match t.insert(&new_conn(key, ForwardMethod::Dr, 1), Millis(0)) {
+            Ok(c) => {
+                t.update(&c.handle, Direction::Original, Some(SYN), Millis(0));
+                t.update(&c.handle, Direction::Original, Some(ACK), Millis(0));
+                live.push(c);
+            }
+            Err(e) => {
+                assert_eq!(e, InsertError::TableFull);
+                // Stop once `extra`'s own window is full too.
+                if t.insert(&extra, Millis(0)).is_err() {
+                    break;
+                }
+                t.remove(&t.lookup(&extra.key, Millis(0)).unwrap().handle, Millis(0));
+            }
+        }
+    }
+    let n = live.len() as u32;
+    assert!(n > 100, "{n}");
+    assert!(t.stats().table_full >= 1);
+    assert_eq!(counts(&d, 1), (n, 0, 0));
+    // Close every other connection: closed ones expire after 10 s and the
+    // next insert takes one over directly, without waiting for the sweep.
+    for c in live.iter().step_by(2) {
+        t.update(&c.handle, Direction::Original, Some(RST), Millis(2));
+    }
+    assert_eq!(t.insert(&extra, Millis(5000)), Err(InsertError::TableFull));
+    let c = t.insert(&extra, Millis(10_100)).unwrap();
+    let closed: Vec<u32> = live.iter().step_by(2).map(|c| c.handle.slot).collect();
+    assert!(closed.contains(&c.handle.slot));
+    for (i, l) in live.iter().enumerate() {
+        let alive = t
+            .update(&l.handle, Direction::Original, Some(ACK), Millis(10_200))
+            .is_some();
+        assert_eq!(alive, i % 2 == 1);
+    }
+    t.expire_step(Millis(10_300), usize::MAX);
+    assert_eq!(counts(&d, 1), (n / 2, 1, 0));
+}
+
+#[test]
+fn syn_flood_is_bounded_and_spares_established() {
+    let (t, d) = table(15 * 16);
+    let cap = t.capacity().0 + t.capacity().1;
+    let mut established = Vec::new();
+    for p in 0..60 {
+        let c = t
+            .insert(
+                &new_conn(client_key(L4Proto::Tcp, p), ForwardMethod::Dr, 1),
+                Millis(0),
+            )
+            .unwrap();
+        t.update(&c.handle, Direction::Original, Some(SYN), Millis(0));
+        t.update(&c.handle, Direction::Original, Some(ACK), Millis(0));
+        established.push(c);
+    }
+    // Spoofed SYNs from many sources, at t = 0..1 s.
+    let mut refused = 0;
+    for i in 0..2000u32 {
+        let src = IpAddr::from([203, 0, 113, (i % 250) as u8]);
+        let key = FlowKey::new(L4Proto::Tcp, src, 1024 + (i / 250) as u16, ip(VIP), 80);
+        let now = Millis(i as u64 / 2);
+        match t.insert(&new_conn(key, ForwardMethod::Dr, 2), now) {
+            Ok(c) => {
+                t.update(&c.handle, Direction::Original, Some(SYN), now);
+            }
+            Err(InsertError::TableFull) => refused += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(refused > 0);
+    let stats = t.stats();
+    assert!(stats.half_open > cap / 8);
+    // Half-open entries past the threshold got 2 s, not 30 s: at 3 s the
+    // table has room again, and every established connection is there.
+    let later = Millis(3000);
+    let key = FlowKey::new(L4Proto::Tcp, ip("198.51.100.99"), 1, ip(VIP), 80);
+    assert!(t
+        .insert(&new_conn(key, ForwardMethod::Dr, 3), later)
+        .is_ok());
+    while t.expire_step(later, 4) > 0 || t.stats().half_open > cap / 8 + 1 {}
+    assert!(t.stats().half_open <= cap / 8 + 1, "{:?}", t.stats());
+    for e in &established {
+        assert_eq!(
+            t.update(&e.handle, Direction::Original, Some(ACK), later),
+            Some(ConnState::Established)
+        );
+    }
+    assert_eq!(counts(&d, 1), (60, 0, 0));
+}
+
+#[test]
+fn persistence_template_keeps_a_client_on_its_real_server() {
+    let (t, d) = table(1000);
+    let p = Persistence {
+        timeout_secs: 300,
+        prefix_len: 24,
+    };
+    let k1 = client_key(L4Proto::Tcp, 1000);
+    let tk = TemplateKey::for_flow(&k1, p.prefix_len);
+    assert_eq!(tk.client, ip("203.0.113.0"));
+    assert!(t.template(&tk, Millis(0)).is_none());
+    let tpl = t
+        .insert_template(&tk, 0, DestId(5), rs(5), p.timeout_secs, Millis(0))
+        .unwrap();
+    assert_eq!(counts(&d, 5), (0, 0, 1));
+    // Another client of the same /24 finds it.
+    let k2 = FlowKey::new(L4Proto::Tcp, ip("203.0.113.200"), 2000, ip(VIP), 80);
+    let found = t
+        .template(&TemplateKey::for_flow(&k2, 24), Millis(10))
+        .unwrap();
+    assert_eq!((found.dest, found.real), (DestId(5), rs(5)));
+    // A second insert of the same template returns the first.
+    let again = t
+        .insert_template(&tk, 0, DestId(6), rs(6), 300, Millis(10))
+        .unwrap();
+    assert_eq!(again.handle, tpl.handle);
+    assert_eq!(counts(&d, 6), (0, 0, 0));
+    // Not another /24, not another VIP port.
+    let k3 = FlowKey::new(L4Proto::Tcp, ip("203.0.114.1"), 2000, ip(VIP), 80);
+    assert!(t
+        .template(&TemplateKey::for_flow(&k3, 24), Millis(10))
+        .is_none());
+    let k4 = FlowKey::new(L4Proto::Tcp, ip("203.0.113.7"), 2000, ip(VIP), 443);
+    assert!(t
+        .template(&TemplateKey::for_flow(&k4, 24), Millis(10))
+        .is_none());
+
+    // A connection placed by the template keeps it alive past its timeout.
+    let c = t
+        .insert(
+            &NewConn {
+                template: Some(found.handle),
+                ..new_conn(k2, ForwardMethod::Dr, 5)
+            },
+            Millis(100_000),
+        )
+        .unwrap();
+    t.update(&c.handle, Direction::Original, Some(SYN), Millis(100_000));
+    t.update(&c.handle, Direction::Original, Some(ACK), Millis(100_000));
+    assert_eq!(counts(&d, 5), (1, 0, 1));
+    // Used at 100 s: the template's 300 s count from there.
+    assert!(t.template(&tk, Millis(399_000)).is_some());
+    t.expire_step(Millis(401_000), usize::MAX);
+    assert!(
+        t.template(&tk, Millis(401_000)).is_some(),
+        "controls a connection"
+    );
+    // Keep the connection going until 600 s, then let it close.
+    for s in (100..=600).step_by(100) {
+        t.update(&c.handle, Direction::Original, Some(ACK), Millis(s * 1000));
+    }
+    t.expire_step(Millis(650_000), usize::MAX);
+    assert_eq!(counts(&d, 5), (1, 0, 1));
+    t.update(&c.handle, Direction::Original, Some(RST), Millis(650_000));
+    // CLOSE lasts 10 s; the template was re-armed for 300 s at the sweep
+    // that found it expired but in use (401 s → 701 s).
+    t.expire_step(Millis(661_000), usize::MAX);
+    assert_eq!(counts(&d, 5), (0, 0, 1));
+    assert!(t.template(&tk, Millis(661_000)).is_some());
+    t.expire_step(Millis(702_000), usize::MAX);
+    assert_eq!(counts(&d, 5), (0, 0, 0));
+    assert!(t.template(&tk, Millis(702_000)).is_none());
+    assert_eq!(t.stats().templates, 0);
+    // A stale template handle is refused, and counted.
+    let late = NewConn {
+        template: Some(found.handle),
+        ..new_conn(k1, ForwardMethod::Dr, 5)
+    };
+    assert_eq!(
+        t.insert(&late, Millis(702_000)),
+        Err(InsertError::TemplateGone)
+    );
+    assert_eq!(t.stats().template_gone, 1);
+}
+
+#[test]
+fn ipv6_template_masks_by_prefix() {
+    let k = FlowKey::new(
+        L4Proto::Udp,
+        ip("2001:db8:1:2:3::9"),
+        5,
+        ip("2001:db8::10"),
+        53,
+    );
+    let tk = TemplateKey::for_flow(&k, 48);
+    assert_eq!(tk.client, ip("2001:db8:1::"));
+    assert_eq!(TemplateKey::for_flow(&k, 128).client, k.src);
+    assert_eq!(TemplateKey::for_flow(&k, 0).client, ip("::"));
+}
+
+#[test]
+fn expire_dest_releases_its_connections_and_templates() {
+    let (t, d) = table(1000);
+    let tk = TemplateKey::for_flow(&client_key(L4Proto::Tcp, 1), 32);
+    let tpl = t
+        .insert_template(&tk, 0, DestId(1), rs(1), 300, Millis(0))
+        .unwrap();
+    for p in 1..=10 {
+        let n = NewConn {
+            template: Some(tpl.handle),
+            ..new_conn(client_key(L4Proto::Tcp, p), ForwardMethod::Nat, 1)
+        };
+        t.insert(&n, Millis(0)).unwrap();
+        t.insert(
+            &new_conn(client_key(L4Proto::Udp, p), ForwardMethod::Nat, 2),
+            Millis(0),
+        )
+        .unwrap();
+    }
+    // A template in use is not removed on its own.
+    assert!(!t.remove(&tpl.handle, Millis(0)));
+    assert_eq!(counts(&d, 1), (0, 10, 1));
+    assert_eq!(t.expire_dest(DestId(1), Millis(1)), 11);
+    assert_eq!(counts(&d, 1), (0, 0, 0));
+    assert_eq!(counts(&d, 2), (0, 10, 0));
+    assert_eq!(t.stats().conns, 10);
+    assert!(t.lookup(&client_key(L4Proto::Tcp, 3), Millis(1)).is_none());
+}
+
+#[test]
+fn listing_shows_what_ipvsadm_prints() {
+    let (t, _) = table(1000);
+    let key = client_key(L4Proto::Tcp, 40000);
+    let c = t
+        .insert(&new_conn(key, ForwardMethod::Nat, 1), Millis(0))
+        .unwrap();
+    t.update(&c.handle, Direction::Original, Some(SYN), Millis(0));
+    t.update(&c.handle, Direction::Original, Some(ACK), Millis(0));
+    let tk = TemplateKey::for_flow(&key, 24);
+    t.insert_template(&tk, 0, DestId(1), rs(2), 360, Millis(0))
+        .unwrap();
+    let mut all = t.entries(Millis(4000));
+    all.sort_by_key(|e| e.template);
+    assert_eq!(all.len(), 2);
+    let e = &all[0];
+    assert_eq!(
+        (e.proto.name(), e.state.name(), e.expire_mmss()),
+        ("TCP", "ESTABLISHED", "14:56".to_string())
+    );
+    assert_eq!(e.client.to_string(), "203.0.113.7:40000");
+    assert_eq!(e.virt.to_string(), "192.0.2.10:80");
+    assert_eq!(e.real.to_string(), "198.51.100.2:8080");
+    let tp = &all[1];
+    assert!(tp.template);
+    assert_eq!(tp.state.name(), "NONE");
+    assert_eq!(tp.expire_mmss(), "05:56");
+    assert_eq!(tp.client.to_string(), "203.0.113.0:0");
+}
+
+/// Fills a table with look-alike keys (one client network, sequential
+/// ports) to `percent` of its slots; returns how many inserts were refused.
+fn refused_at(percent: usize, method: ForwardMethod) -> usize {
+    let (t, _) = table(15 * if cfg!(miri) { 16 } else { 4096 });
+    let n = t.capacity().0 * percent / 100;
+    (0..n)
+        .filter(|i| {
+            let src = IpAddr::from([203, 0, 113, (i % 256) as u8]);
+            let key = FlowKey::new(L4Proto::Tcp, src, 1024 + (i / 256) as u16, ip(VIP), 80);
+            t.insert(&new_conn(key, method, 1), Millis(0)).is_err()
+        })
+        .count()
+}
+
+#[test]
+fn fills_to_85_percent_of_its_slots() {
+    assert_eq!(refused_at(80, ForwardMethod::Nat), 0);
+    let at85 = refused_at(85, ForwardMethod::Nat);
+    let at90 = refused_at(90, ForwardMethod::Nat);
+    eprintln!("refused at 85%: {at85}, at 90%: {at90} (of 15 * 4096 slots)");
+    assert!(at85 * 2000 <= 15 * 4096 * 85 / 100, "{at85}");
+}
+
+#[test]
+fn memory_per_connection_is_within_64_bytes_for_ipv4() {
+    let dests = Arc::new(DestTable::new(1));
+    let t = ConnTable::with_v6_capacity(1 << 20, 0, Timeouts::default(), dests);
+    let (v4, v6) = t.capacity();
+    let per_conn = t.memory_bytes() as f64 / (v4 + v6) as f64;
+    assert!(per_conn <= 64.0, "{per_conn} bytes per connection");
+}
+
+#[test]
+fn concurrent_inserts_of_one_key_give_one_entry() {
+    let (t, d) = table(6000);
+    let t = Arc::new(t);
+    let rounds = if cfg!(miri) { 5 } else { 2000 };
+    for round in 0..rounds {
+        let key = client_key(L4Proto::Tcp, round as u16);
+        let barrier = Arc::new(Barrier::new(2));
+        let got: Vec<Conn> = (0..2u32)
+            .map(|i| {
+                let (t, barrier) = (t.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    t.insert(&new_conn(key, ForwardMethod::Nat, i), Millis(0))
+                        .unwrap()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        assert_eq!(got[0].handle, got[1].handle, "round {round}");
+        assert_eq!(got[0].dest, got[1].dest);
+    }
+    let (a0, i0, _) = counts(&d, 0);
+    let (a1, i1, _) = counts(&d, 1);
+    assert_eq!(a0 + i0 + a1 + i1, rounds);
+    assert_eq!(t.stats().conns, rounds as usize);
+}
+
+/// Small xorshift: tests need no rand crate.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Recounts the table from a listing and checks it against every counter.
+fn check_consistent(t: &ConnTable, d: &DestTable, now: Millis) {
+    let mut per_dest: HashMap<u32, (u32, u32, u32)> = HashMap::new();
+    let mut keys = HashSet::new();
+    let (mut conns, mut half) = (0, 0);
+    t.for_each(now, |e| {
+        let c = per_dest.entry(e.dest.0).or_default();
+        if e.template {
+            c.2 += 1;
+        } else {
+            conns += 1;
+            half += e.state.is_half_open() as usize;
+            if e.state.is_active() {
+                c.0 += 1;
+            } else {
+                c.1 += 1;
+            }
+        }
+        assert!(
+            keys.insert((e.proto, e.client, e.virt, e.template)),
+            "duplicate {e:?}"
+        );
+    });
+    for id in 0..d.capacity() as u32 {
+        let want = per_dest.get(&id).copied().unwrap_or_default();
+        assert_eq!(counts(d, id), want, "dest {id}");
+    }
+    assert_eq!(t.stats().conns, conns);
+    assert_eq!(t.stats().half_open, half);
+}
+
+/// Several threads insert, look up, update and expire the same and different
+/// keys on one table. Invariants: a lookup never returns an entry for another
+/// key; a thread's own established connections are never lost; one entry per
+/// key; every counter equals a recount at the end, and all return to zero
+/// once everything has expired.
+fn stress(threads: usize, budget: Duration, max_iters: u64) {
+    let dests = Arc::new(DestTable::new(4));
+    let cap = if cfg!(miri) { 15 * 8 } else { 15 * 256 };
+    let timeouts = Timeouts {
+        udp: 1,
+        close: 1,
+        ..Timeouts::default()
+    };
+    let t = Arc::new(ConnTable::with_v6_capacity(
+        cap,
+        cap / 4,
+        timeouts,
+        dests.clone(),
+    ));
+    let clock = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let private = if cfg!(miri) { 4 } else { 32 };
+    let shared = if cfg!(miri) { 6 } else { 200 };
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|id| {
+            let (t, clock, stop) = (t.clone(), clock.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((id as u64 + 1) * 0x1234_5678));
+                let mine: Vec<(FlowKey, ConnRef)> = (0..private)
+                    .map(|i| {
+                        let key = FlowKey::new(
+                            L4Proto::Tcp,
+                            IpAddr::from([198, 51, 100, id as u8]),
+                            10_000 + i,
+                            ip(VIP),
+                            80,
+                        );
+                        let now = Millis(clock.load(Ordering::Relaxed));
+                        let c = t
+                            .insert(&new_conn(key, ForwardMethod::Nat, 3), now)
+                            .unwrap();
+                        t.update(&c.handle, Direction::Original, Some(SYN), now)
+                            .unwrap();
+                        t.update(&c.handle, Direction::Original, Some(ACK), now)
+                            .unwrap();
+                        (key, c.handle)
+                    })
+                    .collect();
+                let mut iters = 0u64;
+                while !stop.load(Ordering::Relaxed) && iters < max_iters {
+                    iters += 1;
+                    if id == 0 {
+                        // Simulated time: 5 ms an iteration, capped well
+                        // below the 900 s the private connections live.
+                        let _ = clock.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                            (c < 600_000).then_some(c + 5)
+                        });
+                    }
+                    let now = Millis(clock.load(Ordering::Relaxed));
+                    // Own connections: always found, right key, same entry.
+                    let (key, handle) = mine[rng.below(private as u64) as usize];
+                    let c = t.lookup(&key, now).expect("lost an established connection");
+                    assert_eq!((c.handle, c.client.port()), (handle, key.sport));
+                    assert_eq!(
+                        t.update(&handle, Direction::Original, Some(ACK), now),
+                        Some(ConnState::Established)
+                    );
+                    // Shared keys: UDP and TCP, IPv4 and IPv6, NAT and DR.
+                    let k = rng.below(shared);
+                    let proto = if k % 2 == 0 {
+                        L4Proto::Udp
+                    } else {
+                        L4Proto::Tcp
+                    };
+                    let key = if k % 3 == 0 {
+                        FlowKey::new(proto, ip("2001:db8:1::1"), k as u16, ip("2001:db8::10"), 80)
+                    } else {
+                        FlowKey::new(proto, ip("203.0.113.1"), k as u16, ip(VIP), 80)
+                    };
+                    let method = if k % 4 < 2 {
+                        ForwardMethod::Nat
+                    } else {
+                        ForwardMethod::Dr
+                    };
+                    let conn = match t.lookup(&key, now) {
+                        Some(c) => c,
+                        None => match t.insert(&new_conn(key, method, (k % 3) as u32), now) {
+                            Ok(c) => c,
+                            Err(InsertError::TableFull) => continue,
+                            Err(e) => panic!("{e:?}"),
+                        },
+                    };
+                    assert_eq!((conn.client.ip(), conn.client.port()), (key.src, key.sport));
+                    assert_eq!((conn.virt.ip(), conn.proto), (key.dst, key.proto));
+                    let flags = [SYN, ACK, FIN, RST, SYNACK][rng.below(5) as usize];
+                    let dir = if method == ForwardMethod::Nat && rng.below(2) == 0 {
+                        let reply = key.reply_from(conn.real.ip(), conn.real.port());
+                        if let Some(r) = t.lookup(&reply, now) {
+                            assert_eq!(r.client, conn.client);
+                            assert_eq!(r.virt, conn.virt);
+                        }
+                        Direction::Reply
+                    } else {
+                        Direction::Original
+                    };
+                    t.update(&conn.handle, dir, Some(flags), now);
+                    if rng.below(8) == 0 {
+                        t.expire_step(now, 2);
+                    }
+                    if rng.below(64) == 0 {
+                        t.remove(&conn.handle, now);
+                    }
+                }
+                (mine, iters)
+            })
+        })
+        .collect();
+    while start.elapsed() < budget && !handles.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    let mut all_mine = Vec::new();
+    for h in handles {
+        let (mine, iters) = h.join().unwrap();
+        total += iters;
+        all_mine.extend(mine);
+    }
+    assert!(total > 0);
+    let now = Millis(clock.load(Ordering::Relaxed));
+    check_consistent(&t, &dests, now);
+    for (key, handle) in all_mine {
+        assert_eq!(t.lookup(&key, now).map(|c| c.handle), Some(handle));
+    }
+    // Everything expires; every counter returns to zero.
+    let end = Millis(now.0 + 2_000_000);
+    while t.expire_step(end, 64) > 0 {}
+    t.expire_step(end, usize::MAX);
+    assert_eq!(t.stats().conns, 0);
+    assert_eq!(t.stats().half_open, 0);
+    for id in 0..4 {
+        assert_eq!(counts(&dests, id), (0, 0, 0), "dest {id}");
+    }
+}
+
+#[test]
+fn stress_threads_insert_lookup_update_expire() {
+    if cfg!(miri) {
+        stress(3, Duration::from_secs(600), 150);
+    } else {
+        stress(4, Duration::from_millis(1500), u64::MAX);
+    }
+}
