@@ -56,7 +56,7 @@ fn dests(n: usize) -> DestTable {
     for i in 0..n {
         let c = d.get(DestId(i as u32)).expect("sized for n");
         c.active_conns
-            .store((i as u32 * 13) % 12, Ordering::Relaxed);
+            .store(1 + (i as u32 * 13) % 12, Ordering::Relaxed);
         c.inact_conns
             .store((i as u32 * 29) % 100, Ordering::Relaxed);
     }

@@ -425,7 +425,8 @@ pub(crate) mod testutil {
 mod tests {
     use super::testutil::*;
     use super::*;
-    use crate::service::DestId;
+    use crate::service::{DestId, SchedFlags};
+    use proptest::prelude::*;
 
     #[test]
     fn overload_hysteresis_with_lower_threshold() {
@@ -522,18 +523,123 @@ mod tests {
         }
     }
 
-    #[test]
-    fn weight_zero_is_never_picked_by_any_scheduler() {
-        for kind in SchedulerKind::ALL {
-            let mut svc = service(kind, &[0, 3, 0, 1, 0]);
-            svc.sched_flags.fallback = true;
-            let d = dests(5);
-            let s = Scheduler::new(&svc);
-            for n in 0..500 {
-                if let Some(i) = s.schedule(&svc, &client_key(n), &d) {
-                    assert!(svc.reals[i].weight > 0, "{kind:?} picked quiesced {i}");
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Whatever the weights, flags and load, no scheduler hands a new
+        /// connection to a quiesced (weight 0) server.
+        #[test]
+        fn weight_zero_is_never_picked(
+            weights in proptest::collection::vec(prop_oneof![Just(0u32), 1u32..=5], 1..10),
+            active in proptest::collection::vec(0u32..20, 10),
+            fallback in any::<bool>(),
+            port in any::<bool>(),
+        ) {
+            for kind in SchedulerKind::ALL {
+                let mut svc = service(kind, &weights);
+                svc.sched_flags = SchedFlags { fallback, port };
+                let d = dests(weights.len());
+                for (i, &a) in active.iter().take(weights.len()).enumerate() {
+                    set_conns(&d, i, a, 0);
+                }
+                let s = Scheduler::new(&svc);
+                for n in 0..64 {
+                    if let Some(i) = s.schedule(&svc, &client_key(n), &d) {
+                        prop_assert!(svc.reals[i].weight > 0, "{:?} picked quiesced {}", kind, i);
+                    }
                 }
             }
+        }
+
+        /// The overload flag follows IPVS's hysteresis for any walk of the
+        /// connection count, and no scheduler picks a flagged server.
+        #[test]
+        fn thresholds_hold_for_any_count_walk(
+            upper in 0u32..12,
+            lower in 0u32..12,
+            totals in proptest::collection::vec(0u32..16, 1..40),
+        ) {
+            let d = dests(2);
+            let mut r = real(0, 1);
+            r.upper_threshold = upper;
+            r.lower_threshold = lower;
+            let c = d.get(DestId(0)).unwrap();
+            let mut model = false;
+            for t in totals {
+                set_conns(&d, 0, t / 2, t - t / 2);
+                if upper != 0 && t >= upper {
+                    model = true;
+                } else if model {
+                    let below = if lower != 0 { t < lower } else if upper != 0 { t * 4 < upper * 3 } else { true };
+                    model = !below;
+                }
+                prop_assert_eq!(update_overload(c, &r), model, "total {}", t);
+                if model {
+                    for kind in SchedulerKind::ALL {
+                        let mut svc = service(kind, &[1, 1]);
+                        svc.reals[0] = r.clone();
+                        svc.sched_flags.fallback = true;
+                        let s = Scheduler::new(&svc);
+                        for n in 0..8 {
+                            prop_assert_ne!(s.schedule(&svc, &client_key(n), &d), Some(0), "{:?}", kind);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn concurrent_rr_and_wrr_picks_share_exactly() {
+        // Every ticket of the shared cursor is taken exactly once, so whole
+        // periods split exactly by weight however the threads interleave.
+        for (kind, weights, per_period) in [
+            (SchedulerKind::Rr, vec![1, 1, 1, 1], vec![1, 1, 1, 1]),
+            (SchedulerKind::Wrr, vec![4, 3, 2], vec![4, 3, 2]),
+        ] {
+            let svc = service(kind, &weights);
+            let d = dests(weights.len());
+            let s = Scheduler::new(&svc);
+            let period: u32 = per_period.iter().sum();
+            let per_thread = period * 1000;
+            let counts = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..4)
+                    .map(|_| scope.spawn(|| histogram(&s, &svc, &d, per_thread)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap())
+                    .fold(vec![0; weights.len()], |acc, c| {
+                        acc.iter().zip(c).map(|(a, b)| a + b).collect()
+                    })
+            });
+            let want: Vec<u32> = per_period.iter().map(|p| p * 4000).collect();
+            assert_eq!(counts, want, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn concurrent_locality_picks_stay_valid() {
+        for kind in [SchedulerKind::Lblc, SchedulerKind::Lblcr] {
+            let svc = service(kind, &[1, 2, 3, 4]);
+            let d = dests(4);
+            let s = Scheduler::new(&svc);
+            std::thread::scope(|scope| {
+                for t in 0..4u32 {
+                    let (s, svc, d) = (&s, &svc, &d);
+                    scope.spawn(move || {
+                        for n in 0..5000u32 {
+                            let mut key = client_key(n);
+                            key.dst =
+                                IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, (n % 97) as u8));
+                            s.tick(Millis(u64::from(n) * 1000 * u64::from(t + 1)));
+                            let i = s.schedule(svc, &key, d).expect("someone is available");
+                            assert!(i < 4);
+                            set_conns(d, i, n % 7, 0);
+                        }
+                    });
+                }
+            });
         }
     }
 
