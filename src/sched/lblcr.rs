@@ -256,7 +256,9 @@ mod tests {
     }
 
     fn members(s: &Scheduler, key: &FlowKey) -> Vec<u32> {
-        let Scheduler::Lblcr(l) = s else { panic!() };
+        let crate::sched::Inner::Lblcr(l) = &s.inner else {
+            panic!()
+        };
         let h = dst_hash(key);
         let e = l
             .set(h)

@@ -22,9 +22,11 @@
 //! server is out of the table and its keys move as if it were removed).
 //!
 //! An overloaded hashed server refuses the connection, or with `mh-fallback`
-//! the key is rehashed with IPVS's offsets (up to 8 tries), then the servers
-//! are tried in table order from the key's hash: deterministic, so a client
-//! keeps its server while the set and the overloads stay the same.
+//! the key is rehashed with salts as IPVS rehashes it with offsets (up to 8
+//! tries instead of IPVS's table size, to bound the hot path), then the
+//! servers are tried in (address, port) order starting from the key's slot:
+//! deterministic, so a client keeps its server while the set and the
+//! overloads stay the same, and every director agrees.
 
 use std::fmt;
 
@@ -198,8 +200,9 @@ impl Mh {
             })
     }
 
-    /// The slot → server table, for tests and for showing it to a person.
-    pub fn table(&self) -> &[u16] {
+    /// The slot → server table.
+    #[cfg(test)]
+    fn table(&self) -> &[u16] {
         &self.table
     }
 }
@@ -291,6 +294,21 @@ mod tests {
         diff as f64 / a.table().len() as f64
     }
 
+    #[test]
+    fn default_size_disruption_is_under_one_percent_extra() {
+        // 100 servers in the default 65537-slot table; measured extra
+        // disruption is about 0.55 %.
+        let svc = service(SchedulerKind::Mh, &[1; 100]);
+        let mut less = svc.clone();
+        less.reals.remove(37);
+        let full = Mh::new(&svc.reals);
+        let fewer = Mh::new(&less.reals);
+        let removed = moved(&full, &svc.reals, &fewer, &less.reals);
+        assert!(removed <= 0.01 + 0.01, "removing moved {removed}");
+        let added = moved(&fewer, &less.reals, &full, &svc.reals);
+        assert!(added <= 0.01 + 0.01, "adding moved {added}");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
 
@@ -331,8 +349,8 @@ mod tests {
         }
 
         /// Removing one of N servers moves its own 1/N of the slots plus at
-        /// most 5 % of the others; adding one back likewise. (Maglev's extra
-        /// disruption is a few percent at 100 slots per server.)
+        /// most 3 % of the table; adding one back likewise. (Measured: at
+        /// most 1.8 % extra for N < 20 with this 4093-slot table.)
         #[test]
         fn removing_or_adding_one_server_moves_about_one_nth(n in 3usize..20, gone in any::<prop::sample::Index>()) {
             let svc = service(SchedulerKind::Mh, &vec![1; n]);
@@ -341,7 +359,7 @@ mod tests {
             less.reals.remove(gone);
             let full = Mh::with_size(&svc.reals, TEST_SIZE);
             let fewer = Mh::with_size(&less.reals, TEST_SIZE);
-            let bound = 1.0 / n as f64 + 0.05;
+            let bound = 1.0 / n as f64 + 0.03;
             let removed = moved(&full, &svc.reals, &fewer, &less.reals);
             prop_assert!(removed <= bound, "removing moved {} > {}", removed, bound);
             let added = moved(&fewer, &less.reals, &full, &svc.reals);

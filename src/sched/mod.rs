@@ -56,7 +56,12 @@ pub use mh::MH_DEFAULT_TABLE_SIZE;
 /// A service's scheduler with everything it precomputed for the current set
 /// of real servers. Built by the control plane, shared read-only by workers.
 #[derive(Debug)]
-pub enum Scheduler {
+pub struct Scheduler {
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
     Rr(rr::Rr),
     Wrr(wrr::Wrr),
     Lc,
@@ -76,22 +81,23 @@ pub enum Scheduler {
 impl Scheduler {
     /// The scheduler `svc.scheduler` names, precomputed for `svc.reals`.
     pub fn new(svc: &VirtualService) -> Scheduler {
-        match svc.scheduler {
-            SchedulerKind::Rr => Scheduler::Rr(rr::Rr::new()),
-            SchedulerKind::Wrr => Scheduler::Wrr(wrr::Wrr::new(&svc.reals)),
-            SchedulerKind::Lc => Scheduler::Lc,
-            SchedulerKind::Wlc => Scheduler::Wlc,
-            SchedulerKind::Sed => Scheduler::Sed,
-            SchedulerKind::Nq => Scheduler::Nq,
-            SchedulerKind::Sh => Scheduler::Sh(sh::Sh::new(&svc.reals)),
-            SchedulerKind::Dh => Scheduler::Dh(dh::Dh::new(&svc.reals)),
-            SchedulerKind::Mh => Scheduler::Mh(mh::Mh::new(&svc.reals)),
-            SchedulerKind::Lblc => Scheduler::Lblc(lblc::Lblc::new(&svc.reals)),
-            SchedulerKind::Lblcr => Scheduler::Lblcr(lblcr::Lblcr::new(&svc.reals)),
-            SchedulerKind::Fo => Scheduler::Fo(fo::Fo::new(&svc.reals)),
-            SchedulerKind::Ovf => Scheduler::Ovf(ovf::Ovf::new(&svc.reals)),
-            SchedulerKind::Twos => Scheduler::Twos(twos::Twos::new(&svc.reals)),
-        }
+        let inner = match svc.scheduler {
+            SchedulerKind::Rr => Inner::Rr(rr::Rr::new()),
+            SchedulerKind::Wrr => Inner::Wrr(wrr::Wrr::new(&svc.reals)),
+            SchedulerKind::Lc => Inner::Lc,
+            SchedulerKind::Wlc => Inner::Wlc,
+            SchedulerKind::Sed => Inner::Sed,
+            SchedulerKind::Nq => Inner::Nq,
+            SchedulerKind::Sh => Inner::Sh(sh::Sh::new(&svc.reals)),
+            SchedulerKind::Dh => Inner::Dh(dh::Dh::new(&svc.reals)),
+            SchedulerKind::Mh => Inner::Mh(mh::Mh::new(&svc.reals)),
+            SchedulerKind::Lblc => Inner::Lblc(lblc::Lblc::new(&svc.reals)),
+            SchedulerKind::Lblcr => Inner::Lblcr(lblcr::Lblcr::new(&svc.reals)),
+            SchedulerKind::Fo => Inner::Fo(fo::Fo::new(&svc.reals)),
+            SchedulerKind::Ovf => Inner::Ovf(ovf::Ovf::new(&svc.reals)),
+            SchedulerKind::Twos => Inner::Twos(twos::Twos::new(&svc.reals)),
+        };
+        Scheduler { inner }
     }
 
     /// A scheduler for the changed `svc` that keeps what IPVS keeps when real
@@ -102,34 +108,31 @@ impl Scheduler {
     ///
     /// [`DestId`]: crate::service::DestId
     pub fn update(&self, svc: &VirtualService) -> Scheduler {
-        match (self, svc.scheduler) {
-            (Scheduler::Rr(old), SchedulerKind::Rr) => Scheduler::Rr(old.carry_over()),
-            (Scheduler::Lblc(old), SchedulerKind::Lblc) => {
-                Scheduler::Lblc(old.carry_over(&svc.reals))
-            }
-            (Scheduler::Lblcr(old), SchedulerKind::Lblcr) => {
-                Scheduler::Lblcr(old.carry_over(&svc.reals))
-            }
-            _ => Scheduler::new(svc),
-        }
+        let inner = match (&self.inner, svc.scheduler) {
+            (Inner::Rr(old), SchedulerKind::Rr) => Inner::Rr(old.carry_over()),
+            (Inner::Lblc(old), SchedulerKind::Lblc) => Inner::Lblc(old.carry_over(&svc.reals)),
+            (Inner::Lblcr(old), SchedulerKind::Lblcr) => Inner::Lblcr(old.carry_over(&svc.reals)),
+            _ => return Scheduler::new(svc),
+        };
+        Scheduler { inner }
     }
 
     pub fn kind(&self) -> SchedulerKind {
-        match self {
-            Scheduler::Rr(_) => SchedulerKind::Rr,
-            Scheduler::Wrr(_) => SchedulerKind::Wrr,
-            Scheduler::Lc => SchedulerKind::Lc,
-            Scheduler::Wlc => SchedulerKind::Wlc,
-            Scheduler::Sed => SchedulerKind::Sed,
-            Scheduler::Nq => SchedulerKind::Nq,
-            Scheduler::Sh(_) => SchedulerKind::Sh,
-            Scheduler::Dh(_) => SchedulerKind::Dh,
-            Scheduler::Mh(_) => SchedulerKind::Mh,
-            Scheduler::Lblc(_) => SchedulerKind::Lblc,
-            Scheduler::Lblcr(_) => SchedulerKind::Lblcr,
-            Scheduler::Fo(_) => SchedulerKind::Fo,
-            Scheduler::Ovf(_) => SchedulerKind::Ovf,
-            Scheduler::Twos(_) => SchedulerKind::Twos,
+        match &self.inner {
+            Inner::Rr(_) => SchedulerKind::Rr,
+            Inner::Wrr(_) => SchedulerKind::Wrr,
+            Inner::Lc => SchedulerKind::Lc,
+            Inner::Wlc => SchedulerKind::Wlc,
+            Inner::Sed => SchedulerKind::Sed,
+            Inner::Nq => SchedulerKind::Nq,
+            Inner::Sh(_) => SchedulerKind::Sh,
+            Inner::Dh(_) => SchedulerKind::Dh,
+            Inner::Mh(_) => SchedulerKind::Mh,
+            Inner::Lblc(_) => SchedulerKind::Lblc,
+            Inner::Lblcr(_) => SchedulerKind::Lblcr,
+            Inner::Fo(_) => SchedulerKind::Fo,
+            Inner::Ovf(_) => SchedulerKind::Ovf,
+            Inner::Twos(_) => SchedulerKind::Twos,
         }
     }
 
@@ -145,21 +148,21 @@ impl Scheduler {
         key: &FlowKey,
         dests: &DestTable,
     ) -> Option<usize> {
-        match self {
-            Scheduler::Rr(s) => s.schedule(&svc.reals, dests),
-            Scheduler::Wrr(s) => s.schedule(&svc.reals, dests),
-            Scheduler::Lc => lc::schedule(&svc.reals, dests),
-            Scheduler::Wlc => wlc::schedule(&svc.reals, dests),
-            Scheduler::Sed => sed::schedule(&svc.reals, dests),
-            Scheduler::Nq => nq::schedule(&svc.reals, dests),
-            Scheduler::Sh(s) => s.schedule(svc, key, dests),
-            Scheduler::Dh(s) => s.schedule(&svc.reals, key, dests),
-            Scheduler::Mh(s) => s.schedule(svc, key, dests),
-            Scheduler::Lblc(s) => s.schedule(&svc.reals, key, dests),
-            Scheduler::Lblcr(s) => s.schedule(&svc.reals, key, dests),
-            Scheduler::Fo(s) => s.schedule(&svc.reals, dests),
-            Scheduler::Ovf(s) => s.schedule(&svc.reals, dests),
-            Scheduler::Twos(s) => s.schedule(&svc.reals, key, dests),
+        match &self.inner {
+            Inner::Rr(s) => s.schedule(&svc.reals, dests),
+            Inner::Wrr(s) => s.schedule(&svc.reals, dests),
+            Inner::Lc => lc::schedule(&svc.reals, dests),
+            Inner::Wlc => wlc::schedule(&svc.reals, dests),
+            Inner::Sed => sed::schedule(&svc.reals, dests),
+            Inner::Nq => nq::schedule(&svc.reals, dests),
+            Inner::Sh(s) => s.schedule(svc, key, dests),
+            Inner::Dh(s) => s.schedule(&svc.reals, key, dests),
+            Inner::Mh(s) => s.schedule(svc, key, dests),
+            Inner::Lblc(s) => s.schedule(&svc.reals, key, dests),
+            Inner::Lblcr(s) => s.schedule(&svc.reals, key, dests),
+            Inner::Fo(s) => s.schedule(&svc.reals, dests),
+            Inner::Ovf(s) => s.schedule(&svc.reals, dests),
+            Inner::Twos(s) => s.schedule(&svc.reals, key, dests),
         }
     }
 
@@ -170,9 +173,9 @@ impl Scheduler {
     /// Without it entries never expire and only make room for others when
     /// their table set is full.
     pub fn tick(&self, now: Millis) {
-        match self {
-            Scheduler::Lblc(s) => s.tick(now),
-            Scheduler::Lblcr(s) => s.tick(now),
+        match &self.inner {
+            Inner::Lblc(s) => s.tick(now),
+            Inner::Lblcr(s) => s.tick(now),
             _ => {}
         }
     }

@@ -268,7 +268,7 @@ mod tests {
                 let got = f64::from(counts[i]) / f64::from(picks);
                 prop_assert!((want - got).abs() <= 0.02, "server {} weight {} share {} want {}", i, w, got, want);
             }
-            if let Scheduler::Wrr(w) = &s {
+            if let crate::sched::Inner::Wrr(w) = &s.inner {
                 // One full period is exactly weight/gcd picks each.
                 let g = weights.iter().copied().filter(|&w| w > 0).fold(0u32, |a, b| gcd(u64::from(a), u64::from(b)) as u32).max(1);
                 prop_assert_eq!(w.period, u64::from(total / g));
