@@ -82,7 +82,7 @@ impl Scheduler {
     /// The scheduler `svc.scheduler` names, precomputed for `svc.reals`.
     pub fn new(svc: &VirtualService) -> Scheduler {
         let inner = match svc.scheduler {
-            SchedulerKind::Rr => Inner::Rr(rr::Rr::new()),
+            SchedulerKind::Rr => Inner::Rr(rr::Rr::new(&svc.reals)),
             SchedulerKind::Wrr => Inner::Wrr(wrr::Wrr::new(&svc.reals)),
             SchedulerKind::Lc => Inner::Lc,
             SchedulerKind::Wlc => Inner::Wlc,
@@ -103,13 +103,13 @@ impl Scheduler {
     /// A scheduler for the changed `svc` that keeps what IPVS keeps when real
     /// servers are added, edited or removed: the lblc/lblcr locality tables
     /// (shared with `self`, entries name servers by [`DestId`]) and rr's
-    /// position. Everything else is rebuilt as [`Scheduler::new`] does; a
+    /// position (the server tried next stays next). Everything else is rebuilt as [`Scheduler::new`] does; a
     /// change of scheduler kind starts afresh.
     ///
     /// [`DestId`]: crate::service::DestId
     pub fn update(&self, svc: &VirtualService) -> Scheduler {
         let inner = match (&self.inner, svc.scheduler) {
-            (Inner::Rr(old), SchedulerKind::Rr) => Inner::Rr(old.carry_over()),
+            (Inner::Rr(old), SchedulerKind::Rr) => Inner::Rr(old.carry_over(&svc.reals)),
             (Inner::Lblc(old), SchedulerKind::Lblc) => Inner::Lblc(old.carry_over(&svc.reals)),
             (Inner::Lblcr(old), SchedulerKind::Lblcr) => Inner::Lblcr(old.carry_over(&svc.reals)),
             _ => return Scheduler::new(svc),

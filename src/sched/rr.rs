@@ -7,26 +7,49 @@
 //! and when it had to skip servers it moves the counter past the one it chose
 //! (best effort: if another worker moved it meanwhile, that worker's position
 //! wins), so the sequence matches IPVS's while servers are skipped too.
+//!
+//! When the servers change, the server that would have been tried next stays
+//! next (or, if it was removed, the first one after it that remains), as
+//! IPVS's pointer stays on its list entry.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::available;
-use crate::service::{DestTable, RealServer};
+use crate::service::{DestId, DestTable, RealServer};
 
 #[derive(Debug, Default)]
 pub struct Rr {
     cursor: AtomicUsize,
+    /// The servers in list order, to find the position again after a change.
+    ids: Box<[DestId]>,
 }
 
 impl Rr {
-    pub fn new() -> Rr {
-        Rr::default()
+    pub fn new(reals: &[RealServer]) -> Rr {
+        Rr {
+            cursor: AtomicUsize::new(0),
+            ids: reals.iter().map(|r| r.id).collect(),
+        }
     }
 
-    /// A new scheduler that goes on from this one's position.
-    pub fn carry_over(&self) -> Rr {
+    /// A scheduler for the changed `reals` that goes on from this one's
+    /// position.
+    pub fn carry_over(&self, reals: &[RealServer]) -> Rr {
+        let n = self.ids.len();
+        let next = if n == 0 {
+            0
+        } else {
+            let at = self.cursor.load(Ordering::Relaxed) % n;
+            (0..n)
+                .find_map(|k| {
+                    let id = self.ids[(at + k) % n];
+                    reals.iter().position(|r| r.id == id)
+                })
+                .unwrap_or(0)
+        };
         Rr {
-            cursor: AtomicUsize::new(self.cursor.load(Ordering::Relaxed)),
+            cursor: AtomicUsize::new(next),
+            ids: reals.iter().map(|r| r.id).collect(),
         }
     }
 
@@ -99,11 +122,22 @@ mod tests {
 
     #[test]
     fn update_keeps_the_position() {
-        let svc = service(SchedulerKind::Rr, &[1, 1, 1]);
-        let d = dests(3);
+        let svc = service(SchedulerKind::Rr, &[1, 1, 1, 1]);
+        let d = dests(5);
         let s = Scheduler::new(&svc);
         assert_eq!(picks(&s, &svc, &d, 2), [0, 1]);
         let s2 = s.update(&svc);
-        assert_eq!(picks(&s2, &svc, &d, 2), [2, 0]);
+        assert_eq!(picks(&s2, &svc, &d, 2), [2, 3]);
+        // Next is id 0. Add a server in front: id 0 is still next.
+        let mut grown = svc.clone();
+        grown.reals.insert(0, real(4, 1));
+        let s3 = s2.update(&grown);
+        assert_eq!(picks(&s3, &grown, &d, 2), [1, 2]);
+        // Next is id 2 (index 3); remove it: id 3 comes next.
+        let mut shrunk = grown.clone();
+        shrunk.reals.remove(3);
+        let s4 = s3.update(&shrunk);
+        assert_eq!(shrunk.reals[3].id.0, 3);
+        assert_eq!(picks(&s4, &shrunk, &d, 2), [3, 0]);
     }
 }
