@@ -12,8 +12,9 @@
 //!   then a run at a second hash position) is full, an expired entry there
 //!   is reused; otherwise the insert is refused and counted
 //!   ([`InsertError::TableFull`]). A live connection is never evicted. With
-//!   look-alike keys, 1 insert in 50 000 is refused at 85% of the slots
-//!   full and 1 in 2 700 at 90% (test `fills_to_85_percent_of_its_slots`).
+//!   look-alike keys none is refused up to 80% of the slots full, 0–5 in
+//!   52 000 at 85%, about 1 in 2 200 at 90% (`fills_to_85_percent_of_its_slots`):
+//!   size `--conn-table-size` with 20% headroom.
 //! - [`ConnTable::update`] runs one packet through IPVS's TCP state machine
 //!   (NAT: input/output tables; DR/TUN: the input-only table), re-arms the
 //!   timeout, and keeps the real server's ActiveConn/InActConn exact. An
@@ -49,14 +50,14 @@
 //! ```
 //!
 //! # Memory
-//! IPv4 entry: a 40-byte slot (5 atomic words: meta with generation, dest and
-//! service ids of 16 bits each; timer; ports; client+VIP; real server +
-//! template link — addresses inline, 32 bits each) + 4.3 bytes of tag index
-//! + 11.4 bytes of reply index (sized 1.25× the slots) = **55.7 bytes per
-//! slot**, 65.5 bytes per connection at 85% occupancy. IPv6 entries live in
-//! a separate part of the table (capacity/8 by default) with 80-byte slots
-//! (95.7 bytes per slot in all). The whole table is allocated in
-//! [`ConnTable::new`]; nothing is allocated later.
+//! An IPv4 entry is a 40-byte slot: 5 atomic words — meta (generation, dest
+//! and service ids of 16 bits each, flags), timer, ports, client and VIP,
+//! real server and template link; addresses inline, 32 bits each. With the
+//! tag index (4.3 bytes a slot) and the reply index (11.4 bytes a slot, sized
+//! 1.25× the slots) that is **55.7 bytes per slot**, 65.5 bytes per
+//! connection at 85% occupancy. IPv6 entries live in a separate part of the
+//! table (capacity/8 by default) in 80-byte slots, 95.7 bytes a slot in all.
+//! The whole table is allocated in [`ConnTable::new`]; nothing later.
 //!
 //! # Concurrency design
 //! Every shared word is an atomic; there is no `unsafe`. An entry's key words
@@ -404,6 +405,18 @@ impl ConnTable {
             .or_else(|| self.lookup_reply(key, now))
     }
 
+    /// Brings the index line `key`'s lookup reads into cache. A worker that
+    /// calls this for every frame of a batch before looking them up lets the
+    /// cache misses of a large table overlap instead of queueing.
+    #[inline]
+    pub fn prefetch(&self, key: &FlowKey, dir: Direction) {
+        let t = match dir {
+            Direction::Original => fwd_tuple(key, Kind::Conn),
+            Direction::Reply => reply_tuple(key),
+        };
+        self.shard(key.is_ipv6()).touch(&t);
+    }
+
     /// The live connection whose client→VIP key is `key`.
     #[inline]
     pub fn lookup_original(&self, key: &FlowKey, now: Millis) -> Option<Conn> {
@@ -415,15 +428,9 @@ impl ConnTable {
     /// The live NAT connection whose real server→client key is `key`.
     #[inline]
     pub fn lookup_reply(&self, key: &FlowKey, now: Millis) -> Option<Conn> {
-        let t = Tuple {
-            proto: proto_code(key.proto),
-            kind: Kind::Reply,
-            a: addr_bits(key.src),
-            ap: key.sport,
-            b: addr_bits(key.dst),
-            bp: key.dport,
-        };
-        let s = self.shard(key.is_ipv6()).find_reply(&t, now)?;
+        let s = self
+            .shard(key.is_ipv6())
+            .find_reply(&reply_tuple(key), now)?;
         Some(Conn::of(&s, Direction::Reply))
     }
 
@@ -834,6 +841,18 @@ fn fwd_tuple(key: &FlowKey, kind: Kind) -> Tuple {
     Tuple {
         proto: proto_code(key.proto),
         kind,
+        a: addr_bits(key.src),
+        ap: key.sport,
+        b: addr_bits(key.dst),
+        bp: key.dport,
+    }
+}
+
+/// The reply index key of a real server→client packet.
+fn reply_tuple(key: &FlowKey) -> Tuple {
+    Tuple {
+        proto: proto_code(key.proto),
+        kind: Kind::Reply,
         a: addr_bits(key.src),
         ap: key.sport,
         b: addr_bits(key.dst),

@@ -404,6 +404,60 @@ fn bucket_at(h: u64, n: usize, i: usize) -> usize {
     }
 }
 
+// Bucket header: bit 0 the insert guard; bits 1..4 the highest probe index
+// a key homed here was spilled to; bits 4.. how many such keys are live. A
+// lookup probes past the home bucket only while that count is non-zero, and
+// only as far as that index: most misses read one cache line.
+const SPILL_ONE: u64 = 16;
+
+fn spill_plus(h: u64, i: usize) -> u64 {
+    let max = ((h >> 1) & 7).max(i as u64 & 7);
+    ((h + SPILL_ONE) & !(7 << 1)) | max << 1
+}
+
+fn spill_minus(h: u64) -> u64 {
+    let count = (h >> 4).saturating_sub(1);
+    if count == 0 {
+        h & 1
+    } else {
+        (h & 0xf) | count << 4
+    }
+}
+
+/// How many of a key's probe buckets a lookup must read.
+#[inline]
+fn probe_limit(h: u64) -> usize {
+    if h >> 4 == 0 {
+        1
+    } else {
+        ((h >> 1) & 7) as usize + 1
+    }
+}
+
+fn spill_add32(w: &AtomicU32, i: usize) {
+    let _ = w.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+        Some(spill_plus(h as u64, i) as u32)
+    });
+}
+
+fn spill_sub32(w: &AtomicU32) {
+    let _ = w.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+        Some(spill_minus(h as u64) as u32)
+    });
+}
+
+fn spill_add64(w: &AtomicU64, i: usize) {
+    let _ = w.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+        Some(spill_plus(h, i))
+    });
+}
+
+fn spill_sub64(w: &AtomicU64) {
+    let _ = w.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+        Some(spill_minus(h))
+    });
+}
+
 fn lock(word: &AtomicU32) {
     while word.fetch_or(1, Ordering::Acquire) & 1 != 0 {
         while word.load(Ordering::Relaxed) & 1 != 0 {
@@ -517,7 +571,8 @@ impl Shard {
         let n = self.tags.len();
         let home = range(h, n);
         let tag = (h as u32) | 2;
-        for i in 0..PROBE {
+        let limit = probe_limit(self.tags[home].0[0].load(Ordering::Relaxed) as u64);
+        for i in 0..limit {
             let b = bucket_at(h, n, i);
             let bucket = &self.tags[b].0;
             for (p, word) in bucket.iter().enumerate().skip(1) {
@@ -530,11 +585,22 @@ impl Shard {
                     }
                 }
             }
-            if i == 0 && self.tags[home].0[0].load(Ordering::Relaxed) >> 1 == 0 {
-                break;
-            }
         }
         None
+    }
+
+    /// Loads the home bucket of `t`'s index so that a lookup shortly after
+    /// finds it in cache; for batches, where the misses then overlap.
+    #[inline]
+    pub fn touch(&self, t: &Tuple) {
+        let h = self.hash(t);
+        if t.kind == Kind::Reply {
+            let b = &self.refs[range(h, self.refs.len())].0[0];
+            std::hint::black_box(b.load(Ordering::Relaxed));
+        } else {
+            let b = &self.tags[range(h, self.tags.len())].0[0];
+            std::hint::black_box(b.load(Ordering::Relaxed));
+        }
     }
 
     /// The live NAT connection whose reply key is `t`.
@@ -544,7 +610,8 @@ impl Shard {
         let n = self.refs.len();
         let home = range(h, n);
         let tag = (h as u32) | 1;
-        for i in 0..PROBE {
+        let limit = probe_limit(self.refs[home].0[0].load(Ordering::Relaxed));
+        for i in 0..limit {
             let b = bucket_at(h, n, i);
             for word in self.refs[b].0.iter().skip(1) {
                 let v = word.load(Ordering::Acquire);
@@ -555,9 +622,6 @@ impl Shard {
                         }
                     }
                 }
-            }
-            if i == 0 && self.refs[home].0[0].load(Ordering::Relaxed) >> 1 == 0 {
-                break;
             }
         }
         None
@@ -597,7 +661,7 @@ impl Shard {
         if let Some(s) = self.find_fwd(&f.fwd, now) {
             return Ok(Placed::Existing(s));
         }
-        let (b, p) = self.claim(h, now, reclaim).ok_or(Refused::Full)?;
+        let (i, b, p) = self.claim(h, now, reclaim).ok_or(Refused::Full)?;
         let slot = (b * TAGS + p - 1) as u32;
         let snap = self.write(slot, f, now);
         if snap.has_reply_key() {
@@ -607,7 +671,7 @@ impl Shard {
             }
         }
         if b != home {
-            self.tags[home].0[0].fetch_add(2, Ordering::Relaxed);
+            spill_add32(&self.tags[home].0[0], i);
         }
         self.tags[b].0[p].store(tag, Ordering::Release);
         Ok(Placed::New(snap))
@@ -620,7 +684,7 @@ impl Shard {
         h: u64,
         now: Millis,
         reclaim: &mut impl FnMut(&Snap) -> bool,
-    ) -> Option<(usize, usize)> {
+    ) -> Option<(usize, usize, usize)> {
         let n = self.tags.len();
         let try_claim = |b: usize, p: usize| {
             self.tags[b].0[p]
@@ -631,7 +695,7 @@ impl Shard {
             let b = bucket_at(h, n, i);
             for p in 1..=TAGS {
                 if self.tags[b].0[p].load(Ordering::Relaxed) == EMPTY && try_claim(b, p) {
-                    return Some((b, p));
+                    return Some((i, b, p));
                 }
             }
         }
@@ -645,7 +709,7 @@ impl Shard {
                     continue;
                 };
                 if s.timer().expired(now) && reclaim(&s) && try_claim(b, p) {
-                    return Some((b, p));
+                    return Some((i, b, p));
                 }
             }
         }
@@ -719,7 +783,7 @@ impl Shard {
                             .is_ok()
                     {
                         if b != home {
-                            self.refs[home].0[0].fetch_add(2, Ordering::Relaxed);
+                            spill_add64(&self.refs[home].0[0], i);
                         }
                         return Ok(());
                     }
@@ -745,7 +809,7 @@ impl Shard {
                     .is_ok()
                 {
                     if b != home {
-                        self.refs[home].0[0].fetch_sub(2, Ordering::Relaxed);
+                        spill_sub64(&self.refs[home].0[0]);
                     }
                     return;
                 }
@@ -770,7 +834,7 @@ impl Shard {
         self.word(s.slot, 0).store(next_gen, Ordering::Release);
         let was_published = self.tags[b].0[p].swap(EMPTY, Ordering::Release) > BUSY;
         if was_published && b != home {
-            self.tags[home].0[0].fetch_sub(2, Ordering::Relaxed);
+            spill_sub32(&self.tags[home].0[0]);
         }
     }
 
