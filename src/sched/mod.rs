@@ -662,6 +662,12 @@ mod tests {
     }
 
     #[test]
+    fn schedulers_can_be_shared_by_workers() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Scheduler>();
+    }
+
+    #[test]
     fn ipvs_fold_xors_the_ipv6_words() {
         let a: IpAddr = "2001:db8::1".parse().unwrap();
         assert_eq!(ipvs_fold(&a), 0x2001_0db8 ^ 1);
