@@ -9,6 +9,7 @@
 
 pub mod conntrack;
 pub mod forward;
+pub mod neigh;
 pub mod packet;
 pub mod pipeline;
 pub mod sched;

@@ -1,1 +1,666 @@
-//! The sans-IO core.
+//! The sans-IO core: one frame in, one [`Verdict`] out.
+//!
+//! [`Pipeline::process`] is the one entry every caller uses: the AF_XDP worker
+//! loop, the golden-packet tests, the fuzzer and the benches. It does no I/O,
+//! reads no clock (the caller passes `now`), takes no lock and allocates
+//! nothing. A pipeline belongs to one worker; what workers share — the
+//! connection table and the real servers' counters — is lock-free, and the
+//! configuration is an immutable [`Config`] snapshot swapped in whole.
+//!
+//! What happens to a frame:
+//! - not IP → [`Verdict::Pass`] (ARP and the like are the kernel's);
+//! - TCP/UDP to a virtual service → connection lookup, or scheduling of a new
+//!   connection, then the real server's forwarding method;
+//! - TCP/UDP from a NAT real server that matches a connection → rewritten to
+//!   come from the VIP and routed to the client;
+//! - an ICMP error quoting a tracked connection → sent where that connection
+//!   goes, rewritten for NAT;
+//! - anything else → `Pass`; anything malformed → `Drop` with a reason.
+//!
+//! Fragments: the first fragment of a datagram carries the ports and is handled
+//! like any packet; later fragments carry none and are dropped and counted
+//! ([`DropReason::Fragment`]). IPVS reassembles them first; xvs does not.
+//! TCP segments that do not open a connection and match none are dropped
+//! ([`DropReason::TcpNotSyn`]) unless `sloppy_tcp` is set (IPVS's sysctl of the
+//! same name), which lets a director pick up connections another director
+//! started — what a Maglev (mh) cluster behind ECMP needs.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use crate::conntrack::{Conn, ConnTable, Direction, InsertError, NewConn, TemplateKey};
+use crate::forward::{dr, nat, tun};
+use crate::neigh::{NextHop, NextHops, PortId, Unresolved};
+use crate::packet::{
+    parse, rewrite, FlowKey, Frame, IpVersion, L4Proto, ParseError, Parsed, Quoted, TcpFlags,
+    Transport,
+};
+use crate::sched::Scheduler;
+use crate::service::{
+    DestTable, ForwardMethod, RealServer, ServiceIndex, ServiceKey, ServiceTable, VirtualService,
+};
+use crate::Millis;
+
+/// Buckets of the connection table each worker sweeps per batch.
+const EXPIRE_BUDGET: usize = 64;
+
+/// What the caller does with the frame after [`Pipeline::process`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the (rewritten) frame out of this port.
+    Transmit { port: PortId },
+    /// Not for xvs: hand the frame to the kernel unchanged.
+    Pass,
+    /// Discard the frame; the reason has been counted.
+    Drop(DropReason),
+}
+
+macro_rules! drop_reasons {
+    ($($(#[$doc:meta])* $name:ident => $label:literal,)*) => {
+        /// Why a frame was dropped. Every drop increments the counter of its reason.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum DropReason {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl DropReason {
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$name,)*];
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// A stable snake_case name, used as the metrics label.
+            pub fn label(self) -> &'static str {
+                match self {
+                    $(DropReason::$name => $label,)*
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// A header is cut short by the frame or the IP length.
+    Truncated => "truncated",
+    /// IPv4 IHL < 5 or a wrong version field.
+    BadIpHeader => "bad_ip_header",
+    /// IPv4 total length below the header length; IPv6 jumbogram.
+    BadIpLength => "bad_ip_length",
+    BadIpChecksum => "bad_ip_checksum",
+    BadIpOptions => "bad_ip_options",
+    /// IPv4 LSRR/SSRR option or IPv6 routing header with segments left.
+    SourceRoute => "source_route",
+    BadExtensionHeader => "bad_extension_header",
+    /// A non-first fragment: no ports to find its connection by.
+    Fragment => "fragment",
+    BadTransportHeader => "bad_transport_header",
+    /// An ICMP error whose quote is too short to name a flow.
+    BadIcmpQuote => "bad_icmp_quote",
+    /// Source address that can never be a client: unspecified, loopback,
+    /// multicast, broadcast.
+    Martian => "martian",
+    /// TCP or UDP port 0.
+    ZeroPort => "zero_port",
+    /// IPv6 UDP without a checksum (forbidden by RFC 8200).
+    UdpZeroChecksum => "udp_zero_checksum",
+    /// TTL or hop limit would reach zero on a routed (NAT) path.
+    TtlExpired => "ttl_expired",
+    /// A TCP segment that matches no connection and does not open one.
+    TcpNotSyn => "tcp_not_syn",
+    /// The service has no real server that may take a new connection.
+    NoRealServer => "no_real_server",
+    /// The connection table is full of live connections.
+    ConnTableFull => "conn_table_full",
+    /// The connection's real server was deleted (IPVS expire_nodest_conn).
+    DestGone => "dest_gone",
+    /// No MAC known yet for the next hop; resolution has been asked for.
+    NeighbourUnresolved => "neighbour_unresolved",
+    /// Too big for the tunnel and DF clear: xvs does not fragment.
+    TunnelTooBig => "tunnel_too_big",
+    /// The frame buffer has no room for the encapsulation or ICMP error.
+    NoRoom => "no_room",
+    /// A real server of the other IP family than the packet.
+    AddressFamily => "address_family",
+    /// No tunnel source address on the port toward a TUN real server.
+    NoTunnelSource => "no_tunnel_source",
+}
+
+impl From<ParseError> for DropReason {
+    fn from(e: ParseError) -> DropReason {
+        match e {
+            // NotIp is a Pass and never gets here; count it as truncated if it does.
+            ParseError::NotIp | ParseError::Truncated => DropReason::Truncated,
+            ParseError::BadIpHeader => DropReason::BadIpHeader,
+            ParseError::BadIpLength => DropReason::BadIpLength,
+            ParseError::BadIpChecksum => DropReason::BadIpChecksum,
+            ParseError::BadIpOptions => DropReason::BadIpOptions,
+            ParseError::SourceRoute => DropReason::SourceRoute,
+            ParseError::BadExtensionHeader => DropReason::BadExtensionHeader,
+            ParseError::Fragment => DropReason::Fragment,
+            ParseError::BadTransportHeader => DropReason::BadTransportHeader,
+            ParseError::BadIcmpQuote => DropReason::BadIcmpQuote,
+        }
+    }
+}
+
+/// Per-worker counters; plain integers, summed by the control plane.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    pub rx: u64,
+    pub tx: u64,
+    pub pass: u64,
+    pub drops: [u64; DropReason::COUNT],
+    /// ICMP "too big" errors sent to clients for oversize TUN packets.
+    pub icmp_too_big: u64,
+    pub new_conns: u64,
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats {
+            rx: 0,
+            tx: 0,
+            pass: 0,
+            drops: [0; DropReason::COUNT],
+            icmp_too_big: 0,
+            new_conns: 0,
+        }
+    }
+}
+
+impl Stats {
+    pub fn drop_count(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    fn count(&mut self, v: Verdict) {
+        match v {
+            Verdict::Transmit { .. } => self.tx += 1,
+            Verdict::Pass => self.pass += 1,
+            Verdict::Drop(r) => self.drops[r as usize] += 1,
+        }
+    }
+}
+
+/// One director interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortConfig {
+    pub name: String,
+    pub mac: crate::packet::MacAddr,
+    pub mtu: u32,
+    /// The director's own addresses on this port; the first of each family is
+    /// the source of TUN packets leaving by it.
+    pub addrs: Vec<IpAddr>,
+}
+
+/// How one real server is reached under this snapshot: precomputed on the
+/// control plane so the data plane only indexes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RealPath {
+    hop: Result<NextHop, Unresolved>,
+    mtu: u32,
+    tunnel_src: Option<IpAddr>,
+}
+
+/// An immutable configuration snapshot: services with their schedulers, the
+/// director's ports and next hops.
+#[derive(Debug)]
+pub struct Config {
+    pub services: ServiceTable,
+    pub ports: Vec<PortConfig>,
+    pub next_hops: NextHops,
+    /// IPVS's `sloppy_tcp`: schedule TCP flows seen first mid-connection.
+    pub sloppy_tcp: bool,
+    schedulers: Vec<Scheduler>,
+    /// `paths[service][real]`, parallel to `services`.
+    paths: Vec<Vec<RealPath>>,
+}
+
+impl Config {
+    pub fn new(
+        services: ServiceTable,
+        ports: Vec<PortConfig>,
+        next_hops: NextHops,
+        sloppy_tcp: bool,
+    ) -> Config {
+        let schedulers = services.services().iter().map(Scheduler::new).collect();
+        let paths = services
+            .services()
+            .iter()
+            .map(|s| {
+                s.reals
+                    .iter()
+                    .map(|r| real_path(r, &ports, &next_hops))
+                    .collect()
+            })
+            .collect();
+        Config {
+            services,
+            ports,
+            next_hops,
+            sloppy_tcp,
+            schedulers,
+            paths,
+        }
+    }
+}
+
+fn real_path(real: &RealServer, ports: &[PortConfig], hops: &NextHops) -> RealPath {
+    let hop = hops.resolve(real.addr);
+    let port = hop.ok().and_then(|h| ports.get(usize::from(h.port)));
+    RealPath {
+        hop,
+        mtu: port.map_or(1500, |p| p.mtu),
+        tunnel_src: port.and_then(|p| {
+            p.addrs
+                .iter()
+                .copied()
+                .find(|a| a.is_ipv4() == real.addr.is_ipv4())
+        }),
+    }
+}
+
+/// Addresses whose next hop was missing, for the control plane to resolve.
+/// A fixed ring: when the control plane is slow the oldest requests are
+/// overwritten, which only delays their resolution.
+#[derive(Debug)]
+pub struct ResolveRequests {
+    ring: [Option<IpAddr>; 16],
+    next: usize,
+}
+
+impl ResolveRequests {
+    fn push(&mut self, addr: IpAddr) {
+        if self.ring.contains(&Some(addr)) {
+            return;
+        }
+        self.ring[self.next % self.ring.len()] = Some(addr);
+        self.next = self.next.wrapping_add(1);
+    }
+
+    /// Takes every pending request.
+    pub fn drain(&mut self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.ring.iter_mut().filter_map(Option::take)
+    }
+}
+
+/// When and where a frame arrived.
+#[derive(Clone, Copy, Debug)]
+struct Rx {
+    now: Millis,
+    ingress: PortId,
+}
+
+/// One worker's packet processor.
+pub struct Pipeline {
+    config: Arc<Config>,
+    conns: Arc<ConnTable>,
+    dests: Arc<DestTable>,
+    pub stats: Stats,
+    pub resolve: ResolveRequests,
+    /// IPv4 identification of non-DF tunnel packets.
+    ip_id: u16,
+}
+
+impl Pipeline {
+    pub fn new(
+        config: Arc<Config>,
+        conns: Arc<ConnTable>,
+        dests: Arc<DestTable>,
+        worker: u16,
+    ) -> Pipeline {
+        Pipeline {
+            config,
+            conns,
+            dests,
+            stats: Stats::default(),
+            resolve: ResolveRequests {
+                ring: [None; 16],
+                next: 0,
+            },
+            ip_id: worker.wrapping_mul(0x1000),
+        }
+    }
+
+    /// Swaps in a new configuration snapshot; connections are unaffected.
+    pub fn set_config(&mut self, config: Arc<Config>) {
+        self.config = config;
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    pub fn conns(&self) -> &Arc<ConnTable> {
+        &self.conns
+    }
+
+    /// Per-batch housekeeping: expires a slice of the connection table.
+    /// The worker loop calls it once per batch; tests call it when they like.
+    pub fn end_batch(&mut self, now: Millis) {
+        self.conns.expire_step(now, EXPIRE_BUDGET);
+    }
+
+    /// Handles one frame that arrived on `ingress`, rewriting it in place.
+    pub fn process(&mut self, now: Millis, ingress: PortId, frame: &mut Frame<'_>) -> Verdict {
+        self.stats.rx += 1;
+        let v = self.classify(now, ingress, frame);
+        self.stats.count(v);
+        v
+    }
+
+    fn classify(&mut self, now: Millis, ingress: PortId, frame: &mut Frame<'_>) -> Verdict {
+        let p = match parse(frame.data()) {
+            Ok(p) => p,
+            Err(ParseError::NotIp) => return Verdict::Pass,
+            Err(e) => return Verdict::Drop(e.into()),
+        };
+        let config = Arc::clone(&self.config);
+        let result = match p.transport {
+            Transport::Tcp { .. } | Transport::Udp => {
+                let rx = Rx { now, ingress };
+                let Some(key) = p.key() else {
+                    return Verdict::Pass;
+                };
+                let skey = ServiceKey {
+                    proto: key.proto,
+                    addr: key.dst,
+                    port: key.dport,
+                };
+                if let Some((si, svc)) = config.services.find(&skey) {
+                    self.service_packet(rx, &config, si, svc, &p, frame)
+                } else {
+                    self.nat_reply(now, &config, &p, frame)
+                }
+            }
+            Transport::IcmpError(q) => self.icmp_error(now, ingress, &config, &p, &q, frame),
+            Transport::Other => Ok(Verdict::Pass),
+        };
+        result.unwrap_or_else(Verdict::Drop)
+    }
+
+    /// A TCP/UDP packet to a virtual service.
+    fn service_packet(
+        &mut self,
+        rx: Rx,
+        config: &Config,
+        si: ServiceIndex,
+        svc: &VirtualService,
+        p: &Parsed,
+        frame: &mut Frame<'_>,
+    ) -> Result<Verdict, DropReason> {
+        if is_martian(p.src) {
+            return Err(DropReason::Martian);
+        }
+        if p.sport == 0 || p.dport == 0 {
+            return Err(DropReason::ZeroPort);
+        }
+        if p.version == IpVersion::V6
+            && p.transport == Transport::Udp
+            && rewrite::udp_checksum(frame.data(), p) == 0
+        {
+            return Err(DropReason::UdpZeroChecksum);
+        }
+        let key = p.key().ok_or(DropReason::Truncated)?;
+        let flags = tcp_flags(p);
+        let existing = self.conns.lookup_original(&key, rx.now).filter(|c| {
+            self.conns
+                .update(&c.handle, Direction::Original, flags, rx.now)
+                .is_some()
+        });
+        let conn = match existing {
+            Some(c) => c,
+            None => self.new_conn(rx.now, config, si, svc, &key, flags)?,
+        };
+        let Some(ri) = svc.reals.iter().position(|r| r.id == conn.dest()) else {
+            // The real server was deleted: IPVS's expire_nodest_conn.
+            self.conns.remove(&conn.handle, rx.now);
+            return Err(DropReason::DestGone);
+        };
+        let path = config.paths[si as usize][ri];
+        self.forward(rx.ingress, p, &svc.reals[ri], &path, frame)
+    }
+
+    /// Places a new connection: on the persistence template's real server if
+    /// the service is persistent and the client has one, else where the
+    /// scheduler says.
+    fn new_conn(
+        &mut self,
+        now: Millis,
+        config: &Config,
+        si: ServiceIndex,
+        svc: &VirtualService,
+        key: &FlowKey,
+        flags: Option<TcpFlags>,
+    ) -> Result<Conn, DropReason> {
+        if key.proto == L4Proto::Tcp
+            && !flags.is_some_and(|f| f.is_connection_start())
+            && !config.sloppy_tcp
+        {
+            return Err(DropReason::TcpNotSyn);
+        }
+        let mut template = None;
+        let mut chosen = None;
+        if let Some(persist) = svc.persistence {
+            let tk = TemplateKey::for_flow(key, persist.prefix_len);
+            if let Some(t) = self.conns.template(&tk, now) {
+                if let Some(ri) = svc
+                    .reals
+                    .iter()
+                    .position(|r| r.id == t.dest && r.weight > 0)
+                {
+                    template = Some(t.handle);
+                    chosen = Some(ri);
+                }
+            }
+            if chosen.is_none() {
+                let ri = self.schedule(config, si, svc, key)?;
+                let real = &svc.reals[ri];
+                let t = self
+                    .conns
+                    .insert_template(
+                        &tk,
+                        si,
+                        real.id,
+                        SocketAddr::new(real.addr, real.port),
+                        persist.timeout_secs,
+                        now,
+                    )
+                    .map_err(insert_drop)?;
+                // Another worker may have placed this client first: follow it.
+                chosen = svc.reals.iter().position(|r| r.id == t.dest);
+                template = Some(t.handle);
+            }
+        }
+        let ri = match chosen {
+            Some(ri) => ri,
+            None => self.schedule(config, si, svc, key)?,
+        };
+        let real = &svc.reals[ri];
+        let conn = self
+            .conns
+            .insert(
+                &NewConn {
+                    key: *key,
+                    service: si,
+                    dest: real.id,
+                    method: real.method,
+                    real: SocketAddr::new(real.addr, real.port),
+                    template,
+                },
+                now,
+            )
+            .map_err(insert_drop)?;
+        self.conns
+            .update(&conn.handle, Direction::Original, flags, now);
+        self.stats.new_conns += 1;
+        Ok(conn)
+    }
+
+    fn schedule(
+        &self,
+        config: &Config,
+        si: ServiceIndex,
+        svc: &VirtualService,
+        key: &FlowKey,
+    ) -> Result<usize, DropReason> {
+        config.schedulers[si as usize]
+            .schedule(svc, key, &self.dests)
+            .ok_or(DropReason::NoRealServer)
+    }
+
+    /// Applies the real server's forwarding method to a client → VIP packet
+    /// (or to an ICMP error about that connection).
+    fn forward(
+        &mut self,
+        ingress: PortId,
+        p: &Parsed,
+        real: &RealServer,
+        path: &RealPath,
+        frame: &mut Frame<'_>,
+    ) -> Result<Verdict, DropReason> {
+        let hop = self.hop(path.hop)?;
+        match real.method {
+            ForwardMethod::Nat => nat::to_real(frame.data_mut(), p, real.addr, real.port, &hop)?,
+            ForwardMethod::Dr => dr::to_real(frame.data_mut(), &hop),
+            ForwardMethod::Tun => {
+                let src = path.tunnel_src.ok_or(DropReason::NoTunnelSource)?;
+                if !p.dont_fragment {
+                    self.ip_id = self.ip_id.wrapping_add(1);
+                }
+                if tun::to_real(frame, p, src, real.addr, &hop, path.mtu, self.ip_id)?
+                    == tun::TunOutcome::TooBig
+                {
+                    // The frame is now an ICMP error for the sender: back where it came from.
+                    self.stats.icmp_too_big += 1;
+                    return Ok(Verdict::Transmit { port: ingress });
+                }
+            }
+        }
+        Ok(Verdict::Transmit { port: hop.port })
+    }
+
+    /// A TCP/UDP packet not to a service: a NAT real server's answer, or not ours.
+    fn nat_reply(
+        &mut self,
+        now: Millis,
+        config: &Config,
+        p: &Parsed,
+        frame: &mut Frame<'_>,
+    ) -> Result<Verdict, DropReason> {
+        let Some(key) = p.key() else {
+            return Ok(Verdict::Pass);
+        };
+        let Some(conn) = self.conns.lookup_reply(&key, now) else {
+            return Ok(Verdict::Pass);
+        };
+        if self
+            .conns
+            .update(&conn.handle, Direction::Reply, tcp_flags(p), now)
+            .is_none()
+        {
+            return Ok(Verdict::Pass);
+        }
+        let hop = self.hop(config.next_hops.resolve(conn.client().ip()))?;
+        nat::to_client(
+            frame.data_mut(),
+            p,
+            conn.virt().ip(),
+            conn.virt().port(),
+            &hop,
+        )?;
+        Ok(Verdict::Transmit { port: hop.port })
+    }
+
+    /// An ICMP error: forwarded where the connection it is about goes.
+    fn icmp_error(
+        &mut self,
+        now: Millis,
+        ingress: PortId,
+        config: &Config,
+        p: &Parsed,
+        q: &Quoted,
+        frame: &mut Frame<'_>,
+    ) -> Result<Verdict, DropReason> {
+        // The quoted packet travelled the other way: its reversed tuple is the
+        // direction of the connection this error travels along.
+        let Some(conn) = self.conns.lookup(&q.key.reversed(), now) else {
+            return Ok(Verdict::Pass);
+        };
+        match conn.dir {
+            // Quote: VIP → client, an answer; the error goes to the real server.
+            Direction::Original => {
+                let Some(svc) = config.services.service(conn.service()) else {
+                    return Err(DropReason::DestGone);
+                };
+                let Some(ri) = svc.reals.iter().position(|r| r.id == conn.dest()) else {
+                    return Err(DropReason::DestGone);
+                };
+                let real = &svc.reals[ri];
+                let path = config.paths[conn.service() as usize][ri];
+                match real.method {
+                    ForwardMethod::Nat => {
+                        let hop = self.hop(path.hop)?;
+                        nat::icmp_to_real(frame.data_mut(), p, q, real.addr, real.port, &hop)?;
+                        Ok(Verdict::Transmit { port: hop.port })
+                    }
+                    ForwardMethod::Dr | ForwardMethod::Tun => {
+                        self.forward(ingress, p, real, &path, frame)
+                    }
+                }
+            }
+            // Quote: client → RIP, a packet NAT sent on; the error goes to the client.
+            Direction::Reply => {
+                let hop = self.hop(config.next_hops.resolve(conn.client().ip()))?;
+                nat::icmp_to_client(
+                    frame.data_mut(),
+                    p,
+                    q,
+                    conn.real().ip(),
+                    conn.virt().ip(),
+                    conn.virt().port(),
+                    &hop,
+                )?;
+                Ok(Verdict::Transmit { port: hop.port })
+            }
+        }
+    }
+
+    fn hop(&mut self, hop: Result<NextHop, Unresolved>) -> Result<NextHop, DropReason> {
+        hop.map_err(|Unresolved(addr)| {
+            self.resolve.push(addr);
+            DropReason::NeighbourUnresolved
+        })
+    }
+}
+
+/// The TCP flags of `p`, if it is TCP.
+fn tcp_flags(p: &Parsed) -> Option<TcpFlags> {
+    match p.transport {
+        Transport::Tcp { flags } => Some(flags),
+        _ => None,
+    }
+}
+
+fn insert_drop(e: InsertError) -> DropReason {
+    match e {
+        InsertError::AddressFamily => DropReason::AddressFamily,
+        // A reply-key clash, a template that vanished or an id out of range
+        // all mean the flow cannot be tracked now.
+        _ => DropReason::ConnTableFull,
+    }
+}
+
+/// Source addresses no client can have.
+fn is_martian(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(a) => {
+            a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast()
+        }
+        IpAddr::V6(a) => a.is_unspecified() || a.is_loopback() || a.is_multicast(),
+    }
+}
+
+#[doc(hidden)]
+pub mod testnet;
+
+#[cfg(test)]
+mod golden;

@@ -1,5 +1,17 @@
-//! Views over frame bytes: parsing, flow keys, checksums, in-place rewrites.
+//! Views over frame bytes: parsing, flow keys, checksums, in-place rewrites,
+//! IP-in-IP encapsulation and the ICMP errors the director itself sends.
 
+pub mod checksum;
+pub mod encap;
 mod flow;
+mod frame;
+pub mod icmp;
+mod parse;
+pub mod rewrite;
 
 pub use flow::{FlowKey, L4Proto};
+pub use frame::{Frame, NoRoom};
+pub use parse::{
+    parse, IpVersion, ParseError, Parsed, Quoted, TcpFlags, Transport, ETH_HEADER_LEN,
+};
+pub use rewrite::{MacAddr, Side};

@@ -1,0 +1,199 @@
+//! IP-in-IP encapsulation for LVS/TUN: IPv4 in IPv4 (protocol 4) and IPv6 in
+//! IPv6 (next header 41), and its inverse, run by real servers.
+//!
+//! The outer header: source the director's tunnel address, destination the
+//! real server, TTL / hop limit 64, TOS / traffic class copied from the inner
+//! packet (RFC 6040's normal mode for ECN), DF copied from the inner IPv4
+//! packet. IPv4 identification: 0 when DF is set (an atomic datagram, RFC 6864
+//! §4.1); otherwise the caller's per-worker counter, since a non-DF outer
+//! packet may be fragmented on the way. The IPv6 flow label is a hash of the
+//! inner addresses and ports (RFC 6438), so ECMP on the path keeps a flow on
+//! one path while spreading flows.
+
+use std::net::IpAddr;
+
+use super::checksum::{self, write_u16};
+use super::frame::{Frame, NoRoom};
+use super::parse::{parse, IpVersion, ParseError, Parsed};
+
+pub const IPV4_HEADER_LEN: usize = 20;
+pub const IPV6_HEADER_LEN: usize = 40;
+/// IP protocol number of IPv4-in-IP.
+pub const PROTO_IPIP: u8 = 4;
+/// IP protocol number of IPv6-in-IP.
+pub const PROTO_IPV6: u8 = 41;
+const OUTER_TTL: u8 = 64;
+
+/// Why a packet could not be encapsulated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncapError {
+    NoRoom,
+    /// Outer addresses of another family than the inner packet.
+    FamilyMismatch,
+}
+
+impl From<NoRoom> for EncapError {
+    fn from(_: NoRoom) -> EncapError {
+        EncapError::NoRoom
+    }
+}
+
+/// Bytes the outer header adds to a packet of this version.
+pub fn overhead(version: IpVersion) -> usize {
+    match version {
+        IpVersion::V4 => IPV4_HEADER_LEN,
+        IpVersion::V6 => IPV6_HEADER_LEN,
+    }
+}
+
+/// Wraps the IP packet of `frame` (parsed as `p`) in an outer header from
+/// `src` to `dst`. Ethernet padding after the IP packet is dropped; the
+/// Ethernet header and VLAN tags stay in front.
+pub fn encapsulate(
+    frame: &mut Frame<'_>,
+    p: &Parsed,
+    src: IpAddr,
+    dst: IpAddr,
+    ip_id: u16,
+) -> Result<(), EncapError> {
+    let n = overhead(p.version);
+    match (p.version, src, dst) {
+        (IpVersion::V4, IpAddr::V4(_), IpAddr::V4(_))
+        | (IpVersion::V6, IpAddr::V6(_), IpAddr::V6(_)) => {}
+        _ => return Err(EncapError::FamilyMismatch),
+    }
+    frame.truncate(p.ip_end());
+    frame.insert_gap(p.l3, n)?;
+    let d = frame.data_mut();
+    let (outer, inner) = d[p.l3..].split_at_mut(n);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(t)) => {
+            let df = p.dont_fragment;
+            outer[0] = 0x45;
+            outer[1] = inner[1];
+            write_u16(outer, 2, (n + p.ip_len) as u16);
+            write_u16(outer, 4, if df { 0 } else { ip_id });
+            write_u16(outer, 6, if df { 0x4000 } else { 0 });
+            outer[8] = OUTER_TTL;
+            outer[9] = PROTO_IPIP;
+            write_u16(outer, 10, 0);
+            outer[12..16].copy_from_slice(&s.octets());
+            outer[16..20].copy_from_slice(&t.octets());
+            let c = checksum::finish(checksum::sum(outer, 0));
+            write_u16(outer, 10, c);
+        }
+        (IpAddr::V6(s), IpAddr::V6(t)) => {
+            let traffic_class = (inner[0] << 4) | (inner[1] >> 4);
+            let label = flow_label(p, inner);
+            outer[0] = 0x60 | (traffic_class >> 4);
+            outer[1] = (traffic_class << 4) | ((label >> 16) as u8 & 0x0f);
+            write_u16(outer, 2, label as u16);
+            write_u16(outer, 4, p.ip_len as u16);
+            outer[6] = PROTO_IPV6;
+            outer[7] = OUTER_TTL;
+            outer[8..24].copy_from_slice(&s.octets());
+            outer[24..40].copy_from_slice(&t.octets());
+        }
+        _ => unreachable!("families checked above"),
+    }
+    Ok(())
+}
+
+/// RFC 6438 flow label: a hash of the inner addresses and ports, 20 bits, never 0.
+fn flow_label(p: &Parsed, inner: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in &inner[8..40] {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h = (h ^ (u32::from(p.sport) << 16 | u32::from(p.dport))).wrapping_mul(0x0100_0193);
+    let label = (h ^ (h >> 20)) & 0x000f_ffff;
+    label.max(1)
+}
+
+/// Why a frame could not be decapsulated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecapError {
+    /// Not an IP-in-IP packet; it is left as it was.
+    NotTunnelled,
+    /// The outer or inner packet is malformed.
+    Malformed(ParseError),
+}
+
+/// Strips the outer IP header of an IPIP / IP6IP6 frame in place, keeping the
+/// Ethernet header (and VLAN tags) in front of the inner packet. This is what
+/// a TUN real server does; `tools/` carries the same logic as an XDP program.
+pub fn decapsulate(frame: &mut Frame<'_>) -> Result<(), DecapError> {
+    let p = parse(frame.data()).map_err(DecapError::Malformed)?;
+    let inner_version = frame.data().get(p.l4).map(|b| b >> 4);
+    match (p.version, p.proto, inner_version) {
+        (IpVersion::V4, PROTO_IPIP, Some(4)) | (IpVersion::V6, PROTO_IPV6, Some(6)) => {}
+        _ => return Err(DecapError::NotTunnelled),
+    }
+    frame.truncate(p.ip_end());
+    frame.remove(p.l3, p.l4 - p.l3);
+    // The inner packet must stand on its own.
+    parse(frame.data()).map_err(DecapError::Malformed)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::testnet::{self, verify_checksums, Pkt, SYN};
+
+    fn roundtrip(n: &testnet::Net, head: usize) {
+        let input = Pkt::tcp(n.client, 40000, n.vip, 82, SYN).bytes();
+        let mut buf = vec![0u8; 512];
+        buf[head..head + input.len()].copy_from_slice(&input);
+        let mut f = Frame::new(&mut buf, head, input.len());
+        let p = parse(f.data()).unwrap();
+        encapsulate(&mut f, &p, n.int, n.rs_tun, 7).unwrap();
+        let outer = parse(f.data()).unwrap();
+        assert_eq!((outer.src, outer.dst), (n.int, n.rs_tun));
+        assert_eq!(outer.ip_len, p.ip_len + overhead(p.version));
+        assert_eq!(outer.ttl, OUTER_TTL);
+        verify_checksums(f.data()).unwrap();
+        decapsulate(&mut f).unwrap();
+        assert_eq!(f.data(), &input[..]);
+    }
+
+    #[test]
+    fn decapsulate_inverts_encapsulate() {
+        for head in [0, 64] {
+            roundtrip(&testnet::v4(), head);
+            roundtrip(&testnet::v6(), head);
+        }
+    }
+
+    #[test]
+    fn decapsulate_leaves_plain_packets_alone() {
+        let n = testnet::v4();
+        let input = Pkt::tcp(n.client, 40000, n.vip, 82, SYN).bytes();
+        let mut buf = input.clone();
+        let mut f = Frame::whole(&mut buf);
+        assert_eq!(decapsulate(&mut f), Err(DecapError::NotTunnelled));
+        assert_eq!(f.data(), &input[..]);
+    }
+
+    #[test]
+    fn families_must_match() {
+        let n = testnet::v4();
+        let input = Pkt::tcp(n.client, 40000, n.vip, 82, SYN).bytes();
+        let mut buf = vec![0u8; 256];
+        buf[..input.len()].copy_from_slice(&input);
+        let mut f = Frame::new(&mut buf, 0, input.len());
+        let p = parse(f.data()).unwrap();
+        let v6 = testnet::v6();
+        assert_eq!(
+            encapsulate(&mut f, &p, v6.int, v6.rs_tun, 0),
+            Err(EncapError::FamilyMismatch)
+        );
+        // No room at all: refused, frame unchanged.
+        let mut tight = input.clone();
+        let mut f = Frame::whole(&mut tight);
+        assert_eq!(
+            encapsulate(&mut f, &p, n.int, n.rs_tun, 0),
+            Err(EncapError::NoRoom)
+        );
+    }
+}

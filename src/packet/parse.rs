@@ -1,0 +1,437 @@
+//! Frame parsing: Ethernet (with up to two VLAN tags), IPv4 (with options),
+//! IPv6 (with extension headers), TCP, UDP, and ICMP/ICMPv6 errors with the
+//! header they quote.
+//!
+//! [`parse`] validates everything a rewrite later relies on and returns byte
+//! offsets into the frame, so rewrites index the frame without re-checking and
+//! without a panic path. Nothing allocates. The header slices come from
+//! etherparse; the checks it does not make (IPv4 header checksum, total length
+//! against the frame, source-route options, fragment offsets) are made here.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use etherparse::{
+    EtherType, Ethernet2HeaderSlice, IpNumber, Ipv4HeaderSlice, Ipv6ExtensionSlice,
+    Ipv6ExtensionsSlice, Ipv6HeaderSlice, SingleVlanHeaderSlice, TcpHeaderSlice,
+};
+
+use super::checksum;
+use super::{FlowKey, L4Proto};
+
+/// Length of an Ethernet II header without VLAN tags.
+pub const ETH_HEADER_LEN: usize = 14;
+/// At most this many 802.1Q / 802.1ad tags are walked.
+const MAX_VLAN_TAGS: usize = 2;
+
+/// Why a frame could not be parsed into something xvs may forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ParseError {
+    /// Not IPv4 or IPv6 (ARP, LLDP, ...): the kernel's business, not a drop.
+    NotIp,
+    /// A header is cut short by the end of the frame (or by the IP length).
+    Truncated,
+    /// IPv4 IHL < 5, or an IP version field that contradicts the EtherType.
+    BadIpHeader,
+    /// IPv4 total length shorter than its header, or an IPv6 jumbogram.
+    BadIpLength,
+    BadIpChecksum,
+    /// IPv4 options that run past the header or have an impossible length.
+    BadIpOptions,
+    /// Loose or strict source routing (IPv4 options 131/137, or an IPv6 routing
+    /// header with segments left): refused, as the kernel refuses them with
+    /// `accept_source_route=0`.
+    SourceRoute,
+    /// IPv6 extension headers that are malformed or out of order.
+    BadExtensionHeader,
+    /// A non-first fragment: it carries no transport header to find its flow.
+    Fragment,
+    /// TCP data offset < 5, or UDP length inconsistent with the IP length.
+    BadTransportHeader,
+    /// An ICMP error whose quoted packet is too short or not IP.
+    BadIcmpQuote,
+}
+
+/// IP version of a parsed packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpVersion {
+    V4,
+    V6,
+}
+
+/// TCP flags that drive the connection state machine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
+
+    pub fn fin(self) -> bool {
+        self.0 & Self::FIN != 0
+    }
+    pub fn syn(self) -> bool {
+        self.0 & Self::SYN != 0
+    }
+    pub fn rst(self) -> bool {
+        self.0 & Self::RST != 0
+    }
+    pub fn ack(self) -> bool {
+        self.0 & Self::ACK != 0
+    }
+    /// A segment that may open a connection: SYN without ACK or RST.
+    pub fn is_connection_start(self) -> bool {
+        self.syn() && !self.ack() && !self.rst()
+    }
+}
+
+/// The packet an ICMP error quotes (the packet that caused the error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quoted {
+    /// Offset of the quoted IP header in the frame.
+    pub l3: usize,
+    pub header_len: usize,
+    /// Offset of the quoted transport header in the frame.
+    pub l4: usize,
+    /// Quoted transport bytes present (at least 8).
+    pub l4_len: usize,
+    /// The quoted packet's own tuple: for an error about a packet the director
+    /// sent to a client, `src` is the VIP and `dst` the client.
+    pub key: FlowKey,
+}
+
+/// What follows the IP header(s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp {
+        flags: TcpFlags,
+    },
+    Udp,
+    /// ICMP destination unreachable / time exceeded / parameter problem (and
+    /// ICMPv6 packet too big) about a TCP or UDP packet.
+    IcmpError(Quoted),
+    /// Anything else: echo, neighbour discovery, other protocols, ICMP errors
+    /// about protocols xvs does not balance.
+    Other,
+}
+
+/// Offsets and fields of a parsed frame. All offsets are from the frame start
+/// and are guaranteed in bounds for the frame that was parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    /// Offset of the IP header (after Ethernet and VLAN tags).
+    pub l3: usize,
+    pub version: IpVersion,
+    /// Offset of the transport header (after IPv4 options / IPv6 extensions).
+    pub l4: usize,
+    /// Length of the IP packet (frames may carry Ethernet padding after it).
+    pub ip_len: usize,
+    /// The final protocol number (after IPv6 extension headers).
+    pub proto: u8,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    /// IPv4 DF bit; always true for IPv6, which routers never fragment.
+    pub dont_fragment: bool,
+    /// The first fragment of a fragmented datagram.
+    pub first_fragment: bool,
+    pub transport: Transport,
+}
+
+impl Parsed {
+    /// The flow this TCP or UDP packet belongs to.
+    pub fn key(&self) -> Option<FlowKey> {
+        let proto = match self.transport {
+            Transport::Tcp { .. } => L4Proto::Tcp,
+            Transport::Udp => L4Proto::Udp,
+            _ => return None,
+        };
+        Some(FlowKey::new(
+            proto, self.src, self.sport, self.dst, self.dport,
+        ))
+    }
+
+    /// Where the IP packet ends in the frame.
+    pub fn ip_end(&self) -> usize {
+        self.l3 + self.ip_len
+    }
+
+    /// Length of the transport segment (header and payload).
+    pub fn l4_len(&self) -> usize {
+        self.ip_end() - self.l4
+    }
+}
+
+/// Parses `frame`, which starts with an Ethernet header.
+pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
+    let eth = Ethernet2HeaderSlice::from_slice(frame).map_err(|_| ParseError::Truncated)?;
+    let mut ether_type = eth.ether_type();
+    let mut l3 = ETH_HEADER_LEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ether_type != EtherType::VLAN_TAGGED_FRAME
+            && ether_type != EtherType::PROVIDER_BRIDGING
+            && ether_type != EtherType::VLAN_DOUBLE_TAGGED_FRAME
+        {
+            break;
+        }
+        let tag =
+            SingleVlanHeaderSlice::from_slice(&frame[l3..]).map_err(|_| ParseError::Truncated)?;
+        ether_type = tag.ether_type();
+        l3 += tag.slice().len();
+    }
+    match ether_type {
+        EtherType::IPV4 => parse_ipv4(frame, l3),
+        EtherType::IPV6 => parse_ipv6(frame, l3),
+        _ => Err(ParseError::NotIp),
+    }
+}
+
+/// The IPv4 part: header checks, then the transport.
+fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Parsed, ParseError> {
+    let ip = Ipv4HeaderSlice::from_slice(&frame[l3..]).map_err(|e| match e {
+        etherparse::err::ipv4::HeaderSliceError::Len(_) => ParseError::Truncated,
+        etherparse::err::ipv4::HeaderSliceError::Content(_) => ParseError::BadIpHeader,
+    })?;
+    let header_len = ip.slice().len();
+    let ip_len = usize::from(ip.total_len());
+    if ip_len < header_len {
+        return Err(ParseError::BadIpLength);
+    }
+    if frame.len() - l3 < ip_len {
+        return Err(ParseError::Truncated);
+    }
+    if checksum::fold(checksum::sum(ip.slice(), 0)) != 0xffff {
+        return Err(ParseError::BadIpChecksum);
+    }
+    check_ipv4_options(ip.options())?;
+    if ip.fragments_offset().value() != 0 {
+        return Err(ParseError::Fragment);
+    }
+    let l4 = l3 + header_len;
+    let mut p = Parsed {
+        l3,
+        version: IpVersion::V4,
+        l4,
+        ip_len,
+        proto: ip.protocol().0,
+        src: IpAddr::V4(ip.source_addr()),
+        dst: IpAddr::V4(ip.destination_addr()),
+        sport: 0,
+        dport: 0,
+        ttl: ip.ttl(),
+        dont_fragment: ip.dont_fragment(),
+        first_fragment: ip.more_fragments(),
+        transport: Transport::Other,
+    };
+    parse_transport(frame, &mut p)?;
+    Ok(p)
+}
+
+/// Walks IPv4 options: refuses source routing and malformed option lengths.
+fn check_ipv4_options(mut opts: &[u8]) -> Result<(), ParseError> {
+    const EOL: u8 = 0;
+    const NOP: u8 = 1;
+    const LSRR: u8 = 131;
+    const SSRR: u8 = 137;
+    while let Some(&kind) = opts.first() {
+        match kind {
+            EOL => return Ok(()),
+            NOP => opts = &opts[1..],
+            _ => {
+                let len = usize::from(*opts.get(1).ok_or(ParseError::BadIpOptions)?);
+                if len < 2 || len > opts.len() {
+                    return Err(ParseError::BadIpOptions);
+                }
+                if kind == LSRR || kind == SSRR {
+                    return Err(ParseError::SourceRoute);
+                }
+                opts = &opts[len..];
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The IPv6 part: header, extension headers up to the transport.
+fn parse_ipv6(frame: &[u8], l3: usize) -> Result<Parsed, ParseError> {
+    let ip = Ipv6HeaderSlice::from_slice(&frame[l3..]).map_err(|e| match e {
+        etherparse::err::ipv6::HeaderSliceError::Len(_) => ParseError::Truncated,
+        etherparse::err::ipv6::HeaderSliceError::Content(_) => ParseError::BadIpHeader,
+    })?;
+    let payload_len = usize::from(ip.payload_length());
+    if payload_len == 0 {
+        // Zero means a jumbogram (RFC 2675) or nothing at all; neither is ours.
+        return Err(ParseError::BadIpLength);
+    }
+    let ip_len = 40 + payload_len;
+    if frame.len() - l3 < ip_len {
+        return Err(ParseError::Truncated);
+    }
+    let payload = &frame[l3 + 40..l3 + ip_len];
+    let (exts, proto, rest) =
+        Ipv6ExtensionsSlice::from_slice(ip.next_header(), payload).map_err(|e| match e {
+            etherparse::err::ipv6_exts::HeaderSliceError::Len(_) => ParseError::Truncated,
+            etherparse::err::ipv6_exts::HeaderSliceError::Content(_) => {
+                ParseError::BadExtensionHeader
+            }
+        })?;
+    let mut first_fragment = false;
+    for ext in exts.clone().into_iter() {
+        match ext {
+            // payload(): [routing type, segments left, ...]
+            Ipv6ExtensionSlice::Routing(r) if r.payload().get(1).copied().unwrap_or(0) != 0 => {
+                return Err(ParseError::SourceRoute);
+            }
+            Ipv6ExtensionSlice::Fragment(f) => {
+                if f.fragment_offset().value() != 0 {
+                    return Err(ParseError::Fragment);
+                }
+                first_fragment |= f.more_fragments();
+            }
+            _ => {}
+        }
+    }
+    let mut p = Parsed {
+        l3,
+        version: IpVersion::V6,
+        l4: l3 + ip_len - rest.len(),
+        ip_len,
+        proto: proto.0,
+        src: IpAddr::V6(ip.source_addr()),
+        dst: IpAddr::V6(ip.destination_addr()),
+        sport: 0,
+        dport: 0,
+        ttl: ip.hop_limit(),
+        dont_fragment: true,
+        first_fragment,
+        transport: Transport::Other,
+    };
+    parse_transport(frame, &mut p)?;
+    Ok(p)
+}
+
+/// Fills in ports, TCP flags or the quoted packet of an ICMP error.
+fn parse_transport(frame: &[u8], p: &mut Parsed) -> Result<(), ParseError> {
+    let seg = &frame[p.l4..p.ip_end()];
+    match IpNumber(p.proto) {
+        IpNumber::TCP => {
+            let tcp = TcpHeaderSlice::from_slice(seg).map_err(|e| match e {
+                etherparse::err::tcp::HeaderSliceError::Len(_) => ParseError::Truncated,
+                etherparse::err::tcp::HeaderSliceError::Content(_) => {
+                    ParseError::BadTransportHeader
+                }
+            })?;
+            p.sport = tcp.source_port();
+            p.dport = tcp.destination_port();
+            p.transport = Transport::Tcp {
+                flags: TcpFlags(seg[13]),
+            };
+        }
+        IpNumber::UDP => {
+            if seg.len() < 8 {
+                return Err(ParseError::Truncated);
+            }
+            let udp_len = usize::from(checksum::read_u16(seg, 4));
+            // A first fragment carries only part of the datagram UDP's length counts.
+            if udp_len < 8 || (!p.first_fragment && udp_len > seg.len()) {
+                return Err(ParseError::BadTransportHeader);
+            }
+            p.sport = checksum::read_u16(seg, 0);
+            p.dport = checksum::read_u16(seg, 2);
+            p.transport = Transport::Udp;
+        }
+        IpNumber::ICMP => {
+            if seg.len() < 8 {
+                return Err(ParseError::Truncated);
+            }
+            // Destination unreachable, source quench, time exceeded, parameter problem.
+            if matches!(seg[0], 3 | 4 | 11 | 12) {
+                p.transport = quoted(frame, p.l4 + 8, p.ip_end(), IpVersion::V4)?;
+            }
+        }
+        IpNumber::IPV6_ICMP => {
+            if seg.len() < 8 {
+                return Err(ParseError::Truncated);
+            }
+            // Types below 128 are errors (unreachable, too big, time exceeded, parameter).
+            if seg[0] < 128 {
+                p.transport = quoted(frame, p.l4 + 8, p.ip_end(), IpVersion::V6)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Parses the packet an ICMP error quotes, found at `frame[start..end]`.
+///
+/// Only the quoted IP header and the first 8 transport bytes (ports) are
+/// required; RFC 792 promises no more. Errors about packets that are not TCP or
+/// UDP are `Transport::Other`: they cannot be about a balanced connection.
+fn quoted(
+    frame: &[u8],
+    start: usize,
+    end: usize,
+    outer: IpVersion,
+) -> Result<Transport, ParseError> {
+    let q = &frame[start..end];
+    let version = q.first().map(|b| b >> 4).ok_or(ParseError::BadIcmpQuote)?;
+    let (header_len, proto, src, dst) = match (outer, version) {
+        (IpVersion::V4, 4) => {
+            let ihl = usize::from(q[0] & 0x0f) * 4;
+            if ihl < 20 || q.len() < ihl {
+                return Err(ParseError::BadIcmpQuote);
+            }
+            let src: [u8; 4] = q[12..16].try_into().map_err(|_| ParseError::BadIcmpQuote)?;
+            let dst: [u8; 4] = q[16..20].try_into().map_err(|_| ParseError::BadIcmpQuote)?;
+            (
+                ihl,
+                q[9],
+                IpAddr::V4(Ipv4Addr::from(src)),
+                IpAddr::V4(Ipv4Addr::from(dst)),
+            )
+        }
+        (IpVersion::V6, 6) => {
+            if q.len() < 40 {
+                return Err(ParseError::BadIcmpQuote);
+            }
+            let src: [u8; 16] = q[8..24].try_into().map_err(|_| ParseError::BadIcmpQuote)?;
+            let dst: [u8; 16] = q[24..40].try_into().map_err(|_| ParseError::BadIcmpQuote)?;
+            // Quoted extension headers are walked leniently: the quote may cut them.
+            let (_, proto, rest, _) = Ipv6ExtensionsSlice::from_slice_lax(IpNumber(q[6]), &q[40..]);
+            (
+                q.len() - rest.len(),
+                proto.0,
+                IpAddr::V6(Ipv6Addr::from(src)),
+                IpAddr::V6(Ipv6Addr::from(dst)),
+            )
+        }
+        _ => return Err(ParseError::BadIcmpQuote),
+    };
+    let proto = match L4Proto::from_number(proto) {
+        Some(p @ (L4Proto::Tcp | L4Proto::Udp)) => p,
+        _ => return Ok(Transport::Other),
+    };
+    let l4_len = q.len() - header_len;
+    if l4_len < 8 {
+        return Err(ParseError::BadIcmpQuote);
+    }
+    let l4 = &q[header_len..];
+    Ok(Transport::IcmpError(Quoted {
+        l3: start,
+        header_len,
+        l4: start + header_len,
+        l4_len,
+        key: FlowKey::new(
+            proto,
+            src,
+            checksum::read_u16(l4, 0),
+            dst,
+            checksum::read_u16(l4, 2),
+        ),
+    }))
+}

@@ -1,0 +1,218 @@
+//! In-place header rewrites with incremental checksum updates.
+//!
+//! Every function here takes a frame and the [`Parsed`] offsets of that same
+//! frame, so all indexing is within bounds that parsing established. IPv4
+//! header checksums and TCP/UDP checksums (whose pseudo-header covers the
+//! addresses) are adjusted by RFC 1624, never recomputed over the payload.
+
+use std::net::IpAddr;
+
+use super::checksum::{self, read_u16, write_u16};
+use super::parse::{IpVersion, Parsed, Quoted, Transport};
+use super::L4Proto;
+
+/// An Ethernet MAC address.
+pub type MacAddr = [u8; 6];
+
+/// Which end of a packet a rewrite changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Src,
+    Dst,
+}
+
+/// The new address is of the other IP family than the packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FamilyMismatch;
+
+/// Sets the Ethernet source and destination MACs.
+pub fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
+    frame[0..6].copy_from_slice(&dst);
+    frame[6..12].copy_from_slice(&src);
+}
+
+/// Decrements the IPv4 TTL (fixing the header checksum) or the IPv6 hop limit.
+/// Returns false, changing nothing, if the packet must not be forwarded (TTL ≤ 1).
+pub fn decrement_ttl(frame: &mut [u8], p: &Parsed) -> bool {
+    if p.ttl <= 1 {
+        return false;
+    }
+    match p.version {
+        IpVersion::V4 => {
+            // TTL shares its 16-bit word with the protocol byte.
+            let at = p.l3 + 8;
+            let old = read_u16(frame, at);
+            let new = old - 0x0100;
+            write_u16(frame, at, new);
+            let c = checksum::update_u16(read_u16(frame, p.l3 + 10), old, new);
+            write_u16(frame, p.l3 + 10, c);
+        }
+        IpVersion::V6 => frame[p.l3 + 7] -= 1,
+    }
+    true
+}
+
+/// Offset and length of an address field in an IP header at `l3`.
+fn addr_field(version: IpVersion, l3: usize, side: Side) -> (usize, usize) {
+    match (version, side) {
+        (IpVersion::V4, Side::Src) => (l3 + 12, 4),
+        (IpVersion::V4, Side::Dst) => (l3 + 16, 4),
+        (IpVersion::V6, Side::Src) => (l3 + 8, 16),
+        (IpVersion::V6, Side::Dst) => (l3 + 24, 16),
+    }
+}
+
+/// The 4 or 16 bytes of `addr`, if it is of `version`'s family.
+fn addr_bytes(version: IpVersion, addr: IpAddr) -> Result<([u8; 16], usize), FamilyMismatch> {
+    let mut out = [0u8; 16];
+    match (version, addr) {
+        (IpVersion::V4, IpAddr::V4(a)) => {
+            out[..4].copy_from_slice(&a.octets());
+            Ok((out, 4))
+        }
+        (IpVersion::V6, IpAddr::V6(a)) => {
+            out.copy_from_slice(&a.octets());
+            Ok((out, 16))
+        }
+        _ => Err(FamilyMismatch),
+    }
+}
+
+/// Where the checksum of a transport header at `l4` sits, for checksums that
+/// cover the IP pseudo-header. ICMPv4's does not, so it is not listed.
+fn pseudo_checksum_field(proto: L4Proto, l4: usize) -> Option<usize> {
+    match proto {
+        L4Proto::Tcp => Some(l4 + 16),
+        L4Proto::Udp => Some(l4 + 6),
+        L4Proto::Icmpv6 => Some(l4 + 2),
+        L4Proto::Icmp => None,
+    }
+}
+
+/// Rewrites one end (address and port) of a TCP or UDP packet: NAT's core.
+///
+/// The IPv4 header checksum and the transport checksum are updated; an IPv4
+/// UDP checksum of zero (none sent) stays zero, and a computed UDP checksum of
+/// zero is sent as 0xffff (RFC 768).
+pub fn rewrite_endpoint(
+    frame: &mut [u8],
+    p: &Parsed,
+    side: Side,
+    addr: IpAddr,
+    port: u16,
+) -> Result<(), FamilyMismatch> {
+    let proto = match p.transport {
+        Transport::Tcp { .. } => L4Proto::Tcp,
+        Transport::Udp => L4Proto::Udp,
+        _ => return Ok(()),
+    };
+    let csum_at = pseudo_checksum_field(proto, p.l4);
+    set_addr(frame, p.version, p.l3, side, addr, csum_at, proto)?;
+    let port_at = p.l4 + if side == Side::Src { 0 } else { 2 };
+    set_port(frame, port_at, port, csum_at, proto);
+    Ok(())
+}
+
+/// Rewrites only the address of one end, for packets without ports (the outer
+/// header of an ICMP error). The ICMP checksum is left to the caller.
+pub fn rewrite_addr(
+    frame: &mut [u8],
+    p: &Parsed,
+    side: Side,
+    addr: IpAddr,
+) -> Result<(), FamilyMismatch> {
+    set_addr(frame, p.version, p.l3, side, addr, None, L4Proto::Icmp)
+}
+
+/// Rewrites one end of the packet an ICMP error quotes: its IP header
+/// checksum, and its transport checksum when the quote is long enough to hold
+/// it. The outer ICMP checksum is left to the caller ([`fix_icmp_checksum`]).
+pub fn rewrite_quoted_endpoint(
+    frame: &mut [u8],
+    p: &Parsed,
+    q: &Quoted,
+    side: Side,
+    addr: IpAddr,
+    port: u16,
+) -> Result<(), FamilyMismatch> {
+    let csum_at = pseudo_checksum_field(q.key.proto, q.l4).filter(|at| at + 2 <= q.l4 + q.l4_len);
+    set_addr(frame, p.version, q.l3, side, addr, csum_at, q.key.proto)?;
+    let port_at = q.l4 + if side == Side::Src { 0 } else { 2 };
+    set_port(frame, port_at, port, csum_at, q.key.proto);
+    Ok(())
+}
+
+/// Recomputes the ICMP (or ICMPv6, with its pseudo-header) checksum of an
+/// error message from scratch; errors are rare and short, and their quoted
+/// part changed in several places.
+pub fn fix_icmp_checksum(frame: &mut [u8], p: &Parsed) {
+    let at = p.l4 + 2;
+    write_u16(frame, at, 0);
+    let seg = &frame[p.l4..p.ip_end()];
+    let initial = match p.version {
+        IpVersion::V4 => 0,
+        IpVersion::V6 => checksum::pseudo_header_sum(
+            &frame[p.l3 + 8..p.l3 + 24],
+            &frame[p.l3 + 24..p.l3 + 40],
+            L4Proto::Icmpv6.number(),
+            seg.len() as u32,
+        ),
+    };
+    let c = checksum::finish(checksum::sum(seg, initial));
+    write_u16(frame, at, c);
+}
+
+/// Writes an address, adjusting the IPv4 header checksum and the transport
+/// checksum at `csum_at` (if any).
+fn set_addr(
+    frame: &mut [u8],
+    version: IpVersion,
+    l3: usize,
+    side: Side,
+    addr: IpAddr,
+    csum_at: Option<usize>,
+    proto: L4Proto,
+) -> Result<(), FamilyMismatch> {
+    let (new, len) = addr_bytes(version, addr)?;
+    let (at, _) = addr_field(version, l3, side);
+    let mut old = [0u8; 16];
+    old[..len].copy_from_slice(&frame[at..at + len]);
+    if version == IpVersion::V4 {
+        let c = checksum::update(read_u16(frame, l3 + 10), &old[..len], &new[..len]);
+        write_u16(frame, l3 + 10, c);
+    }
+    if let Some(c_at) = csum_at {
+        update_transport_checksum(frame, c_at, proto, &old[..len], &new[..len]);
+    }
+    frame[at..at + len].copy_from_slice(&new[..len]);
+    Ok(())
+}
+
+fn set_port(frame: &mut [u8], at: usize, port: u16, csum_at: Option<usize>, proto: L4Proto) {
+    let old = read_u16(frame, at);
+    if old == port {
+        return;
+    }
+    if let Some(c_at) = csum_at {
+        update_transport_checksum(frame, c_at, proto, &old.to_be_bytes(), &port.to_be_bytes());
+    }
+    write_u16(frame, at, port);
+}
+
+fn update_transport_checksum(frame: &mut [u8], at: usize, proto: L4Proto, old: &[u8], new: &[u8]) {
+    let c = read_u16(frame, at);
+    if proto == L4Proto::Udp && c == 0 {
+        // IPv4 UDP without checksum; IPv6 zero checksums never get this far.
+        return;
+    }
+    let mut n = checksum::update(c, old, new);
+    if proto == L4Proto::Udp && n == 0 {
+        n = 0xffff;
+    }
+    write_u16(frame, at, n);
+}
+
+/// The UDP checksum field of a parsed UDP packet.
+pub fn udp_checksum(frame: &[u8], p: &Parsed) -> u16 {
+    read_u16(frame, p.l4 + 6)
+}
