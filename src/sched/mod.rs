@@ -14,9 +14,12 @@
 //!   the control plane calls it periodically (every few seconds is plenty).
 //! - [`Scheduler::schedule`] runs on the hot path for a connection's first
 //!   packet only. It returns an index into `svc.reals`, or `None` when no real
-//!   server can take the connection (the pipeline drops the packet and counts
-//!   it, as IPVS does). It never allocates, never locks and never panics;
-//!   shared cursors are atomics updated with relaxed ordering.
+//!   server can take the connection. Then the packet is dropped and counted,
+//!   with no RST, as IPVS does: the client's SYN retransmission schedules
+//!   again and succeeds once a server is back, where a RST would turn a
+//!   moment of overload into a failed connection. It never allocates, never
+//!   locks and never panics; shared cursors are atomics updated with relaxed
+//!   ordering.
 //! - A real server is *available* when its weight is above 0 (weight 0 is
 //!   quiescing: its connections go on, it gets no new ones), its counters exist
 //!   in the [`DestTable`], and its `overloaded` flag is clear. The flag is
