@@ -104,13 +104,16 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("lookup");
     let hot = key(12345);
     g.bench_function("hit_hot", |b| {
-        b.iter(|| black_box(t.lookup(black_box(&hot), NOW).map(|c| (c.dest, c.real))))
+        b.iter(|| black_box(t.lookup(black_box(&hot), NOW).map(|c| (c.dest(), c.real()))))
     });
     let mut n = 0u32;
     g.bench_function("hit_random", |b| {
         b.iter(|| {
             n = n.wrapping_add(1);
-            black_box(t.lookup(&key(scattered(n)), NOW).map(|c| (c.dest, c.real)))
+            black_box(
+                t.lookup(&key(scattered(n)), NOW)
+                    .map(|c| (c.dest(), c.real())),
+            )
         })
     });
     g.bench_function("hit_random_batch32", |b| {
@@ -124,7 +127,7 @@ fn bench(c: &mut Criterion) {
                     t.prefetch(k, Direction::Original);
                 }
                 for k in &batch {
-                    black_box(t.lookup(k, NOW).map(|c| (c.dest, c.real)));
+                    black_box(t.lookup(k, NOW).map(|c| (c.dest(), c.real())));
                 }
             }
             start
@@ -144,7 +147,7 @@ fn bench(c: &mut Criterion) {
             let i = scattered(n);
             let r = real(i);
             let reply = key(i).reply_from(r.ip(), r.port());
-            black_box(t.lookup_reply(&reply, NOW).map(|c| (c.dest, c.virt)))
+            black_box(t.lookup_reply(&reply, NOW).map(|c| (c.dest(), c.virt())))
         })
     });
     g.finish();

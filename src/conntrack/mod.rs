@@ -37,16 +37,25 @@
 //!
 //! # Use from the pipeline
 //! ```text
-//! match table.lookup(&key, now) {
-//!     Some(c) => if table.update(&c.handle, c.dir, flags, now).is_none() { /* expired: treat as miss */ }
-//!     None => {                       // opening packet of a service
-//!         let t = persistent.then(|| table.template(&tk, now)).flatten();   // else schedule,
-//!         // insert_template(...) for a persistent service, then:
-//!         let c = table.insert(&NewConn { .. template: Some(t.handle) }, now)?;
-//!         table.update(&c.handle, Direction::Original, flags, now);
+//! for frame in batch { table.prefetch(&key, dir) }        // optional: overlap misses
+//! for frame in batch {
+//!     // dir: Original for packets to a VIP, Reply for packets from a NAT RS
+//!     let hit = match dir { Original => table.lookup_original(&key, now),
+//!                           Reply => table.lookup_reply(&key, now) };
+//!     match hit.filter(|c| table.update(&c.handle, c.dir, tcp_flags, now).is_some()) {
+//!         Some(c) => forward per c.method(), c.real() / c.virt(), c.dest(),
+//!         None if opening packet => {
+//!             // persistent service: tk = TemplateKey::for_flow(&key, prefix_len);
+//!             //   table.template(&tk, now) gives the dest, or schedule and
+//!             //   table.insert_template(&tk, svc, dest, real, timeout, now)
+//!             let c = table.insert(&NewConn { key, service, dest, method, real,
+//!                                             template }, now)?;  // Err: drop + counter
+//!             table.update(&c.handle, Direction::Original, tcp_flags, now);
+//!         }
+//!         None => drop,
 //!     }
 //! }
-//! table.expire_step(now, 64);      // once per batch
+//! table.expire_step(now, 64);                              // once per batch
 //! ```
 //!
 //! # Memory
@@ -136,24 +145,14 @@ impl ConnRef {
     }
 }
 
-/// A connection as a lookup or insert returns it: what the pipeline needs to
-/// forward the packet.
+/// A connection as a lookup or insert returns it: a copy of the entry's
+/// words, decoded only by the accessors the caller uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conn {
     pub handle: ConnRef,
     /// Which key matched: the packet's direction.
     pub dir: Direction,
-    pub proto: L4Proto,
-    pub client: SocketAddr,
-    /// The virtual service address (VIP:vport).
-    pub virt: SocketAddr,
-    /// The real server address the director forwards to (RIP:rport).
-    pub real: SocketAddr,
-    pub service: ServiceIndex,
-    pub dest: DestId,
-    pub method: ForwardMethod,
-    /// The state when the entry was read.
-    pub state: ConnState,
+    snap: Snap,
 }
 
 impl Conn {
@@ -161,15 +160,43 @@ impl Conn {
         Conn {
             handle: ConnRef::of(s),
             dir,
-            proto: proto_from_code(s.proto()),
-            client: s.client(),
-            virt: s.virt(),
-            real: s.real(),
-            service: s.service(),
-            dest: DestId(s.dest()),
-            method: s.method(),
-            state: s.timer().state().unwrap_or(ConnState::Close),
+            snap: *s,
         }
+    }
+
+    pub fn proto(&self) -> L4Proto {
+        proto_from_code(self.snap.proto())
+    }
+
+    pub fn client(&self) -> SocketAddr {
+        self.snap.client()
+    }
+
+    /// The virtual service address (VIP:vport): a NAT reply's new source.
+    pub fn virt(&self) -> SocketAddr {
+        self.snap.virt()
+    }
+
+    /// The real server (RIP:rport): where the director forwards to.
+    pub fn real(&self) -> SocketAddr {
+        self.snap.real()
+    }
+
+    pub fn service(&self) -> ServiceIndex {
+        self.snap.service()
+    }
+
+    pub fn dest(&self) -> DestId {
+        DestId(self.snap.dest())
+    }
+
+    pub fn method(&self) -> ForwardMethod {
+        self.snap.method()
+    }
+
+    /// The state when the entry was read.
+    pub fn state(&self) -> ConnState {
+        self.snap.timer().state().unwrap_or(ConnState::Close)
     }
 }
 
@@ -801,11 +828,17 @@ impl ConnTable {
 
     /// Calls `f` for every live entry (connections and templates), for
     /// `ipvsadm -L -c`. Workers are not stopped; each entry is consistent.
-    pub fn for_each(&self, now: Millis, mut f: impl FnMut(&ConnEntry)) {
+    pub fn for_each(&self, now: Millis, f: impl FnMut(&ConnEntry)) {
+        self.visit(now, true, f)
+    }
+
+    /// Like `for_each`; with `alive_only` false it also shows entries past
+    /// their deadline that no sweep has released yet (they still count).
+    fn visit(&self, now: Millis, alive_only: bool, mut f: impl FnMut(&ConnEntry)) {
         for shard in [&self.v4, &self.v6] {
             for slot in shard.all_slots() {
                 let Some(s) = shard.read(slot) else { continue };
-                if !s.alive(now) {
+                if s.timer().is_dead() || (alive_only && !s.alive(now)) {
                     continue;
                 }
                 let t = s.timer();

@@ -222,7 +222,7 @@ impl Timer {
 }
 
 /// The words of one entry as read under its generation.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Snap {
     pub v6: bool,
     pub slot: u32,
