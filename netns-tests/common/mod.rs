@@ -1,0 +1,208 @@
+//! The netns harness: namespaces that remove themselves, veth pairs, commands
+//! run inside a namespace, a frame sender and a packet capture.
+//!
+//! Every namespace a test creates is a [`Netns`]; dropping it (also when the
+//! test panics) kills what runs inside and deletes it, and with it every
+//! interface inside. Names carry the process id so parallel runs never
+//! collide. Addresses come only from the documentation ranges.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// True when running as root; otherwise prints why the test does nothing.
+/// `tools/test` (and so CI) runs as root and refuses to run these otherwise.
+pub fn root_or_skip(test: &str) -> bool {
+    let euid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        })
+        .unwrap_or_default();
+    if euid == "0" {
+        return true;
+    }
+    eprintln!("{test}: skipped, network namespaces need root (run tools/test as root)");
+    false
+}
+
+/// Runs `cmd` through `sh -c`, panicking with its output if it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "command failed: {cmd}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `cmd` through `sh -c` and returns its output, whatever its status.
+pub fn run(cmd: &str) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn sh")
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A unique path in the temporary directory.
+pub fn temp_path(what: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "xvs-{what}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates `xvs-<role>-<pid>-<n>` with loopback up and no IPv6 DAD delay.
+    pub fn new(role: &str) -> Netns {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let name = format!("xvs-{role}-{}-{n}", std::process::id());
+        sh(&format!("ip netns add {name}"));
+        let ns = Netns { name };
+        ns.ip("link set lo up");
+        ns.exec("sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0");
+        ns
+    }
+
+    /// `ip <args>` inside the namespace.
+    pub fn ip(&self, args: &str) -> String {
+        sh(&format!("ip -n {} {args}", self.name))
+    }
+
+    fn wrap(&self, cmd: &str) -> String {
+        format!(
+            "ip netns exec {} sh -c '{}'",
+            self.name,
+            cmd.replace('\'', "'\\''")
+        )
+    }
+
+    /// A shell command inside the namespace; panics if it fails.
+    pub fn exec(&self, cmd: &str) -> String {
+        sh(&self.wrap(cmd))
+    }
+
+    /// Like [`exec`](Self::exec) but returns the output whatever the status.
+    pub fn try_exec(&self, cmd: &str) -> Output {
+        run(&self.wrap(cmd))
+    }
+
+    /// The MAC address of `dev`.
+    pub fn mac(&self, dev: &str) -> [u8; 6] {
+        let s = self.exec(&format!("cat /sys/class/net/{dev}/address"));
+        let mut mac = [0u8; 6];
+        for (i, part) in s.trim().split(':').enumerate().take(6) {
+            mac[i] = u8::from_str_radix(part, 16).expect("mac");
+        }
+        mac
+    }
+
+    /// Sends raw Ethernet frames out of `dev` through an AF_PACKET socket.
+    pub fn send_frames(&self, dev: &str, frames: &[Vec<u8>]) {
+        let hex: Vec<String> = frames
+            .iter()
+            .map(|f| f.iter().map(|b| format!("{b:02x}")).collect())
+            .collect();
+        let script = format!(
+            "import socket,sys\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\ns.bind(('{dev}',0))\nfor h in sys.argv[1:]: s.send(bytes.fromhex(h))"
+        );
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "python3", "-c", &script])
+            .args(&hex)
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "sending frames: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run(&format!("ip netns pids {} | xargs -r kill -9", self.name));
+        let _ = run(&format!("ip netns del {}", self.name));
+    }
+}
+
+/// A veth pair between two namespaces, both ends up.
+pub fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) {
+    sh(&format!(
+        "ip link add {a_dev} netns {} type veth peer name {b_dev} netns {}",
+        a.name, b.name
+    ));
+    a.ip(&format!("link set {a_dev} up"));
+    b.ip(&format!("link set {b_dev} up"));
+}
+
+/// A background `tcpdump` in a namespace, stopped on drop.
+pub struct Capture {
+    child: Child,
+    path: PathBuf,
+}
+
+impl Capture {
+    /// Starts capturing on `dev` with a BPF `filter`; returns once tcpdump listens.
+    pub fn start(ns: &Netns, dev: &str, filter: &str) -> Capture {
+        let path = temp_path("capture");
+        let err = path.with_extension("err");
+        let child = Command::new("ip")
+            .args([
+                "netns", "exec", &ns.name, "tcpdump", "-l", "-n", "-i", dev, filter,
+            ])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&path).expect("capture file"))
+            .stderr(std::fs::File::create(&err).expect("capture file"))
+            .spawn()
+            .expect("tcpdump");
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5)
+            && !std::fs::read_to_string(&err)
+                .unwrap_or_default()
+                .contains("listening")
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Capture { child, path }
+    }
+
+    /// Waits until a captured line contains `needle` (or `timeout` passes)
+    /// and returns every line captured so far.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+            if text.contains(needle) || start.elapsed() > timeout {
+                return text.lines().map(str::to_owned).collect();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(self.path.with_extension("err"));
+    }
+}

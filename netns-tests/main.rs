@@ -1,0 +1,6 @@
+//! Root-only integration tests: real Linux network stacks in namespaces.
+//!
+//! Run by `tools/test` (as root): `cargo test --test netns -- --test-threads=1`.
+
+mod common;
+mod decap;
