@@ -5,6 +5,13 @@
 //! or static configuration) and publishes a new snapshot on every change; the
 //! data plane only looks up. An address with no known neighbour is reported as
 //! [`Unresolved`] and the packet dropped with a counter until it is resolved.
+//!
+//! [`snapshot`] builds a `NextHops` from route and neighbour records (pure,
+//! unit-tested); [`netlink`] reads those records from the kernel, watches for
+//! changes and asks the kernel to resolve missing neighbours.
+
+pub mod netlink;
+pub mod snapshot;
 
 use std::net::IpAddr;
 
@@ -68,20 +75,67 @@ pub struct NextHops {
     port_macs: Vec<MacAddr>,
     /// Longest prefix first, so the first match is the best one.
     routes: Vec<Route>,
-    /// Sorted by address for binary search.
-    neighbours: Vec<(IpAddr, MacAddr)>,
+    /// Sorted by address (then port) for binary search.
+    neighbours: Vec<Neighbour>,
+}
+
+/// A resolved neighbour; `port: None` holds on every port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Neighbour {
+    addr: IpAddr,
+    port: Option<PortId>,
+    mac: MacAddr,
 }
 
 impl NextHops {
+    /// Neighbours given by address only: each holds whichever port the
+    /// route toward it leaves by.
     pub fn new(
         port_macs: Vec<MacAddr>,
-        mut routes: Vec<Route>,
-        mut neighbours: Vec<(IpAddr, MacAddr)>,
+        routes: Vec<Route>,
+        neighbours: Vec<(IpAddr, MacAddr)>,
     ) -> NextHops {
+        let neighbours = neighbours
+            .into_iter()
+            .map(|(addr, mac)| Neighbour {
+                addr,
+                port: None,
+                mac,
+            })
+            .collect();
+        NextHops::build(port_macs, routes, neighbours)
+    }
+
+    /// Neighbours as the kernel knows them, per port: a neighbour is used
+    /// only for routes that leave by its port, so the same address on two
+    /// segments never gets the other segment's MAC.
+    pub fn with_port_neighbours(
+        port_macs: Vec<MacAddr>,
+        routes: Vec<Route>,
+        neighbours: Vec<(IpAddr, PortId, MacAddr)>,
+    ) -> NextHops {
+        let neighbours = neighbours
+            .into_iter()
+            .map(|(addr, port, mac)| Neighbour {
+                addr,
+                port: Some(port),
+                mac,
+            })
+            .collect();
+        NextHops::build(port_macs, routes, neighbours)
+    }
+
+    fn build(
+        port_macs: Vec<MacAddr>,
+        mut routes: Vec<Route>,
+        mut neighbours: Vec<Neighbour>,
+    ) -> NextHops {
+        // Stable: of two routes with one prefix length the first given wins.
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix_len));
         routes.retain(|r| usize::from(r.port) < port_macs.len());
-        neighbours.sort_by_key(|n| n.0);
-        neighbours.dedup_by(|a, b| a.0 == b.0);
+        // Stable too: of two entries for one (address, port) the first wins.
+        neighbours.sort_by_key(|n| (n.addr, n.port));
+        neighbours.dedup_by(|a, b| (a.addr, a.port) == (b.addr, b.port));
         NextHops {
             port_macs,
             routes,
@@ -100,21 +154,29 @@ impl NextHops {
     /// The next hop toward `dst`. `Err` names the address whose MAC is missing;
     /// an address no route covers is reported the same way.
     pub fn resolve(&self, dst: IpAddr) -> Result<NextHop, Unresolved> {
-        let route = self
-            .routes
-            .iter()
-            .find(|r| r.contains(dst))
-            .ok_or(Unresolved(dst))?;
+        let route = self.route(dst).ok_or(Unresolved(dst))?;
         let gateway = route.via.unwrap_or(dst);
-        let i = self
-            .neighbours
-            .binary_search_by(|(a, _)| a.cmp(&gateway))
-            .map_err(|_| Unresolved(gateway))?;
+        let first = self.neighbours.partition_point(|n| n.addr < gateway);
+        let neighbour = self.neighbours[first..]
+            .iter()
+            .take_while(|n| n.addr == gateway)
+            .find(|n| n.port.is_none_or(|p| p == route.port))
+            .ok_or(Unresolved(gateway))?;
         Ok(NextHop {
             port: route.port,
             src_mac: self.port_macs[usize::from(route.port)],
-            dst_mac: self.neighbours[i].1,
+            dst_mac: neighbour.mac,
         })
+    }
+
+    /// The port a packet to `addr` leaves by, resolved or not: where the
+    /// control plane asks the kernel to resolve an [`Unresolved`] address.
+    pub fn port_toward(&self, addr: IpAddr) -> Option<PortId> {
+        self.route(addr).map(|r| r.port)
+    }
+
+    fn route(&self, dst: IpAddr) -> Option<&Route> {
+        self.routes.iter().find(|r| r.contains(dst))
     }
 }
 
@@ -166,6 +228,33 @@ mod tests {
         assert_eq!(
             hops.resolve(ip("2001:db8::1")),
             Err(Unresolved(ip("2001:db8::1")))
+        );
+        assert_eq!(hops.port_toward(ip("198.51.100.6")), Some(1));
+        assert_eq!(hops.port_toward(ip("2001:db8::1")), None);
+    }
+
+    #[test]
+    fn a_port_neighbour_serves_only_its_port() {
+        let net = |s, port| Route {
+            net: ip(s),
+            prefix_len: 24,
+            port,
+            via: None,
+        };
+        let hops = NextHops::with_port_neighbours(
+            vec![[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]],
+            vec![net("198.51.100.0", 1), net("203.0.113.0", 0)],
+            vec![
+                (ip("198.51.100.5"), 0, [2, 0, 0, 0, 0, 0xa]),
+                (ip("198.51.100.5"), 1, [2, 0, 0, 0, 0, 0xb]),
+                (ip("203.0.113.5"), 1, [2, 0, 0, 0, 0, 0xc]),
+            ],
+        );
+        let h = hops.resolve(ip("198.51.100.5")).unwrap();
+        assert_eq!((h.port, h.dst_mac[5]), (1, 0xb));
+        assert_eq!(
+            hops.resolve(ip("203.0.113.5")),
+            Err(Unresolved(ip("203.0.113.5")))
         );
     }
 }
