@@ -4,3 +4,4 @@
 
 mod common;
 mod decap;
+mod neigh;
