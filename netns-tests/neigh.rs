@@ -60,11 +60,7 @@ fn rig() -> Rig {
     rs.ip("addr add 2001:db8:1::2/64 dev r0 nodad");
     rs.ip("addr add 203.0.113.2/24 dev r1");
     let d0 = inside(&dir, || netlink::interface("d0")).expect("d0");
-    let port = Port {
-        id: 0,
-        ifindex: d0.ifindex,
-        mac: d0.mac,
-    };
+    let port = d0.port(0);
     Rig { dir, rs, port }
 }
 

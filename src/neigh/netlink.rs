@@ -17,6 +17,37 @@
 //!
 //! Each call opens its own netlink socket, so it reads the network namespace
 //! of the calling thread.
+//!
+//! The control thread's loop, in outline:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use xvs::neigh::netlink::{self, Watcher};
+//! # fn publish(_: xvs::neigh::NextHops) {}
+//! # fn requests() -> Vec<std::net::IpAddr> { Vec::new() }
+//! # fn main() -> Result<(), netlink::Error> {
+//! let ifaces = [netlink::interface("eth0")?, netlink::interface("eth1")?];
+//! let ports: Vec<_> = (0..).zip(&ifaces).map(|(id, i)| i.port(id)).collect();
+//! let ifindexes: Vec<_> = ifaces.iter().map(|i| i.ifindex).collect();
+//! let mut watcher = Watcher::open(&ifindexes)?;
+//! let mut snapshot = netlink::snapshot(&ports, &[])?;
+//! publish(snapshot.next_hops.clone());
+//! loop {
+//!     if watcher.wait(Duration::from_millis(100)) {
+//!         // Let a burst of changes settle, then rebuild once.
+//!         while watcher.wait(Duration::from_millis(20)) {}
+//!         snapshot = netlink::snapshot(&ports, &[])?;
+//!         publish(snapshot.next_hops.clone());
+//!     }
+//!     // The addresses the workers' `ResolveRequests` collected.
+//!     for addr in requests() {
+//!         if let Some(port) = snapshot.next_hops.port_toward(addr) {
+//!             netlink::resolve_request(addr, ports[usize::from(port)].ifindex)?;
+//!         }
+//!     }
+//! }
+//! # }
+//! ```
 
 use std::fmt;
 use std::io;
@@ -44,6 +75,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use super::snapshot::{
     self, KernelNeighbour, KernelRoute, KernelRouteHop, Port, Snapshot, StaticNeighbour,
 };
+use super::PortId;
 use crate::packet::MacAddr;
 
 /// What went wrong talking to the kernel, worded for a person.
@@ -105,6 +137,17 @@ pub struct Interface {
     /// sysfs (the driver's current count); where sysfs shows another
     /// namespace, the number the device was created with.
     pub rx_queues: u32,
+}
+
+impl Interface {
+    /// This interface as the director's port `id`.
+    pub fn port(&self, id: PortId) -> Port {
+        Port {
+            id,
+            ifindex: self.ifindex,
+            mac: self.mac,
+        }
+    }
 }
 
 /// The interface called `name`, or an error that lists the ones there are.
