@@ -569,7 +569,8 @@ fn syn_flood_is_bounded_and_spares_established() {
     }
     // Spoofed SYNs from many sources, at t = 0..1 s.
     let mut refused = 0;
-    for i in 0..2000u32 {
+    let flood = if cfg!(miri) { 400 } else { 2000u32 };
+    for i in 0..flood {
         let src = IpAddr::from([203, 0, 113, (i % 250) as u8]);
         let key = FlowKey::new(L4Proto::Tcp, src, 1024 + (i / 250) as u16, ip(VIP), 80);
         let now = Millis(i as u64 / 2);
@@ -591,7 +592,7 @@ fn syn_flood_is_bounded_and_spares_established() {
     assert!(t
         .insert(&new_conn(key, ForwardMethod::Dr, 3), later)
         .is_ok());
-    while t.expire_step(later, 4) > 0 || t.stats().half_open > cap / 8 + 1 {}
+    t.expire_step(later, usize::MAX);
     assert!(t.stats().half_open <= cap / 8 + 1, "{:?}", t.stats());
     for e in &established {
         assert_eq!(
