@@ -8,6 +8,7 @@
 //! `Pipeline::process(now, frame) -> Verdict`.
 
 pub mod conntrack;
+pub mod control;
 pub mod forward;
 pub mod neigh;
 pub mod packet;

@@ -1,0 +1,471 @@
+//! The service model the control plane owns and ipvsadm edits.
+//!
+//! Semantics and error wording are IPVS's (`ip_vs_ctl.c` through libipvs's
+//! `ipvs_strerror`). A failed edit changes nothing.
+//!
+//! # Real-server ids
+//! Every real server gets a [`DestId`] below the `DestTable` capacity given
+//! to [`ServiceModel::new`]. Fresh ids are handed out first (0, 1, 2, ...);
+//! only when every id has been used once are freed ids reused, oldest freed
+//! first, and only those the caller's `reusable` predicate accepts (the
+//! daemon passes "no connection or template still counts against it", read
+//! from the `DestTable`). An id is never reused while the model itself
+//! still holds it. With none left, the add fails with IPVS's ENOMEM text,
+//! "Memory allocation problem".
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use super::save::ScriptLine;
+use super::{Command, Edit, RealSpec, ServiceSpec};
+use crate::service::{DestId, RealServer, ServiceKey, ServiceTable, VirtualService};
+
+/// Why an edit was refused: the kernel's errno, as ipvsadm words it.
+/// ipvsadm exits 255 for each ([`super::EXIT_FAILED`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyError {
+    /// EEXIST on `-A`.
+    ServiceExists,
+    /// ESRCH on `-E`, `-D`, `-Z`.
+    NoSuchService,
+    /// ESRCH on `-a`, `-e`, `-d`.
+    ServiceNotDefined,
+    /// EEXIST on `-a`.
+    DestExists,
+    /// ENOENT on `-e`, `-d`.
+    NoSuchDest,
+    /// ENOMEM: no real-server id left.
+    NoMemory,
+    /// ERANGE: `-y` above `-x`.
+    ThresholdRange,
+    /// EAFNOSUPPORT: a real server of the other address family (IPVS allows
+    /// it for tunnels; xvs does not encapsulate across families).
+    AddressFamily,
+    /// EINVAL: a real-server address that is not unicast.
+    NotUnicast,
+}
+
+impl ApplyError {
+    pub fn message(self) -> &'static str {
+        match self {
+            ApplyError::ServiceExists => "Service already exists",
+            ApplyError::NoSuchService => "No such service",
+            ApplyError::ServiceNotDefined => "Service not defined",
+            ApplyError::DestExists => "Destination already exists",
+            ApplyError::NoSuchDest => "No such destination",
+            ApplyError::NoMemory => "Memory allocation problem",
+            ApplyError::ThresholdRange => "Numerical result out of range",
+            ApplyError::AddressFamily => "Operation not supported with specified address family",
+            ApplyError::NotUnicast => {
+                "Invalid operation.  Possibly wrong module version, address not unicast, ..."
+            }
+        }
+    }
+
+    pub fn exit_code(self) -> u8 {
+        super::EXIT_FAILED
+    }
+}
+
+impl fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for ApplyError {}
+
+/// What a successful edit did that the daemon must act on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Real servers that are gone: expire their connections
+    /// (`ConnTable::expire_dest`, IPVS's `expire_nodest_conn`).
+    pub removed: Vec<DestId>,
+}
+
+/// A restore that failed: the line and why. Nothing was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestoreError {
+    pub line: usize,
+    pub error: ApplyError,
+}
+
+impl fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.error)
+    }
+}
+
+impl std::error::Error for RestoreError {}
+
+/// What a successful restore leaves for the daemon to do.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreOutcome {
+    /// As [`Applied::removed`], for the whole script.
+    pub removed: Vec<DestId>,
+    /// The script's `-Z` and `--set` commands, in order, which act on
+    /// counters and timeouts outside the model.
+    pub deferred: Vec<Command>,
+}
+
+/// The virtual services, in the order they were added.
+#[derive(Clone, Debug)]
+pub struct ServiceModel {
+    services: Vec<VirtualService>,
+    capacity: u32,
+    /// Ids below this have been handed out at least once.
+    fresh: u32,
+    /// Freed ids, oldest first.
+    freed: VecDeque<DestId>,
+}
+
+impl ServiceModel {
+    /// An empty model for a `DestTable` of `dest_capacity` slots.
+    pub fn new(dest_capacity: usize) -> ServiceModel {
+        ServiceModel {
+            services: Vec::new(),
+            capacity: u32::try_from(dest_capacity).unwrap_or(u32::MAX),
+            fresh: 0,
+            freed: VecDeque::new(),
+        }
+    }
+
+    pub fn services(&self) -> &[VirtualService] {
+        &self.services
+    }
+
+    /// The snapshot to publish to workers.
+    pub fn snapshot(&self) -> ServiceTable {
+        ServiceTable::new(self.services.clone())
+    }
+
+    pub fn service(&self, key: &ServiceKey) -> Option<&VirtualService> {
+        self.services.iter().find(|s| s.key == *key)
+    }
+
+    /// Applies one edit, reusing any freed id.
+    pub fn apply(&mut self, edit: &Edit) -> Result<Applied, ApplyError> {
+        self.apply_with(edit, &|_| true)
+    }
+
+    /// Applies one edit; a freed [`DestId`] is reused only if `reusable`
+    /// says so.
+    pub fn apply_with(
+        &mut self,
+        edit: &Edit,
+        reusable: &dyn Fn(DestId) -> bool,
+    ) -> Result<Applied, ApplyError> {
+        let mut applied = Applied::default();
+        match edit {
+            Edit::AddService(spec) => {
+                if self.service(&spec.key).is_some() {
+                    return Err(ApplyError::ServiceExists);
+                }
+                self.services.push(VirtualService {
+                    key: spec.key,
+                    scheduler: spec.scheduler,
+                    sched_flags: spec.sched_flags,
+                    persistence: spec.persistence,
+                    reals: Vec::new(),
+                });
+            }
+            Edit::EditService(spec) => {
+                let s = self.service_mut(&spec.key, ApplyError::NoSuchService)?;
+                set_service(s, spec);
+            }
+            Edit::DeleteService(key) => {
+                let i = self.index(key).ok_or(ApplyError::NoSuchService)?;
+                let s = self.services.remove(i);
+                applied.removed = s.reals.iter().map(|r| r.id).collect();
+            }
+            Edit::Clear => {
+                applied.removed = self
+                    .services
+                    .drain(..)
+                    .flat_map(|s| s.reals.into_iter().map(|r| r.id))
+                    .collect();
+            }
+            Edit::AddReal(key, spec) => {
+                let family = self
+                    .service(key)
+                    .ok_or(ApplyError::ServiceNotDefined)?
+                    .key
+                    .addr
+                    .is_ipv4();
+                check_real(spec, family)?;
+                let s = self.service(key).ok_or(ApplyError::ServiceNotDefined)?;
+                if s.reals.iter().any(|r| endpoint(r) == spec.endpoint()) {
+                    return Err(ApplyError::DestExists);
+                }
+                let id = self.allocate(reusable)?;
+                let s = self.service_mut(key, ApplyError::ServiceNotDefined)?;
+                s.reals.push(RealServer {
+                    id,
+                    addr: spec.addr,
+                    port: spec.port,
+                    method: spec.method,
+                    weight: spec.weight,
+                    upper_threshold: spec.upper_threshold,
+                    lower_threshold: spec.lower_threshold,
+                });
+            }
+            Edit::EditReal(key, spec) => {
+                let s = self.service_mut(key, ApplyError::ServiceNotDefined)?;
+                check_real(spec, s.key.addr.is_ipv4())?;
+                let r = s
+                    .reals
+                    .iter_mut()
+                    .find(|r| endpoint(r) == spec.endpoint())
+                    .ok_or(ApplyError::NoSuchDest)?;
+                r.method = spec.method;
+                r.weight = spec.weight;
+                r.upper_threshold = spec.upper_threshold;
+                r.lower_threshold = spec.lower_threshold;
+            }
+            Edit::DeleteReal(key, at) => {
+                let s = self.service_mut(key, ApplyError::ServiceNotDefined)?;
+                let i = s
+                    .reals
+                    .iter()
+                    .position(|r| endpoint(r) == *at)
+                    .ok_or(ApplyError::NoSuchDest)?;
+                applied.removed.push(s.reals.remove(i).id);
+            }
+        }
+        self.freed.extend(applied.removed.iter().copied());
+        Ok(applied)
+    }
+
+    /// `-Z`: whether the service to zero exists (the counters themselves
+    /// live with the workers).
+    pub fn check_zero(&self, key: Option<&ServiceKey>) -> Result<(), ApplyError> {
+        match key {
+            Some(k) if self.service(k).is_none() => Err(ApplyError::NoSuchService),
+            _ => Ok(()),
+        }
+    }
+
+    /// `-R`: applies a whole script or nothing. `-Z` and `--set` lines are
+    /// checked in sequence and handed back for the daemon to carry out.
+    pub fn restore(
+        &mut self,
+        script: &[ScriptLine],
+        reusable: &dyn Fn(DestId) -> bool,
+    ) -> Result<RestoreOutcome, RestoreError> {
+        let mut next = self.clone();
+        let mut outcome = RestoreOutcome::default();
+        for line in script {
+            let fail = |error| RestoreError {
+                line: line.line,
+                error,
+            };
+            match &line.command {
+                Command::Edit(edit) => {
+                    let applied = next.apply_with(edit, reusable).map_err(fail)?;
+                    outcome.removed.extend(applied.removed);
+                }
+                Command::Zero(key) => {
+                    next.check_zero(key.as_ref()).map_err(fail)?;
+                    outcome.deferred.push(line.command.clone());
+                }
+                other => outcome.deferred.push(other.clone()),
+            }
+        }
+        *self = next;
+        Ok(outcome)
+    }
+
+    fn index(&self, key: &ServiceKey) -> Option<usize> {
+        self.services.iter().position(|s| s.key == *key)
+    }
+
+    fn service_mut(
+        &mut self,
+        key: &ServiceKey,
+        missing: ApplyError,
+    ) -> Result<&mut VirtualService, ApplyError> {
+        self.services
+            .iter_mut()
+            .find(|s| s.key == *key)
+            .ok_or(missing)
+    }
+
+    fn allocate(&mut self, reusable: &dyn Fn(DestId) -> bool) -> Result<DestId, ApplyError> {
+        if self.fresh < self.capacity {
+            self.fresh += 1;
+            return Ok(DestId(self.fresh - 1));
+        }
+        let i = self
+            .freed
+            .iter()
+            .position(|id| reusable(*id))
+            .ok_or(ApplyError::NoMemory)?;
+        self.freed.remove(i).ok_or(ApplyError::NoMemory)
+    }
+}
+
+fn set_service(s: &mut VirtualService, spec: &ServiceSpec) {
+    s.scheduler = spec.scheduler;
+    s.sched_flags = spec.sched_flags;
+    s.persistence = spec.persistence;
+}
+
+fn endpoint(r: &RealServer) -> SocketAddr {
+    SocketAddr::new(r.addr, r.port)
+}
+
+/// The kernel's checks on a destination (`ip_vs_add_dest`, `ip_vs_edit_dest`).
+fn check_real(spec: &RealSpec, service_is_v4: bool) -> Result<(), ApplyError> {
+    if spec.addr.is_ipv4() != service_is_v4 {
+        // ipvsadm lets only tunnels get this far; IPVS would take them.
+        return Err(ApplyError::AddressFamily);
+    }
+    let unicast = match spec.addr {
+        IpAddr::V4(a) => !(a.is_unspecified() || a.is_multicast() || a.is_broadcast()),
+        IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast()),
+    };
+    if !unicast {
+        return Err(ApplyError::NotUnicast);
+    }
+    if spec.lower_threshold > spec.upper_threshold {
+        return Err(ApplyError::ThresholdRange);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse_with, Services};
+    use super::*;
+
+    fn edit(line: &str) -> Edit {
+        let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        match parse_with(&args, &Services::builtin()) {
+            Ok(Command::Edit(e)) => e,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    fn run(m: &mut ServiceModel, line: &str) -> Result<Applied, ApplyError> {
+        m.apply(&edit(line))
+    }
+
+    #[test]
+    fn services_and_reals_with_ipvs_errors() {
+        let mut m = ServiceModel::new(16);
+        run(&mut m, "-A -t 192.0.2.1:80 -s rr").unwrap();
+        assert_eq!(
+            run(&mut m, "-A -t 192.0.2.1:80"),
+            Err(ApplyError::ServiceExists)
+        );
+        assert_eq!(
+            run(&mut m, "-E -t 192.0.2.1:81"),
+            Err(ApplyError::NoSuchService)
+        );
+        assert_eq!(
+            run(&mut m, "-D -u 192.0.2.1:80"),
+            Err(ApplyError::NoSuchService)
+        );
+        assert_eq!(
+            run(&mut m, "-a -t 192.0.2.1:81 -r 198.51.100.1"),
+            Err(ApplyError::ServiceNotDefined)
+        );
+        run(&mut m, "-a -t 192.0.2.1:80 -r 198.51.100.1").unwrap();
+        assert_eq!(
+            run(&mut m, "-a -t 192.0.2.1:80 -r 198.51.100.1 -w 5"),
+            Err(ApplyError::DestExists)
+        );
+        assert_eq!(
+            run(&mut m, "-e -t 192.0.2.1:80 -r 198.51.100.2"),
+            Err(ApplyError::NoSuchDest)
+        );
+        assert_eq!(
+            run(&mut m, "-d -t 192.0.2.1:80 -r 198.51.100.2"),
+            Err(ApplyError::NoSuchDest)
+        );
+        assert_eq!(
+            run(&mut m, "-a -t 192.0.2.1:80 -r 198.51.100.3 -y 10"),
+            Err(ApplyError::ThresholdRange)
+        );
+        assert_eq!(
+            run(&mut m, "-a -t 192.0.2.1:80 -r 2001:db8::1 -i"),
+            Err(ApplyError::AddressFamily)
+        );
+        assert_eq!(
+            run(&mut m, "-a -t 192.0.2.1:80 -r 224.0.0.1"),
+            Err(ApplyError::NotUnicast)
+        );
+        // Weight 0 quiesces: the server stays, with its id.
+        run(&mut m, "-e -t 192.0.2.1:80 -r 198.51.100.1 -w 0").unwrap();
+        let s = &m.services()[0];
+        assert_eq!((s.reals[0].id, s.reals[0].weight), (DestId(0), 0));
+        // -E without -s goes back to wlc, as IPVS.
+        run(&mut m, "-E -t 192.0.2.1:80 -p").unwrap();
+        let s = &m.services()[0];
+        assert_eq!(s.scheduler, crate::service::SchedulerKind::Wlc);
+        assert_eq!(s.persistence.map(|p| p.timeout_secs), Some(360));
+        assert_eq!(m.snapshot().services().len(), 1);
+        assert_eq!(m.check_zero(None), Ok(()));
+        assert_eq!(
+            m.check_zero(Some(&ServiceKey { port: 9, ..s.key })),
+            Err(ApplyError::NoSuchService)
+        );
+        let removed = run(&mut m, "-D -t 192.0.2.1:80").unwrap().removed;
+        assert_eq!(removed, vec![DestId(0)]);
+        assert!(m.services().is_empty());
+    }
+
+    #[test]
+    fn dest_ids_fresh_first_then_oldest_freed_that_is_reusable() {
+        let mut m = ServiceModel::new(3);
+        run(&mut m, "-A -t 192.0.2.1:80").unwrap();
+        for i in 1..=3 {
+            run(&mut m, &format!("-a -t 192.0.2.1:80 -r 198.51.100.{i}")).unwrap();
+        }
+        assert_eq!(
+            run(&mut m, "-a -t 192.0.2.1:80 -r 198.51.100.4"),
+            Err(ApplyError::NoMemory)
+        );
+        run(&mut m, "-d -t 192.0.2.1:80 -r 198.51.100.1").unwrap();
+        run(&mut m, "-d -t 192.0.2.1:80 -r 198.51.100.2").unwrap();
+        // Id 0 still has connections: id 1 is taken instead.
+        let busy = |id: DestId| id != DestId(0);
+        m.apply_with(&edit("-a -t 192.0.2.1:80 -r 198.51.100.5"), &busy)
+            .unwrap();
+        let ids: Vec<u32> = m.services()[0].reals.iter().map(|r| r.id.0).collect();
+        assert_eq!(ids, vec![2, 1]);
+        assert_eq!(
+            m.apply_with(&edit("-a -t 192.0.2.1:80 -r 198.51.100.6"), &busy),
+            Err(ApplyError::NoMemory)
+        );
+        // Clear frees everything.
+        let mut removed = run(&mut m, "-C").unwrap().removed;
+        removed.sort();
+        assert_eq!(removed, vec![DestId(1), DestId(2)]);
+    }
+
+    #[test]
+    fn restore_is_all_or_nothing() {
+        let mut m = ServiceModel::new(8);
+        run(&mut m, "-A -t 192.0.2.1:80").unwrap();
+        let script = super::super::parse_restore(
+            "-A -t 192.0.2.2:80\n-a -t 192.0.2.2:80 -r 198.51.100.1\n--set 1 2 3\n-A -t 192.0.2.1:80\n",
+            &Services::builtin(),
+        )
+        .unwrap();
+        let err = m.restore(&script, &|_| true).unwrap_err();
+        assert_eq!(err.to_string(), "line 4: Service already exists");
+        assert_eq!(m.services().len(), 1);
+        let out = m.restore(&script[..3], &|_| true).unwrap();
+        assert_eq!(m.services().len(), 2);
+        assert_eq!(
+            out.deferred,
+            vec![Command::SetTimeouts {
+                tcp: 1,
+                tcpfin: 2,
+                udp: 3
+            }]
+        );
+    }
+}
