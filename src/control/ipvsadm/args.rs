@@ -1194,6 +1194,8 @@ mod tests {
         assert_eq!(ok("--help -t whatever"), Command::Help);
         assert_eq!(ok("-v"), Command::Version);
         assert_eq!(p(""), Ok(Command::List(ListOptions::all())));
+        // After `--` everything is an argument.
+        assert_eq!(err("-L -- -n"), ("unexpected argument -n".to_string(), 2));
     }
 
     #[test]
@@ -1277,6 +1279,7 @@ mod tests {
             ("-A -t 192.0.2.1:65536", "illegal virtual server address[:port] specified"),
             ("-A -t [2001:db8::1]80", "illegal virtual server address[:port] specified"),
             ("-A -t 80", "illegal virtual server address[:port] specified"),
+            ("-a -t [2001:db8::1]:80 -r [2001:db8::10] -m", "illegal real server address[:port] specified"),
             ("-a -t 192.0.2.1:80 -r 198.51.100.1:x", "illegal real server address[:port] specified"),
             ("-a -t 192.0.2.1:80 -r 198.51.100.1 -w 65536", "illegal weight specified"),
             ("-a -t 192.0.2.1:80 -r 198.51.100.1 -w -1", "illegal weight specified"),

@@ -400,6 +400,16 @@ mod tests {
         run(&mut m, "-e -t 192.0.2.1:80 -r 198.51.100.1 -w 0").unwrap();
         let s = &m.services()[0];
         assert_eq!((s.reals[0].id, s.reals[0].weight), (DestId(0), 0));
+        // -e without -w goes back to weight 1 and -g, as IPVS.
+        run(&mut m, "-e -t 192.0.2.1:80 -r 198.51.100.1 -m -w 7").unwrap();
+        assert_eq!(
+            m.services()[0].reals[0].method,
+            crate::service::ForwardMethod::Nat
+        );
+        run(&mut m, "-e -t 192.0.2.1:80 -r 198.51.100.1").unwrap();
+        let r = &m.services()[0].reals[0];
+        assert_eq!((r.weight, r.method), (1, crate::service::ForwardMethod::Dr));
+        run(&mut m, "-e -t 192.0.2.1:80 -r 198.51.100.1 -w 0").unwrap();
         // -E without -s goes back to wlc, as IPVS.
         run(&mut m, "-E -t 192.0.2.1:80 -p").unwrap();
         let s = &m.services()[0];
