@@ -52,7 +52,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::service::{ForwardMethod, Persistence, SchedFlags, SchedulerKind, ServiceKey};
 
 pub use args::{parse, parse_with};
-pub use model::{Applied, ApplyError, RestoreError, RestoreOutcome, ServiceModel};
+pub use model::{Applied, ApplyError, RestoreError, RestoreOutcome, ServiceModel, MAX_IDS};
 pub use names::Services;
 pub use render::{
     ListError, ListStats, RateStats, RealCounts, RealStats, ServiceStats, TotalStats,

@@ -11,7 +11,13 @@
 //! daemon passes "no connection or template still counts against it", read
 //! from the `DestTable`). An id is never reused while the model itself
 //! still holds it. With none left, the add fails with IPVS's ENOMEM text,
-//! "Memory allocation problem".
+//! "Memory allocation problem". A connection entry holds 16-bit ids, so
+//! there are at most [`MAX_IDS`] real servers and as many services.
+//!
+//! Services keep the order they were added; deleting one moves those after
+//! it down one `ServiceIndex` in the next snapshot. Code that keeps a
+//! `ServiceIndex` across snapshots should find the service through the
+//! real server instead (`ServiceTable::real(DestId)`), whose id is stable.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -20,6 +26,9 @@ use std::net::{IpAddr, SocketAddr};
 use super::save::ScriptLine;
 use super::{Command, Edit, RealSpec, ServiceSpec};
 use crate::service::{DestId, RealServer, ServiceKey, ServiceTable, VirtualService};
+
+/// Real-server ids and services a connection entry can name (16 bits).
+pub const MAX_IDS: usize = 1 << 16;
 
 /// Why an edit was refused: the kernel's errno, as ipvsadm words it.
 /// ipvsadm exits 255 for each ([`super::EXIT_FAILED`]).
@@ -121,11 +130,12 @@ pub struct ServiceModel {
 }
 
 impl ServiceModel {
-    /// An empty model for a `DestTable` of `dest_capacity` slots.
+    /// An empty model for a `DestTable` of `dest_capacity` slots (at most
+    /// [`MAX_IDS`] are used).
     pub fn new(dest_capacity: usize) -> ServiceModel {
         ServiceModel {
             services: Vec::new(),
-            capacity: u32::try_from(dest_capacity).unwrap_or(u32::MAX),
+            capacity: dest_capacity.min(MAX_IDS) as u32,
             fresh: 0,
             freed: VecDeque::new(),
         }
@@ -161,6 +171,9 @@ impl ServiceModel {
             Edit::AddService(spec) => {
                 if self.service(&spec.key).is_some() {
                     return Err(ApplyError::ServiceExists);
+                }
+                if self.services.len() >= MAX_IDS {
+                    return Err(ApplyError::NoMemory);
                 }
                 self.services.push(VirtualService {
                     key: spec.key,
