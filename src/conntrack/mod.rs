@@ -440,16 +440,20 @@ impl ConnTable {
             .or_else(|| self.lookup_reply(key, now))
     }
 
-    /// Brings the index line `key`'s lookup reads into cache. A worker that
-    /// calls this for every frame of a batch before looking them up lets the
-    /// cache misses of a large table overlap instead of queueing.
+    /// Batch prefetch, stage 1: brings the index line `key`'s lookup reads
+    /// into cache. A worker calls this for every frame of a batch, then
+    /// [`ConnTable::prefetch_entry`] for every frame, then looks them up: the
+    /// cache misses of a large table then overlap instead of queueing.
     #[inline]
     pub fn prefetch(&self, key: &FlowKey, dir: Direction) {
-        let t = match dir {
-            Direction::Original => fwd_tuple(key, Kind::Conn),
-            Direction::Reply => reply_tuple(key),
-        };
-        self.shard(key.is_ipv6()).touch(&t);
+        self.shard(key.is_ipv6()).touch(&index_tuple(key, dir));
+    }
+
+    /// Batch prefetch, stage 2: brings in the entry the index line points to.
+    #[inline]
+    pub fn prefetch_entry(&self, key: &FlowKey, dir: Direction) {
+        self.shard(key.is_ipv6())
+            .touch_entry(&index_tuple(key, dir));
     }
 
     /// The live connection whose client→VIP key is `key`.
@@ -886,6 +890,13 @@ fn fwd_tuple(key: &FlowKey, kind: Kind) -> Tuple {
         ap: key.sport,
         b: addr_bits(key.dst),
         bp: key.dport,
+    }
+}
+
+fn index_tuple(key: &FlowKey, dir: Direction) -> Tuple {
+    match dir {
+        Direction::Original => fwd_tuple(key, Kind::Conn),
+        Direction::Reply => reply_tuple(key),
     }
 }
 
