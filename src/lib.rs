@@ -9,12 +9,14 @@
 
 pub mod conntrack;
 pub mod control;
+pub mod director;
 pub mod forward;
 pub mod neigh;
 pub mod packet;
 pub mod pipeline;
 pub mod sched;
 pub mod service;
+pub mod xsk;
 
 /// A point on the caller's monotonic clock, in milliseconds.
 ///

@@ -221,7 +221,34 @@ impl Config {
         next_hops: NextHops,
         sloppy_tcp: bool,
     ) -> Config {
-        let schedulers = services.services().iter().map(Scheduler::new).collect();
+        Config::with_previous(services, ports, next_hops, sloppy_tcp, None)
+    }
+
+    /// A snapshot following `previous`: schedulers of services that existed
+    /// there carry their state over (rr's position, lblc's table), as IPVS
+    /// keeps a service's scheduler across real-server changes.
+    pub fn with_previous(
+        services: ServiceTable,
+        ports: Vec<PortConfig>,
+        next_hops: NextHops,
+        sloppy_tcp: bool,
+        previous: Option<&Config>,
+    ) -> Config {
+        let schedulers = services
+            .services()
+            .iter()
+            .map(|svc| {
+                let old = previous.and_then(|p| {
+                    p.services
+                        .find(&svc.key)
+                        .map(|(i, _)| &p.schedulers[i as usize])
+                });
+                match old {
+                    Some(s) => s.update(svc),
+                    None => Scheduler::new(svc),
+                }
+            })
+            .collect();
         let paths = services
             .services()
             .iter()
@@ -240,6 +267,11 @@ impl Config {
             schedulers,
             paths,
         }
+    }
+
+    /// The scheduler of each service, in service order.
+    pub fn schedulers(&self) -> &[Scheduler] {
+        &self.schedulers
     }
 }
 
@@ -588,14 +620,19 @@ impl Pipeline {
         match conn.dir {
             // Quote: VIP → client, an answer; the error goes to the real server.
             Direction::Original => {
-                let Some(svc) = config.services.service(conn.service()) else {
+                // By real server id, which stays put when services are
+                // added or deleted (service indexes shift).
+                let Some((si, _)) = config.services.real(conn.dest()) else {
+                    return Err(DropReason::DestGone);
+                };
+                let Some(svc) = config.services.service(si) else {
                     return Err(DropReason::DestGone);
                 };
                 let Some(ri) = svc.reals.iter().position(|r| r.id == conn.dest()) else {
                     return Err(DropReason::DestGone);
                 };
                 let real = &svc.reals[ri];
-                let path = config.paths[conn.service() as usize][ri];
+                let path = config.paths[si as usize][ri];
                 match real.method {
                     ForwardMethod::Nat => {
                         let hop = self.hop(path.hop)?;

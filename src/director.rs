@@ -1,0 +1,474 @@
+//! The director: what `xvs director` runs.
+//!
+//! Start-up checks privileges and interfaces, loads and attaches one
+//! steering program per interface, creates the shared connection table and
+//! the workers (one per queue, pinned to a core each), and publishes the first
+//! configuration snapshot. Afterwards the control thread calls
+//! [`Director::control_round`] in a loop: it rebuilds next hops when the
+//! kernel's routes or neighbours change, asks the kernel to resolve addresses
+//! workers found unresolved, and expires scheduler state. Configuration
+//! changes go through [`Director::set_services`]: a new snapshot for the
+//! workers first, then the XDP maps, so a frame is never redirected to a
+//! worker that does not know its service. [`Director::stop`] (or dropping
+//! the director) stops the workers and detaches the programs.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use crossbeam::channel::{Receiver, Sender};
+
+use crate::conntrack::{ConnTable, Timeouts};
+use crate::neigh::netlink::{self, Interface, Watcher};
+use crate::neigh::snapshot::{Port, StaticNeighbour};
+use crate::neigh::NextHops;
+use crate::packet::MacAddr;
+use crate::pipeline::{Config, Pipeline, PortConfig};
+use crate::service::{DestTable, ForwardMethod, ServiceTable};
+use crate::xsk::prog::{Endpoint, SteeringProgram, XdpMode};
+use crate::xsk::worker::{Worker, WorkerSetup, WorkerShared, WorkerStats};
+use crate::Millis;
+
+/// Real servers the counters table has room for (DestIds are below this).
+pub const DEST_CAPACITY: usize = 65536;
+
+/// What `xvs director` was asked to do.
+#[derive(Clone, Debug)]
+pub struct DirectorOptions {
+    pub interfaces: Vec<String>,
+    /// Default: one per rx queue of the first interface, at most one per core.
+    pub workers: Option<usize>,
+    /// The queue of each worker; default 0, 1, ... .
+    pub queues: Option<Vec<u32>>,
+    pub conn_table_size: usize,
+    pub timeouts: Timeouts,
+    /// `SO_PREFER_BUSY_POLL` with this budget.
+    pub busy_poll: Option<u16>,
+    pub static_neighbours: Vec<StaticNeighbourSpec>,
+    pub sloppy_tcp: bool,
+    pub batch: usize,
+    pub ring_size: u32,
+}
+
+impl Default for DirectorOptions {
+    fn default() -> DirectorOptions {
+        DirectorOptions {
+            interfaces: Vec::new(),
+            workers: None,
+            queues: None,
+            conn_table_size: 1 << 20,
+            timeouts: Timeouts::default(),
+            busy_poll: None,
+            static_neighbours: Vec::new(),
+            sloppy_tcp: false,
+            batch: 64,
+            ring_size: 2048,
+        }
+    }
+}
+
+/// A static neighbour from configuration: `addr` has `mac` on `iface`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticNeighbourSpec {
+    pub addr: IpAddr,
+    pub mac: MacAddr,
+    pub iface: String,
+}
+
+/// Why the director could not start or apply a change; worded for a person.
+#[derive(Debug)]
+pub struct DirectorError(pub String);
+
+impl std::fmt::Display for DirectorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DirectorError {}
+
+fn err(e: impl std::fmt::Display) -> DirectorError {
+    DirectorError(e.to_string())
+}
+
+/// A running director.
+pub struct Director {
+    ifaces: Vec<Interface>,
+    programs: Vec<SteeringProgram>,
+    modes: Vec<XdpMode>,
+    shared: Arc<WorkerShared>,
+    stats: Vec<Arc<WorkerStats>>,
+    threads: Vec<JoinHandle<()>>,
+    conns: Arc<ConnTable>,
+    dests: Arc<DestTable>,
+    services: ServiceTable,
+    statics: Vec<StaticNeighbour>,
+    sloppy_tcp: bool,
+    next_hops: NextHops,
+    watcher: Watcher,
+    resolve_rx: Receiver<IpAddr>,
+    epoch: Instant,
+}
+
+impl Director {
+    /// Starts the data plane with `services` configured.
+    pub fn start(
+        opts: &DirectorOptions,
+        services: ServiceTable,
+    ) -> Result<Director, DirectorError> {
+        check_privileges()?;
+        if opts.interfaces.is_empty() {
+            return Err(err("no interface given: name at least one with -i IFACE"));
+        }
+        let mut ifaces = Vec::new();
+        for name in &opts.interfaces {
+            if ifaces.iter().any(|i: &Interface| &i.name == name) {
+                return Err(err(format!("interface {name} given twice")));
+            }
+            ifaces.push(netlink::interface(name).map_err(err)?);
+        }
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let queues: Vec<u32> = match (&opts.queues, opts.workers) {
+            (Some(q), _) => q.clone(),
+            (None, Some(n)) => (0..n as u32).collect(),
+            (None, None) => (0..ifaces[0].rx_queues.min(cores.len().max(1) as u32)).collect(),
+        };
+        if queues.is_empty() {
+            return Err(err("--workers must be at least 1"));
+        }
+        for i in &ifaces {
+            if let Some(&q) = queues.iter().find(|&&q| q >= i.rx_queues) {
+                return Err(err(format!(
+                    "interface {} has {} rx queue(s); queue {q} does not exist \
+                     (use fewer workers, or more queues: ethtool -L {} combined N)",
+                    i.name, i.rx_queues, i.name
+                )));
+            }
+        }
+
+        let mut programs = Vec::new();
+        let mut modes = Vec::new();
+        for i in &ifaces {
+            let mut p = SteeringProgram::load().map_err(err)?;
+            modes.push(p.attach(i.ifindex, &i.name).map_err(err)?);
+            programs.push(p);
+        }
+
+        let statics = resolve_statics(&ifaces, &opts.static_neighbours)?;
+        let next_hops = kernel_next_hops(&ifaces, &statics)?;
+        let dests = Arc::new(DestTable::new(DEST_CAPACITY));
+        let conns = Arc::new(ConnTable::new(
+            opts.conn_table_size,
+            opts.timeouts,
+            Arc::clone(&dests),
+        ));
+        let config = Arc::new(Config::new(
+            services.clone(),
+            port_configs(&ifaces),
+            next_hops.clone(),
+            opts.sloppy_tcp,
+        ));
+        let shared = Arc::new(WorkerShared {
+            stop: AtomicBool::new(false),
+            config: ArcSwap::new(Arc::clone(&config)),
+        });
+        let watcher =
+            Watcher::open(&ifaces.iter().map(|i| i.ifindex).collect::<Vec<_>>()).map_err(err)?;
+        let (resolve_tx, resolve_rx) = crossbeam::channel::bounded(1024);
+        let mut d = Director {
+            ifaces,
+            programs,
+            modes,
+            shared,
+            stats: Vec::new(),
+            threads: Vec::new(),
+            conns,
+            dests,
+            services,
+            statics,
+            sloppy_tcp: opts.sloppy_tcp,
+            next_hops,
+            watcher,
+            resolve_rx,
+            epoch: Instant::now(),
+        };
+        d.sync_maps()?;
+        d.spawn_workers(opts, &queues, &cores, resolve_tx)?;
+        Ok(d)
+    }
+
+    fn spawn_workers(
+        &mut self,
+        opts: &DirectorOptions,
+        queues: &[u32],
+        cores: &[core_affinity::CoreId],
+        resolve_tx: Sender<IpAddr>,
+    ) -> Result<(), DirectorError> {
+        let names: Vec<String> = self.ifaces.iter().map(|i| i.name.clone()).collect();
+        for (index, &queue) in queues.iter().enumerate() {
+            let setup = WorkerSetup {
+                index,
+                queue,
+                core: cores.get(index % cores.len().max(1)).copied(),
+                batch: opts.batch,
+                ring_size: opts.ring_size,
+                busy_poll: opts.busy_poll,
+            };
+            let pipeline = Pipeline::new(
+                self.shared.config.load_full(),
+                Arc::clone(&self.conns),
+                Arc::clone(&self.dests),
+                index as u16,
+            );
+            let worker = Worker::new(setup, &names, &self.programs, pipeline, resolve_tx.clone())
+                .map_err(err)?;
+            let stats = Arc::new(WorkerStats::default());
+            let (s, sh) = (Arc::clone(&stats), Arc::clone(&self.shared));
+            let handle = std::thread::Builder::new()
+                .name(format!("xvs-worker-{index}"))
+                .spawn(move || worker.run(&sh, &s))
+                .map_err(|e| err(format!("cannot start worker thread: {e}")))?;
+            self.stats.push(stats);
+            self.threads.push(handle);
+        }
+        Ok(())
+    }
+
+    /// One round of control-plane upkeep, waiting up to `wait` for kernel
+    /// network changes.
+    pub fn control_round(&mut self, wait: Duration) {
+        let changed = self.watcher.wait(wait);
+        let mut asked = HashSet::new();
+        while let Ok(addr) = self.resolve_rx.try_recv() {
+            if asked.insert(addr) {
+                if let Some(port) = self.next_hops.port_toward(addr) {
+                    if let Some(i) = self.ifaces.get(usize::from(port)) {
+                        if let Err(e) = netlink::resolve_request(addr, i.ifindex) {
+                            eprintln!("xvs: {e}");
+                        }
+                    }
+                }
+            }
+        }
+        if changed {
+            // Let a burst of changes settle, then rebuild once.
+            std::thread::sleep(Duration::from_millis(20));
+            while self.watcher.wait(Duration::ZERO) {}
+            self.refresh_interfaces();
+            match kernel_next_hops(&self.ifaces, &self.statics) {
+                Ok(h) => {
+                    self.next_hops = h;
+                    self.publish();
+                }
+                Err(e) => eprintln!("xvs: keeping the previous next hops: {e}"),
+            }
+        }
+        let now = self.now();
+        for s in self.shared.config.load().schedulers() {
+            s.tick(now);
+        }
+    }
+
+    fn refresh_interfaces(&mut self) {
+        for i in &mut self.ifaces {
+            if let Ok(fresh) = netlink::interface(&i.name) {
+                *i = fresh;
+            }
+        }
+    }
+
+    /// Replaces the virtual services; connections are not disturbed.
+    pub fn set_services(&mut self, services: ServiceTable) -> Result<(), DirectorError> {
+        self.services = services;
+        self.publish();
+        self.sync_maps()
+    }
+
+    fn publish(&mut self) {
+        let config = Config::with_previous(
+            self.services.clone(),
+            port_configs(&self.ifaces),
+            self.next_hops.clone(),
+            self.sloppy_tcp,
+            Some(&self.shared.config.load()),
+        );
+        self.shared.config.store(Arc::new(config));
+    }
+
+    /// Makes every steering program's maps match the services.
+    fn sync_maps(&mut self) -> Result<(), DirectorError> {
+        let mut services = HashSet::new();
+        let mut nat_reals = HashSet::new();
+        for s in self.services.services() {
+            services.insert(Endpoint::new(s.key.proto, s.key.addr, s.key.port));
+            for r in s.reals.iter().filter(|r| r.method == ForwardMethod::Nat) {
+                nat_reals.insert(Endpoint::new(s.key.proto, r.addr, r.port));
+            }
+        }
+        for p in &mut self.programs {
+            p.sync_services(&services).map_err(err)?;
+            p.sync_nat_reals(&nat_reals).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Milliseconds since start, on the clock the control plane uses.
+    pub fn now(&self) -> Millis {
+        Millis(self.epoch.elapsed().as_millis() as u64)
+    }
+
+    pub fn services(&self) -> &ServiceTable {
+        &self.services
+    }
+
+    pub fn conns(&self) -> &Arc<ConnTable> {
+        &self.conns
+    }
+
+    pub fn dests(&self) -> &Arc<DestTable> {
+        &self.dests
+    }
+
+    pub fn worker_stats(&self) -> &[Arc<WorkerStats>] {
+        &self.stats
+    }
+
+    pub fn interfaces(&self) -> &[Interface] {
+        &self.ifaces
+    }
+
+    pub fn xdp_modes(&self) -> &[XdpMode] {
+        &self.modes
+    }
+
+    /// Stops the workers and detaches the steering programs.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        // Workers (and their sockets) are gone; the programs detach on drop.
+        self.programs.clear();
+    }
+}
+
+impl Drop for Director {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// Root, or the capabilities xvs needs (CAP_NET_ADMIN, CAP_NET_RAW, and
+/// CAP_BPF or CAP_SYS_ADMIN).
+fn check_privileges() -> Result<(), DirectorError> {
+    if crate::xsk::euid() == 0 {
+        return Ok(());
+    }
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("CapEff:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .unwrap_or(0);
+    let has = |bit: u32| caps & (1u64 << bit) != 0;
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_NET_RAW: u32 = 13;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_BPF: u32 = 39;
+    if has(CAP_NET_ADMIN) && has(CAP_NET_RAW) && (has(CAP_BPF) || has(CAP_SYS_ADMIN)) {
+        return Ok(());
+    }
+    Err(err(
+        "xvs director needs root, or the capabilities CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF \
+         (e.g. sudo xvs director ..., or setcap cap_net_admin,cap_net_raw,cap_bpf+ep on the binary)",
+    ))
+}
+
+fn port_configs(ifaces: &[Interface]) -> Vec<PortConfig> {
+    ifaces
+        .iter()
+        .map(|i| PortConfig {
+            name: i.name.clone(),
+            mac: i.mac,
+            mtu: i.mtu,
+            addrs: i
+                .addrs
+                .iter()
+                .map(|(a, _)| *a)
+                .filter(|a| !is_link_local(a))
+                .collect(),
+        })
+        .collect()
+}
+
+fn is_link_local(a: &IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+fn ports(ifaces: &[Interface]) -> Vec<Port> {
+    ifaces
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Port {
+            id: i as u8,
+            ifindex: f.ifindex,
+            mac: f.mac,
+        })
+        .collect()
+}
+
+fn resolve_statics(
+    ifaces: &[Interface],
+    specs: &[StaticNeighbourSpec],
+) -> Result<Vec<StaticNeighbour>, DirectorError> {
+    specs
+        .iter()
+        .map(|s| {
+            let port = ifaces
+                .iter()
+                .position(|i| i.name == s.iface)
+                .ok_or_else(|| {
+                    err(format!(
+                        "static neighbour {} is on {}, which is not a director interface ({})",
+                        s.addr,
+                        s.iface,
+                        ifaces
+                            .iter()
+                            .map(|i| i.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?;
+            Ok(StaticNeighbour {
+                addr: s.addr,
+                port: port as u8,
+                mac: s.mac,
+            })
+        })
+        .collect()
+}
+
+fn kernel_next_hops(
+    ifaces: &[Interface],
+    statics: &[StaticNeighbour],
+) -> Result<NextHops, DirectorError> {
+    let snap = netlink::snapshot(&ports(ifaces), statics).map_err(err)?;
+    for note in &snap.notes {
+        eprintln!("xvs: {note}");
+    }
+    Ok(snap.next_hops)
+}

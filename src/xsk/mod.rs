@@ -1,0 +1,18 @@
+//! The AF_XDP data plane — and the only module of xvs with `unsafe`.
+//!
+//! - [`prog`]: the XDP steering program (`steer.bpf.c`, compiled by build.rs)
+//!   that redirects to AF_XDP only what xvs handles and passes the rest to
+//!   the kernel; its maps follow the configuration.
+//! - [`worker`]: per-worker UMEM, one socket per interface on the worker's
+//!   queue sharing that UMEM (a frame received on one interface leaves by
+//!   another without a copy), and the rx → pipeline → tx loop with
+//!   fill/completion accounting that never loses a frame.
+//! - `sys`: the system calls xsk-rs does not wrap (busy poll, poll, euid).
+//!
+//! Every `unsafe` block says why it holds in a `// SAFETY:` comment.
+
+pub mod prog;
+mod sys;
+pub mod worker;
+
+pub use sys::euid;

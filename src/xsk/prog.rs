@@ -1,0 +1,310 @@
+//! The XDP steering program: loading, attaching, detaching, and its maps.
+//!
+//! One instance of the program is loaded per director interface, so each has
+//! its own `xsks` map (rx queue → AF_XDP socket of that interface) while the
+//! control plane writes the same `services` and `nat_reals` sets into all.
+//! Attaching prefers native (driver) mode and falls back to generic mode; a
+//! program left attached by a crashed run is replaced, with a message.
+//! Dropping a [`SteeringProgram`] detaches it.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::io;
+use std::net::IpAddr;
+use std::os::raw::{c_int, c_void};
+
+use crate::packet::L4Proto;
+
+/// The program, compiled by build.rs from `steer.bpf.c`.
+static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/steer.bpf.o"));
+
+const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// The key of the `services` and `nat_reals` maps; `struct endpoint` in C.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    proto: u8,
+    family: u8,
+    /// Network byte order.
+    port_be: u16,
+    addr: [u8; 16],
+}
+
+impl Endpoint {
+    pub fn new(proto: L4Proto, addr: IpAddr, port: u16) -> Endpoint {
+        let mut a = [0u8; 16];
+        let family = match addr {
+            IpAddr::V4(v4) => {
+                a[..4].copy_from_slice(&v4.octets());
+                4
+            }
+            IpAddr::V6(v6) => {
+                a.copy_from_slice(&v6.octets());
+                6
+            }
+        };
+        Endpoint {
+            proto: proto.number(),
+            family,
+            port_be: port.to_be(),
+            addr: a,
+        }
+    }
+}
+
+/// How the program runs on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// In the driver, before an skb exists.
+    Native,
+    /// After skb allocation: works everywhere, slower.
+    Generic,
+}
+
+/// Why the steering program could not be set up.
+#[derive(Debug)]
+pub enum ProgError {
+    Open(io::Error),
+    Load(io::Error),
+    Missing(&'static str),
+    Attach {
+        iface: String,
+        native: io::Error,
+        generic: io::Error,
+    },
+    Map(&'static str, io::Error),
+}
+
+impl std::fmt::Display for ProgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProgError::Open(e) => write!(f, "cannot open the embedded XDP program: {e}"),
+            ProgError::Load(e) => write!(
+                f,
+                "the kernel refused the XDP steering program: {e} \
+                 (xvs needs root, or CAP_NET_ADMIN + CAP_BPF, and a kernel with BPF and XDP)"
+            ),
+            ProgError::Missing(what) => write!(f, "the embedded XDP program has no {what}"),
+            ProgError::Attach {
+                iface,
+                native,
+                generic,
+            } => write!(
+                f,
+                "cannot attach XDP to {iface}: native mode: {native}; generic mode: {generic}"
+            ),
+            ProgError::Map(map, e) => write!(f, "updating the XDP map {map} failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ProgError {}
+
+/// A loaded steering program, attached to at most one interface.
+pub struct SteeringProgram {
+    obj: *mut libxdp_sys::bpf_object,
+    prog_fd: c_int,
+    xsks_fd: c_int,
+    services_fd: c_int,
+    nat_reals_fd: c_int,
+    services: HashSet<Endpoint>,
+    nat_reals: HashSet<Endpoint>,
+    attached: Option<(u32, u32, String)>,
+}
+
+// SAFETY: the bpf_object pointer is only used through &mut self (load,
+// close); map and program fds are plain kernel handles usable from any thread.
+unsafe impl Send for SteeringProgram {}
+
+fn last_error(ret: c_int) -> io::Error {
+    if ret < 0 {
+        io::Error::from_raw_os_error(-ret)
+    } else {
+        io::Error::last_os_error()
+    }
+}
+
+impl SteeringProgram {
+    /// Loads a fresh instance of the program into the kernel.
+    pub fn load() -> Result<SteeringProgram, ProgError> {
+        // SAFETY: OBJECT is a valid buffer for its whole length and libbpf
+        // copies what it keeps; a null opts pointer means defaults.
+        let obj = unsafe {
+            libxdp_sys::bpf_object__open_mem(
+                OBJECT.as_ptr() as *const c_void,
+                OBJECT.len() as _,
+                std::ptr::null(),
+            )
+        };
+        if obj.is_null() {
+            // libbpf 1.x returns NULL and sets errno.
+            return Err(ProgError::Open(io::Error::last_os_error()));
+        }
+        let mut p = SteeringProgram {
+            obj,
+            prog_fd: -1,
+            xsks_fd: -1,
+            services_fd: -1,
+            nat_reals_fd: -1,
+            services: HashSet::new(),
+            nat_reals: HashSet::new(),
+            attached: None,
+        };
+        // SAFETY: obj is a valid, opened, not yet loaded object.
+        let ret = unsafe { libxdp_sys::bpf_object__load(p.obj) };
+        if ret != 0 {
+            return Err(ProgError::Load(last_error(ret)));
+        }
+        let name = CString::new("xvs_steer").expect("no NUL");
+        // SAFETY: obj is loaded; name is a valid C string.
+        let prog = unsafe { libxdp_sys::bpf_object__find_program_by_name(p.obj, name.as_ptr()) };
+        if prog.is_null() {
+            return Err(ProgError::Missing("program xvs_steer"));
+        }
+        // SAFETY: prog belongs to the loaded obj.
+        p.prog_fd = unsafe { libxdp_sys::bpf_program__fd(prog) };
+        p.xsks_fd = p.map_fd("xsks")?;
+        p.services_fd = p.map_fd("services")?;
+        p.nat_reals_fd = p.map_fd("nat_reals")?;
+        Ok(p)
+    }
+
+    fn map_fd(&self, name: &'static str) -> Result<c_int, ProgError> {
+        let c = CString::new(name).expect("no NUL");
+        // SAFETY: obj is loaded; c is a valid C string.
+        let fd = unsafe { libxdp_sys::bpf_object__find_map_fd_by_name(self.obj, c.as_ptr()) };
+        if fd < 0 {
+            return Err(ProgError::Missing(name));
+        }
+        Ok(fd)
+    }
+
+    /// Attaches to `ifindex` (named `iface` in messages): native mode, else
+    /// generic. A program already attached there (a crashed run's) is replaced.
+    pub fn attach(&mut self, ifindex: u32, iface: &str) -> Result<XdpMode, ProgError> {
+        if let Some(id) = attached_program(ifindex) {
+            eprintln!("xvs: replacing the XDP program (id {id}) already attached to {iface}");
+            for mode in [XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE] {
+                // SAFETY: plain syscall wrapper; a null opts pointer means defaults.
+                unsafe { libxdp_sys::bpf_xdp_detach(ifindex as c_int, mode, std::ptr::null()) };
+            }
+        }
+        // SAFETY: prog_fd is a loaded XDP program; null opts = defaults.
+        let ret = unsafe {
+            libxdp_sys::bpf_xdp_attach(
+                ifindex as c_int,
+                self.prog_fd,
+                XDP_FLAGS_DRV_MODE,
+                std::ptr::null(),
+            )
+        };
+        if ret == 0 {
+            self.attached = Some((ifindex, XDP_FLAGS_DRV_MODE, iface.to_string()));
+            return Ok(XdpMode::Native);
+        }
+        let native = last_error(ret);
+        // SAFETY: as above.
+        let ret = unsafe {
+            libxdp_sys::bpf_xdp_attach(
+                ifindex as c_int,
+                self.prog_fd,
+                XDP_FLAGS_SKB_MODE,
+                std::ptr::null(),
+            )
+        };
+        if ret == 0 {
+            self.attached = Some((ifindex, XDP_FLAGS_SKB_MODE, iface.to_string()));
+            return Ok(XdpMode::Generic);
+        }
+        Err(ProgError::Attach {
+            iface: iface.to_string(),
+            native,
+            generic: last_error(ret),
+        })
+    }
+
+    /// Steers rx queue `queue` to the AF_XDP socket `fd`.
+    pub fn set_socket(&self, queue: u32, fd: c_int) -> Result<(), ProgError> {
+        update(self.xsks_fd, &queue, &fd).map_err(|e| ProgError::Map("xsks", e))
+    }
+
+    /// Makes the `services` map equal to `want`.
+    pub fn sync_services(&mut self, want: &HashSet<Endpoint>) -> Result<(), ProgError> {
+        sync(self.services_fd, &mut self.services, want).map_err(|e| ProgError::Map("services", e))
+    }
+
+    /// Makes the `nat_reals` map equal to `want`.
+    pub fn sync_nat_reals(&mut self, want: &HashSet<Endpoint>) -> Result<(), ProgError> {
+        sync(self.nat_reals_fd, &mut self.nat_reals, want)
+            .map_err(|e| ProgError::Map("nat_reals", e))
+    }
+}
+
+impl Drop for SteeringProgram {
+    fn drop(&mut self) {
+        if let Some((ifindex, mode, _)) = self.attached.take() {
+            // SAFETY: detaching what this instance attached; null opts = defaults.
+            unsafe { libxdp_sys::bpf_xdp_detach(ifindex as c_int, mode, std::ptr::null()) };
+        }
+        // SAFETY: obj came from bpf_object__open_mem and is closed once.
+        unsafe { libxdp_sys::bpf_object__close(self.obj) };
+    }
+}
+
+/// The id of the XDP program attached to `ifindex`, if any.
+fn attached_program(ifindex: u32) -> Option<u32> {
+    let mut id: u32 = 0;
+    for mode in [XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE] {
+        // SAFETY: id is a valid out pointer for the call's duration.
+        let ret = unsafe { libxdp_sys::bpf_xdp_query_id(ifindex as c_int, mode as c_int, &mut id) };
+        if ret == 0 && id != 0 {
+            return Some(id);
+        }
+    }
+    None
+}
+
+fn update<K, V>(fd: c_int, key: &K, value: &V) -> io::Result<()> {
+    // SAFETY: key and value point to values of the map's key and value sizes
+    // (checked by the kernel against the map definition).
+    let ret = unsafe {
+        libxdp_sys::bpf_map_update_elem(
+            fd,
+            key as *const K as *const c_void,
+            value as *const V as *const c_void,
+            0,
+        )
+    };
+    if ret != 0 {
+        return Err(last_error(ret));
+    }
+    Ok(())
+}
+
+fn sync(fd: c_int, have: &mut HashSet<Endpoint>, want: &HashSet<Endpoint>) -> io::Result<()> {
+    for e in want.difference(have) {
+        update(fd, e, &1u8)?;
+    }
+    let stale: Vec<Endpoint> = have.difference(want).copied().collect();
+    for e in &stale {
+        // SAFETY: e points to a key of the map's key size.
+        unsafe { libxdp_sys::bpf_map_delete_elem(fd, e as *const Endpoint as *const c_void) };
+    }
+    *have = want.clone();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_layout_matches_the_c_struct() {
+        assert_eq!(std::mem::size_of::<Endpoint>(), 20);
+        let e = Endpoint::new(L4Proto::Tcp, "192.0.2.10".parse().unwrap(), 80);
+        assert_eq!(e.port_be.to_ne_bytes(), [0, 80]);
+        assert_eq!(&e.addr[..5], &[192, 0, 2, 10, 0]);
+    }
+}

@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: GPL-2.0
+//
+// xvs steering program: runs on every director interface and decides, per
+// frame, whether xvs or the kernel handles it.
+//
+// Redirected to the AF_XDP socket of the frame's rx queue (map `xsks`):
+//   - TCP/UDP to a configured virtual service (protocol, VIP, port): map `services`;
+//   - TCP/UDP from a NAT real-server endpoint (return traffic): map `nat_reals`;
+//   - ICMP/ICMPv6 errors quoting either of those.
+// Everything else — ARP, neighbour discovery, the host's own traffic,
+// health-check answers, later IP fragments — goes to the kernel (XDP_PASS),
+// so the director stays an ordinary, manageable Linux host. The control
+// plane keeps the maps equal to its configuration; a frame whose queue has
+// no socket is passed too.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+
+#define SEC(name) __attribute__((section(name), used))
+#define __uint(name, val) int (*name)[val]
+#define __type(name, val) typeof(val) *name
+#define INLINE static __attribute__((always_inline)) inline
+
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
+static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)BPF_FUNC_redirect_map;
+
+// Must match `xsk::prog::Endpoint` byte for byte.
+struct endpoint {
+	__u8 proto;
+	__u8 family; // 4 or 6
+	__u16 port;  // network byte order
+	__u8 addr[16]; // IPv4 in the first 4 bytes, rest zero
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct endpoint);
+	__type(value, __u8);
+} services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct endpoint);
+	__type(value, __u8);
+} nat_reals SEC(".maps");
+
+#define VLAN_MAX 2
+#define IPV6_EXT_MAX 4
+#define ETH_P_8021Q_ 0x8100
+#define ETH_P_8021AD_ 0x88A8
+
+struct cursor {
+	void *pos;
+	void *end;
+};
+
+// Addresses are copied out of the packet into `struct addrs` right after
+// the header's bounds check, and lookups read only that stack copy: the
+// verifier cannot follow packet pointers once the compiler merges the IPv4
+// and IPv6 paths.
+struct addrs {
+	__u8 src[16];
+	__u8 dst[16];
+};
+
+INLINE int is_member(void *map, __u8 proto, __u8 family, __u16 port, const __u8 *addr)
+{
+	struct endpoint k = {};
+	k.proto = proto;
+	k.family = family;
+	k.port = port;
+	__builtin_memcpy(k.addr, addr, 16);
+	return bpf_map_lookup_elem(map, &k) != 0;
+}
+
+// The quoted packet of an ICMP error at `q`: is it about a service or a NAT real server?
+INLINE int quoted_is_ours(void *q, void *end, int family)
+{
+	struct addrs a = {};
+	__u8 proto;
+	__u16 *ports;
+
+	if (family == 4) {
+		struct iphdr *ip = q;
+		if ((void *)(ip + 1) > end)
+			return 0;
+		// Quoted headers with options are rare; the kernel may keep those.
+		if (ip->ihl != 5)
+			return 0;
+		proto = ip->protocol;
+		__builtin_memcpy(a.src, &ip->saddr, 4);
+		__builtin_memcpy(a.dst, &ip->daddr, 4);
+		ports = (void *)(ip + 1);
+	} else {
+		struct ipv6hdr *ip6 = q;
+		if ((void *)(ip6 + 1) > end)
+			return 0;
+		proto = ip6->nexthdr;
+		__builtin_memcpy(a.src, &ip6->saddr, 16);
+		__builtin_memcpy(a.dst, &ip6->daddr, 16);
+		ports = (void *)(ip6 + 1);
+	}
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
+	if ((void *)(ports + 2) > end)
+		return 0;
+	// An answer the director sent for a service: quoted source is the VIP.
+	if (is_member(&services, proto, family, ports[0], a.src))
+		return 1;
+	// A packet the director sent to a NAT real server: quoted destination is it.
+	return is_member(&nat_reals, proto, family, ports[1], a.dst);
+}
+
+INLINE int steer(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	void *l3;
+	__u16 proto_be;
+	__u8 proto;
+	int family;
+	struct addrs a = {};
+	void *l4;
+
+	if ((void *)(eth + 1) > end)
+		return 0;
+	proto_be = eth->h_proto;
+	l3 = eth + 1;
+#pragma unroll
+	for (int i = 0; i < VLAN_MAX; i++) {
+		if (proto_be != __builtin_bswap16(ETH_P_8021Q_) && proto_be != __builtin_bswap16(ETH_P_8021AD_))
+			break;
+		if (l3 + 4 > end)
+			return 0;
+		proto_be = *(__u16 *)(l3 + 2);
+		l3 += 4;
+	}
+
+	if (proto_be == __builtin_bswap16(ETH_P_IP)) {
+		struct iphdr *ip = l3;
+		if ((void *)(ip + 1) > end)
+			return 0;
+		// Later fragments carry no ports: the kernel's.
+		if (ip->frag_off & __builtin_bswap16(0x1fff))
+			return 0;
+		family = 4;
+		proto = ip->protocol;
+		__builtin_memcpy(a.src, &ip->saddr, 4);
+		__builtin_memcpy(a.dst, &ip->daddr, 4);
+		l4 = l3 + ip->ihl * 4;
+	} else if (proto_be == __builtin_bswap16(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = l3;
+		if ((void *)(ip6 + 1) > end)
+			return 0;
+		family = 6;
+		proto = ip6->nexthdr;
+		__builtin_memcpy(a.src, &ip6->saddr, 16);
+		__builtin_memcpy(a.dst, &ip6->daddr, 16);
+		l4 = ip6 + 1;
+#pragma unroll
+		for (int i = 0; i < IPV6_EXT_MAX; i++) {
+			if (proto != 0 && proto != 43 && proto != 60 && proto != 44)
+				break;
+			__u8 *ext = l4;
+			if ((void *)(ext + 8) > end)
+				return 0;
+			if (proto == 44) {
+				// Fragment header: only the first fragment has ports.
+				if ((*(__u16 *)(ext + 2)) & __builtin_bswap16(0xfff8))
+					return 0;
+				proto = ext[0];
+				l4 += 8;
+			} else {
+				proto = ext[0];
+				l4 += (ext[1] + 1) * 8;
+			}
+		}
+	} else {
+		return 0;
+	}
+
+	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+		__u16 *ports = l4;
+		if ((void *)(ports + 2) > end)
+			return 0;
+		if (is_member(&services, proto, family, ports[1], a.dst))
+			return 1;
+		return is_member(&nat_reals, proto, family, ports[0], a.src);
+	}
+	if (proto == IPPROTO_ICMP && family == 4) {
+		__u8 *icmp = l4;
+		if ((void *)(icmp + 8) > end)
+			return 0;
+		if (icmp[0] == 3 || icmp[0] == 4 || icmp[0] == 11 || icmp[0] == 12)
+			return quoted_is_ours(icmp + 8, end, 4);
+		return 0;
+	}
+	if (proto == IPPROTO_ICMPV6 && family == 6) {
+		__u8 *icmp = l4;
+		if ((void *)(icmp + 8) > end)
+			return 0;
+		if (icmp[0] < 128)
+			return quoted_is_ours(icmp + 8, end, 6);
+	}
+	return 0;
+}
+
+SEC("xdp")
+int xvs_steer(struct xdp_md *ctx)
+{
+	if (steer(ctx))
+		return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+	return XDP_PASS;
+}
+
+char _license[] SEC("license") = "GPL";

@@ -1,0 +1,456 @@
+//! One worker: a UMEM, one AF_XDP socket per director interface on the
+//! worker's queue, and the loop that moves frames through the pipeline.
+//!
+//! Frame accounting: every frame of the UMEM is, between loop rounds, in
+//! exactly one place — the worker's free list, a fill ring (given to the
+//! kernel to receive into), or a TX ring (given to the kernel to send, until
+//! it comes back on a completion ring). The counters in [`WorkerStats`]
+//! follow each ring operation, so `free + fill + tx == total` holds at every
+//! round boundary; a frame that leaked would break it, which the netns tests
+//! check after long runs.
+
+use std::num::NonZeroU32;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use hdrhistogram::Histogram;
+use xsk_rs::config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+use super::prog::SteeringProgram;
+use crate::packet::Frame;
+use crate::pipeline::{Config, DropReason, Pipeline, Verdict};
+use crate::Millis;
+
+/// Bytes per UMEM frame: a page, room for a 1500-byte frame plus encapsulation
+/// or an ICMP error built in its place.
+const FRAME_SIZE: u32 = 4096;
+/// Rounds without a frame before the worker sleeps in poll().
+const IDLE_ROUNDS: u32 = 256;
+/// How long an idle worker sleeps before it looks at the stop flag again.
+const IDLE_POLL_MS: i32 = 20;
+/// How often the batch-latency histogram is published.
+const HISTOGRAM_PUBLISH: Duration = Duration::from_secs(1);
+
+/// How a worker is set up.
+#[derive(Clone, Debug)]
+pub struct WorkerSetup {
+    pub index: usize,
+    /// The rx/tx queue of every interface this worker owns.
+    pub queue: u32,
+    pub core: Option<core_affinity::CoreId>,
+    /// Descriptors taken from an rx ring at a time (at least 64).
+    pub batch: usize,
+    /// Entries of each ring (fill, completion, rx, tx).
+    pub ring_size: u32,
+    /// `SO_PREFER_BUSY_POLL` with this budget, if set.
+    pub busy_poll: Option<u16>,
+}
+
+/// Why a worker could not be set up.
+#[derive(Debug)]
+pub enum WorkerError {
+    Umem(String),
+    Socket {
+        iface: String,
+        queue: u32,
+        reason: String,
+    },
+    Steering(super::prog::ProgError),
+}
+
+impl std::fmt::Display for WorkerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkerError::Umem(e) => write!(
+                f,
+                "UMEM allocation failed: {e} (is the memlock limit too low? `ulimit -l`)"
+            ),
+            WorkerError::Socket {
+                iface,
+                queue,
+                reason,
+            } => write!(
+                f,
+                "cannot bind an AF_XDP socket to {iface} queue {queue}: {reason} \
+                 (needs root or CAP_NET_ADMIN+CAP_NET_RAW, a kernel with CONFIG_XDP_SOCKETS, \
+                 and no other AF_XDP user on that queue)"
+            ),
+            WorkerError::Steering(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for WorkerError {}
+
+/// Counters of one worker, written by it once per round and read by the
+/// control plane at any time.
+#[derive(Debug)]
+pub struct WorkerStats {
+    pub rx: AtomicU64,
+    pub tx: AtomicU64,
+    /// Frames the pipeline said were not xvs's. The steering program only
+    /// redirects what xvs handles, so these are rare (a configuration change
+    /// racing a frame) and are dropped: AF_XDP cannot hand a frame back.
+    pub pass: AtomicU64,
+    pub drops: [AtomicU64; DropReason::COUNT],
+    pub new_conns: AtomicU64,
+    pub icmp_too_big: AtomicU64,
+    /// Frames dropped because a TX ring was full.
+    pub tx_ring_full: AtomicU64,
+    /// Frames dropped because the verdict named a port this worker lacks.
+    pub bad_port: AtomicU64,
+    pub frames_total: AtomicU64,
+    pub frames_free: AtomicU64,
+    pub frames_fill: AtomicU64,
+    pub frames_tx: AtomicU64,
+    pub rounds: AtomicU64,
+    /// The kernel's AF_XDP counters, summed over this worker's sockets and
+    /// read once a second: frames dropped for want of rx ring room or of
+    /// fill ring frames, and invalid descriptors.
+    pub xsk_rx_dropped: AtomicU64,
+    pub xsk_rx_ring_full: AtomicU64,
+    pub xsk_fill_ring_empty: AtomicU64,
+    pub xsk_invalid_descs: AtomicU64,
+    /// Busy rounds' processing time, in nanoseconds; published every second.
+    pub batch_ns: Mutex<Histogram<u64>>,
+}
+
+impl Default for WorkerStats {
+    fn default() -> WorkerStats {
+        WorkerStats {
+            rx: AtomicU64::new(0),
+            tx: AtomicU64::new(0),
+            pass: AtomicU64::new(0),
+            drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            new_conns: AtomicU64::new(0),
+            icmp_too_big: AtomicU64::new(0),
+            tx_ring_full: AtomicU64::new(0),
+            bad_port: AtomicU64::new(0),
+            frames_total: AtomicU64::new(0),
+            frames_free: AtomicU64::new(0),
+            frames_fill: AtomicU64::new(0),
+            frames_tx: AtomicU64::new(0),
+            rounds: AtomicU64::new(0),
+            xsk_rx_dropped: AtomicU64::new(0),
+            xsk_rx_ring_full: AtomicU64::new(0),
+            xsk_fill_ring_empty: AtomicU64::new(0),
+            xsk_invalid_descs: AtomicU64::new(0),
+            batch_ns: Mutex::new(
+                Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds"),
+            ),
+        }
+    }
+}
+
+impl WorkerStats {
+    /// `free + fill + tx == total`: no frame lost.
+    pub fn frames_conserved(&self) -> bool {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        l(&self.frames_free) + l(&self.frames_fill) + l(&self.frames_tx) == l(&self.frames_total)
+    }
+}
+
+/// What the control plane shares with every worker.
+pub struct WorkerShared {
+    pub stop: AtomicBool,
+    pub config: ArcSwap<Config>,
+}
+
+struct PortSocket {
+    iface: String,
+    rx: RxQueue,
+    tx: TxQueue,
+    fill: FillQueue,
+    comp: CompQueue,
+    /// Frames this port's fill ring holds.
+    in_fill: u64,
+    /// Frames sent on this port not yet completed.
+    in_tx: u64,
+}
+
+/// A worker ready to run.
+pub struct Worker {
+    setup: WorkerSetup,
+    umem: Umem,
+    ports: Vec<PortSocket>,
+    free: Vec<FrameDesc>,
+    total: u64,
+    pipeline: Pipeline,
+    /// Addresses whose next hop was missing, for the control plane to resolve.
+    resolve: crossbeam::channel::Sender<std::net::IpAddr>,
+}
+
+impl Worker {
+    /// Creates the UMEM and binds one socket per interface on `setup.queue`,
+    /// registering each in that interface's steering program.
+    pub fn new(
+        setup: WorkerSetup,
+        ifaces: &[String],
+        programs: &[SteeringProgram],
+        pipeline: Pipeline,
+        resolve: crossbeam::channel::Sender<std::net::IpAddr>,
+    ) -> Result<Worker, WorkerError> {
+        let ring = QueueSize::new(setup.ring_size).map_err(|e| WorkerError::Umem(e.to_string()))?;
+        let umem_config = UmemConfig::builder()
+            .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| WorkerError::Umem(e.to_string()))?)
+            .fill_queue_size(ring)
+            .comp_queue_size(ring)
+            .build()
+            .map_err(|e| WorkerError::Umem(e.to_string()))?;
+        // Each port: a full fill ring, and as many again for frames in
+        // flight on TX rings and in the worker's hands.
+        let count = (ifaces.len() as u32 * setup.ring_size * 2).max(1);
+        let count = NonZeroU32::new(count).ok_or_else(|| WorkerError::Umem("no frames".into()))?;
+        let (umem, descs) =
+            Umem::new(umem_config, count, false).map_err(|e| WorkerError::Umem(e.to_string()))?;
+        let socket_config = SocketConfig::builder()
+            .rx_queue_size(ring)
+            .tx_queue_size(ring)
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .bind_flags(BindFlags::XDP_USE_NEED_WAKEUP)
+            .build();
+        let mut ports = Vec::with_capacity(ifaces.len());
+        for (iface, program) in ifaces.iter().zip(programs) {
+            let err = |reason: String| WorkerError::Socket {
+                iface: iface.clone(),
+                queue: setup.queue,
+                reason,
+            };
+            let name = iface
+                .parse()
+                .map_err(|_| err("bad interface name".into()))?;
+            // SAFETY: each (interface, queue) pair is bound once: workers own
+            // distinct queues and this loop visits each interface once.
+            let (tx, rx, rings) = unsafe { Socket::new(socket_config, &umem, &name, setup.queue) }
+                .map_err(|e| err(e.to_string()))?;
+            let (fill, comp) = rings.ok_or_else(|| err("no fill/completion rings".into()))?;
+            program
+                .set_socket(setup.queue, rx.fd().as_raw_fd())
+                .map_err(WorkerError::Steering)?;
+            if let Some(budget) = setup.busy_poll {
+                super::sys::prefer_busy_poll(rx.fd().as_raw_fd(), budget)
+                    .map_err(|e| err(format!("busy poll: {e}")))?;
+            }
+            ports.push(PortSocket {
+                iface: iface.clone(),
+                rx,
+                tx,
+                fill,
+                comp,
+                in_fill: 0,
+                in_tx: 0,
+            });
+        }
+        let total = descs.len() as u64;
+        let mut w = Worker {
+            setup,
+            umem,
+            ports,
+            free: descs,
+            total,
+            pipeline,
+            resolve,
+        };
+        for p in 0..w.ports.len() {
+            w.refill(p);
+        }
+        Ok(w)
+    }
+
+    /// Runs until `shared.stop` is set.
+    pub fn run(mut self, shared: &WorkerShared, stats: &WorkerStats) {
+        if let Some(core) = self.setup.core {
+            core_affinity::set_for_current(core);
+        }
+        let batch = self.setup.batch.max(64);
+        let mut rx_descs = vec![FrameDesc::default(); batch];
+        let mut comp_descs = vec![FrameDesc::default(); self.setup.ring_size as usize];
+        let mut tx_lists: Vec<Vec<FrameDesc>> = (0..self.ports.len())
+            .map(|_| Vec::with_capacity(batch * self.ports.len()))
+            .collect();
+        let mut hist =
+            Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
+        let mut published = Instant::now();
+        let epoch = Instant::now();
+        let mut idle = 0u32;
+        let mut tx_ring_full = 0u64;
+        let mut bad_port = 0u64;
+        while !shared.stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            let now = Millis(started.duration_since(epoch).as_millis() as u64);
+            let config = shared.config.load();
+            if !Arc::ptr_eq(&config, self.pipeline.config()) {
+                self.pipeline.set_config(Arc::clone(&config));
+            }
+            drop(config);
+
+            let mut received = 0usize;
+            for p in 0..self.ports.len() {
+                // SAFETY: rx_descs are scratch descriptors the ring overwrites.
+                let n = unsafe { self.ports[p].rx.consume(&mut rx_descs) };
+                self.ports[p].in_fill -= n as u64;
+                received += n;
+                for d in rx_descs.iter_mut().take(n) {
+                    let verdict = self.process(now, p as u8, d);
+                    match verdict {
+                        Verdict::Transmit { port } if usize::from(port) < tx_lists.len() => {
+                            tx_lists[usize::from(port)].push(*d)
+                        }
+                        Verdict::Transmit { .. } => {
+                            bad_port += 1;
+                            self.free.push(*d);
+                        }
+                        Verdict::Pass | Verdict::Drop(_) => self.free.push(*d),
+                    }
+                }
+            }
+            for (p, list) in tx_lists.iter_mut().enumerate() {
+                if list.is_empty() {
+                    continue;
+                }
+                let port = &mut self.ports[p];
+                let room = port.tx.nb_free(list.len() as u32) as usize;
+                let k = room.min(list.len());
+                // SAFETY: these frames came off rx rings of this UMEM and are
+                // owned by the worker until their completion comes back.
+                let sent = unsafe { port.tx.produce(&list[..k]) };
+                port.in_tx += sent as u64;
+                tx_ring_full += (list.len() - sent) as u64;
+                self.free.extend_from_slice(&list[sent..]);
+                list.clear();
+                if port.tx.needs_wakeup() {
+                    let _ = port.tx.wakeup();
+                }
+            }
+            for p in 0..self.ports.len() {
+                let port = &mut self.ports[p];
+                // SAFETY: comp_descs are scratch descriptors the ring overwrites.
+                let c = unsafe { port.comp.consume(&mut comp_descs) };
+                port.in_tx -= c as u64;
+                self.free.extend_from_slice(&comp_descs[..c]);
+                self.refill(p);
+            }
+            self.pipeline.end_batch(now);
+            for addr in self.pipeline.resolve.drain() {
+                // A full channel only delays the resolution.
+                let _ = self.resolve.try_send(addr);
+            }
+
+            if received > 0 {
+                idle = 0;
+                let _ = hist.record(started.elapsed().as_nanos() as u64);
+            } else {
+                idle += 1;
+                if idle > IDLE_ROUNDS {
+                    self.sleep_until_rx();
+                }
+            }
+            self.publish(stats, tx_ring_full, bad_port);
+            if published.elapsed() >= HISTOGRAM_PUBLISH {
+                self.publish_kernel_stats(stats);
+                if let Ok(mut h) = stats.batch_ns.lock() {
+                    let _ = h.add(&hist);
+                }
+                hist.reset();
+                published = Instant::now();
+            }
+        }
+        self.publish_kernel_stats(stats);
+    }
+
+    /// Runs one received frame through the pipeline, in place in the UMEM.
+    fn process(&mut self, now: Millis, port: u8, desc: &mut FrameDesc) -> Verdict {
+        // SAFETY: the descriptor was just consumed from an rx ring of this
+        // UMEM: the kernel is done with the frame and no one else holds it.
+        let mut data = unsafe { self.umem.data_mut(desc) };
+        let len = data.len();
+        let mut cursor = data.cursor();
+        let cap = cursor.buf_len();
+        // Expose the whole frame so that the pipeline may grow the packet
+        // (TUN encapsulation, ICMP errors) into the tailroom.
+        cursor.set_pos(cap);
+        let (verdict, new_len) = {
+            let mut frame = Frame::new(data.contents_mut(), 0, len);
+            let v = self.pipeline.process(now, port, &mut frame);
+            (v, frame.start() + frame.len())
+        };
+        // The frame never starts later than 0 here: there is no headroom to
+        // move into, so its end is its length.
+        data.cursor().set_pos(new_len);
+        verdict
+    }
+
+    /// Gives the kernel free frames to receive into on port `p`.
+    fn refill(&mut self, p: usize) {
+        let port = &mut self.ports[p];
+        let room = port.fill.nb_free(self.free.len() as u32) as usize;
+        let k = room.min(self.free.len());
+        if k == 0 {
+            return;
+        }
+        let from = self.free.len() - k;
+        // SAFETY: frames on the free list belong to this UMEM and to no ring.
+        let given = unsafe { port.fill.produce(&self.free[from..]) };
+        self.free.truncate(self.free.len() - given);
+        port.in_fill += given as u64;
+        if port.fill.needs_wakeup() {
+            let _ = port.fill.wakeup(port.rx.fd_mut(), 0);
+        }
+    }
+
+    /// Sleeps until a frame arrives on any port, or a short timeout.
+    fn sleep_until_rx(&mut self) {
+        let fds: Vec<i32> = self.ports.iter().map(|p| p.rx.fd().as_raw_fd()).collect();
+        super::sys::poll_readable(&fds, IDLE_POLL_MS);
+    }
+
+    fn publish(&self, stats: &WorkerStats, tx_ring_full: u64, bad_port: u64) {
+        let s = &self.pipeline.stats;
+        let r = Ordering::Relaxed;
+        stats.rx.store(s.rx, r);
+        stats.tx.store(s.tx, r);
+        stats.pass.store(s.pass, r);
+        for (a, v) in stats.drops.iter().zip(s.drops.iter()) {
+            a.store(*v, r);
+        }
+        stats.new_conns.store(s.new_conns, r);
+        stats.icmp_too_big.store(s.icmp_too_big, r);
+        stats.tx_ring_full.store(tx_ring_full, r);
+        stats.bad_port.store(bad_port, r);
+        stats.frames_total.store(self.total, r);
+        stats.frames_free.store(self.free.len() as u64, r);
+        stats
+            .frames_fill
+            .store(self.ports.iter().map(|p| p.in_fill).sum(), r);
+        stats
+            .frames_tx
+            .store(self.ports.iter().map(|p| p.in_tx).sum(), r);
+        stats.rounds.fetch_add(1, r);
+    }
+
+    fn publish_kernel_stats(&self, stats: &WorkerStats) {
+        let (mut dropped, mut full, mut empty, mut invalid) = (0, 0, 0, 0);
+        for p in &self.ports {
+            if let Ok(x) = p.rx.fd().xdp_statistics() {
+                dropped += x.rx_dropped();
+                full += x.rx_ring_full();
+                empty += x.rx_fill_ring_empty_descs();
+                invalid += x.rx_invalid_descs() + x.tx_invalid_descs();
+            }
+        }
+        let r = Ordering::Relaxed;
+        stats.xsk_rx_dropped.store(dropped, r);
+        stats.xsk_rx_ring_full.store(full, r);
+        stats.xsk_fill_ring_empty.store(empty, r);
+        stats.xsk_invalid_descs.store(invalid, r);
+    }
+
+    /// Names of the interfaces this worker has sockets on.
+    pub fn ifaces(&self) -> impl Iterator<Item = &str> {
+        self.ports.iter().map(|p| p.iface.as_str())
+    }
+}
