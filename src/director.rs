@@ -27,7 +27,7 @@ use crate::neigh::netlink::{self, Interface, Watcher};
 use crate::neigh::snapshot::{Port, StaticNeighbour};
 use crate::neigh::NextHops;
 use crate::packet::MacAddr;
-use crate::pipeline::{Config, Pipeline, PortConfig};
+use crate::pipeline::{Config, DestTraffic, Pipeline, PortConfig};
 use crate::service::{DestTable, ForwardMethod, ServiceTable};
 use crate::xsk::prog::{Endpoint, SteeringProgram, XdpMode};
 use crate::xsk::worker::{Worker, WorkerSetup, WorkerShared, WorkerStats};
@@ -102,6 +102,7 @@ pub struct Director {
     modes: Vec<XdpMode>,
     shared: Arc<WorkerShared>,
     stats: Vec<Arc<WorkerStats>>,
+    traffic: Vec<Arc<DestTraffic>>,
     threads: Vec<JoinHandle<()>>,
     conns: Arc<ConnTable>,
     dests: Arc<DestTable>,
@@ -185,6 +186,7 @@ impl Director {
             modes,
             shared,
             stats: Vec::new(),
+            traffic: Vec::new(),
             threads: Vec::new(),
             conns,
             dests,
@@ -224,6 +226,7 @@ impl Director {
                 Arc::clone(&self.dests),
                 index as u16,
             );
+            self.traffic.push(Arc::clone(pipeline.traffic()));
             let worker = Worker::new(setup, &names, &self.programs, pipeline, resolve_tx.clone())
                 .map_err(err)?;
             let stats = Arc::new(WorkerStats::default());
@@ -335,6 +338,11 @@ impl Director {
 
     pub fn worker_stats(&self) -> &[Arc<WorkerStats>] {
         &self.stats
+    }
+
+    /// Each worker's per-real-server traffic; sum them for `--stats`.
+    pub fn traffic(&self) -> &[Arc<DestTraffic>] {
+        &self.traffic
     }
 
     pub fn interfaces(&self) -> &[Interface] {

@@ -26,6 +26,7 @@
 //! started — what a Maglev (mh) cluster behind ECMP needs.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::conntrack::{Conn, ConnTable, Direction, InsertError, NewConn, TemplateKey};
@@ -37,7 +38,8 @@ use crate::packet::{
 };
 use crate::sched::Scheduler;
 use crate::service::{
-    DestTable, ForwardMethod, RealServer, ServiceIndex, ServiceKey, ServiceTable, VirtualService,
+    DestId, DestTable, ForwardMethod, RealServer, ServiceIndex, ServiceKey, ServiceTable,
+    VirtualService,
 };
 use crate::Millis;
 
@@ -176,6 +178,66 @@ impl Stats {
             Verdict::Transmit { .. } => self.tx += 1,
             Verdict::Pass => self.pass += 1,
             Verdict::Drop(r) => self.drops[r as usize] += 1,
+        }
+    }
+}
+
+/// Per-real-server traffic of one worker, what `ipvsadm -L --stats` shows:
+/// connections scheduled, and packets/bytes in (client → real server) and
+/// out (real server → client, seen by NAT only). Each worker writes its own
+/// table (a load and a store, no read-modify-write on a shared line); the
+/// control plane sums the workers' tables.
+#[derive(Debug)]
+pub struct DestTraffic {
+    slots: Box<[DestTrafficSlot]>,
+}
+
+/// One real server's counters in a [`DestTraffic`] table.
+#[derive(Debug, Default)]
+pub struct DestTrafficSlot {
+    pub conns: AtomicU64,
+    pub in_pkts: AtomicU64,
+    pub in_bytes: AtomicU64,
+    pub out_pkts: AtomicU64,
+    pub out_bytes: AtomicU64,
+}
+
+impl DestTraffic {
+    pub fn new(capacity: usize) -> DestTraffic {
+        DestTraffic {
+            slots: (0..capacity).map(|_| DestTrafficSlot::default()).collect(),
+        }
+    }
+
+    pub fn get(&self, id: DestId) -> Option<&DestTrafficSlot> {
+        self.slots.get(id.0 as usize)
+    }
+
+    /// Only the owning worker calls this: a plain load and store suffice.
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn count_in(&self, id: DestId, bytes: usize) {
+        if let Some(s) = self.get(id) {
+            DestTraffic::add(&s.in_pkts, 1);
+            DestTraffic::add(&s.in_bytes, bytes as u64);
+        }
+    }
+
+    fn count_out(&self, id: DestId, bytes: usize) {
+        if let Some(s) = self.get(id) {
+            DestTraffic::add(&s.out_pkts, 1);
+            DestTraffic::add(&s.out_bytes, bytes as u64);
+        }
+    }
+
+    fn count_conn(&self, id: DestId) {
+        if let Some(s) = self.get(id) {
+            DestTraffic::add(&s.conns, 1);
         }
     }
 }
@@ -328,6 +390,8 @@ pub struct Pipeline {
     dests: Arc<DestTable>,
     pub stats: Stats,
     pub resolve: ResolveRequests,
+    /// This worker's per-real-server traffic, read by the control plane.
+    traffic: Arc<DestTraffic>,
     /// IPv4 identification of non-DF tunnel packets.
     ip_id: u16,
 }
@@ -339,10 +403,12 @@ impl Pipeline {
         dests: Arc<DestTable>,
         worker: u16,
     ) -> Pipeline {
+        let traffic = Arc::new(DestTraffic::new(dests.capacity()));
         Pipeline {
             config,
             conns,
             dests,
+            traffic,
             stats: Stats::default(),
             resolve: ResolveRequests {
                 ring: [None; 16],
@@ -350,6 +416,11 @@ impl Pipeline {
             },
             ip_id: worker.wrapping_mul(0x1000),
         }
+    }
+
+    /// This worker's per-real-server traffic counters.
+    pub fn traffic(&self) -> &Arc<DestTraffic> {
+        &self.traffic
     }
 
     /// Swaps in a new configuration snapshot; connections are unaffected.
@@ -448,7 +519,9 @@ impl Pipeline {
             return Err(DropReason::DestGone);
         };
         let path = config.paths[si as usize][ri];
-        self.forward(rx.ingress, p, &svc.reals[ri], &path, frame)
+        let v = self.forward(rx.ingress, p, &svc.reals[ri], &path, frame)?;
+        self.traffic.count_in(conn.dest(), p.ip_len);
+        Ok(v)
     }
 
     /// Places a new connection: on the persistence template's real server if
@@ -524,6 +597,7 @@ impl Pipeline {
         self.conns
             .update(&conn.handle, Direction::Original, flags, now);
         self.stats.new_conns += 1;
+        self.traffic.count_conn(real.id);
         Ok(conn)
     }
 
@@ -599,6 +673,7 @@ impl Pipeline {
             conn.virt().port(),
             &hop,
         )?;
+        self.traffic.count_out(conn.dest(), p.ip_len);
         Ok(Verdict::Transmit { port: hop.port })
     }
 

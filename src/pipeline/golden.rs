@@ -728,3 +728,32 @@ fn golden_ipv6() {
     cases.extend(v6_only_cases());
     run(cases);
 }
+
+#[test]
+fn traffic_is_counted_per_real_server() {
+    let n = v4();
+    let mut p = pipeline();
+    let mut send = |pkt: &Pkt, port: u8| {
+        let b = pkt.bytes();
+        let mut buf = vec![0u8; 2048];
+        buf[..b.len()].copy_from_slice(&b);
+        let mut f = Frame::new(&mut buf, 0, b.len());
+        p.process(Millis(1), port, &mut f)
+    };
+    let syn = Pkt::tcp(n.client, 40000, n.vip, PORT_NAT, SYN);
+    assert_eq!(send(&syn, EXT), TX_INT);
+    let ack = Pkt::tcp(n.client, 40000, n.vip, PORT_NAT, ACK).payload(vec![0; 100]);
+    assert_eq!(send(&ack, EXT), TX_INT);
+    let reply = Pkt::tcp(n.rs_nat, RPORT_NAT, n.client, 40000, SYN | ACK).macs(RS_NAT_MAC, INT_MAC);
+    assert_eq!(send(&reply, INT), TX_EXT);
+    let t = p.traffic().get(crate::service::DestId(0)).unwrap();
+    let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(l(&t.conns), 1);
+    assert_eq!(l(&t.in_pkts), 2);
+    assert_eq!(
+        l(&t.in_bytes),
+        (syn.ip_bytes().len() + ack.ip_bytes().len()) as u64
+    );
+    assert_eq!(l(&t.out_pkts), 1);
+    assert_eq!(l(&t.out_bytes), reply.ip_bytes().len() as u64);
+}
