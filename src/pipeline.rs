@@ -274,6 +274,8 @@ pub struct Config {
     schedulers: Vec<Scheduler>,
     /// `paths[service][real]`, parallel to `services`.
     paths: Vec<Vec<RealPath>>,
+    /// Whether any real server of the service has an upper threshold.
+    has_thresholds: Vec<bool>,
 }
 
 impl Config {
@@ -321,6 +323,11 @@ impl Config {
                     .collect()
             })
             .collect();
+        let has_thresholds = services
+            .services()
+            .iter()
+            .map(|s| s.reals.iter().any(|r| r.upper_threshold > 0))
+            .collect();
         Config {
             services,
             ports,
@@ -328,6 +335,7 @@ impl Config {
             sloppy_tcp,
             schedulers,
             paths,
+            has_thresholds,
         }
     }
 
@@ -608,6 +616,16 @@ impl Pipeline {
         svc: &VirtualService,
         key: &FlowKey,
     ) -> Result<usize, DropReason> {
+        // Thresholds (-x/-y): bring each real server's overload flag up to
+        // date with its live counts first, as IPVS does when it binds or
+        // unbinds a connection. Only services with a threshold pay for it.
+        if config.has_thresholds[si as usize] {
+            for r in &svc.reals {
+                if let Some(c) = self.dests.get(r.id) {
+                    crate::sched::update_overload(c, r);
+                }
+            }
+        }
         config.schedulers[si as usize]
             .schedule(svc, key, &self.dests)
             .ok_or(DropReason::NoRealServer)

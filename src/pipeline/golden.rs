@@ -757,3 +757,42 @@ fn traffic_is_counted_per_real_server() {
     assert_eq!(l(&t.out_pkts), 1);
     assert_eq!(l(&t.out_bytes), reply.ip_bytes().len() as u64);
 }
+
+#[test]
+fn upper_threshold_sends_new_connections_elsewhere() {
+    use crate::service::{DestId, RealServer, ServiceTable};
+    use std::sync::Arc;
+    let n = v4();
+    let base = config();
+    let mut services = base.services.services().to_vec();
+    // The NAT service gets a second real server; the first takes at most one connection.
+    services[0].reals[0].upper_threshold = 1;
+    let second = RealServer {
+        id: DestId(40),
+        addr: n.rs_dr,
+        ..services[0].reals[0].clone()
+    };
+    services[0].reals.push(second);
+    services[0].reals[1].upper_threshold = 0;
+    let cfg = super::Config::new(
+        ServiceTable::new(services),
+        base.ports.clone(),
+        base.next_hops.clone(),
+        false,
+    );
+    let mut p = pipeline();
+    p.set_config(Arc::new(cfg));
+    let mut dsts = Vec::new();
+    for port in 0..4u16 {
+        let b = Pkt::tcp(n.client, 41000 + port, n.vip, PORT_NAT, SYN).bytes();
+        let mut buf = vec![0u8; 2048];
+        buf[..b.len()].copy_from_slice(&b);
+        let mut f = Frame::new(&mut buf, 0, b.len());
+        assert_eq!(p.process(Millis(1), EXT, &mut f), TX_INT);
+        let out = crate::packet::parse(f.data()).unwrap();
+        dsts.push(out.dst);
+    }
+    // rr alternates, but the first server is overloaded after one connection.
+    assert_eq!(dsts[0], n.rs_nat);
+    assert!(dsts[1..].iter().all(|d| *d == n.rs_dr), "{dsts:?}");
+}
