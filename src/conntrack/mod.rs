@@ -96,6 +96,15 @@
 //! memory orderings: all passed. Loom/shuttle were not used: they need the
 //! atomics swapped for theirs behind a cfg, and Miri runs the code as is.
 //!
+//! # Performance
+//! `benches/conntrack.rs` on the 2-core development VM, 2^20 NAT entries in
+//! 1.31M slots (Nov 2026): hit of a cached entry 26 ns median; update that
+//! changes nothing 6.3 ns; random hit 241 ns, random miss 153 ns, random
+//! reply-key hit 340 ns (two dependent DRAM misses under nested paging);
+//! random hit with the two-stage batch prefetch 141 ns a key; insert 0.8 µs;
+//! random hits from 1 and 2 threads at once 199 and 198 ns each (no shared
+//! writes on the lookup path, so it scales with cores).
+//!
 //! # SYN flood
 //! A client SYN puts a connection in SYN_RECV for 30 s (IPVS: 60 s). While
 //! half-open entries exceed 1/8 of the table, new SYN_RECV deadlines are 2 s
