@@ -76,7 +76,9 @@
 //! recycled under it just reads as a miss. State, deadline and template
 //! refcount share one `timer` word carrying 12 generation bits, changed only
 //! by CAS, so whoever wins the CAS that changes a state (or marks the entry
-//! DEAD) does the matching count change exactly once. Inserts of keys that
+//! DEAD) does the matching count change exactly once. A new entry's timer
+//! reads INSERTING until both of its keys are published, so no one can
+//! update or release it halfway through its insert. Inserts of keys that
 //! hash to the same home bucket serialise on a bit in that bucket's header —
 //! the only spinning anywhere, held for the few dozen instructions of one
 //! insert, never by lookups, updates or expiry.
@@ -575,7 +577,7 @@ impl ConnTable {
         };
         let mut t = shard.load_timer(conn.slot)?;
         let (old, new) = loop {
-            if t.is_dead() || !t.gen_matches(conn.gen) || t.expired(now) {
+            if t.is_untouchable() || !t.gen_matches(conn.gen) || t.expired(now) {
                 return None;
             }
             let old = t.state()?;
@@ -632,7 +634,7 @@ impl ConnTable {
             return false;
         };
         loop {
-            if t.is_dead() || !t.gen_matches(s.gen()) {
+            if t.is_untouchable() || !t.gen_matches(s.gen()) {
                 return false;
             }
             if how == Kill::IfExpired && !t.expired(now) {
@@ -699,7 +701,7 @@ impl ConnTable {
             return false;
         };
         loop {
-            let alive = !cur.is_dead() && (!cur.expired(now) || cur.refs() > 0);
+            let alive = !cur.is_untouchable() && (!cur.expired(now) || cur.refs() > 0);
             if !alive || !cur.gen_matches(t.gen) {
                 return false;
             }
@@ -859,7 +861,7 @@ impl ConnTable {
         for shard in [&self.v4, &self.v6] {
             for slot in shard.all_slots() {
                 let Some(s) = shard.read(slot) else { continue };
-                if s.timer().is_dead() || (alive_only && !s.alive(now)) {
+                if s.timer().is_untouchable() || (alive_only && !s.alive(now)) {
                     continue;
                 }
                 let t = s.timer();

@@ -55,6 +55,9 @@ const METHOD_SHIFT: u32 = 4;
 const STATE_MASK: u64 = 0xf;
 /// The state code of an entry being released; no [`ConnState`] has it.
 const DEAD: u64 = 0xf;
+/// The state code of an entry whose insert has not finished publishing it
+/// in both indexes: nobody may update, release or reuse it yet.
+const INSERTING: u64 = 0xe;
 const GEN_SHIFT: u32 = 4;
 const GEN_MASK: u64 = 0xfff;
 const REF_SHIFT: u32 = 16;
@@ -184,8 +187,9 @@ impl Timer {
     pub fn state_code(self) -> u64 {
         self.0 & STATE_MASK
     }
-    pub fn is_dead(self) -> bool {
-        self.state_code() == DEAD
+    /// Dead or not yet fully inserted: no one but its inserter may touch it.
+    pub fn is_untouchable(self) -> bool {
+        self.state_code() >= INSERTING
     }
     pub fn state(self) -> Option<ConnState> {
         ConnState::from_code(self.state_code() as u8)
@@ -324,7 +328,7 @@ impl Snap {
     /// controls connections stays alive past its deadline, as in IPVS.
     pub fn alive(&self, now: Millis) -> bool {
         let t = self.timer();
-        !t.is_dead() && (!t.expired(now) || (self.is_template() && t.refs() > 0))
+        !t.is_untouchable() && (!t.expired(now) || (self.is_template() && t.refs() > 0))
     }
     pub fn has_reply_key(&self) -> bool {
         !self.is_template() && self.method() == ForwardMethod::Nat
@@ -640,6 +644,11 @@ impl Shard {
     /// The live NAT connection whose reply key is `t`.
     #[inline]
     pub fn find_reply(&self, t: &Tuple, now: Millis) -> Option<Snap> {
+        self.find_reply_where(t, |s| s.alive(now))
+    }
+
+    #[inline]
+    fn find_reply_where(&self, t: &Tuple, ok: impl Fn(&Snap) -> bool) -> Option<Snap> {
         let h = self.hash(t);
         let n = self.refs.len();
         let home = range(h, n);
@@ -651,7 +660,7 @@ impl Shard {
                 let v = word.load(Ordering::Acquire);
                 if (v >> 32) as u32 == tag && v as u32 != 0 {
                     if let Some(s) = self.read(v as u32 - 1) {
-                        if s.has_reply_key() && s.reply_tuple() == *t && s.alive(now) {
+                        if s.has_reply_key() && s.reply_tuple() == *t && ok(&s) {
                             return Some(s);
                         }
                     }
@@ -708,6 +717,10 @@ impl Shard {
             spill_add32(&self.tags[home].0[0], i);
         }
         self.tags[b].0[p].store(tag, Ordering::Release);
+        // Only now, with both keys published, may others update or release
+        // it: a release before this point would race the publishing.
+        self.timer_word(slot)
+            .store(snap.timer().0, Ordering::Release);
         Ok(Placed::New(snap))
     }
 
@@ -765,7 +778,8 @@ impl Shard {
                 0
             }
             | LIVE;
-        w[1] = Timer::pack(f.state as u64, gen, 0, deadline_tick(now, f.timeout_ms)).0;
+        let deadline = deadline_tick(now, f.timeout_ms);
+        w[1] = Timer::pack(INSERTING, gen, 0, deadline).0;
         w[2] = (f.fwd.ap as u64) << 48
             | (f.fwd.bp as u64) << 32
             | (f.rport as u64) << 16
@@ -789,6 +803,7 @@ impl Shard {
             self.word(slot, i).store(*v, Ordering::Relaxed);
         }
         self.word(slot, 0).store(w[0], Ordering::Release);
+        w[1] = Timer::pack(f.state as u64, gen, 0, deadline).0;
         Snap {
             v6: self.v6,
             slot,
@@ -805,7 +820,10 @@ impl Shard {
         let guard = &self.refs[home].0[0];
         lock64(guard);
         let result = (|| {
-            if self.find_reply(&t, now).is_some() {
+            // A connection still being inserted under another client key
+            // holds its reply key already.
+            let taken = |s: &Snap| s.alive(now) || s.timer().state_code() == INSERTING;
+            if self.find_reply_where(&t, taken).is_some() {
                 return Err(Refused::ReplyConflict);
             }
             for i in 0..PROBE {
