@@ -5,3 +5,4 @@
 mod common;
 mod decap;
 mod neigh;
+mod xsk;

@@ -206,3 +206,172 @@ impl Drop for Capture {
         let _ = std::fs::remove_file(self.path.with_extension("err"));
     }
 }
+
+/// A background AF_PACKET receiver: every frame a namespace's interface
+/// receives (not those it sends), recorded as hex, one per line.
+pub struct Sniffer {
+    child: Child,
+    path: PathBuf,
+}
+
+impl Sniffer {
+    pub fn start(ns: &Netns, dev: &str) -> Sniffer {
+        let path = temp_path("sniff");
+        let ready = path.with_extension("ready");
+        let script = format!(
+            "import socket\n\
+             s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW,socket.htons(3))\n\
+             s.bind(('{dev}',0))\n\
+             out=open('{}','w')\n\
+             open('{}','w').close()\n\
+             while True:\n\
+             \x20 d,a=s.recvfrom(65535)\n\
+             \x20 if a[2]==socket.PACKET_OUTGOING: continue\n\
+             \x20 out.write(d.hex()+'\\n'); out.flush()\n",
+            path.display(),
+            ready.display()
+        );
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "python3", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let start = Instant::now();
+        while !ready.exists() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_file(&ready);
+        Sniffer { child, path }
+    }
+
+    /// Frames received so far.
+    pub fn frames(&self) -> Vec<Vec<u8>> {
+        std::fs::read_to_string(&self.path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                (0..l.len())
+                    .step_by(2)
+                    .map(|i| l.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Waits until `pred` holds for the frames received (or `timeout`).
+    pub fn wait_until(&self, timeout: Duration, pred: impl Fn(&[Vec<u8>]) -> bool) -> Vec<Vec<u8>> {
+        let start = Instant::now();
+        loop {
+            let f = self.frames();
+            if pred(&f) || start.elapsed() > timeout {
+                return f;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Sniffer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// `xvs director` running in a namespace, stopped (SIGTERM) on drop.
+pub struct DirectorProc {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl DirectorProc {
+    /// Starts `xvs director ARGS` in `ns` and waits until it says it runs.
+    pub fn start(ns: &Netns, args: &[&str]) -> DirectorProc {
+        let log = temp_path("director").with_extension("log");
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                env!("CARGO_BIN_EXE_xvs"),
+                "director",
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("xvs");
+        let mut d = DirectorProc {
+            child: Some(child),
+            log,
+        };
+        let start = Instant::now();
+        while !d.log_text().contains("directing on") {
+            let exited = d
+                .child
+                .as_mut()
+                .map(|c| matches!(c.try_wait(), Ok(Some(_))));
+            assert!(
+                exited != Some(true) && start.elapsed() < Duration::from_secs(20),
+                "xvs director did not start:\n{}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the director (SIGTERM) and returns everything it printed.
+    pub fn stop(mut self) -> String {
+        self.terminate();
+        self.log_text()
+    }
+
+    fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for DirectorProc {
+    fn drop(&mut self) {
+        self.terminate();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// The `worker N: ...` summary lines a stopped director printed, as
+/// (field, value) pairs: `rx`, `tx`, `conserved`, `drops`, ...
+pub fn worker_summaries(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("xvs: worker "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The number after `field ` in a summary line.
+pub fn summary_field(line: &str, field: &str) -> Option<u64> {
+    let pat = format!(" {field} ");
+    let rest = &line[line.find(&pat)? + pat.len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}

@@ -1,0 +1,409 @@
+//! `xvs director` on real interfaces: frames from a generator namespace go
+//! through the director namespace to a sink namespace, and must arrive
+//! exactly as the packet core's golden tests say; the host stays usable; two
+//! queues with two workers lose and duplicate nothing; frames are conserved.
+//!
+//! ```text
+//! [gen] g0 ── d0 [director] d1 ── s0 [sink]
+//! g0: 192.0.2.254, 2001:db8::fe (the clients' gateway); clients 203.0.113.0/24, 2001:db8:ff::/48
+//! d0: 192.0.2.1, 2001:db8::1, VIPs 192.0.2.10, 2001:db8::10
+//! d1: 198.51.100.1, 2001:db8:1::1; real servers .2 (NAT) .3 (DR) .4 (TUN), all "on" s0
+//! ```
+//! The sink has no addresses, so its kernel stays silent and every frame it
+//! records is one the director sent. Next hops are static (`--neigh`), so
+//! the test does not wait for ARP.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use xvs::packet::encap::PROTO_IPIP;
+use xvs::packet::{parse, MacAddr, Transport};
+use xvs::pipeline::testnet::{self, Net, Pkt, ACK, L4, SYN};
+
+use crate::common::{
+    root_or_skip, summary_field, temp_path, veth, worker_summaries, DirectorProc, Netns, Sniffer,
+};
+
+const SERVICES: &str = "\
+-A -t 192.0.2.10:80 -s rr
+-a -t 192.0.2.10:80 -r 198.51.100.2:8080 -m -w 1
+-A -t 192.0.2.10:81 -s rr
+-a -t 192.0.2.10:81 -r 198.51.100.3:81 -g -w 1
+-A -t 192.0.2.10:82 -s rr
+-a -t 192.0.2.10:82 -r 198.51.100.4:82 -i -w 1
+-A -t [2001:db8::10]:80 -s rr
+-a -t [2001:db8::10]:80 -r [2001:db8:1::2]:8080 -m -w 1
+-A -t [2001:db8::10]:81 -s rr
+-a -t [2001:db8::10]:81 -r [2001:db8:1::3]:81 -g -w 1
+-A -t [2001:db8::10]:82 -s rr
+-a -t [2001:db8::10]:82 -r [2001:db8:1::4]:82 -i -w 1
+";
+
+struct Rig {
+    gen: Netns,
+    dir: Netns,
+    sink: Netns,
+    g0: MacAddr,
+    d0: MacAddr,
+    d1: MacAddr,
+    s0: MacAddr,
+    services: std::path::PathBuf,
+}
+
+impl Rig {
+    /// The three namespaces; `queues` rx/tx queues on every veth.
+    fn new(queues: u32) -> Rig {
+        let (gen, dir, sink) = (Netns::new("gen"), Netns::new("dir"), Netns::new("sink"));
+        if queues > 1 {
+            crate::common::sh(&format!(
+                "ip link add g0 netns {} numtxqueues {queues} numrxqueues {queues} type veth peer name d0 netns {} numtxqueues {queues} numrxqueues {queues}",
+                gen.name, dir.name
+            ));
+            crate::common::sh(&format!(
+                "ip link add d1 netns {} numtxqueues {queues} numrxqueues {queues} type veth peer name s0 netns {} numtxqueues {queues} numrxqueues {queues}",
+                dir.name, sink.name
+            ));
+            for (ns, dev) in [(&gen, "g0"), (&dir, "d0"), (&dir, "d1"), (&sink, "s0")] {
+                ns.ip(&format!("link set {dev} up"));
+            }
+        } else {
+            veth(&gen, "g0", &dir, "d0");
+            veth(&dir, "d1", &sink, "s0");
+        }
+        // Frames the generator's and sink's stacks send must carry full
+        // checksums: veth would otherwise pass partial ones along.
+        gen.exec("ethtool -K g0 tx off >/dev/null");
+        sink.exec("ethtool -K s0 tx off >/dev/null");
+        gen.ip("addr add 192.0.2.254/24 dev g0");
+        gen.ip("addr add 2001:db8::fe/64 dev g0 nodad");
+        gen.ip("addr add 203.0.113.7/32 dev lo");
+        dir.ip("addr add 192.0.2.1/24 dev d0");
+        dir.ip("addr add 192.0.2.10/32 dev d0");
+        dir.ip("addr add 2001:db8::1/64 dev d0 nodad");
+        dir.ip("addr add 2001:db8::10/128 dev d0 nodad");
+        dir.ip("addr add 198.51.100.1/24 dev d1");
+        dir.ip("addr add 2001:db8:1::1/64 dev d1 nodad");
+        dir.ip("route add 203.0.113.0/24 via 192.0.2.254");
+        dir.ip("-6 route add 2001:db8:ff::/48 via 2001:db8::fe");
+        let services = temp_path("services");
+        std::fs::write(&services, SERVICES).expect("services file");
+        let (g0, d0, d1, s0) = (gen.mac("g0"), dir.mac("d0"), dir.mac("d1"), sink.mac("s0"));
+        Rig {
+            gen,
+            dir,
+            sink,
+            g0,
+            d0,
+            d1,
+            s0,
+            services,
+        }
+    }
+
+    fn start(&self, extra: &[&str]) -> DirectorProc {
+        let mac = |m: MacAddr| {
+            m.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        };
+        let mut neigh = Vec::new();
+        for a in [
+            "198.51.100.2",
+            "198.51.100.3",
+            "198.51.100.4",
+            "2001:db8:1::2",
+            "2001:db8:1::3",
+            "2001:db8:1::4",
+        ] {
+            neigh.push(format!("{a}={}@d1", mac(self.s0)));
+        }
+        for a in ["192.0.2.254", "2001:db8::fe"] {
+            neigh.push(format!("{a}={}@d0", mac(self.g0)));
+        }
+        let services = self.services.display().to_string();
+        let mut args: Vec<&str> = vec![
+            "-i",
+            "d0",
+            "-i",
+            "d1",
+            "--services",
+            &services,
+            "--conn-table-size",
+            "65536",
+        ];
+        for n in &neigh {
+            args.push("--neigh");
+            args.push(n);
+        }
+        args.extend_from_slice(extra);
+        DirectorProc::start(&self.dir, &args)
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.services);
+    }
+}
+
+/// What the generator sends for one flow, and what must come out.
+struct Expect {
+    input: Vec<u8>,
+    output: Vec<u8>,
+}
+
+fn readdress(p: Pkt, src: MacAddr, dst: MacAddr) -> Pkt {
+    p.macs(src, dst)
+}
+
+fn set_dst(mut p: Pkt, addr: IpAddr, port: u16) -> Pkt {
+    p.dst = addr;
+    if let L4::Tcp { dport, .. } = &mut p.l4 {
+        *dport = port;
+    }
+    p
+}
+
+/// The forward cases for one family: NAT, DR and TUN SYNs from `flows` client ports.
+fn forward_cases(rig: &Rig, n: &Net, flows: u16) -> Vec<Expect> {
+    let mut out = Vec::new();
+    for k in 0..flows {
+        // NAT: destination rewritten, TTL decremented, MACs toward the RS.
+        let syn = Pkt::tcp(n.client, 40000 + k, n.vip, 80, SYN).macs(rig.g0, rig.d0);
+        let want = set_dst(syn.clone(), n.rs_nat, 8080)
+            .macs(rig.d1, rig.s0)
+            .ttl(63);
+        out.push(Expect {
+            input: syn.bytes(),
+            output: want.bytes(),
+        });
+        // DR: MACs only.
+        let syn = Pkt::tcp(n.client, 41000 + k, n.vip, 81, SYN).macs(rig.g0, rig.d0);
+        let want = readdress(syn.clone(), rig.d1, rig.s0);
+        out.push(Expect {
+            input: syn.bytes(),
+            output: want.bytes(),
+        });
+        // TUN: the untouched packet inside an outer header from d1 to the RS.
+        let syn = Pkt::tcp(n.client, 42000 + k, n.vip, 82, SYN).macs(rig.g0, rig.d0);
+        let inner = syn.ip_bytes();
+        let proto = if n.vip.is_ipv4() { PROTO_IPIP } else { 41 };
+        let mut outer = Pkt::new(
+            n.int,
+            n.rs_tun,
+            L4::Raw {
+                proto,
+                bytes: inner,
+            },
+        )
+        .macs(rig.d1, rig.s0);
+        outer.payload.clear();
+        outer.id = 0;
+        let mut want = outer.bytes();
+        if n.vip.is_ipv6() {
+            want[15] &= 0xf0;
+            want[16] = 0;
+            want[17] = 0;
+        }
+        out.push(Expect {
+            input: syn.bytes(),
+            output: want,
+        });
+    }
+    out
+}
+
+/// Frames of our flows only: TCP or IP-in-IP within the test's addresses
+/// (the kernels' own ARP, ND and MLD chatter is left out).
+fn ours(frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    frames
+        .iter()
+        .filter(|f| match parse(f) {
+            Ok(p) => {
+                matches!(p.transport, Transport::Tcp { .. })
+                    || p.proto == PROTO_IPIP
+                    || p.proto == 41
+            }
+            Err(_) => false,
+        })
+        .cloned()
+        .collect()
+}
+
+/// IPv6 tunnel flow labels are xvs's hash: blank them before comparing.
+fn blank_flow_label(mut f: Vec<u8>) -> Vec<u8> {
+    if f.len() > 20 && f[12..14] == [0x86, 0xdd] && f[20] == 41 {
+        f[15] &= 0xf0;
+        f[16] = 0;
+        f[17] = 0;
+    }
+    f
+}
+
+fn sorted_hex(frames: impl IntoIterator<Item = Vec<u8>>) -> Vec<String> {
+    let mut v: Vec<String> = frames
+        .into_iter()
+        .map(|f| {
+            blank_flow_label(f)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn assert_clean_exit(log: &str, workers: usize) -> Vec<String> {
+    let lines = worker_summaries(log);
+    assert_eq!(lines.len(), workers, "worker summaries:\n{log}");
+    for l in &lines {
+        assert!(l.contains("conserved yes"), "frames not conserved: {l}");
+        assert!(l.contains("drops []"), "unexpected drops: {l}");
+        assert_eq!(summary_field(l, "rx_dropped"), Some(0), "{l}");
+    }
+    lines
+}
+
+#[test]
+fn nat_dr_tun_frames_arrive_rewritten_exactly() {
+    if !root_or_skip("nat_dr_tun_frames_arrive_rewritten_exactly") {
+        return;
+    }
+    let rig = Rig::new(1);
+    let director = rig.start(&[]);
+    let sink = Sniffer::start(&rig.sink, "s0");
+    let gen = Sniffer::start(&rig.gen, "g0");
+    let flows = 20;
+    let mut cases = forward_cases(&rig, &testnet::v4(), flows);
+    cases.extend(forward_cases(&rig, &testnet::v6(), flows));
+    let inputs: Vec<Vec<u8>> = cases.iter().map(|c| c.input.clone()).collect();
+    rig.gen.send_frames("g0", &inputs);
+    let got = sink.wait_until(Duration::from_secs(10), |f| ours(f).len() >= cases.len());
+    let got = ours(&got);
+    assert_eq!(got.len(), cases.len(), "frames at the sink");
+    assert_eq!(
+        sorted_hex(got),
+        sorted_hex(cases.iter().map(|c| c.output.clone()))
+    );
+
+    // The NAT real servers answer; the answers reach the client from the VIP.
+    let mut answers = Vec::new();
+    let mut expect = Vec::new();
+    for n in [testnet::v4(), testnet::v6()] {
+        for k in 0..flows {
+            let a = Pkt::tcp(n.rs_nat, 8080, n.client, 40000 + k, SYN | ACK).macs(rig.s0, rig.d1);
+            let mut w = a.clone().macs(rig.d0, rig.g0).ttl(63);
+            w.src = n.vip;
+            if let L4::Tcp { sport, .. } = &mut w.l4 {
+                *sport = 80;
+            }
+            answers.push(a.bytes());
+            expect.push(w.bytes());
+        }
+    }
+    rig.sink.send_frames("s0", &answers);
+    let got = gen.wait_until(Duration::from_secs(10), |f| ours(f).len() >= expect.len());
+    let got = ours(&got);
+    assert_eq!(got.len(), expect.len(), "answers at the client side");
+    assert_eq!(sorted_hex(got), sorted_hex(expect));
+
+    // A segment of no connection is dropped and counted, not forwarded.
+    let stray =
+        Pkt::tcp(testnet::v4().client, 39999, testnet::v4().vip, 80, ACK).macs(rig.g0, rig.d0);
+    rig.gen.send_frames("g0", &[stray.bytes()]);
+    std::thread::sleep(Duration::from_millis(300));
+    let log = director.stop();
+    let lines = worker_summaries(&log);
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("drops [tcp_not_syn=1]"), "{}", lines[0]);
+    assert!(lines[0].contains("conserved yes"), "{}", lines[0]);
+    assert_eq!(
+        summary_field(&lines[0], "new_conns"),
+        Some(6 * u64::from(flows))
+    );
+}
+
+#[test]
+fn the_host_stays_reachable_while_xvs_runs() {
+    if !root_or_skip("the_host_stays_reachable_while_xvs_runs") {
+        return;
+    }
+    let rig = Rig::new(1);
+    let director = rig.start(&[]);
+    // A TCP service of the director host itself, on its own address.
+    rig.dir.exec(
+        "python3 -c \"import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('192.0.2.1',2222)); s.listen(4)\nwhile True:\n  c,_=s.accept(); c.sendall(b'director here'); c.close()\" >/dev/null 2>&1 &",
+    );
+    // ARP and ICMP to the director's address go to its kernel.
+    let ping = rig
+        .gen
+        .try_exec("ip neigh flush dev g0; ping -c 2 -W 2 192.0.2.1");
+    assert!(
+        ping.status.success(),
+        "ping: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    let neigh = rig.gen.exec("ip neigh show 192.0.2.1");
+    assert!(neigh.contains("lladdr"), "ARP for the director: {neigh}");
+    let mut got = String::new();
+    for _ in 0..50 {
+        let out = rig.gen.try_exec(
+            "python3 -c \"import socket; s=socket.create_connection(('192.0.2.1',2222),timeout=2); print(s.recv(64).decode())\"",
+        );
+        got = String::from_utf8_lossy(&out.stdout).into_owned();
+        if got.contains("director here") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        got.contains("director here"),
+        "TCP to the director's own address: {got:?}"
+    );
+    let log = director.stop();
+    // None of that went through xvs.
+    let lines = worker_summaries(&log);
+    assert_eq!(summary_field(&lines[0], "rx"), Some(0), "{log}");
+}
+
+#[test]
+fn two_queues_two_workers_lose_and_duplicate_nothing() {
+    if !root_or_skip("two_queues_two_workers_lose_and_duplicate_nothing") {
+        return;
+    }
+    let rig = Rig::new(2);
+    let director = rig.start(&["--workers", "2"]);
+    let sink = Sniffer::start(&rig.sink, "s0");
+    let n = testnet::v4();
+    let mut total = 0;
+    let mut expected = Vec::new();
+    // Several rounds: a longer run, whose frame accounting must still balance.
+    for round in 0..5u16 {
+        let mut inputs = Vec::new();
+        for k in 0..200u16 {
+            let syn =
+                Pkt::tcp(n.client, 10000 + round * 1000 + k, n.vip, 81, SYN).macs(rig.g0, rig.d0);
+            expected.push(syn.clone().macs(rig.d1, rig.s0).bytes());
+            inputs.push(syn.bytes());
+        }
+        rig.gen.send_frames("g0", &inputs);
+        total += inputs.len();
+    }
+    sink.wait_until(Duration::from_secs(15), |f| ours(f).len() >= total);
+    // A little longer, so that a duplicate would have time to show.
+    std::thread::sleep(Duration::from_millis(300));
+    let got = ours(&sink.frames());
+    assert_eq!(sorted_hex(got), sorted_hex(expected), "every frame once");
+    let log = director.stop();
+    let lines = assert_clean_exit(&log, 2);
+    for l in &lines {
+        assert!(
+            summary_field(l, "rx").unwrap_or(0) > 0,
+            "both workers got flows: {l}"
+        );
+    }
+    let rx: u64 = lines.iter().filter_map(|l| summary_field(l, "rx")).sum();
+    assert_eq!(rx, total as u64, "{log}");
+}
