@@ -327,6 +327,7 @@ pub struct ConnEntry {
     pub real: SocketAddr,
     pub dest: DestId,
     pub service: ServiceIndex,
+    /// The connection's forwarding method (meaningless for a template).
     pub method: ForwardMethod,
 }
 
