@@ -11,6 +11,7 @@
 //!
 //! Every `unsafe` block says why it holds in a `// SAFETY:` comment.
 
+pub mod bench;
 pub mod prog;
 mod sys;
 pub mod worker;
