@@ -1,22 +1,42 @@
 //! `xvs`: the director and its tools.
 //!
 //! - `xvs director -i IFACE [-i IFACE ...] [options]`: runs the data plane in
-//!   the foreground until SIGINT or SIGTERM.
+//!   the foreground until SIGINT or SIGTERM, serving the control socket
+//!   (and, with `--metrics-addr`, Prometheus metrics). `--config FILE` reads
+//!   the settings and services from a TOML file (flags win);
+//!   `--check-config FILE` only validates one, without root (exit 0 or 1).
+//! - `xvs ipvsadm ARGS`, or the same binary invoked as `ipvsadm` (a
+//!   symlink): ipvsadm's command line. Usage errors, `-h` and `-v` are
+//!   answered locally with ipvsadm's texts and statuses; everything else goes
+//!   to the running director over the control socket (`--control-socket
+//!   PATH` as the very first argument, else `$XVS_CONTROL_SOCKET`, else
+//!   `/run/xvs/control.sock`), whose output and exit status are the
+//!   command's. With no director to talk to it prints "Can't initialize
+//!   ipvs: cannot reach the xvs director at PATH: ... — is `xvs director`
+//!   running?" and exits 2, as ipvsadm does when it cannot reach IPVS.
 
-use std::net::IpAddr;
-use std::path::PathBuf;
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use xvs::control::ipvsadm::{parse_restore, ServiceModel, Services};
-use xvs::director::{Director, DirectorOptions, StaticNeighbourSpec, DEST_CAPACITY};
-use xvs::packet::MacAddr;
+use xvs::control::config::{self, FileConfig, Settings};
+use xvs::control::daemon::Control;
+use xvs::control::ipvsadm::{self, Command};
+use xvs::control::metrics;
+use xvs::control::protocol::Request;
+use xvs::control::socket::{self, ControlSocket, InterfaceLocks, Job};
+use xvs::director::Director;
 use xvs::pipeline::DropReason;
-use xvs::service::ServiceTable;
 use xvs::xsk::worker::WorkerStats;
+
+/// Exit status of `xvs ipvsadm` when no director answers (ipvsadm's when
+/// it cannot initialise IPVS).
+const NO_DIRECTOR: u8 = 2;
 
 #[derive(Parser)]
 #[command(
@@ -32,14 +52,27 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the director on the given interfaces (foreground; stop with Ctrl-C).
-    Director(DirectorArgs),
+    Director(Box<DirectorArgs>),
+    /// ipvsadm's command line, sent to the running director
+    /// (`xvs ipvsadm [--control-socket PATH] ARGS`; `xvs ipvsadm -h` for them).
+    Ipvsadm {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
 struct DirectorArgs {
     /// A director interface; repeat for several (e.g. -i eth0 -i eth1).
-    #[arg(short = 'i', long = "interface", required = true)]
+    #[arg(short = 'i', long = "interface")]
     interfaces: Vec<String>,
+    /// Settings and services from this TOML file; flags win over it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Check this TOML file (settings and services) and exit: 0 if it is
+    /// good, 1 with the reason if not. Needs no root and no interfaces.
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
     /// Worker threads, one per rx queue (default: the first interface's queue
     /// count, at most one per core).
     #[arg(long)]
@@ -47,85 +80,98 @@ struct DirectorArgs {
     /// The rx queue of each worker, comma-separated (default 0,1,...).
     #[arg(long, value_delimiter = ',')]
     queues: Option<Vec<u32>>,
-    /// Connections the table holds (fixed at start).
-    #[arg(long, default_value_t = 1 << 20)]
-    conn_table_size: usize,
+    /// Connections the table holds (fixed at start; default 1048576).
+    #[arg(long)]
+    conn_table_size: Option<usize>,
     /// Virtual services to start with, in ipvsadm-save (`ipvsadm -S`) format.
     #[arg(long)]
     services: Option<PathBuf>,
     /// A static neighbour, ADDR=MAC@IFACE; wins over the kernel's tables.
-    #[arg(long = "neigh", value_parser = parse_static_neighbour)]
-    static_neighbours: Vec<StaticNeighbourSpec>,
+    #[arg(long = "neigh", value_name = "ADDR=MAC@IFACE")]
+    static_neighbours: Vec<String>,
     /// Pick up TCP connections seen first mid-stream (IPVS's sloppy_tcp).
     #[arg(long)]
     sloppy_tcp: bool,
     /// Busy-poll the AF_XDP sockets with this budget (SO_PREFER_BUSY_POLL).
     #[arg(long)]
     busy_poll: Option<u16>,
-    /// Descriptors taken from an rx ring at a time.
-    #[arg(long, default_value_t = 64)]
-    batch: usize,
-    /// Entries of each AF_XDP ring.
-    #[arg(long, default_value_t = 2048)]
-    ring_size: u32,
+    /// Descriptors taken from an rx ring at a time (default 64).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Entries of each AF_XDP ring (default 2048).
+    #[arg(long)]
+    ring_size: Option<u32>,
+    /// The control socket (default: $XVS_CONTROL_SOCKET, else
+    /// /run/xvs/control.sock).
+    #[arg(long)]
+    control_socket: Option<PathBuf>,
+    /// Serve Prometheus metrics on ADDRESS:PORT, e.g. 127.0.0.1:9100 (off
+    /// by default).
+    #[arg(long)]
+    metrics_addr: Option<String>,
 }
 
-fn parse_mac(s: &str) -> Option<MacAddr> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
-fn parse_static_neighbour(s: &str) -> Result<StaticNeighbourSpec, String> {
-    let bad =
-        || format!("{s:?}: expected ADDR=MAC@IFACE, e.g. 198.51.100.2=02:00:00:00:01:02@eth1");
-    let (addr, rest) = s.split_once('=').ok_or_else(bad)?;
-    let (mac, iface) = rest.split_once('@').ok_or_else(bad)?;
-    Ok(StaticNeighbourSpec {
-        addr: addr.parse::<IpAddr>().map_err(|_| bad())?,
-        mac: parse_mac(mac).ok_or_else(bad)?,
-        iface: iface.to_string(),
+/// The file's settings under the command line's.
+fn settings(args: &DirectorArgs) -> Result<Settings, String> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let some_vec = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    let cli = FileConfig {
+        interfaces: some_vec(&args.interfaces),
+        workers: args.workers,
+        queues: args.queues.clone(),
+        conn_table_size: args.conn_table_size,
+        timeouts: None,
+        sloppy_tcp: args.sloppy_tcp.then_some(true),
+        busy_poll: args.busy_poll,
+        batch: args.batch,
+        ring_size: args.ring_size,
+        neighbours: some_vec(&args.static_neighbours),
+        control_socket: args.control_socket.clone(),
+        metrics_addr: args.metrics_addr.clone(),
+        services_file: args.services.clone(),
+        services: None,
+    };
+    let merged = file.overridden_by(cli);
+    merged.resolve().map_err(|e| match &args.config {
+        Some(path) if !e.starts_with(&path.display().to_string()) => {
+            format!("{}: {e}", path.display())
+        }
+        _ => e,
     })
 }
 
-fn load_services(path: Option<&PathBuf>) -> Result<(ServiceModel, ServiceTable), String> {
-    let mut model = ServiceModel::new(DEST_CAPACITY);
-    if let Some(path) = path {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let script = parse_restore(&text, Services::system())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        model
-            .restore(&script, &|_| true)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    let table = model.snapshot();
-    Ok((model, table))
-}
-
 fn director(args: DirectorArgs) -> Result<(), String> {
-    let (_model, services) = load_services(args.services.as_ref())?;
-    let opts = DirectorOptions {
-        interfaces: args.interfaces,
-        workers: args.workers,
-        queues: args.queues,
-        conn_table_size: args.conn_table_size,
-        busy_poll: args.busy_poll,
-        static_neighbours: args.static_neighbours,
-        sloppy_tcp: args.sloppy_tcp,
-        batch: args.batch,
-        ring_size: args.ring_size,
-        ..DirectorOptions::default()
-    };
+    if let Some(path) = &args.check_config {
+        println!("{}", config::check(path)?);
+        return Ok(());
+    }
+    let settings = settings(&args)?;
+    let opts = settings.director;
+    if opts.interfaces.is_empty() {
+        return Err("no interface given: name at least one with -i IFACE \
+                    (or interfaces = [...] in the --config file)"
+            .into());
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .map_err(|e| format!("cannot handle signals: {e}"))?;
     }
-    let mut d = Director::start(&opts, services).map_err(|e| e.to_string())?;
+    // Refuse before touching anything if another director has an interface
+    // or answers on the socket.
+    let _locks = InterfaceLocks::acquire(&opts.interfaces)?;
+    let (jobs_tx, jobs) = crossbeam::channel::bounded::<Job>(64);
+    let socket_path = socket::socket_path(settings.control_socket.as_deref());
+    let socket = ControlSocket::bind(&socket_path, jobs_tx.clone())?;
+    let mut d = Director::start(&opts, settings.model.snapshot()).map_err(|e| e.to_string())?;
+    let mut control = Control::new(settings.model, &d);
+    let metrics = match settings.metrics_addr {
+        Some(addr) => Some(metrics::serve(addr, jobs_tx)?),
+        None => None,
+    };
     let names: Vec<String> = d
         .interfaces()
         .iter()
@@ -133,21 +179,95 @@ fn director(args: DirectorArgs) -> Result<(), String> {
         .map(|(i, m)| format!("{} ({m:?} XDP)", i.name))
         .collect();
     eprintln!(
-        "xvs: directing on {} with {} worker(s); {} virtual service(s)",
+        "xvs: directing on {} with {} worker(s); {} virtual service(s); control socket {}{}",
         names.join(", "),
         d.worker_stats().len(),
-        d.services().services().len()
+        d.services().services().len(),
+        socket.path().display(),
+        metrics
+            .map(|a| format!("; metrics on http://{a}/metrics"))
+            .unwrap_or_default()
     );
     while !stop.load(Ordering::Relaxed) {
-        d.control_round(Duration::from_millis(200));
+        // Short rounds so a control request waits at most ~20 ms.
+        d.control_round(Duration::from_millis(20));
+        while let Ok(job) = jobs.try_recv() {
+            control.serve(&mut d, job);
+        }
+        control.tick(&d);
     }
     eprintln!("xvs: stopping");
+    drop(socket);
     let stats = d.worker_stats().to_vec();
     d.stop();
     for (i, w) in stats.iter().enumerate() {
         eprintln!("xvs: {}", worker_summary(i, w));
     }
     Ok(())
+}
+
+/// `xvs ipvsadm ARGS` / `ipvsadm ARGS`: usage errors, `-h` and `-v` are
+/// answered here; everything else goes to the director.
+fn ipvsadm_client(args: Vec<OsString>) -> ExitCode {
+    let mut args: Vec<String> = match args.into_iter().map(OsString::into_string).collect() {
+        Ok(a) => a,
+        Err(a) => {
+            eprintln!("ipvsadm: argument {a:?} is not valid UTF-8");
+            return ExitCode::from(ipvsadm::EXIT_USAGE);
+        }
+    };
+    // xvs's own option, only in first place: ipvsadm has no such option.
+    let mut flag = None;
+    if let Some(first) = args.first().cloned() {
+        if let Some(p) = first.strip_prefix("--control-socket=") {
+            flag = Some(PathBuf::from(p));
+            args.remove(0);
+        } else if first == "--control-socket" && args.len() >= 2 {
+            flag = Some(PathBuf::from(args[1].clone()));
+            args.drain(..2);
+        }
+    }
+    let command = match ipvsadm::parse(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(e.exit_code);
+        }
+    };
+    let stdin = match command {
+        Command::Help => {
+            print!("{}", ipvsadm::render::usage());
+            return ExitCode::SUCCESS;
+        }
+        Command::Version => {
+            print!("{}", ipvsadm::render::version());
+            return ExitCode::SUCCESS;
+        }
+        Command::Restore => {
+            let mut text = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+                eprintln!("ipvsadm: cannot read the rules from standard input: {e}");
+                return ExitCode::from(ipvsadm::EXIT_FAILED);
+            }
+            Some(text)
+        }
+        _ => None,
+    };
+    let path = socket::socket_path(flag.as_deref());
+    match socket::call(&path, &Request { args, stdin }) {
+        Ok(r) => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(r.stdout.as_bytes());
+            let _ = out.flush();
+            let _ = std::io::stderr().write_all(r.stderr.as_bytes());
+            ExitCode::from(r.exit_code)
+        }
+        Err(e) => {
+            // ipvsadm exits 2 when it cannot reach IPVS at all.
+            eprintln!("Can't initialize ipvs: {e}");
+            ExitCode::from(NO_DIRECTOR)
+        }
+    }
 }
 
 /// One line per worker at exit: traffic, drops by reason, and the frame
@@ -181,9 +301,23 @@ fn worker_summary(index: usize, w: &WorkerStats) -> String {
 }
 
 fn main() -> ExitCode {
+    let mut argv: Vec<OsString> = std::env::args_os().collect();
+    let invoked_as = argv
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .map(|n| n.to_os_string());
+    if invoked_as.as_deref() == Some(OsStr::new("ipvsadm")) {
+        argv.remove(0);
+        return ipvsadm_client(argv);
+    }
+    if argv.get(1).map(OsString::as_os_str) == Some(OsStr::new("ipvsadm")) {
+        argv.drain(..2);
+        return ipvsadm_client(argv);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Director(args) => director(args),
+        Cmd::Director(args) => director(*args),
+        Cmd::Ipvsadm { args } => return ipvsadm_client(args.into_iter().map(Into::into).collect()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,5 +6,16 @@
 //! (it builds the immutable `ServiceTable` snapshots workers read), and
 //! ipvsadm's output formats rendered from plain data. It does no I/O beyond
 //! reading `/etc/services` once, for port names.
+//!
+//! The daemon half: [`protocol`] (the control socket's messages),
+//! [`socket`] (the listener the director runs, the `xvs ipvsadm` client,
+//! the per-interface lock), [`daemon`] (the director thread's request
+//! handling, counters and rates), [`metrics`] (Prometheus) and [`config`]
+//! (the TOML file `xvs director --config` reads).
 
+pub mod config;
+pub mod daemon;
 pub mod ipvsadm;
+pub mod metrics;
+pub mod protocol;
+pub mod socket;

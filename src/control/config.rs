@@ -1,0 +1,457 @@
+//! The director's configuration file (`xvs director --config FILE`) and how
+//! it meets the command line.
+//!
+//! TOML, every key optional; unknown keys are errors (a typo must not be
+//! silently ignored). Command-line flags win over the file; a list given on
+//! the command line (`-i`, `--neigh`, `--queues`) replaces the file's.
+//!
+//! ```toml
+//! interfaces = ["eth0", "eth1"]
+//! workers = 2
+//! queues = [0, 1]
+//! conn_table_size = 1048576
+//! sloppy_tcp = false
+//! busy_poll = 64                 # SO_PREFER_BUSY_POLL budget; absent: off
+//! batch = 64
+//! ring_size = 2048
+//! neighbours = ["198.51.100.2=02:00:00:00:01:02@eth1"]   # ADDR=MAC@IFACE
+//! control_socket = "/run/xvs/control.sock"
+//! metrics_addr = "127.0.0.1:9100"                         # absent: off
+//!
+//! [timeouts]                     # ipvsadm --set tcp tcpfin udp, seconds
+//! tcp = 900
+//! tcpfin = 120
+//! udp = 300
+//!
+//! # Virtual services in ipvsadm-save (`ipvsadm -S`) format: a file
+//! # (relative paths are from this file's directory) ...
+//! services_file = "services.rules"
+//! # ... or inline (not both):
+//! # services = """
+//! # -A -t 192.0.2.10:80 -s wlc
+//! # -a -t 192.0.2.10:80 -r 198.51.100.2:80 -m -w 1
+//! # """
+//! ```
+//!
+//! The services script is applied all or nothing ([`ServiceModel::restore`]);
+//! its `--set` lines set the start-up timeouts (after `[timeouts]`).
+//! [`check`] validates a file as far as possible without root or the
+//! interfaces: TOML, values, neighbours, addresses, the services script.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::ipvsadm::{parse_restore, Command, ServiceModel, Services, MAX_TIMEOUT};
+use crate::director::{DirectorOptions, StaticNeighbourSpec, DEST_CAPACITY};
+use crate::packet::MacAddr;
+
+/// The file's contents; also what the command line overrides.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub interfaces: Option<Vec<String>>,
+    pub workers: Option<usize>,
+    pub queues: Option<Vec<u32>>,
+    pub conn_table_size: Option<usize>,
+    pub timeouts: Option<TimeoutsConfig>,
+    pub sloppy_tcp: Option<bool>,
+    pub busy_poll: Option<u16>,
+    pub batch: Option<usize>,
+    pub ring_size: Option<u32>,
+    /// `ADDR=MAC@IFACE`, as `--neigh`.
+    pub neighbours: Option<Vec<String>>,
+    pub control_socket: Option<PathBuf>,
+    pub metrics_addr: Option<String>,
+    pub services_file: Option<PathBuf>,
+    /// Inline ipvsadm-save text.
+    pub services: Option<String>,
+}
+
+/// `ipvsadm --set tcp tcpfin udp` at start, seconds.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    pub tcp: Option<u32>,
+    pub tcpfin: Option<u32>,
+    pub udp: Option<u32>,
+}
+
+/// Everything resolved and checked: what `xvs director` runs with.
+#[derive(Debug)]
+pub struct Settings {
+    pub director: DirectorOptions,
+    pub control_socket: Option<PathBuf>,
+    pub metrics_addr: Option<SocketAddr>,
+    /// The services to start with.
+    pub model: ServiceModel,
+}
+
+impl FileConfig {
+    /// Reads and parses `path`. Relative `services_file` paths are made
+    /// relative to the file's directory.
+    pub fn load(path: &Path) -> Result<FileConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut c = FileConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some(f) = &c.services_file {
+            if f.is_relative() {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                c.services_file = Some(dir.join(f));
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn parse(text: &str) -> Result<FileConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+
+    /// `self` with every field `over` sets replaced by `over`'s.
+    pub fn overridden_by(self, over: FileConfig) -> FileConfig {
+        let timeouts = match (self.timeouts, over.timeouts) {
+            (Some(a), Some(b)) => Some(TimeoutsConfig {
+                tcp: b.tcp.or(a.tcp),
+                tcpfin: b.tcpfin.or(a.tcpfin),
+                udp: b.udp.or(a.udp),
+            }),
+            (a, b) => b.or(a),
+        };
+        // Services from the command line replace the file's, either form.
+        let (services_file, services) = if over.services_file.is_some() || over.services.is_some() {
+            (over.services_file, over.services)
+        } else {
+            (self.services_file, self.services)
+        };
+        FileConfig {
+            interfaces: over.interfaces.or(self.interfaces),
+            workers: over.workers.or(self.workers),
+            queues: over.queues.or(self.queues),
+            conn_table_size: over.conn_table_size.or(self.conn_table_size),
+            timeouts,
+            sloppy_tcp: over.sloppy_tcp.or(self.sloppy_tcp),
+            busy_poll: over.busy_poll.or(self.busy_poll),
+            batch: over.batch.or(self.batch),
+            ring_size: over.ring_size.or(self.ring_size),
+            neighbours: over.neighbours.or(self.neighbours),
+            control_socket: over.control_socket.or(self.control_socket),
+            metrics_addr: over.metrics_addr.or(self.metrics_addr),
+            services_file,
+            services,
+        }
+    }
+
+    /// Checks every value and builds the start-up settings.
+    pub fn resolve(&self) -> Result<Settings, String> {
+        let mut opts = DirectorOptions::default();
+        if let Some(i) = &self.interfaces {
+            opts.interfaces = i.clone();
+        }
+        if self.workers == Some(0) {
+            return Err("workers must be at least 1".into());
+        }
+        opts.workers = self.workers;
+        if let Some(q) = &self.queues {
+            if q.is_empty() {
+                return Err("queues must name at least one queue".into());
+            }
+            if let Some(n) = self.workers.filter(|&n| n != q.len()) {
+                return Err(format!(
+                    "workers = {n} but queues names {} queue(s): give one queue per worker",
+                    q.len()
+                ));
+            }
+        }
+        opts.queues = self.queues.clone();
+        if let Some(n) = self.conn_table_size {
+            if n < 1024 {
+                return Err(format!(
+                    "conn_table_size = {n} is too small (at least 1024)"
+                ));
+            }
+            opts.conn_table_size = n;
+        }
+        if let Some(b) = self.batch {
+            if b == 0 {
+                return Err("batch must be at least 1".into());
+            }
+            opts.batch = b;
+        }
+        if let Some(r) = self.ring_size {
+            if !r.is_power_of_two() {
+                return Err(format!("ring_size = {r} must be a power of two"));
+            }
+            opts.ring_size = r;
+        }
+        opts.busy_poll = self.busy_poll;
+        opts.sloppy_tcp = self.sloppy_tcp.unwrap_or(false);
+        if let Some(t) = self.timeouts {
+            for (name, v) in [("tcp", t.tcp), ("tcpfin", t.tcpfin), ("udp", t.udp)] {
+                if let Some(v) = v {
+                    if v == 0 || v > MAX_TIMEOUT {
+                        return Err(format!(
+                            "timeouts.{name} = {v}: give seconds from 1 to {MAX_TIMEOUT}"
+                        ));
+                    }
+                }
+            }
+            set_timeouts(&mut opts, t.tcp, t.tcpfin, t.udp);
+        }
+        for n in self.neighbours.iter().flatten() {
+            opts.static_neighbours.push(parse_neighbour(n)?);
+        }
+        let metrics_addr = match &self.metrics_addr {
+            Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
+                format!("metrics_addr = {a:?}: expected ADDRESS:PORT, e.g. 127.0.0.1:9100")
+            })?),
+            None => None,
+        };
+        let (origin, text) = match (&self.services_file, &self.services) {
+            (Some(_), Some(_)) => {
+                return Err("give services_file or services, not both".into());
+            }
+            (Some(f), None) => (
+                f.display().to_string(),
+                std::fs::read_to_string(f)
+                    .map_err(|e| format!("cannot read {}: {e}", f.display()))?,
+            ),
+            (None, Some(s)) => ("services".to_string(), s.clone()),
+            (None, None) => (String::new(), String::new()),
+        };
+        let mut model = ServiceModel::new(DEST_CAPACITY);
+        let script =
+            parse_restore(&text, Services::system()).map_err(|e| format!("{origin}: {e}"))?;
+        let outcome = model
+            .restore(&script, &|_| true)
+            .map_err(|e| format!("{origin}: {e}"))?;
+        for c in outcome.deferred {
+            if let Command::SetTimeouts { tcp, tcpfin, udp } = c {
+                let some = |v: u32| (v != 0).then_some(v);
+                set_timeouts(&mut opts, some(tcp), some(tcpfin), some(udp));
+            }
+        }
+        Ok(Settings {
+            director: opts,
+            control_socket: self.control_socket.clone(),
+            metrics_addr,
+            model,
+        })
+    }
+}
+
+fn set_timeouts(
+    opts: &mut DirectorOptions,
+    tcp: Option<u32>,
+    tcpfin: Option<u32>,
+    udp: Option<u32>,
+) {
+    if let Some(v) = tcp {
+        opts.timeouts.tcp = v;
+    }
+    if let Some(v) = tcpfin {
+        opts.timeouts.tcpfin = v;
+    }
+    if let Some(v) = udp {
+        opts.timeouts.udp = v;
+    }
+}
+
+/// `xvs director --check-config FILE`: what the file would start, or why
+/// it would not.
+pub fn check(path: &Path) -> Result<String, String> {
+    let s = FileConfig::load(path)?
+        .resolve()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let reals: usize = s.model.services().iter().map(|v| v.reals.len()).sum();
+    Ok(format!(
+        "{}: ok: {} interface(s), {} virtual service(s), {} real server(s)",
+        path.display(),
+        s.director.interfaces.len(),
+        s.model.services().len(),
+        reals
+    ))
+}
+
+/// `ADDR=MAC@IFACE`, e.g. `198.51.100.2=02:00:00:00:01:02@eth1`.
+pub fn parse_neighbour(s: &str) -> Result<StaticNeighbourSpec, String> {
+    let bad =
+        || format!("{s:?}: expected ADDR=MAC@IFACE, e.g. 198.51.100.2=02:00:00:00:01:02@eth1");
+    let (addr, rest) = s.split_once('=').ok_or_else(bad)?;
+    let (mac, iface) = rest.split_once('@').ok_or_else(bad)?;
+    if iface.is_empty() {
+        return Err(bad());
+    }
+    Ok(StaticNeighbourSpec {
+        addr: addr.parse::<IpAddr>().map_err(|_| bad())?,
+        mac: parse_mac(mac).ok_or_else(bad)?,
+        iface: iface.to_string(),
+    })
+}
+
+fn parse_mac(s: &str) -> Option<MacAddr> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+interfaces = ["eth0", "eth1"]
+workers = 2
+queues = [0, 1]
+conn_table_size = 65536
+sloppy_tcp = true
+busy_poll = 64
+neighbours = ["198.51.100.2=02:00:00:00:01:02@eth1"]
+control_socket = "/tmp/x.sock"
+metrics_addr = "127.0.0.1:9100"
+services = """
+# the web farm
+-A -t 192.0.2.10:80 -s rr
+-a -t 192.0.2.10:80 -r 198.51.100.2:8080 -m -w 2
+--set 0 60 0
+"""
+
+[timeouts]
+tcp = 600
+udp = 30
+"#;
+
+    #[test]
+    fn a_full_file_resolves() {
+        let s = FileConfig::parse(FULL).unwrap().resolve().unwrap();
+        let d = &s.director;
+        assert_eq!(d.interfaces, ["eth0", "eth1"]);
+        assert_eq!(
+            (d.workers, d.queues.as_deref()),
+            (Some(2), Some(&[0, 1][..]))
+        );
+        assert_eq!(d.conn_table_size, 65536);
+        assert!(d.sloppy_tcp);
+        assert_eq!(d.busy_poll, Some(64));
+        // [timeouts], then the script's --set (0 keeps a value).
+        assert_eq!(
+            (d.timeouts.tcp, d.timeouts.tcpfin, d.timeouts.udp),
+            (600, 60, 30)
+        );
+        assert_eq!(d.static_neighbours[0].mac, [2, 0, 0, 0, 1, 2]);
+        assert_eq!(s.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(s.control_socket, Some(PathBuf::from("/tmp/x.sock")));
+        assert_eq!(s.model.services().len(), 1);
+        assert_eq!(s.model.services()[0].reals[0].weight, 2);
+    }
+
+    #[test]
+    fn command_line_wins() {
+        let file = FileConfig::parse(FULL).unwrap();
+        let cli = FileConfig {
+            interfaces: Some(vec!["veth9".into()]),
+            timeouts: Some(TimeoutsConfig {
+                udp: Some(5),
+                ..TimeoutsConfig::default()
+            }),
+            services: Some(String::new()),
+            ..FileConfig::default()
+        };
+        let s = file.overridden_by(cli).resolve().unwrap();
+        assert_eq!(s.director.interfaces, ["veth9"]);
+        assert_eq!((s.director.timeouts.tcp, s.director.timeouts.udp), (600, 5));
+        assert_eq!(s.director.workers, Some(2));
+        assert!(s.model.services().is_empty());
+    }
+
+    fn error(text: &str) -> String {
+        match FileConfig::parse(text).and_then(|c| c.resolve()) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let cases = [
+            ("interfaces = \"eth0\"", "invalid type"),
+            ("interface = [\"eth0\"]", "unknown field `interface`"),
+            ("workers = 0", "workers must be at least 1"),
+            ("workers = 2\nqueues = [0]", "give one queue per worker"),
+            ("ring_size = 1000", "must be a power of two"),
+            ("[timeouts]\ntcp = 0", "timeouts.tcp = 0"),
+            ("[timeouts]\ntcpfin = 99999999", "timeouts.tcpfin"),
+            ("neighbours = [\"198.51.100.2@eth1\"]", "expected ADDR=MAC@IFACE"),
+            ("neighbours = [\"198.51.100.2=02:00:00:00:01@eth1\"]", "ADDR=MAC@IFACE"),
+            ("metrics_addr = \"localhost\"", "expected ADDRESS:PORT"),
+            ("services = \"x\"\nservices_file = \"y\"", "not both"),
+            ("services_file = \"/nonexistent/xvs.rules\"", "cannot read"),
+            (
+                "services = \"\"\"\n-A -t 192.0.2.10:80\n\n-a -t 192.0.2.10:80 -r 198.51.100.2 -w 99999999\n\"\"\"",
+                "services: line 3: illegal weight specified",
+            ),
+            (
+                "services = \"\"\"\n-A -t 192.0.2.10:80\n-A -t 192.0.2.10:80\n\"\"\"",
+                "services: line 2: Service already exists",
+            ),
+            ("services = \"-L -n\"", "services: line 1: only -A -E -D -C"),
+            ("x = [", "TOML parse error"),
+        ];
+        for (text, want) in cases {
+            let e = error(text);
+            assert!(e.contains(want), "{text:?}: {e:?} lacks {want:?}");
+        }
+    }
+
+    #[test]
+    fn check_names_the_file_and_resolves_services_next_to_it() {
+        let dir = std::env::temp_dir().join(format!("xvs-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("farm.rules"),
+            "-A -u 192.0.2.10:53 -s rr\n-a -u 192.0.2.10:53 -r 198.51.100.2 -m\n",
+        )
+        .unwrap();
+        let good = dir.join("good.toml");
+        std::fs::write(
+            &good,
+            "interfaces = [\"eth0\"]\nservices_file = \"farm.rules\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            check(&good).unwrap(),
+            format!(
+                "{}: ok: 1 interface(s), 1 virtual service(s), 1 real server(s)",
+                good.display()
+            )
+        );
+        std::fs::write(
+            dir.join("farm.rules"),
+            "-a -u 192.0.2.10:53 -r 198.51.100.2\n",
+        )
+        .unwrap();
+        let e = check(&good).unwrap_err();
+        assert!(
+            e.starts_with(&good.display().to_string())
+                && e.ends_with("farm.rules: line 1: Service not defined"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn neighbours_parse() {
+        let n = parse_neighbour("2001:db8::2=02:aa:bb:cc:dd:ee@r0").unwrap();
+        assert_eq!(n.addr, "2001:db8::2".parse::<IpAddr>().unwrap());
+        assert_eq!(n.iface, "r0");
+        assert!(parse_neighbour("198.51.100.2=02:00:00:00:01:02@").is_err());
+        assert!(parse_neighbour("198.51.100.2=02:00:00:00:01:002@x").is_err());
+    }
+}

@@ -1,0 +1,541 @@
+//! Prometheus metrics: the text exposition format over plain HTTP.
+//!
+//! `--metrics-addr ADDR:PORT` (off by default) starts a thread that
+//! answers `GET /metrics` (any other path: 404). Each scrape is a
+//! [`Job::Metrics`] to the director thread, which reads the counters into
+//! a [`Snapshot`] and encodes it with `prometheus-client`, the Prometheus
+//! project's Rust client, so names, escaping and TYPE/HELP lines follow
+//! the format without hand-written code. The responder is ~40 lines on
+//! `std::net::TcpListener`, one request per connection with short
+//! timeouts; a scrape endpoint needs nothing more, and an HTTP library would
+//! bring an async runtime or a dozen crates for it.
+//!
+//! # Metrics
+//! Per service (`service="TCP 192.0.2.10:80"`) and real server
+//! (`real="198.51.100.2:8080"`), the same numbers as `ipvsadm -L --stats`
+//! (so `-Z` resets them, which Prometheus reads as a counter reset):
+//! `xvs_service_connections_total`, `xvs_service_packets_total` and
+//! `xvs_service_bytes_total` (`direction="in|out"`), the same three as
+//! `xvs_real_*`, and gauges `xvs_real_active_connections`,
+//! `xvs_real_inactive_connections`, `xvs_real_persistent_connections`,
+//! `xvs_real_weight`.
+//! Per worker (`worker="0"`): `xvs_worker_rx_frames_total`,
+//! `xvs_worker_tx_frames_total`, `xvs_worker_pass_frames_total`,
+//! `xvs_worker_new_connections_total`, `xvs_worker_drops_total`
+//! (`reason=` the `DropReason` label), `xvs_worker_tx_ring_full_total`,
+//! `xvs_worker_bad_port_total`, `xvs_worker_icmp_too_big_total`, the
+//! kernel's AF_XDP counters `xvs_worker_xsk_rx_dropped_total`,
+//! `xvs_worker_xsk_rx_ring_full_total`, `xvs_worker_xsk_fill_ring_empty_total`,
+//! `xvs_worker_xsk_invalid_descs_total`, frame accounting
+//! `xvs_worker_frames{place="total|free|fill|tx"}`, and batch latency
+//! `xvs_worker_batch_duration_seconds{quantile="0.5|0.9|0.99|0.999|1"}`
+//! with `xvs_worker_batches` (batches in the histogram).
+//! Connection table: `xvs_conntrack_connections`, `xvs_conntrack_templates`,
+//! `xvs_conntrack_half_open`, `xvs_conntrack_capacity`,
+//! `xvs_conntrack_table_full_total`, `xvs_conntrack_reply_conflicts_total`,
+//! `xvs_conntrack_template_gone_total`, `xvs_conntrack_released_total`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossbeam::channel::{bounded, Sender};
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::daemon::Control;
+use super::ipvsadm::{RealCounts, TotalStats};
+use super::socket::Job;
+use crate::conntrack::TableStats;
+use crate::director::Director;
+use crate::packet::L4Proto;
+use crate::pipeline::DropReason;
+use crate::xsk::worker::WorkerStats;
+
+/// Batch-latency quantiles exported.
+pub const QUANTILES: [f64; 5] = [0.5, 0.9, 0.99, 0.999, 1.0];
+
+/// Everything a scrape shows, as plain data.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub services: Vec<ServiceMetrics>,
+    pub workers: Vec<WorkerMetrics>,
+    pub table: TableStats,
+    pub table_capacity: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ServiceMetrics {
+    /// `TCP 192.0.2.10:80`, `UDP [2001:db8::10]:53`.
+    pub label: String,
+    pub totals: TotalStats,
+    pub reals: Vec<RealMetrics>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RealMetrics {
+    /// `198.51.100.2:8080`.
+    pub label: String,
+    pub totals: TotalStats,
+    pub counts: RealCounts,
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct WorkerMetrics {
+    pub rx: u64,
+    pub tx: u64,
+    pub pass: u64,
+    pub new_conns: u64,
+    pub tx_ring_full: u64,
+    pub bad_port: u64,
+    pub icmp_too_big: u64,
+    /// `(DropReason::label(), count)`, every reason.
+    pub drops: Vec<(&'static str, u64)>,
+    pub xsk_rx_dropped: u64,
+    pub xsk_rx_ring_full: u64,
+    pub xsk_fill_ring_empty: u64,
+    pub xsk_invalid_descs: u64,
+    /// total, free, fill, tx.
+    pub frames: [u64; 4],
+    /// Seconds at each of [`QUANTILES`].
+    pub batch_quantiles: Vec<f64>,
+    pub batches: u64,
+}
+
+impl WorkerMetrics {
+    pub fn read(w: &WorkerStats) -> WorkerMetrics {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (batch_quantiles, batches) = match w.batch_ns.lock() {
+            Ok(h) => (
+                QUANTILES
+                    .iter()
+                    .map(|q| h.value_at_quantile(*q) as f64 / 1e9)
+                    .collect(),
+                h.len(),
+            ),
+            Err(_) => (vec![0.0; QUANTILES.len()], 0),
+        };
+        WorkerMetrics {
+            rx: l(&w.rx),
+            tx: l(&w.tx),
+            pass: l(&w.pass),
+            new_conns: l(&w.new_conns),
+            tx_ring_full: l(&w.tx_ring_full),
+            bad_port: l(&w.bad_port),
+            icmp_too_big: l(&w.icmp_too_big),
+            drops: DropReason::ALL
+                .iter()
+                .zip(w.drops.iter())
+                .map(|(r, n)| (r.label(), l(n)))
+                .collect(),
+            xsk_rx_dropped: l(&w.xsk_rx_dropped),
+            xsk_rx_ring_full: l(&w.xsk_rx_ring_full),
+            xsk_fill_ring_empty: l(&w.xsk_fill_ring_empty),
+            xsk_invalid_descs: l(&w.xsk_invalid_descs),
+            frames: [
+                l(&w.frames_total),
+                l(&w.frames_free),
+                l(&w.frames_fill),
+                l(&w.frames_tx),
+            ],
+            batch_quantiles,
+            batches,
+        }
+    }
+}
+
+/// Reads the director's counters (on the director thread).
+pub fn snapshot(director: &Director, control: &Control) -> Snapshot {
+    let stats = control.totals(director);
+    let services = control
+        .model()
+        .services()
+        .iter()
+        .map(|s| {
+            let proto = match s.key.proto {
+                L4Proto::Udp => "UDP",
+                _ => "TCP",
+            };
+            ServiceMetrics {
+                label: format!("{proto} {}", SocketAddr::new(s.key.addr, s.key.port)),
+                totals: stats
+                    .services
+                    .get(&s.key)
+                    .map(|t| t.totals)
+                    .unwrap_or_default(),
+                reals: s
+                    .reals
+                    .iter()
+                    .map(|r| {
+                        let st = stats.reals.get(&r.id).copied().unwrap_or_default();
+                        RealMetrics {
+                            label: SocketAddr::new(r.addr, r.port).to_string(),
+                            totals: st.totals,
+                            counts: st.counts,
+                            weight: r.weight,
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let (v4, v6) = director.conns().capacity();
+    Snapshot {
+        services,
+        workers: director
+            .worker_stats()
+            .iter()
+            .map(|w| WorkerMetrics::read(w))
+            .collect(),
+        table: director.conns().stats(),
+        table_capacity: v4 + v6,
+    }
+}
+
+/// The scrape body for the director's current state.
+pub fn render(director: &Director, control: &Control) -> String {
+    encode(&snapshot(director, control))
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+struct Builder {
+    registry: Registry,
+}
+
+impl Builder {
+    fn counter(&mut self, name: &str, help: &str) -> Family<Labels, Counter> {
+        let f = Family::<Labels, Counter>::default();
+        self.registry.register(name, help, f.clone());
+        f
+    }
+
+    fn gauge(&mut self, name: &str, help: &str) -> Family<Labels, Gauge> {
+        let f = Family::<Labels, Gauge>::default();
+        self.registry.register(name, help, f.clone());
+        f
+    }
+
+    fn gauge_f64(&mut self, name: &str, help: &str) -> Family<Labels, Gauge<f64, AtomicU64>> {
+        let f = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        self.registry.register(name, help, f.clone());
+        f
+    }
+}
+
+fn set(f: &Family<Labels, Counter>, labels: Labels, v: u64) {
+    f.get_or_create(&labels).inc_by(v);
+}
+
+fn gauge(f: &Family<Labels, Gauge>, labels: Labels, v: u64) {
+    f.get_or_create(&labels).set(v.min(i64::MAX as u64) as i64);
+}
+
+/// Encodes a snapshot in the Prometheus text format (version 0.0.4).
+pub fn encode(s: &Snapshot) -> String {
+    let mut b = Builder {
+        registry: Registry::default(),
+    };
+    let svc_conns = b.counter("xvs_service_connections", "Connections scheduled");
+    let svc_pkts = b.counter("xvs_service_packets", "Packets forwarded");
+    let svc_bytes = b.counter("xvs_service_bytes", "Bytes forwarded");
+    let real_conns = b.counter("xvs_real_connections", "Connections scheduled");
+    let real_pkts = b.counter("xvs_real_packets", "Packets forwarded");
+    let real_bytes = b.counter("xvs_real_bytes", "Bytes forwarded");
+    let active = b.gauge("xvs_real_active_connections", "ActiveConn");
+    let inactive = b.gauge("xvs_real_inactive_connections", "InActConn");
+    let persistent = b.gauge("xvs_real_persistent_connections", "PersistConn (templates)");
+    let weight = b.gauge("xvs_real_weight", "Scheduling weight (0: quiesced)");
+    for svc in &s.services {
+        let l = || vec![("service", svc.label.clone())];
+        let dir = |d: &str| {
+            let mut v = l();
+            v.push(("direction", d.to_string()));
+            v
+        };
+        set(&svc_conns, l(), svc.totals.conns);
+        set(&svc_pkts, dir("in"), svc.totals.inpkts);
+        set(&svc_pkts, dir("out"), svc.totals.outpkts);
+        set(&svc_bytes, dir("in"), svc.totals.inbytes);
+        set(&svc_bytes, dir("out"), svc.totals.outbytes);
+        for r in &svc.reals {
+            let l = || vec![("service", svc.label.clone()), ("real", r.label.clone())];
+            let dir = |d: &str| {
+                let mut v = l();
+                v.push(("direction", d.to_string()));
+                v
+            };
+            set(&real_conns, l(), r.totals.conns);
+            set(&real_pkts, dir("in"), r.totals.inpkts);
+            set(&real_pkts, dir("out"), r.totals.outpkts);
+            set(&real_bytes, dir("in"), r.totals.inbytes);
+            set(&real_bytes, dir("out"), r.totals.outbytes);
+            gauge(&active, l(), u64::from(r.counts.active));
+            gauge(&inactive, l(), u64::from(r.counts.inactive));
+            gauge(&persistent, l(), u64::from(r.counts.persistent));
+            gauge(&weight, l(), u64::from(r.weight));
+        }
+    }
+
+    let rx = b.counter("xvs_worker_rx_frames", "Frames received");
+    let tx = b.counter("xvs_worker_tx_frames", "Frames transmitted");
+    let pass = b.counter(
+        "xvs_worker_pass_frames",
+        "Frames the pipeline found not to be xvs's (dropped: AF_XDP cannot pass them back)",
+    );
+    let new_conns = b.counter("xvs_worker_new_connections", "Connections created");
+    let drops = b.counter("xvs_worker_drops", "Frames dropped, by reason");
+    let ring_full = b.counter(
+        "xvs_worker_tx_ring_full",
+        "Frames dropped because a TX ring was full",
+    );
+    let bad_port = b.counter(
+        "xvs_worker_bad_port",
+        "Frames dropped for a port the worker lacks",
+    );
+    let too_big = b.counter(
+        "xvs_worker_icmp_too_big",
+        "ICMP fragmentation-needed / packet-too-big sent",
+    );
+    let xsk = [
+        b.counter("xvs_worker_xsk_rx_dropped", "Kernel AF_XDP: rx dropped"),
+        b.counter("xvs_worker_xsk_rx_ring_full", "Kernel AF_XDP: rx ring full"),
+        b.counter(
+            "xvs_worker_xsk_fill_ring_empty",
+            "Kernel AF_XDP: fill ring empty",
+        ),
+        b.counter(
+            "xvs_worker_xsk_invalid_descs",
+            "Kernel AF_XDP: invalid descriptors",
+        ),
+    ];
+    let frames = b.gauge(
+        "xvs_worker_frames",
+        "UMEM frames by place (free + fill + tx = total)",
+    );
+    let batch = b.gauge_f64(
+        "xvs_worker_batch_duration_seconds",
+        "Processing time of busy rounds, by quantile",
+    );
+    let batches = b.gauge("xvs_worker_batches", "Busy rounds in the latency histogram");
+    for (i, w) in s.workers.iter().enumerate() {
+        let l = || vec![("worker", i.to_string())];
+        let with = |k: &'static str, v: &str| {
+            let mut x = l();
+            x.push((k, v.to_string()));
+            x
+        };
+        set(&rx, l(), w.rx);
+        set(&tx, l(), w.tx);
+        set(&pass, l(), w.pass);
+        set(&new_conns, l(), w.new_conns);
+        for (reason, n) in &w.drops {
+            set(&drops, with("reason", reason), *n);
+        }
+        set(&ring_full, l(), w.tx_ring_full);
+        set(&bad_port, l(), w.bad_port);
+        set(&too_big, l(), w.icmp_too_big);
+        for (f, v) in xsk.iter().zip([
+            w.xsk_rx_dropped,
+            w.xsk_rx_ring_full,
+            w.xsk_fill_ring_empty,
+            w.xsk_invalid_descs,
+        ]) {
+            set(f, l(), v);
+        }
+        for (place, v) in ["total", "free", "fill", "tx"].iter().zip(w.frames) {
+            gauge(&frames, with("place", place), v);
+        }
+        for (q, v) in QUANTILES.iter().zip(&w.batch_quantiles) {
+            batch
+                .get_or_create(&with("quantile", &q.to_string()))
+                .set(*v);
+        }
+        gauge(&batches, l(), w.batches);
+    }
+
+    let t = &s.table;
+    let none = Vec::new;
+    gauge(
+        &b.gauge("xvs_conntrack_connections", "Live connections"),
+        none(),
+        t.conns as u64,
+    );
+    gauge(
+        &b.gauge("xvs_conntrack_templates", "Live persistence templates"),
+        none(),
+        t.templates as u64,
+    );
+    gauge(
+        &b.gauge("xvs_conntrack_half_open", "Connections in SYN_RECV"),
+        none(),
+        t.half_open as u64,
+    );
+    gauge(
+        &b.gauge("xvs_conntrack_capacity", "Slots, IPv4 and IPv6"),
+        none(),
+        s.table_capacity as u64,
+    );
+    for (name, help, v) in [
+        (
+            "xvs_conntrack_table_full",
+            "New connections refused: table full",
+            t.table_full,
+        ),
+        (
+            "xvs_conntrack_reply_conflicts",
+            "NAT reply keys already taken",
+            t.reply_conflicts,
+        ),
+        (
+            "xvs_conntrack_template_gone",
+            "Connections whose template had gone",
+            t.template_gone,
+        ),
+        (
+            "xvs_conntrack_released",
+            "Entries released (expiry, removal)",
+            t.released,
+        ),
+    ] {
+        set(&b.counter(name, help), none(), v);
+    }
+
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_text::encode(&mut out, &b.registry);
+    out
+}
+
+/// Serves `GET /metrics` on `addr` from its own thread.
+pub fn serve(addr: SocketAddr, jobs: Sender<Job>) -> Result<SocketAddr, String> {
+    let listener =
+        TcpListener::bind(addr).map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    std::thread::Builder::new()
+        .name("xvs-metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                respond(stream, &jobs);
+            }
+        })
+        .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
+    Ok(bound)
+}
+
+/// One HTTP/1.x request, one response, then close.
+fn respond(mut stream: TcpStream, jobs: &Sender<Job>) {
+    let timeout = Some(Duration::from_secs(2));
+    let _ = stream.set_read_timeout(timeout);
+    let _ = stream.set_write_timeout(timeout);
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    let mut words = line.split_whitespace();
+    let (method, path) = (words.next(), words.next());
+    let (status, body) = match (method, path) {
+        (Some("GET"), Some("/metrics")) => {
+            let (reply, answer) = bounded(1);
+            let body = jobs
+                .send(Job::Metrics { reply })
+                .ok()
+                .and_then(|()| answer.recv_timeout(Duration::from_secs(10)).ok());
+            match body {
+                Some(b) => ("200 OK", b),
+                None => ("503 Service Unavailable", "the director is busy\n".into()),
+            }
+        }
+        (Some("GET"), _) => ("404 Not Found", "try /metrics\n".into()),
+        _ => ("400 Bad Request", "GET /metrics\n".into()),
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        prometheus_text::CONTENT_TYPE,
+        body.len()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_labels_are_present() {
+        let s = Snapshot {
+            services: vec![ServiceMetrics {
+                label: "TCP 192.0.2.10:80".into(),
+                totals: TotalStats {
+                    conns: 3,
+                    inpkts: 30,
+                    outpkts: 20,
+                    inbytes: 3000,
+                    outbytes: 2000,
+                },
+                reals: vec![RealMetrics {
+                    label: "198.51.100.2:8080".into(),
+                    totals: TotalStats {
+                        conns: 3,
+                        ..TotalStats::default()
+                    },
+                    counts: RealCounts {
+                        active: 2,
+                        inactive: 1,
+                        persistent: 0,
+                    },
+                    weight: 5,
+                }],
+            }],
+            workers: vec![WorkerMetrics {
+                rx: 100,
+                tx: 90,
+                drops: vec![("tcp_not_syn", 7), ("truncated", 0)],
+                frames: [4096, 2000, 2048, 48],
+                batch_quantiles: vec![1e-6, 2e-6, 3e-6, 4e-6, 5e-6],
+                batches: 42,
+                ..WorkerMetrics::default()
+            }],
+            table: TableStats {
+                conns: 3,
+                ..TableStats::default()
+            },
+            table_capacity: 1000,
+        };
+        let text = encode(&s);
+        for want in [
+            "# TYPE xvs_service_connections_total counter",
+            "xvs_service_connections_total{service=\"TCP 192.0.2.10:80\"} 3",
+            "xvs_service_packets_total{service=\"TCP 192.0.2.10:80\",direction=\"in\"} 30",
+            "xvs_service_bytes_total{service=\"TCP 192.0.2.10:80\",direction=\"out\"} 2000",
+            "xvs_real_connections_total{service=\"TCP 192.0.2.10:80\",real=\"198.51.100.2:8080\"} 3",
+            "xvs_real_active_connections{service=\"TCP 192.0.2.10:80\",real=\"198.51.100.2:8080\"} 2",
+            "xvs_real_inactive_connections{service=\"TCP 192.0.2.10:80\",real=\"198.51.100.2:8080\"} 1",
+            "xvs_real_weight{service=\"TCP 192.0.2.10:80\",real=\"198.51.100.2:8080\"} 5",
+            "xvs_worker_rx_frames_total{worker=\"0\"} 100",
+            "xvs_worker_tx_frames_total{worker=\"0\"} 90",
+            "xvs_worker_drops_total{worker=\"0\",reason=\"tcp_not_syn\"} 7",
+            "xvs_worker_drops_total{worker=\"0\",reason=\"truncated\"} 0",
+            "xvs_worker_frames{worker=\"0\",place=\"fill\"} 2048",
+            "xvs_worker_batch_duration_seconds{worker=\"0\",quantile=\"0.99\"} 0.000003",
+            "xvs_worker_batches{worker=\"0\"} 42",
+            "xvs_worker_xsk_rx_ring_full_total{worker=\"0\"} 0",
+            "xvs_conntrack_connections 3",
+            "xvs_conntrack_capacity 1000",
+            "xvs_conntrack_table_full_total 0",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert!(text.ends_with("\n"), "{text}");
+    }
+}
