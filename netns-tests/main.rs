@@ -3,6 +3,7 @@
 //! Run by `tools/test` (as root): `cargo test --test netns -- --test-threads=1`.
 
 mod common;
+mod control;
 mod decap;
 mod neigh;
 mod xsk;

@@ -396,6 +396,13 @@ struct Estimate {
 }
 
 impl Estimate {
+    fn zeroed() -> Estimate {
+        Estimate {
+            last: Some(TotalStats::default()),
+            avg: [0.0; 5],
+        }
+    }
+
     fn sample(&mut self, t: &TotalStats, secs: f64) {
         if let Some(prev) = self.last {
             let d = t.minus(&prev);
@@ -450,12 +457,13 @@ impl Rates {
         self.reals.get(&id).map(Estimate::rates).unwrap_or_default()
     }
 
+    /// `-Z`: the counters restart from zero, and so do the averages.
     fn zero_service(&mut self, k: ServiceKey) {
-        self.services.remove(&k);
+        self.services.insert(k, Estimate::zeroed());
     }
 
     fn zero_real(&mut self, id: DestId) {
-        self.reals.remove(&id);
+        self.reals.insert(id, Estimate::zeroed());
     }
 
     fn forget_real(&mut self, id: DestId) {

@@ -1,0 +1,668 @@
+//! The control plane on a running `xvs director`: services configured with
+//! `xvs ipvsadm` and an `ipvsadm` symlink, ipvsadm's output from live
+//! counters, reconfiguration under traffic without breaking connections
+//! that should survive, a second director refused, the config file and the
+//! metrics endpoint.
+//!
+//! ```text
+//! [cli] c0 ── d0 [dir] d1 ── r0 [rs]
+//! c0: 192.0.2.254            d0: 192.0.2.1, VIP 192.0.2.10
+//!                            d1: 198.51.100.1    r0: 198.51.100.2, .3, .4 (NAT real
+//!                                                    servers, default route via .1)
+//! ```
+//! Real servers are a small Python echo server in `rs` answering each line
+//! with the address it was reached on, so a client knows its real server.
+//! Clients are Python threads in `cli` holding TCP connections that
+//! exchange a line every 100 ms.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{root_or_skip, temp_path, veth, worker_summaries, DirectorProc, Netns};
+
+const VIP: &str = "192.0.2.10";
+const SVC: &str = "192.0.2.10:80";
+
+/// Echo server: each line comes back prefixed with the local address.
+const SERVER: &str = r#"
+import socket, sys, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8080))
+s.listen(128)
+open(sys.argv[1], "w").close()
+def serve(c):
+    me = c.getsockname()[0].encode()
+    f = c.makefile("rwb")
+    try:
+        for line in f:
+            f.write(me + b" " + line)
+            f.flush()
+    except Exception:
+        pass
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// Long-lived clients: `n` connections, a line every 100 ms for `secs`.
+/// Prints `up I SERVER` once connection I has its first answer, then one
+/// line per connection: `done I SERVER SENT RECEIVED LAST_OK_S ERROR`.
+const CLIENTS: &str = r#"
+import socket, sys, threading, time
+vip, n, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+lock = threading.Lock()
+def say(s):
+    with lock:
+        print(s, flush=True)
+def run(i):
+    server, sent, got, last, err = "-", 0, 0, 0.0, "ok"
+    start = time.time()
+    try:
+        c = socket.create_connection((vip, 80), timeout=3)
+        c.settimeout(3)
+        f = c.makefile("rwb")
+        while time.time() - start < secs:
+            f.write(b"ping %d\n" % sent)
+            f.flush()
+            sent += 1
+            line = f.readline()
+            if not line:
+                err = "closed"
+                break
+            if got == 0:
+                server = line.split()[0].decode()
+                say("up %d %s" % (i, server))
+            got += 1
+            last = time.time() - start
+            time.sleep(0.1)
+    except Exception as e:
+        err = type(e).__name__
+    say("done %d %s %d %d %.1f %s" % (i, server, sent, got, last, err))
+ts = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+for t in ts:
+    t.start()
+    time.sleep(0.05)
+for t in ts:
+    t.join()
+"#;
+
+/// One short connection: prints the real server that answered.
+const ONE_SHOT: &str = r#"
+import socket, sys
+c = socket.create_connection((sys.argv[1], 80), timeout=3)
+c.sendall(b"hello\n")
+print(c.makefile("rb").readline().split()[0].decode())
+"#;
+
+struct Rig {
+    cli: Netns,
+    dir: Netns,
+    rs: Netns,
+    neigh: Vec<String>,
+    tmp: PathBuf,
+    socket: PathBuf,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let (cli, dir, rs) = (Netns::new("cli"), Netns::new("dir"), Netns::new("rs"));
+        veth(&cli, "c0", &dir, "d0");
+        veth(&dir, "d1", &rs, "r0");
+        // Frames the client's and real servers' stacks send into the
+        // director must carry full checksums: veth would pass partial ones,
+        // and a frame xvs rewrites would then carry a wrong one.
+        cli.exec("ethtool -K c0 tx off >/dev/null");
+        rs.exec("ethtool -K r0 tx off >/dev/null");
+        cli.ip("addr add 192.0.2.254/24 dev c0");
+        dir.ip("addr add 192.0.2.1/24 dev d0");
+        dir.ip(&format!("addr add {VIP}/32 dev d0"));
+        dir.ip("addr add 198.51.100.1/24 dev d1");
+        for a in ["198.51.100.2", "198.51.100.3", "198.51.100.4"] {
+            rs.ip(&format!("addr add {a}/24 dev r0"));
+        }
+        rs.ip("route add default via 198.51.100.1");
+        let mac = |ns: &Netns, dev: &str| {
+            ns.mac(dev)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        };
+        let (c0, r0) = (mac(&cli, "c0"), mac(&rs, "r0"));
+        let mut neigh = vec![format!("192.0.2.254={c0}@d0")];
+        for a in ["198.51.100.2", "198.51.100.3", "198.51.100.4"] {
+            neigh.push(format!("{a}={r0}@d1"));
+        }
+        let tmp = temp_path("control");
+        std::fs::create_dir_all(&tmp).expect("temp dir");
+        let socket = tmp.join("control.sock");
+        Rig {
+            cli,
+            dir,
+            rs,
+            neigh,
+            tmp,
+            socket,
+        }
+    }
+
+    fn start(&self, extra: &[&str]) -> DirectorProc {
+        let socket = self.socket.display().to_string();
+        let mut args: Vec<&str> = vec![
+            "--workers",
+            "1",
+            "--conn-table-size",
+            "65536",
+            "--control-socket",
+            &socket,
+        ];
+        for n in &self.neigh {
+            args.push("--neigh");
+            args.push(n);
+        }
+        args.extend_from_slice(extra);
+        DirectorProc::start(&self.dir, &args)
+    }
+
+    /// `xvs ipvsadm --control-socket S ARGS`.
+    fn ipvsadm(&self, args: &str) -> Output {
+        self.ipvsadm_stdin(args, "")
+    }
+
+    fn ipvsadm_stdin(&self, args: &str, stdin: &str) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_xvs"))
+            .arg("ipvsadm")
+            .arg("--control-socket")
+            .arg(&self.socket)
+            .args(args.split_whitespace())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("xvs ipvsadm");
+        {
+            use std::io::Write;
+            let mut input = child.stdin.take().expect("stdin");
+            input.write_all(stdin.as_bytes()).expect("stdin");
+        }
+        child.wait_with_output().expect("xvs ipvsadm")
+    }
+
+    /// Runs ipvsadm and insists on success; returns stdout.
+    fn ok(&self, args: &str) -> String {
+        let out = self.ipvsadm(args);
+        assert!(
+            out.status.success(),
+            "ipvsadm {args}: {:?}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn start_servers(&self) -> Background {
+        let ready = self.tmp.join("server.ready");
+        let child = spawn_in(&self.rs, SERVER, &[&ready.display().to_string()], None);
+        wait_for(Duration::from_secs(10), || ready.exists());
+        Background(child)
+    }
+
+    /// The real server one new connection reaches.
+    fn one_shot(&self) -> String {
+        let out = self.cli.try_exec(&format!(
+            "python3 -c '{}' {VIP}",
+            ONE_SHOT.replace('\'', "\"")
+        ));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.tmp);
+    }
+}
+
+/// A process killed (and reaped) on drop.
+struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_in(ns: &Netns, script: &str, args: &[&str], out: Option<&Path>) -> Child {
+    let stdout = match out {
+        Some(p) => Stdio::from(std::fs::File::create(p).expect("output file")),
+        None => Stdio::null(),
+    };
+    Command::new("ip")
+        .args(["netns", "exec", &ns.name, "python3", "-c", script])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3")
+}
+
+fn wait_for(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if pred() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pred()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// One finished client connection.
+#[derive(Debug)]
+struct Done {
+    server: String,
+    sent: u64,
+    got: u64,
+    last_ok: f64,
+    error: String,
+}
+
+fn done_lines(out: &str) -> Vec<Done> {
+    out.lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() == 7 && w[0] == "done").then(|| Done {
+                server: w[2].to_string(),
+                sent: w[3].parse().unwrap_or(0),
+                got: w[4].parse().unwrap_or(0),
+                last_ok: w[5].parse().unwrap_or(0.0),
+                error: w[6].to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The real-server lines of `ipvsadm -L -n`: (address, forward, weight,
+/// active, inactive).
+fn reals(list: &str) -> Vec<(String, String, u32, u32, u32)> {
+    list.lines()
+        .filter(|l| l.starts_with("  -> ") && !l.contains("RemoteAddress"))
+        .map(|l| {
+            let w: Vec<&str> = l[5..].split_whitespace().collect();
+            (
+                w[0].to_string(),
+                w[1].to_string(),
+                w[2].parse().expect("weight"),
+                w[3].parse().expect("active"),
+                w[4].parse().expect("inactive"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn ipvsadm_reconfigures_a_running_director_under_traffic() {
+    if !root_or_skip("control") {
+        return;
+    }
+    let rig = Rig::new();
+    let director = rig.start(&["-i", "d0", "-i", "d1"]);
+    let mode = std::fs::metadata(&rig.socket)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .expect("control socket");
+    assert_eq!(mode, 0o600, "the control socket is root-only");
+    let _servers = rig.start_servers();
+
+    // Configure through `xvs ipvsadm` and through an `ipvsadm` symlink.
+    rig.ok(&format!("-A -t {SVC} -s rr"));
+    rig.ok(&format!("-a -t {SVC} -r 198.51.100.2:8080 -m"));
+    let link = rig.tmp.join("ipvsadm");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_xvs"), &link).expect("symlink");
+    let out = Command::new(&link)
+        .args(["-a", "-t", SVC, "-r", "198.51.100.3:8080", "-m", "-w", "1"])
+        .env("XVS_CONTROL_SOCKET", &rig.socket)
+        .output()
+        .expect("ipvsadm symlink");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list = rig.ok("-L -n");
+    let mut lines = list.lines();
+    assert!(lines
+        .next()
+        .is_some_and(|l| l.starts_with("IP Virtual Server version 1.2.1 (size=")));
+    assert_eq!(
+        lines.collect::<Vec<_>>().join("\n"),
+        "Prot LocalAddress:Port Scheduler Flags\n\
+         \x20 -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
+         TCP  192.0.2.10:80 rr\n\
+         \x20 -> 198.51.100.2:8080            Masq    1      0          0         \n\
+         \x20 -> 198.51.100.3:8080            Masq    1      0          0         "
+    );
+
+    // Bad input: ipvsadm's words and statuses, nothing changes.
+    let saved = rig.ok("-S -n");
+    for (args, status, words) in [
+        (
+            format!("-a -t {SVC} -r 198.51.100.2:8080 -m"),
+            255,
+            "Destination already exists",
+        ),
+        (
+            "-a -t 192.0.2.10:81 -r 198.51.100.2".to_string(),
+            255,
+            "Service not defined",
+        ),
+        (
+            format!("-a -t {SVC} -r 198.51.100.9 -w 70000"),
+            2,
+            "illegal weight specified",
+        ),
+        (
+            "-A -t 192.0.2.300:80".to_string(),
+            2,
+            "illegal virtual server address",
+        ),
+        ("-L -t 192.0.2.10:81".to_string(), 1, "No such service"),
+    ] {
+        let out = rig.ipvsadm(&args);
+        assert_eq!(out.status.code(), Some(status), "ipvsadm {args}");
+        assert!(text(&out.stderr).contains(words), "ipvsadm {args}: {out:?}");
+    }
+    // A restore with a bad line 3 applies nothing.
+    let out = rig.ipvsadm_stdin(
+        "-R",
+        "-A -t 192.0.2.10:90 -s rr\n-a -t 192.0.2.10:90 -r 198.51.100.4:8080 -m\n-A -t 192.0.2.10:90\n",
+    );
+    assert_eq!(out.status.code(), Some(255));
+    assert!(text(&out.stderr).contains("line 3: Service already exists"));
+    // Garbage, truncated and oversized messages on the socket.
+    for bad in [
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n'",
+        "printf 'XVS1\\000\\000\\000\\050\\000\\000'",
+        "printf 'XVS1\\377\\377\\377\\377'",
+    ] {
+        let out = crate::common::run(&format!(
+            "{bad} | timeout 10 python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(sys.stdin.buffer.read()); s.shutdown(socket.SHUT_WR); sys.stdout.buffer.write(s.recv(65536))' {}",
+            rig.socket.display()
+        ));
+        let reply = text(&out.stdout);
+        assert!(reply.contains("bad control message"), "{bad}: {out:?}");
+    }
+    assert_eq!(
+        rig.ok("-S -n"),
+        saved,
+        "bad input changed the configuration"
+    );
+
+    // Long-lived connections: three to each real server (rr).
+    let clients_out = rig.tmp.join("clients.out");
+    let mut clients = spawn_in(&rig.cli, CLIENTS, &[VIP, "6", "9"], Some(&clients_out));
+    let all_up = wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(&clients_out)
+            .unwrap_or_default()
+            .matches("up ")
+            .count()
+            == 6
+    });
+    assert!(
+        all_up,
+        "clients did not connect through the director:\n{}\n{}",
+        std::fs::read_to_string(&clients_out).unwrap_or_default(),
+        director.log_text()
+    );
+    let t0 = Instant::now();
+    let r = reals(&rig.ok("-L -n"));
+    assert_eq!(
+        r.iter().map(|x| (x.3, x.4)).collect::<Vec<_>>(),
+        [(3, 0), (3, 0)],
+        "{r:?}"
+    );
+
+    // A second director on the same interface is refused and changes nothing.
+    let other = rig.tmp.join("other.sock");
+    let second = rig.dir.try_exec(&format!(
+        "timeout 20 {} director -i d1 --control-socket {}",
+        env!("CARGO_BIN_EXE_xvs"),
+        other.display()
+    ));
+    assert_eq!(second.status.code(), Some(1), "{second:?}");
+    assert!(
+        text(&second.stderr).contains("another xvs director"),
+        "{}",
+        text(&second.stderr)
+    );
+    let second = rig.dir.try_exec(&format!(
+        "timeout 20 {} director -i d0 --control-socket {}",
+        env!("CARGO_BIN_EXE_xvs"),
+        rig.socket.display()
+    ));
+    assert!(
+        !second.status.success() && text(&second.stderr).contains("another xvs director"),
+        "{second:?}"
+    );
+
+    // Reconfigure under traffic, letting a few exchanges pass after each
+    // change.
+    let pause = || std::thread::sleep(Duration::from_millis(300));
+    rig.ok(&format!("-a -t {SVC} -r 198.51.100.4:8080 -m -w 1"));
+    pause();
+    rig.ok(&format!("-e -t {SVC} -r 198.51.100.3:8080 -m -w 0")); // quiesce
+    pause();
+    rig.ok(&format!("-E -t {SVC} -s wrr")); // scheduler change
+    pause();
+    rig.ok("--set 900 120 300");
+    rig.ok("-Z");
+    pause();
+    // A restore of what is there, plus a new service: one transaction.
+    let script = format!(
+        "{}-A -u 192.0.2.10:53 -s rr\n-a -u 192.0.2.10:53 -r 198.51.100.2:53 -m\n",
+        rig.ok("-S -n").replace("-A -t 192.0.2.10:80 -s wrr\n", "")
+    );
+    let out = rig.ipvsadm_stdin("-R", &script.replace("-a -t", "-e -t"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    rig.ok("-D -u 192.0.2.10:53");
+    // New connections avoid the quiesced server.
+    std::thread::sleep(Duration::from_millis(300));
+    let fresh: Vec<String> = (0..4).map(|_| rig.one_shot()).collect();
+    assert!(
+        fresh
+            .iter()
+            .all(|s| s == "198.51.100.2" || s == "198.51.100.4"),
+        "new connections after quiescing .3: {fresh:?}"
+    );
+    let r = reals(&rig.ok("-L -n"));
+    let three = r.iter().find(|x| x.0 == "198.51.100.3:8080").expect(".3");
+    assert_eq!(
+        (three.2, three.3),
+        (0, 3),
+        "quiesced, still 3 active: {r:?}"
+    );
+    // Delete .2: its connections go (expire_nodest_conn); the others stay.
+    let deleted_at = t0.elapsed().as_secs_f64();
+    rig.ok(&format!("-d -t {SVC} -r 198.51.100.2:8080"));
+    std::thread::sleep(Duration::from_millis(500));
+    let stats = rig.ok("-L -n --stats --exact");
+    let conns_list = rig.ok("-L -n -c");
+    std::thread::sleep(Duration::from_millis(2500));
+    let rates = rig.ok("-L -n --rate");
+
+    let _ = clients.wait();
+    let out = std::fs::read_to_string(&clients_out).unwrap_or_default();
+    let done = done_lines(&out);
+    assert_eq!(done.len(), 6, "{out}");
+    for d in &done {
+        match d.server.as_str() {
+            // Quiesced, then edited, rescheduled around: never disturbed.
+            "198.51.100.3" => assert!(
+                d.error == "ok" && d.got == d.sent && d.got >= 60,
+                "a connection to the quiesced server broke: {d:?}\n{out}"
+            ),
+            // Deleted: answered until the deletion, then not.
+            "198.51.100.2" => assert!(
+                d.error != "ok" && d.got >= 10 && d.last_ok < 8.5,
+                "a connection to the deleted server: {d:?} (deleted at {deleted_at:.1} s)"
+            ),
+            other => panic!("connection to {other}: {d:?}"),
+        }
+    }
+    eprintln!(
+        "clients:\n{out}\nstats after -Z:\n{stats}\nconnections:\n{conns_list}\nrates:\n{rates}"
+    );
+
+    // --stats: since -Z, the quiesced server's three connections kept
+    // exchanging; no new ones reached it.
+    let line = stats
+        .lines()
+        .find(|l| l.contains("198.51.100.3:8080"))
+        .expect(".3 in --stats");
+    let n: Vec<u64> = line
+        .split_whitespace()
+        .skip(2)
+        .map(|w| w.parse().expect("number"))
+        .collect();
+    assert_eq!(n[0], 0, "no new connection to a quiesced server: {line}");
+    assert!(n[1] > 10 && n[2] > 10 && n[3] > 0 && n[4] > 0, "{line}");
+    assert!(
+        conns_list.starts_with("IPVS connection entries\npro expire state       source             virtual            destination\n"),
+        "{conns_list}"
+    );
+    assert_eq!(
+        conns_list
+            .lines()
+            .filter(|l| l.contains("ESTABLISHED") && l.ends_with("198.51.100.3:8080"))
+            .count(),
+        3,
+        "{conns_list}"
+    );
+    assert!(
+        !conns_list.contains("198.51.100.2:8080"),
+        "connections of the deleted server are gone: {conns_list}"
+    );
+    let line = rates
+        .lines()
+        .find(|l| l.starts_with("TCP"))
+        .expect("service in --rate");
+    assert!(
+        line.split_whitespace().nth(3).is_some_and(|pps| pps != "0"),
+        "an InPPS rate under traffic: {rates}"
+    );
+
+    // -S → -C → -R → -S through the live daemon is identical.
+    let before = rig.ok("-S -n");
+    rig.ok("-C");
+    assert_eq!(rig.ok("-S -n"), "");
+    let out = rig.ipvsadm_stdin("-R", &before);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(rig.ok("-S -n"), before);
+
+    let log = director.stop();
+    for w in worker_summaries(&log) {
+        assert!(w.contains("conserved yes"), "{w}");
+    }
+    // The socket is gone with the director, and the client says so.
+    let out = rig.ipvsadm("-L -n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("cannot reach the xvs director"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn config_file_and_metrics_endpoint() {
+    if !root_or_skip("control") {
+        return;
+    }
+    let rig = Rig::new();
+    let _servers = rig.start_servers();
+    let config = rig.tmp.join("xvs.toml");
+    let neigh: Vec<String> = rig.neigh.iter().map(|n| format!("{n:?}")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "interfaces = [\"d0\", \"d1\"]\n\
+             neighbours = [{}]\n\
+             metrics_addr = \"127.0.0.1:9100\"\n\
+             services = \"\"\"\n\
+             -A -t {SVC} -s rr\n\
+             -a -t {SVC} -r 198.51.100.2:8080 -m -w 3\n\
+             --set 600 0 0\n\
+             \"\"\"\n\
+             [timeouts]\n\
+             udp = 40\n",
+            neigh.join(", ")
+        ),
+    )
+    .expect("config");
+    let check = Command::new(env!("CARGO_BIN_EXE_xvs"))
+        .args(["director", "--check-config"])
+        .arg(&config)
+        .output()
+        .expect("check-config");
+    assert!(check.status.success(), "{check:?}");
+    assert!(
+        text(&check.stdout).contains("ok: 2 interface(s), 1 virtual service(s), 1 real server(s)")
+    );
+    let bad = rig.tmp.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "services = \"\"\"\n-A -t 192.0.2.10:80\n-a -t 192.0.2.10:81 -r 198.51.100.2\n\"\"\"\n",
+    )
+    .expect("config");
+    let check = Command::new(env!("CARGO_BIN_EXE_xvs"))
+        .args(["director", "--check-config"])
+        .arg(&bad)
+        .output()
+        .expect("check-config");
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        text(&check.stderr).contains("services: line 2: Service not defined"),
+        "{check:?}"
+    );
+
+    let config_arg = config.display().to_string();
+    let director = rig.start(&["--config", &config_arg]);
+    assert_eq!(
+        rig.ok("-L --timeout"),
+        "Timeout (tcp tcpfin udp): 600 120 40\n"
+    );
+    let r = reals(&rig.ok("-L -n"));
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].0.as_str(), r[0].2), ("198.51.100.2:8080", 3));
+    assert_eq!(rig.one_shot(), "198.51.100.2");
+
+    let scrape = |path: &str| {
+        text(
+            &rig.dir
+                .try_exec(&format!(
+                    "python3 -c 'import socket; s=socket.create_connection((\"127.0.0.1\", 9100), timeout=5); s.sendall(b\"GET {path} HTTP/1.0\\r\\n\\r\\n\"); b=b\"\"\nwhile True:\n  d=s.recv(65536)\n  if not d: break\n  b+=d\nprint(b.decode())'"
+                ))
+                .stdout,
+        )
+    };
+    let metrics = scrape("/metrics");
+    for want in [
+        "HTTP/1.1 200 OK",
+        "xvs_service_connections_total{service=\"TCP 192.0.2.10:80\"} 1",
+        "xvs_real_connections_total{service=\"TCP 192.0.2.10:80\",real=\"198.51.100.2:8080\"} 1",
+        "xvs_real_packets_total{service=\"TCP 192.0.2.10:80\",real=\"198.51.100.2:8080\",direction=\"in\"}",
+        "xvs_real_weight{service=\"TCP 192.0.2.10:80\",real=\"198.51.100.2:8080\"} 3",
+        "xvs_worker_rx_frames_total{worker=\"0\"}",
+        "xvs_worker_drops_total{worker=\"0\",reason=\"tcp_not_syn\"}",
+        "xvs_worker_frames{worker=\"0\",place=\"total\"}",
+        "xvs_worker_batch_duration_seconds{worker=\"0\",quantile=\"0.99\"}",
+        "xvs_conntrack_connections",
+    ] {
+        assert!(metrics.contains(want), "missing {want:?}:\n{metrics}");
+    }
+    assert!(scrape("/").starts_with("HTTP/1.1 404"));
+    drop(director);
+}
