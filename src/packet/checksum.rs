@@ -7,39 +7,39 @@
 
 /// One's complement sum of `data` as big-endian 16-bit words, added to `initial`.
 /// An odd trailing byte is padded with zero, as RFC 1071 says.
+#[inline]
 pub fn sum(data: &[u8], initial: u32) -> u32 {
+    // 32-bit big-endian words added into 64 bits: the carries collect in the
+    // upper half and fold away at the end (RFC 1071 §2(C)).
     let mut acc = u64::from(initial);
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        // Four words at a time; the carries land in the upper bits of `acc`.
-        acc += u64::from(u16::from_be_bytes([c[0], c[1]]))
-            + u64::from(u16::from_be_bytes([c[2], c[3]]))
-            + u64::from(u16::from_be_bytes([c[4], c[5]]))
-            + u64::from(u16::from_be_bytes([c[6], c[7]]));
-    }
-    let rest = chunks.remainder();
-    let mut words = rest.chunks_exact(2);
+    let mut words = data.chunks_exact(4);
     for w in &mut words {
+        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    let rest = words.remainder();
+    let mut pairs = rest.chunks_exact(2);
+    for w in &mut pairs {
         acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
     }
-    if let [last] = words.remainder() {
+    if let [last] = pairs.remainder() {
         acc += u64::from(u16::from_be_bytes([*last, 0]));
     }
     fold64(acc)
 }
 
-fn fold64(mut acc: u64) -> u32 {
-    while acc > 0xffff_ffff {
-        acc = (acc & 0xffff_ffff) + (acc >> 32);
-    }
-    acc as u32
+#[inline]
+fn fold64(acc: u64) -> u32 {
+    // Down to 17 bits: the sum of two 32-bit halves, then of two 16-bit ones.
+    let s = (acc & 0xffff_ffff) + (acc >> 32);
+    let s = (s & 0xffff) + ((s >> 16) & 0xffff) + (s >> 32);
+    s as u32
 }
 
 /// Folds a 32-bit one's complement sum to 16 bits.
-pub fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
+#[inline]
+pub fn fold(s: u32) -> u16 {
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
     s as u16
 }
 
@@ -57,28 +57,53 @@ pub fn pseudo_header_sum(src: &[u8], dst: &[u8], proto: u8, l4_len: u32) -> u32 
 
 /// RFC 1624 eqn. 3: the new checksum after the 16-bit words `old` were replaced
 /// by `new` (equal lengths, even): HC' = ~(~HC + ~m + m').
+#[inline]
 pub fn update(checksum: u16, old: &[u8], new: &[u8]) -> u16 {
+    apply(checksum, delta(old, new))
+}
+
+/// The unfolded one's complement change of replacing the 16-bit words `old`
+/// by `new`: Σ(~m + m'). Deltas add up, so one rewrite that changes several
+/// fields computes each delta once and applies their sum to every checksum
+/// that covers them.
+#[inline]
+pub fn delta(old: &[u8], new: &[u8]) -> u32 {
     debug_assert!(old.len() == new.len() && old.len() % 2 == 0);
-    let mut acc = u32::from(!checksum);
-    for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
-        acc += u32::from(!u16::from_be_bytes([o[0], o[1]]))
-            + u32::from(u16::from_be_bytes([n[0], n[1]]));
-    }
-    !fold(acc)
+    old.chunks_exact(2)
+        .zip(new.chunks_exact(2))
+        .map(|(o, n)| {
+            u32::from(!u16::from_be_bytes([o[0], o[1]]))
+                + u32::from(u16::from_be_bytes([n[0], n[1]]))
+        })
+        .sum()
+}
+
+/// [`delta`] of one 16-bit word.
+#[inline]
+pub fn delta_u16(old: u16, new: u16) -> u32 {
+    u32::from(!old) + u32::from(new)
+}
+
+/// A checksum after a change whose [`delta`] is `d` (at most 2^15 words).
+#[inline]
+pub fn apply(checksum: u16, d: u32) -> u16 {
+    !fold(u32::from(!checksum) + d)
 }
 
 /// [`update`] for a single 16-bit word.
+#[inline]
 pub fn update_u16(checksum: u16, old: u16, new: u16) -> u16 {
-    let acc = u32::from(!checksum) + u32::from(!old) + u32::from(new);
-    !fold(acc)
+    apply(checksum, delta_u16(old, new))
 }
 
 /// Reads the 16-bit big-endian word at `at`.
+#[inline]
 pub fn read_u16(buf: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([buf[at], buf[at + 1]])
 }
 
 /// Writes `v` big-endian at `at`.
+#[inline]
 pub fn write_u16(buf: &mut [u8], at: usize, v: u16) {
     buf[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }

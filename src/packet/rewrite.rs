@@ -26,6 +26,7 @@ pub enum Side {
 pub struct FamilyMismatch;
 
 /// Sets the Ethernet source and destination MACs.
+#[inline]
 pub fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
     frame[0..6].copy_from_slice(&dst);
     frame[6..12].copy_from_slice(&src);
@@ -33,6 +34,7 @@ pub fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
 
 /// Decrements the IPv4 TTL (fixing the header checksum) or the IPv6 hop limit.
 /// Returns false, changing nothing, if the packet must not be forwarded (TTL ≤ 1).
+#[inline]
 pub fn decrement_ttl(frame: &mut [u8], p: &Parsed) -> bool {
     if p.ttl <= 1 {
         return false;
@@ -62,22 +64,6 @@ fn addr_field(version: IpVersion, l3: usize, side: Side) -> (usize, usize) {
     }
 }
 
-/// The 4 or 16 bytes of `addr`, if it is of `version`'s family.
-fn addr_bytes(version: IpVersion, addr: IpAddr) -> Result<([u8; 16], usize), FamilyMismatch> {
-    let mut out = [0u8; 16];
-    match (version, addr) {
-        (IpVersion::V4, IpAddr::V4(a)) => {
-            out[..4].copy_from_slice(&a.octets());
-            Ok((out, 4))
-        }
-        (IpVersion::V6, IpAddr::V6(a)) => {
-            out.copy_from_slice(&a.octets());
-            Ok((out, 16))
-        }
-        _ => Err(FamilyMismatch),
-    }
-}
-
 /// Where the checksum of a transport header at `l4` sits, for checksums that
 /// cover the IP pseudo-header. ICMPv4's does not, so it is not listed.
 fn pseudo_checksum_field(proto: L4Proto, l4: usize) -> Option<usize> {
@@ -94,6 +80,7 @@ fn pseudo_checksum_field(proto: L4Proto, l4: usize) -> Option<usize> {
 /// The IPv4 header checksum and the transport checksum are updated; an IPv4
 /// UDP checksum of zero (none sent) stays zero, and a computed UDP checksum of
 /// zero is sent as 0xffff (RFC 768).
+#[inline]
 pub fn rewrite_endpoint(
     frame: &mut [u8],
     p: &Parsed,
@@ -106,11 +93,11 @@ pub fn rewrite_endpoint(
         Transport::Udp => L4Proto::Udp,
         _ => return Ok(()),
     };
-    let csum_at = pseudo_checksum_field(proto, p.l4);
-    set_addr(frame, p.version, p.l3, side, addr, csum_at, proto)?;
     let port_at = p.l4 + if side == Side::Src { 0 } else { 2 };
-    set_port(frame, port_at, port, csum_at, proto);
-    Ok(())
+    let csum_at = pseudo_checksum_field(proto, p.l4);
+    set_endpoint(
+        frame, p.version, p.l3, side, addr, port_at, port, csum_at, proto,
+    )
 }
 
 /// Rewrites only the address of one end, for packets without ports (the outer
@@ -173,19 +160,72 @@ fn set_addr(
     csum_at: Option<usize>,
     proto: L4Proto,
 ) -> Result<(), FamilyMismatch> {
-    let (new, len) = addr_bytes(version, addr)?;
-    let (at, _) = addr_field(version, l3, side);
-    let mut old = [0u8; 16];
-    old[..len].copy_from_slice(&frame[at..at + len]);
-    if version == IpVersion::V4 {
-        let c = checksum::update(read_u16(frame, l3 + 10), &old[..len], &new[..len]);
-        write_u16(frame, l3 + 10, c);
-    }
+    let d = swap_addr(frame, version, l3, side, addr)?;
     if let Some(c_at) = csum_at {
-        update_transport_checksum(frame, c_at, proto, &old[..len], &new[..len]);
+        adjust_transport_checksum(frame, c_at, proto, d);
     }
-    frame[at..at + len].copy_from_slice(&new[..len]);
     Ok(())
+}
+
+/// Writes an address and a port: one delta for the address, applied to the
+/// IPv4 header checksum, and the address and port deltas together applied to
+/// the transport checksum at `csum_at` (when present).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn set_endpoint(
+    frame: &mut [u8],
+    version: IpVersion,
+    l3: usize,
+    side: Side,
+    addr: IpAddr,
+    port_at: usize,
+    port: u16,
+    csum_at: Option<usize>,
+    proto: L4Proto,
+) -> Result<(), FamilyMismatch> {
+    let d_addr = swap_addr(frame, version, l3, side, addr)?;
+    let old_port = read_u16(frame, port_at);
+    write_u16(frame, port_at, port);
+    if let Some(c_at) = csum_at {
+        adjust_transport_checksum(
+            frame,
+            c_at,
+            proto,
+            d_addr + checksum::delta_u16(old_port, port),
+        );
+    }
+    Ok(())
+}
+
+/// Writes the address field and fixes the IPv4 header checksum; returns the
+/// delta of the change for the checksums that cover the pseudo-header.
+#[inline]
+fn swap_addr(
+    frame: &mut [u8],
+    version: IpVersion,
+    l3: usize,
+    side: Side,
+    addr: IpAddr,
+) -> Result<u32, FamilyMismatch> {
+    let (at, len) = addr_field(version, l3, side);
+    let d = match (version, addr) {
+        (IpVersion::V4, IpAddr::V4(a)) => {
+            let new = a.octets();
+            let d = checksum::delta(&frame[at..at + 4], &new);
+            frame[at..at + 4].copy_from_slice(&new);
+            let c = checksum::apply(read_u16(frame, l3 + 10), d);
+            write_u16(frame, l3 + 10, c);
+            d
+        }
+        (IpVersion::V6, IpAddr::V6(a)) => {
+            let new = a.octets();
+            let d = checksum::delta(&frame[at..at + len], &new);
+            frame[at..at + len].copy_from_slice(&new);
+            d
+        }
+        _ => return Err(FamilyMismatch),
+    };
+    Ok(d)
 }
 
 fn set_port(frame: &mut [u8], at: usize, port: u16, csum_at: Option<usize>, proto: L4Proto) {
@@ -194,18 +234,19 @@ fn set_port(frame: &mut [u8], at: usize, port: u16, csum_at: Option<usize>, prot
         return;
     }
     if let Some(c_at) = csum_at {
-        update_transport_checksum(frame, c_at, proto, &old.to_be_bytes(), &port.to_be_bytes());
+        adjust_transport_checksum(frame, c_at, proto, checksum::delta_u16(old, port));
     }
     write_u16(frame, at, port);
 }
 
-fn update_transport_checksum(frame: &mut [u8], at: usize, proto: L4Proto, old: &[u8], new: &[u8]) {
+#[inline]
+fn adjust_transport_checksum(frame: &mut [u8], at: usize, proto: L4Proto, d: u32) {
     let c = read_u16(frame, at);
     if proto == L4Proto::Udp && c == 0 {
         // IPv4 UDP without checksum; IPv6 zero checksums never get this far.
         return;
     }
-    let mut n = checksum::update(c, old, new);
+    let mut n = checksum::apply(c, d);
     if proto == L4Proto::Udp && n == 0 {
         n = 0xffff;
     }
