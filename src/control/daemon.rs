@@ -37,8 +37,9 @@ use super::ipvsadm::{
 use super::metrics;
 use super::protocol::{Request, Response};
 use super::socket::Job;
+use crate::conntrack::{ConnEntry, Timeouts};
 use crate::director::Director;
-use crate::service::{DestId, ServiceKey};
+use crate::service::{DestId, ServiceKey, ServiceTable};
 
 /// How often rates are estimated (IPVS: 2 s).
 pub const RATE_INTERVAL: Duration = Duration::from_secs(2);
@@ -54,11 +55,23 @@ pub struct Control {
     rates: Rates,
 }
 
-/// The director's state a request reads: what [`Control`] needs from it.
+/// What [`Control`] needs from the data plane; the [`Director`] in the
+/// daemon, a plain fake in tests.
 pub trait Plane {
-    /// Each real server's counters since start, summed over workers.
+    /// A real server's counters since start, summed over workers.
     fn raw_totals(&self, id: DestId) -> TotalStats;
+    /// Its ActiveConn / InActConn / PersistConn.
     fn real_counts(&self, id: DestId) -> RealCounts;
+    /// Publishes a new snapshot to the workers and the XDP maps.
+    fn publish(&mut self, services: ServiceTable) -> Result<(), String>;
+    /// Releases every connection and template of a deleted real server.
+    fn expire_dest(&self, id: DestId);
+    /// Live connection entries (`-L -c`).
+    fn conn_entries(&self) -> Vec<ConnEntry>;
+    fn timeouts(&self) -> Timeouts;
+    fn set_ipvsadm_timeouts(&self, tcp: u32, tcpfin: u32, udp: u32);
+    /// Connection-table slots (`size=` in `-L`).
+    fn table_size(&self) -> usize;
 }
 
 impl Plane for Director {
@@ -87,11 +100,36 @@ impl Plane for Director {
             })
             .unwrap_or_default()
     }
+
+    fn publish(&mut self, services: ServiceTable) -> Result<(), String> {
+        self.set_services(services).map_err(|e| e.to_string())
+    }
+
+    fn expire_dest(&self, id: DestId) {
+        self.conns().expire_dest(id, self.now());
+    }
+
+    fn conn_entries(&self) -> Vec<ConnEntry> {
+        self.conns().entries(self.now())
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        self.conns().timeouts()
+    }
+
+    fn set_ipvsadm_timeouts(&self, tcp: u32, tcpfin: u32, udp: u32) {
+        self.conns().set_ipvsadm_timeouts(tcp, tcpfin, udp);
+    }
+
+    fn table_size(&self) -> usize {
+        let (v4, v6) = self.conns().capacity();
+        v4 + v6
+    }
 }
 
 impl Control {
     /// Takes over `model` (already published by `Director::start`).
-    pub fn new(model: ServiceModel, director: &Director) -> Control {
+    pub fn new(model: ServiceModel, plane: &impl Plane) -> Control {
         let mut c = Control {
             model,
             names: Services::system(),
@@ -100,7 +138,7 @@ impl Control {
             rates: Rates::new(Instant::now()),
         };
         for id in c.ids() {
-            c.baseline.insert(id, director.raw_totals(id));
+            c.baseline.insert(id, plane.raw_totals(id));
         }
         c
     }
@@ -122,16 +160,16 @@ impl Control {
     }
 
     /// Estimates rates when [`RATE_INTERVAL`] has passed; call every round.
-    pub fn tick(&mut self, director: &Director) {
+    pub fn tick(&mut self, plane: &impl Plane) {
         let now = Instant::now();
         if now.duration_since(self.rates.last) >= RATE_INTERVAL {
-            let stats = self.totals(director);
+            let stats = self.totals(plane);
             self.rates.sample(now, &stats);
         }
     }
 
     /// One ipvsadm invocation.
-    pub fn handle(&mut self, director: &mut Director, request: &Request) -> Response {
+    pub fn handle(&mut self, plane: &mut impl Plane, request: &Request) -> Response {
         let command = match ipvsadm::parse(&request.args) {
             Ok(c) => c,
             Err(e) => return Response::error(e.exit_code, e),
@@ -141,22 +179,21 @@ impl Control {
             Command::Version => Response::ok(render::version()),
             Command::List(opts) => match opts.what {
                 ListWhat::Connections => {
-                    let mut entries = director.conns().entries(director.now());
+                    let mut entries = plane.conn_entries();
                     entries.sort_by_key(|e| (e.template, e.virt, e.client));
                     Response::ok(render::connections(&entries, &opts, self.names))
                 }
                 ListWhat::Timeout => {
-                    let t = director.conns().timeouts();
+                    let t = plane.timeouts();
                     Response::ok(render::timeouts(t.tcp, t.tcpfin, t.udp))
                 }
                 _ => {
-                    let stats = self.list_stats(director);
-                    let size = director.conns().capacity();
+                    let stats = self.list_stats(plane);
                     match render::list(
                         self.model.services(),
                         &stats,
                         &opts,
-                        size.0 + size.1,
+                        plane.table_size(),
                         self.names,
                     ) {
                         Ok(out) => Response::ok(out),
@@ -174,14 +211,14 @@ impl Control {
                     Err(e) => return Response::error(e.exit_code, e),
                 };
                 let mut next = self.model.clone();
-                let reusable = reusable(director);
-                match next.restore(&script, &reusable) {
+                let restored = next.restore(&script, &|id| reusable(plane, id));
+                match restored {
                     Ok(outcome) => {
-                        if let Err(e) = self.commit(director, next, &outcome.removed) {
+                        if let Err(e) = self.commit(plane, next, &outcome.removed) {
                             return e;
                         }
                         for c in &outcome.deferred {
-                            self.side_effect(director, c);
+                            self.side_effect(plane, c);
                         }
                         Response::ok(String::new())
                     }
@@ -190,9 +227,9 @@ impl Control {
             }
             Command::Edit(edit) => {
                 let mut next = self.model.clone();
-                let reusable = reusable(director);
-                match next.apply_with(&edit, &reusable) {
-                    Ok(applied) => match self.commit(director, next, &applied.removed) {
+                let applied = next.apply_with(&edit, &|id| reusable(plane, id));
+                match applied {
+                    Ok(applied) => match self.commit(plane, next, &applied.removed) {
                         Ok(()) => Response::ok(String::new()),
                         Err(e) => e,
                     },
@@ -201,13 +238,13 @@ impl Control {
             }
             Command::Zero(key) => match self.model.check_zero(key.as_ref()) {
                 Ok(()) => {
-                    self.side_effect(director, &Command::Zero(key));
+                    self.side_effect(plane, &Command::Zero(key));
                     Response::ok(String::new())
                 }
                 Err(e) => Response::error(e.exit_code(), e),
             },
             c @ Command::SetTimeouts { .. } => {
-                self.side_effect(director, &c);
+                self.side_effect(plane, &c);
                 Response::ok(String::new())
             }
         }
@@ -217,12 +254,12 @@ impl Control {
     /// back.
     fn commit(
         &mut self,
-        director: &mut Director,
+        plane: &mut impl Plane,
         next: ServiceModel,
         removed: &[DestId],
     ) -> Result<(), Response> {
-        if let Err(e) = director.set_services(next.snapshot()) {
-            let _ = director.set_services(self.model.snapshot());
+        if let Err(e) = plane.publish(next.snapshot()) {
+            let _ = plane.publish(self.model.snapshot());
             return Err(Response::error(
                 EXIT_FAILED,
                 format!("xvs: the change was not applied: {e}"),
@@ -231,14 +268,13 @@ impl Control {
         let before = self.owners();
         self.model = next;
         let after = self.owners();
-        let now = director.now();
         for id in removed {
-            director.conns().expire_dest(*id, now);
+            plane.expire_dest(*id);
         }
         // Deleted real servers' counts stay with a service that remains.
         for id in removed {
             if let Some(key) = before.get(id).filter(|k| self.model.service(k).is_some()) {
-                let delta = director.raw_totals(*id).minus(&self.base(*id));
+                let delta = plane.raw_totals(*id).minus(&self.base(*id));
                 self.retired.entry(*key).or_default().add(&delta);
             }
             self.baseline.remove(id);
@@ -247,7 +283,7 @@ impl Control {
         // A real server that is new (or moved to an id again) counts from 0.
         for (id, key) in &after {
             if before.get(id) != Some(key) {
-                self.baseline.insert(*id, director.raw_totals(*id));
+                self.baseline.insert(*id, plane.raw_totals(*id));
             }
         }
         let keys: HashSet<ServiceKey> = self.model.services().iter().map(|s| s.key).collect();
@@ -257,7 +293,7 @@ impl Control {
     }
 
     /// `-Z` and `--set`, also when a restore script carries them.
-    fn side_effect(&mut self, director: &Director, command: &Command) {
+    fn side_effect(&mut self, plane: &impl Plane, command: &Command) {
         match command {
             Command::Zero(key) => {
                 let services: Vec<(ServiceKey, Vec<DestId>)> = self
@@ -271,13 +307,13 @@ impl Control {
                     self.retired.remove(&k);
                     self.rates.zero_service(k);
                     for id in ids {
-                        self.baseline.insert(id, director.raw_totals(id));
+                        self.baseline.insert(id, plane.raw_totals(id));
                         self.rates.zero_real(id);
                     }
                 }
             }
             Command::SetTimeouts { tcp, tcpfin, udp } => {
-                director.conns().set_ipvsadm_timeouts(*tcp, *tcpfin, *udp);
+                plane.set_ipvsadm_timeouts(*tcp, *tcpfin, *udp);
             }
             _ => {}
         }
@@ -346,13 +382,8 @@ impl Control {
 
 /// A freed real-server id may be given out again once nothing counts
 /// against it.
-fn reusable(director: &Director) -> impl Fn(DestId) -> bool {
-    let dests = std::sync::Arc::clone(director.dests());
-    move |id| {
-        dests
-            .get(id)
-            .is_some_and(|c| c.active() == 0 && c.inactive() == 0 && c.persistent() == 0)
-    }
+fn reusable(plane: &impl Plane, id: DestId) -> bool {
+    plane.real_counts(id) == RealCounts::default()
 }
 
 trait Totals {
@@ -478,6 +509,231 @@ impl Rates {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+
+    /// A data plane of plain maps.
+    #[derive(Default)]
+    struct Fake {
+        raw: HashMap<DestId, TotalStats>,
+        counts: HashMap<DestId, RealCounts>,
+        published: Vec<ServiceTable>,
+        fail_publish: bool,
+        expired: RefCell<Vec<DestId>>,
+        timeouts: RefCell<(u32, u32, u32)>,
+    }
+
+    impl Plane for Fake {
+        fn raw_totals(&self, id: DestId) -> TotalStats {
+            self.raw.get(&id).copied().unwrap_or_default()
+        }
+        fn real_counts(&self, id: DestId) -> RealCounts {
+            self.counts.get(&id).copied().unwrap_or_default()
+        }
+        fn publish(&mut self, services: ServiceTable) -> Result<(), String> {
+            if self.fail_publish {
+                return Err("updating the XDP map services failed".into());
+            }
+            self.published.push(services);
+            Ok(())
+        }
+        fn expire_dest(&self, id: DestId) {
+            self.expired.borrow_mut().push(id);
+        }
+        fn conn_entries(&self) -> Vec<ConnEntry> {
+            Vec::new()
+        }
+        fn timeouts(&self) -> Timeouts {
+            let (tcp, tcpfin, udp) = *self.timeouts.borrow();
+            Timeouts {
+                tcp,
+                tcpfin,
+                udp,
+                ..Timeouts::default()
+            }
+        }
+        fn set_ipvsadm_timeouts(&self, tcp: u32, tcpfin: u32, udp: u32) {
+            let t = &mut *self.timeouts.borrow_mut();
+            let keep = |old: u32, new: u32| if new == 0 { old } else { new };
+            *t = (keep(t.0, tcp), keep(t.1, tcpfin), keep(t.2, udp));
+        }
+        fn table_size(&self) -> usize {
+            1000
+        }
+    }
+
+    fn run(c: &mut Control, p: &mut Fake, line: &str) -> Response {
+        c.handle(
+            p,
+            &Request {
+                args: line.split_whitespace().map(str::to_string).collect(),
+                stdin: None,
+            },
+        )
+    }
+
+    fn restore(c: &mut Control, p: &mut Fake, text: &str) -> Response {
+        c.handle(
+            p,
+            &Request {
+                args: vec!["-R".into()],
+                stdin: Some(text.into()),
+            },
+        )
+    }
+
+    fn totals(conns: u64, pkts: u64) -> TotalStats {
+        TotalStats {
+            conns,
+            inpkts: pkts,
+            outpkts: pkts,
+            inbytes: pkts * 100,
+            outbytes: pkts * 100,
+        }
+    }
+
+    fn setup() -> (Control, Fake) {
+        let p = Fake {
+            timeouts: RefCell::new((900, 120, 300)),
+            ..Fake::default()
+        };
+        let c = Control::new(ServiceModel::new(4), &p);
+        (c, p)
+    }
+
+    #[test]
+    fn edits_publish_before_replying_and_failures_change_nothing() {
+        let (mut c, mut p) = setup();
+        assert_eq!(
+            run(&mut c, &mut p, "-A -t 192.0.2.10:80 -s rr").exit_code,
+            0
+        );
+        assert_eq!(
+            run(
+                &mut c,
+                &mut p,
+                "-a -t 192.0.2.10:80 -r 198.51.100.2:8080 -m"
+            )
+            .exit_code,
+            0
+        );
+        assert_eq!(p.published.len(), 2);
+        assert_eq!(p.published[1].services()[0].reals.len(), 1);
+        let r = run(
+            &mut c,
+            &mut p,
+            "-a -t 192.0.2.10:80 -r 198.51.100.2:8080 -m",
+        );
+        assert_eq!(
+            (r.exit_code, r.stderr.as_str()),
+            (255, "Destination already exists\n")
+        );
+        let r = run(
+            &mut c,
+            &mut p,
+            "-a -t 192.0.2.10:80 -r 198.51.100.3 -w 70000",
+        );
+        assert_eq!(
+            (r.exit_code, r.stderr.as_str()),
+            (2, "illegal weight specified\n")
+        );
+        assert_eq!(p.published.len(), 2, "a refused edit publishes nothing");
+        // A restore failing on line 2 applies nothing.
+        let r = restore(&mut c, &mut p, "-A -t 192.0.2.10:81\n-A -t 192.0.2.10:80\n");
+        assert_eq!(
+            (r.exit_code, r.stderr.as_str()),
+            (255, "line 2: Service already exists\n")
+        );
+        assert_eq!(p.published.len(), 2);
+        // Publishing fails: the model stays as it was.
+        p.fail_publish = true;
+        let r = run(&mut c, &mut p, "-D -t 192.0.2.10:80");
+        assert_eq!(r.exit_code, 255);
+        assert!(r.stderr.contains("the change was not applied"), "{r:?}");
+        p.fail_publish = false;
+        assert_eq!(c.model().services().len(), 1);
+        assert!(p.expired.borrow().is_empty());
+        // Deleting expires the real server's connections.
+        assert_eq!(run(&mut c, &mut p, "-D -t 192.0.2.10:80").exit_code, 0);
+        assert_eq!(*p.expired.borrow(), [DestId(0)]);
+        let r = run(&mut c, &mut p, "-L -t 192.0.2.10:80");
+        assert_eq!((r.exit_code, r.stderr.as_str()), (1, "No such service\n"));
+    }
+
+    #[test]
+    fn zero_deleted_reals_and_reused_ids_keep_stats_honest() {
+        let (mut c, mut p) = setup();
+        let r = restore(
+            &mut c,
+            &mut p,
+            "-A -t 192.0.2.10:80 -s rr\n\
+             -a -t 192.0.2.10:80 -r 198.51.100.2:8080 -m\n\
+             -a -t 192.0.2.10:80 -r 198.51.100.3:8080 -m\n\
+             --set 600 0 30\n",
+        );
+        assert_eq!(r.exit_code, 0, "{r:?}");
+        assert_eq!(*p.timeouts.borrow(), (600, 120, 30));
+        let key = c.model().services()[0].key;
+        p.raw.insert(DestId(0), totals(10, 100));
+        p.raw.insert(DestId(1), totals(5, 50));
+        p.counts.insert(
+            DestId(0),
+            RealCounts {
+                active: 2,
+                inactive: 1,
+                persistent: 0,
+            },
+        );
+        let s = c.list_stats(&p);
+        assert_eq!(s.services[&key].totals, totals(15, 150));
+        assert_eq!(s.reals[&DestId(0)].counts.active, 2);
+
+        // -Z: counting starts again from here.
+        assert_eq!(run(&mut c, &mut p, "-Z").exit_code, 0);
+        assert_eq!(c.list_stats(&p).services[&key].totals, totals(0, 0));
+        p.raw.insert(DestId(0), totals(13, 130));
+        p.raw.insert(DestId(1), totals(6, 60));
+        let s = c.list_stats(&p);
+        assert_eq!(s.reals[&DestId(0)].totals, totals(3, 30));
+        assert_eq!(s.services[&key].totals, totals(4, 40));
+
+        // A deleted real server's counts stay with its service.
+        p.counts.clear();
+        assert_eq!(
+            run(&mut c, &mut p, "-d -t 192.0.2.10:80 -r 198.51.100.2:8080").exit_code,
+            0
+        );
+        assert_eq!(c.list_stats(&p).services[&key].totals, totals(4, 40));
+        // Ids 2 and 3 are fresh; then id 0 comes back for a new server,
+        // which counts from zero although its slot still holds 13.
+        for a in ["198.51.100.4", "198.51.100.5", "198.51.100.6"] {
+            let r = run(
+                &mut c,
+                &mut p,
+                &format!("-a -t 192.0.2.10:80 -r {a}:8080 -m"),
+            );
+            assert_eq!(r.exit_code, 0, "{r:?}");
+        }
+        let six = c.model().services()[0]
+            .reals
+            .iter()
+            .find(|r| r.addr.to_string() == "198.51.100.6")
+            .map(|r| r.id);
+        assert_eq!(six, Some(DestId(0)));
+        let s = c.list_stats(&p);
+        assert_eq!(s.reals[&DestId(0)].totals, totals(0, 0));
+        assert_eq!(s.services[&key].totals, totals(4, 40));
+        let out = run(&mut c, &mut p, "-L -n --stats --exact").stdout;
+        assert!(
+            out.contains(
+                "TCP  192.0.2.10:80                       4       40       40     4000     4000"
+            ),
+            "{out}"
+        );
+        assert_eq!(
+            run(&mut c, &mut p, "-L --timeout").stdout,
+            "Timeout (tcp tcpfin udp): 600 120 30\n"
+        );
+    }
 
     #[test]
     fn rates_follow_ipvs_estimator() {

@@ -2,7 +2,8 @@
 //! connection closes.
 //!
 //! Every message is a frame: the magic `XVS1`, a big-endian `u32` payload
-//! length (at most [`MAX_PAYLOAD`]), then the payload. Strings are a
+//! length (a request at most [`MAX_PAYLOAD`], a response at most
+//! [`MAX_RESPONSE`]: `-L -c` of a full table is large), then the payload. Strings are a
 //! big-endian `u32` byte length and UTF-8 bytes.
 //!
 //! ```text
@@ -25,6 +26,9 @@ pub const MAGIC: [u8; 4] = *b"XVS1";
 /// The largest payload either side accepts: room for a restore script of
 /// every real server xvs can hold (65 536 lines of ~80 bytes) with margin.
 pub const MAX_PAYLOAD: usize = 16 << 20;
+/// The largest response a client accepts: `-L -c` of millions of
+/// connections, ~80 bytes each.
+pub const MAX_RESPONSE: usize = 256 << 20;
 /// The most arguments a request may carry.
 pub const MAX_ARGS: usize = 1024;
 
@@ -141,7 +145,7 @@ impl Request {
     }
 
     pub fn read_from(r: &mut impl Read) -> Result<Request, ProtocolError> {
-        Request::decode(&read_frame(r)?)
+        Request::decode(&read_frame(r, MAX_PAYLOAD)?)
     }
 
     pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
@@ -172,7 +176,7 @@ impl Response {
     }
 
     pub fn read_from(r: &mut impl Read) -> Result<Response, ProtocolError> {
-        Response::decode(&read_frame(r)?)
+        Response::decode(&read_frame(r, MAX_RESPONSE)?)
     }
 
     pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
@@ -181,9 +185,9 @@ impl Response {
     }
 }
 
-/// Reads one frame's payload: checks the magic and the length before
-/// allocating.
-pub fn read_frame(r: &mut impl Read) -> Result<Vec<u8>, ProtocolError> {
+/// Reads one frame's payload of at most `limit` bytes: checks the magic
+/// and the length before allocating.
+pub fn read_frame(r: &mut impl Read, limit: usize) -> Result<Vec<u8>, ProtocolError> {
     let mut head = [0u8; 8];
     r.read_exact(&mut head)?;
     let magic = [head[0], head[1], head[2], head[3]];
@@ -191,7 +195,7 @@ pub fn read_frame(r: &mut impl Read) -> Result<Vec<u8>, ProtocolError> {
         return Err(ProtocolError::BadMagic(magic));
     }
     let len = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
-    if len as usize > MAX_PAYLOAD {
+    if len as usize > limit {
         return Err(ProtocolError::TooLarge(u64::from(len)));
     }
     let mut payload = vec![0u8; len as usize];
