@@ -2,6 +2,7 @@
 //!
 //! Run by `tools/test` (as root): `cargo test --test netns -- --test-threads=1`.
 
+mod clusters;
 mod common;
 mod control;
 mod decap;

@@ -81,6 +81,13 @@ impl Netns {
         ns
     }
 
+    /// A namespace someone else created (tools/lab), deleted on drop too.
+    pub fn adopt(name: &str) -> Netns {
+        Netns {
+            name: name.to_string(),
+        }
+    }
+
     /// `ip <args>` inside the namespace.
     pub fn ip(&self, args: &str) -> String {
         sh(&format!("ip -n {} {args}", self.name))
