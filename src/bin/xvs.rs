@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use xvs::control::config::{self, FileConfig, Settings};
@@ -188,11 +188,20 @@ fn director(args: DirectorArgs) -> Result<(), String> {
             .map(|a| format!("; metrics on http://{a}/metrics"))
             .unwrap_or_default()
     );
+    // Short rounds so a control request waits at most ~20 ms; for a second
+    // after one, 1 ms rounds, so a script of ipvsadm commands runs at about
+    // a millisecond a line instead of twenty.
+    let mut brisk_until = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        // Short rounds so a control request waits at most ~20 ms.
-        d.control_round(Duration::from_millis(20));
+        let wait = if Instant::now() < brisk_until {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_millis(20)
+        };
+        d.control_round(wait);
         while let Ok(job) = jobs.try_recv() {
             control.serve(&mut d, job);
+            brisk_until = Instant::now() + Duration::from_secs(1);
         }
         control.tick(&d);
     }
