@@ -18,11 +18,6 @@
 //! control_socket = "/run/xvs/control.sock"
 //! metrics_addr = "127.0.0.1:9100"                         # absent: off
 //!
-//! [timeouts]                     # ipvsadm --set tcp tcpfin udp, seconds
-//! tcp = 900
-//! tcpfin = 120
-//! udp = 300
-//!
 //! # Virtual services in ipvsadm-save (`ipvsadm -S`) format: a file
 //! # (relative paths are from this file's directory) ...
 //! services_file = "services.rules"
@@ -31,6 +26,12 @@
 //! # -A -t 192.0.2.10:80 -s wlc
 //! # -a -t 192.0.2.10:80 -r 198.51.100.2:80 -m -w 1
 //! # """
+//!
+//! # Tables last: every key after [timeouts] belongs to it.
+//! [timeouts]                     # ipvsadm --set tcp tcpfin udp, seconds
+//! tcp = 900
+//! tcpfin = 120
+//! udp = 300
 //! ```
 //!
 //! The services script is applied all or nothing ([`ServiceModel::restore`]);
@@ -444,6 +445,25 @@ udp = 30
             "{e}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_module_doc_example_parses() {
+        let source = include_str!("config.rs");
+        let start = source.find("//! ```toml\n").expect("example") + 12;
+        let end = start + source[start..].find("//! ```\n").expect("end");
+        let example: String = source[start..end]
+            .lines()
+            .map(|l| l.strip_prefix("//!").unwrap_or(l).trim_start_matches(' '))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let mut c = FileConfig::parse(&example).expect("the documented example");
+        assert_eq!(c.services_file, Some(PathBuf::from("services.rules")));
+        c.services_file = None;
+        let s = c.resolve().expect("the documented example resolves");
+        assert_eq!(s.director.interfaces, ["eth0", "eth1"]);
+        assert_eq!(s.director.static_neighbours.len(), 1);
+        assert_eq!(s.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
     }
 
     #[test]
