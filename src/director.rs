@@ -376,7 +376,7 @@ impl Drop for Director {
 
 /// Root, or the capabilities xvs needs (CAP_NET_ADMIN, CAP_NET_RAW, and
 /// CAP_BPF or CAP_SYS_ADMIN).
-fn check_privileges() -> Result<(), DirectorError> {
+pub fn check_privileges() -> Result<(), DirectorError> {
     if crate::xsk::euid() == 0 {
         return Ok(());
     }

@@ -160,6 +160,7 @@ fn director(args: DirectorArgs) -> Result<(), String> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .map_err(|e| format!("cannot handle signals: {e}"))?;
     }
+    xvs::director::check_privileges().map_err(|e| e.to_string())?;
     // Refuse before touching anything if another director has an interface
     // or answers on the socket.
     let _locks = InterfaceLocks::acquire(&opts.interfaces)?;
