@@ -471,6 +471,33 @@ fn respond(mut stream: TcpStream, jobs: &Sender<Job>) {
 mod tests {
     use super::*;
 
+    fn get(addr: SocketAddr, request: &str) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn http_responder_serves_metrics_and_nothing_else() {
+        let (tx, rx) = crossbeam::channel::unbounded();
+        std::thread::spawn(move || {
+            for job in rx {
+                if let Job::Metrics { reply } = job {
+                    let _ = reply.send("xvs_up 1\n".to_string());
+                }
+            }
+        });
+        let addr = serve("127.0.0.1:0".parse().unwrap(), tx).unwrap();
+        let ok = get(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.contains("Content-Type: text/plain; version=0.0.4"), "{ok}");
+        assert!(ok.ends_with("\r\n\r\nxvs_up 1\n"), "{ok}");
+        assert!(get(addr, "GET / HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 404"));
+        assert!(get(addr, "\x00\x01garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
+    }
+
     #[test]
     fn names_and_labels_are_present() {
         let s = Snapshot {
