@@ -25,7 +25,7 @@ use crossbeam::channel::{Receiver, Sender};
 use crate::conntrack::{ConnTable, Timeouts};
 use crate::neigh::netlink::{self, Interface, Watcher};
 use crate::neigh::snapshot::{Port, StaticNeighbour};
-use crate::neigh::NextHops;
+use crate::neigh::{NextHops, Unresolved};
 use crate::packet::MacAddr;
 use crate::pipeline::{Config, DestTraffic, Pipeline, PortConfig};
 use crate::service::{DestTable, ForwardMethod, ServiceTable};
@@ -199,6 +199,7 @@ impl Director {
             epoch: Instant::now(),
         };
         d.sync_maps()?;
+        d.resolve_ahead();
         d.spawn_workers(opts, &queues, &cores, resolve_tx)?;
         Ok(d)
     }
@@ -288,7 +289,35 @@ impl Director {
     pub fn set_services(&mut self, services: ServiceTable) -> Result<(), DirectorError> {
         self.services = services;
         self.publish();
-        self.sync_maps()
+        self.sync_maps()?;
+        self.resolve_ahead();
+        Ok(())
+    }
+
+    /// Asks the kernel to resolve, before any packet needs them, the next
+    /// hops xvs will send to: every real server's, and every gateway of a
+    /// route through a director port. Without this the first packets of the
+    /// first connections would find no MAC and be dropped.
+    fn resolve_ahead(&self) {
+        let mut wanted: Vec<IpAddr> = self
+            .services
+            .services()
+            .iter()
+            .flat_map(|s| s.reals.iter().map(|r| r.addr))
+            .collect();
+        wanted.extend(self.next_hops.routes().iter().filter_map(|r| r.via));
+        wanted.sort();
+        wanted.dedup();
+        for addr in wanted {
+            if let Err(Unresolved(hop)) = self.next_hops.resolve(addr) {
+                let port = self.next_hops.port_toward(hop).map(usize::from);
+                if let Some(i) = port.and_then(|p| self.ifaces.get(p)) {
+                    if let Err(e) = netlink::resolve_request(hop, i.ifindex) {
+                        eprintln!("xvs: {e}");
+                    }
+                }
+            }
+        }
     }
 
     fn publish(&mut self) {
