@@ -407,3 +407,147 @@ fn two_queues_two_workers_lose_and_duplicate_nothing() {
     let rx: u64 = lines.iter().filter_map(|l| summary_field(l, "rx")).sum();
     assert_eq!(rx, total as u64, "{log}");
 }
+
+/// Runs `xvs director ARGS` in `ns`, expecting it to refuse to start.
+fn refused(ns: &Netns, args: &str) -> String {
+    let out = ns.try_exec(&format!(
+        "timeout 20 {} director {args} --control-socket {}",
+        env!("CARGO_BIN_EXE_xvs"),
+        temp_path("ctl").with_extension("sock").display()
+    ));
+    assert!(!out.status.success(), "xvs director {args} started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn start_stop_crash_and_clear_errors() {
+    if !root_or_skip("start_stop_crash_and_clear_errors") {
+        return;
+    }
+    let rig = Rig::new(1);
+    // Errors a person understands, and nothing left attached after them.
+    let e = refused(&rig.dir, "-i d0 -i eth9");
+    assert!(
+        e.contains("interface eth9 not found (ip link shows: lo, d0, d1)"),
+        "{e}"
+    );
+    let e = refused(&rig.dir, "-i d0 --workers 2");
+    assert!(
+        e.contains("d0 has 1 rx queue(s)") && e.contains("ethtool -L d0"),
+        "{e}"
+    );
+    assert!(
+        !rig.dir.ip("link show d0").contains("xdp"),
+        "no program left after a refused start"
+    );
+
+    // A clean stop detaches the steering programs.
+    let d = rig.start(&[]);
+    assert!(rig.dir.ip("link show d0").contains("prog/xdp"));
+    d.stop();
+    for dev in ["d0", "d1"] {
+        assert!(
+            !rig.dir.ip(&format!("link show {dev}")).contains("xdp"),
+            "{dev} detached"
+        );
+    }
+
+    // A crashed run (SIGKILL) leaves its program behind; the next start
+    // replaces it, says so, and forwards.
+    rig.start(&[]).crash();
+    assert!(
+        rig.dir.ip("link show d0").contains("prog/xdp"),
+        "a crash leaves the program"
+    );
+    let d = rig.start(&[]);
+    assert!(
+        d.log_text().contains("replacing the XDP program"),
+        "{}",
+        d.log_text()
+    );
+    let sink = Sniffer::start(&rig.sink, "s0");
+    let n = testnet::v4();
+    let syn = Pkt::tcp(n.client, 43000, n.vip, 81, SYN).macs(rig.g0, rig.d0);
+    rig.gen.send_frames("g0", &[syn.bytes()]);
+    let got = sink.wait_until(Duration::from_secs(5), |f| !ours(f).is_empty());
+    assert_eq!(ours(&got).len(), 1, "forwarding after the restart");
+    assert_clean_exit(&d.stop(), 1);
+}
+
+#[test]
+fn a_real_server_changing_its_mac_is_followed() {
+    if !root_or_skip("a_real_server_changing_its_mac_is_followed") {
+        return;
+    }
+    let rig = Rig::new(1);
+    // This time the director learns the real server's MAC from the kernel.
+    rig.sink.ip("addr add 198.51.100.3/24 dev s0");
+    let d = DirectorProc::start(
+        &rig.dir,
+        &[
+            "-i",
+            "d0",
+            "-i",
+            "d1",
+            "--services",
+            rig.services.to_str().unwrap_or_default(),
+            "--neigh",
+            &format!(
+                "192.0.2.254={}@d0",
+                rig.g0
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            ),
+        ],
+    );
+    let sink = Sniffer::start(&rig.sink, "s0");
+    let n = testnet::v4();
+    let send = |port: u16| {
+        let syn = Pkt::tcp(n.client, port, n.vip, 81, SYN).macs(rig.g0, rig.d0);
+        rig.gen.send_frames("g0", &[syn.bytes()]);
+    };
+    let dst_mac_of_last = |want: usize| -> Option<[u8; 6]> {
+        let f = sink.wait_until(Duration::from_secs(10), |f| ours(f).len() >= want);
+        let f = ours(&f);
+        f.get(want - 1)
+            .map(|fr| fr[..6].try_into().unwrap_or([0; 6]))
+    };
+    // The first SYN may wait for ARP (its retransmission would go through);
+    // send until one arrives.
+    let mut port = 44000;
+    while ours(&sink.frames()).is_empty() && port < 44050 {
+        send(port);
+        port += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = dst_mac_of_last(1).expect("a frame reached the real server");
+    assert_eq!(before, rig.s0);
+    let new_mac = [0x02, 0, 0, 0, 0x0a, 0x0b];
+    rig.sink.ip("link set dev s0 address 02:00:00:00:0a:0b");
+    // The director's kernel learns the new MAC (the sink announces itself);
+    // xvs follows without a restart.
+    rig.sink
+        .exec("ping -c 1 -W 1 -I s0 198.51.100.1 >/dev/null 2>&1 || true");
+    let seen = ours(&sink.frames()).len();
+    let mut got = None;
+    for k in 0..50u16 {
+        send(45000 + k);
+        std::thread::sleep(Duration::from_millis(200));
+        let f = ours(&sink.frames());
+        if f.len() > seen {
+            let last: [u8; 6] = f[f.len() - 1][..6].try_into().unwrap_or([0; 6]);
+            if last == new_mac {
+                got = Some(last);
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        got,
+        Some(new_mac),
+        "frames follow the real server's new MAC"
+    );
+    d.stop();
+}

@@ -336,6 +336,14 @@ impl DirectorProc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Kills the director (SIGKILL), as a crash would: nothing is cleaned up.
+    pub fn crash(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Stops the director (SIGTERM) and returns everything it printed.
     pub fn stop(mut self) -> String {
         self.terminate();
