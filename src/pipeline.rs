@@ -29,7 +29,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::conntrack::{Conn, ConnTable, Direction, InsertError, NewConn, TemplateKey};
+use crate::conntrack::{Conn, ConnState, ConnTable, Direction, InsertError, NewConn, TemplateKey};
 use crate::forward::{dr, nat, tun};
 use crate::neigh::{NextHop, NextHops, PortId, Unresolved};
 use crate::packet::{
@@ -512,11 +512,25 @@ impl Pipeline {
         }
         let key = p.key().ok_or(DropReason::Truncated)?;
         let flags = tcp_flags(p);
-        let existing = self.conns.lookup_original(&key, rx.now).filter(|c| {
-            self.conns
-                .update(&c.handle, Direction::Original, flags, rx.now)
-                .is_some()
-        });
+        let opens = flags.is_some_and(|f| f.is_connection_start());
+        let existing = self
+            .conns
+            .lookup_original(&key, rx.now)
+            .filter(|c| {
+                // A SYN reusing the ports of a finished connection starts a
+                // new one, scheduled afresh (IPVS's conn_reuse_mode).
+                let finished = matches!(c.state(), ConnState::TimeWait | ConnState::Close);
+                if opens && finished {
+                    self.conns.remove(&c.handle, rx.now);
+                    return false;
+                }
+                true
+            })
+            .filter(|c| {
+                self.conns
+                    .update(&c.handle, Direction::Original, flags, rx.now)
+                    .is_some()
+            });
         let conn = match existing {
             Some(c) => c,
             None => self.new_conn(rx.now, config, si, svc, &key, flags)?,

@@ -796,3 +796,57 @@ fn upper_threshold_sends_new_connections_elsewhere() {
     assert_eq!(dsts[0], n.rs_nat);
     assert!(dsts[1..].iter().all(|d| *d == n.rs_dr), "{dsts:?}");
 }
+
+#[test]
+fn a_syn_reusing_a_finished_connection_is_scheduled_again() {
+    use crate::service::{DestId, RealServer, ServiceTable};
+    use std::sync::Arc;
+    let n = v4();
+    let base = config();
+    let mut services = base.services.services().to_vec();
+    let second = RealServer {
+        id: DestId(41),
+        addr: n.rs_dr,
+        ..services[0].reals[0].clone()
+    };
+    services[0].reals.push(second);
+    let cfg = super::Config::new(
+        ServiceTable::new(services),
+        base.ports.clone(),
+        base.next_hops.clone(),
+        false,
+    );
+    let mut p = pipeline();
+    p.set_config(Arc::new(cfg));
+    let mut send = |pkt: &Pkt, port: u8| {
+        let b = pkt.bytes();
+        let mut buf = vec![0u8; 2048];
+        buf[..b.len()].copy_from_slice(&b);
+        let mut f = Frame::new(&mut buf, 0, b.len());
+        let v = p.process(Millis(1), port, &mut f);
+        (v, crate::packet::parse(f.data()).map(|q| q.dst).ok())
+    };
+    let syn = Pkt::tcp(n.client, 40000, n.vip, PORT_NAT, SYN);
+    let (_, first) = send(&syn, EXT);
+    // A whole exchange: handshake, then both sides close (TIME_WAIT).
+    let from_rs =
+        |flags: u8| Pkt::tcp(n.rs_nat, RPORT_NAT, n.client, 40000, flags).macs(RS_NAT_MAC, INT_MAC);
+    assert_eq!(send(&from_rs(SYN | ACK), INT).0, TX_EXT);
+    assert_eq!(
+        send(&Pkt::tcp(n.client, 40000, n.vip, PORT_NAT, ACK), EXT).0,
+        TX_INT
+    );
+    assert_eq!(
+        send(&Pkt::tcp(n.client, 40000, n.vip, PORT_NAT, FIN | ACK), EXT).0,
+        TX_INT
+    );
+    assert_eq!(send(&from_rs(FIN | ACK), INT).0, TX_EXT);
+    assert_eq!(
+        send(&Pkt::tcp(n.client, 40000, n.vip, PORT_NAT, ACK), EXT).0,
+        TX_INT
+    );
+    // The same ports again: a new connection, and rr picks the other server.
+    let (v, again) = send(&syn, EXT);
+    assert_eq!(v, TX_INT);
+    assert_ne!(first, again, "rescheduled");
+}
