@@ -202,25 +202,7 @@ mod tests {
     use super::*;
     use crate::sched::testutil::*;
     use crate::sched::Scheduler;
-    use crate::service::{SchedulerKind, VirtualService};
-    use std::net::IpAddr;
-
-    fn at(
-        s: &Scheduler,
-        now: Millis,
-        svc: &VirtualService,
-        key: &FlowKey,
-        d: &DestTable,
-    ) -> Option<usize> {
-        s.tick(now);
-        s.schedule(svc, key, d)
-    }
-
-    fn to(dst: &str) -> FlowKey {
-        let mut k = client_key(1);
-        k.dst = dst.parse::<IpAddr>().unwrap();
-        k
-    }
+    use crate::service::SchedulerKind;
 
     #[test]
     fn a_destination_sticks_to_its_server() {

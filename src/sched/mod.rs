@@ -325,6 +325,7 @@ pub(crate) mod testutil {
         DestId, DestTable, ForwardMethod, RealServer, SchedFlags, SchedulerKind, ServiceKey,
         VirtualService,
     };
+    use crate::Millis;
 
     pub const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
 
@@ -408,6 +409,26 @@ pub(crate) mod testutil {
             IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
             80,
         )
+    }
+
+    /// A key from client 1 to destination address `dst`, for the schedulers
+    /// that look at the destination (dh, lblc, lblcr).
+    pub fn to(dst: &str) -> FlowKey {
+        let mut k = client_key(1);
+        k.dst = dst.parse::<IpAddr>().unwrap();
+        k
+    }
+
+    /// Schedules `key` after telling `sched` the time is `now`.
+    pub fn at(
+        sched: &super::Scheduler,
+        now: Millis,
+        svc: &VirtualService,
+        key: &FlowKey,
+        dests: &DestTable,
+    ) -> Option<usize> {
+        sched.tick(now);
+        sched.schedule(svc, key, dests)
     }
 
     /// Runs `picks` schedules and counts the picks per real server.
