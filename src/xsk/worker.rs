@@ -32,6 +32,8 @@ const FRAME_SIZE: u32 = 4096;
 const IDLE_ROUNDS: u32 = 256;
 /// How long an idle worker sleeps before it looks at the stop flag again.
 const IDLE_POLL_MS: i32 = 20;
+/// Extra sendto() kicks per port and round while frames wait in a TX ring.
+const TX_KICKS: u32 = 4;
 /// How often the batch-latency histogram is published.
 const HISTOGRAM_PUBLISH: Duration = Duration::from_secs(1);
 
@@ -328,10 +330,21 @@ impl Worker {
             }
             for p in 0..self.ports.len() {
                 let port = &mut self.ports[p];
-                // SAFETY: comp_descs are scratch descriptors the ring overwrites.
-                let c = unsafe { port.comp.consume(&mut comp_descs) };
-                port.in_tx -= c as u64;
-                self.free.extend_from_slice(&comp_descs[..c]);
+                // In copy mode (veth, generic XDP) the kernel sends only
+                // inside sendto(), at most 32 frames per call: kick again
+                // while frames wait, or they sit in the TX ring until the
+                // next frame for this port arrives (latency) and the ring
+                // fills at full rate (drops).
+                for kick in 0..=TX_KICKS {
+                    // SAFETY: comp_descs are scratch descriptors the ring overwrites.
+                    let c = unsafe { port.comp.consume(&mut comp_descs) };
+                    port.in_tx -= c as u64;
+                    self.free.extend_from_slice(&comp_descs[..c]);
+                    if port.in_tx == 0 || kick == TX_KICKS || !port.tx.needs_wakeup() {
+                        break;
+                    }
+                    let _ = port.tx.wakeup();
+                }
                 self.refill(p);
             }
             self.pipeline.end_batch(now);
