@@ -37,37 +37,88 @@ use crate::Millis;
 
 /// IPVS's default `lblc_expiration`: one day.
 pub const LBLC_EXPIRATION_SECS: u32 = 24 * 60 * 60;
-pub(super) const SETS: usize = 1024;
-pub(super) const WAYS: usize = 4;
+const SETS: usize = 1024;
+const WAYS: usize = 4;
 
 #[derive(Debug, Default)]
-struct Entry {
+pub(super) struct Entry {
     /// Hash of the destination address; 0 = empty.
     key: AtomicU64,
     /// `(DestId + 1) << 32 | last use in seconds`; 0 = being written.
     val: AtomicU64,
 }
 
+/// lblc: a locality table whose entries name one server each.
+pub(super) type Lblc = Locality<Entry>;
+
+/// What lblc and lblcr keep: a table of `SETS` sets of `WAYS` entries `E`
+/// with its clock, shared across
+/// [`Scheduler::update`](super::Scheduler::update), and the [`IdIndex`] of
+/// the reals this scheduler was built for.
 #[derive(Debug)]
-struct Table {
-    entries: Box<[Entry]>,
-    /// Seconds, as last given to [`Lblc::tick`].
-    clock: AtomicU32,
+pub(super) struct Locality<E> {
+    table: Arc<Table<E>>,
+    ids: IdIndex,
 }
 
 #[derive(Debug)]
-pub struct Lblc {
-    table: Arc<Table>,
-    ids: IdIndex,
+struct Table<E> {
+    entries: Box<[E]>,
+    /// Seconds, as last given to [`Locality::tick`].
+    clock: AtomicU32,
+}
+
+impl<E: Default> Locality<E> {
+    pub fn new(reals: &[RealServer]) -> Locality<E> {
+        Locality {
+            table: Arc::new(Table {
+                entries: (0..SETS * WAYS).map(|_| E::default()).collect(),
+                clock: AtomicU32::new(0),
+            }),
+            ids: IdIndex::new(reals),
+        }
+    }
+}
+
+impl<E> Locality<E> {
+    /// A scheduler for the changed `reals` sharing this one's table.
+    pub fn carry_over(&self, reals: &[RealServer]) -> Locality<E> {
+        Locality {
+            table: Arc::clone(&self.table),
+            ids: IdIndex::new(reals),
+        }
+    }
+
+    pub fn tick(&self, now: Millis) {
+        self.table.clock.store(secs(now), Ordering::Relaxed);
+    }
+
+    /// The time in seconds, as last given to [`Locality::tick`].
+    pub(super) fn now_s(&self) -> u32 {
+        self.table.clock.load(Ordering::Relaxed)
+    }
+
+    /// The table set destination hash `h` falls in.
+    pub(super) fn set(&self, h: u64) -> &[E] {
+        let s = (h as usize % SETS) * WAYS;
+        &self.table.entries[s..s + WAYS]
+    }
+
+    /// The index in the reals this scheduler was built for of the server
+    /// with [`DestId`](crate::service::DestId) `id`.
+    #[inline]
+    pub(super) fn index(&self, id: u32) -> Option<usize> {
+        self.ids.index(id)
+    }
 }
 
 /// Maps a [`DestId`](crate::service::DestId) to its index in the reals the
 /// scheduler was built for.
 #[derive(Debug)]
-pub(super) struct IdIndex(Box<[(u32, u32)]>);
+struct IdIndex(Box<[(u32, u32)]>);
 
 impl IdIndex {
-    pub(super) fn new(reals: &[RealServer]) -> IdIndex {
+    fn new(reals: &[RealServer]) -> IdIndex {
         let mut v: Vec<(u32, u32)> = reals
             .iter()
             .enumerate()
@@ -78,7 +129,7 @@ impl IdIndex {
     }
 
     #[inline]
-    pub(super) fn index(&self, id: u32) -> Option<usize> {
+    fn index(&self, id: u32) -> Option<usize> {
         self.0
             .binary_search_by_key(&id, |&(id, _)| id)
             .ok()
@@ -93,7 +144,7 @@ pub(super) fn dst_hash(key: &FlowKey) -> u64 {
 }
 
 #[inline]
-pub(super) fn secs(now: Millis) -> u32 {
+fn secs(now: Millis) -> u32 {
     (now.0 / 1000) as u32
 }
 
@@ -113,33 +164,6 @@ fn pack(id: u32, secs: u32) -> u64 {
 }
 
 impl Lblc {
-    pub fn new(reals: &[RealServer]) -> Lblc {
-        Lblc {
-            table: Arc::new(Table {
-                entries: (0..SETS * WAYS).map(|_| Entry::default()).collect(),
-                clock: AtomicU32::new(0),
-            }),
-            ids: IdIndex::new(reals),
-        }
-    }
-
-    /// A scheduler for the changed `reals` sharing this one's table.
-    pub fn carry_over(&self, reals: &[RealServer]) -> Lblc {
-        Lblc {
-            table: Arc::clone(&self.table),
-            ids: IdIndex::new(reals),
-        }
-    }
-
-    pub fn tick(&self, now: Millis) {
-        self.table.clock.store(secs(now), Ordering::Relaxed);
-    }
-
-    fn set(&self, h: u64) -> &[Entry] {
-        let s = (h as usize % SETS) * WAYS;
-        &self.table.entries[s..s + WAYS]
-    }
-
     pub fn schedule(
         &self,
         reals: &[RealServer],
@@ -147,7 +171,7 @@ impl Lblc {
         dests: &DestTable,
     ) -> Option<usize> {
         let h = dst_hash(key);
-        let now_s = self.table.clock.load(Ordering::Relaxed);
+        let now_s = self.now_s();
         let set = self.set(h);
         if let Some(e) = set.iter().find(|e| e.key.load(Ordering::Relaxed) == h) {
             let v = e.val.load(Ordering::Relaxed);
@@ -157,7 +181,7 @@ impl Lblc {
                 if last != now_s {
                     e.val.store(pack(id, now_s), Ordering::Relaxed);
                 }
-                if let Some(i) = self.ids.index(id) {
+                if let Some(i) = self.index(id) {
                     if reals.get(i).is_some_and(|r| available(r, dests).is_some())
                         && !lblc_overloaded(i, reals, dests)
                     {

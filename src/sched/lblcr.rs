@@ -20,20 +20,18 @@
 //! the same set at once may both add their pick, which a set allows.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
 
-use super::lblc::{dst_hash, lblc_overloaded, secs, IdIndex, SETS, WAYS};
+use super::lblc::{dst_hash, lblc_overloaded, Locality};
 use super::{available, conn_overhead, wlc};
 use crate::packet::FlowKey;
 use crate::service::{DestTable, RealServer};
-use crate::Millis;
 
 /// IPVS's default `lblcr_expiration`: one day.
 pub const LBLCR_EXPIRATION_SECS: u32 = 24 * 60 * 60;
 const SET_MAX: usize = 4;
 
 #[derive(Debug, Default)]
-struct Entry {
+pub(super) struct Entry {
     /// Hash of the destination address; 0 = empty.
     key: AtomicU64,
     lastuse: AtomicU32,
@@ -42,53 +40,16 @@ struct Entry {
     members: [AtomicU32; SET_MAX],
 }
 
-#[derive(Debug)]
-struct Table {
-    entries: Box<[Entry]>,
-    /// Seconds, as last given to [`Lblcr::tick`].
-    clock: AtomicU32,
-}
-
-#[derive(Debug)]
-pub struct Lblcr {
-    table: Arc<Table>,
-    ids: IdIndex,
-}
+/// lblcr: a locality table whose entries name a set of servers each.
+pub(super) type Lblcr = Locality<Entry>;
 
 impl Lblcr {
-    pub fn new(reals: &[RealServer]) -> Lblcr {
-        Lblcr {
-            table: Arc::new(Table {
-                entries: (0..SETS * WAYS).map(|_| Entry::default()).collect(),
-                clock: AtomicU32::new(0),
-            }),
-            ids: IdIndex::new(reals),
-        }
-    }
-
-    /// A scheduler for the changed `reals` sharing this one's table.
-    pub fn carry_over(&self, reals: &[RealServer]) -> Lblcr {
-        Lblcr {
-            table: Arc::clone(&self.table),
-            ids: IdIndex::new(reals),
-        }
-    }
-
-    pub fn tick(&self, now: Millis) {
-        self.table.clock.store(secs(now), Ordering::Relaxed);
-    }
-
-    fn set(&self, h: u64) -> &[Entry] {
-        let s = (h as usize % SETS) * WAYS;
-        &self.table.entries[s..s + WAYS]
-    }
-
     /// Members of `e` that are servers of the service: (slot, index).
     fn members<'a>(&'a self, e: &'a Entry) -> impl Iterator<Item = (usize, usize)> + 'a {
         e.members.iter().enumerate().filter_map(|(slot, m)| {
             let v = m.load(Ordering::Relaxed);
             (v != 0)
-                .then(|| self.ids.index(v - 1))
+                .then(|| self.index(v - 1))
                 .flatten()
                 .map(|i| (slot, i))
         })
@@ -140,7 +101,7 @@ impl Lblcr {
         dests: &DestTable,
     ) -> Option<usize> {
         let h = dst_hash(key);
-        let now_s = self.table.clock.load(Ordering::Relaxed);
+        let now_s = self.now_s();
         let set = self.set(h);
         let hit = set.iter().find(|e| {
             e.key.load(Ordering::Relaxed) == h
@@ -190,7 +151,7 @@ impl Lblcr {
         }
         let stale = e.members.iter().position(|m| {
             let cur = m.load(Ordering::Relaxed);
-            cur == 0 || self.ids.index(cur - 1).is_none()
+            cur == 0 || self.index(cur - 1).is_none()
         });
         let Some(slot) = stale.or_else(|| self.most(e, reals, dests)) else {
             return;
@@ -236,6 +197,7 @@ mod tests {
     use crate::sched::testutil::*;
     use crate::sched::Scheduler;
     use crate::service::SchedulerKind;
+    use crate::Millis;
 
     fn members(s: &Scheduler, key: &FlowKey) -> Vec<u32> {
         let crate::sched::Inner::Lblcr(l) = &s.inner else {
