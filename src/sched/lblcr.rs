@@ -22,7 +22,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::lblc::{dst_hash, lblc_overloaded, Locality};
-use super::{available, conn_overhead, wlc};
+use super::{conn_overhead, weighted_least, wlc};
 use crate::packet::FlowKey;
 use crate::service::{DestTable, RealServer};
 
@@ -58,21 +58,8 @@ impl Lblcr {
     /// IPVS's `ip_vs_dest_set_min`: the available member with the smallest
     /// `overhead / weight`.
     fn least(&self, e: &Entry, reals: &[RealServer], dests: &DestTable) -> Option<usize> {
-        let mut least: Option<(usize, u64, u32)> = None;
-        for (_, i) in self.members(e) {
-            let Some(real) = reals.get(i) else { continue };
-            let Some(c) = available(real, dests) else {
-                continue;
-            };
-            let doh = conn_overhead(c);
-            match least {
-                Some((_, loh, lw))
-                    if u128::from(loh) * u128::from(real.weight)
-                        <= u128::from(doh) * u128::from(lw) => {}
-                _ => least = Some((i, doh, real.weight)),
-            }
-        }
-        least.map(|(i, _, _)| i)
+        let members = self.members(e).map(|(_, i)| i);
+        weighted_least(reals, members, dests, conn_overhead)
     }
 
     /// IPVS's `ip_vs_dest_set_max`: the slot of the member with weight whose

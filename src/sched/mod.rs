@@ -235,18 +235,22 @@ fn conn_overhead(counters: &DestCounters) -> u64 {
     (u64::from(counters.active()) << 8) + u64::from(counters.inactive())
 }
 
-/// The weighted least-overhead pick shared by wlc, sed, lblc and lblcr: the
-/// first available server with the smallest `overhead / weight`, compared as
-/// IPVS does (`loh * w > doh * least_w`) without division. Products are taken
-/// in 128 bits so no weight or count can overflow them.
+/// The weighted least-overhead pick shared by wlc, sed (and so nq), lblc and
+/// lblcr: among `candidates` (indices into `reals`; any out of range are
+/// skipped), the first available server with the smallest
+/// `overhead / weight`, compared as IPVS does (`loh * w > doh * least_w`)
+/// without division. Products are taken in 128 bits so no weight or count
+/// can overflow them.
 #[inline]
 fn weighted_least(
     reals: &[RealServer],
+    candidates: impl IntoIterator<Item = usize>,
     dests: &DestTable,
     overhead: impl Fn(&DestCounters) -> u64,
 ) -> Option<usize> {
     let mut least: Option<(usize, u64, u32)> = None;
-    for (i, real) in reals.iter().enumerate() {
+    for i in candidates {
+        let Some(real) = reals.get(i) else { continue };
         let Some(counters) = available(real, dests) else {
             continue;
         };

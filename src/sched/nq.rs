@@ -2,28 +2,14 @@
 //! there is one, the first in list order; otherwise sed's smallest
 //! `(active + 1) / weight`.
 
-use super::available;
-use super::sed::overhead;
+use super::{available, sed};
 use crate::service::{DestTable, RealServer};
 
 pub fn schedule(reals: &[RealServer], dests: &DestTable) -> Option<usize> {
-    let mut least: Option<(usize, u64, u32)> = None;
-    for (i, real) in reals.iter().enumerate() {
-        let Some(counters) = available(real, dests) else {
-            continue;
-        };
-        if counters.active() == 0 {
-            return Some(i);
-        }
-        let doh = overhead(counters);
-        match least {
-            Some((_, loh, lw))
-                if u128::from(loh) * u128::from(real.weight)
-                    <= u128::from(doh) * u128::from(lw) => {}
-            _ => least = Some((i, doh, real.weight)),
-        }
-    }
-    least.map(|(i, _, _)| i)
+    reals
+        .iter()
+        .position(|r| available(r, dests).is_some_and(|c| c.active() == 0))
+        .or_else(|| sed::schedule(reals, dests))
 }
 
 #[cfg(test)]

@@ -6,12 +6,12 @@ use super::weighted_least;
 use crate::service::{DestCounters, DestTable, RealServer};
 
 /// IPVS's sed/nq overhead: the delay a new connection would see.
-pub(super) fn overhead(counters: &DestCounters) -> u64 {
+fn overhead(counters: &DestCounters) -> u64 {
     u64::from(counters.active()) + 1
 }
 
 pub fn schedule(reals: &[RealServer], dests: &DestTable) -> Option<usize> {
-    weighted_least(reals, dests, overhead)
+    weighted_least(reals, 0..reals.len(), dests, overhead)
 }
 
 #[cfg(test)]

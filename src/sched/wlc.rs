@@ -6,7 +6,7 @@ use super::{conn_overhead, weighted_least};
 use crate::service::{DestTable, RealServer};
 
 pub fn schedule(reals: &[RealServer], dests: &DestTable) -> Option<usize> {
-    weighted_least(reals, dests, conn_overhead)
+    weighted_least(reals, 0..reals.len(), dests, conn_overhead)
 }
 
 #[cfg(test)]
