@@ -6,7 +6,7 @@
 //! dh is meant for services whose destination varies (transparent caches
 //! behind a firewall mark); for a plain VIP every client hashes alike.
 
-use super::{available, ipvs_fold};
+use super::{ipvs_fold, usable};
 use crate::packet::FlowKey;
 use crate::service::{DestTable, RealServer};
 
@@ -40,10 +40,7 @@ impl Dh {
         key: &FlowKey,
         dests: &DestTable,
     ) -> Option<usize> {
-        let i = self.buckets[hashkey(key)] as usize;
-        let real = reals.get(i)?;
-        available(real, dests)?;
-        Some(i)
+        usable(self.buckets[hashkey(key)] as usize, reals, dests)
     }
 }
 

@@ -5,7 +5,7 @@
 //! The servers are sorted by that preference when the scheduler is built, so
 //! a pick stops at the first available one instead of scanning them all.
 
-use super::available;
+use super::usable;
 use crate::service::{DestTable, RealServer};
 
 #[derive(Debug)]
@@ -34,8 +34,7 @@ impl Fo {
     pub fn schedule(&self, reals: &[RealServer], dests: &DestTable) -> Option<usize> {
         self.order
             .iter()
-            .map(|&i| i as usize)
-            .find(|&i| reals.get(i).is_some_and(|r| available(r, dests).is_some()))
+            .find_map(|&i| usable(i as usize, reals, dests))
     }
 }
 

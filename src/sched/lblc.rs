@@ -30,7 +30,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::{addr_port_hash, available, wlc};
+use super::{addr_port_hash, usable, wlc};
 use crate::packet::FlowKey;
 use crate::service::{DestTable, RealServer};
 use crate::Millis;
@@ -182,9 +182,7 @@ impl Lblc {
                     e.val.store(pack(id, now_s), Ordering::Relaxed);
                 }
                 if let Some(i) = self.index(id) {
-                    if reals.get(i).is_some_and(|r| available(r, dests).is_some())
-                        && !lblc_overloaded(i, reals, dests)
-                    {
+                    if usable(i, reals, dests).is_some() && !lblc_overloaded(i, reals, dests) {
                         return Some(i);
                     }
                 }

@@ -30,7 +30,7 @@
 
 use std::fmt;
 
-use super::{addr_port_hash, available, hashed_port, mix64};
+use super::{addr_port_hash, available, hashed_port, mix64, usable};
 use crate::packet::FlowKey;
 use crate::service::{DestTable, RealServer, VirtualService};
 
@@ -186,17 +186,12 @@ impl Mh {
         ihash: usize,
         dests: &DestTable,
     ) -> Option<usize> {
-        let usable = |i: usize| {
-            reals
-                .get(i)
-                .filter(|r| available(r, dests).is_some())
-                .map(|_| i)
-        };
+        let server = |i: u16| usable(usize::from(i), reals, dests);
         (1..=FALLBACK_REHASHES)
-            .find_map(|offset| usable(usize::from(self.table[self.slot(key, port, offset)])))
+            .find_map(|offset| server(self.table[self.slot(key, port, offset)]))
             .or_else(|| {
                 let n = self.order.len();
-                (0..n).find_map(|k| usable(usize::from(self.order[(ihash + k) % n])))
+                (0..n).find_map(|k| server(self.order[(ihash + k) % n]))
             })
     }
 

@@ -228,6 +228,16 @@ fn available<'a>(real: &RealServer, dests: &'a DestTable) -> Option<&'a DestCoun
     Some(counters)
 }
 
+/// `i` if it is the index of a server in `reals` that is [`available`]: the
+/// check every scheduler makes on a server it looked up by index.
+#[inline]
+fn usable(i: usize, reals: &[RealServer], dests: &DestTable) -> Option<usize> {
+    reals
+        .get(i)
+        .filter(|r| available(r, dests).is_some())
+        .map(|_| i)
+}
+
 /// IPVS's `ip_vs_dest_conn_overhead`: an active connection costs 256 times an
 /// inactive one.
 #[inline]

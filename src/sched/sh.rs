@@ -11,7 +11,7 @@
 //! `sh-fallback` IPVS's walk around the table from the hashed bucket finds
 //! the next available one (deterministic, so a client still sticks).
 
-use super::{available, hashed_port, ipvs_fold};
+use super::{hashed_port, ipvs_fold, usable};
 use crate::packet::FlowKey;
 use crate::service::{DestTable, RealServer, VirtualService};
 
@@ -54,14 +54,6 @@ impl Sh {
         Sh { buckets }
     }
 
-    fn usable(&self, bucket: usize, reals: &[RealServer], dests: &DestTable) -> Option<usize> {
-        let i = self.buckets[bucket] as usize;
-        reals
-            .get(i)
-            .filter(|r| available(r, dests).is_some())
-            .map(|_| i)
-    }
-
     pub fn schedule(
         &self,
         svc: &VirtualService,
@@ -73,7 +65,7 @@ impl Sh {
         if self.buckets[ihash] == EMPTY {
             return None;
         }
-        if let Some(i) = self.usable(ihash, &svc.reals, dests) {
+        if let Some(i) = usable(self.buckets[ihash] as usize, &svc.reals, dests) {
             return Some(i);
         }
         if !svc.sched_flags.fallback {
@@ -93,7 +85,8 @@ impl Sh {
     ) -> Option<usize> {
         (0..TAB_SIZE).find_map(|offset| {
             let roffset = ((offset + ihash) % TAB_SIZE) as u32;
-            self.usable(hashkey(key, port, roffset), reals, dests)
+            let bucket = hashkey(key, port, roffset);
+            usable(self.buckets[bucket] as usize, reals, dests)
         })
     }
 }

@@ -19,7 +19,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::available;
+use super::usable;
 use crate::service::{DestTable, RealServer};
 
 #[derive(Debug)]
@@ -124,10 +124,7 @@ impl Wrr {
         let p = ticket % self.period;
         let (b, end) = self.band_of(p);
         let i = self.member(&self.bands[b], p);
-        match reals.get(i) {
-            Some(real) if available(real, dests).is_some() => Some(i),
-            _ => self.skip_from(reals, dests, ticket, p, b, end),
-        }
+        usable(i, reals, dests).or_else(|| self.skip_from(reals, dests, ticket, p, b, end))
     }
 
     /// Goes on along the walk from position `p` (whose server is unavailable)
@@ -150,7 +147,7 @@ impl Wrr {
             let tries = u64::from(band.len).min(end - p);
             for t in 0..tries {
                 let i = self.member(band, p + t);
-                if reals.get(i).is_some_and(|r| available(r, dests).is_some()) {
+                if usable(i, reals, dests).is_some() {
                     let next = ticket.wrapping_add(1);
                     let _ = self.cursor.compare_exchange(
                         next,
