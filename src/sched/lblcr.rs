@@ -22,7 +22,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::lblc::{dst_hash, lblc_overloaded, Locality};
-use super::{conn_overhead, weighted_least, wlc};
+use super::{cmp_load, conn_overhead, weighted_least, wlc};
 use crate::packet::FlowKey;
 use crate::service::{DestTable, RealServer};
 
@@ -72,9 +72,7 @@ impl Lblcr {
             };
             let doh = dests.get(real.id).map_or(0, conn_overhead);
             match most {
-                Some((_, moh, mw))
-                    if u128::from(moh) * u128::from(real.weight)
-                        >= u128::from(doh) * u128::from(mw) => {}
+                Some((_, moh, mw)) if cmp_load(moh, mw, doh, real.weight).is_ge() => {}
                 _ => most = Some((slot, doh, real.weight)),
             }
         }

@@ -245,12 +245,18 @@ fn conn_overhead(counters: &DestCounters) -> u64 {
     (u64::from(counters.active()) << 8) + u64::from(counters.inactive())
 }
 
+/// Two loads `overhead / weight` compared as IPVS compares them, without
+/// division: `oh1 * w2` against `oh2 * w1`. Products are taken in 128 bits
+/// so no weight or count can overflow them.
+#[inline]
+fn cmp_load(oh1: u64, w1: u32, oh2: u64, w2: u32) -> std::cmp::Ordering {
+    (u128::from(oh1) * u128::from(w2)).cmp(&(u128::from(oh2) * u128::from(w1)))
+}
+
 /// The weighted least-overhead pick shared by wlc, sed (and so nq), lblc and
 /// lblcr: among `candidates` (indices into `reals`; any out of range are
 /// skipped), the first available server with the smallest
-/// `overhead / weight`, compared as IPVS does (`loh * w > doh * least_w`)
-/// without division. Products are taken in 128 bits so no weight or count
-/// can overflow them.
+/// `overhead / weight` ([`cmp_load`]).
 #[inline]
 fn weighted_least(
     reals: &[RealServer],
@@ -266,9 +272,7 @@ fn weighted_least(
         };
         let doh = overhead(counters);
         match least {
-            Some((_, loh, lw))
-                if u128::from(loh) * u128::from(real.weight)
-                    <= u128::from(doh) * u128::from(lw) => {}
+            Some((_, loh, lw)) if cmp_load(loh, lw, doh, real.weight).is_le() => {}
             _ => least = Some((i, doh, real.weight)),
         }
     }

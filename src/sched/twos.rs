@@ -21,7 +21,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{addr_port_hash, available, conn_overhead, mix64};
+use super::{addr_port_hash, available, cmp_load, conn_overhead, mix64};
 use crate::packet::FlowKey;
 use crate::service::{DestTable, RealServer};
 
@@ -131,7 +131,7 @@ impl Twos {
 fn better(c1: Option<Choice>, c2: Option<Choice>) -> Option<usize> {
     match (c1, c2) {
         (Some((i1, oh1, wt1)), Some((i2, oh2, wt2))) => {
-            if u128::from(wt2) * u128::from(oh1) > u128::from(wt1) * u128::from(oh2) {
+            if cmp_load(oh1, wt1, oh2, wt2).is_gt() {
                 Some(i2)
             } else {
                 Some(i1)
