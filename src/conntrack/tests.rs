@@ -46,6 +46,21 @@ fn new_conn(key: FlowKey, method: ForwardMethod, dest: u32) -> NewConn {
     }
 }
 
+/// Inserts a connection from `key` to real server `dest` at `now`.
+fn open(t: &ConnTable, key: FlowKey, method: ForwardMethod, dest: u32, now: Millis) -> Conn {
+    t.insert(&new_conn(key, method, dest), now).unwrap()
+}
+
+/// Takes a fresh connection through the client's SYN and ACK to
+/// ESTABLISHED.
+fn establish(t: &ConnTable, handle: &ConnRef, now: Millis) {
+    t.update(handle, Direction::Original, Some(SYN), now);
+    assert_eq!(
+        t.update(handle, Direction::Original, Some(ACK), now),
+        Some(ConnState::Established)
+    );
+}
+
 fn counts(d: &DestTable, id: u32) -> (u32, u32, u32) {
     let c = d.get(DestId(id)).unwrap();
     (c.active(), c.inactive(), c.persistent())
@@ -132,12 +147,7 @@ fn every_tcp_transition_matches_ipvs() {
 /// Drives a connection through `steps` and checks state and Active/InAct.
 fn drive(method: ForwardMethod, steps: &[(Direction, TcpFlags, &str, (u32, u32))]) {
     let (t, d) = table(1000);
-    let c = t
-        .insert(
-            &new_conn(client_key(L4Proto::Tcp, 40000), method, 1),
-            Millis(0),
-        )
-        .unwrap();
+    let c = open(&t, client_key(L4Proto::Tcp, 40000), method, 1, Millis(0));
     assert_eq!(c.state(), ConnState::None);
     assert_eq!(counts(&d, 1), (0, 1, 0));
     for (i, (dir, flags, name, want)) in steps.iter().enumerate() {
@@ -212,16 +222,20 @@ fn dr_and_tun_use_the_input_only_table() {
     }
 }
 
-/// Puts a fresh connection in `state` at time 0 via `flags` and checks it
-/// lives exactly its timeout (to the 64 ms tick).
-fn check_timeout(t: &ConnTable, proto: L4Proto, cport: u16, steps: &[TcpFlags], secs: u64) {
+/// Puts a fresh connection through `steps` at time 0 and checks it lives
+/// exactly its timeout (to the 64 ms tick).
+fn check_timeout_via(
+    t: &ConnTable,
+    proto: L4Proto,
+    cport: u16,
+    method: ForwardMethod,
+    steps: &[(Direction, TcpFlags)],
+    secs: u64,
+) {
     let key = client_key(proto, cport);
-    let c = t
-        .insert(&new_conn(key, ForwardMethod::Dr, 0), Millis(0))
-        .unwrap();
-    for f in steps {
-        t.update(&c.handle, Direction::Original, Some(*f), Millis(0))
-            .unwrap();
+    let c = open(t, key, method, 0, Millis(0));
+    for (dir, f) in steps {
+        t.update(&c.handle, *dir, Some(*f), Millis(0)).unwrap();
     }
     let ms = secs * 1000;
     assert!(
@@ -236,6 +250,12 @@ fn check_timeout(t: &ConnTable, proto: L4Proto, cport: u16, steps: &[TcpFlags], 
         t.update(&c.handle, Direction::Original, None, Millis(ms + TICK_MS)),
         None
     );
+}
+
+/// [`check_timeout_via`] for a DR connection that saw the client's `flags`.
+fn check_timeout(t: &ConnTable, proto: L4Proto, cport: u16, flags: &[TcpFlags], secs: u64) {
+    let steps: Vec<_> = flags.iter().map(|&f| (Direction::Original, f)).collect();
+    check_timeout_via(t, proto, cport, ForwardMethod::Dr, &steps, secs);
 }
 
 #[test]
@@ -256,16 +276,8 @@ fn every_state_has_its_timeout() {
     check_timeout(&t, L4Proto::Icmp, 9, &[], d.icmp as u64);
     // States only NAT reaches, through its two tables.
     let nat = |cport: u16, steps: &[(Direction, TcpFlags)], secs: u32| {
-        let key = client_key(L4Proto::Tcp, cport);
-        let c = t
-            .insert(&new_conn(key, ForwardMethod::Nat, 0), Millis(0))
-            .unwrap();
-        for (dir, f) in steps {
-            t.update(&c.handle, *dir, Some(*f), Millis(0)).unwrap();
-        }
-        let ms = secs as u64 * 1000;
-        assert!(t.lookup(&key, Millis(ms - TICK_MS)).is_some(), "{steps:?}");
-        assert!(t.lookup(&key, Millis(ms + TICK_MS)).is_none(), "{steps:?}");
+        let secs = u64::from(secs);
+        check_timeout_via(&t, L4Proto::Tcp, cport, ForwardMethod::Nat, steps, secs);
     };
     use Direction::{Original as In, Reply as Out};
     nat(20, &[(Out, SYN)], d.syn_sent);
@@ -303,11 +315,8 @@ fn ipvsadm_set_changes_timeouts_of_running_entries() {
     check_timeout(&t, L4Proto::Tcp, 3, &[SYN, ACK, FIN], 120);
     // An established entry picks up a new value at its next packet.
     let key = client_key(L4Proto::Tcp, 4);
-    let c = t
-        .insert(&new_conn(key, ForwardMethod::Dr, 0), Millis(0))
-        .unwrap();
-    t.update(&c.handle, Direction::Original, Some(SYN), Millis(0));
-    t.update(&c.handle, Direction::Original, Some(ACK), Millis(0));
+    let c = open(&t, key, ForwardMethod::Dr, 0, Millis(0));
+    establish(&t, &c.handle, Millis(0));
     t.set_ipvsadm_timeouts(300, 0, 0);
     t.update(&c.handle, Direction::Original, Some(ACK), Millis(1000));
     assert!(t.lookup(&key, Millis(1000 + 299_000)).is_some());
@@ -317,9 +326,7 @@ fn ipvsadm_set_changes_timeouts_of_running_entries() {
 fn busy_flow_touches_its_entry_coarsely() {
     let (t, _) = table(1000);
     let key = client_key(L4Proto::Udp, 1);
-    let c = t
-        .insert(&new_conn(key, ForwardMethod::Dr, 0), Millis(0))
-        .unwrap();
+    let c = open(&t, key, ForwardMethod::Dr, 0, Millis(0));
     let shard = t.shard(false);
     let before = shard.load_timer(c.handle.slot).unwrap();
     // 500 ms of packets: the deadline would move by less than 1 s: no write.
@@ -409,13 +416,9 @@ fn ipv6_connections_and_reply_keys() {
 
 #[test]
 fn udp_and_icmp_entries() {
+    use ForwardMethod::{Nat, Tun};
     let (t, d) = table(1000);
-    let u = t
-        .insert(
-            &new_conn(client_key(L4Proto::Udp, 53), ForwardMethod::Tun, 4),
-            Millis(0),
-        )
-        .unwrap();
+    let u = open(&t, client_key(L4Proto::Udp, 53), Tun, 4, Millis(0));
     assert_eq!(u.state(), ConnState::Udp);
     assert_eq!(u.state().name(), "UDP");
     // TCP flags mean nothing to UDP.
@@ -423,12 +426,7 @@ fn udp_and_icmp_entries() {
         t.update(&u.handle, Direction::Original, Some(SYN), Millis(5)),
         Some(ConnState::Udp)
     );
-    let i = t
-        .insert(
-            &new_conn(client_key(L4Proto::Icmp, 7), ForwardMethod::Nat, 4),
-            Millis(0),
-        )
-        .unwrap();
+    let i = open(&t, client_key(L4Proto::Icmp, 7), Nat, 4, Millis(0));
     assert_eq!(i.state(), ConnState::Icmp);
     // UDP and ICMP connections are never ActiveConn.
     assert_eq!(counts(&d, 4), (0, 2, 0));
@@ -443,20 +441,14 @@ fn udp_and_icmp_entries() {
 fn insert_of_a_present_key_returns_the_present_entry() {
     let (t, d) = table(1000);
     let key = client_key(L4Proto::Tcp, 1);
-    let a = t
-        .insert(&new_conn(key, ForwardMethod::Nat, 1), Millis(0))
-        .unwrap();
-    let b = t
-        .insert(&new_conn(key, ForwardMethod::Dr, 2), Millis(1))
-        .unwrap();
+    let a = open(&t, key, ForwardMethod::Nat, 1, Millis(0));
+    let b = open(&t, key, ForwardMethod::Dr, 2, Millis(1));
     assert_eq!(a.handle, b.handle);
     assert_eq!(b.dest(), DestId(1));
     assert_eq!(counts(&d, 1), (0, 1, 0));
     assert_eq!(counts(&d, 2), (0, 0, 0));
     // Once expired, the key may be placed again, with the new choice.
-    let c = t
-        .insert(&new_conn(key, ForwardMethod::Dr, 2), Millis(3000))
-        .unwrap();
+    let c = open(&t, key, ForwardMethod::Dr, 2, Millis(3000));
     assert_ne!(c.handle, a.handle);
     assert_eq!(c.dest(), DestId(2));
     assert_eq!(
@@ -470,14 +462,10 @@ fn insert_of_a_present_key_returns_the_present_entry() {
 
 #[test]
 fn expiry_is_incremental_and_releases_counts() {
+    use ForwardMethod::Dr;
     let (t, d) = table(15 * 200);
     for p in 0..1000 {
-        let c = t
-            .insert(
-                &new_conn(client_key(L4Proto::Tcp, p), ForwardMethod::Dr, 1),
-                Millis(0),
-            )
-            .unwrap();
+        let c = open(&t, client_key(L4Proto::Tcp, p), Dr, 1, Millis(0));
         t.update(&c.handle, Direction::Original, Some(SYN), Millis(0));
         if p % 2 == 0 {
             t.update(&c.handle, Direction::Original, Some(ACK), Millis(0));
@@ -514,8 +502,7 @@ fn full_table_reuses_expired_entries_and_never_evicts_live_ones() {
         let key = client_key(L4Proto::Tcp, p);
         match t.insert(&new_conn(key, ForwardMethod::Dr, 1), Millis(0)) {
             Ok(c) => {
-                t.update(&c.handle, Direction::Original, Some(SYN), Millis(0));
-                t.update(&c.handle, Direction::Original, Some(ACK), Millis(0));
+                establish(&t, &c.handle, Millis(0));
                 live.push(c);
             }
             Err(e) => {
@@ -553,18 +540,13 @@ fn full_table_reuses_expired_entries_and_never_evicts_live_ones() {
 
 #[test]
 fn syn_flood_is_bounded_and_spares_established() {
+    use ForwardMethod::Dr;
     let (t, d) = table(15 * 16);
     let cap = t.capacity().0 + t.capacity().1;
     let mut established = Vec::new();
     for p in 0..60 {
-        let c = t
-            .insert(
-                &new_conn(client_key(L4Proto::Tcp, p), ForwardMethod::Dr, 1),
-                Millis(0),
-            )
-            .unwrap();
-        t.update(&c.handle, Direction::Original, Some(SYN), Millis(0));
-        t.update(&c.handle, Direction::Original, Some(ACK), Millis(0));
+        let c = open(&t, client_key(L4Proto::Tcp, p), Dr, 1, Millis(0));
+        establish(&t, &c.handle, Millis(0));
         established.push(c);
     }
     // Spoofed SYNs from many sources, at t = 0..1 s.
@@ -650,8 +632,7 @@ fn persistence_template_keeps_a_client_on_its_real_server() {
             Millis(100_000),
         )
         .unwrap();
-    t.update(&c.handle, Direction::Original, Some(SYN), Millis(100_000));
-    t.update(&c.handle, Direction::Original, Some(ACK), Millis(100_000));
+    establish(&t, &c.handle, Millis(100_000));
     assert_eq!(counts(&d, 5), (1, 0, 1));
     // Used at 100 s: the template's 300 s count from there.
     assert!(t.template(&tk, Millis(399_000)).is_some());
@@ -716,11 +697,8 @@ fn expire_dest_releases_its_connections_and_templates() {
             ..new_conn(client_key(L4Proto::Tcp, p), ForwardMethod::Nat, 1)
         };
         t.insert(&n, Millis(0)).unwrap();
-        t.insert(
-            &new_conn(client_key(L4Proto::Udp, p), ForwardMethod::Nat, 2),
-            Millis(0),
-        )
-        .unwrap();
+        let udp = client_key(L4Proto::Udp, p);
+        open(&t, udp, ForwardMethod::Nat, 2, Millis(0));
     }
     // A template in use is not removed on its own.
     assert!(!t.remove(&tpl.handle, Millis(0)));
@@ -736,11 +714,8 @@ fn expire_dest_releases_its_connections_and_templates() {
 fn listing_shows_what_ipvsadm_prints() {
     let (t, _) = table(1000);
     let key = client_key(L4Proto::Tcp, 40000);
-    let c = t
-        .insert(&new_conn(key, ForwardMethod::Nat, 1), Millis(0))
-        .unwrap();
-    t.update(&c.handle, Direction::Original, Some(SYN), Millis(0));
-    t.update(&c.handle, Direction::Original, Some(ACK), Millis(0));
+    let c = open(&t, key, ForwardMethod::Nat, 1, Millis(0));
+    establish(&t, &c.handle, Millis(0));
     let tk = TemplateKey::for_flow(&key, 24);
     t.insert_template(&tk, 0, DestId(1), rs(2), 360, Millis(0))
         .unwrap();
@@ -811,8 +786,7 @@ fn concurrent_inserts_of_one_key_give_one_entry() {
                 let (t, barrier) = (t.clone(), barrier.clone());
                 std::thread::spawn(move || {
                     barrier.wait();
-                    t.insert(&new_conn(key, ForwardMethod::Nat, i), Millis(0))
-                        .unwrap()
+                    open(&t, key, ForwardMethod::Nat, i, Millis(0))
                 })
             })
             .collect::<Vec<_>>()
@@ -916,13 +890,8 @@ fn stress(threads: usize, budget: Duration, max_iters: u64) {
                             80,
                         );
                         let now = Millis(clock.load(Ordering::Relaxed));
-                        let c = t
-                            .insert(&new_conn(key, ForwardMethod::Nat, 3), now)
-                            .unwrap();
-                        t.update(&c.handle, Direction::Original, Some(SYN), now)
-                            .unwrap();
-                        t.update(&c.handle, Direction::Original, Some(ACK), now)
-                            .unwrap();
+                        let c = open(&t, key, ForwardMethod::Nat, 3, now);
+                        establish(&t, &c.handle, now);
                         (key, c.handle)
                     })
                     .collect();
