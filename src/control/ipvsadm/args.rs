@@ -21,6 +21,14 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     parse_with(args, Services::system())
 }
 
+/// [`parse_with`] the built-in port names, for a command line written as one
+/// string: how the tests write commands.
+#[cfg(test)]
+pub(super) fn parse_line(line: &str) -> Result<Command, UsageError> {
+    let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+    parse_with(&args, &Services::builtin())
+}
+
 /// [`parse`] with a given port-name table.
 pub fn parse_with(args: &[String], names: &Services) -> Result<Command, UsageError> {
     if args.is_empty() {
@@ -997,25 +1005,20 @@ impl Lexer<'_> {
 #[cfg(test)]
 mod tests {
     use super::super::*;
-    use super::parse_with;
+    use super::parse_line;
     use crate::packet::L4Proto;
     use crate::service::{ForwardMethod, Persistence, SchedFlags, SchedulerKind, ServiceKey};
     use std::net::{IpAddr, SocketAddr};
 
-    fn p(line: &str) -> Result<Command, UsageError> {
-        let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-        parse_with(&args, &Services::builtin())
-    }
-
     fn ok(line: &str) -> Command {
-        match p(line) {
+        match parse_line(line) {
             Ok(c) => c,
             Err(e) => panic!("{line}: {e}"),
         }
     }
 
     fn err(line: &str) -> (String, u8) {
-        match p(line) {
+        match parse_line(line) {
             Ok(c) => panic!("{line}: parsed as {c:?}"),
             Err(e) => (e.message, e.exit_code),
         }
@@ -1193,7 +1196,7 @@ mod tests {
         assert_eq!(ok("-h"), Command::Help);
         assert_eq!(ok("--help -t whatever"), Command::Help);
         assert_eq!(ok("-v"), Command::Version);
-        assert_eq!(p(""), Ok(Command::List(ListOptions::all())));
+        assert_eq!(parse_line(""), Ok(Command::List(ListOptions::all())));
         // After `--` everything is an argument.
         assert_eq!(err("-L -- -n"), ("unexpected argument -n".to_string(), 2));
     }

@@ -349,12 +349,12 @@ fn check_real(spec: &RealSpec, service_is_v4: bool) -> Result<(), ApplyError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse_with, Services};
+    use super::super::args::parse_line;
+    use super::super::Services;
     use super::*;
 
     fn edit(line: &str) -> Edit {
-        let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-        match parse_with(&args, &Services::builtin()) {
+        match parse_line(line) {
             Ok(Command::Edit(e)) => e,
             other => panic!("{line}: {other:?}"),
         }

@@ -526,7 +526,8 @@ fn addr_value(a: IpAddr) -> u128 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse_with, Command, ServiceModel};
+    use super::super::args::parse_line;
+    use super::super::{Command, ServiceModel};
     use super::*;
     use crate::conntrack::ConnState;
     use crate::service::DestId;
@@ -535,8 +536,7 @@ mod tests {
     pub(crate) fn model(lines: &[&str]) -> ServiceModel {
         let mut m = ServiceModel::new(64);
         for line in lines {
-            let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-            match parse_with(&args, &Services::builtin()) {
+            match parse_line(line) {
                 Ok(Command::Edit(e)) => {
                     m.apply(&e).unwrap();
                 }
@@ -547,8 +547,7 @@ mod tests {
     }
 
     fn opts(line: &str) -> ListOptions {
-        let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-        match parse_with(&args, &Services::builtin()) {
+        match parse_line(line) {
             Ok(Command::List(o)) => o,
             other => panic!("{line}: {other:?}"),
         }
