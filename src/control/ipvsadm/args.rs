@@ -1061,113 +1061,105 @@ mod tests {
 
     #[test]
     fn add_service_defaults_and_options() {
-        assert_eq!(
-            ok("-A -t 192.0.2.1:80"),
-            Command::Edit(Edit::AddService(svc(
-                tcp("192.0.2.1", 80),
-                SchedulerKind::Wlc,
-                None
-            )))
-        );
-        assert_eq!(
-            ok("--add-service --udp-service 192.0.2.1:domain --scheduler rr --persistent"),
-            Command::Edit(Edit::AddService(svc(
-                key(L4Proto::Udp, "192.0.2.1", 53),
-                SchedulerKind::Rr,
-                Some((360, 32))
-            )))
-        );
-        assert_eq!(
-            ok("-E -t 192.0.2.1:http -s sh -b sh-fallback,sh-port -p 600 -M 255.255.255.0"),
-            Command::Edit(Edit::EditService(ServiceSpec {
-                sched_flags: SchedFlags {
-                    fallback: true,
-                    port: true
-                },
-                ..svc(tcp("192.0.2.1", 80), SchedulerKind::Sh, Some((600, 24)))
-            }))
-        );
-        // -p's value is optional: the next word is taken unless it is an option.
-        assert_eq!(
-            ok("-A -t 192.0.2.1:443 -p -s rr"),
-            Command::Edit(Edit::AddService(svc(
-                tcp("192.0.2.1", 443),
-                SchedulerKind::Rr,
-                Some((360, 32))
-            )))
-        );
-        assert_eq!(
-            ok("-A -t [2001:db8::1]:80 -p 60 -M 64 -s mh -b flag-2"),
-            Command::Edit(Edit::AddService(ServiceSpec {
-                sched_flags: SchedFlags {
-                    fallback: false,
-                    port: true
-                },
-                ..svc(tcp("2001:db8::1", 80), SchedulerKind::Mh, Some((60, 64)))
-            }))
-        );
-        // Clustered short options, attached and `=` values.
-        assert_eq!(
-            ok("-At192.0.2.1:80 --scheduler=wrr -p30"),
-            Command::Edit(Edit::AddService(svc(
-                tcp("192.0.2.1", 80),
-                SchedulerKind::Wrr,
-                Some((30, 32))
-            )))
-        );
+        let flags = |fallback, port| SchedFlags { fallback, port };
+        let cases = [
+            (
+                "-A -t 192.0.2.1:80",
+                Edit::AddService(svc(tcp("192.0.2.1", 80), SchedulerKind::Wlc, None)),
+            ),
+            (
+                "--add-service --udp-service 192.0.2.1:domain --scheduler rr --persistent",
+                Edit::AddService(svc(
+                    key(L4Proto::Udp, "192.0.2.1", 53),
+                    SchedulerKind::Rr,
+                    Some((360, 32)),
+                )),
+            ),
+            (
+                "-E -t 192.0.2.1:http -s sh -b sh-fallback,sh-port -p 600 -M 255.255.255.0",
+                Edit::EditService(ServiceSpec {
+                    sched_flags: flags(true, true),
+                    ..svc(tcp("192.0.2.1", 80), SchedulerKind::Sh, Some((600, 24)))
+                }),
+            ),
+            // -p's value is optional: the next word is taken unless it is an option.
+            (
+                "-A -t 192.0.2.1:443 -p -s rr",
+                Edit::AddService(svc(
+                    tcp("192.0.2.1", 443),
+                    SchedulerKind::Rr,
+                    Some((360, 32)),
+                )),
+            ),
+            (
+                "-A -t [2001:db8::1]:80 -p 60 -M 64 -s mh -b flag-2",
+                Edit::AddService(ServiceSpec {
+                    sched_flags: flags(false, true),
+                    ..svc(tcp("2001:db8::1", 80), SchedulerKind::Mh, Some((60, 64)))
+                }),
+            ),
+            // Clustered short options, attached and `=` values.
+            (
+                "-At192.0.2.1:80 --scheduler=wrr -p30",
+                Edit::AddService(svc(
+                    tcp("192.0.2.1", 80),
+                    SchedulerKind::Wrr,
+                    Some((30, 32)),
+                )),
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(ok(line), Command::Edit(want), "{line}");
+        }
     }
 
     #[test]
     fn real_server_commands() {
         let k = tcp("192.0.2.1", 80);
-        assert_eq!(
-            ok("-a -t 192.0.2.1:80 -r 198.51.100.10"),
-            Command::Edit(Edit::AddReal(
-                k,
-                real("198.51.100.10", 80, ForwardMethod::Dr, 1)
-            ))
-        );
-        assert_eq!(
-            ok("-a -t 192.0.2.1:80 -r 198.51.100.10:8080 -m -w 0 -x 100 -y 50"),
-            Command::Edit(Edit::AddReal(
-                k,
-                RealSpec {
-                    upper_threshold: 100,
-                    lower_threshold: 50,
-                    ..real("198.51.100.10", 8080, ForwardMethod::Nat, 0)
-                }
-            ))
-        );
-        // DR and TUN keep the service's port whatever -r says.
-        assert_eq!(
-            ok("-e -t 192.0.2.1:80 -r 198.51.100.10:8080 -i -w 65535 --tun-type ipip"),
-            Command::Edit(Edit::EditReal(
-                k,
-                real("198.51.100.10", 80, ForwardMethod::Tun, 65535)
-            ))
-        );
-        assert_eq!(
-            ok("-a -t [2001:db8::1]:80 -r [2001:db8::10]:http-alt -m"),
-            Command::Edit(Edit::AddReal(
-                tcp("2001:db8::1", 80),
-                real("2001:db8::10", 8080, ForwardMethod::Nat, 1)
-            ))
-        );
-        assert_eq!(
-            ok("-d -t 192.0.2.1:80 -r 198.51.100.10:8080"),
-            Command::Edit(Edit::DeleteReal(
-                k,
-                SocketAddr::new("198.51.100.10".parse::<IpAddr>().unwrap(), 8080)
-            ))
-        );
-        // -r before -t still resolves against the service's port.
-        assert_eq!(
-            ok("-a -r 198.51.100.10 -m -t 192.0.2.1:80"),
-            Command::Edit(Edit::AddReal(
-                k,
-                real("198.51.100.10", 80, ForwardMethod::Nat, 1)
-            ))
-        );
+        let cases = [
+            (
+                "-a -t 192.0.2.1:80 -r 198.51.100.10",
+                Edit::AddReal(k, real("198.51.100.10", 80, ForwardMethod::Dr, 1)),
+            ),
+            (
+                "-a -t 192.0.2.1:80 -r 198.51.100.10:8080 -m -w 0 -x 100 -y 50",
+                Edit::AddReal(
+                    k,
+                    RealSpec {
+                        upper_threshold: 100,
+                        lower_threshold: 50,
+                        ..real("198.51.100.10", 8080, ForwardMethod::Nat, 0)
+                    },
+                ),
+            ),
+            // DR and TUN keep the service's port whatever -r says.
+            (
+                "-e -t 192.0.2.1:80 -r 198.51.100.10:8080 -i -w 65535 --tun-type ipip",
+                Edit::EditReal(k, real("198.51.100.10", 80, ForwardMethod::Tun, 65535)),
+            ),
+            (
+                "-a -t [2001:db8::1]:80 -r [2001:db8::10]:http-alt -m",
+                Edit::AddReal(
+                    tcp("2001:db8::1", 80),
+                    real("2001:db8::10", 8080, ForwardMethod::Nat, 1),
+                ),
+            ),
+            (
+                "-d -t 192.0.2.1:80 -r 198.51.100.10:8080",
+                Edit::DeleteReal(
+                    k,
+                    SocketAddr::new("198.51.100.10".parse::<IpAddr>().unwrap(), 8080),
+                ),
+            ),
+            // -r before -t still resolves against the service's port.
+            (
+                "-a -r 198.51.100.10 -m -t 192.0.2.1:80",
+                Edit::AddReal(k, real("198.51.100.10", 80, ForwardMethod::Nat, 1)),
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(ok(line), Command::Edit(want), "{line}");
+        }
     }
 
     #[test]
@@ -1245,21 +1237,26 @@ mod tests {
     #[test]
     fn popt_errors_exit_255() {
         let try_help = "Try `ipvsadm -h' or 'ipvsadm --help' for more information.";
-        assert_eq!(err("--bogus"), (try_help.into(), 255));
-        assert_eq!(err("-n -L"), (try_help.into(), 255));
-        assert_eq!(err("foo"), (try_help.into(), 255));
-        assert_eq!(err("-L --bogus"), ("--bogus: unknown option".into(), 255));
-        assert_eq!(err("-Lq"), ("-Lq: unknown option".into(), 255));
-        assert_eq!(err("-A -t"), ("-t: missing argument".into(), 255));
-        assert_eq!(
-            err("-L --stats=1"),
-            ("--stats=1: option does not take an argument".into(), 255)
-        );
-        // What the kernel would refuse: an unknown scheduler.
-        assert_eq!(
-            err("-A -t 192.0.2.1:80 -s bogus"),
-            ("Scheduler or persistence engine not found".into(), 255)
-        );
+        let cases: &[(&str, &str)] = &[
+            ("--bogus", try_help),
+            ("-n -L", try_help),
+            ("foo", try_help),
+            ("-L --bogus", "--bogus: unknown option"),
+            ("-Lq", "-Lq: unknown option"),
+            ("-A -t", "-t: missing argument"),
+            (
+                "-L --stats=1",
+                "--stats=1: option does not take an argument",
+            ),
+            // What the kernel would refuse: an unknown scheduler.
+            (
+                "-A -t 192.0.2.1:80 -s bogus",
+                "Scheduler or persistence engine not found",
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(err(line), (want.to_string(), 255), "{line}");
+        }
     }
 
     #[test]

@@ -565,6 +565,21 @@ mod tests {
             "-a -u 192.0.2.1:53 -r 198.51.100.20:5353 -m",
             "-a -t [2001:db8::1]:443 -r [2001:db8:1::10]:443 -m -w 2",
         ]);
+        // One real server's traffic, and so its service's.
+        let totals = TotalStats {
+            conns: 1234,
+            inpkts: 99_999_999,
+            outpkts: 100_000_000,
+            inbytes: 123_456_789_012,
+            outbytes: 987_654_321_098_765,
+        };
+        let rates = RateStats {
+            cps: 12,
+            inpps: 3456,
+            outpps: 7890,
+            inbps: 123_456_789,
+            outbps: 1_234_567_890,
+        };
         let mut stats = ListStats::default();
         let id = |addr: &str| {
             m.services()
@@ -582,41 +597,13 @@ mod tests {
                     inactive: 3,
                     persistent: 4,
                 },
-                totals: TotalStats {
-                    conns: 1234,
-                    inpkts: 99_999_999,
-                    outpkts: 100_000_000,
-                    inbytes: 123_456_789_012,
-                    outbytes: 987_654_321_098_765,
-                },
-                rates: RateStats {
-                    cps: 12,
-                    inpps: 3456,
-                    outpps: 7890,
-                    inbps: 123_456_789,
-                    outbps: 1_234_567_890,
-                },
+                totals,
+                rates,
             },
         );
-        stats.services.insert(
-            m.services()[2].key,
-            ServiceStats {
-                totals: TotalStats {
-                    conns: 1234,
-                    inpkts: 99_999_999,
-                    outpkts: 100_000_000,
-                    inbytes: 123_456_789_012,
-                    outbytes: 987_654_321_098_765,
-                },
-                rates: RateStats {
-                    cps: 12,
-                    inpps: 3456,
-                    outpps: 7890,
-                    inbps: 123_456_789,
-                    outbps: 1_234_567_890,
-                },
-            },
-        );
+        stats
+            .services
+            .insert(m.services()[2].key, ServiceStats { totals, rates });
         (m, stats)
     }
 
