@@ -370,6 +370,13 @@ pub struct ResolveRequests {
 }
 
 impl ResolveRequests {
+    fn new() -> ResolveRequests {
+        ResolveRequests {
+            ring: [None; 16],
+            next: 0,
+        }
+    }
+
     fn push(&mut self, addr: IpAddr) {
         if self.ring.contains(&Some(addr)) {
             return;
@@ -394,10 +401,19 @@ struct Rx {
 /// One worker's packet processor.
 pub struct Pipeline {
     config: Arc<Config>,
+    engine: Engine,
+}
+
+/// The per-worker state `process` changes, apart from the configuration
+/// snapshot so that the snapshot can be borrowed while the state is
+/// mutated: reading it per frame never touches its reference count, which
+/// every worker shares.
+struct Engine {
     conns: Arc<ConnTable>,
     dests: Arc<DestTable>,
-    pub stats: Stats,
-    pub resolve: ResolveRequests,
+    stats: Stats,
+    /// Addresses whose next hop was missing, for the control plane to resolve.
+    pending: ResolveRequests,
     /// This worker's per-real-server traffic, read by the control plane.
     traffic: Arc<DestTraffic>,
     /// IPv4 identification of non-DF tunnel packets.
@@ -414,21 +430,25 @@ impl Pipeline {
         let traffic = Arc::new(DestTraffic::new(dests.capacity()));
         Pipeline {
             config,
-            conns,
-            dests,
-            traffic,
-            stats: Stats::default(),
-            resolve: ResolveRequests {
-                ring: [None; 16],
-                next: 0,
+            engine: Engine {
+                conns,
+                dests,
+                stats: Stats::default(),
+                pending: ResolveRequests::new(),
+                traffic,
+                ip_id: worker.wrapping_mul(0x1000),
             },
-            ip_id: worker.wrapping_mul(0x1000),
         }
+    }
+
+    /// This worker's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.engine.stats
     }
 
     /// This worker's per-real-server traffic counters.
     pub fn traffic(&self) -> &Arc<DestTraffic> {
-        &self.traffic
+        &self.engine.traffic
     }
 
     /// Swaps in a new configuration snapshot; connections are unaffected.
@@ -441,30 +461,45 @@ impl Pipeline {
     }
 
     pub fn conns(&self) -> &Arc<ConnTable> {
-        &self.conns
+        &self.engine.conns
     }
 
     /// Per-batch housekeeping: expires a slice of the connection table.
     /// The worker loop calls it once per batch; tests call it when they like.
     pub fn end_batch(&mut self, now: Millis) {
-        self.conns.expire_step(now, EXPIRE_BUDGET);
+        self.engine.conns.expire_step(now, EXPIRE_BUDGET);
+    }
+
+    /// Takes the addresses whose next hop was missing since the last call,
+    /// for the control plane to have the kernel resolve.
+    pub fn resolve_requests(&mut self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.engine.pending.drain()
     }
 
     /// Handles one frame that arrived on `ingress`, rewriting it in place.
     pub fn process(&mut self, now: Millis, ingress: PortId, frame: &mut Frame<'_>) -> Verdict {
-        self.stats.rx += 1;
-        let v = self.classify(now, ingress, frame);
-        self.stats.count(v);
+        let config = &*self.config;
+        let e = &mut self.engine;
+        e.stats.rx += 1;
+        let v = e.classify(config, now, ingress, frame);
+        e.stats.count(v);
         v
     }
+}
 
-    fn classify(&mut self, now: Millis, ingress: PortId, frame: &mut Frame<'_>) -> Verdict {
+impl Engine {
+    fn classify(
+        &mut self,
+        config: &Config,
+        now: Millis,
+        ingress: PortId,
+        frame: &mut Frame<'_>,
+    ) -> Verdict {
         let p = match parse(frame.data()) {
             Ok(p) => p,
             Err(ParseError::NotIp) => return Verdict::Pass,
             Err(e) => return Verdict::Drop(e.into()),
         };
-        let config = Arc::clone(&self.config);
         let result = match p.transport {
             Transport::Tcp { .. } | Transport::Udp => {
                 let rx = Rx { now, ingress };
@@ -477,12 +512,12 @@ impl Pipeline {
                     port: key.dport,
                 };
                 if let Some((si, svc)) = config.services.find(&skey) {
-                    self.service_packet(rx, &config, si, svc, &p, frame)
+                    self.service_packet(rx, config, si, svc, &p, frame)
                 } else {
-                    self.nat_reply(now, &config, &p, frame)
+                    self.nat_reply(now, config, &p, frame)
                 }
             }
-            Transport::IcmpError(q) => self.icmp_error(now, ingress, &config, &p, &q, frame),
+            Transport::IcmpError(q) => self.icmp_error(now, ingress, config, &p, &q, frame),
             Transport::Other => Ok(Verdict::Pass),
         };
         result.unwrap_or_else(Verdict::Drop)
@@ -770,7 +805,7 @@ impl Pipeline {
 
     fn hop(&mut self, hop: Result<NextHop, Unresolved>) -> Result<NextHop, DropReason> {
         hop.map_err(|Unresolved(addr)| {
-            self.resolve.push(addr);
+            self.pending.push(addr);
             DropReason::NeighbourUnresolved
         })
     }

@@ -348,7 +348,7 @@ impl Worker {
                 self.refill(p);
             }
             self.pipeline.end_batch(now);
-            for addr in self.pipeline.resolve.drain() {
+            for addr in self.pipeline.resolve_requests() {
                 // A full channel only delays the resolution.
                 let _ = self.resolve.try_send(addr);
             }
@@ -422,7 +422,7 @@ impl Worker {
     }
 
     fn publish(&self, stats: &WorkerStats, tx_ring_full: u64, bad_port: u64) {
-        let s = &self.pipeline.stats;
+        let s = self.pipeline.stats();
         let r = Ordering::Relaxed;
         stats.rx.store(s.rx, r);
         stats.tx.store(s.tx, r);
