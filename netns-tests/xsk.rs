@@ -436,6 +436,14 @@ fn start_stop_crash_and_clear_errors() {
         e.contains("d0 has 1 rx queue(s)") && e.contains("ethtool -L d0"),
         "{e}"
     );
+    // Without root (or the capabilities), a clear refusal before anything is touched.
+    let out = rig.dir.try_exec(&format!(
+        "setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all {} director -i d0 --control-socket {}",
+        env!("CARGO_BIN_EXE_xvs"),
+        temp_path("ctl").with_extension("sock").display()
+    ));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("needs root"), "{e}");
     assert!(
         !rig.dir.ip("link show d0").contains("xdp"),
         "no program left after a refused start"
