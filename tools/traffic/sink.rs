@@ -107,22 +107,24 @@ impl Tally {
             );
         }
         let f = &mut self.flows[id];
-        if s.seq >= f.next {
-            let shift = s.seq - f.next + 1;
+        // u64: a sequence number of u32::MAX (from any sender) must not overflow.
+        let (seq, next) = (u64::from(s.seq), u64::from(f.next));
+        if seq >= next {
+            let shift = seq - next + 1;
             f.window = if shift >= 64 { 0 } else { f.window << shift } | 1;
-            f.next = s.seq.wrapping_add(1);
-            f.unique += 1;
+            f.next = s.seq.saturating_add(1);
+            f.unique = f.unique.saturating_add(1);
             self.unique += 1;
             return;
         }
-        let behind = f.next - 1 - s.seq;
+        let behind = next - 1 - seq;
         if behind >= 64 {
             self.late += 1;
         } else if f.window & (1 << behind) != 0 {
             self.duplicates += 1;
         } else {
             f.window |= 1 << behind;
-            f.unique += 1;
+            f.unique = f.unique.saturating_add(1);
             self.unique += 1;
             self.reordered += 1;
         }
@@ -366,4 +368,29 @@ fn report(a: &SinkArgs, t: &Tally) {
         "  kernel       rx_dropped {}  rx_ring_full {}  fill_ring_empty {}  invalid {}",
         t.xsk.rx_dropped, t.xsk.rx_ring_full, t.xsk.fill_ring_empty, t.xsk.invalid_descs
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(flow: u32, seq: u32) -> Seen {
+        Seen { flow, seq, time: 0 }
+    }
+
+    #[test]
+    fn counts_loss_reorder_and_duplicates_per_flow() {
+        let mut t = Tally::new();
+        for seq in [0, 1, 3, 2, 2, 6, u32::MAX, 100] {
+            t.record(seen(7, seq), 10);
+        }
+        t.record(seen(1, 0), 10);
+        t.record(seen(u32::MAX, 0), 10);
+        assert_eq!(t.tagged, 10);
+        assert_eq!(t.duplicates, 1, "2 twice");
+        assert_eq!(t.reordered, 1, "2 after 3");
+        assert_eq!(t.late, 1, "100 after u32::MAX");
+        assert_eq!(t.unique, 7);
+        assert_eq!(t.flows_seen(), 2, "flow ids past MAX_FLOWS are not tracked");
+    }
 }
