@@ -850,3 +850,30 @@ fn a_syn_reusing_a_finished_connection_is_scheduled_again() {
     assert_eq!(v, TX_INT);
     assert_ne!(first, again, "rescheduled");
 }
+
+#[test]
+fn end_batch_expires_connections_once_per_millisecond() {
+    let n = v4();
+    let mut p = pipeline();
+    let b = Pkt::udp(n.client, 5300, n.vip, PORT_DNS).bytes();
+    let mut buf = vec![0u8; 2048];
+    buf[..b.len()].copy_from_slice(&b);
+    let mut f = Frame::new(&mut buf, 0, b.len());
+    assert_eq!(p.process(Millis(1000), EXT, &mut f), TX_INT);
+    assert_eq!(p.conns().stats().conns, 1);
+    // Past the UDP timeout (300 s): the same millisecond sweeps only once,
+    // later milliseconds sweep the rest of this small table.
+    let later = 1000 + 301_000;
+    for _ in 0..10 {
+        p.end_batch(Millis(later));
+    }
+    let after_one_ms = p.conns().stats().conns;
+    for ms in 1..10 {
+        p.end_batch(Millis(later + ms));
+    }
+    assert_eq!(
+        p.conns().stats().conns,
+        0,
+        "expired (after one ms: {after_one_ms})"
+    );
+}
