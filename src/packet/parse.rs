@@ -167,7 +167,7 @@ impl Parsed {
 }
 
 /// Parses `frame`, which starts with an Ethernet header.
-#[inline]
+#[inline(always)]
 pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
     let eth = Ethernet2HeaderSlice::from_slice(frame).map_err(|_| ParseError::Truncated)?;
     let mut ether_type = eth.ether_type();
@@ -192,7 +192,7 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
 }
 
 /// The IPv4 part: header checks, then the transport.
-#[inline]
+#[inline(always)]
 fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Parsed, ParseError> {
     let ip = Ipv4HeaderSlice::from_slice(&frame[l3..]).map_err(|e| match e {
         etherparse::err::ipv4::HeaderSliceError::Len(_) => ParseError::Truncated,
@@ -317,7 +317,7 @@ fn parse_ipv6(frame: &[u8], l3: usize) -> Result<Parsed, ParseError> {
 }
 
 /// Fills in ports, TCP flags or the quoted packet of an ICMP error.
-#[inline]
+#[inline(always)]
 fn parse_transport(frame: &[u8], p: &mut Parsed) -> Result<(), ParseError> {
     let seg = &frame[p.l4..p.ip_end()];
     match IpNumber(p.proto) {
