@@ -123,10 +123,18 @@ pub fn rewrite_quoted_endpoint(
     port: u16,
 ) -> Result<(), FamilyMismatch> {
     let csum_at = pseudo_checksum_field(q.key.proto, q.l4).filter(|at| at + 2 <= q.l4 + q.l4_len);
-    set_addr(frame, p.version, q.l3, side, addr, csum_at, q.key.proto)?;
     let port_at = q.l4 + if side == Side::Src { 0 } else { 2 };
-    set_port(frame, port_at, port, csum_at, q.key.proto);
-    Ok(())
+    set_endpoint(
+        frame,
+        p.version,
+        q.l3,
+        side,
+        addr,
+        port_at,
+        port,
+        csum_at,
+        q.key.proto,
+    )
 }
 
 /// Recomputes the ICMP (or ICMPv6, with its pseudo-header) checksum of an
@@ -226,17 +234,6 @@ fn swap_addr(
         _ => return Err(FamilyMismatch),
     };
     Ok(d)
-}
-
-fn set_port(frame: &mut [u8], at: usize, port: u16, csum_at: Option<usize>, proto: L4Proto) {
-    let old = read_u16(frame, at);
-    if old == port {
-        return;
-    }
-    if let Some(c_at) = csum_at {
-        adjust_transport_checksum(frame, c_at, proto, checksum::delta_u16(old, port));
-    }
-    write_u16(frame, at, port);
 }
 
 #[inline]

@@ -163,7 +163,6 @@ pub struct WorkerShared {
 }
 
 struct PortSocket {
-    iface: String,
     rx: RxQueue,
     tx: TxQueue,
     fill: FillQueue,
@@ -238,7 +237,6 @@ impl Worker {
                     .map_err(|e| err(format!("busy poll: {e}")))?;
             }
             ports.push(PortSocket {
-                iface: iface.clone(),
                 rx,
                 tx,
                 fill,
@@ -460,10 +458,5 @@ impl Worker {
         stats.xsk_rx_ring_full.store(full, r);
         stats.xsk_fill_ring_empty.store(empty, r);
         stats.xsk_invalid_descs.store(invalid, r);
-    }
-
-    /// Names of the interfaces this worker has sockets on.
-    pub fn ifaces(&self) -> impl Iterator<Item = &str> {
-        self.ports.iter().map(|p| p.iface.as_str())
     }
 }
