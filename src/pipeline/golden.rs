@@ -729,23 +729,57 @@ fn golden_ipv6() {
     run(cases);
 }
 
+/// Sends one frame through `p`; the verdict and the frame as it came out.
+fn send(p: &mut super::Pipeline, now: u64, pkt: &Pkt, port: u8) -> (Verdict, Vec<u8>) {
+    let b = pkt.bytes();
+    let mut buf = vec![0u8; 2048];
+    buf[..b.len()].copy_from_slice(&b);
+    let mut f = Frame::new(&mut buf, 0, b.len());
+    let v = p.process(Millis(now), port, &mut f);
+    (v, f.data().to_vec())
+}
+
+/// The destination address of a frame that came out.
+fn dst_of(frame: &[u8]) -> Option<std::net::IpAddr> {
+    crate::packet::parse(frame).map(|q| q.dst).ok()
+}
+
+/// The test network's pipeline with a second real server (the DR address,
+/// reached by NAT too) on the NAT service; `edit` adjusts both servers.
+fn pipeline_with_two_nat_reals(
+    edit: impl FnOnce(&mut [crate::service::RealServer]),
+) -> super::Pipeline {
+    use crate::service::{DestId, RealServer, ServiceTable};
+    let base = config();
+    let mut services = base.services.services().to_vec();
+    let second = RealServer {
+        id: DestId(40),
+        addr: v4().rs_dr,
+        ..services[0].reals[0].clone()
+    };
+    services[0].reals.push(second);
+    edit(&mut services[0].reals);
+    let cfg = super::Config::new(
+        ServiceTable::new(services),
+        base.ports.clone(),
+        base.next_hops.clone(),
+        false,
+    );
+    let mut p = pipeline();
+    p.set_config(std::sync::Arc::new(cfg));
+    p
+}
+
 #[test]
 fn traffic_is_counted_per_real_server() {
     let n = v4();
     let mut p = pipeline();
-    let mut send = |pkt: &Pkt, port: u8| {
-        let b = pkt.bytes();
-        let mut buf = vec![0u8; 2048];
-        buf[..b.len()].copy_from_slice(&b);
-        let mut f = Frame::new(&mut buf, 0, b.len());
-        p.process(Millis(1), port, &mut f)
-    };
     let syn = Pkt::tcp(n.client, 40000, n.vip, PORT_NAT, SYN);
-    assert_eq!(send(&syn, EXT), TX_INT);
+    assert_eq!(send(&mut p, 1, &syn, EXT).0, TX_INT);
     let ack = Pkt::tcp(n.client, 40000, n.vip, PORT_NAT, ACK).payload(vec![0; 100]);
-    assert_eq!(send(&ack, EXT), TX_INT);
+    assert_eq!(send(&mut p, 1, &ack, EXT).0, TX_INT);
     let reply = Pkt::tcp(n.rs_nat, RPORT_NAT, n.client, 40000, SYN | ACK).macs(RS_NAT_MAC, INT_MAC);
-    assert_eq!(send(&reply, INT), TX_EXT);
+    assert_eq!(send(&mut p, 1, &reply, INT).0, TX_EXT);
     let t = p.traffic().get(crate::service::DestId(0)).unwrap();
     let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(l(&t.conns), 1);
@@ -760,106 +794,58 @@ fn traffic_is_counted_per_real_server() {
 
 #[test]
 fn upper_threshold_sends_new_connections_elsewhere() {
-    use crate::service::{DestId, RealServer, ServiceTable};
-    use std::sync::Arc;
     let n = v4();
-    let base = config();
-    let mut services = base.services.services().to_vec();
-    // The NAT service gets a second real server; the first takes at most one connection.
-    services[0].reals[0].upper_threshold = 1;
-    let second = RealServer {
-        id: DestId(40),
-        addr: n.rs_dr,
-        ..services[0].reals[0].clone()
-    };
-    services[0].reals.push(second);
-    services[0].reals[1].upper_threshold = 0;
-    let cfg = super::Config::new(
-        ServiceTable::new(services),
-        base.ports.clone(),
-        base.next_hops.clone(),
-        false,
-    );
-    let mut p = pipeline();
-    p.set_config(Arc::new(cfg));
-    let mut dsts = Vec::new();
-    for port in 0..4u16 {
-        let b = Pkt::tcp(n.client, 41000 + port, n.vip, PORT_NAT, SYN).bytes();
-        let mut buf = vec![0u8; 2048];
-        buf[..b.len()].copy_from_slice(&b);
-        let mut f = Frame::new(&mut buf, 0, b.len());
-        assert_eq!(p.process(Millis(1), EXT, &mut f), TX_INT);
-        let out = crate::packet::parse(f.data()).unwrap();
-        dsts.push(out.dst);
-    }
+    // The first server takes at most one connection.
+    let mut p = pipeline_with_two_nat_reals(|reals| reals[0].upper_threshold = 1);
+    let dsts: Vec<_> = (0..4u16)
+        .map(|k| {
+            let (v, out) = send(
+                &mut p,
+                1,
+                &Pkt::tcp(n.client, 41000 + k, n.vip, PORT_NAT, SYN),
+                EXT,
+            );
+            assert_eq!(v, TX_INT);
+            dst_of(&out)
+        })
+        .collect();
     // rr alternates, but the first server is overloaded after one connection.
-    assert_eq!(dsts[0], n.rs_nat);
-    assert!(dsts[1..].iter().all(|d| *d == n.rs_dr), "{dsts:?}");
+    assert_eq!(dsts[0], Some(n.rs_nat));
+    assert!(dsts[1..].iter().all(|d| *d == Some(n.rs_dr)), "{dsts:?}");
 }
 
 #[test]
 fn a_syn_reusing_a_finished_connection_is_scheduled_again() {
-    use crate::service::{DestId, RealServer, ServiceTable};
-    use std::sync::Arc;
     let n = v4();
-    let base = config();
-    let mut services = base.services.services().to_vec();
-    let second = RealServer {
-        id: DestId(41),
-        addr: n.rs_dr,
-        ..services[0].reals[0].clone()
-    };
-    services[0].reals.push(second);
-    let cfg = super::Config::new(
-        ServiceTable::new(services),
-        base.ports.clone(),
-        base.next_hops.clone(),
-        false,
-    );
-    let mut p = pipeline();
-    p.set_config(Arc::new(cfg));
-    let mut send = |pkt: &Pkt, port: u8| {
-        let b = pkt.bytes();
-        let mut buf = vec![0u8; 2048];
-        buf[..b.len()].copy_from_slice(&b);
-        let mut f = Frame::new(&mut buf, 0, b.len());
-        let v = p.process(Millis(1), port, &mut f);
-        (v, crate::packet::parse(f.data()).map(|q| q.dst).ok())
-    };
-    let syn = Pkt::tcp(n.client, 40000, n.vip, PORT_NAT, SYN);
-    let (_, first) = send(&syn, EXT);
-    // A whole exchange: handshake, then both sides close (TIME_WAIT).
+    let mut p = pipeline_with_two_nat_reals(|_| {});
+    let client = |flags: u8| Pkt::tcp(n.client, 40000, n.vip, PORT_NAT, flags);
     let from_rs =
         |flags: u8| Pkt::tcp(n.rs_nat, RPORT_NAT, n.client, 40000, flags).macs(RS_NAT_MAC, INT_MAC);
-    assert_eq!(send(&from_rs(SYN | ACK), INT).0, TX_EXT);
-    assert_eq!(
-        send(&Pkt::tcp(n.client, 40000, n.vip, PORT_NAT, ACK), EXT).0,
-        TX_INT
-    );
-    assert_eq!(
-        send(&Pkt::tcp(n.client, 40000, n.vip, PORT_NAT, FIN | ACK), EXT).0,
-        TX_INT
-    );
-    assert_eq!(send(&from_rs(FIN | ACK), INT).0, TX_EXT);
-    assert_eq!(
-        send(&Pkt::tcp(n.client, 40000, n.vip, PORT_NAT, ACK), EXT).0,
-        TX_INT
-    );
+    let (_, out) = send(&mut p, 1, &client(SYN), EXT);
+    let first = dst_of(&out);
+    // A whole exchange: handshake, then both sides close (TIME_WAIT).
+    assert_eq!(send(&mut p, 1, &from_rs(SYN | ACK), INT).0, TX_EXT);
+    assert_eq!(send(&mut p, 1, &client(ACK), EXT).0, TX_INT);
+    assert_eq!(send(&mut p, 1, &client(FIN | ACK), EXT).0, TX_INT);
+    assert_eq!(send(&mut p, 1, &from_rs(FIN | ACK), INT).0, TX_EXT);
+    assert_eq!(send(&mut p, 1, &client(ACK), EXT).0, TX_INT);
     // The same ports again: a new connection, and rr picks the other server.
-    let (v, again) = send(&syn, EXT);
+    let (v, out) = send(&mut p, 1, &client(SYN), EXT);
     assert_eq!(v, TX_INT);
-    assert_ne!(first, again, "rescheduled");
+    assert_ne!(first, dst_of(&out), "rescheduled");
 }
 
 #[test]
 fn end_batch_expires_connections_once_per_millisecond() {
     let n = v4();
     let mut p = pipeline();
-    let b = Pkt::udp(n.client, 5300, n.vip, PORT_DNS).bytes();
-    let mut buf = vec![0u8; 2048];
-    buf[..b.len()].copy_from_slice(&b);
-    let mut f = Frame::new(&mut buf, 0, b.len());
-    assert_eq!(p.process(Millis(1000), EXT, &mut f), TX_INT);
+    let (v, _) = send(
+        &mut p,
+        1000,
+        &Pkt::udp(n.client, 5300, n.vip, PORT_DNS),
+        EXT,
+    );
+    assert_eq!(v, TX_INT);
     assert_eq!(p.conns().stats().conns, 1);
     // Past the UDP timeout (300 s): the same millisecond sweeps only once,
     // later milliseconds sweep the rest of this small table.
