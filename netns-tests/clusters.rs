@@ -344,6 +344,11 @@ fn cluster(mode: &'static str) {
         lab.ns("c")
     ));
     assert!(out.contains("\"sum_received\""), "iperf3: {out}");
+    // iperf3 may report before its last segments (some resent after a
+    // frag-needed in TUN) have crossed the director: wait for them.
+    wait_for(Duration::from_secs(10), || {
+        stats_row(&lab, lab.reals[0], 5201).3 >= 64 << 20
+    });
     let (conns, _inpkts, outpkts, inbytes, outbytes) = stats_row(&lab, lab.reals[0], 5201);
     assert!(
         conns >= 2,
