@@ -88,8 +88,8 @@ impl std::fmt::Display for WorkerError {
 
 impl std::error::Error for WorkerError {}
 
-/// Counters of one worker, written by it once per round and read by the
-/// control plane at any time.
+/// Counters of one worker, written by it once a millisecond while it is busy
+/// (and on every idle round) and read by the control plane at any time.
 #[derive(Debug)]
 pub struct WorkerStats {
     pub rx: AtomicU64,
@@ -109,7 +109,6 @@ pub struct WorkerStats {
     pub frames_free: AtomicU64,
     pub frames_fill: AtomicU64,
     pub frames_tx: AtomicU64,
-    pub rounds: AtomicU64,
     /// The kernel's AF_XDP counters, summed over this worker's sockets and
     /// read once a second: frames dropped for want of rx ring room or of
     /// fill ring frames, and invalid descriptors.
@@ -136,7 +135,6 @@ impl Default for WorkerStats {
             frames_free: AtomicU64::new(0),
             frames_fill: AtomicU64::new(0),
             frames_tx: AtomicU64::new(0),
-            rounds: AtomicU64::new(0),
             xsk_rx_dropped: AtomicU64::new(0),
             xsk_rx_ring_full: AtomicU64::new(0),
             xsk_fill_ring_empty: AtomicU64::new(0),
@@ -274,19 +272,28 @@ impl Worker {
             .collect();
         let mut hist =
             Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
-        let mut published = Instant::now();
         let epoch = Instant::now();
+        let mut published = epoch;
+        let mut published_ms = Millis(0);
+        // The start of the last round if it received frames: the next
+        // round's start is its end, so each round reads the clock once.
+        let mut busy_round: Option<Instant> = None;
+        // Follows the shared configuration with one load per round instead
+        // of ArcSwap's full protocol.
+        let mut config = arc_swap::Cache::new(&shared.config);
         let mut idle = 0u32;
         let mut tx_ring_full = 0u64;
         let mut bad_port = 0u64;
         while !shared.stop.load(Ordering::Relaxed) {
             let started = Instant::now();
-            let now = Millis(started.duration_since(epoch).as_millis() as u64);
-            let config = shared.config.load();
-            if !Arc::ptr_eq(&config, self.pipeline.config()) {
-                self.pipeline.set_config(Arc::clone(&config));
+            if let Some(at) = busy_round.take() {
+                let _ = hist.record(started.duration_since(at).as_nanos() as u64);
             }
-            drop(config);
+            let now = Millis(started.duration_since(epoch).as_millis() as u64);
+            let current = config.load();
+            if !Arc::ptr_eq(current, self.pipeline.config()) {
+                self.pipeline.set_config(Arc::clone(current));
+            }
 
             let mut received = 0usize;
             for p in 0..self.ports.len() {
@@ -351,25 +358,31 @@ impl Worker {
                 let _ = self.resolve.try_send(addr);
             }
 
+            // Counters go out once a millisecond while busy, and on every
+            // idle round, so that they are current whenever traffic pauses.
+            if received == 0 || now != published_ms {
+                self.publish(stats, tx_ring_full, bad_port);
+                published_ms = now;
+            }
             if received > 0 {
                 idle = 0;
-                let _ = hist.record(started.elapsed().as_nanos() as u64);
+                busy_round = Some(started);
             } else {
                 idle += 1;
                 if idle > IDLE_ROUNDS {
                     self.sleep_until_rx();
                 }
             }
-            self.publish(stats, tx_ring_full, bad_port);
-            if published.elapsed() >= HISTOGRAM_PUBLISH {
+            if started.duration_since(published) >= HISTOGRAM_PUBLISH {
                 self.publish_kernel_stats(stats);
                 if let Ok(mut h) = stats.batch_ns.lock() {
                     let _ = h.add(&hist);
                 }
                 hist.reset();
-                published = Instant::now();
+                published = started;
             }
         }
+        self.publish(stats, tx_ring_full, bad_port);
         self.publish_kernel_stats(stats);
     }
 
@@ -440,7 +453,6 @@ impl Worker {
         stats
             .frames_tx
             .store(self.ports.iter().map(|p| p.in_tx).sum(), r);
-        stats.rounds.fetch_add(1, r);
     }
 
     fn publish_kernel_stats(&self, stats: &WorkerStats) {
