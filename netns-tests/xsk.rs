@@ -368,6 +368,66 @@ fn the_host_stays_reachable_while_xvs_runs() {
     assert_eq!(summary_field(&lines[0], "rx"), Some(0), "{log}");
 }
 
+/// Each thread of process `pid`: its name and the CPUs it may run on.
+fn thread_cpus(pid: u32) -> Vec<(String, Vec<usize>)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .flatten()
+    {
+        let dir = task.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        if let Some(list) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        {
+            let cpus = xvs::cpus::parse_list(list.trim()).expect("a CPU list");
+            threads.push((comm.trim().to_string(), cpus));
+        }
+    }
+    threads
+}
+
+#[test]
+fn other_threads_stay_off_the_worker_cpus() {
+    if !root_or_skip("other_threads_stay_off_the_worker_cpus") {
+        return;
+    }
+    let mine = thread_cpus(std::process::id());
+    let allowed = mine
+        .iter()
+        .map(|(_, c)| c.clone())
+        .max_by_key(Vec::len)
+        .expect("this test's own threads");
+    let last = *allowed.last().expect("a CPU");
+    let rig = Rig::new(1);
+    let director = rig.start(&["--worker-cpus", &last.to_string()]);
+    let threads = thread_cpus(director.pid());
+    let log = director.log_text();
+    let rest: Vec<usize> = allowed.iter().copied().filter(|&c| c != last).collect();
+    assert!(threads.len() >= 2, "{threads:?}");
+    for (name, cpus) in &threads {
+        if name.starts_with("xvs-worker") {
+            assert_eq!(cpus, &vec![last], "{name} is pinned");
+        } else if rest.is_empty() {
+            // One CPU only: nothing to move the others to.
+            assert_eq!(cpus, &allowed, "{name}");
+        } else {
+            assert_eq!(cpus, &rest, "{name} stays off the worker's CPU");
+        }
+    }
+    if !rest.is_empty() {
+        let want = format!(
+            "on CPU {last} (other threads on {})",
+            xvs::cpus::format_list(&rest)
+        );
+        assert!(log.contains(&want), "{log}");
+    }
+    let log = director.stop();
+    assert_clean_exit(&log, 1);
+}
+
 #[test]
 fn two_queues_two_workers_lose_and_duplicate_nothing() {
     if !root_or_skip("two_queues_two_workers_lose_and_duplicate_nothing") {
@@ -434,6 +494,11 @@ fn start_stop_crash_and_clear_errors() {
     let e = refused(&rig.dir, "-i d0 --workers 2");
     assert!(
         e.contains("d0 has 1 rx queue(s)") && e.contains("ethtool -L d0"),
+        "{e}"
+    );
+    let e = refused(&rig.dir, "-i d0 --worker-cpus 1000");
+    assert!(
+        e.contains("CPU 1000 is not one this process may run on (allowed: "),
         "{e}"
     );
     // Without root (or the capabilities), a clear refusal before anything is touched.

@@ -52,6 +52,9 @@ pub struct DirectorOptions {
     pub sloppy_tcp: bool,
     pub batch: usize,
     pub ring_size: u32,
+    /// The CPUs workers are pinned to, in turn (default: every CPU the
+    /// process may use). The director's other threads move to the CPUs left.
+    pub worker_cpus: Option<Vec<usize>>,
 }
 
 impl Default for DirectorOptions {
@@ -67,6 +70,7 @@ impl Default for DirectorOptions {
             sloppy_tcp: false,
             batch: 64,
             ring_size: 2048,
+            worker_cpus: None,
         }
     }
 }
@@ -113,6 +117,10 @@ pub struct Director {
     watcher: Watcher,
     resolve_rx: Receiver<IpAddr>,
     epoch: Instant,
+    /// The CPU of each worker, and those the other threads were moved to
+    /// (empty: no CPU was spare, they share the workers').
+    worker_cpus: Vec<usize>,
+    other_cpus: Vec<usize>,
 }
 
 impl Director {
@@ -132,7 +140,7 @@ impl Director {
             }
             ifaces.push(netlink::interface(name).map_err(err)?);
         }
-        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let cores = crate::cpus::worker_cpus(opts.worker_cpus.as_deref()).map_err(err)?;
         let queues: Vec<u32> = match (&opts.queues, opts.workers) {
             (Some(q), _) => q.clone(),
             (None, Some(n)) => (0..n as u32).collect(),
@@ -197,11 +205,47 @@ impl Director {
             watcher,
             resolve_rx,
             epoch: Instant::now(),
+            worker_cpus: Vec::new(),
+            other_cpus: Vec::new(),
         };
         d.sync_maps()?;
         d.resolve_ahead();
         d.spawn_workers(opts, &queues, &cores, resolve_tx)?;
+        d.keep_others_off_workers()?;
         Ok(d)
+    }
+
+    /// Moves every thread but the workers to the CPUs no worker has, once
+    /// the workers run on theirs.
+    fn keep_others_off_workers(&mut self) -> Result<(), DirectorError> {
+        let used: Vec<core_affinity::CoreId> = self
+            .worker_cpus
+            .iter()
+            .map(|&id| core_affinity::CoreId { id })
+            .collect();
+        let spare = crate::cpus::spare(&used);
+        if spare.is_empty() {
+            return Ok(());
+        }
+        // Each worker publishes its thread id right after pinning itself.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let tids = loop {
+            let tids: Vec<i32> = self
+                .stats
+                .iter()
+                .map(|s| s.tid.load(Ordering::Acquire))
+                .collect();
+            if tids.iter().all(|&t| t != 0) {
+                break tids;
+            }
+            if Instant::now() > deadline {
+                return Err(err("workers did not start within 5 s"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        crate::cpus::confine_others(&spare, &tids).map_err(err)?;
+        self.other_cpus = spare;
+        Ok(())
     }
 
     fn spawn_workers(
@@ -213,10 +257,11 @@ impl Director {
     ) -> Result<(), DirectorError> {
         let names: Vec<String> = self.ifaces.iter().map(|i| i.name.clone()).collect();
         for (index, &queue) in queues.iter().enumerate() {
+            let setup_core = cores.get(index % cores.len().max(1)).copied();
             let setup = WorkerSetup {
                 index,
                 queue,
-                core: cores.get(index % cores.len().max(1)).copied(),
+                core: setup_core,
                 batch: opts.batch,
                 ring_size: opts.ring_size,
                 busy_poll: opts.busy_poll,
@@ -238,6 +283,9 @@ impl Director {
                 .map_err(|e| err(format!("cannot start worker thread: {e}")))?;
             self.stats.push(stats);
             self.threads.push(handle);
+            if let Some(core) = setup_core {
+                self.worker_cpus.push(core.id);
+            }
         }
         Ok(())
     }
@@ -380,6 +428,17 @@ impl Director {
 
     pub fn xdp_modes(&self) -> &[XdpMode] {
         &self.modes
+    }
+
+    /// The CPU of each worker.
+    pub fn worker_cpus(&self) -> &[usize] {
+        &self.worker_cpus
+    }
+
+    /// The CPUs the director's other threads were moved to; empty if no
+    /// CPU was left over by the workers.
+    pub fn other_cpus(&self) -> &[usize] {
+        &self.other_cpus
     }
 
     /// Stops the workers and detaches the steering programs.

@@ -9,6 +9,7 @@
 
 pub mod conntrack;
 pub mod control;
+pub mod cpus;
 pub mod director;
 pub mod forward;
 pub mod neigh;

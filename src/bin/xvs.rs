@@ -101,6 +101,11 @@ struct DirectorArgs {
     /// Entries of each AF_XDP ring (default 2048).
     #[arg(long)]
     ring_size: Option<u32>,
+    /// Pin workers to these CPUs in turn, as `taskset -c` lists them (e.g.
+    /// 2-5); the director's other threads move to the CPUs left (default:
+    /// every CPU the process may use, workers first).
+    #[arg(long, value_name = "LIST")]
+    worker_cpus: Option<String>,
     /// The control socket (default: $XVS_CONTROL_SOCKET, else
     /// /run/xvs/control.sock).
     #[arg(long)]
@@ -128,6 +133,7 @@ fn settings(args: &DirectorArgs) -> Result<Settings, String> {
         busy_poll: args.busy_poll,
         batch: args.batch,
         ring_size: args.ring_size,
+        worker_cpus: args.worker_cpus.clone(),
         neighbours: some_vec(&args.static_neighbours),
         control_socket: args.control_socket.clone(),
         metrics_addr: args.metrics_addr.clone(),
@@ -179,8 +185,17 @@ fn director(args: DirectorArgs) -> Result<(), String> {
         .zip(d.xdp_modes())
         .map(|(i, m)| format!("{} ({m:?} XDP)", i.name))
         .collect();
+    let placement = if d.other_cpus().is_empty() {
+        String::new()
+    } else {
+        format!(
+            " on CPU {} (other threads on {})",
+            xvs::cpus::format_list(d.worker_cpus()),
+            xvs::cpus::format_list(d.other_cpus())
+        )
+    };
     eprintln!(
-        "xvs: directing on {} with {} worker(s); {} virtual service(s); control socket {}{}",
+        "xvs: directing on {} with {} worker(s){placement}; {} virtual service(s); control socket {}{}",
         names.join(", "),
         d.worker_stats().len(),
         d.services().services().len(),

@@ -14,6 +14,7 @@
 //! busy_poll = 64                 # SO_PREFER_BUSY_POLL budget; absent: off
 //! batch = 64
 //! ring_size = 2048
+//! worker_cpus = "1-3"             # as taskset -c; other threads get the rest
 //! neighbours = ["198.51.100.2=02:00:00:00:01:02@eth1"]   # ADDR=MAC@IFACE
 //! control_socket = "/run/xvs/control.sock"
 //! metrics_addr = "127.0.0.1:9100"                         # absent: off
@@ -61,6 +62,8 @@ pub struct FileConfig {
     pub busy_poll: Option<u16>,
     pub batch: Option<usize>,
     pub ring_size: Option<u32>,
+    /// A CPU list as `taskset -c` takes it, as `--worker-cpus`.
+    pub worker_cpus: Option<String>,
     /// `ADDR=MAC@IFACE`, as `--neigh`.
     pub neighbours: Option<Vec<String>>,
     pub control_socket: Option<PathBuf>,
@@ -135,6 +138,7 @@ impl FileConfig {
             busy_poll: over.busy_poll.or(self.busy_poll),
             batch: over.batch.or(self.batch),
             ring_size: over.ring_size.or(self.ring_size),
+            worker_cpus: over.worker_cpus.or(self.worker_cpus),
             neighbours: over.neighbours.or(self.neighbours),
             control_socket: over.control_socket.or(self.control_socket),
             metrics_addr: over.metrics_addr.or(self.metrics_addr),
@@ -184,6 +188,10 @@ impl FileConfig {
                 return Err(format!("ring_size = {r} must be a power of two"));
             }
             opts.ring_size = r;
+        }
+        if let Some(list) = &self.worker_cpus {
+            opts.worker_cpus =
+                Some(crate::cpus::parse_list(list).map_err(|e| format!("worker_cpus: {e}"))?);
         }
         opts.busy_poll = self.busy_poll;
         opts.sloppy_tcp = self.sloppy_tcp.unwrap_or(false);
@@ -314,6 +322,7 @@ queues = [0, 1]
 conn_table_size = 65536
 sloppy_tcp = true
 busy_poll = 64
+worker_cpus = "1-3"
 neighbours = ["198.51.100.2=02:00:00:00:01:02@eth1"]
 control_socket = "/tmp/x.sock"
 metrics_addr = "127.0.0.1:9100"
@@ -341,6 +350,7 @@ udp = 30
         assert_eq!(d.conn_table_size, 65536);
         assert!(d.sloppy_tcp);
         assert_eq!(d.busy_poll, Some(64));
+        assert_eq!(d.worker_cpus.as_deref(), Some(&[1, 2, 3][..]));
         // [timeouts], then the script's --set (0 keeps a value).
         assert_eq!(
             (d.timeouts.tcp, d.timeouts.tcpfin, d.timeouts.udp),
@@ -387,6 +397,8 @@ udp = 30
             ("workers = 0", "workers must be at least 1"),
             ("workers = 2\nqueues = [0]", "give one queue per worker"),
             ("ring_size = 1000", "must be a power of two"),
+            ("worker_cpus = \"3-1\"", "worker_cpus: \"3-1\" is not a CPU list"),
+            ("worker_cpus = 2", "invalid type"),
             ("[timeouts]\ntcp = 0", "timeouts.tcp = 0"),
             ("[timeouts]\ntcpfin = 99999999", "timeouts.tcpfin"),
             ("neighbours = [\"198.51.100.2@eth1\"]", "expected ADDR=MAC@IFACE"),
