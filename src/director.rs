@@ -124,7 +124,10 @@ pub struct Director {
 }
 
 impl Director {
-    /// Starts the data plane with `services` configured.
+    /// Starts the data plane with `services` configured. Once the workers
+    /// run, every other thread of the process is moved to the CPUs no
+    /// worker has, if there are any (see [`crate::cpus`]): a process-wide
+    /// effect, meant for the director's own binary.
     pub fn start(
         opts: &DirectorOptions,
         services: ServiceTable,
