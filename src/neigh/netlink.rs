@@ -2,7 +2,7 @@
 //! blocking sockets, no async runtime). Used by the control thread only.
 //!
 //! - [`interface`]: what the director needs to know about one interface.
-//! - [`snapshot`]: the main routing table and the neighbour tables, restricted
+//! - [`snapshot()`]: the main routing table and the neighbour tables, restricted
 //!   to the director's ports, as a [`NextHops`](super::NextHops).
 //! - [`Watcher`]: wakes the control thread when a route, neighbour, address or
 //!   link changes, so it rebuilds and republishes the snapshot.
@@ -411,7 +411,7 @@ pub enum Resolution {
 }
 
 /// Makes the kernel resolve `addr` on the interface `ifindex`; the result
-/// shows in a later [`snapshot`] (and wakes the [`Watcher`]). Harmless on an
+/// shows in a later [`snapshot()`] (and wakes the [`Watcher`]). Harmless on an
 /// entry that is already resolved: a managed request keeps its state.
 /// Managed entries stay after xvs exits (`ip neigh del` removes them).
 pub fn resolve_request(addr: IpAddr, ifindex: u32) -> Result<Resolution, Error> {
