@@ -32,6 +32,24 @@ pub fn prefer_busy_poll(fd: c_int, budget: u16) -> io::Result<()> {
     setsockopt_int(fd, SO_BUSY_POLL_BUDGET, c_int::from(budget))
 }
 
+/// Lets the kernel busy-poll `fd`'s queue once, without waiting: with
+/// preferred busy polling the kernel leaves the queue's NAPI work to the
+/// socket's owner, which drives it through this (or sendto/poll) call.
+pub fn busy_poll_once(fd: c_int) {
+    // SAFETY: a zero-length receive with a null buffer and no address reads
+    // and writes no memory of ours; AF_XDP ignores the buffer anyway.
+    unsafe {
+        libc::recvfrom(
+            fd,
+            std::ptr::null_mut(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+}
+
 /// Waits until one of `fds` is readable or `timeout_ms` passes.
 pub fn poll_readable(fds: &[c_int], timeout_ms: c_int) {
     let mut pfds: Vec<libc::pollfd> = fds

@@ -304,6 +304,9 @@ impl Worker {
 
             let mut received = 0usize;
             for p in 0..self.ports.len() {
+                if self.setup.busy_poll.is_some() {
+                    super::sys::busy_poll_once(self.ports[p].rx.fd().as_raw_fd());
+                }
                 // SAFETY: rx_descs are scratch descriptors the ring overwrites.
                 let n = unsafe { self.ports[p].rx.consume(&mut rx_descs) };
                 self.ports[p].in_fill -= n as u64;
