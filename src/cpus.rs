@@ -76,8 +76,8 @@ pub fn worker_cpus(wanted: Option<&[usize]>) -> Result<Vec<CoreId>, String> {
 
 /// The CPUs left for the other threads: those this thread may run on that
 /// no worker has.
-pub fn spare(workers: &[CoreId]) -> Vec<usize> {
-    let taken: HashSet<usize> = workers.iter().map(|c| c.id).collect();
+pub fn spare(workers: &[usize]) -> Vec<usize> {
+    let taken: HashSet<usize> = workers.iter().copied().collect();
     core_affinity::get_core_ids()
         .unwrap_or_default()
         .into_iter()
@@ -160,8 +160,7 @@ mod tests {
         let e = worker_cpus(Some(&[outside])).unwrap_err();
         assert!(e.contains(&format!("CPU {outside} is not one")), "{e}");
         assert!(worker_cpus(Some(&[])).is_err());
-        let all: Vec<CoreId> = allowed.iter().map(|&id| CoreId { id }).collect();
-        assert!(spare(&all).is_empty());
-        assert_eq!(spare(&all[1..]), vec![first]);
+        assert!(spare(&allowed).is_empty());
+        assert_eq!(spare(&allowed[1..]), vec![first]);
     }
 }

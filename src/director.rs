@@ -221,12 +221,7 @@ impl Director {
     /// Moves every thread but the workers to the CPUs no worker has, once
     /// the workers run on theirs.
     fn keep_others_off_workers(&mut self) -> Result<(), DirectorError> {
-        let used: Vec<core_affinity::CoreId> = self
-            .worker_cpus
-            .iter()
-            .map(|&id| core_affinity::CoreId { id })
-            .collect();
-        let spare = crate::cpus::spare(&used);
+        let spare = crate::cpus::spare(&self.worker_cpus);
         if spare.is_empty() {
             return Ok(());
         }
