@@ -15,10 +15,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::{
-    root_or_skip, sh, summary_field, temp_path, worker_summaries, DirectorProc, Netns,
+    root_or_skip, sh, summary_field, temp_path, wait_for, worker_summaries, DirectorProc, Netns,
 };
 
 const VIP: &str = "192.0.2.10";
@@ -207,17 +207,6 @@ impl Drop for Lab {
         let _ = std::fs::remove_dir_all(&self.bin);
         let _ = std::fs::remove_file(&self.socket);
     }
-}
-
-fn wait_for(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if pred() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    pred()
 }
 
 /// One `--stats` row's InBytes / OutPkts for the real `real`, exact numbers.

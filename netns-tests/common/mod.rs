@@ -13,8 +13,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// True when running as root; otherwise prints why the test does nothing.
-/// `tools/test` (and so CI) runs as root and refuses to run these otherwise.
+/// True when running as root. Otherwise the test fails, saying why, unless
+/// `XVS_NETNS_SKIP=1` asks to skip it: a test that silently passes without
+/// running would hide that nothing was tested.
 pub fn root_or_skip(test: &str) -> bool {
     let euid = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -27,8 +28,26 @@ pub fn root_or_skip(test: &str) -> bool {
     if euid == "0" {
         return true;
     }
-    eprintln!("{test}: skipped, network namespaces need root (run tools/test as root)");
-    false
+    if std::env::var("XVS_NETNS_SKIP").is_ok_and(|v| v == "1") {
+        eprintln!("{test}: skipped (XVS_NETNS_SKIP=1)");
+        return false;
+    }
+    panic!(
+        "{test}: network namespaces and XDP need root: run tools/test as root \
+         (or set XVS_NETNS_SKIP=1 to skip the netns tests)"
+    );
+}
+
+/// Polls `pred` every 50 ms until it holds or `timeout` passes; its last answer.
+pub fn wait_for(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if pred() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pred()
 }
 
 /// Runs `cmd` through `sh -c`, panicking with its output if it fails.
@@ -180,15 +199,18 @@ impl Capture {
             .stderr(std::fs::File::create(&err).expect("capture file"))
             .spawn()
             .expect("tcpdump");
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5)
-            && !std::fs::read_to_string(&err)
+        let listening = wait_for(Duration::from_secs(5), || {
+            std::fs::read_to_string(&err)
                 .unwrap_or_default()
                 .contains("listening")
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Capture { child, path }
+        });
+        let capture = Capture { child, path };
+        assert!(
+            listening,
+            "tcpdump on {dev} did not start: {}",
+            std::fs::read_to_string(&err).unwrap_or_default()
+        );
+        capture
     }
 
     /// Waits until a captured line contains `needle` (or `timeout` passes)
@@ -245,12 +267,11 @@ impl Sniffer {
             .stderr(Stdio::null())
             .spawn()
             .expect("python3");
-        let start = Instant::now();
-        while !ready.exists() && start.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let started = wait_for(Duration::from_secs(10), || ready.exists());
         let _ = std::fs::remove_file(&ready);
-        Sniffer { child, path }
+        let sniffer = Sniffer { child, path };
+        assert!(started, "the packet receiver on {dev} did not start");
+        sniffer
     }
 
     /// Frames received so far.
@@ -292,12 +313,23 @@ impl Drop for Sniffer {
 pub struct DirectorProc {
     child: Option<Child>,
     log: PathBuf,
+    /// The control socket this harness chose, removed on drop.
+    own_socket: PathBuf,
 }
 
 impl DirectorProc {
     /// Starts `xvs director ARGS` in `ns` and waits until it says it runs.
     pub fn start(ns: &Netns, args: &[&str]) -> DirectorProc {
         let log = temp_path("director").with_extension("log");
+        // A control socket of its own unless the test names one, so that a
+        // director on the host or a parallel run never meets this one.
+        let own_socket = temp_path("ctl").with_extension("sock");
+        let own_socket_arg = own_socket.display().to_string();
+        let socket: &[&str] = if args.contains(&"--control-socket") {
+            &[]
+        } else {
+            &["--control-socket", &own_socket_arg]
+        };
         let child = Command::new("ip")
             .args([
                 "netns",
@@ -307,6 +339,7 @@ impl DirectorProc {
                 "director",
             ])
             .args(args)
+            .args(socket)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
@@ -315,6 +348,7 @@ impl DirectorProc {
         let mut d = DirectorProc {
             child: Some(child),
             log,
+            own_socket,
         };
         let start = Instant::now();
         while !d.log_text().contains("directing on") {
@@ -377,6 +411,7 @@ impl Drop for DirectorProc {
     fn drop(&mut self) {
         self.terminate();
         let _ = std::fs::remove_file(&self.log);
+        let _ = std::fs::remove_file(&self.own_socket);
     }
 }
 
