@@ -516,15 +516,23 @@ impl Engine {
                 let Some(key) = p.key() else {
                     return Verdict::Pass;
                 };
+                // RFC 8200: an IPv6 UDP checksum is never 0, service packet
+                // or NAT answer alike.
+                if p.version == IpVersion::V6
+                    && p.transport == Transport::Udp
+                    && rewrite::udp_checksum(frame.data(), &p) == 0
+                {
+                    return Verdict::Drop(DropReason::UdpZeroChecksum);
+                }
                 let skey = ServiceKey {
                     proto: key.proto,
                     addr: key.dst,
                     port: key.dport,
                 };
-                if let Some((si, svc)) = config.services.find(&skey) {
-                    self.service_packet(rx, config, si, svc, &p, frame)
+                if let Some(found) = config.services.find(&skey) {
+                    self.service_packet(rx, config, found, &p, &key, frame)
                 } else {
-                    self.nat_reply(now, config, &p, frame)
+                    self.nat_reply(now, config, &p, &key, frame)
                 }
             }
             Transport::IcmpError(q) => self.icmp_error(now, ingress, config, &p, &q, frame),
@@ -533,34 +541,28 @@ impl Engine {
         result.unwrap_or_else(Verdict::Drop)
     }
 
-    /// A TCP/UDP packet to a virtual service.
+    /// A TCP/UDP packet of flow `key` to the virtual service `found`.
     fn service_packet(
         &mut self,
         rx: Rx,
         config: &Config,
-        si: ServiceIndex,
-        svc: &VirtualService,
+        found: (ServiceIndex, &VirtualService),
         p: &Parsed,
+        key: &FlowKey,
         frame: &mut Frame<'_>,
     ) -> Result<Verdict, DropReason> {
+        let (si, svc) = found;
         if is_martian(p.src) {
             return Err(DropReason::Martian);
         }
         if p.sport == 0 || p.dport == 0 {
             return Err(DropReason::ZeroPort);
         }
-        if p.version == IpVersion::V6
-            && p.transport == Transport::Udp
-            && rewrite::udp_checksum(frame.data(), p) == 0
-        {
-            return Err(DropReason::UdpZeroChecksum);
-        }
-        let key = p.key().ok_or(DropReason::Truncated)?;
         let flags = tcp_flags(p);
         let opens = flags.is_some_and(|f| f.is_connection_start());
         let existing = self
             .conns
-            .lookup_original(&key, rx.now)
+            .lookup_original(key, rx.now)
             .filter(|c| {
                 // A SYN reusing the ports of a finished connection starts a
                 // new one, scheduled afresh (IPVS's conn_reuse_mode).
@@ -578,7 +580,7 @@ impl Engine {
             });
         let conn = match existing {
             Some(c) => c,
-            None => self.new_conn(rx.now, config, si, svc, &key, flags)?,
+            None => self.new_conn(rx.now, config, si, svc, key, flags)?,
         };
         let Some(ri) = svc.reals.iter().position(|r| r.id == conn.dest()) else {
             // The real server was deleted: IPVS's expire_nodest_conn.
@@ -727,12 +729,10 @@ impl Engine {
         now: Millis,
         config: &Config,
         p: &Parsed,
+        key: &FlowKey,
         frame: &mut Frame<'_>,
     ) -> Result<Verdict, DropReason> {
-        let Some(key) = p.key() else {
-            return Ok(Verdict::Pass);
-        };
-        let Some(conn) = self.conns.lookup_reply(&key, now) else {
+        let Some(conn) = self.conns.lookup_reply(key, now) else {
             return Ok(Verdict::Pass);
         };
         if self

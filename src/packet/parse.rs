@@ -347,7 +347,9 @@ fn parse_transport(frame: &[u8], p: &mut Parsed) -> Result<(), ParseError> {
             p.dport = checksum::read_u16(seg, 2);
             p.transport = Transport::Udp;
         }
-        IpNumber::ICMP => {
+        // ICMP belongs to IPv4 and ICMPv6 to IPv6; the other way round it is
+        // no error message of either, and not ours.
+        IpNumber::ICMP if p.version == IpVersion::V4 => {
             if seg.len() < 8 {
                 return Err(ParseError::Truncated);
             }
@@ -356,7 +358,7 @@ fn parse_transport(frame: &[u8], p: &mut Parsed) -> Result<(), ParseError> {
                 p.transport = quoted(frame, p.l4 + 8, p.ip_end(), IpVersion::V4)?;
             }
         }
-        IpNumber::IPV6_ICMP => {
+        IpNumber::IPV6_ICMP if p.version == IpVersion::V6 => {
             if seg.len() < 8 {
                 return Err(ParseError::Truncated);
             }

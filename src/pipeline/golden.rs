@@ -641,6 +641,22 @@ fn v6_only_cases() -> Vec<Case> {
         &nock,
         DropReason::UdpZeroChecksum,
     ));
+    // The same on the NAT answer path (client:5300 ↔ VIP:53 is open).
+    let zero_answer = Pkt::new(
+        n.rs_nat,
+        n.client,
+        L4::UdpNoChecksum {
+            sport: RPORT_DNS,
+            dport: 5300,
+        },
+    );
+    cases.push(case(
+        "IPv6: a NAT answer with UDP checksum 0",
+        &zero_answer.macs(RS_NAT_MAC, INT_MAC),
+        INT,
+        Verdict::Drop(DropReason::UdpZeroChecksum),
+        None,
+    ));
     let mut b = tcp.bytes();
     b[14 + 4..14 + 6].copy_from_slice(&0u16.to_be_bytes());
     cases.push(raw(
@@ -657,6 +673,47 @@ fn fix_ipv4_checksum(frame: &mut [u8]) {
     let h = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..14 + ihl]).expect("header");
     let c = h.to_header().calc_header_checksum();
     frame[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The real server's port-unreachable about the NAT UDP query client:5300 →
+/// VIP:53 of `n` (which the family cases open), as carried by the *other*
+/// IP version: ICMPv6 in IPv4 (protocol 58) or ICMPv4 in IPv6 (next header
+/// 1). That is no error message of either version: the pipeline must leave
+/// it alone, not read it as one about the connection.
+fn icmp_in_the_other_ip(n: &Net) -> Case {
+    let q = Pkt::udp(n.client, 5300, n.vip, PORT_DNS);
+    let quoted = natted(&q, n.rs_nat, RPORT_DNS, INT_MAC, RS_NAT_MAC);
+    let (kind, ip_len) = if n.vip.is_ipv4() {
+        ((3, 3, [0; 4]), 20)
+    } else {
+        ((1, 4, [0; 4]), 40)
+    };
+    let icmp =
+        icmp_error(n.rs_nat, n.client, kind, &quoted.ip_bytes()).ip_bytes()[ip_len..].to_vec();
+    let input = if n.vip.is_ipv4() {
+        let o = v6();
+        let mut b = Pkt::udp(o.rs_nat, RPORT_DNS, o.client, 5300).ip_bytes()[..40].to_vec();
+        b[6] = 1;
+        b[4..6].copy_from_slice(&(icmp.len() as u16).to_be_bytes());
+        b.extend_from_slice(&icmp);
+        frame(RS_NAT_MAC, INT_MAC, None, 0x86dd, &b)
+    } else {
+        let o = v4();
+        let mut b = Pkt::udp(o.rs_nat, RPORT_DNS, o.client, 5300).ip_bytes()[..20].to_vec();
+        b[9] = 58;
+        b[2..4].copy_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+        b.extend_from_slice(&icmp);
+        let mut f = frame(RS_NAT_MAC, INT_MAC, None, 0x0800, &b);
+        fix_ipv4_checksum(&mut f);
+        f
+    };
+    Case {
+        description: "an ICMP error of the other IP version's protocol number is not ours".into(),
+        input,
+        ingress: INT,
+        verdict: Verdict::Pass,
+        output: None,
+    }
 }
 
 /// Runs `cases` in order through one pipeline, with room around each frame.
@@ -717,15 +774,19 @@ fn hex(b: &[u8]) -> String {
 
 #[test]
 fn golden_ipv4() {
-    let mut cases = family_cases(&v4());
+    let n = v4();
+    let mut cases = family_cases(&n);
     cases.extend(v4_only_cases());
+    cases.push(icmp_in_the_other_ip(&n));
     run(cases);
 }
 
 #[test]
 fn golden_ipv6() {
-    let mut cases = family_cases(&v6());
+    let n = v6();
+    let mut cases = family_cases(&n);
     cases.extend(v6_only_cases());
+    cases.push(icmp_in_the_other_ip(&n));
     run(cases);
 }
 
