@@ -397,6 +397,12 @@ impl ConnTable {
     }
 
     /// Slots for IPv4 and IPv6 connections.
+    /// Buckets the incremental expiry has looked at so far, IPv4 table
+    /// (each [`ConnTable::expire_step`] adds its budget).
+    pub fn swept_buckets(&self) -> usize {
+        self.v4.swept()
+    }
+
     pub fn capacity(&self) -> (usize, usize) {
         (self.v4.capacity(), self.v6.capacity())
     }

@@ -890,6 +890,11 @@ impl Shard {
         }
     }
 
+    /// Buckets handed out for sweeping so far (wrapping included).
+    pub fn swept(&self) -> usize {
+        self.cursor.load(Ordering::Relaxed)
+    }
+
     /// The next `budget` buckets (wrapping) for an incremental sweep; workers
     /// calling this concurrently get disjoint slices.
     pub fn sweep_slice(&self, budget: usize) -> impl Iterator<Item = u32> + '_ {

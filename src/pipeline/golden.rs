@@ -911,16 +911,24 @@ fn end_batch_expires_connections_once_per_millisecond() {
     // Past the UDP timeout (300 s): the same millisecond sweeps only once,
     // later milliseconds sweep the rest of this small table.
     let later = 1000 + 301_000;
+    let conns = std::sync::Arc::clone(p.conns());
+    let swept = || conns.swept_buckets();
+    let before = swept();
     for _ in 0..10 {
         p.end_batch(Millis(later));
     }
-    let after_one_ms = p.conns().stats().conns;
+    assert_eq!(
+        swept() - before,
+        super::EXPIRE_BUDGET,
+        "ten batches in one millisecond: one expiry step"
+    );
     for ms in 1..10 {
         p.end_batch(Millis(later + ms));
     }
     assert_eq!(
-        p.conns().stats().conns,
-        0,
-        "expired (after one ms: {after_one_ms})"
+        swept() - before,
+        10 * super::EXPIRE_BUDGET,
+        "one step a millisecond"
     );
+    assert_eq!(p.conns().stats().conns, 0, "expired");
 }
