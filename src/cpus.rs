@@ -2,11 +2,11 @@
 //!
 //! Each worker busy-polls one CPU. The other threads (control loop, control
 //! socket, metrics, netlink) wake up every few milliseconds; on a worker's
-//! CPU each wake-up preempts the worker and its rings wait. So once the
-//! workers are pinned, every other thread of the process is confined to the
-//! CPUs the process may use that no worker has, if there are any, as DPDK
-//! keeps its main lcore apart from its forwarding lcores. With no spare CPU
-//! everything shares, as before.
+//! CPU each wake-up preempts the worker and its rings wait. So before the
+//! workers start, every thread of the process is confined to the CPUs it
+//! may use that no worker will have, if there are any, as DPDK keeps its
+//! main lcore apart from its forwarding lcores; the workers then pin
+//! themselves. With no spare CPU everything shares.
 
 use std::collections::HashSet;
 
@@ -32,7 +32,7 @@ pub fn parse_list(text: &str) -> Result<Vec<usize>, String> {
         }
         if hi >= CpuSet::count() {
             return Err(format!(
-                "CPU {hi} is past the last CPU Linux can name ({})",
+                "CPU {hi} is past the largest CPU number xvs handles ({})",
                 CpuSet::count() - 1
             ));
         }
@@ -86,9 +86,9 @@ pub fn spare(workers: &[usize]) -> Vec<usize> {
         .collect()
 }
 
-/// Confines every thread of this process except `workers` (thread ids) to
-/// `cpus`. Threads started later inherit their creator's CPUs.
-pub fn confine_others(cpus: &[usize], workers: &[i32]) -> Result<(), String> {
+/// Confines every thread of this process to `cpus`. Threads started later
+/// inherit their creator's CPUs.
+pub fn confine_process(cpus: &[usize]) -> Result<(), String> {
     let mut set = CpuSet::new();
     for &c in cpus {
         set.set(c).map_err(|e| format!("CPU {c}: {e}"))?;
@@ -103,9 +103,6 @@ pub fn confine_others(cpus: &[usize], workers: &[i32]) -> Result<(), String> {
         else {
             continue;
         };
-        if workers.contains(&tid) {
-            continue;
-        }
         match sched_setaffinity(Pid::from_raw(tid), &set) {
             // A thread that ended meanwhile needs no CPU.
             Ok(()) | Err(nix::errno::Errno::ESRCH) => {}

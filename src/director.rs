@@ -124,10 +124,10 @@ pub struct Director {
 }
 
 impl Director {
-    /// Starts the data plane with `services` configured. Once the workers
-    /// run, every other thread of the process is moved to the CPUs no
-    /// worker has, if there are any (see [`crate::cpus`]): a process-wide
-    /// effect, meant for the director's own binary.
+    /// Starts the data plane with `services` configured. Every other thread
+    /// of the process is moved to the CPUs no worker has, if there are any
+    /// (see [`crate::cpus`]): a process-wide effect, meant for the
+    /// director's own binary.
     pub fn start(
         opts: &DirectorOptions,
         services: ServiceTable,
@@ -213,37 +213,19 @@ impl Director {
         };
         d.sync_maps()?;
         d.resolve_ahead();
-        d.spawn_workers(opts, &queues, &cores, resolve_tx)?;
-        d.keep_others_off_workers()?;
-        Ok(d)
-    }
-
-    /// Moves every thread but the workers to the CPUs no worker has, once
-    /// the workers run on theirs.
-    fn keep_others_off_workers(&mut self) -> Result<(), DirectorError> {
-        let spare = crate::cpus::spare(&self.worker_cpus);
-        if spare.is_empty() {
-            return Ok(());
+        // Every thread there is now moves off the workers' CPUs (threads
+        // started later inherit that); each worker then pins itself to its
+        // own CPU, which a thread may do outside the CPUs it inherited.
+        let used: Vec<usize> = (0..queues.len())
+            .filter_map(|i| cores.get(i % cores.len().max(1)).map(|c| c.id))
+            .collect();
+        let spare = crate::cpus::spare(&used);
+        if !spare.is_empty() {
+            crate::cpus::confine_process(&spare).map_err(err)?;
         }
-        // Each worker publishes its thread id right after pinning itself.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let tids = loop {
-            let tids: Vec<i32> = self
-                .stats
-                .iter()
-                .map(|s| s.tid.load(Ordering::Acquire))
-                .collect();
-            if tids.iter().all(|&t| t != 0) {
-                break tids;
-            }
-            if Instant::now() > deadline {
-                return Err(err("workers did not start within 5 s"));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        };
-        crate::cpus::confine_others(&spare, &tids).map_err(err)?;
-        self.other_cpus = spare;
-        Ok(())
+        d.other_cpus = spare;
+        d.spawn_workers(opts, &queues, &cores, resolve_tx)?;
+        Ok(d)
     }
 
     fn spawn_workers(

@@ -11,7 +11,7 @@
 
 use std::num::NonZeroU32;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,9 +92,6 @@ impl std::error::Error for WorkerError {}
 /// (and on every idle round) and read by the control plane at any time.
 #[derive(Debug)]
 pub struct WorkerStats {
-    /// The worker thread's id, once it runs on its core (0 before), so that
-    /// the director can keep its other threads off that core.
-    pub tid: AtomicI32,
     pub rx: AtomicU64,
     pub tx: AtomicU64,
     /// Frames the pipeline said were not xvs's. The steering program only
@@ -126,7 +123,6 @@ pub struct WorkerStats {
 impl Default for WorkerStats {
     fn default() -> WorkerStats {
         WorkerStats {
-            tid: AtomicI32::new(0),
             rx: AtomicU64::new(0),
             tx: AtomicU64::new(0),
             pass: AtomicU64::new(0),
@@ -268,9 +264,6 @@ impl Worker {
         if let Some(core) = self.setup.core {
             core_affinity::set_for_current(core);
         }
-        stats
-            .tid
-            .store(nix::unistd::gettid().as_raw(), Ordering::Release);
         let batch = self.setup.batch.max(64);
         let mut rx_descs = vec![FrameDesc::default(); batch];
         let mut comp_descs = vec![FrameDesc::default(); self.setup.ring_size as usize];
