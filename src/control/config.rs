@@ -49,6 +49,13 @@ use super::ipvsadm::{parse_restore, Command, ServiceModel, Services, MAX_TIMEOUT
 use crate::director::{DirectorOptions, StaticNeighbourSpec, DEST_CAPACITY};
 use crate::packet::MacAddr;
 
+/// Most connections a table may be sized for (about 17 GB at 65 bytes each);
+/// slot numbers are 32-bit.
+pub const MAX_CONN_TABLE: usize = 1 << 28;
+/// Largest AF_XDP ring: each worker's UMEM holds two rings' worth of 4 KiB
+/// frames per interface (512 MiB per interface at this size).
+pub const MAX_RING: u32 = 1 << 16;
+
 /// The file's contents; also what the command line overrides.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -151,6 +158,13 @@ impl FileConfig {
     pub fn resolve(&self) -> Result<Settings, String> {
         let mut opts = DirectorOptions::default();
         if let Some(i) = &self.interfaces {
+            // Interface names also name lock files: only what Linux allows.
+            if let Some(bad) = i
+                .iter()
+                .find(|n| n.is_empty() || n.len() > 15 || n.contains(['/', ' ', '\0']))
+            {
+                return Err(format!("{bad:?} is not an interface name"));
+            }
             opts.interfaces = i.clone();
         }
         if self.workers == Some(0) {
@@ -161,6 +175,12 @@ impl FileConfig {
             if q.is_empty() {
                 return Err("queues must name at least one queue".into());
             }
+            if let Some(dup) = q.iter().enumerate().find(|(i, v)| q[..*i].contains(v)) {
+                return Err(format!(
+                    "queues names queue {} twice: each worker needs a queue of its own",
+                    dup.1
+                ));
+            }
             if let Some(n) = self.workers.filter(|&n| n != q.len()) {
                 return Err(format!(
                     "workers = {n} but queues names {} queue(s): give one queue per worker",
@@ -170,9 +190,9 @@ impl FileConfig {
         }
         opts.queues = self.queues.clone();
         if let Some(n) = self.conn_table_size {
-            if n < 1024 {
+            if !(1024..=MAX_CONN_TABLE).contains(&n) {
                 return Err(format!(
-                    "conn_table_size = {n} is too small (at least 1024)"
+                    "conn_table_size = {n}: give 1024 to {MAX_CONN_TABLE} connections"
                 ));
             }
             opts.conn_table_size = n;
@@ -184,10 +204,18 @@ impl FileConfig {
             opts.batch = b;
         }
         if let Some(r) = self.ring_size {
-            if !r.is_power_of_two() {
-                return Err(format!("ring_size = {r} must be a power of two"));
+            if !r.is_power_of_two() || r > MAX_RING {
+                return Err(format!(
+                    "ring_size = {r} must be a power of two up to {MAX_RING}"
+                ));
             }
             opts.ring_size = r;
+        }
+        if opts.batch > opts.ring_size as usize {
+            return Err(format!(
+                "batch = {} is larger than ring_size = {}: a batch comes off one ring",
+                opts.batch, opts.ring_size
+            ));
         }
         if let Some(list) = &self.worker_cpus {
             opts.worker_cpus =
@@ -397,6 +425,12 @@ udp = 30
             ("workers = 0", "workers must be at least 1"),
             ("workers = 2\nqueues = [0]", "give one queue per worker"),
             ("ring_size = 1000", "must be a power of two"),
+            ("ring_size = 2147483648", "must be a power of two up to 65536"),
+            ("batch = 4096\nring_size = 2048", "batch = 4096 is larger than ring_size = 2048"),
+            ("conn_table_size = 1000000000000", "give 1024 to 268435456"),
+            ("queues = [0, 1, 0]", "queues names queue 0 twice"),
+            ("interfaces = [\"../../etc/x\"]", "is not an interface name"),
+            ("interfaces = [\"a-name-longer-than-15\"]", "is not an interface name"),
             ("worker_cpus = \"3-1\"", "worker_cpus: \"3-1\" is not a CPU list"),
             ("worker_cpus = 2", "invalid type"),
             ("[timeouts]\ntcp = 0", "timeouts.tcp = 0"),
