@@ -283,16 +283,29 @@ fn update<K, V>(fd: c_int, key: &K, value: &V) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes the map hold exactly `want`; `have` follows every change that took,
+/// so a failure part way leaves it true to the map and the next sync
+/// finishes the job.
 fn sync(fd: c_int, have: &mut HashSet<Endpoint>, want: &HashSet<Endpoint>) -> io::Result<()> {
-    for e in want.difference(have) {
-        update(fd, e, &1u8)?;
+    let new: Vec<Endpoint> = want.difference(have).copied().collect();
+    for e in new {
+        update(fd, &e, &1u8)?;
+        have.insert(e);
     }
     let stale: Vec<Endpoint> = have.difference(want).copied().collect();
-    for e in &stale {
+    for e in stale {
         // SAFETY: e points to a key of the map's key size.
-        unsafe { libxdp_sys::bpf_map_delete_elem(fd, e as *const Endpoint as *const c_void) };
+        let ret =
+            unsafe { libxdp_sys::bpf_map_delete_elem(fd, &e as *const Endpoint as *const c_void) };
+        if ret != 0 {
+            let e = last_error(ret);
+            // Already gone is what we want.
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                return Err(e);
+            }
+        }
+        have.remove(&e);
     }
-    *have = want.clone();
     Ok(())
 }
 
