@@ -40,7 +40,8 @@ pub const DEST_CAPACITY: usize = 65536;
 #[derive(Clone, Debug)]
 pub struct DirectorOptions {
     pub interfaces: Vec<String>,
-    /// Default: one per rx queue of the first interface, at most one per core.
+    /// Default: one per rx queue of the first interface, at most one per
+    /// worker CPU (`worker_cpus`, else every CPU the process may use).
     pub workers: Option<usize>,
     /// The queue of each worker; default 0, 1, ... .
     pub queues: Option<Vec<u32>>,

@@ -4,10 +4,11 @@
 //! Frame accounting: every frame of the UMEM is, between loop rounds, in
 //! exactly one place — the worker's free list, a fill ring (given to the
 //! kernel to receive into), or a TX ring (given to the kernel to send, until
-//! it comes back on a completion ring). The counters in [`WorkerStats`]
-//! follow each ring operation, so `free + fill + tx == total` holds at every
-//! round boundary; a frame that leaked would break it, which the netns tests
-//! check after long runs.
+//! it comes back on a completion ring). The worker's own counts follow each
+//! ring operation, so `free + fill + tx == total` holds at every round
+//! boundary; [`WorkerStats`] gets them at such a boundary (once a
+//! millisecond while busy, on idle rounds, and at exit). A frame that leaked
+//! would break the sum, which the netns tests check after long runs.
 
 use std::num::NonZeroU32;
 use std::os::fd::AsRawFd;
@@ -222,8 +223,10 @@ impl Worker {
             let name = iface
                 .parse()
                 .map_err(|_| err("bad interface name".into()))?;
-            // SAFETY: each (interface, queue) pair is bound once: workers own
-            // distinct queues and this loop visits each interface once.
+            // SAFETY: xsk-rs requires XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD when a
+            // shared UMEM binds an (interface, queue) pair twice; it is set
+            // above. (Each pair is bound once anyway: this loop visits each
+            // interface once, and the configuration refuses a queue named twice.)
             let (tx, rx, rings) = unsafe { Socket::new(socket_config, &umem, &name, setup.queue) }
                 .map_err(|e| err(e.to_string()))?;
             let (fill, comp) = rings.ok_or_else(|| err("no fill/completion rings".into()))?;
@@ -262,7 +265,12 @@ impl Worker {
     /// Runs until `shared.stop` is set.
     pub fn run(mut self, shared: &WorkerShared, stats: &WorkerStats) {
         if let Some(core) = self.setup.core {
-            core_affinity::set_for_current(core);
+            if !core_affinity::set_for_current(core) {
+                eprintln!(
+                    "xvs: worker {}: cannot pin to CPU {}; it runs unpinned",
+                    self.setup.index, core.id
+                );
+            }
         }
         let batch = self.setup.batch.max(64);
         let mut rx_descs = vec![FrameDesc::default(); batch];
@@ -300,7 +308,8 @@ impl Worker {
                 if self.setup.busy_poll.is_some() {
                     super::sys::busy_poll_once(self.ports[p].rx.fd().as_raw_fd());
                 }
-                // SAFETY: rx_descs are scratch descriptors the ring overwrites.
+                // SAFETY: every port's rings belong to this worker's one UMEM;
+                // rx_descs are scratch descriptors the ring overwrites.
                 let n = unsafe { self.ports[p].rx.consume(&mut rx_descs) };
                 self.ports[p].in_fill -= n as u64;
                 received += n;
@@ -344,7 +353,8 @@ impl Worker {
                 // next frame for this port arrives (latency) and the ring
                 // fills at full rate (drops).
                 for kick in 0..=TX_KICKS {
-                    // SAFETY: comp_descs are scratch descriptors the ring overwrites.
+                    // SAFETY: every port's rings belong to this worker's one
+                    // UMEM; comp_descs are scratch descriptors the ring overwrites.
                     let c = unsafe { port.comp.consume(&mut comp_descs) };
                     port.in_tx -= c as u64;
                     self.free.extend_from_slice(&comp_descs[..c]);
