@@ -169,10 +169,6 @@ impl Default for Stats {
 }
 
 impl Stats {
-    pub fn drop_count(&self, reason: DropReason) -> u64 {
-        self.drops[reason as usize]
-    }
-
     fn count(&mut self, v: Verdict) {
         match v {
             Verdict::Transmit { .. } => self.tx += 1,

@@ -187,16 +187,6 @@ impl ServiceTable {
             .map(|i| (i as ServiceIndex, &self.services[i]))
     }
 
-    /// Whether `(addr, port)` is a real-server endpoint of some service with
-    /// the given method; NAT answers are recognised this way.
-    pub fn has_real(&self, proto: L4Proto, addr: IpAddr, port: u16, method: ForwardMethod) -> bool {
-        self.services.iter().any(|s| {
-            s.key.proto == proto
-                && s.reals
-                    .iter()
-                    .any(|r| r.method == method && r.addr == addr && r.port == port)
-        })
-    }
 
     /// The real server with this id, and the service it belongs to.
     pub fn real(&self, id: DestId) -> Option<(ServiceIndex, &RealServer)> {

@@ -91,7 +91,6 @@ impl TcpFlags {
 pub struct Quoted {
     /// Offset of the quoted IP header in the frame.
     pub l3: usize,
-    pub header_len: usize,
     /// Offset of the quoted transport header in the frame.
     pub l4: usize,
     /// Quoted transport bytes present (at least 8).
@@ -158,11 +157,6 @@ impl Parsed {
     /// Where the IP packet ends in the frame.
     pub fn ip_end(&self) -> usize {
         self.l3 + self.ip_len
-    }
-
-    /// Length of the transport segment (header and payload).
-    pub fn l4_len(&self) -> usize {
-        self.ip_end() - self.l4
     }
 }
 
@@ -428,7 +422,6 @@ fn quoted(
     let l4 = &q[header_len..];
     Ok(Transport::IcmpError(Quoted {
         l3: start,
-        header_len,
         l4: start + header_len,
         l4_len,
         key: FlowKey::new(

@@ -15,7 +15,6 @@
 //! tx ring until its completion returns.
 
 use std::num::NonZeroU32;
-use std::os::fd::AsRawFd;
 
 use xsk_rs::config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
@@ -202,10 +201,6 @@ impl TxSocket {
     /// The kernel's counters for this socket.
     pub fn counters(&self) -> XskCounters {
         counters(&self.rx)
-    }
-
-    pub fn fd(&self) -> i32 {
-        self.tx.fd().as_raw_fd()
     }
 }
 
