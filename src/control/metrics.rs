@@ -52,7 +52,6 @@ use super::ipvsadm::{RealCounts, TotalStats};
 use super::socket::Job;
 use crate::conntrack::TableStats;
 use crate::director::Director;
-use crate::packet::L4Proto;
 use crate::pipeline::DropReason;
 use crate::xsk::worker::WorkerStats;
 
@@ -157,12 +156,12 @@ pub fn snapshot(director: &Director, control: &Control) -> Snapshot {
         .services()
         .iter()
         .map(|s| {
-            let proto = match s.key.proto {
-                L4Proto::Udp => "UDP",
-                _ => "TCP",
-            };
             ServiceMetrics {
-                label: format!("{proto} {}", SocketAddr::new(s.key.addr, s.key.port)),
+                label: format!(
+                    "{} {}",
+                    s.key.proto.name(),
+                    SocketAddr::new(s.key.addr, s.key.port)
+                ),
                 totals: stats
                     .services
                     .get(&s.key)
