@@ -187,7 +187,6 @@ impl ServiceTable {
             .map(|i| (i as ServiceIndex, &self.services[i]))
     }
 
-
     /// The real server with this id, and the service it belongs to.
     pub fn real(&self, id: DestId) -> Option<(ServiceIndex, &RealServer)> {
         self.services.iter().enumerate().find_map(|(i, s)| {

@@ -155,32 +155,30 @@ pub fn snapshot(director: &Director, control: &Control) -> Snapshot {
         .model()
         .services()
         .iter()
-        .map(|s| {
-            ServiceMetrics {
-                label: format!(
-                    "{} {}",
-                    s.key.proto.name(),
-                    SocketAddr::new(s.key.addr, s.key.port)
-                ),
-                totals: stats
-                    .services
-                    .get(&s.key)
-                    .map(|t| t.totals)
-                    .unwrap_or_default(),
-                reals: s
-                    .reals
-                    .iter()
-                    .map(|r| {
-                        let st = stats.reals.get(&r.id).copied().unwrap_or_default();
-                        RealMetrics {
-                            label: SocketAddr::new(r.addr, r.port).to_string(),
-                            totals: st.totals,
-                            counts: st.counts,
-                            weight: r.weight,
-                        }
-                    })
-                    .collect(),
-            }
+        .map(|s| ServiceMetrics {
+            label: format!(
+                "{} {}",
+                s.key.proto.name(),
+                SocketAddr::new(s.key.addr, s.key.port)
+            ),
+            totals: stats
+                .services
+                .get(&s.key)
+                .map(|t| t.totals)
+                .unwrap_or_default(),
+            reals: s
+                .reals
+                .iter()
+                .map(|r| {
+                    let st = stats.reals.get(&r.id).copied().unwrap_or_default();
+                    RealMetrics {
+                        label: SocketAddr::new(r.addr, r.port).to_string(),
+                        totals: st.totals,
+                        counts: st.counts,
+                        weight: r.weight,
+                    }
+                })
+                .collect(),
         })
         .collect();
     let (v4, v6) = director.conns().capacity();

@@ -30,7 +30,7 @@
 
 use std::fmt;
 
-use super::{addr_port_hash, available, hashed_port, mix64, usable};
+use super::{addr_port_hash, hashed_port, mix64, usable};
 use crate::packet::FlowKey;
 use crate::service::{DestTable, RealServer, VirtualService};
 
@@ -166,9 +166,7 @@ impl Mh {
         }
         let port = hashed_port(key, svc.sched_flags.port);
         let ihash = self.slot(key, port, 0);
-        let i = usize::from(self.table[ihash]);
-        let real = svc.reals.get(i)?;
-        if available(real, dests).is_some() {
+        if let Some(i) = usable(usize::from(self.table[ihash]), &svc.reals, dests) {
             return Some(i);
         }
         if !svc.sched_flags.fallback {

@@ -24,8 +24,8 @@
 //!   quiescing: its connections go on, it gets no new ones), its counters exist
 //!   in the [`DestTable`], and its `overloaded` flag is clear. The flag is
 //!   IPVS's `-x`/`-y` hysteresis, maintained by [`update_overload`], which the
-//!   connection table calls whenever it changes a server's counts and the
-//!   control plane calls when it changes a server's thresholds.
+//!   pipeline calls for a service with thresholds just before it schedules a
+//!   new connection there (the counts it reads are the live ones).
 //! - Connection-count schedulers read the live ActiveConn/InActConn counts;
 //!   IPVS's overhead is `active * 256 + inactive` (lc, wlc, lblc, lblcr, twos),
 //!   sed and nq use `active + 1`.
@@ -588,10 +588,24 @@ mod tests {
                     set_conns(&d, i, a, 0);
                 }
                 let s = Scheduler::new(&svc);
+                let mut picked = 0;
                 for n in 0..64 {
                     if let Some(i) = s.schedule(&svc, &client_key(n), &d) {
                         prop_assert!(svc.reals[i].weight > 0, "{:?} picked quiesced {}", kind, i);
+                        picked += 1;
                     }
+                }
+                // With a server in service, only these may find none: sh and
+                // mh without fallback (the hashed server may be quiesced), dh
+                // (one destination, one server, no fallback in IPVS) and ovf
+                // (every server may be at its weight in connections).
+                let may_find_none = match kind {
+                    SchedulerKind::Sh | SchedulerKind::Mh => !fallback,
+                    SchedulerKind::Dh | SchedulerKind::Ovf => true,
+                    _ => false,
+                };
+                if weights.iter().any(|&w| w > 0) && !may_find_none {
+                    prop_assert!(picked > 0, "{:?} found no server in {:?}", kind, weights);
                 }
             }
         }
@@ -695,11 +709,21 @@ mod tests {
             let small = service(kind, &[1; 2]);
             let d = dests(8);
             let s = Scheduler::new(&big);
+            let mut picked = 0;
             for n in 0..100 {
                 if let Some(i) = s.schedule(&small, &client_key(n), &d) {
                     assert!(i < small.reals.len(), "{kind:?}");
+                    picked += 1;
                 }
             }
+            // The answers must include indices to check; only the hash
+            // schedulers (no fallback: a slot of a missing server) and ovf
+            // may come back empty-handed.
+            let hashing = matches!(
+                kind,
+                SchedulerKind::Sh | SchedulerKind::Dh | SchedulerKind::Mh | SchedulerKind::Ovf
+            );
+            assert!(hashing || picked > 0, "{kind:?} never answered");
         }
     }
 
