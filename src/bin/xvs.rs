@@ -28,7 +28,7 @@ use xvs::control::config::{self, FileConfig, Settings};
 use xvs::control::daemon::Control;
 use xvs::control::ipvsadm::{self, Command};
 use xvs::control::metrics;
-use xvs::control::protocol::Request;
+use xvs::control::protocol::{Request, MAX_PAYLOAD};
 use xvs::control::socket::{self, ControlSocket, InterfaceLocks, Job};
 use xvs::director::Director;
 use xvs::pipeline::DropReason;
@@ -279,7 +279,16 @@ fn ipvsadm_client(args: Vec<OsString>) -> ExitCode {
         _ => None,
     };
     let path = socket::socket_path(flag.as_deref());
-    match socket::call(&path, &Request { args, stdin }) {
+    let request = Request { args, stdin };
+    if request.payload_len() > MAX_PAYLOAD {
+        eprintln!(
+            "ipvsadm: the request is {} bytes; xvs takes at most {MAX_PAYLOAD} in one \
+             command (split a large -R input)",
+            request.payload_len()
+        );
+        return ExitCode::from(ipvsadm::EXIT_FAILED);
+    }
+    match socket::call(&path, &request) {
         Ok(r) => {
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(r.stdout.as_bytes());

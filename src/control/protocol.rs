@@ -73,7 +73,8 @@ pub enum ProtocolError {
     /// The stream ended or failed before a whole frame arrived.
     Io(io::Error),
     BadMagic([u8; 4]),
-    TooLarge(u64),
+    /// A frame longer than the reader takes: its length, and the limit.
+    TooLarge(u64, usize),
     /// The payload is not a well-formed message.
     Malformed(&'static str),
 }
@@ -88,11 +89,8 @@ impl fmt::Display for ProtocolError {
             ProtocolError::BadMagic(m) => {
                 write!(f, "not an xvs control message (starts with {m:02x?})")
             }
-            ProtocolError::TooLarge(n) => {
-                write!(
-                    f,
-                    "message of {n} bytes is over the {MAX_PAYLOAD}-byte limit"
-                )
+            ProtocolError::TooLarge(n, limit) => {
+                write!(f, "message of {n} bytes is over the {limit}-byte limit")
             }
             ProtocolError::Malformed(what) => write!(f, "malformed message: {what}"),
         }
@@ -142,6 +140,12 @@ impl Request {
         };
         c.end()?;
         Ok(Request { args, stdin })
+    }
+
+    /// The encoded payload's length, without encoding it.
+    pub fn payload_len(&self) -> usize {
+        let strings: usize = self.args.iter().map(|a| 4 + a.len()).sum();
+        4 + strings + 1 + self.stdin.as_ref().map_or(0, |s| 4 + s.len())
     }
 
     pub fn read_from(r: &mut impl Read) -> Result<Request, ProtocolError> {
@@ -196,7 +200,7 @@ pub fn read_frame(r: &mut impl Read, limit: usize) -> Result<Vec<u8>, ProtocolEr
     }
     let len = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
     if len as usize > limit {
-        return Err(ProtocolError::TooLarge(u64::from(len)));
+        return Err(ProtocolError::TooLarge(u64::from(len), limit));
     }
     let mut payload = vec![0u8; len as usize];
     r.read_exact(&mut payload)?;
@@ -333,16 +337,31 @@ mod tests {
     }
 
     #[test]
+    fn payload_len_is_the_encoded_length() {
+        for stdin in [
+            None,
+            Some(String::new()),
+            Some("-A -t 192.0.2.10:80\n".into()),
+        ] {
+            let r = Request {
+                args: vec!["-R".into(), "é".into()],
+                stdin,
+            };
+            assert_eq!(r.payload_len() + 8, r.encode().len());
+        }
+    }
+
+    #[test]
     fn oversized_is_refused_before_allocating() {
         let mut f = MAGIC.to_vec();
         f.extend_from_slice(&u32::MAX.to_be_bytes());
         let e = Request::read_from(&mut &f[..]).unwrap_err();
-        assert!(matches!(e, ProtocolError::TooLarge(n) if n == u64::from(u32::MAX)));
+        assert!(matches!(e, ProtocolError::TooLarge(n, MAX_PAYLOAD) if n == u64::from(u32::MAX)));
         let mut f = MAGIC.to_vec();
         f.extend_from_slice(&(MAX_PAYLOAD as u32 + 1).to_be_bytes());
         assert!(matches!(
             Request::read_from(&mut &f[..]),
-            Err(ProtocolError::TooLarge(_))
+            Err(ProtocolError::TooLarge(..))
         ));
     }
 }

@@ -26,7 +26,7 @@ use crossbeam::channel::{bounded, Sender};
 use nix::fcntl::{Flock, FlockArg};
 
 use super::ipvsadm::EXIT_FAILED;
-use super::protocol::{Request, Response};
+use super::protocol::{Request, Response, MAX_PAYLOAD};
 
 /// Where the director listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/xvs/control.sock";
@@ -194,6 +194,15 @@ pub fn call(path: &Path, request: &Request) -> Result<Response, ClientError> {
             path.display()
         ))
     };
+    // The director would refuse it after the header and hang up, which the
+    // client would report as a broken pipe: say what is wrong instead.
+    let size = request.payload_len();
+    if size > MAX_PAYLOAD {
+        return Err(ClientError(format!(
+            "the request is {size} bytes, over the {MAX_PAYLOAD}-byte limit of one \
+             control message (split a large -R input)"
+        )));
+    }
     let mut stream = UnixStream::connect(path).map_err(unreachable)?;
     request.write_to(&mut stream).map_err(unreachable)?;
     let _ = stream.shutdown(std::net::Shutdown::Write);
