@@ -427,12 +427,17 @@ pub fn serve(addr: SocketAddr, jobs: Sender<Job>) -> Result<SocketAddr, String> 
 
 /// One HTTP/1.x request, one response, then close.
 fn respond(mut stream: TcpStream, jobs: &Sender<Job>) {
-    let timeout = Some(Duration::from_secs(2));
-    let _ = stream.set_read_timeout(timeout);
-    let _ = stream.set_write_timeout(timeout);
+    // One deadline for the whole request head: a client sending a byte
+    // now and then must not hold the only metrics thread.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
         match stream.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => head.extend_from_slice(&buf[..n]),
@@ -496,6 +501,39 @@ mod tests {
         assert!(ok.ends_with("\r\n\r\nxvs_up 1\n"), "{ok}");
         assert!(get(addr, "GET / HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 404"));
         assert!(get(addr, "\x00\x01garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
+    }
+
+    #[test]
+    fn a_dribbling_client_does_not_hold_the_endpoint() {
+        let (tx, rx) = crossbeam::channel::unbounded();
+        std::thread::spawn(move || {
+            for job in rx {
+                if let Job::Metrics { reply } = job {
+                    let _ = reply.send("xvs_up 1\n".to_string());
+                }
+            }
+        });
+        let addr = serve("127.0.0.1:0".parse().unwrap(), tx).unwrap();
+        // One byte a second for 20 s: never two seconds of silence.
+        std::thread::spawn(move || {
+            if let Ok(mut s) = TcpStream::connect(addr) {
+                for _ in 0..20 {
+                    if s.write_all(b"G").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let start = std::time::Instant::now();
+        let ok = get(addr, "GET /metrics HTTP/1.1\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK"), "{ok}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "served only after {:?}",
+            start.elapsed()
+        );
     }
 
     #[test]
