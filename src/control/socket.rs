@@ -36,7 +36,7 @@ pub const SOCKET_ENV: &str = "XVS_CONTROL_SOCKET";
 pub const LOCK_DIR: &str = "/run/xvs/lock";
 /// Connections served at once; more are refused with an error response.
 pub const MAX_CLIENTS: usize = 16;
-/// How long a client may take to send its request.
+/// How long a client may take to send its whole request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a connection waits for the director thread's answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -152,11 +152,38 @@ fn listen(listener: UnixListener, jobs: Sender<Job>) {
     }
 }
 
+/// A stream read against one deadline for everything, however the bytes
+/// are paced: a client sending a byte now and then must not hold one of the
+/// [`MAX_CLIENTS`] places.
+struct ByDeadline<'a> {
+    stream: &'a mut UnixStream,
+    deadline: std::time::Instant,
+}
+
+impl std::io::Read for ByDeadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                ErrorKind::TimedOut,
+                "the request took too long to arrive",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
 /// One connection: one request, one response.
 fn serve(mut stream: UnixStream, jobs: &Sender<Job>) {
-    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
     let _ = stream.set_write_timeout(Some(READ_TIMEOUT));
-    let response = match Request::read_from(&mut stream) {
+    let mut reader = ByDeadline {
+        stream: &mut stream,
+        deadline: std::time::Instant::now() + READ_TIMEOUT,
+    };
+    let response = match Request::read_from(&mut reader) {
         Ok(request) => {
             let (reply, answer) = bounded(1);
             if jobs.send(Job::Ipvsadm { request, reply }).is_err() {
@@ -350,6 +377,36 @@ mod tests {
         assert_eq!(call(&path, &req).unwrap().stdout, "-L -n");
         drop(sock);
         assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_dribbling_client_is_cut_off_at_the_deadline() {
+        let dir = temp_dir("dribble");
+        let path = dir.join("control.sock");
+        let (tx, _rx) = crossbeam::channel::unbounded();
+        let sock = ControlSocket::bind(&path, tx).unwrap();
+        let mut s = UnixStream::connect(&path).unwrap();
+        let start = std::time::Instant::now();
+        let mut writer = s.try_clone().unwrap();
+        // One byte a second for 20 s: never five seconds of silence.
+        std::thread::spawn(move || {
+            for b in b"XVS1\0\0\0\x10aaaaaaaaaaaa" {
+                if writer.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        let r = Response::read_from(&mut s).unwrap();
+        assert_eq!(r.exit_code, 255);
+        assert!(r.stderr.contains("took too long"), "{r:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(12),
+            "cut off only after {:?}",
+            start.elapsed()
+        );
+        drop(sock);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
