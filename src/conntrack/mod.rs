@@ -488,7 +488,7 @@ impl ConnTable {
     pub fn lookup_reply(&self, key: &FlowKey, now: Millis) -> Option<Conn> {
         let s = self
             .shard(key.is_ipv6())
-            .find_reply(&reply_tuple(key), now)?;
+            .find_reply(&fwd_tuple(key, Kind::Reply), now)?;
         Some(Conn::of(&s, Direction::Reply))
     }
 
@@ -915,19 +915,8 @@ fn fwd_tuple(key: &FlowKey, kind: Kind) -> Tuple {
 fn index_tuple(key: &FlowKey, dir: Direction) -> Tuple {
     match dir {
         Direction::Original => fwd_tuple(key, Kind::Conn),
-        Direction::Reply => reply_tuple(key),
-    }
-}
-
-/// The reply index key of a real server→client packet.
-fn reply_tuple(key: &FlowKey) -> Tuple {
-    Tuple {
-        proto: proto_code(key.proto),
-        kind: Kind::Reply,
-        a: addr_bits(key.src),
-        ap: key.sport,
-        b: addr_bits(key.dst),
-        bp: key.dport,
+        // A real server→client packet: the same fields, in the reply index.
+        Direction::Reply => fwd_tuple(key, Kind::Reply),
     }
 }
 

@@ -254,9 +254,14 @@ pub fn config() -> Config {
 
 /// A pipeline over the test network with a fresh connection table.
 pub fn pipeline() -> crate::pipeline::Pipeline {
+    pipeline_with_room_for(1024)
+}
+
+/// [`pipeline`] with a connection table sized for `connections`.
+pub fn pipeline_with_room_for(connections: usize) -> crate::pipeline::Pipeline {
     let dests = Arc::new(DestTable::new(64));
     let conns = Arc::new(ConnTable::new(
-        1024,
+        connections,
         Timeouts::default(),
         Arc::clone(&dests),
     ));
