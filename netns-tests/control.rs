@@ -20,7 +20,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    root_or_skip, temp_path, veth, wait_for, worker_summaries, DirectorProc, Netns,
+    mac_text, root_or_skip, temp_path, veth, wait_for, worker_summaries, DirectorProc, Netns,
 };
 
 const VIP: &str = "192.0.2.10";
@@ -126,13 +126,7 @@ impl Rig {
             rs.ip(&format!("addr add {a}/24 dev r0"));
         }
         rs.ip("route add default via 198.51.100.1");
-        let mac = |ns: &Netns, dev: &str| {
-            ns.mac(dev)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":")
-        };
+        let mac = |ns: &Netns, dev: &str| mac_text(ns.mac(dev));
         let (c0, r0) = (mac(&cli, "c0"), mac(&rs, "r0"));
         let mut neigh = vec![format!("192.0.2.254={c0}@d0")];
         for a in ["198.51.100.2", "198.51.100.3", "198.51.100.4"] {

@@ -21,7 +21,8 @@ use xvs::packet::{parse, MacAddr, Transport};
 use xvs::pipeline::testnet::{self, Net, Pkt, ACK, L4, SYN};
 
 use crate::common::{
-    root_or_skip, summary_field, temp_path, veth, worker_summaries, DirectorProc, Netns, Sniffer,
+    mac_text, root_or_skip, summary_field, temp_path, veth, worker_summaries, DirectorProc, Netns,
+    Sniffer,
 };
 
 const SERVICES: &str = "\
@@ -101,12 +102,7 @@ impl Rig {
     }
 
     fn start(&self, extra: &[&str]) -> DirectorProc {
-        let mac = |m: MacAddr| {
-            m.iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":")
-        };
+        let mac = mac_text;
         let mut neigh = Vec::new();
         for a in [
             "198.51.100.2",
@@ -581,14 +577,7 @@ fn a_real_server_changing_its_mac_is_followed() {
             "--services",
             rig.services.to_str().unwrap_or_default(),
             "--neigh",
-            &format!(
-                "192.0.2.254={}@d0",
-                rig.g0
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<Vec<_>>()
-                    .join(":")
-            ),
+            &format!("192.0.2.254={}@d0", mac_text(rig.g0)),
         ],
     );
     let sink = Sniffer::start(&rig.sink, "s0");

@@ -497,15 +497,7 @@ fn is_link_local(a: &IpAddr) -> bool {
 }
 
 fn ports(ifaces: &[Interface]) -> Vec<Port> {
-    ifaces
-        .iter()
-        .enumerate()
-        .map(|(i, f)| Port {
-            id: i as u8,
-            ifindex: f.ifindex,
-            mac: f.mac,
-        })
-        .collect()
+    ifaces.iter().zip(0..).map(|(f, i)| f.port(i)).collect()
 }
 
 fn resolve_statics(

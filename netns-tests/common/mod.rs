@@ -38,6 +38,14 @@ pub fn root_or_skip(test: &str) -> bool {
     );
 }
 
+/// `02:00:00:00:00:01`, as `--neigh` and `ip` write a MAC address.
+pub fn mac_text(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// Polls `pred` every 50 ms until it holds or `timeout` passes; its last answer.
 pub fn wait_for(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
