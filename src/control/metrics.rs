@@ -473,6 +473,19 @@ fn respond(mut stream: TcpStream, jobs: &Sender<Job>) {
 mod tests {
     use super::*;
 
+    /// The endpoint on a free local port, the director answering `xvs_up 1`.
+    fn serve_fixed_answer() -> SocketAddr {
+        let (tx, rx) = crossbeam::channel::unbounded();
+        std::thread::spawn(move || {
+            for job in rx {
+                if let Job::Metrics { reply } = job {
+                    let _ = reply.send("xvs_up 1\n".to_string());
+                }
+            }
+        });
+        serve("127.0.0.1:0".parse().unwrap(), tx).unwrap()
+    }
+
     fn get(addr: SocketAddr, request: &str) -> String {
         let mut s = TcpStream::connect(addr).unwrap();
         s.write_all(request.as_bytes()).unwrap();
@@ -483,15 +496,7 @@ mod tests {
 
     #[test]
     fn http_responder_serves_metrics_and_nothing_else() {
-        let (tx, rx) = crossbeam::channel::unbounded();
-        std::thread::spawn(move || {
-            for job in rx {
-                if let Job::Metrics { reply } = job {
-                    let _ = reply.send("xvs_up 1\n".to_string());
-                }
-            }
-        });
-        let addr = serve("127.0.0.1:0".parse().unwrap(), tx).unwrap();
+        let addr = serve_fixed_answer();
         let ok = get(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(
@@ -505,15 +510,7 @@ mod tests {
 
     #[test]
     fn a_dribbling_client_does_not_hold_the_endpoint() {
-        let (tx, rx) = crossbeam::channel::unbounded();
-        std::thread::spawn(move || {
-            for job in rx {
-                if let Job::Metrics { reply } = job {
-                    let _ = reply.send("xvs_up 1\n".to_string());
-                }
-            }
-        });
-        let addr = serve("127.0.0.1:0".parse().unwrap(), tx).unwrap();
+        let addr = serve_fixed_answer();
         // One byte a second for 20 s: never two seconds of silence.
         std::thread::spawn(move || {
             if let Ok(mut s) = TcpStream::connect(addr) {
