@@ -8,14 +8,23 @@
 //! configuration is an immutable [`Config`] snapshot swapped in whole.
 //!
 //! What happens to a frame:
-//! - not IP → [`Verdict::Pass`] (ARP and the like are the kernel's);
+//! - not IP → dropped as [`DropReason::NotIp`] (ARP and the like are the
+//!   kernel's: the steering program passes them, see below);
 //! - TCP/UDP to a virtual service → connection lookup, or scheduling of a new
 //!   connection, then the real server's forwarding method;
 //! - TCP/UDP from a NAT real server that matches a connection → rewritten to
 //!   come from the VIP and routed to the client;
 //! - an ICMP error quoting a tracked connection → sent where that connection
 //!   goes, rewritten for NAT;
-//! - anything else → `Pass`; anything malformed → `Drop` with a reason.
+//! - anything else → dropped with an *unclaimed* reason
+//!   ([`DropReason::is_unclaimed`]); anything malformed → dropped with its reason.
+//!
+//! Every frame that reaches xvs is either transmitted or dropped: AF_XDP
+//! cannot hand a frame back to the kernel. The XDP steering program
+//! (`src/xsk/steer.bpf.c`) therefore decides in the kernel what xvs would not
+//! handle — the director's own traffic, ARP, other protocols — and passes it
+//! there; the unclaimed reasons count what still arrives (a configuration
+//! change racing a frame, a NAT answer whose connection has expired).
 //!
 //! Fragments: the first fragment of a datagram carries the ports and is handled
 //! like any packet; later fragments carry none and are dropped and counted
@@ -51,8 +60,6 @@ const EXPIRE_BUDGET: usize = 64;
 pub enum Verdict {
     /// Send the (rewritten) frame out of this port.
     Transmit { port: PortId },
-    /// Not for xvs: hand the frame to the kernel unchanged.
-    Pass,
     /// Discard the frame; the reason has been counted.
     Drop(DropReason),
 }
@@ -69,6 +76,19 @@ macro_rules! drop_reasons {
             pub const ALL: &'static [DropReason] = &[$(DropReason::$name,)*];
             pub const COUNT: usize = Self::ALL.len();
 
+            /// Reasons that mean "not xvs's": the steering program passes
+            /// such frames to the kernel, so each one counted here is a frame
+            /// it redirected that the pipeline did not claim.
+            pub fn is_unclaimed(self) -> bool {
+                matches!(
+                    self,
+                    DropReason::NotIp
+                        | DropReason::OtherProtocol
+                        | DropReason::NoConnection
+                        | DropReason::IcmpNoConnection
+                )
+            }
+
             /// A stable snake_case name, used as the metrics label.
             pub fn label(self) -> &'static str {
                 match self {
@@ -80,6 +100,16 @@ macro_rules! drop_reasons {
 }
 
 drop_reasons! {
+    /// Neither IPv4 nor IPv6 (ARP and the like). Unclaimed.
+    NotIp => "not_ip",
+    /// IP, but neither TCP, UDP nor an ICMP error. Unclaimed.
+    OtherProtocol => "other_protocol",
+    /// TCP/UDP to no service and from no tracked NAT connection: an answer
+    /// to the director host's own traffic, or to a connection that has
+    /// expired. Unclaimed.
+    NoConnection => "no_connection",
+    /// An ICMP error quoting no tracked connection. Unclaimed.
+    IcmpNoConnection => "icmp_no_connection",
     /// A header is cut short by the frame or the IP length.
     Truncated => "truncated",
     /// IPv4 IHL < 5 or a wrong version field.
@@ -128,8 +158,8 @@ drop_reasons! {
 impl From<ParseError> for DropReason {
     fn from(e: ParseError) -> DropReason {
         match e {
-            // NotIp is a Pass and never gets here; count it as truncated if it does.
-            ParseError::NotIp | ParseError::Truncated => DropReason::Truncated,
+            ParseError::NotIp => DropReason::NotIp,
+            ParseError::Truncated => DropReason::Truncated,
             ParseError::BadIpHeader => DropReason::BadIpHeader,
             ParseError::BadIpLength => DropReason::BadIpLength,
             ParseError::BadIpChecksum => DropReason::BadIpChecksum,
@@ -148,7 +178,6 @@ impl From<ParseError> for DropReason {
 pub struct Stats {
     pub rx: u64,
     pub tx: u64,
-    pub pass: u64,
     pub drops: [u64; DropReason::COUNT],
     /// ICMP "too big" errors sent to clients for oversize TUN packets.
     pub icmp_too_big: u64,
@@ -160,7 +189,6 @@ impl Default for Stats {
         Stats {
             rx: 0,
             tx: 0,
-            pass: 0,
             drops: [0; DropReason::COUNT],
             icmp_too_big: 0,
             new_conns: 0,
@@ -172,7 +200,6 @@ impl Stats {
     fn count(&mut self, v: Verdict) {
         match v {
             Verdict::Transmit { .. } => self.tx += 1,
-            Verdict::Pass => self.pass += 1,
             Verdict::Drop(r) => self.drops[r as usize] += 1,
         }
     }
@@ -503,14 +530,13 @@ impl Engine {
     ) -> Verdict {
         let p = match parse(frame.data()) {
             Ok(p) => p,
-            Err(ParseError::NotIp) => return Verdict::Pass,
             Err(e) => return Verdict::Drop(e.into()),
         };
         let result = match p.transport {
             Transport::Tcp { .. } | Transport::Udp => {
                 let rx = Rx { now, ingress };
                 let Some(key) = p.key() else {
-                    return Verdict::Pass;
+                    return Verdict::Drop(DropReason::OtherProtocol);
                 };
                 // RFC 8200: an IPv6 UDP checksum is never 0, service packet
                 // or NAT answer alike.
@@ -532,7 +558,7 @@ impl Engine {
                 }
             }
             Transport::IcmpError(q) => self.icmp_error(now, ingress, config, &p, &q, frame),
-            Transport::Other => Ok(Verdict::Pass),
+            Transport::Other => Err(DropReason::OtherProtocol),
         };
         result.unwrap_or_else(Verdict::Drop)
     }
@@ -729,14 +755,14 @@ impl Engine {
         frame: &mut Frame<'_>,
     ) -> Result<Verdict, DropReason> {
         let Some(conn) = self.conns.lookup_reply(key, now) else {
-            return Ok(Verdict::Pass);
+            return Err(DropReason::NoConnection);
         };
         if self
             .conns
             .update(&conn.handle, Direction::Reply, tcp_flags(p), now)
             .is_none()
         {
-            return Ok(Verdict::Pass);
+            return Err(DropReason::NoConnection);
         }
         let hop = self.hop(config.next_hops.resolve(conn.client().ip()))?;
         nat::to_client(
@@ -763,7 +789,7 @@ impl Engine {
         // The quoted packet travelled the other way: its reversed tuple is the
         // direction of the connection this error travels along.
         let Some(conn) = self.conns.lookup(&q.key.reversed(), now) else {
-            return Ok(Verdict::Pass);
+            return Err(DropReason::IcmpNoConnection);
         };
         match conn.dir {
             // Quote: VIP → client, an answer; the error goes to the real server.

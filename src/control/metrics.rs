@@ -20,9 +20,11 @@
 //! `xvs_real_inactive_connections`, `xvs_real_persistent_connections`,
 //! `xvs_real_weight`.
 //! Per worker (`worker="0"`): `xvs_worker_rx_frames_total`,
-//! `xvs_worker_tx_frames_total`, `xvs_worker_pass_frames_total`,
+//! `xvs_worker_tx_frames_total`,
 //! `xvs_worker_new_connections_total`, `xvs_worker_drops_total`
-//! (`reason=` the `DropReason` label), `xvs_worker_tx_ring_full_total`,
+//! (`reason=` the `DropReason` label; the unclaimed reasons `not_ip`,
+//! `other_protocol`, `no_connection`, `icmp_no_connection` count frames the
+//! steering program should have left to the kernel), `xvs_worker_tx_ring_full_total`,
 //! `xvs_worker_bad_port_total`, `xvs_worker_icmp_too_big_total`, the
 //! kernel's AF_XDP counters `xvs_worker_xsk_rx_dropped_total`,
 //! `xvs_worker_xsk_rx_ring_full_total`, `xvs_worker_xsk_fill_ring_empty_total`,
@@ -88,7 +90,6 @@ pub struct RealMetrics {
 pub struct WorkerMetrics {
     pub rx: u64,
     pub tx: u64,
-    pub pass: u64,
     pub new_conns: u64,
     pub tx_ring_full: u64,
     pub bad_port: u64,
@@ -122,7 +123,6 @@ impl WorkerMetrics {
         WorkerMetrics {
             rx: l(&w.rx),
             tx: l(&w.tx),
-            pass: l(&w.pass),
             new_conns: l(&w.new_conns),
             tx_ring_full: l(&w.tx_ring_full),
             bad_port: l(&w.bad_port),
@@ -281,12 +281,12 @@ pub fn encode(s: &Snapshot) -> String {
 
     let rx = b.counter("xvs_worker_rx_frames", "Frames received");
     let tx = b.counter("xvs_worker_tx_frames", "Frames transmitted");
-    let pass = b.counter(
-        "xvs_worker_pass_frames",
-        "Frames the pipeline found not to be xvs's (dropped: AF_XDP cannot pass them back)",
-    );
     let new_conns = b.counter("xvs_worker_new_connections", "Connections created");
-    let drops = b.counter("xvs_worker_drops", "Frames dropped, by reason");
+    let drops = b.counter(
+        "xvs_worker_drops",
+        "Frames dropped, by reason (not_ip, other_protocol, no_connection and \
+         icmp_no_connection: frames that were not xvs's, which AF_XDP cannot hand back)",
+    );
     let ring_full = b.counter(
         "xvs_worker_tx_ring_full",
         "Frames dropped because a TX ring was full",
@@ -329,7 +329,6 @@ pub fn encode(s: &Snapshot) -> String {
         };
         set(&rx, l(), w.rx);
         set(&tx, l(), w.tx);
-        set(&pass, l(), w.pass);
         set(&new_conns, l(), w.new_conns);
         for (reason, n) in &w.drops {
             set(&drops, with("reason", reason), *n);

@@ -306,19 +306,20 @@ fn family_cases(n: &Net) -> Vec<Case> {
         ));
     }
 
-    // --- Not ours: passed to the kernel.
+    // --- Not ours: the steering program passes these to the kernel; one
+    // that reaches the pipeline anyway is dropped as unclaimed.
     cases.push(case(
         &d("TCP to the VIP on a port that is no service → kernel"),
         &Pkt::tcp(n.client, 40004, n.vip, 22, SYN),
         EXT,
-        Verdict::Pass,
+        Verdict::Drop(DropReason::NoConnection),
         None,
     ));
     cases.push(case(
         &d("TCP to the director's own address → kernel"),
         &Pkt::tcp(n.client, 40004, n.ext, 22, SYN),
         EXT,
-        Verdict::Pass,
+        Verdict::Drop(DropReason::NoConnection),
         None,
     ));
     let echo = if n.vip.is_ipv4() { 8 } else { 128 };
@@ -334,7 +335,7 @@ fn family_cases(n: &Net) -> Vec<Case> {
         &d("ICMP echo to the VIP → kernel"),
         &ping,
         EXT,
-        Verdict::Pass,
+        Verdict::Drop(DropReason::OtherProtocol),
         None,
     ));
     let stray = icmp_error(
@@ -347,7 +348,7 @@ fn family_cases(n: &Net) -> Vec<Case> {
         &d("ICMP error about no tracked flow → kernel"),
         &stray,
         EXT,
-        Verdict::Pass,
+        Verdict::Drop(DropReason::IcmpNoConnection),
         None,
     ));
 
@@ -545,7 +546,7 @@ fn v4_only_cases() -> Vec<Case> {
     cases.push(raw(
         "ARP → kernel",
         frame(GW_MAC, [0xff; 6], None, 0x0806, &[0; 28]),
-        Verdict::Pass,
+        Verdict::Drop(DropReason::NotIp),
     ));
     cases.push(raw(
         "runt frame",
@@ -711,7 +712,7 @@ fn icmp_in_the_other_ip(n: &Net) -> Case {
         description: "an ICMP error of the other IP version's protocol number is not ours".into(),
         input,
         ingress: INT,
-        verdict: Verdict::Pass,
+        verdict: Verdict::Drop(DropReason::OtherProtocol),
         output: None,
     }
 }

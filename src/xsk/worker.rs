@@ -95,10 +95,6 @@ impl std::error::Error for WorkerError {}
 pub struct WorkerStats {
     pub rx: AtomicU64,
     pub tx: AtomicU64,
-    /// Frames the pipeline said were not xvs's. The steering program only
-    /// redirects what xvs handles, so these are rare (a configuration change
-    /// racing a frame) and are dropped: AF_XDP cannot hand a frame back.
-    pub pass: AtomicU64,
     pub drops: [AtomicU64; DropReason::COUNT],
     pub new_conns: AtomicU64,
     pub icmp_too_big: AtomicU64,
@@ -126,7 +122,6 @@ impl Default for WorkerStats {
         WorkerStats {
             rx: AtomicU64::new(0),
             tx: AtomicU64::new(0),
-            pass: AtomicU64::new(0),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             new_conns: AtomicU64::new(0),
             icmp_too_big: AtomicU64::new(0),
@@ -323,7 +318,7 @@ impl Worker {
                             bad_port += 1;
                             self.free.push(*d);
                         }
-                        Verdict::Pass | Verdict::Drop(_) => self.free.push(*d),
+                        Verdict::Drop(_) => self.free.push(*d),
                     }
                 }
             }
@@ -450,7 +445,6 @@ impl Worker {
         let r = Ordering::Relaxed;
         stats.rx.store(s.rx, r);
         stats.tx.store(s.tx, r);
-        stats.pass.store(s.pass, r);
         for (a, v) in stats.drops.iter().zip(s.drops.iter()) {
             a.store(*v, r);
         }
