@@ -182,6 +182,9 @@ pub struct Stats {
     /// ICMP "too big" errors sent to clients for oversize TUN packets.
     pub icmp_too_big: u64,
     pub new_conns: u64,
+    /// TCP/UDP checksums a sender's offload left partial, finished here
+    /// ([`rewrite::complete_partial_checksum`]).
+    pub checksums_completed: u64,
 }
 
 impl Default for Stats {
@@ -192,6 +195,7 @@ impl Default for Stats {
             drops: [0; DropReason::COUNT],
             icmp_too_big: 0,
             new_conns: 0,
+            checksums_completed: 0,
         }
     }
 }
@@ -538,6 +542,10 @@ impl Engine {
                 let Some(key) = p.key() else {
                     return Verdict::Drop(DropReason::OtherProtocol);
                 };
+                // Before any rewrite: incremental updates assume a full checksum.
+                if rewrite::complete_partial_checksum(frame.data_mut(), &p) {
+                    self.stats.checksums_completed += 1;
+                }
                 // RFC 8200: an IPv6 UDP checksum is never 0, service packet
                 // or NAT answer alike.
                 if p.version == IpVersion::V6

@@ -315,11 +315,12 @@ fn worker_summary(index: usize, w: &WorkerStats) -> String {
         .map(|(r, n)| format!("{}={}", r.label(), l(n)))
         .collect();
     format!(
-        "worker {index}: rx {} tx {} new_conns {} icmp_too_big {} tx_ring_full {} drops [{}] frames total {} free {} fill {} tx {} conserved {} xsk rx_dropped {} rx_ring_full {} fill_empty {} invalid {}",
+        "worker {index}: rx {} tx {} new_conns {} icmp_too_big {} checksums_completed {} tx_ring_full {} drops [{}] frames total {} free {} fill {} tx {} conserved {} xsk rx_dropped {} rx_ring_full {} fill_empty {} invalid {}",
         l(&w.rx),
         l(&w.tx),
         l(&w.new_conns),
         l(&w.icmp_too_big),
+        l(&w.checksums_completed),
         l(&w.tx_ring_full),
         drops.join(" "),
         l(&w.frames_total),

@@ -25,7 +25,8 @@
 //! (`reason=` the `DropReason` label; the unclaimed reasons `not_ip`,
 //! `other_protocol`, `no_connection`, `icmp_no_connection` count frames the
 //! steering program should have left to the kernel), `xvs_worker_tx_ring_full_total`,
-//! `xvs_worker_bad_port_total`, `xvs_worker_icmp_too_big_total`, the
+//! `xvs_worker_bad_port_total`, `xvs_worker_icmp_too_big_total`,
+//! `xvs_worker_checksums_completed_total` (partial checksums finished), the
 //! kernel's AF_XDP counters `xvs_worker_xsk_rx_dropped_total`,
 //! `xvs_worker_xsk_rx_ring_full_total`, `xvs_worker_xsk_fill_ring_empty_total`,
 //! `xvs_worker_xsk_invalid_descs_total`, frame accounting
@@ -94,6 +95,7 @@ pub struct WorkerMetrics {
     pub tx_ring_full: u64,
     pub bad_port: u64,
     pub icmp_too_big: u64,
+    pub checksums_completed: u64,
     /// `(DropReason::label(), count)`, every reason.
     pub drops: Vec<(&'static str, u64)>,
     pub xsk_rx_dropped: u64,
@@ -127,6 +129,7 @@ impl WorkerMetrics {
             tx_ring_full: l(&w.tx_ring_full),
             bad_port: l(&w.bad_port),
             icmp_too_big: l(&w.icmp_too_big),
+            checksums_completed: l(&w.checksums_completed),
             drops: DropReason::ALL
                 .iter()
                 .zip(w.drops.iter())
@@ -299,6 +302,10 @@ pub fn encode(s: &Snapshot) -> String {
         "xvs_worker_icmp_too_big",
         "ICMP fragmentation-needed / packet-too-big sent",
     );
+    let completed = b.counter(
+        "xvs_worker_checksums_completed",
+        "TCP/UDP checksums a sender's offload left partial, finished by xvs",
+    );
     let xsk = [
         b.counter("xvs_worker_xsk_rx_dropped", "Kernel AF_XDP: rx dropped"),
         b.counter("xvs_worker_xsk_rx_ring_full", "Kernel AF_XDP: rx ring full"),
@@ -336,6 +343,7 @@ pub fn encode(s: &Snapshot) -> String {
         set(&ring_full, l(), w.tx_ring_full);
         set(&bad_port, l(), w.bad_port);
         set(&too_big, l(), w.icmp_too_big);
+        set(&completed, l(), w.checksums_completed);
         for (f, v) in xsk.iter().zip([
             w.xsk_rx_dropped,
             w.xsk_rx_ring_full,

@@ -250,6 +250,59 @@ fn adjust_transport_checksum(frame: &mut [u8], at: usize, proto: L4Proto, d: u32
     write_u16(frame, at, n);
 }
 
+/// Completes a TCP or UDP checksum that a sender's checksum offload left
+/// partial, and says whether it did.
+///
+/// A Linux sender whose device offloads checksums (veth by default, most
+/// container and VM interfaces) stores only the folded pseudo-header sum in
+/// the field and marks the skb `CHECKSUM_PARTIAL` for the device to finish.
+/// XDP and AF_XDP see the bytes without that mark, so a forwarder that sends
+/// them on as they are delivers a checksum every receiver rejects. A field
+/// equal to the packet's own pseudo-header sum is that state; the packet's
+/// sum is then taken once over the segment, and unless the field already
+/// verifies as a full checksum (a 1-in-65536 coincidence) the finished value
+/// is written. Any other field, a genuinely bad checksum among them, is left
+/// as it is. Fragments are left too: their payload is not all here, and a
+/// sender never leaves a fragmented datagram's checksum partial.
+///
+/// Only the pseudo-header sum is computed for a packet that needs nothing.
+pub fn complete_partial_checksum(frame: &mut [u8], p: &Parsed) -> bool {
+    let (at, proto) = match p.transport {
+        Transport::Tcp { .. } => (p.l4 + 16, 6),
+        Transport::Udp => (p.l4 + 6, 17),
+        _ => return false,
+    };
+    if p.first_fragment {
+        return false;
+    }
+    let end = p.ip_end();
+    let stored = read_u16(frame, at);
+    let pseudo = match (p.src, p.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            checksum::pseudo_header_sum(&s.octets(), &d.octets(), proto, (end - p.l4) as u32)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            checksum::pseudo_header_sum(&s.octets(), &d.octets(), proto, (end - p.l4) as u32)
+        }
+        _ => return false,
+    };
+    if stored != checksum::fold(pseudo) {
+        return false;
+    }
+    // The field holds the pseudo-header sum, so the segment's own sum
+    // (field included) is already pseudo-header + segment.
+    let segment = checksum::sum(&frame[p.l4..end], 0);
+    if checksum::fold(segment + pseudo) == 0xffff {
+        return false;
+    }
+    let mut c = checksum::finish(segment);
+    if proto == 17 && c == 0 {
+        c = 0xffff;
+    }
+    write_u16(frame, at, c);
+    true
+}
+
 /// The UDP checksum field of a parsed UDP packet.
 pub fn udp_checksum(frame: &[u8], p: &Parsed) -> u16 {
     read_u16(frame, p.l4 + 6)

@@ -308,6 +308,10 @@ pub struct Pkt {
     pub options: Vec<u8>,
     pub l4: L4,
     pub payload: Vec<u8>,
+    /// The TCP/UDP checksum field holds only the pseudo-header sum, as a
+    /// Linux sender with checksum offload (veth's default) leaves it for the
+    /// device to finish.
+    pub partial: bool,
 }
 
 pub const SYN: u8 = 0x02;
@@ -345,7 +349,14 @@ impl Pkt {
             options: Vec::new(),
             l4,
             payload: b"hello xvs".to_vec(),
+            partial: false,
         }
+    }
+
+    /// The same packet with the checksum a sender's offload leaves partial.
+    pub fn partial_checksum(mut self) -> Pkt {
+        self.partial = true;
+        self
     }
 
     pub fn macs(mut self, src: MacAddr, dst: MacAddr) -> Pkt {
@@ -418,24 +429,27 @@ impl Pkt {
 
     fn pseudo_sum_checksum(&self, proto: u8, seg: &[u8]) -> u16 {
         // Through etherparse's own checksum code, never xvs's.
-        let (s, d) = (self.src, self.dst);
-        match (s, d) {
+        let pseudo = self.pseudo_header(proto, seg.len());
+        if self.partial {
+            // Linux's CHECKSUM_PARTIAL: the folded pseudo-header sum, not
+            // complemented, for the device to add the segment to.
+            return !pseudo.ones_complement().to_be();
+        }
+        pseudo.add_slice(seg).ones_complement().to_be()
+    }
+
+    fn pseudo_header(&self, proto: u8, len: usize) -> etherparse::checksum::Sum16BitWords {
+        match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => etherparse::checksum::Sum16BitWords::new()
                 .add_4bytes(s.octets())
                 .add_4bytes(d.octets())
                 .add_2bytes([0, proto])
-                .add_2bytes((seg.len() as u16).to_be_bytes())
-                .add_slice(seg)
-                .ones_complement()
-                .to_be(),
+                .add_2bytes((len as u16).to_be_bytes()),
             (IpAddr::V6(s), IpAddr::V6(d)) => etherparse::checksum::Sum16BitWords::new()
                 .add_16bytes(s.octets())
                 .add_16bytes(d.octets())
-                .add_4bytes((seg.len() as u32).to_be_bytes())
-                .add_4bytes([0, 0, 0, proto])
-                .add_slice(seg)
-                .ones_complement()
-                .to_be(),
+                .add_4bytes((len as u32).to_be_bytes())
+                .add_4bytes([0, 0, 0, proto]),
             _ => panic!("mixed families"),
         }
     }

@@ -98,6 +98,8 @@ pub struct WorkerStats {
     pub drops: [AtomicU64; DropReason::COUNT],
     pub new_conns: AtomicU64,
     pub icmp_too_big: AtomicU64,
+    /// TCP/UDP checksums left partial by a sender's offload, finished.
+    pub checksums_completed: AtomicU64,
     /// Frames dropped because a TX ring was full.
     pub tx_ring_full: AtomicU64,
     /// Frames dropped because the verdict named a port this worker lacks.
@@ -125,6 +127,7 @@ impl Default for WorkerStats {
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             new_conns: AtomicU64::new(0),
             icmp_too_big: AtomicU64::new(0),
+            checksums_completed: AtomicU64::new(0),
             tx_ring_full: AtomicU64::new(0),
             bad_port: AtomicU64::new(0),
             frames_total: AtomicU64::new(0),
@@ -450,6 +453,7 @@ impl Worker {
         }
         stats.new_conns.store(s.new_conns, r);
         stats.icmp_too_big.store(s.icmp_too_big, r);
+        stats.checksums_completed.store(s.checksums_completed, r);
         stats.tx_ring_full.store(tx_ring_full, r);
         stats.bad_port.store(bad_port, r);
         stats.frames_total.store(self.total, r);
