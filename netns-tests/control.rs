@@ -299,7 +299,9 @@ fn ipvsadm_reconfigures_a_running_director_under_traffic() {
         return;
     }
     let rig = Rig::new();
-    let director = rig.start(&["-i", "d0", "-i", "d1"]);
+    // expire_nodest_conn: the deleted server's connections end at once
+    // (the default keeps them for its return; see the flap test below).
+    let director = rig.start(&["-i", "d0", "-i", "d1", "--expire-nodest-conn"]);
     let mode = std::fs::metadata(&rig.socket)
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
         .expect("control socket");
@@ -591,6 +593,62 @@ fn ipvsadm_reconfigures_a_running_director_under_traffic() {
         text(&out.stderr).contains("cannot reach the xvs director"),
         "{out:?}"
     );
+}
+
+/// ldirectord with `quiescent=no`, or an operator, deletes a failing real
+/// server and adds it back: as with IPVS's default (`expire_nodest_conn=0`)
+/// its established connection is kept meanwhile and carries on afterwards.
+#[test]
+fn a_keepalive_connection_survives_a_real_server_flap() {
+    if !root_or_skip("real server flap") {
+        return;
+    }
+    let rig = Rig::new();
+    let director = rig.start(&["-i", "d0", "-i", "d1"]);
+    let _servers = rig.start_servers();
+    rig.ok(&format!("-A -t {SVC} -s rr"));
+    rig.ok(&format!("-a -t {SVC} -r 198.51.100.2:8080 -m"));
+    let out_path = rig.tmp.join("client.out");
+    let mut client = spawn_in(&rig.cli, CLIENTS, &[VIP, "1", "4"], Some(&out_path));
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            std::fs::read_to_string(&out_path).is_ok_and(|o| o.contains("up 0 198.51.100.2"))
+        }),
+        "the client did not connect"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    rig.ok(&format!("-d -t {SVC} -r 198.51.100.2:8080"));
+    let gone = rig.ok("-L -n");
+    std::thread::sleep(Duration::from_millis(700));
+    rig.ok(&format!("-a -t {SVC} -r 198.51.100.2:8080 -m"));
+    let back = reals(&rig.ok("-L -n"));
+    let _ = client.wait();
+    let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let log = director.stop();
+    assert!(!gone.contains("198.51.100.2"), "{gone}");
+    // The connection counts against the server again.
+    assert_eq!(
+        back,
+        [("198.51.100.2:8080".to_string(), "Masq".to_string(), 1, 1, 0)],
+        "{out}"
+    );
+    let done = done_lines(&out);
+    assert_eq!(done.len(), 1, "{out}");
+    let d = &done[0];
+    assert!(
+        d.error == "ok" && d.got == d.sent && d.got >= 20,
+        "the connection did not survive the flap: {d:?}\n{log}"
+    );
+    // Its packets while the server was gone were dropped, not forwarded.
+    let dropped: u64 = worker_summaries(&log)
+        .iter()
+        .filter_map(|w| {
+            w.split_whitespace()
+                .find_map(|f| f.trim_matches(['[', ']']).strip_prefix("dest_gone="))
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .sum();
+    assert!(dropped >= 1, "{log}");
 }
 
 #[test]

@@ -27,7 +27,7 @@ use crate::neigh::netlink::{self, Interface, Watcher};
 use crate::neigh::snapshot::{Port, StaticNeighbour};
 use crate::neigh::{NextHops, Unresolved};
 use crate::packet::MacAddr;
-use crate::pipeline::{Config, DestTraffic, Pipeline, PortConfig};
+use crate::pipeline::{Config, DestTraffic, Pipeline, Policy, PortConfig};
 use crate::service::{DestTable, ForwardMethod, ServiceTable};
 use crate::xsk::prog::{Endpoint, SteeringProgram, XdpMode};
 use crate::xsk::worker::{Worker, WorkerSetup, WorkerShared, WorkerStats};
@@ -51,6 +51,9 @@ pub struct DirectorOptions {
     pub busy_poll: Option<u16>,
     pub static_neighbours: Vec<StaticNeighbourSpec>,
     pub sloppy_tcp: bool,
+    /// IPVS's `expire_nodest_conn`: end a deleted real server's connections
+    /// instead of keeping them for its return.
+    pub expire_nodest_conn: bool,
     pub batch: usize,
     pub ring_size: u32,
     /// The CPUs workers are pinned to, in turn (default: every CPU the
@@ -69,9 +72,19 @@ impl Default for DirectorOptions {
             busy_poll: None,
             static_neighbours: Vec::new(),
             sloppy_tcp: false,
+            expire_nodest_conn: false,
             batch: 64,
             ring_size: 2048,
             worker_cpus: None,
+        }
+    }
+}
+
+impl DirectorOptions {
+    fn policy(&self) -> Policy {
+        Policy {
+            sloppy_tcp: self.sloppy_tcp,
+            expire_nodest_conn: self.expire_nodest_conn,
         }
     }
 }
@@ -113,7 +126,7 @@ pub struct Director {
     dests: Arc<DestTable>,
     services: ServiceTable,
     statics: Vec<StaticNeighbour>,
-    sloppy_tcp: bool,
+    policy: Policy,
     next_hops: NextHops,
     watcher: Watcher,
     resolve_rx: Receiver<IpAddr>,
@@ -183,7 +196,7 @@ impl Director {
             services.clone(),
             port_configs(&ifaces),
             next_hops.clone(),
-            opts.sloppy_tcp,
+            opts.policy(),
         ));
         let shared = Arc::new(WorkerShared {
             stop: AtomicBool::new(false),
@@ -204,7 +217,7 @@ impl Director {
             dests,
             services,
             statics,
-            sloppy_tcp: opts.sloppy_tcp,
+            policy: opts.policy(),
             next_hops,
             watcher,
             resolve_rx,
@@ -354,7 +367,7 @@ impl Director {
             self.services.clone(),
             port_configs(&self.ifaces),
             self.next_hops.clone(),
-            self.sloppy_tcp,
+            self.policy,
             Some(&self.shared.config.load()),
         );
         self.shared.config.store(Arc::new(config));
@@ -380,6 +393,11 @@ impl Director {
     /// Milliseconds since start, on the clock the control plane uses.
     pub fn now(&self) -> Millis {
         Millis(self.epoch.elapsed().as_millis() as u64)
+    }
+
+    /// Whether a deleted real server's connections end at once.
+    pub fn expire_nodest_conn(&self) -> bool {
+        self.policy.expire_nodest_conn
     }
 
     pub fn services(&self) -> &ServiceTable {

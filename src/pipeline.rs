@@ -141,7 +141,9 @@ drop_reasons! {
     NoRealServer => "no_real_server",
     /// The connection table is full of live connections.
     ConnTableFull => "conn_table_full",
-    /// The connection's real server was deleted (IPVS expire_nodest_conn).
+    /// The connection's real server is not in its service (deleted, and
+    /// perhaps to be added back): the connection is kept, unless
+    /// `expire_nodest_conn` is set, which ends it.
     DestGone => "dest_gone",
     /// No MAC known yet for the next hop; resolution has been asked for.
     NeighbourUnresolved => "neighbour_unresolved",
@@ -289,6 +291,18 @@ struct RealPath {
     tunnel_src: Option<IpAddr>,
 }
 
+/// The director-wide switches IPVS keeps as sysctls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// IPVS's `sloppy_tcp`: schedule TCP flows seen first mid-connection.
+    pub sloppy_tcp: bool,
+    /// IPVS's `expire_nodest_conn`: a packet of a connection whose real
+    /// server has been deleted ends that connection. Off (IPVS's default),
+    /// such packets are dropped and the connection kept, so that it resumes
+    /// if the real server is added back (ldirectord's `quiescent=no` flaps).
+    pub expire_nodest_conn: bool,
+}
+
 /// An immutable configuration snapshot: services with their schedulers, the
 /// director's ports and next hops.
 #[derive(Debug)]
@@ -296,8 +310,7 @@ pub struct Config {
     pub services: ServiceTable,
     pub ports: Vec<PortConfig>,
     pub next_hops: NextHops,
-    /// IPVS's `sloppy_tcp`: schedule TCP flows seen first mid-connection.
-    pub sloppy_tcp: bool,
+    pub policy: Policy,
     schedulers: Vec<Scheduler>,
     /// `paths[service][real]`, parallel to `services`.
     paths: Vec<Vec<RealPath>>,
@@ -310,9 +323,9 @@ impl Config {
         services: ServiceTable,
         ports: Vec<PortConfig>,
         next_hops: NextHops,
-        sloppy_tcp: bool,
+        policy: Policy,
     ) -> Config {
-        Config::with_previous(services, ports, next_hops, sloppy_tcp, None)
+        Config::with_previous(services, ports, next_hops, policy, None)
     }
 
     /// A snapshot following `previous`: schedulers of services that existed
@@ -322,7 +335,7 @@ impl Config {
         services: ServiceTable,
         ports: Vec<PortConfig>,
         next_hops: NextHops,
-        sloppy_tcp: bool,
+        policy: Policy,
         previous: Option<&Config>,
     ) -> Config {
         let schedulers = services
@@ -359,7 +372,7 @@ impl Config {
             services,
             ports,
             next_hops,
-            sloppy_tcp,
+            policy,
             schedulers,
             paths,
             has_thresholds,
@@ -590,32 +603,37 @@ impl Engine {
         }
         let flags = tcp_flags(p);
         let opens = flags.is_some_and(|f| f.is_connection_start());
-        let existing = self
-            .conns
-            .lookup_original(key, rx.now)
-            .filter(|c| {
-                // A SYN reusing the ports of a finished connection starts a
-                // new one, scheduled afresh (IPVS's conn_reuse_mode).
-                let finished = matches!(c.state(), ConnState::TimeWait | ConnState::Close);
-                if opens && finished {
-                    self.conns.remove(&c.handle, rx.now);
-                    return false;
-                }
-                true
-            })
-            .filter(|c| {
-                self.conns
+        let existing = self.conns.lookup_original(key, rx.now).filter(|c| {
+            // A SYN reusing the ports of a finished connection starts a
+            // new one, scheduled afresh (IPVS's conn_reuse_mode).
+            let finished = matches!(c.state(), ConnState::TimeWait | ConnState::Close);
+            if opens && finished {
+                self.conns.remove(&c.handle, rx.now);
+                return false;
+            }
+            true
+        });
+        let (conn, ri) = match existing {
+            Some(c) => {
+                let Some(ri) = svc.reals.iter().position(|r| r.id == c.dest()) else {
+                    // The real server is not in the service now. As IPVS:
+                    // drop without touching the entry's state or timer, so
+                    // the connection resumes if the server comes back, or
+                    // ends it with expire_nodest_conn.
+                    if config.policy.expire_nodest_conn {
+                        self.conns.remove(&c.handle, rx.now);
+                    }
+                    return Err(DropReason::DestGone);
+                };
+                match self
+                    .conns
                     .update(&c.handle, Direction::Original, flags, rx.now)
-                    .is_some()
-            });
-        let conn = match existing {
-            Some(c) => c,
+                {
+                    Some(_) => (c, ri),
+                    None => self.new_conn(rx.now, config, si, svc, key, flags)?,
+                }
+            }
             None => self.new_conn(rx.now, config, si, svc, key, flags)?,
-        };
-        let Some(ri) = svc.reals.iter().position(|r| r.id == conn.dest()) else {
-            // The real server was deleted: IPVS's expire_nodest_conn.
-            self.conns.remove(&conn.handle, rx.now);
-            return Err(DropReason::DestGone);
         };
         let path = config.paths[si as usize][ri];
         let v = self.forward(rx.ingress, p, &svc.reals[ri], &path, frame)?;
@@ -634,10 +652,10 @@ impl Engine {
         svc: &VirtualService,
         key: &FlowKey,
         flags: Option<TcpFlags>,
-    ) -> Result<Conn, DropReason> {
+    ) -> Result<(Conn, usize), DropReason> {
         if key.proto == L4Proto::Tcp
             && !flags.is_some_and(|f| f.is_connection_start())
-            && !config.sloppy_tcp
+            && !config.policy.sloppy_tcp
         {
             return Err(DropReason::TcpNotSyn);
         }
@@ -697,7 +715,7 @@ impl Engine {
             .update(&conn.handle, Direction::Original, flags, now);
         self.stats.new_conns += 1;
         self.traffic.count_conn(real.id);
-        Ok(conn)
+        Ok((conn, ri))
     }
 
     fn schedule(

@@ -92,6 +92,10 @@ struct DirectorArgs {
     /// Pick up TCP connections seen first mid-stream (IPVS's sloppy_tcp).
     #[arg(long)]
     sloppy_tcp: bool,
+    /// End a deleted real server's connections instead of keeping them
+    /// until it is added back (IPVS's expire_nodest_conn; default off).
+    #[arg(long)]
+    expire_nodest_conn: bool,
     /// Busy-poll the AF_XDP sockets with this budget (SO_PREFER_BUSY_POLL).
     #[arg(long)]
     busy_poll: Option<u16>,
@@ -130,6 +134,7 @@ fn settings(args: &DirectorArgs) -> Result<Settings, String> {
         conn_table_size: args.conn_table_size,
         timeouts: None,
         sloppy_tcp: args.sloppy_tcp.then_some(true),
+        expire_nodest_conn: args.expire_nodest_conn.then_some(true),
         busy_poll: args.busy_poll,
         batch: args.batch,
         ring_size: args.ring_size,

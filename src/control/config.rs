@@ -11,6 +11,7 @@
 //! queues = [0, 1]
 //! conn_table_size = 1048576
 //! sloppy_tcp = false
+//! expire_nodest_conn = false     # true: a deleted real server's connections end
 //! busy_poll = 64                 # SO_PREFER_BUSY_POLL budget; absent: off
 //! batch = 64
 //! ring_size = 2048
@@ -66,6 +67,9 @@ pub struct FileConfig {
     pub conn_table_size: Option<usize>,
     pub timeouts: Option<TimeoutsConfig>,
     pub sloppy_tcp: Option<bool>,
+    /// IPVS's `expire_nodest_conn` (default false: keep the connections of
+    /// a deleted real server for its return).
+    pub expire_nodest_conn: Option<bool>,
     pub busy_poll: Option<u16>,
     pub batch: Option<usize>,
     pub ring_size: Option<u32>,
@@ -142,6 +146,7 @@ impl FileConfig {
             conn_table_size: over.conn_table_size.or(self.conn_table_size),
             timeouts,
             sloppy_tcp: over.sloppy_tcp.or(self.sloppy_tcp),
+            expire_nodest_conn: over.expire_nodest_conn.or(self.expire_nodest_conn),
             busy_poll: over.busy_poll.or(self.busy_poll),
             batch: over.batch.or(self.batch),
             ring_size: over.ring_size.or(self.ring_size),
@@ -223,6 +228,7 @@ impl FileConfig {
         }
         opts.busy_poll = self.busy_poll;
         opts.sloppy_tcp = self.sloppy_tcp.unwrap_or(false);
+        opts.expire_nodest_conn = self.expire_nodest_conn.unwrap_or(false);
         if let Some(t) = self.timeouts {
             for (name, v) in [("tcp", t.tcp), ("tcpfin", t.tcpfin), ("udp", t.udp)] {
                 if let Some(v) = v {
@@ -349,6 +355,7 @@ workers = 2
 queues = [0, 1]
 conn_table_size = 65536
 sloppy_tcp = true
+expire_nodest_conn = true
 busy_poll = 64
 worker_cpus = "1-3"
 neighbours = ["198.51.100.2=02:00:00:00:01:02@eth1"]
@@ -377,6 +384,7 @@ udp = 30
         );
         assert_eq!(d.conn_table_size, 65536);
         assert!(d.sloppy_tcp);
+        assert!(d.expire_nodest_conn);
         assert_eq!(d.busy_poll, Some(64));
         assert_eq!(d.worker_cpus.as_deref(), Some(&[1, 2, 3][..]));
         // [timeouts], then the script's --set (0 keeps a value).

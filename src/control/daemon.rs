@@ -8,10 +8,12 @@
 //!   published ([`Director::set_services`]: workers' snapshot, then the XDP
 //!   maps) before the reply is sent. If publishing fails the previous model
 //!   is put back and published again. A failed change changes nothing.
-//! - Real servers that are gone have their connections expired at once
-//!   ([`ConnTable::expire_dest`], IPVS's `expire_nodest_conn`). Changes
-//!   that keep a real server (weight, quiesce, method, scheduler) leave its
-//!   connections alone.
+//! - A deleted real server's connections are kept, as IPVS keeps them by
+//!   default: their packets are dropped while it is gone, and they resume
+//!   if it is added back (it gets its old id back, see [`ServiceModel`]).
+//!   With `expire_nodest_conn` they are expired at once instead
+//!   ([`ConnTable::expire_dest`]). Changes that keep a real server (weight,
+//!   quiesce, method, scheduler) leave its connections alone.
 //! - Counters: workers count per real server ([`DestTraffic`]) since start.
 //!   The control plane keeps a baseline per real server, taken when the
 //!   server is added (a reused id starts from zero) and on `-Z`; `--stats`
@@ -66,6 +68,9 @@ pub trait Plane {
     fn publish(&mut self, services: ServiceTable) -> Result<(), String>;
     /// Releases every connection and template of a deleted real server.
     fn expire_dest(&self, id: DestId);
+    /// IPVS's `expire_nodest_conn`: whether a deleted real server's
+    /// connections are expired (else kept for its return).
+    fn expire_nodest_conn(&self) -> bool;
     /// Live connection entries (`-L -c`).
     fn conn_entries(&self) -> Vec<ConnEntry>;
     fn timeouts(&self) -> Timeouts;
@@ -107,6 +112,10 @@ impl Plane for Director {
 
     fn expire_dest(&self, id: DestId) {
         self.conns().expire_dest(id, self.now());
+    }
+
+    fn expire_nodest_conn(&self) -> bool {
+        Director::expire_nodest_conn(self)
     }
 
     fn conn_entries(&self) -> Vec<ConnEntry> {
@@ -268,8 +277,10 @@ impl Control {
         let before = self.owners();
         self.model = next;
         let after = self.owners();
-        for id in removed {
-            plane.expire_dest(*id);
+        if plane.expire_nodest_conn() {
+            for id in removed {
+                plane.expire_dest(*id);
+            }
         }
         // Deleted real servers' counts stay with a service that remains.
         for id in removed {
@@ -519,6 +530,7 @@ mod tests {
         published: Vec<ServiceTable>,
         fail_publish: bool,
         expired: RefCell<Vec<DestId>>,
+        expire_nodest: bool,
         timeouts: RefCell<(u32, u32, u32)>,
     }
 
@@ -538,6 +550,9 @@ mod tests {
         }
         fn expire_dest(&self, id: DestId) {
             self.expired.borrow_mut().push(id);
+        }
+        fn expire_nodest_conn(&self) -> bool {
+            self.expire_nodest
         }
         fn conn_entries(&self) -> Vec<ConnEntry> {
             Vec::new()
@@ -652,7 +667,13 @@ mod tests {
         p.fail_publish = false;
         assert_eq!(c.model().services().len(), 1);
         assert!(p.expired.borrow().is_empty());
-        // Deleting expires the real server's connections.
+        // Deleting keeps the real server's connections (IPVS's default) ...
+        run(&mut c, &mut p, "-A -t 192.0.2.10:82");
+        run(&mut c, &mut p, "-a -t 192.0.2.10:82 -r 198.51.100.9");
+        assert_eq!(run(&mut c, &mut p, "-D -t 192.0.2.10:82").exit_code, 0);
+        assert!(p.expired.borrow().is_empty());
+        // ... and with expire_nodest_conn expires them.
+        p.expire_nodest = true;
         assert_eq!(run(&mut c, &mut p, "-D -t 192.0.2.10:80").exit_code, 0);
         assert_eq!(*p.expired.borrow(), [DestId(0)]);
         let r = run(&mut c, &mut p, "-L -t 192.0.2.10:80");

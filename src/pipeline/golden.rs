@@ -914,7 +914,7 @@ fn pipeline_with_two_nat_reals(
         ServiceTable::new(services),
         base.ports.clone(),
         base.next_hops.clone(),
-        false,
+        Default::default(),
     );
     let mut p = pipeline();
     p.set_config(std::sync::Arc::new(cfg));
@@ -1003,6 +1003,64 @@ fn upper_threshold_sends_new_connections_elsewhere() {
     // rr alternates, but the first server is overloaded after one connection.
     assert_eq!(dsts[0], Some(n.rs_nat));
     assert!(dsts[1..].iter().all(|d| *d == Some(n.rs_dr)), "{dsts:?}");
+}
+
+/// `p`'s configuration with the NAT service's real servers replaced by
+/// `reals` (the same ids mean the same servers) and `policy`.
+fn with_nat_reals(
+    p: &mut super::Pipeline,
+    reals: Vec<crate::service::RealServer>,
+    policy: super::Policy,
+) {
+    let c = p.config().clone();
+    let mut services = c.services.services().to_vec();
+    services[0].reals = reals;
+    let cfg = super::Config::with_previous(
+        crate::service::ServiceTable::new(services),
+        c.ports.clone(),
+        c.next_hops.clone(),
+        policy,
+        Some(&c),
+    );
+    p.set_config(std::sync::Arc::new(cfg));
+}
+
+#[test]
+fn a_real_server_deleted_and_added_back_keeps_its_connections() {
+    let n = v4();
+    let mut p = pipeline();
+    let reals = p.config().services.services()[0].reals.clone();
+    let client = |flags: u8| Pkt::tcp(n.client, 40000, n.vip, PORT_NAT, flags);
+    let from_rs =
+        |flags: u8| Pkt::tcp(n.rs_nat, RPORT_NAT, n.client, 40000, flags).macs(RS_NAT_MAC, INT_MAC);
+    assert_eq!(send(&mut p, 1, &client(SYN), EXT).0, TX_INT);
+    assert_eq!(send(&mut p, 2, &from_rs(SYN | ACK), INT).0, TX_EXT);
+    assert_eq!(send(&mut p, 3, &client(ACK), EXT).0, TX_INT);
+    // ipvsadm -d: the connection's packets are dropped, the entry stays.
+    with_nat_reals(&mut p, Vec::new(), Default::default());
+    let dropped = Verdict::Drop(DropReason::DestGone);
+    assert_eq!(send(&mut p, 4, &client(ACK), EXT).0, dropped);
+    assert_eq!(send(&mut p, 5, &client(ACK), EXT).0, dropped);
+    assert_eq!(p.conns().entries(Millis(5)).len(), 1);
+    // ipvsadm -a of the same server (its old id): the connection resumes.
+    with_nat_reals(&mut p, reals.clone(), Default::default());
+    assert_eq!(send(&mut p, 6, &client(ACK), EXT).0, TX_INT);
+    assert_eq!(send(&mut p, 7, &from_rs(ACK), INT).0, TX_EXT);
+    assert_eq!(p.stats().new_conns, 1);
+
+    // With expire_nodest_conn the first packet after the deletion ends it.
+    let expire = super::Policy {
+        expire_nodest_conn: true,
+        ..Default::default()
+    };
+    with_nat_reals(&mut p, Vec::new(), expire);
+    assert_eq!(send(&mut p, 8, &client(ACK), EXT).0, dropped);
+    assert_eq!(p.conns().entries(Millis(8)).len(), 0);
+    with_nat_reals(&mut p, reals, expire);
+    assert_eq!(
+        send(&mut p, 9, &client(ACK), EXT).0,
+        Verdict::Drop(DropReason::TcpNotSyn)
+    );
 }
 
 #[test]

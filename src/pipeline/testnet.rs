@@ -249,7 +249,7 @@ pub fn config() -> Config {
         ]);
     }
     let hops = NextHops::new(vec![EXT_MAC, INT_MAC], routes, neighbours);
-    Config::new(ServiceTable::new(svcs), ports, hops, false)
+    Config::new(ServiceTable::new(svcs), ports, hops, Default::default())
 }
 
 /// A pipeline over the test network with a fresh connection table.

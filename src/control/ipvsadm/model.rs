@@ -14,6 +14,12 @@
 //! "Memory allocation problem". A connection entry holds 16-bit ids, so
 //! there are at most [`MAX_IDS`] real servers and as many services.
 //!
+//! A real server added back to the service it was deleted from (same
+//! address and port) gets its old id back while that id is still free, as
+//! IPVS takes a destination back from its trash: the connections it had,
+//! which the director keeps unless `expire_nodest_conn` is set, then
+//! resume on it.
+//!
 //! Services keep the order they were added; deleting one moves those after
 //! it down one `ServiceIndex` in the next snapshot. Code that keeps a
 //! `ServiceIndex` across snapshots should find the service through the
@@ -126,7 +132,15 @@ pub struct ServiceModel {
     /// Ids below this have been handed out at least once.
     fresh: u32,
     /// Freed ids, oldest first.
-    freed: VecDeque<DestId>,
+    freed: VecDeque<Freed>,
+}
+
+/// A deleted real server's id, and whom it named.
+#[derive(Clone, Copy, Debug)]
+struct Freed {
+    id: DestId,
+    service: ServiceKey,
+    endpoint: SocketAddr,
 }
 
 impl ServiceModel {
@@ -167,6 +181,7 @@ impl ServiceModel {
         reusable: &dyn Fn(DestId) -> bool,
     ) -> Result<Applied, ApplyError> {
         let mut applied = Applied::default();
+        let mut freed = Vec::new();
         match edit {
             Edit::AddService(spec) => {
                 if self.service(&spec.key).is_some() {
@@ -190,13 +205,18 @@ impl ServiceModel {
             Edit::DeleteService(key) => {
                 let i = self.index(key).ok_or(ApplyError::NoSuchService)?;
                 let s = self.services.remove(i);
-                applied.removed = s.reals.iter().map(|r| r.id).collect();
+                freed.extend(s.reals.iter().map(|r| Freed::of(&s.key, r)));
             }
             Edit::Clear => {
-                applied.removed = self
+                freed = self
                     .services
                     .drain(..)
-                    .flat_map(|s| s.reals.into_iter().map(|r| r.id))
+                    .flat_map(|s| {
+                        s.reals
+                            .iter()
+                            .map(|r| Freed::of(&s.key, r))
+                            .collect::<Vec<_>>()
+                    })
                     .collect();
             }
             Edit::AddReal(key, spec) => {
@@ -211,7 +231,14 @@ impl ServiceModel {
                 if s.reals.iter().any(|r| endpoint(r) == spec.endpoint()) {
                     return Err(ApplyError::DestExists);
                 }
-                let id = self.allocate(reusable)?;
+                let id = match self
+                    .freed
+                    .iter()
+                    .position(|f| f.service == *key && f.endpoint == spec.endpoint())
+                {
+                    Some(i) => self.freed.remove(i).ok_or(ApplyError::NoMemory)?.id,
+                    None => self.allocate(reusable)?,
+                };
                 let s = self.service_mut(key, ApplyError::ServiceNotDefined)?;
                 s.reals.push(RealServer {
                     id,
@@ -243,10 +270,12 @@ impl ServiceModel {
                     .iter()
                     .position(|r| endpoint(r) == *at)
                     .ok_or(ApplyError::NoSuchDest)?;
-                applied.removed.push(s.reals.remove(i).id);
+                let r = s.reals.remove(i);
+                freed.push(Freed::of(&s.key, &r));
             }
         }
-        self.freed.extend(applied.removed.iter().copied());
+        applied.removed = freed.iter().map(|f| f.id).collect();
+        self.freed.extend(freed);
         Ok(applied)
     }
 
@@ -312,9 +341,19 @@ impl ServiceModel {
         let i = self
             .freed
             .iter()
-            .position(|id| reusable(*id))
+            .position(|f| reusable(f.id))
             .ok_or(ApplyError::NoMemory)?;
-        self.freed.remove(i).ok_or(ApplyError::NoMemory)
+        Ok(self.freed.remove(i).ok_or(ApplyError::NoMemory)?.id)
+    }
+}
+
+impl Freed {
+    fn of(service: &ServiceKey, r: &RealServer) -> Freed {
+        Freed {
+            id: r.id,
+            service: *service,
+            endpoint: endpoint(r),
+        }
     }
 }
 
@@ -437,6 +476,35 @@ mod tests {
         let removed = run(&mut m, "-D -t 192.0.2.1:80").unwrap().removed;
         assert_eq!(removed, vec![DestId(0)]);
         assert!(m.services().is_empty());
+    }
+
+    #[test]
+    fn a_real_server_added_back_gets_its_old_id() {
+        let mut m = ServiceModel::new(100);
+        run(&mut m, "-A -t 192.0.2.1:80").unwrap();
+        run(&mut m, "-A -t 192.0.2.1:81").unwrap();
+        for i in 1..=2 {
+            run(&mut m, &format!("-a -t 192.0.2.1:80 -r 198.51.100.{i} -m")).unwrap();
+        }
+        let removed = run(&mut m, "-d -t 192.0.2.1:80 -r 198.51.100.1").unwrap();
+        assert_eq!(removed.removed, vec![DestId(0)]);
+        // Another service or port is someone else: a fresh id.
+        run(&mut m, "-a -t 192.0.2.1:81 -r 198.51.100.1 -m").unwrap();
+        run(&mut m, "-a -t 192.0.2.1:80 -r 198.51.100.1:8080 -m").unwrap();
+        let ids = |m: &ServiceModel, i: usize| -> Vec<u32> {
+            m.services()[i].reals.iter().map(|r| r.id.0).collect()
+        };
+        assert_eq!((ids(&m, 0), ids(&m, 1)), (vec![1, 3], vec![2]));
+        // The same service and endpoint: id 0 again, even though the
+        // daemon's predicate would refuse it (its connections are why).
+        m.apply_with(&edit("-a -t 192.0.2.1:80 -r 198.51.100.1 -m"), &|_| false)
+            .unwrap();
+        assert_eq!(ids(&m, 0), vec![1, 3, 0]);
+        // A deleted service's servers come back the same way.
+        run(&mut m, "-D -t 192.0.2.1:81").unwrap();
+        run(&mut m, "-A -t 192.0.2.1:81").unwrap();
+        run(&mut m, "-a -t 192.0.2.1:81 -r 198.51.100.1 -m").unwrap();
+        assert_eq!(ids(&m, 1), vec![2]);
     }
 
     #[test]
