@@ -251,13 +251,25 @@ fn cluster(mode: &'static str) {
         "wrr"
     );
 
-    // wlc 3:2:1: short connections end up inactive, so the counts follow weights.
+    // wlc 3:2:1: short connections end up inactive, and wlc evens out
+    // InActConn/weight. The earlier phases' closed connections still count:
+    // `-C` and the re-adds gave each real server its old id back (IPVS takes
+    // its destinations back from the trash the same way), so after 90
+    // connections in all the counts are 45/30/15, not the 15/10/5 of this
+    // phase alone.
     lab.configure(80, "wlc", [3, 2, 1], "");
     let c = lab.requests(30);
-    for (i, want) in [15usize, 10, 5].into_iter().enumerate() {
-        let got = c.get(&rs(i)).copied().unwrap_or(0);
-        assert!(got.abs_diff(want) <= 2, "wlc: {c:?}");
-    }
+    let rows = lab.rows();
+    let per_weight: Vec<f64> = rows
+        .iter()
+        .map(|r| f64::from(r.4 + r.3) / f64::from(r.2))
+        .collect();
+    let spread = per_weight.iter().cloned().fold(f64::MIN, f64::max)
+        - per_weight.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(
+        rows.iter().map(|r| r.3 + r.4).sum::<u32>() == 90 && spread <= 1.0,
+        "wlc: {c:?}, rows {rows:?}"
+    );
 
     // Long-lived connections show as ActiveConn while open, InActConn after.
     lab.configure(80, "rr", [1, 1, 1], "");

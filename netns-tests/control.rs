@@ -20,7 +20,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    mac_text, root_or_skip, temp_path, veth, wait_for, worker_summaries, DirectorProc, Netns,
+    mac_text, root_or_skip, summary_field, temp_path, veth, wait_for, worker_summaries,
+    DirectorProc, Netns,
 };
 
 const VIP: &str = "192.0.2.10";
@@ -593,6 +594,94 @@ fn ipvsadm_reconfigures_a_running_director_under_traffic() {
         text(&out.stderr).contains("cannot reach the xvs director"),
         "{out:?}"
     );
+}
+
+/// A UDP echo server on the real servers' port 5353.
+const UDP_ECHO: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 5353))
+open(sys.argv[1], "w").close()
+while True:
+    data, peer = s.recvfrom(2048)
+    s.sendto(data, peer)
+"#;
+
+/// From each new source address: one UDP query (is its one answer there?)
+/// and one TCP connect; prints `udp ok|lost` and `tcp ok SYN_RETRANSMITS`.
+const NEW_SOURCES: &str = r#"
+import socket, sys, time
+vip, udp_src, tcp_src = sys.argv[1], sys.argv[2], sys.argv[3]
+def syn_retrans():
+    lines = [l.split() for l in open("/proc/net/netstat") if l.startswith("TcpExt:")]
+    return int(lines[1][lines[0].index("TCPSynRetrans")])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind((udp_src, 0))
+u.settimeout(3)
+start = time.monotonic()
+u.sendto(b"first", (vip, 53))
+try:
+    ok = u.recvfrom(2048)[0] == b"first"
+    print("udp", "ok" if ok else "wrong", "%.1f ms" % ((time.monotonic() - start) * 1000))
+except socket.timeout:
+    print("udp lost")
+before = syn_retrans()
+t = socket.socket()
+t.bind((tcp_src, 0))
+t.settimeout(5)
+t.connect((vip, 80))
+t.sendall(b"hi\n")
+t.makefile("rb").readline()
+print("tcp ok", syn_retrans() - before)
+"#;
+
+/// The first answers to a client the director has no MAC for yet are held
+/// until the kernel resolves it, not dropped: the first UDP query from a new
+/// on-link address gets its answer, and the first TCP connect from another
+/// needs no SYN retransmit.
+#[test]
+fn first_answers_to_a_new_on_link_client_are_held_until_it_is_resolved() {
+    if !root_or_skip("first answers to a new client") {
+        return;
+    }
+    let rig = Rig::new();
+    let director = rig.start(&["-i", "d0", "-i", "d1"]);
+    let _servers = rig.start_servers();
+    let ready = rig.tmp.join("udp.ready");
+    let _udp = Background(spawn_in(
+        &rig.rs,
+        UDP_ECHO,
+        &[&ready.display().to_string()],
+        None,
+    ));
+    assert!(wait_for(Duration::from_secs(10), || ready.exists()));
+    rig.ok(&format!("-A -t {SVC} -s rr"));
+    rig.ok(&format!("-a -t {SVC} -r 198.51.100.2:8080 -m"));
+    rig.ok(&format!("-A -u {VIP}:53 -s rr"));
+    rig.ok(&format!("-a -u {VIP}:53 -r 198.51.100.2:5353 -m"));
+    // The client's ARP entry for the VIP comes from its usual address, so
+    // the director's kernel learns nothing of the new ones below.
+    assert_eq!(rig.one_shot(), "198.51.100.2");
+    for a in ["192.0.2.201", "192.0.2.202"] {
+        rig.cli.ip(&format!("addr add {a}/24 dev c0"));
+    }
+    let out = rig.cli.try_exec(&format!(
+        "python3 -c '{}' {VIP} 192.0.2.201 192.0.2.202",
+        NEW_SOURCES.replace('\'', "\"")
+    ));
+    let out = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    let log = director.stop();
+    eprintln!("{out}");
+    assert!(out.contains("udp ok"), "{out}\n{log}");
+    assert!(out.contains("tcp ok 0"), "{out}\n{log}");
+    let w = worker_summaries(&log);
+    let held: u64 = w.iter().filter_map(|l| summary_field(l, "held")).sum();
+    let sent: u64 = w.iter().filter_map(|l| summary_field(l, "held_sent")).sum();
+    // The UDP answer and the SYN-ACK at least, each waited and went out.
+    assert!(held >= 2 && sent == held, "held {held}, sent {sent}\n{log}");
+    for l in &w {
+        assert!(l.contains("conserved yes"), "{l}");
+    }
 }
 
 /// ldirectord with `quiescent=no`, or an operator, deletes a failing real

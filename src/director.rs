@@ -267,8 +267,19 @@ impl Director {
                 index as u16,
             );
             self.traffic.push(Arc::clone(pipeline.traffic()));
-            let worker = Worker::new(setup, &names, &self.programs, pipeline, resolve_tx.clone())
-                .map_err(err)?;
+            let waker = self.watcher.waker().map_err(|e| {
+                err(format!(
+                    "cannot create a wake-up handle for worker {index}: {e}"
+                ))
+            })?;
+            let worker = Worker::new(
+                setup,
+                &names,
+                &self.programs,
+                pipeline,
+                (resolve_tx.clone(), waker),
+            )
+            .map_err(err)?;
             let stats = Arc::new(WorkerStats::default());
             let (s, sh) = (Arc::clone(&stats), Arc::clone(&self.shared));
             let handle = std::thread::Builder::new()
@@ -287,6 +298,8 @@ impl Director {
     /// One round of control-plane upkeep, waiting up to `wait` for kernel
     /// network changes.
     pub fn control_round(&mut self, wait: Duration) {
+        // Workers wake the wait when they ask for a neighbour: frames wait
+        // for it in their hold queues.
         let changed = self.watcher.wait(wait);
         let mut asked = HashSet::new();
         while let Ok(addr) = self.resolve_rx.try_recv() {
@@ -301,8 +314,9 @@ impl Director {
             }
         }
         if changed {
-            // Let a burst of changes settle, then rebuild once.
-            std::thread::sleep(Duration::from_millis(20));
+            // Let a burst of changes settle, then rebuild once; briefly,
+            // since a resolved neighbour releases held frames.
+            std::thread::sleep(Duration::from_millis(2));
             while self.watcher.wait(Duration::ZERO) {}
             self.refresh_interfaces();
             match kernel_next_hops(&self.ifaces, &self.statics) {

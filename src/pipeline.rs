@@ -60,6 +60,10 @@ const EXPIRE_BUDGET: usize = 64;
 pub enum Verdict {
     /// Send the (rewritten) frame out of this port.
     Transmit { port: PortId },
+    /// Send the frame out of `port` once `next_hop`'s MAC is known: it is
+    /// rewritten but for its destination MAC, and the kernel has been asked
+    /// to resolve the address (see [`crate::neigh::hold`]).
+    Hold { port: PortId, next_hop: IpAddr },
     /// Discard the frame; the reason has been counted.
     Drop(DropReason),
 }
@@ -145,7 +149,8 @@ drop_reasons! {
     /// perhaps to be added back): the connection is kept, unless
     /// `expire_nodest_conn` is set, which ends it.
     DestGone => "dest_gone",
-    /// No MAC known yet for the next hop; resolution has been asked for.
+    /// No route toward the next hop, or a frame held for its neighbour's MAC
+    /// that waited past the bound or found the hold queue full.
     NeighbourUnresolved => "neighbour_unresolved",
     /// Too big for the tunnel and DF clear: xvs does not fragment.
     TunnelTooBig => "tunnel_too_big",
@@ -180,6 +185,8 @@ impl From<ParseError> for DropReason {
 pub struct Stats {
     pub rx: u64,
     pub tx: u64,
+    /// Frames handed over to wait for their next hop ([`Verdict::Hold`]).
+    pub held: u64,
     pub drops: [u64; DropReason::COUNT],
     /// ICMP "too big" errors sent to clients for oversize TUN packets.
     pub icmp_too_big: u64,
@@ -194,6 +201,7 @@ impl Default for Stats {
         Stats {
             rx: 0,
             tx: 0,
+            held: 0,
             drops: [0; DropReason::COUNT],
             icmp_too_big: 0,
             new_conns: 0,
@@ -206,6 +214,7 @@ impl Stats {
     fn count(&mut self, v: Verdict) {
         match v {
             Verdict::Transmit { .. } => self.tx += 1,
+            Verdict::Hold { .. } => self.held += 1,
             Verdict::Drop(r) => self.drops[r as usize] += 1,
         }
     }
@@ -454,6 +463,8 @@ struct Engine {
     stats: Stats,
     /// Addresses whose next hop was missing, for the control plane to resolve.
     pending: ResolveRequests,
+    /// The next hop the frame in hand was rewritten for without its MAC.
+    waiting: Option<IpAddr>,
     /// This worker's per-real-server traffic, read by the control plane.
     traffic: Arc<DestTraffic>,
     /// IPv4 identification of non-DF tunnel packets.
@@ -477,6 +488,7 @@ impl Pipeline {
                 dests,
                 stats: Stats::default(),
                 pending: ResolveRequests::new(),
+                waiting: None,
                 traffic,
                 ip_id: worker.wrapping_mul(0x1000),
                 swept: Millis(0),
@@ -520,6 +532,12 @@ impl Pipeline {
         }
     }
 
+    /// Counts frames held for a neighbour that the caller had to drop (the
+    /// wait bound passed, or no room to hold them).
+    pub fn count_unresolved_drops(&mut self, n: u64) {
+        self.engine.stats.drops[DropReason::NeighbourUnresolved as usize] += n;
+    }
+
     /// Takes the addresses whose next hop was missing since the last call,
     /// for the control plane to have the kernel resolve.
     pub fn resolve_requests(&mut self) -> impl Iterator<Item = IpAddr> + '_ {
@@ -531,7 +549,10 @@ impl Pipeline {
         let config = &*self.config;
         let e = &mut self.engine;
         e.stats.rx += 1;
-        let v = e.classify(config, now, ingress, frame);
+        let mut v = e.classify(config, now, ingress, frame);
+        if let (Verdict::Transmit { port }, Some(next_hop)) = (v, e.waiting.take()) {
+            v = Verdict::Hold { port, next_hop };
+        }
         e.stats.count(v);
         v
     }
@@ -636,7 +657,7 @@ impl Engine {
             None => self.new_conn(rx.now, config, si, svc, key, flags)?,
         };
         let path = config.paths[si as usize][ri];
-        let v = self.forward(rx.ingress, p, &svc.reals[ri], &path, frame)?;
+        let v = self.forward(config, rx.ingress, p, &svc.reals[ri], &path, frame)?;
         self.traffic.count_in(conn.dest(), p.ip_len);
         Ok(v)
     }
@@ -744,13 +765,14 @@ impl Engine {
     /// (or to an ICMP error about that connection).
     fn forward(
         &mut self,
+        config: &Config,
         ingress: PortId,
         p: &Parsed,
         real: &RealServer,
         path: &RealPath,
         frame: &mut Frame<'_>,
     ) -> Result<Verdict, DropReason> {
-        let hop = self.hop(path.hop)?;
+        let hop = self.hop(config, path.hop)?;
         match real.method {
             ForwardMethod::Nat => nat::to_real(frame.data_mut(), p, real.addr, real.port, &hop)?,
             ForwardMethod::Dr => dr::to_real(frame.data_mut(), &hop),
@@ -762,7 +784,10 @@ impl Engine {
                 if tun::to_real(frame, p, src, real.addr, &hop, path.mtu, self.ip_id)?
                     == tun::TunOutcome::TooBig
                 {
-                    // The frame is now an ICMP error for the sender: back where it came from.
+                    // The frame is now an ICMP error for the sender: back
+                    // where it came from, with the MACs it came with, so it
+                    // waits for no neighbour.
+                    self.waiting = None;
                     self.stats.icmp_too_big += 1;
                     return Ok(Verdict::Transmit { port: ingress });
                 }
@@ -790,7 +815,7 @@ impl Engine {
         {
             return Err(DropReason::NoConnection);
         }
-        let hop = self.hop(config.next_hops.resolve(conn.client().ip()))?;
+        let hop = self.hop(config, config.next_hops.resolve(conn.client().ip()))?;
         nat::to_client(
             frame.data_mut(),
             p,
@@ -835,18 +860,18 @@ impl Engine {
                 let path = config.paths[si as usize][ri];
                 match real.method {
                     ForwardMethod::Nat => {
-                        let hop = self.hop(path.hop)?;
+                        let hop = self.hop(config, path.hop)?;
                         nat::icmp_to_real(frame.data_mut(), p, q, real.addr, real.port, &hop)?;
                         Ok(Verdict::Transmit { port: hop.port })
                     }
                     ForwardMethod::Dr | ForwardMethod::Tun => {
-                        self.forward(ingress, p, real, &path, frame)
+                        self.forward(config, ingress, p, real, &path, frame)
                     }
                 }
             }
             // Quote: client → RIP, a packet NAT sent on; the error goes to the client.
             Direction::Reply => {
-                let hop = self.hop(config.next_hops.resolve(conn.client().ip()))?;
+                let hop = self.hop(config, config.next_hops.resolve(conn.client().ip()))?;
                 nat::icmp_to_client(
                     frame.data_mut(),
                     p,
@@ -861,10 +886,33 @@ impl Engine {
         }
     }
 
-    fn hop(&mut self, hop: Result<NextHop, Unresolved>) -> Result<NextHop, DropReason> {
-        hop.map_err(|Unresolved(addr)| {
-            self.pending.push(addr);
-            DropReason::NeighbourUnresolved
+    /// The next hop to rewrite for. An unresolved one is asked for and, if a
+    /// route says which port it is on, stands in with a blank destination
+    /// MAC: the frame is then held ([`Verdict::Hold`]) rather than dropped,
+    /// as the kernel queues packets on an unresolved neighbour.
+    fn hop(
+        &mut self,
+        config: &Config,
+        hop: Result<NextHop, Unresolved>,
+    ) -> Result<NextHop, DropReason> {
+        let Unresolved(addr) = match hop {
+            Ok(h) => return Ok(h),
+            Err(u) => u,
+        };
+        self.pending.push(addr);
+        let port = config
+            .next_hops
+            .port_toward(addr)
+            .ok_or(DropReason::NeighbourUnresolved)?;
+        let src_mac = config
+            .next_hops
+            .port_mac(port)
+            .ok_or(DropReason::NeighbourUnresolved)?;
+        self.waiting = Some(addr);
+        Ok(NextHop {
+            port,
+            src_mac,
+            dst_mac: [0; 6],
         })
     }
 }

@@ -320,18 +320,21 @@ fn worker_summary(index: usize, w: &WorkerStats) -> String {
         .map(|(r, n)| format!("{}={}", r.label(), l(n)))
         .collect();
     format!(
-        "worker {index}: rx {} tx {} new_conns {} icmp_too_big {} checksums_completed {} tx_ring_full {} drops [{}] frames total {} free {} fill {} tx {} conserved {} xsk rx_dropped {} rx_ring_full {} fill_empty {} invalid {}",
+        "worker {index}: rx {} tx {} new_conns {} icmp_too_big {} checksums_completed {} held {} held_sent {} tx_ring_full {} drops [{}] frames total {} free {} fill {} tx {} held {} conserved {} xsk rx_dropped {} rx_ring_full {} fill_empty {} invalid {}",
         l(&w.rx),
         l(&w.tx),
         l(&w.new_conns),
         l(&w.icmp_too_big),
         l(&w.checksums_completed),
+        l(&w.held),
+        l(&w.held_sent),
         l(&w.tx_ring_full),
         drops.join(" "),
         l(&w.frames_total),
         l(&w.frames_free),
         l(&w.frames_fill),
         l(&w.frames_tx),
+        l(&w.frames_held),
         if w.frames_conserved() { "yes" } else { "NO" },
         l(&w.xsk_rx_dropped),
         l(&w.xsk_rx_ring_full),

@@ -30,7 +30,10 @@
 //! kernel's AF_XDP counters `xvs_worker_xsk_rx_dropped_total`,
 //! `xvs_worker_xsk_rx_ring_full_total`, `xvs_worker_xsk_fill_ring_empty_total`,
 //! `xvs_worker_xsk_invalid_descs_total`, frame accounting
-//! `xvs_worker_frames{place="total|free|fill|tx"}`, and batch latency
+//! `xvs_worker_frames{place="total|free|fill|tx|held"}`, frames held for a
+//! next hop's MAC and of those sent once it was known
+//! (`xvs_worker_neighbour_held_total`, `xvs_worker_neighbour_held_sent_total`),
+//! and batch latency
 //! `xvs_worker_batch_duration_seconds{quantile="0.5|0.9|0.99|0.999|1"}`
 //! with `xvs_worker_batches` (batches in the histogram).
 //! Connection table: `xvs_conntrack_connections`, `xvs_conntrack_templates`,
@@ -103,7 +106,10 @@ pub struct WorkerMetrics {
     pub xsk_fill_ring_empty: u64,
     pub xsk_invalid_descs: u64,
     /// total, free, fill, tx.
-    pub frames: [u64; 4],
+    /// total, free, fill, tx, held.
+    pub frames: [u64; 5],
+    pub held: u64,
+    pub held_sent: u64,
     /// Seconds at each of [`QUANTILES`].
     pub batch_quantiles: Vec<f64>,
     pub batches: u64,
@@ -130,6 +136,8 @@ impl WorkerMetrics {
             bad_port: l(&w.bad_port),
             icmp_too_big: l(&w.icmp_too_big),
             checksums_completed: l(&w.checksums_completed),
+            held: l(&w.held),
+            held_sent: l(&w.held_sent),
             drops: DropReason::ALL
                 .iter()
                 .zip(w.drops.iter())
@@ -144,6 +152,7 @@ impl WorkerMetrics {
                 l(&w.frames_free),
                 l(&w.frames_fill),
                 l(&w.frames_tx),
+                l(&w.frames_held),
             ],
             batch_quantiles,
             batches,
@@ -284,6 +293,14 @@ pub fn encode(s: &Snapshot) -> String {
 
     let rx = b.counter("xvs_worker_rx_frames", "Frames received");
     let tx = b.counter("xvs_worker_tx_frames", "Frames transmitted");
+    let held = b.counter(
+        "xvs_worker_neighbour_held",
+        "Frames held until their next hop's MAC was known",
+    );
+    let held_sent = b.counter(
+        "xvs_worker_neighbour_held_sent",
+        "Held frames sent once their next hop's MAC was known",
+    );
     let new_conns = b.counter("xvs_worker_new_connections", "Connections created");
     let drops = b.counter(
         "xvs_worker_drops",
@@ -352,7 +369,9 @@ pub fn encode(s: &Snapshot) -> String {
         ]) {
             set(f, l(), v);
         }
-        for (place, v) in ["total", "free", "fill", "tx"].iter().zip(w.frames) {
+        set(&held, l(), w.held);
+        set(&held_sent, l(), w.held_sent);
+        for (place, v) in ["total", "free", "fill", "tx", "held"].iter().zip(w.frames) {
             gauge(&frames, with("place", place), v);
         }
         for (q, v) in QUANTILES.iter().zip(&w.batch_quantiles) {
@@ -570,7 +589,7 @@ mod tests {
                 rx: 100,
                 tx: 90,
                 drops: vec![("tcp_not_syn", 7), ("truncated", 0)],
-                frames: [4096, 2000, 2048, 48],
+                frames: [4096, 2000, 2048, 48, 0],
                 batch_quantiles: vec![1e-6, 2e-6, 3e-6, 4e-6, 5e-6],
                 batches: 42,
                 ..WorkerMetrics::default()

@@ -4,12 +4,14 @@
 //! director needs: the control plane resolves them (from the kernel's tables,
 //! or static configuration) and publishes a new snapshot on every change; the
 //! data plane only looks up. An address with no known neighbour is reported as
-//! [`Unresolved`] and the packet dropped with a counter until it is resolved.
+//! [`Unresolved`]; its packets wait in the worker's [`hold::HoldQueue`] until
+//! a snapshot resolves it (or are dropped and counted after a bound).
 //!
 //! [`snapshot`] builds a `NextHops` from route and neighbour records (pure,
 //! unit-tested); [`netlink`] reads those records from the kernel, watches for
 //! changes and asks the kernel to resolve missing neighbours.
 
+pub mod hold;
 pub mod netlink;
 pub mod snapshot;
 

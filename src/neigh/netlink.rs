@@ -481,6 +481,26 @@ pub struct Watcher {
     socket: Socket,
     ifindexes: Vec<u32>,
     buf: Vec<u8>,
+    /// The receiving end of every [`Waker`]; `wait` returns when it is readable.
+    wake: std::os::unix::net::UnixDatagram,
+    waker: Waker,
+}
+
+/// Ends a [`Watcher::wait`] early from another thread: a worker that asked
+/// for a neighbour uses it so the request is acted on at once, not after
+/// the control thread's next timeout. Cheap to clone; never blocks.
+#[derive(Debug)]
+pub struct Waker(std::os::unix::net::UnixDatagram);
+
+impl Waker {
+    pub fn wake(&self) {
+        // A full socket already holds a wake-up: nothing is lost.
+        let _ = self.0.send(&[1]);
+    }
+
+    pub fn try_clone(&self) -> io::Result<Waker> {
+        self.0.try_clone().map(Waker)
+    }
 }
 
 impl Watcher {
@@ -506,24 +526,48 @@ impl Watcher {
             let _ = socket.set_rx_buf_sz(1 << 20);
             Ok(socket)
         };
+        let (wake, waker) = std::os::unix::net::UnixDatagram::pair()
+            .and_then(|(a, b)| {
+                a.set_nonblocking(true)?;
+                b.set_nonblocking(true)?;
+                Ok((a, Waker(b)))
+            })
+            .map_err(doing("creating the control thread's wake-up socket"))?;
         Ok(Watcher {
             socket: subscribe().map_err(doing("subscribing to kernel network changes"))?,
             ifindexes: ifindexes.to_vec(),
             buf: vec![0; RECV_BUF],
+            wake,
+            waker,
         })
     }
 
-    /// Waits up to `timeout` for a change; true when something changed (or
-    /// events were lost, or the socket failed: rebuilding is always safe).
+    /// A handle that ends the current or next [`Watcher::wait`] early.
+    pub fn waker(&self) -> io::Result<Waker> {
+        self.waker.try_clone()
+    }
+
+    /// Waits up to `timeout` for a change, or for a [`Waker`]; true when
+    /// something changed (or events were lost, or the socket failed:
+    /// rebuilding is always safe).
     pub fn wait(&mut self, timeout: Duration) -> bool {
         let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
-        let ready = {
-            let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
-            poll(&mut fds, timeout)
+        let (ready, woken) = {
+            let mut fds = [
+                PollFd::new(self.socket.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
+            ];
+            let ready = poll(&mut fds, timeout);
+            let readable = |f: &PollFd| f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
+            (ready.map(|_| readable(&fds[0])), readable(&fds[1]))
         };
+        if woken {
+            let mut byte = [0u8; 64];
+            while self.wake.recv(&mut byte).is_ok() {}
+        }
         match ready {
-            Ok(0) | Err(Errno::EINTR) => false,
-            Ok(_) => self.drain(),
+            Ok(false) | Err(Errno::EINTR) => false,
+            Ok(true) => self.drain(),
             Err(_) => true,
         }
     }

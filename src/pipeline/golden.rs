@@ -395,10 +395,18 @@ fn family_cases(n: &Net) -> Vec<Case> {
         &Pkt::udp(multicast, 40007, n.vip, PORT_DNS),
         DropReason::Martian,
     ));
-    cases.push(drop(
-        &d("next hop without a MAC"),
-        &Pkt::tcp(n.client, 40008, n.vip, PORT_UNRESOLVED, SYN),
-        DropReason::NeighbourUnresolved,
+    // The real server's MAC is not known yet: the frame is rewritten but for
+    // its destination MAC and held until the neighbour is resolved.
+    let syn = Pkt::tcp(n.client, 40008, n.vip, PORT_UNRESOLVED, SYN);
+    cases.push(case(
+        &d("next hop without a MAC → held, rewritten but for the destination MAC"),
+        &syn,
+        EXT,
+        Verdict::Hold {
+            port: INT,
+            next_hop: n.rs_unknown,
+        },
+        Some(syn.clone().macs(INT_MAC, [0; 6]).bytes()),
     ));
     let short_quote = icmp_error(
         n.gw,
@@ -843,7 +851,7 @@ fn run(cases: Vec<Case>) {
                 continue;
             }
         }
-        if let (Verdict::Transmit { .. }, true) = (v, c.verify) {
+        if let (Verdict::Transmit { .. } | Verdict::Hold { .. }, true) = (v, c.verify) {
             if let Err(e) = verify_checksums(f.data()) {
                 failures.push(format!("#{i} {}: {e}", c.description));
             }
@@ -1061,6 +1069,39 @@ fn a_real_server_deleted_and_added_back_keeps_its_connections() {
         send(&mut p, 9, &client(ACK), EXT).0,
         Verdict::Drop(DropReason::TcpNotSyn)
     );
+}
+
+#[test]
+fn an_answer_to_an_unresolved_client_is_held_and_the_retransmitted_syn_keeps_its_server() {
+    let n = v4();
+    let mut p = pipeline_with_two_nat_reals(|_| {});
+    // On the external segment, no neighbour entry: a new on-link client.
+    let client = ip("192.0.2.77");
+    let syn = Pkt::tcp(client, 41000, n.vip, PORT_NAT, SYN);
+    let (v, out) = send(&mut p, 1, &syn, EXT);
+    assert_eq!(v, TX_INT);
+    let server = dst_of(&out).expect("forwarded");
+    let synack = Pkt::tcp(server, RPORT_NAT, client, 41000, SYN | ACK).macs(RS_NAT_MAC, INT_MAC);
+    let (v, out) = send(&mut p, 2, &synack, INT);
+    assert_eq!(
+        v,
+        Verdict::Hold {
+            port: EXT,
+            next_hop: client
+        }
+    );
+    let mut want = synack.clone().macs(EXT_MAC, [0; 6]).ttl(63);
+    want.src = n.vip;
+    set_sport(&mut want, PORT_NAT);
+    assert_eq!(out, want.bytes());
+    assert_eq!(p.resolve_requests().collect::<Vec<_>>(), [client]);
+    assert_eq!(p.stats().held, 1);
+    // Had the answer been lost, the client's retransmitted SYN would find
+    // its connection and its server, and be scheduled no second time.
+    let (v, out) = send(&mut p, 1000, &syn, EXT);
+    assert_eq!(v, TX_INT);
+    assert_eq!(dst_of(&out), Some(server));
+    assert_eq!(p.stats().new_conns, 1);
 }
 
 #[test]

@@ -3,10 +3,11 @@
 //!
 //! Frame accounting: every frame of the UMEM is, between loop rounds, in
 //! exactly one place — the worker's free list, a fill ring (given to the
-//! kernel to receive into), or a TX ring (given to the kernel to send, until
-//! it comes back on a completion ring). The worker's own counts follow each
-//! ring operation, so `free + fill + tx == total` holds at every round
-//! boundary; [`WorkerStats`] gets them at such a boundary (once a
+//! kernel to receive into), a TX ring (given to the kernel to send, until
+//! it comes back on a completion ring), or the hold queue (rewritten, waiting
+//! for its next hop's MAC: [`HoldQueue`]). The worker's own counts follow
+//! each ring operation, so `free + fill + tx + held == total` holds at every
+//! round boundary; [`WorkerStats`] gets them at such a boundary (once a
 //! millisecond while busy, on idle rounds, and at exit). A frame that leaked
 //! would break the sum, which the netns tests check after long runs.
 
@@ -22,6 +23,8 @@ use xsk_rs::config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig,
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use super::prog::SteeringProgram;
+use crate::neigh::hold::{HoldQueue, HOLD_FRAMES, HOLD_MS};
+use crate::neigh::netlink::Waker;
 use crate::packet::Frame;
 use crate::pipeline::{Config, DropReason, Pipeline, Verdict};
 use crate::Millis;
@@ -95,6 +98,10 @@ impl std::error::Error for WorkerError {}
 pub struct WorkerStats {
     pub rx: AtomicU64,
     pub tx: AtomicU64,
+    /// Frames held for their next hop's MAC, and of those, sent once it
+    /// was known (the others are `neighbour_unresolved` drops, or still held).
+    pub held: AtomicU64,
+    pub held_sent: AtomicU64,
     pub drops: [AtomicU64; DropReason::COUNT],
     pub new_conns: AtomicU64,
     pub icmp_too_big: AtomicU64,
@@ -108,6 +115,7 @@ pub struct WorkerStats {
     pub frames_free: AtomicU64,
     pub frames_fill: AtomicU64,
     pub frames_tx: AtomicU64,
+    pub frames_held: AtomicU64,
     /// The kernel's AF_XDP counters, summed over this worker's sockets and
     /// read once a second: frames dropped for want of rx ring room or of
     /// fill ring frames, and invalid descriptors.
@@ -124,6 +132,8 @@ impl Default for WorkerStats {
         WorkerStats {
             rx: AtomicU64::new(0),
             tx: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+            held_sent: AtomicU64::new(0),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             new_conns: AtomicU64::new(0),
             icmp_too_big: AtomicU64::new(0),
@@ -134,6 +144,7 @@ impl Default for WorkerStats {
             frames_free: AtomicU64::new(0),
             frames_fill: AtomicU64::new(0),
             frames_tx: AtomicU64::new(0),
+            frames_held: AtomicU64::new(0),
             xsk_rx_dropped: AtomicU64::new(0),
             xsk_rx_ring_full: AtomicU64::new(0),
             xsk_fill_ring_empty: AtomicU64::new(0),
@@ -146,10 +157,11 @@ impl Default for WorkerStats {
 }
 
 impl WorkerStats {
-    /// `free + fill + tx == total`: no frame lost.
+    /// `free + fill + tx + held == total`: no frame lost.
     pub fn frames_conserved(&self) -> bool {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        l(&self.frames_free) + l(&self.frames_fill) + l(&self.frames_tx) == l(&self.frames_total)
+        l(&self.frames_free) + l(&self.frames_fill) + l(&self.frames_tx) + l(&self.frames_held)
+            == l(&self.frames_total)
     }
 }
 
@@ -176,10 +188,15 @@ pub struct Worker {
     umem: Umem,
     ports: Vec<PortSocket>,
     free: Vec<FrameDesc>,
+    /// Rewritten frames waiting for their next hop's MAC.
+    held: HoldQueue<FrameDesc>,
+    held_sent: u64,
     total: u64,
     pipeline: Pipeline,
-    /// Addresses whose next hop was missing, for the control plane to resolve.
+    /// Addresses whose next hop was missing, for the control plane to
+    /// resolve, and the handle that wakes it to do so.
     resolve: crossbeam::channel::Sender<std::net::IpAddr>,
+    wake: Waker,
 }
 
 impl Worker {
@@ -190,7 +207,7 @@ impl Worker {
         ifaces: &[String],
         programs: &[SteeringProgram],
         pipeline: Pipeline,
-        resolve: crossbeam::channel::Sender<std::net::IpAddr>,
+        (resolve, wake): (crossbeam::channel::Sender<std::net::IpAddr>, Waker),
     ) -> Result<Worker, WorkerError> {
         let ring = QueueSize::new(setup.ring_size).map_err(|e| WorkerError::Umem(e.to_string()))?;
         let umem_config = UmemConfig::builder()
@@ -250,9 +267,12 @@ impl Worker {
             umem,
             ports,
             free: descs,
+            held: HoldQueue::new(HOLD_FRAMES, HOLD_MS),
+            held_sent: 0,
             total,
             pipeline,
             resolve,
+            wake,
         };
         for p in 0..w.ports.len() {
             w.refill(p);
@@ -299,7 +319,10 @@ impl Worker {
             let current = config.load();
             if !Arc::ptr_eq(current, self.pipeline.config()) {
                 self.pipeline.set_config(Arc::clone(current));
+                // A new snapshot may know the neighbours held frames wait for.
+                self.release_held(&mut tx_lists);
             }
+            self.expire_held(now);
 
             let mut received = 0usize;
             for p in 0..self.ports.len() {
@@ -317,7 +340,13 @@ impl Worker {
                         Verdict::Transmit { port } if usize::from(port) < tx_lists.len() => {
                             tx_lists[usize::from(port)].push(*d)
                         }
-                        Verdict::Transmit { .. } => {
+                        Verdict::Hold { port, next_hop } if usize::from(port) < tx_lists.len() => {
+                            if let Err(d) = self.held.hold(*d, port, next_hop, now) {
+                                self.free.push(d);
+                                self.pipeline.count_unresolved_drops(1);
+                            }
+                        }
+                        Verdict::Transmit { .. } | Verdict::Hold { .. } => {
                             bad_port += 1;
                             self.free.push(*d);
                         }
@@ -364,9 +393,14 @@ impl Worker {
                 self.refill(p);
             }
             self.pipeline.end_batch(now);
+            let mut asked = false;
             for addr in self.pipeline.resolve_requests() {
                 // A full channel only delays the resolution.
                 let _ = self.resolve.try_send(addr);
+                asked = true;
+            }
+            if asked {
+                self.wake.wake();
             }
 
             // Counters go out once a millisecond while busy, and on every
@@ -393,8 +427,42 @@ impl Worker {
                 published = started;
             }
         }
+        // Frames still waiting go back to the free list: nothing is sent now.
+        let held: Vec<FrameDesc> = self.held.drain().collect();
+        self.pipeline.count_unresolved_drops(held.len() as u64);
+        self.free.extend(held);
         self.publish(stats, tx_ring_full, bad_port);
         self.publish_kernel_stats(stats);
+    }
+
+    /// Puts every held frame whose next hop the current snapshot resolves
+    /// on its port's TX list, with the destination MAC it was waiting for.
+    fn release_held(&mut self, tx_lists: &mut [Vec<FrameDesc>]) {
+        let (umem, sent) = (&self.umem, &mut self.held_sent);
+        self.held
+            .release(&self.pipeline.config().next_hops, |mut d, hop| {
+                // SAFETY: a held frame came off an rx ring of this UMEM and has
+                // been on no ring since: the worker alone holds it.
+                let mut data = unsafe { umem.data_mut(&mut d) };
+                if let Some(dst) = data.contents_mut().get_mut(..6) {
+                    dst.copy_from_slice(&hop.dst_mac);
+                }
+                tx_lists[usize::from(hop.port)].push(d);
+                *sent += 1;
+            });
+    }
+
+    /// Drops the held frames that waited past the bound.
+    fn expire_held(&mut self, now: Millis) {
+        if self.held.is_empty() {
+            return;
+        }
+        let (free, mut n) = (&mut self.free, 0u64);
+        self.held.expire(now, |d| {
+            free.push(d);
+            n += 1;
+        });
+        self.pipeline.count_unresolved_drops(n);
     }
 
     /// Runs one received frame through the pipeline, in place in the UMEM.
@@ -437,17 +505,26 @@ impl Worker {
         }
     }
 
-    /// Sleeps until a frame arrives on any port, or a short timeout.
+    /// Sleeps until a frame arrives on any port, or a short timeout: a
+    /// millisecond while frames are held, since the snapshot that releases
+    /// them wakes no socket.
     fn sleep_until_rx(&mut self) {
         let fds: Vec<i32> = self.ports.iter().map(|p| p.rx.fd().as_raw_fd()).collect();
-        super::sys::poll_readable(&fds, IDLE_POLL_MS);
+        let timeout = if self.held.is_empty() {
+            IDLE_POLL_MS
+        } else {
+            1
+        };
+        super::sys::poll_readable(&fds, timeout);
     }
 
     fn publish(&self, stats: &WorkerStats, tx_ring_full: u64, bad_port: u64) {
         let s = self.pipeline.stats();
         let r = Ordering::Relaxed;
         stats.rx.store(s.rx, r);
-        stats.tx.store(s.tx, r);
+        stats.tx.store(s.tx + self.held_sent, r);
+        stats.held.store(s.held, r);
+        stats.held_sent.store(self.held_sent, r);
         for (a, v) in stats.drops.iter().zip(s.drops.iter()) {
             a.store(*v, r);
         }
@@ -464,6 +541,7 @@ impl Worker {
         stats
             .frames_tx
             .store(self.ports.iter().map(|p| p.in_tx).sum(), r);
+        stats.frames_held.store(self.held.len() as u64, r);
     }
 
     fn publish_kernel_stats(&self, stats: &WorkerStats) {
