@@ -875,3 +875,5 @@ pub mod testnet;
 
 #[cfg(test)]
 mod golden;
+#[cfg(test)]
+mod steering;
