@@ -14,9 +14,9 @@
 //!
 //! In the NAT cluster the director host also stays a client of its own real
 //! servers while the service is live: an HTTP GET to a real server's service
-//! port (a health check), a TCP session to another port (ssh-like), and an
-//! ICMP port unreachable from a NAT real-server endpoint all reach the
-//! director's kernel.
+//! port (a health check, also from an address added while xvs runs), a TCP
+//! session to another port (ssh-like), and an ICMP port unreachable from a
+//! NAT real-server endpoint all reach the director's kernel.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -529,6 +529,19 @@ fn lvs_nat_director_host_reaches_its_real_servers() {
         BANNER_CLIENT.replace('\'', "\"")
     ));
     let udp = in_dir(&format!("python3 -c '{}'", UDP_PROBE.replace('\'', "\"")));
+    // An address added while xvs runs, on an interface that is no director
+    // port: the director follows it into the steering program. Until it
+    // has, rs1's answers to it still go to xvs and are dropped; the pause
+    // only makes that rare, the retries make the check not depend on it. A
+    // try ends before the kernel would resend its SYN (1 s), so one that
+    // succeeds had no answer dropped.
+    in_dir("ip addr add 203.0.113.50/32 dev lo");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut late_tries = 0;
+    let late = wait_for(Duration::from_secs(5), || {
+        late_tries += 1;
+        in_dir("curl -s -m 0.8 --interface 203.0.113.50 http://198.51.100.1:80/") == "rs1"
+    });
 
     let out = clients.wait_with_output().expect("curl loop");
     let answers = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -547,17 +560,20 @@ fn lvs_nat_director_host_reaches_its_real_servers() {
         udp, "refused",
         "rs1's port unreachable about the director's datagram to rs1:53\n{summary}"
     );
+    assert!(
+        late,
+        "HTTP GET to rs1 from an address added to lo while xvs runs\n{summary}"
+    );
     let served = answers.lines().filter(|l| l.starts_with("rs")).count();
     assert_eq!(
         served, 30,
         "every client request through the VIP answered:\n{answers}\n{summary}"
     );
-    // None of the director's own exchanges reached xvs.
-    for reason in ["no_connection", "icmp_no_connection"] {
-        assert_eq!(
-            summary_field(&summary.replace(['[', ']'], " ").replace('=', " "), reason),
-            None,
-            "{reason} drops: {summary}"
-        );
+    // None of the director's own exchanges reached xvs, but for rs1's
+    // answers to the late address if they raced its update.
+    let drops = |reason| summary_field(&summary.replace(['[', ']', '='], " "), reason);
+    assert_eq!(drops("icmp_no_connection"), None, "{summary}");
+    if late_tries == 1 {
+        assert_eq!(drops("no_connection"), None, "{summary}");
     }
 }
