@@ -1,6 +1,7 @@
 //! Next hops from a real kernel: the director's routes and neighbours read
 //! over netlink, changes seen by the watcher, a missing neighbour resolved
-//! through a managed entry, and the missing-interface error.
+//! through a managed entry, and the missing-interface error. Also the host's
+//! own addresses, on every interface, and the watcher seeing them change.
 //!
 //! ```text
 //! [dir] d0 198.51.100.1/24 2001:db8:1::1/64 ── r0 198.51.100.2 2001:db8:1::2 [rs]
@@ -179,6 +180,47 @@ fn neigh_watcher_reports_a_changed_mac_and_the_next_snapshot_has_it() {
         watcher.wait(Duration::from_secs(2)),
         "a new route is reported"
     );
+}
+
+#[test]
+fn neigh_local_addresses_cover_every_interface_and_changes_are_reported() {
+    if !root_or_skip("neigh_local_addresses") {
+        return;
+    }
+    let rig = rig();
+    let addrs = inside(&rig.dir, netlink::local_addresses).expect("addresses");
+    for a in [
+        "198.51.100.1",
+        "2001:db8:1::1",
+        "203.0.113.1",
+        "127.0.0.1",
+        "::1",
+    ] {
+        assert!(addrs.contains(&ip(a)), "{a} in {addrs:?}");
+    }
+    assert!(!addrs.contains(&ip("198.51.100.2")), "{addrs:?}");
+
+    // The steering program needs every address of the host: one added on
+    // an interface the watcher does not watch (d1, or lo) is reported too.
+    let ifindex = rig.port.ifindex;
+    let mut watcher = inside(&rig.dir, || Watcher::open(&[ifindex])).expect("watcher");
+    while watcher.wait(Duration::from_millis(200)) {}
+    for (add, dev) in [("203.0.113.9/32", "d1"), ("192.0.2.99/32", "lo")] {
+        rig.dir.ip(&format!("addr add {add} dev {dev}"));
+        assert!(
+            watcher.wait(Duration::from_secs(2)),
+            "an address added on {dev} is reported"
+        );
+        while watcher.wait(Duration::from_millis(100)) {}
+    }
+    rig.dir.ip("addr del 203.0.113.9/32 dev d1");
+    assert!(
+        watcher.wait(Duration::from_secs(2)),
+        "an address removed from d1 is reported"
+    );
+    let addrs = inside(&rig.dir, netlink::local_addresses).expect("addresses");
+    assert!(addrs.contains(&ip("192.0.2.99")), "{addrs:?}");
+    assert!(!addrs.contains(&ip("203.0.113.9")), "{addrs:?}");
 }
 
 #[test]

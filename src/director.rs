@@ -3,10 +3,13 @@
 //! Start-up checks privileges and interfaces, loads and attaches one
 //! steering program per interface, creates the shared connection table and
 //! the workers (one per queue, pinned to a core each), and publishes the first
-//! configuration snapshot. Afterwards the control thread calls
-//! [`Director::control_round`] in a loop: it rebuilds next hops when the
-//! kernel's routes or neighbours change, asks the kernel to resolve addresses
-//! workers found unresolved, and expires scheduler state. Configuration
+//! configuration snapshot. The steering programs learn every address of the
+//! host (all interfaces, lo too) before the workers start, so answers to the
+//! host's own traffic stay with its kernel. Afterwards the control thread
+//! calls [`Director::control_round`] in a loop: it rebuilds next hops when
+//! the kernel's routes or neighbours change, follows the host's addresses
+//! into the steering programs, asks the kernel to resolve addresses workers
+//! found unresolved, and expires scheduler state. Configuration
 //! changes go through [`Director::set_services`]: a new snapshot for the
 //! workers first, then the XDP maps, so a frame is never redirected to a
 //! worker that does not know its service. [`Director::stop`] (or dropping
@@ -29,7 +32,7 @@ use crate::neigh::{NextHops, Unresolved};
 use crate::packet::MacAddr;
 use crate::pipeline::{Config, DestTraffic, Pipeline, Policy, PortConfig};
 use crate::service::{DestTable, ForwardMethod, ServiceTable};
-use crate::xsk::prog::{Endpoint, SteeringProgram, XdpMode};
+use crate::xsk::prog::{Endpoint, LocalAddr, SteeringProgram, XdpMode};
 use crate::xsk::worker::{Worker, WorkerSetup, WorkerShared, WorkerStats};
 use crate::Millis;
 
@@ -226,6 +229,7 @@ impl Director {
             other_cpus: Vec::new(),
         };
         d.sync_maps()?;
+        d.sync_local_addrs()?;
         d.resolve_ahead();
         // Every thread there is now moves off the workers' CPUs (threads
         // started later inherit that); each worker then pins itself to its
@@ -318,6 +322,9 @@ impl Director {
             // since a resolved neighbour releases held frames.
             std::thread::sleep(Duration::from_millis(2));
             while self.watcher.wait(Duration::ZERO) {}
+            if let Err(e) = self.sync_local_addrs() {
+                eprintln!("xvs: the steering programs may miss some of the host's addresses: {e}");
+            }
             self.refresh_interfaces();
             match kernel_next_hops(&self.ifaces, &self.statics) {
                 Ok(h) => {
@@ -389,17 +396,25 @@ impl Director {
 
     /// Makes every steering program's maps match the services.
     fn sync_maps(&mut self) -> Result<(), DirectorError> {
-        let mut services = HashSet::new();
-        let mut nat_reals = HashSet::new();
-        for s in self.services.services() {
-            services.insert(Endpoint::new(s.key.proto, s.key.addr, s.key.port));
-            for r in s.reals.iter().filter(|r| r.method == ForwardMethod::Nat) {
-                nat_reals.insert(Endpoint::new(s.key.proto, r.addr, r.port));
-            }
-        }
+        let (services, nat_reals) = steered_endpoints(&self.services);
         for p in &mut self.programs {
             p.sync_services(&services).map_err(err)?;
             p.sync_nat_reals(&nat_reals).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Makes every steering program's `local_addrs` the host's addresses
+    /// now. Until this runs after a change, answers to a new address coming
+    /// from a NAT real server's endpoint still go to xvs (and are dropped).
+    fn sync_local_addrs(&mut self) -> Result<(), DirectorError> {
+        let addrs: HashSet<LocalAddr> = netlink::local_addresses()
+            .map_err(err)?
+            .into_iter()
+            .map(LocalAddr::new)
+            .collect();
+        for p in &mut self.programs {
+            p.sync_local_addrs(&addrs).map_err(err)?;
         }
         Ok(())
     }
@@ -502,6 +517,21 @@ pub fn check_privileges() -> Result<(), DirectorError> {
         "xvs director needs root, or the capabilities CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF \
          (e.g. sudo xvs director ..., or setcap cap_net_admin,cap_net_raw,cap_bpf+ep on the binary)",
     ))
+}
+
+/// The steering program's `services` and `nat_reals` sets for `services`:
+/// every (protocol, VIP, port), and every NAT real server's (protocol,
+/// address, port).
+pub(crate) fn steered_endpoints(services: &ServiceTable) -> (HashSet<Endpoint>, HashSet<Endpoint>) {
+    let mut vips = HashSet::new();
+    let mut nat_reals = HashSet::new();
+    for s in services.services() {
+        vips.insert(Endpoint::new(s.key.proto, s.key.addr, s.key.port));
+        for r in s.reals.iter().filter(|r| r.method == ForwardMethod::Nat) {
+            nat_reals.insert(Endpoint::new(s.key.proto, r.addr, r.port));
+        }
+    }
+    (vips, nat_reals)
 }
 
 fn port_configs(ifaces: &[Interface]) -> Vec<PortConfig> {

@@ -949,3 +949,5 @@ pub mod testnet;
 
 #[cfg(test)]
 mod golden;
+#[cfg(test)]
+mod steering;

@@ -2,10 +2,13 @@
 //! blocking sockets, no async runtime). Used by the control thread only.
 //!
 //! - [`interface`]: what the director needs to know about one interface.
+//! - [`local_addresses`]: every address of the namespace, on any interface.
 //! - [`snapshot()`]: the main routing table and the neighbour tables, restricted
 //!   to the director's ports, as a [`NextHops`](super::NextHops).
-//! - [`Watcher`]: wakes the control thread when a route, neighbour, address or
-//!   link changes, so it rebuilds and republishes the snapshot.
+//! - [`Watcher`]: wakes the control thread when a route, neighbour or link of
+//!   the director's interfaces changes, or an address of any interface, so it
+//!   rebuilds and republishes the snapshot and the steering program's set of
+//!   the host's own addresses.
 //! - [`resolve_request`]: makes the kernel resolve a neighbour the data plane
 //!   found missing. It adds a *managed* neighbour entry (`NTF_EXT_MANAGED`,
 //!   Linux 5.16; `ip neigh add ADDR dev DEV managed`), which the kernel
@@ -225,6 +228,25 @@ pub fn interface(name: &str) -> Result<Interface, Error> {
             .unwrap_or(1)
             .max(1),
     })
+}
+
+/// Every address of the calling thread's network namespace, IPv4 and IPv6,
+/// on every interface (lo included), once each: the director host's own
+/// addresses, whatever interface its traffic leaves from.
+pub fn local_addresses() -> Result<Vec<IpAddr>, Error> {
+    let mut conn = Conn::open()?;
+    let mut addrs: Vec<IpAddr> = conn
+        .dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()))
+        .map_err(doing("listing the host's addresses"))?
+        .iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewAddress(a) => address_record(a).map(|(ip, _)| ip),
+            _ => None,
+        })
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    Ok(addrs)
 }
 
 fn address_record(m: &AddressMessage) -> Option<(IpAddr, u8)> {
@@ -472,11 +494,12 @@ const RTNLGRP_IPV4_ROUTE: u32 = 7;
 const RTNLGRP_IPV6_IFADDR: u32 = 9;
 const RTNLGRP_IPV6_ROUTE: u32 = 11;
 
-/// Says when a route, neighbour, address or link of the director's
-/// interfaces changed. It does not debounce: a neighbour going from
-/// REACHABLE to STALE wakes it too, so the caller waits a little for more
-/// and then rebuilds once. Interface facts (a port's MAC or MTU) may have
-/// changed as well when it wakes.
+/// Says when a route, neighbour or link of the director's interfaces
+/// changed, or an address of *any* interface (the steering program must
+/// know every address of the host, not only the ports'). It does not
+/// debounce: a neighbour going from REACHABLE to STALE wakes it too, so the
+/// caller waits a little for more and then rebuilds once. Interface facts
+/// (a port's MAC or MTU) may have changed as well when it wakes.
 pub struct Watcher {
     socket: Socket,
     ifindexes: Vec<u32>,
@@ -504,8 +527,9 @@ impl Waker {
 }
 
 impl Watcher {
-    /// Watches changes on the interfaces `ifindexes` (empty: on every
-    /// interface) of the calling thread's network namespace.
+    /// Watches routes, neighbours and links of the interfaces `ifindexes`
+    /// (empty: of every interface), and the addresses of every interface, in
+    /// the calling thread's network namespace.
     pub fn open(ifindexes: &[u32]) -> Result<Watcher, Error> {
         let subscribe = || -> io::Result<Socket> {
             let mut socket = Socket::new(NETLINK_ROUTE)?;
@@ -572,7 +596,8 @@ impl Watcher {
         }
     }
 
-    /// Reads every queued event; true if one concerns the watched interfaces.
+    /// Reads every queued event; true if one concerns the watched interfaces
+    /// or is an address change.
     fn drain(&mut self) -> bool {
         let mut changed = false;
         loop {
@@ -602,9 +627,9 @@ impl Watcher {
             RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l) => {
                 watched(l.header.index)
             }
-            RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a) => {
-                watched(a.header.index)
-            }
+            // Any interface's: the host's own addresses are all the
+            // steering program's business.
+            RouteNetlinkMessage::NewAddress(_) | RouteNetlinkMessage::DelAddress(_) => true,
             RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n) => {
                 watched(n.header.ifindex)
             }

@@ -10,11 +10,11 @@ use crate::packet::encap::PROTO_IPIP;
 use crate::packet::{Frame, MacAddr};
 use crate::Millis;
 
-struct Case {
-    description: String,
-    input: Vec<u8>,
-    ingress: u8,
-    verdict: Verdict,
+pub(super) struct Case {
+    pub(super) description: String,
+    pub(super) input: Vec<u8>,
+    pub(super) ingress: u8,
+    pub(super) verdict: Verdict,
     /// None: the output is not compared (drops leave the frame alone).
     output: Option<Vec<u8>>,
     /// Whether a transmitted frame's checksums must verify (false only for
@@ -22,12 +22,12 @@ struct Case {
     verify: bool,
 }
 
-const EXT: u8 = 0;
-const INT: u8 = 1;
+pub(super) const EXT: u8 = 0;
+pub(super) const INT: u8 = 1;
 const TX_EXT: Verdict = Verdict::Transmit { port: EXT };
 const TX_INT: Verdict = Verdict::Transmit { port: INT };
 
-fn case(
+pub(super) fn case(
     description: &str,
     input: &Pkt,
     ingress: u8,
@@ -121,7 +121,7 @@ fn tunnelled(n: &Net, inner: &Pkt, id: u16) -> Vec<u8> {
     f
 }
 
-fn family_cases(n: &Net) -> Vec<Case> {
+pub(super) fn family_cases(n: &Net) -> Vec<Case> {
     let fam = if n.vip.is_ipv4() { "IPv4" } else { "IPv6" };
     let d = |s: &str| format!("{fam}: {s}");
     let mut cases = Vec::new();
@@ -512,7 +512,7 @@ fn partial_checksum_cases(n: &Net) -> Vec<Case> {
     cases
 }
 
-fn v4_only_cases() -> Vec<Case> {
+pub(super) fn v4_only_cases() -> Vec<Case> {
     let n = v4();
     let mut cases = Vec::new();
     let base = Pkt::tcp(n.client, 41000, n.vip, PORT_NAT, SYN);
@@ -651,7 +651,7 @@ fn v4_only_cases() -> Vec<Case> {
     cases
 }
 
-fn v6_only_cases() -> Vec<Case> {
+pub(super) fn v6_only_cases() -> Vec<Case> {
     let n = v6();
     let mut cases = Vec::new();
     // Hop-by-hop (PadN) and destination options in front of TCP.
@@ -777,7 +777,7 @@ fn fix_ipv4_checksum(frame: &mut [u8]) {
 /// IP version: ICMPv6 in IPv4 (protocol 58) or ICMPv4 in IPv6 (next header
 /// 1). That is no error message of either version: the pipeline must leave
 /// it alone, not read it as one about the connection.
-fn icmp_in_the_other_ip(n: &Net) -> Case {
+pub(super) fn icmp_in_the_other_ip(n: &Net) -> Case {
     let q = Pkt::udp(n.client, 5300, n.vip, PORT_DNS);
     let quoted = natted(&q, n.rs_nat, RPORT_DNS, INT_MAC, RS_NAT_MAC);
     let (kind, ip_len) = if n.vip.is_ipv4() {

@@ -2,10 +2,15 @@
 //!
 //! One instance of the program is loaded per director interface, so each has
 //! its own `xsks` map (rx queue → AF_XDP socket of that interface) while the
-//! control plane writes the same `services` and `nat_reals` sets into all.
-//! Attaching prefers native (driver) mode and falls back to generic mode; a
-//! program left attached by a crashed run is replaced, with a message.
-//! Dropping a [`SteeringProgram`] detaches it.
+//! control plane writes the same `services`, `nat_reals` and `local_addrs`
+//! sets into all. Attaching prefers native (driver) mode and falls back to
+//! generic mode; a program left attached by a crashed run is replaced, with
+//! a message. Dropping a [`SteeringProgram`] detaches it.
+//!
+//! [`SteeringProgram::load_with_probe`] also loads the object's test entry,
+//! which [`SteeringProgram::classify`] runs on a frame (`BPF_PROG_TEST_RUN`)
+//! to ask what the steering program would do with it; the tests compare
+//! that with the pipeline's verdicts.
 
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -20,6 +25,9 @@ static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/steer.bpf.o"));
 
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+/// Return codes of an XDP program (`enum xdp_action`).
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
 
 /// The key of the `services` and `nat_reals` maps; `struct endpoint` in C.
 #[repr(C)]
@@ -54,6 +62,48 @@ impl Endpoint {
     }
 }
 
+/// The key of the `local_addrs` map; `struct local_addr` in C.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LocalAddr {
+    family: u8,
+    pad: [u8; 3],
+    addr: [u8; 16],
+}
+
+impl LocalAddr {
+    pub fn new(addr: IpAddr) -> LocalAddr {
+        let mut a = [0u8; 16];
+        let family = match addr {
+            IpAddr::V4(v4) => {
+                a[..4].copy_from_slice(&v4.octets());
+                4
+            }
+            IpAddr::V6(v6) => {
+                a.copy_from_slice(&v6.octets());
+                6
+            }
+        };
+        LocalAddr {
+            family,
+            pad: [0; 3],
+            addr: a,
+        }
+    }
+}
+
+/// The most addresses the `local_addrs` map holds (`max_entries` in C).
+pub const LOCAL_ADDRS_MAX: usize = 4096;
+
+/// What the steering program does with a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Steering {
+    /// To xvs: the AF_XDP socket of the frame's rx queue.
+    Redirect,
+    /// To the kernel (`XDP_PASS`).
+    Pass,
+}
+
 /// How the program runs on an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XdpMode {
@@ -75,6 +125,12 @@ pub enum ProgError {
         generic: io::Error,
     },
     Map(&'static str, io::Error),
+    /// More entries wanted than the map holds.
+    MapFull {
+        map: &'static str,
+        want: usize,
+        max: usize,
+    },
 }
 
 impl std::fmt::Display for ProgError {
@@ -96,6 +152,10 @@ impl std::fmt::Display for ProgError {
                 "cannot attach XDP to {iface}: native mode: {native}; generic mode: {generic}"
             ),
             ProgError::Map(map, e) => write!(f, "updating the XDP map {map} failed: {e}"),
+            ProgError::MapFull { map, want, max } => write!(
+                f,
+                "the XDP map {map} holds at most {max} entries; {want} are needed"
+            ),
         }
     }
 }
@@ -109,8 +169,12 @@ pub struct SteeringProgram {
     xsks_fd: c_int,
     services_fd: c_int,
     nat_reals_fd: c_int,
+    local_addrs_fd: c_int,
+    /// The test entry `xvs_steer_probe`; -1 unless loaded with it.
+    probe_fd: c_int,
     services: HashSet<Endpoint>,
     nat_reals: HashSet<Endpoint>,
+    local_addrs: HashSet<LocalAddr>,
     attached: Option<(u32, u32, String)>,
 }
 
@@ -129,6 +193,17 @@ fn last_error(ret: c_int) -> io::Error {
 impl SteeringProgram {
     /// Loads a fresh instance of the program into the kernel.
     pub fn load() -> Result<SteeringProgram, ProgError> {
+        SteeringProgram::load_programs(false)
+    }
+
+    /// Loads a fresh instance with the test entry as well, for
+    /// [`classify`](Self::classify). Meant for tests; attaching it works as
+    /// for [`load`](Self::load).
+    pub fn load_with_probe() -> Result<SteeringProgram, ProgError> {
+        SteeringProgram::load_programs(true)
+    }
+
+    fn load_programs(with_probe: bool) -> Result<SteeringProgram, ProgError> {
         // SAFETY: OBJECT is a valid buffer for its whole length and libbpf
         // copies what it keeps; a null opts pointer means defaults.
         let obj = unsafe {
@@ -148,10 +223,27 @@ impl SteeringProgram {
             xsks_fd: -1,
             services_fd: -1,
             nat_reals_fd: -1,
+            local_addrs_fd: -1,
+            probe_fd: -1,
             services: HashSet::new(),
             nat_reals: HashSet::new(),
+            local_addrs: HashSet::new(),
             attached: None,
         };
+        let probe_name = CString::new("xvs_steer_probe").expect("no NUL");
+        // SAFETY: obj is opened; probe_name is a valid C string.
+        let probe =
+            unsafe { libxdp_sys::bpf_object__find_program_by_name(p.obj, probe_name.as_ptr()) };
+        if probe.is_null() {
+            return Err(ProgError::Missing("program xvs_steer_probe"));
+        }
+        if !with_probe {
+            // SAFETY: probe belongs to obj, which is not loaded yet.
+            let ret = unsafe { libxdp_sys::bpf_program__set_autoload(probe, false) };
+            if ret != 0 {
+                return Err(ProgError::Open(last_error(ret)));
+            }
+        }
         // SAFETY: obj is a valid, opened, not yet loaded object.
         let ret = unsafe { libxdp_sys::bpf_object__load(p.obj) };
         if ret != 0 {
@@ -168,6 +260,11 @@ impl SteeringProgram {
         p.xsks_fd = p.map_fd("xsks")?;
         p.services_fd = p.map_fd("services")?;
         p.nat_reals_fd = p.map_fd("nat_reals")?;
+        p.local_addrs_fd = p.map_fd("local_addrs")?;
+        if with_probe {
+            // SAFETY: probe belongs to the loaded obj.
+            p.probe_fd = unsafe { libxdp_sys::bpf_program__fd(probe) };
+        }
         Ok(p)
     }
 
@@ -240,6 +337,66 @@ impl SteeringProgram {
         sync(self.nat_reals_fd, &mut self.nat_reals, want)
             .map_err(|e| ProgError::Map("nat_reals", e))
     }
+
+    /// Makes the `local_addrs` map equal to `want`: the director host's own
+    /// addresses. More than [`LOCAL_ADDRS_MAX`] is refused before any change.
+    pub fn sync_local_addrs(&mut self, want: &HashSet<LocalAddr>) -> Result<(), ProgError> {
+        if want.len() > LOCAL_ADDRS_MAX {
+            return Err(ProgError::MapFull {
+                map: "local_addrs",
+                want: want.len(),
+                max: LOCAL_ADDRS_MAX,
+            });
+        }
+        sync(self.local_addrs_fd, &mut self.local_addrs, want)
+            .map_err(|e| ProgError::Map("local_addrs", e))
+    }
+
+    /// What the program does with `frame` given the maps as they are now:
+    /// one `BPF_PROG_TEST_RUN` of the test entry, which runs the same
+    /// classifier as the attached one. Needs [`load_with_probe`](Self::load_with_probe).
+    /// The kernel refuses frames shorter than an Ethernet header (EINVAL).
+    pub fn classify(&self, frame: &[u8]) -> io::Result<Steering> {
+        if self.probe_fd < 0 {
+            return Err(io::Error::other(
+                "the steering program was loaded without its test entry",
+            ));
+        }
+        let size =
+            u32::try_from(frame.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
+        let mut opts = libxdp_sys::bpf_test_run_opts {
+            sz: std::mem::size_of::<libxdp_sys::bpf_test_run_opts>(),
+            data_in: frame.as_ptr() as *const c_void,
+            data_out: std::ptr::null_mut(),
+            data_size_in: size,
+            data_size_out: 0,
+            ctx_in: std::ptr::null(),
+            ctx_out: std::ptr::null_mut(),
+            ctx_size_in: 0,
+            ctx_size_out: 0,
+            retval: 0,
+            repeat: 1,
+            duration: 0,
+            flags: 0,
+            cpu: 0,
+            batch_size: 0,
+        };
+        // SAFETY: probe_fd is a loaded XDP program; opts is a valid, fully
+        // initialised struct of the size it states, and data_in points to
+        // `size` readable bytes that outlive the call (the kernel copies
+        // them; no output buffer is given).
+        let ret = unsafe { libxdp_sys::bpf_prog_test_run_opts(self.probe_fd, &mut opts) };
+        if ret != 0 {
+            return Err(last_error(ret));
+        }
+        match opts.retval {
+            XDP_TX => Ok(Steering::Redirect),
+            XDP_PASS => Ok(Steering::Pass),
+            other => Err(io::Error::other(format!(
+                "the steering program's test entry returned {other}"
+            ))),
+        }
+    }
 }
 
 impl Drop for SteeringProgram {
@@ -285,18 +442,23 @@ fn update<K, V>(fd: c_int, key: &K, value: &V) -> io::Result<()> {
 
 /// Makes the map hold exactly `want`; `have` follows every change that took,
 /// so a failure part way leaves it true to the map and the next sync
-/// finishes the job.
-fn sync(fd: c_int, have: &mut HashSet<Endpoint>, want: &HashSet<Endpoint>) -> io::Result<()> {
-    let new: Vec<Endpoint> = want.difference(have).copied().collect();
+/// finishes the job. `K` must be the map's key type (the `#[repr(C)]` twin
+/// of its C key struct).
+fn sync<K: Copy + Eq + std::hash::Hash>(
+    fd: c_int,
+    have: &mut HashSet<K>,
+    want: &HashSet<K>,
+) -> io::Result<()> {
+    let new: Vec<K> = want.difference(have).copied().collect();
     for e in new {
         update(fd, &e, &1u8)?;
         have.insert(e);
     }
-    let stale: Vec<Endpoint> = have.difference(want).copied().collect();
+    let stale: Vec<K> = have.difference(want).copied().collect();
     for e in stale {
-        // SAFETY: e points to a key of the map's key size.
-        let ret =
-            unsafe { libxdp_sys::bpf_map_delete_elem(fd, &e as *const Endpoint as *const c_void) };
+        // SAFETY: e is a K, which callers choose as the map's own key type,
+        // so the kernel reads exactly one key's bytes from it.
+        let ret = unsafe { libxdp_sys::bpf_map_delete_elem(fd, &e as *const K as *const c_void) };
         if ret != 0 {
             let e = last_error(ret);
             // Already gone is what we want.
@@ -319,5 +481,15 @@ mod tests {
         let e = Endpoint::new(L4Proto::Tcp, "192.0.2.10".parse().unwrap(), 80);
         assert_eq!(e.port_be.to_ne_bytes(), [0, 80]);
         assert_eq!(&e.addr[..5], &[192, 0, 2, 10, 0]);
+    }
+
+    #[test]
+    fn local_addr_layout_matches_the_c_struct() {
+        assert_eq!(std::mem::size_of::<LocalAddr>(), 20);
+        let a = LocalAddr::new("198.51.100.1".parse().unwrap());
+        assert_eq!((a.family, a.pad), (4, [0; 3]));
+        assert_eq!(&a.addr[..5], &[198, 51, 100, 1, 0]);
+        let a = LocalAddr::new("2001:db8::1".parse().unwrap());
+        assert_eq!((a.family, a.addr[0], a.addr[15]), (6, 0x20, 1));
     }
 }

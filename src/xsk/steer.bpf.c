@@ -1,17 +1,33 @@
 // SPDX-License-Identifier: GPL-2.0
 //
 // xvs steering program: runs on every director interface and decides, per
-// frame, whether xvs or the kernel handles it.
+// frame, whether xvs or the kernel handles it. Rules, first match wins:
 //
-// Redirected to the AF_XDP socket of the frame's rx queue (map `xsks`):
-//   - TCP/UDP to a configured virtual service (protocol, VIP, port): map `services`;
-//   - TCP/UDP from a NAT real-server endpoint (return traffic): map `nat_reals`;
-//   - ICMP/ICMPv6 errors quoting either of those.
-// Everything else — ARP, neighbour discovery, the host's own traffic,
-// health-check answers, later IP fragments — goes to the kernel (XDP_PASS),
-// so the director stays an ordinary, manageable Linux host. The control
-// plane keeps the maps equal to its configuration; a frame whose queue has
-// no socket is passed too.
+//   1. TCP/UDP to a configured virtual service (protocol, VIP, port), map
+//      `services`: redirected to the AF_XDP socket of the frame's rx queue
+//      (map `xsks`);
+//   2. TCP/UDP to one of the director host's own addresses (map
+//      `local_addrs`: every address of its network namespace, lo's too):
+//      the kernel's. Answers to the host's own traffic — a health check, an
+//      ssh session to a real server — stay there even when they come from a
+//      NAT real server's service port;
+//   3. TCP/UDP from a NAT real-server endpoint (return traffic), map
+//      `nat_reals`: redirected;
+//   4. ICMP/ICMPv6 errors: quoting a packet from a service (an answer xvs
+//      sent) → redirected; else addressed to one of the host's own
+//      addresses → the kernel's; else quoting a packet to a NAT real-server
+//      endpoint → redirected.
+// Everything else — ARP, neighbour discovery, the host's own traffic, later
+// IP fragments, other protocols — goes to the kernel (XDP_PASS), so the
+// director stays an ordinary, manageable Linux host. The control plane keeps
+// the maps equal to its configuration and to the host's addresses; a frame
+// whose queue has no socket is passed too.
+//
+// `xvs_steer` is what is attached. `xvs_steer_probe` runs the same classifier
+// and returns XDP_TX for "redirect", XDP_PASS otherwise: the tests run it
+// with BPF_PROG_TEST_RUN over the pipeline's golden frames, since a redirect
+// into an empty `xsks` map falls back to XDP_PASS and cannot be told apart.
+// xvs loads it only for those tests.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -56,6 +72,23 @@ struct {
 	__type(value, __u8);
 } nat_reals SEC(".maps");
 
+// Must match `xsk::prog::LocalAddr` byte for byte.
+struct local_addr {
+	__u8 family; // 4 or 6
+	__u8 pad[3];
+	__u8 addr[16]; // IPv4 in the first 4 bytes, rest zero
+};
+
+// The director host's own addresses, at most 4096 (`LOCAL_ADDRS_MAX` in
+// prog.rs): xvs refuses to start on a host with more, and says so and keeps
+// the map as it was when addresses added later would not fit.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct local_addr);
+	__type(value, __u8);
+} local_addrs SEC(".maps");
+
 #define VLAN_MAX 2
 #define IPV6_EXT_MAX 4
 #define ETH_P_8021Q_ 0x8100
@@ -85,8 +118,16 @@ INLINE int is_member(void *map, __u8 proto, __u8 family, __u16 port, const __u8 
 	return bpf_map_lookup_elem(map, &k) != 0;
 }
 
-// The quoted packet of an ICMP error at `q`: is it about a service or a NAT real server?
-INLINE int quoted_is_ours(void *q, void *end, int family)
+INLINE int is_local(__u8 family, const __u8 *addr)
+{
+	struct local_addr k = {};
+	k.family = family;
+	__builtin_memcpy(k.addr, addr, 16);
+	return bpf_map_lookup_elem(&local_addrs, &k) != 0;
+}
+
+// An ICMP error addressed to `to`, quoting the packet at `q`: is it xvs's?
+INLINE int icmp_error_is_ours(void *q, void *end, int family, const __u8 *to)
 {
 	struct addrs a = {};
 	__u8 proto;
@@ -119,10 +160,14 @@ INLINE int quoted_is_ours(void *q, void *end, int family)
 	// An answer the director sent for a service: quoted source is the VIP.
 	if (is_member(&services, proto, family, ports[0], a.src))
 		return 1;
-	// A packet the director sent to a NAT real server: quoted destination is it.
+	// About the host's own traffic (a health check's packet to a real server).
+	if (is_local(family, to))
+		return 0;
+	// A packet xvs sent on to a NAT real server: quoted destination is it.
 	return is_member(&nat_reals, proto, family, ports[1], a.dst);
 }
 
+// 1: xvs handles the frame; 0: the kernel does.
 INLINE int steer(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -198,6 +243,9 @@ INLINE int steer(struct xdp_md *ctx)
 			return 0;
 		if (is_member(&services, proto, family, ports[1], a.dst))
 			return 1;
+		// The host's own traffic, even from a NAT real server's endpoint.
+		if (is_local(family, a.dst))
+			return 0;
 		return is_member(&nat_reals, proto, family, ports[0], a.src);
 	}
 	if (proto == IPPROTO_ICMP && family == 4) {
@@ -205,7 +253,7 @@ INLINE int steer(struct xdp_md *ctx)
 		if ((void *)(icmp + 8) > end)
 			return 0;
 		if (icmp[0] == 3 || icmp[0] == 4 || icmp[0] == 11 || icmp[0] == 12)
-			return quoted_is_ours(icmp + 8, end, 4);
+			return icmp_error_is_ours(icmp + 8, end, 4, a.dst);
 		return 0;
 	}
 	if (proto == IPPROTO_ICMPV6 && family == 6) {
@@ -213,7 +261,7 @@ INLINE int steer(struct xdp_md *ctx)
 		if ((void *)(icmp + 8) > end)
 			return 0;
 		if (icmp[0] < 128)
-			return quoted_is_ours(icmp + 8, end, 6);
+			return icmp_error_is_ours(icmp + 8, end, 6, a.dst);
 	}
 	return 0;
 }
@@ -224,6 +272,12 @@ int xvs_steer(struct xdp_md *ctx)
 	if (steer(ctx))
 		return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 	return XDP_PASS;
+}
+
+SEC("xdp")
+int xvs_steer_probe(struct xdp_md *ctx)
+{
+	return steer(ctx) ? XDP_TX : XDP_PASS;
 }
 
 char _license[] SEC("license") = "GPL";
