@@ -11,7 +11,8 @@
 //! client on one real server; quiescing keeps old connections and sends new
 //! ones elsewhere. TUN's transfer also crosses a tunnel MTU smaller than
 //! the client's, so it only completes if PMTU discovery works. In TUN6 no
-//! real server answers neighbour solicitations for the VIP it holds.
+//! real server answers neighbour solicitations for the VIP it holds. In
+//! both TUNs the real servers' LAN carries the requests encapsulated.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,8 +21,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{
-    root_or_skip, run, sh, summary_field, temp_path, wait_for, worker_summaries, DirectorProc,
-    Netns,
+    root_or_skip, run, sh, summary_field, temp_path, wait_for, worker_summaries, Capture,
+    DirectorProc, Netns,
 };
 
 struct Lab {
@@ -34,6 +35,8 @@ struct Lab {
     reals: [IpAddr; 3],
     director: Option<DirectorProc>,
     dir_ns: Option<Netns>,
+    /// The switch namespace, held to capture on (deleted with the lab).
+    switch: Option<Netns>,
 }
 
 impl Lab {
@@ -64,6 +67,7 @@ impl Lab {
             },
             director: None,
             dir_ns: None,
+            switch: None,
         };
         sh(&format!(
             "{}/tools/lab up {mode} {}",
@@ -88,6 +92,7 @@ impl Lab {
         ]);
         lab.director = Some(DirectorProc::start(&ns, &args));
         lab.dir_ns = Some(ns);
+        lab.switch = Some(Netns::adopt(&lab.ns("sw")));
         lab
     }
 
@@ -213,6 +218,18 @@ impl Lab {
             .collect()
     }
 
+    /// TUN: a capture of the encapsulated packets on the real servers'
+    /// switch, and the director's address there that they come from.
+    fn tunnel_capture(&self) -> Option<(Capture, &'static str)> {
+        let (filter, outer) = match self.mode {
+            "tun" => ("ip proto 4", "198.51.100.253"),
+            "tun6" => ("ip6 proto 41", "2001:db8:2::fd"),
+            _ => return None,
+        };
+        let switch = self.switch.as_ref()?;
+        Some((Capture::start(switch, "any", filter), outer))
+    }
+
     fn stop(&mut self) -> String {
         self.director.take().map(|d| d.stop()).unwrap_or_default()
     }
@@ -281,10 +298,24 @@ fn cluster(mode: &'static str) {
 
     // rr: 30 requests, 10 each.
     lab.configure(80, "rr", [1, 1, 1], "");
+    let tunnelled = lab.tunnel_capture();
     let c = lab.requests(30);
     assert_eq!(c, (0..3).map(|i| (rs(i), 10)).collect(), "rr");
     for (_, fwd, ..) in lab.rows() {
         assert_eq!(fwd, lab.forward_word());
+    }
+    if let Some((cap, outer)) = tunnelled {
+        // On the real servers' LAN each request is inside a header from
+        // the director to the real server (the kernels here cannot
+        // decapsulate: the XDP program does).
+        let last = format!("{outer} > {}: IP", lab.reals[2]);
+        let text = cap.wait_for(&last, Duration::from_secs(5)).join("\n");
+        for r in lab.reals {
+            assert!(
+                text.contains(&format!("{outer} > {r}: IP")),
+                "no tunnelled request to {r}:\n{text}"
+            );
+        }
     }
 
     // wrr 3:2:1 over 30 requests: exactly 15/10/5 (whole periods of 6).
