@@ -1,7 +1,7 @@
-//! The seed's three clusters — LVS/NAT, LVS/TUN, LVS/DR — with real Linux TCP
-//! stacks on every side, built by `tools/lab` (the same topologies the demo
-//! shows) and configured by seed-style scripts through an `ipvsadm` symlink
-//! to xvs.
+//! The seed's three clusters — LVS/NAT, LVS/TUN, LVS/DR — and TUN over IPv6
+//! (ip6ip6) with real Linux TCP stacks on every side, built by `tools/lab`
+//! (the same topologies the demo shows) and configured by seed-style scripts
+//! through an `ipvsadm` symlink to xvs.
 //!
 //! Per mode: every request answered; rr spreads 30 requests 10/10/10; wrr
 //! and wlc follow weights; `ipvsadm -L -n` shows the Forward method and
@@ -10,7 +10,9 @@
 //! for it; in TUN and DR no answer passes the director; persistence keeps a
 //! client on one real server; quiescing keeps old connections and sends new
 //! ones elsewhere. TUN's transfer also crosses a tunnel MTU smaller than
-//! the client's, so it only completes if PMTU discovery works.
+//! the client's, so it only completes if PMTU discovery works. In TUN6 no
+//! real server answers neighbour solicitations for the VIP it holds. In
+//! both TUNs the real servers' LAN carries the requests encapsulated.
 //!
 //! In the NAT cluster the director host also stays a client of its own real
 //! servers while the service is live: an HTTP GET to a real server's service
@@ -19,16 +21,16 @@
 //! NAT real-server endpoint all reach the director's kernel.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::common::{
-    root_or_skip, sh, summary_field, temp_path, wait_for, worker_summaries, DirectorProc, Netns,
+    root_or_skip, run, sh, summary_field, temp_path, wait_for, worker_summaries, Capture,
+    DirectorProc, Netns,
 };
-
-const VIP: &str = "192.0.2.10";
 
 /// Labs this process has built: each gets its own namespace prefix.
 static LABS: AtomicU32 = AtomicU32::new(0);
@@ -39,9 +41,12 @@ struct Lab {
     /// A directory holding the `ipvsadm` symlink to xvs.
     bin: PathBuf,
     socket: PathBuf,
-    reals: [&'static str; 3],
+    vip: IpAddr,
+    reals: [IpAddr; 3],
     director: Option<DirectorProc>,
     dir_ns: Option<Netns>,
+    /// The switch namespace, held to capture on (deleted with the lab).
+    switch: Option<Netns>,
 }
 
 impl Lab {
@@ -52,12 +57,13 @@ impl Lab {
     /// `tx_csum`: "on" (the kernel's default: senders' checksums arrive
     /// partial) or "off" (full checksums, as from a real NIC).
     fn up_with(mode: &'static str, tx_csum: &str) -> Lab {
+        let tag = if mode == "tun6" { "6" } else { &mode[..1] };
         let prefix = format!(
-            "xvs{}-{}-{}",
-            &mode[..1],
+            "xvs{tag}-{}-{}",
             std::process::id(),
             LABS.fetch_add(1, Ordering::Relaxed)
         );
+        let ips = |a: [&str; 3]| a.map(|a| a.parse().expect("address"));
         let bin = temp_path("bin");
         std::fs::create_dir_all(&bin).expect("bin dir");
         std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_xvs"), bin.join("ipvsadm"))
@@ -67,12 +73,21 @@ impl Lab {
             mode,
             bin,
             socket: temp_path("ctl").with_extension("sock"),
+            vip: if mode == "tun6" {
+                "2001:db8:1::10"
+            } else {
+                "192.0.2.10"
+            }
+            .parse()
+            .expect("VIP"),
             reals: match mode {
-                "dr" => ["192.0.2.2", "192.0.2.3", "192.0.2.4"],
-                _ => ["198.51.100.1", "198.51.100.2", "198.51.100.3"],
+                "dr" => ips(["192.0.2.2", "192.0.2.3", "192.0.2.4"]),
+                "tun6" => ips(["2001:db8:2::1", "2001:db8:2::2", "2001:db8:2::3"]),
+                _ => ips(["198.51.100.1", "198.51.100.2", "198.51.100.3"]),
             },
             director: None,
             dir_ns: None,
+            switch: None,
         };
         sh(&format!(
             "XVS_LAB_TX_CSUM={tx_csum} {}/tools/lab up {mode} {}",
@@ -97,11 +112,17 @@ impl Lab {
         ]);
         lab.director = Some(DirectorProc::start(&ns, &args));
         lab.dir_ns = Some(ns);
+        lab.switch = Some(Netns::adopt(&lab.ns("sw")));
         lab
     }
 
     fn ns(&self, role: &str) -> String {
         format!("{}-{role}", self.prefix)
+    }
+
+    /// VIP:port as ipvsadm and curl write it (`[2001:db8:1::10]:80`).
+    fn vip_at(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.vip, port)
     }
 
     /// A seed-style script, one ipvsadm command a line, through the symlink.
@@ -146,7 +167,7 @@ impl Lab {
     fn method(&self) -> &'static str {
         match self.mode {
             "nat" => "-m",
-            "tun" => "-i",
+            "tun" | "tun6" => "-i",
             _ => "-g",
         }
     }
@@ -154,17 +175,19 @@ impl Lab {
     fn forward_word(&self) -> &'static str {
         match self.mode {
             "nat" => "Masq",
-            "tun" => "Tunnel",
+            "tun" | "tun6" => "Tunnel",
             _ => "Route",
         }
     }
 
     /// `-C`, then one service on VIP:port with the three real servers.
     fn configure(&self, port: u16, sched: &str, weights: [u32; 3], extra: &str) {
-        let mut s = format!("ipvsadm -C\nipvsadm -A -t {VIP}:{port} -s {sched} {extra}\n");
+        let vip = self.vip_at(port);
+        let mut s = format!("ipvsadm -C\nipvsadm -A -t {vip} -s {sched} {extra}\n");
         for (r, w) in self.reals.iter().zip(weights) {
             s += &format!(
-                "ipvsadm -a -t {VIP}:{port} -r {r}:{port} {} -w {w}\n",
+                "ipvsadm -a -t {vip} -r {} {} -w {w}\n",
+                SocketAddr::new(*r, port),
                 self.method()
             );
         }
@@ -175,8 +198,9 @@ impl Lab {
     /// real server answered.
     fn requests(&self, n: usize) -> BTreeMap<String, usize> {
         let out = sh(&format!(
-            "ip netns exec {} sh -c 'for i in $(seq {n}); do curl -s -m 5 http://{VIP}/ || echo FAILED; done'",
-            self.ns("c")
+            "ip netns exec {} sh -c 'for i in $(seq {n}); do curl -s -m 5 http://{}/ || echo FAILED; done'",
+            self.ns("c"),
+            self.vip_at(80)
         ));
         let mut counts = BTreeMap::new();
         for l in out.lines() {
@@ -194,7 +218,7 @@ impl Lab {
     fn hold(&self, secs: u32) -> Child {
         Command::new("ip")
             .args(["netns", "exec", &self.ns("c"), "curl", "-s", "-m", "60"])
-            .arg(format!("http://{VIP}/hold?s={secs}"))
+            .arg(format!("http://{}/hold?s={secs}", self.vip_at(80)))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -214,6 +238,18 @@ impl Lab {
             .collect()
     }
 
+    /// TUN: a capture of the encapsulated packets on the real servers'
+    /// switch, and the director's address there that they come from.
+    fn tunnel_capture(&self) -> Option<(Capture, &'static str)> {
+        let (filter, outer) = match self.mode {
+            "tun" => ("ip proto 4", "198.51.100.253"),
+            "tun6" => ("ip6 proto 41", "2001:db8:2::fd"),
+            _ => return None,
+        };
+        let switch = self.switch.as_ref()?;
+        Some((Capture::start(switch, "any", filter), outer))
+    }
+
     fn stop(&mut self) -> String {
         self.director.take().map(|d| d.stop()).unwrap_or_default()
     }
@@ -231,12 +267,13 @@ impl Drop for Lab {
 }
 
 /// One `--stats` row's InBytes / OutPkts for the real `real`, exact numbers.
-fn stats_row(lab: &Lab, real: &str, port: u16) -> (u64, u64, u64, u64, u64) {
+fn stats_row(lab: &Lab, real: IpAddr, port: u16) -> (u64, u64, u64, u64, u64) {
     let out = lab.ipvsadm("-L -n --stats --exact");
+    let real = SocketAddr::new(real, port);
     let line = out
         .lines()
-        .find(|l| l.contains(&format!("{real}:{port}")))
-        .unwrap_or_else(|| panic!("no {real}:{port} in\n{out}"));
+        .find(|l| l.contains(&real.to_string()))
+        .unwrap_or_else(|| panic!("no {real} in\n{out}"));
     let f: Vec<u64> = line
         .split_whitespace()
         .skip(2)
@@ -245,16 +282,60 @@ fn stats_row(lab: &Lab, real: &str, port: u16) -> (u64, u64, u64, u64, u64) {
     (f[0], f[1], f[2], f[3], f[4])
 }
 
+/// The real servers hold the VIP on lo but, without any sysctl, answer no
+/// neighbour solicitation for it: the router, asking for the VIP on their
+/// LAN, gets no answer, while a real server's own address resolves there.
+fn vip_unanswered_on_real_servers_lan(lab: &Lab) {
+    let rt = lab.ns("rt");
+    let (vip, rs1) = (lab.vip, lab.reals[0]);
+    sh(&format!(
+        "ip netns exec {rt} ping -6 -c1 -W2 {rs1} >/dev/null"
+    ));
+    sh(&format!("ip -n {rt} -6 route add {vip}/128 dev rl"));
+    let _ = run(&format!("ip netns exec {rt} ping -6 -c2 -W1 {vip}"));
+    let neigh = sh(&format!("ip -n {rt} -6 neigh show dev rl"));
+    sh(&format!("ip -n {rt} -6 route del {vip}/128 dev rl"));
+    let entry = |ip: IpAddr| {
+        neigh
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(&ip.to_string()))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(entry(rs1).contains("lladdr"), "{rs1} resolves:\n{neigh}");
+    assert!(
+        !entry(vip).is_empty() && !entry(vip).contains("lladdr"),
+        "a real server answered for the VIP:\n{neigh}"
+    );
+}
+
 fn cluster(mode: &'static str) {
     let mut lab = Lab::up(mode);
     let rs = |i: usize| format!("rs{}", i + 1);
+    if mode == "tun6" {
+        vip_unanswered_on_real_servers_lan(&lab);
+    }
 
     // rr: 30 requests, 10 each.
     lab.configure(80, "rr", [1, 1, 1], "");
+    let tunnelled = lab.tunnel_capture();
     let c = lab.requests(30);
     assert_eq!(c, (0..3).map(|i| (rs(i), 10)).collect(), "rr");
     for (_, fwd, ..) in lab.rows() {
         assert_eq!(fwd, lab.forward_word());
+    }
+    if let Some((cap, outer)) = tunnelled {
+        // On the real servers' LAN each request is inside a header from
+        // the director to the real server (the kernels here cannot
+        // decapsulate: the XDP program does).
+        let last = format!("{outer} > {}: IP", lab.reals[2]);
+        let text = cap.wait_for(&last, Duration::from_secs(5)).join("\n");
+        for r in lab.reals {
+            assert!(
+                text.contains(&format!("{outer} > {r}: IP")),
+                "no tunnelled request to {r}:\n{text}"
+            );
+        }
     }
 
     // wrr 3:2:1 over 30 requests: exactly 15/10/5 (whole periods of 6).
@@ -326,9 +407,10 @@ fn cluster(mode: &'static str) {
         .find(|r| r.3 == 1)
         .expect("one active")
         .0;
-    let busy_ip = busy.split(':').next().unwrap_or_default().to_string();
+    let busy_ip = busy.parse::<SocketAddr>().expect("RemoteAddress:Port").ip();
     lab.script(&format!(
-        "ipvsadm -e -t {VIP}:80 -r {busy} {} -w 0",
+        "ipvsadm -e -t {} -r {busy} {} -w 0",
+        lab.vip_at(80),
         lab.method()
     ));
     let idx = lab
@@ -350,20 +432,24 @@ fn cluster(mode: &'static str) {
 
     // 64 MiB through iperf3, counted in --stats.
     lab.script(&format!(
-        "ipvsadm -C\nipvsadm -A -t {VIP}:5201 -s rr\nipvsadm -a -t {VIP}:5201 -r {}:5201 {} -w 1",
-        lab.reals[0],
-        lab.method()
+        "ipvsadm -C\nipvsadm -A -t {vip} -s rr\nipvsadm -a -t {vip} -r {} {} -w 1",
+        SocketAddr::new(lab.reals[0], 5201),
+        lab.method(),
+        vip = lab.vip_at(5201),
     ));
-    if mode == "tun" {
-        // The tunnel leaves 1480 bytes for the client's 1500-byte packets:
-        // the transfer only completes if the director's "fragmentation
-        // needed" reaches the client and PMTU discovery does its work.
+    let tunnel = matches!(mode, "tun" | "tun6");
+    if tunnel {
+        // The tunnel leaves 1480 bytes (IPv6: 1460) for the client's
+        // 1500-byte packets: the transfer only completes if the director's
+        // "fragmentation needed" / "packet too big" reaches the client and
+        // PMTU discovery does its work.
         let link = sh(&format!("ip -n {} -o link show d1", lab.ns("d")));
         assert!(link.contains("mtu 1500"), "{link}");
     }
     let out = sh(&format!(
-        "ip netns exec {} iperf3 -c {VIP} -n 64M -J --connect-timeout 5000",
-        lab.ns("c")
+        "ip netns exec {} iperf3 -c {} -n 64M -J --connect-timeout 5000",
+        lab.ns("c"),
+        lab.vip
     ));
     let report: serde_json::Value =
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("iperf3 JSON ({e}): {out}"));
@@ -400,7 +486,7 @@ fn cluster(mode: &'static str) {
          (at least {min_pkts} packets, {min_bytes} bytes)"
     );
     // Nothing counted twice: at most what was sent, its headers (IPv4 with
-    // options and TCP with options stay under 120 bytes), the segments
+    // options, or IPv6, and TCP with options stay under 120 bytes), the segments
     // resent, and a few kB of iperf3's control connection.
     let max_bytes = sent + 120 * inpkts + 1500 * retransmits + (64 << 10);
     assert!(
@@ -422,7 +508,7 @@ fn cluster(mode: &'static str) {
     let lines = worker_summaries(&log);
     assert_eq!(lines.len(), 1, "{log}");
     assert!(lines[0].contains("conserved yes"), "{log}");
-    if mode == "tun" {
+    if tunnel {
         assert!(
             summary_field(&lines[0], "icmp_too_big").unwrap_or(0) > 0,
             "PMTU: {log}"
@@ -470,6 +556,13 @@ fn lvs_nat_cluster() {
 fn lvs_tun_cluster() {
     if root_or_skip("lvs_tun_cluster") {
         cluster("tun");
+    }
+}
+
+#[test]
+fn lvs_tun6_cluster() {
+    if root_or_skip("lvs_tun6_cluster") {
+        cluster("tun6");
     }
 }
 
@@ -532,11 +625,12 @@ fn lvs_nat_director_host_reaches_its_real_servers() {
         return;
     }
     let mut lab = Lab::up("nat");
+    let vip = lab.vip;
     // rs1..3 on their port 80 behind VIP:80, and rs1's UDP port 53 behind
     // VIP:53: each of those endpoints is a NAT real server's.
     lab.configure(80, "rr", [1, 1, 1], "");
     lab.script(&format!(
-        "ipvsadm -A -u {VIP}:53 -s rr\nipvsadm -a -u {VIP}:53 -r 198.51.100.1:53 -m"
+        "ipvsadm -A -u {vip}:53 -s rr\nipvsadm -a -u {vip}:53 -r 198.51.100.1:53 -m"
     ));
     let rs1 = lab.ns("r1");
     sh(&format!(
@@ -555,7 +649,7 @@ fn lvs_nat_director_host_reaches_its_real_servers() {
     let clients = Command::new("ip")
         .args(["netns", "exec", &lab.ns("c"), "sh", "-c"])
         .arg(format!(
-            "for i in $(seq 30); do curl -s -m 5 http://{VIP}/ || echo FAILED; sleep 0.05; done"
+            "for i in $(seq 30); do curl -s -m 5 http://{vip}/ || echo FAILED; sleep 0.05; done"
         ))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

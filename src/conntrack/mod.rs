@@ -407,6 +407,14 @@ impl ConnTable {
         (self.v4.capacity(), self.v6.capacity())
     }
 
+    /// Hash buckets (of 15 slots each) for IPv4 and IPv6 connections.
+    pub fn buckets(&self) -> (usize, usize) {
+        (
+            self.v4.capacity() / table::TAGS,
+            self.v6.capacity() / table::TAGS,
+        )
+    }
+
     /// Bytes of memory the table holds (all of it allocated at creation).
     pub fn memory_bytes(&self) -> usize {
         self.v4.bytes() + self.v6.bytes()

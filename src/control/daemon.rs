@@ -39,7 +39,7 @@ use super::ipvsadm::{
 use super::metrics;
 use super::protocol::{Request, Response};
 use super::socket::Job;
-use crate::conntrack::{ConnEntry, Timeouts};
+use crate::conntrack::{ConnEntry, ConnTable, Timeouts};
 use crate::director::Director;
 use crate::service::{DestId, ServiceKey, ServiceTable};
 
@@ -75,7 +75,7 @@ pub trait Plane {
     fn conn_entries(&self) -> Vec<ConnEntry>;
     fn timeouts(&self) -> Timeouts;
     fn set_ipvsadm_timeouts(&self, tcp: u32, tcpfin: u32, udp: u32);
-    /// Connection-table slots (`size=` in `-L`).
+    /// `size=` in `-L`: see [`ipvs_size`].
     fn table_size(&self) -> usize;
 }
 
@@ -131,9 +131,16 @@ impl Plane for Director {
     }
 
     fn table_size(&self) -> usize {
-        let (v4, v6) = self.conns().capacity();
-        v4 + v6
+        ipvs_size(self.conns())
     }
+}
+
+/// `size=` as IPVS means it: the bucket count of the connection hash table,
+/// which in IPVS is a power of two. xvs's (IPv4 and IPv6 buckets together)
+/// rarely is one, so this is the largest power of two not above it.
+fn ipvs_size(conns: &ConnTable) -> usize {
+    let (v4, v6) = conns.buckets();
+    1 << (v4 + v6).max(1).ilog2()
 }
 
 impl Control {
@@ -521,6 +528,9 @@ impl Rates {
 mod tests {
     use super::*;
     use std::cell::RefCell;
+    use std::sync::Arc;
+
+    use crate::service::DestTable;
 
     /// A data plane of plain maps.
     #[derive(Default)]
@@ -572,7 +582,7 @@ mod tests {
             *t = (keep(t.0, tcp), keep(t.1, tcpfin), keep(t.2, udp));
         }
         fn table_size(&self) -> usize {
-            1000
+            1024
         }
     }
 
@@ -777,5 +787,20 @@ mod tests {
         }
         assert_eq!(e.rates().cps, 100);
         assert_eq!(e.rates().inbps, 100_000);
+    }
+
+    #[test]
+    fn size_is_the_bucket_count_as_a_power_of_two() {
+        let table = |slots| ConnTable::new(slots, Timeouts::default(), Arc::new(DestTable::new(4)));
+        // 100 000 IPv4 and 12 500 IPv6 slots: 6667 + 834 buckets of 15.
+        let t = table(100_000);
+        assert_eq!(t.buckets(), (6667, 834));
+        assert_eq!(ipvs_size(&t), 4096);
+        // A power of two of slots is no power of two of buckets: 4370 + 547.
+        let t = table(65_536);
+        assert_eq!(t.buckets(), (4370, 547));
+        assert_eq!(ipvs_size(&t), 4096);
+        // The smallest table has 8 buckets per family.
+        assert_eq!(ipvs_size(&table(1)), 16);
     }
 }

@@ -7,7 +7,7 @@
 //! Column widths, trailing blanks and the K/M/G/T abbreviations are
 //! ipvsadm's. The header prints IPVS version 1.2.1, the interface level xvs
 //! speaks, and `size=` whatever the caller passes: the daemon passes its
-//! connection-table capacity (IPVS prints its hash-table size there).
+//! connection hash table's bucket count as a power of two, as IPVS prints.
 
 use std::collections::HashMap;
 use std::fmt::{self, Write};
