@@ -7,14 +7,18 @@
 //! - `dr/tcp4_64`: parse + MAC rewrite;
 //! - `tun_encap/{headroom,memmove}_{64,1500}`: parse + IPIP encapsulation when the
 //!   buffer has headroom (Ethernet header moved) versus none (packet moved);
-//! - `icmp_too_big/tcp4_1500`: building a frag-needed error in place.
+//! - `icmp_too_big/tcp4_1500`: building a frag-needed error in place;
+//! - `partial_checksum/{copy,full,partial}_{64,1500}`: a TCP frame copied in
+//!   (baseline), then `complete_partial_checksum` on it when its checksum is
+//!   already full (the check alone) or partial as a sender's offload leaves
+//!   it (the check and the completion); the cost is the difference to `copy`.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use xvs::forward::{dr, nat};
 use xvs::neigh::NextHop;
-use xvs::packet::{encap, icmp, parse, Frame};
+use xvs::packet::{encap, icmp, parse, rewrite, Frame};
 use xvs::pipeline::testnet::{self, Pkt, ACK};
 
 const HOP: NextHop = NextHop {
@@ -43,6 +47,9 @@ fn benches(c: &mut Criterion) {
     let big4 = Pkt::tcp(a.client, 40000, a.vip, 82, ACK)
         .payload(vec![0; 1446])
         .bytes();
+    // 64 and 1514 bytes on the wire (a 1500-byte IP packet).
+    let small4 = Pkt::tcp(a.client, 40000, a.vip, 80, ACK).payload(vec![0x5a; 10]);
+    let full4 = Pkt::tcp(a.client, 40000, a.vip, 80, ACK).payload(vec![0x5a; 1460]);
     let mut buf = [0u8; 2048];
 
     c.bench_function("copy_64", |bch| {
@@ -107,6 +114,29 @@ fn benches(c: &mut Criterion) {
                 }
             })
         });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("partial_checksum");
+    for (size, pkt) in [("64", &small4), ("1500", &full4)] {
+        let full = pkt.bytes();
+        let partial = pkt.clone().partial_checksum().bytes();
+        let p = parse(&full).expect("test frame");
+        g.bench_function(format!("copy_{size}"), |bch| {
+            bch.iter(|| {
+                buf[..full.len()].copy_from_slice(black_box(&full));
+                black_box(&buf);
+            })
+        });
+        for (kind, f) in [("full", &full), ("partial", &partial)] {
+            g.bench_function(format!("{kind}_{size}"), |bch| {
+                bch.iter(|| {
+                    let d = &mut buf[..f.len()];
+                    d.copy_from_slice(black_box(f));
+                    black_box(rewrite::complete_partial_checksum(d, black_box(&p)))
+                })
+            });
+        }
     }
     g.finish();
 

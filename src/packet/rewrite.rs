@@ -268,8 +268,8 @@ fn adjust_transport_checksum(frame: &mut [u8], at: usize, proto: L4Proto, d: u32
 /// Only the pseudo-header sum is computed for a packet that needs nothing.
 pub fn complete_partial_checksum(frame: &mut [u8], p: &Parsed) -> bool {
     let (at, proto) = match p.transport {
-        Transport::Tcp { .. } => (p.l4 + 16, 6),
-        Transport::Udp => (p.l4 + 6, 17),
+        Transport::Tcp { .. } => (p.l4 + 16, 6u8),
+        Transport::Udp => (p.l4 + 6, 17u8),
         _ => return false,
     };
     if p.first_fragment {
@@ -277,21 +277,24 @@ pub fn complete_partial_checksum(frame: &mut [u8], p: &Parsed) -> bool {
     }
     let end = p.ip_end();
     let stored = read_u16(frame, at);
-    let pseudo = match (p.src, p.dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            checksum::pseudo_header_sum(&s.octets(), &d.octets(), proto, (end - p.l4) as u32)
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            checksum::pseudo_header_sum(&s.octets(), &d.octets(), proto, (end - p.l4) as u32)
-        }
-        _ => return false,
+    // The pseudo-header from the frame's own address bytes, contiguous in
+    // both IP versions: source then destination.
+    let addrs = match p.version {
+        IpVersion::V4 => frame.get(p.l3 + 12..p.l3 + 20),
+        IpVersion::V6 => frame.get(p.l3 + 8..p.l3 + 40),
     };
+    let (Some(addrs), Some(len)) = (addrs, end.checked_sub(p.l4)) else {
+        return false;
+    };
+    let pseudo = checksum::pseudo_header_sum_of(addrs, proto, len as u32);
     if stored != checksum::fold(pseudo) {
         return false;
     }
     // The field holds the pseudo-header sum, so the segment's own sum
     // (field included) is already pseudo-header + segment.
-    let segment = checksum::sum(&frame[p.l4..end], 0);
+    let Some(segment) = frame.get(p.l4..end).map(|s| checksum::sum(s, 0)) else {
+        return false;
+    };
     if checksum::fold(segment + pseudo) == 0xffff {
         return false;
     }
