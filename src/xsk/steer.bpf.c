@@ -160,11 +160,12 @@ INLINE int icmp_error_is_ours(void *q, void *end, int family, const __u8 *to)
 	// An answer the director sent for a service: quoted source is the VIP.
 	if (is_member(&services, proto, family, ports[0], a.src))
 		return 1;
-	// About the host's own traffic (a health check's packet to a real server).
-	if (is_local(family, to))
+	// A packet xvs sent on to a NAT real server: quoted destination is it,
+	// unless the error is addressed to the host (its own traffic, such as a
+	// health check's packet to a real server).
+	if (!is_member(&nat_reals, proto, family, ports[1], a.dst))
 		return 0;
-	// A packet xvs sent on to a NAT real server: quoted destination is it.
-	return is_member(&nat_reals, proto, family, ports[1], a.dst);
+	return !is_local(family, to);
 }
 
 // 1: xvs handles the frame; 0: the kernel does.
@@ -243,10 +244,11 @@ INLINE int steer(struct xdp_md *ctx)
 			return 0;
 		if (is_member(&services, proto, family, ports[1], a.dst))
 			return 1;
-		// The host's own traffic, even from a NAT real server's endpoint.
-		if (is_local(family, a.dst))
+		if (!is_member(&nat_reals, proto, family, ports[0], a.src))
 			return 0;
-		return is_member(&nat_reals, proto, family, ports[0], a.src);
+		// From a NAT real server's endpoint, but to the host itself (rule 2:
+		// looked up second so that other traffic costs one lookup less).
+		return !is_local(family, a.dst);
 	}
 	if (proto == IPPROTO_ICMP && family == 4) {
 		__u8 *icmp = l4;
