@@ -42,23 +42,26 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn new(proto: L4Proto, addr: IpAddr, port: u16) -> Endpoint {
-        let mut a = [0u8; 16];
-        let family = match addr {
-            IpAddr::V4(v4) => {
-                a[..4].copy_from_slice(&v4.octets());
-                4
-            }
-            IpAddr::V6(v6) => {
-                a.copy_from_slice(&v6.octets());
-                6
-            }
-        };
+        let (family, a) = family_and_bytes(addr);
         Endpoint {
             proto: proto.number(),
             family,
             port_be: port.to_be(),
             addr: a,
         }
+    }
+}
+
+/// An address as the maps' keys hold it: family 4 or 6, and 16 bytes with
+/// an IPv4 address in the first 4 and zeros after.
+fn family_and_bytes(addr: IpAddr) -> (u8, [u8; 16]) {
+    let mut a = [0u8; 16];
+    match addr {
+        IpAddr::V4(v4) => {
+            a[..4].copy_from_slice(&v4.octets());
+            (4, a)
+        }
+        IpAddr::V6(v6) => (6, v6.octets()),
     }
 }
 
@@ -73,17 +76,7 @@ pub struct LocalAddr {
 
 impl LocalAddr {
     pub fn new(addr: IpAddr) -> LocalAddr {
-        let mut a = [0u8; 16];
-        let family = match addr {
-            IpAddr::V4(v4) => {
-                a[..4].copy_from_slice(&v4.octets());
-                4
-            }
-            IpAddr::V6(v6) => {
-                a.copy_from_slice(&v6.octets());
-                6
-            }
-        };
+        let (family, a) = family_and_bytes(addr);
         LocalAddr {
             family,
             pad: [0; 3],
