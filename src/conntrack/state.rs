@@ -1,10 +1,14 @@
 //! Connection states and their timeouts, as IPVS defines them.
 //!
-//! TCP follows `ip_vs_proto_tcp.c`: a state moves on the first of RST, SYN,
-//! FIN, ACK found in a segment, through one of three tables — packets from the
-//! client (input), packets from the real server (output, seen only for NAT),
-//! and the input-only table a DR/TUN director uses because it never sees the
-//! real server's answers. UDP and ICMP entries have a single state each.
+//! TCP follows `ip_vs_proto_tcp.c` as current kernels have it (Linux 6.x): a
+//! state moves on the first of RST, SYN, FIN, ACK found in a segment, through
+//! one of three tables — packets from the client (input), packets from the
+//! real server (output, seen only for NAT), and the input-only table a DR/TUN
+//! director uses because it never sees the real server's answers. A
+//! connection picked up mid-stream (`sloppy_tcp`: its first segment an ACK)
+//! starts ESTABLISHED, not CLOSE as in kernels before 3.12; ActiveConn counts
+//! the kernel's `tcp_state_active_table` states (ESTABLISHED, SYN_SENT,
+//! SYN_RECV, SYNACK). UDP and ICMP entries have a single state each.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -76,9 +80,13 @@ impl ConnState {
     }
 
     /// Whether `ipvsadm -L` counts a connection in this state as ActiveConn;
-    /// every other state counts as InActConn (as IPVS, only ESTABLISHED is).
+    /// every other state counts as InActConn. IPVS's `tcp_state_active_table`:
+    /// a connection being opened counts as active, as an established one does.
     pub fn is_active(self) -> bool {
-        self == ConnState::Established
+        matches!(
+            self,
+            ConnState::Established | ConnState::SynSent | ConnState::SynRecv | ConnState::SynAck
+        )
     }
 
     /// Half-open: the client sent a SYN the handshake has not completed.
@@ -104,14 +112,15 @@ use ConnState::{
 };
 
 /// `TCP[table][event][state]`: event 0 syn, 1 fin, 2 ack, 3 rst; states in
-/// [`ConnState`] order NONE..SYNACK. Transcribed from IPVS's `tcp_states`.
+/// [`ConnState`] order NONE..SYNACK. IPVS's `tcp_states` as of Linux 6.x,
+/// where an ACK on a new entry (a sloppy pickup) leads to ESTABLISHED.
 #[rustfmt::skip]
 const TCP: [[[ConnState; 11]; 4]; 3] = [
     // INPUT      NO  ES  SS  SR  FW  TW  CL  CW  LA  LI  SA
     [
         /*syn*/ [SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SR],
         /*fin*/ [CL, CW, SS, TW, TW, TW, CL, CW, LA, LI, TW],
-        /*ack*/ [CL, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
+        /*ack*/ [ES, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
         /*rst*/ [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, SR],
     ],
     // OUTPUT
@@ -125,7 +134,7 @@ const TCP: [[[ConnState; 11]; 4]; 3] = [
     [
         /*syn*/ [SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SR],
         /*fin*/ [CL, FW, SS, TW, FW, TW, CL, CW, LA, LI, TW],
-        /*ack*/ [CL, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
+        /*ack*/ [ES, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
         /*rst*/ [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL],
     ],
 ];
