@@ -686,6 +686,71 @@ fn first_answers_to_a_new_on_link_client_are_held_until_it_is_resolved() {
     }
 }
 
+/// A director restarted under a live connection knows nothing of it: the
+/// client's next segment is answered with a reset (as IPVS's local stack
+/// would), so the client sees the connection end at once instead of hanging
+/// until its own timeout.
+#[test]
+fn a_segment_of_a_forgotten_connection_is_answered_with_a_reset() {
+    if !root_or_skip("reset for a forgotten connection") {
+        return;
+    }
+    let rig = Rig::new();
+    let director = rig.start(&["-i", "d0", "-i", "d1"]);
+    let _servers = rig.start_servers();
+    let configure = || {
+        rig.ok(&format!("-A -t {SVC} -s rr"));
+        rig.ok(&format!("-a -t {SVC} -r 198.51.100.2:8080 -m"));
+    };
+    configure();
+    // One exchange, then silence until `go` exists (the kernel alone would
+    // answer in the gap between the two directors), then one more line.
+    let go = rig.tmp.join("go");
+    let script = format!(
+        r#"
+import os, socket, time
+c = socket.create_connection(("{VIP}", 80), timeout=5)
+f = c.makefile("rwb")
+f.write(b"one\n"); f.flush(); f.readline()
+print("up", flush=True)
+while not os.path.exists("{go}"):
+    time.sleep(0.05)
+start = time.time()
+try:
+    f.write(b"two\n"); f.flush()
+    line = f.readline()
+    print("answer" if line else "closed", "%.2f" % (time.time() - start))
+except Exception as e:
+    print(type(e).__name__, "%.2f" % (time.time() - start))
+"#,
+        go = go.display()
+    );
+    let out_path = rig.tmp.join("client.out");
+    let mut client = spawn_in(&rig.cli, &script, &[], Some(&out_path));
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            std::fs::read_to_string(&out_path).is_ok_and(|o| o.contains("up"))
+        }),
+        "the client did not connect"
+    );
+    director.stop();
+    let director = rig.start(&["-i", "d0", "-i", "d1"]);
+    configure();
+    std::fs::write(&go, "").expect("go");
+    let _ = client.wait();
+    let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let log = director.stop();
+    assert!(
+        out.contains("ConnectionResetError"),
+        "the client was not reset: {out}\n{log}"
+    );
+    let resets: u64 = worker_summaries(&log)
+        .iter()
+        .filter_map(|l| summary_field(l, "resets_sent"))
+        .sum();
+    assert!(resets >= 1, "{log}");
+}
+
 /// ldirectord with `quiescent=no`, or an operator, deletes a failing real
 /// server and adds it back: as with IPVS's default (`expire_nodest_conn=0`)
 /// its established connection is kept meanwhile and carries on afterwards.

@@ -301,7 +301,7 @@ fn nat_dr_tun_frames_arrive_rewritten_exactly() {
     assert_eq!(got.len(), expect.len(), "answers at the client side");
     assert_eq!(sorted_hex(got), sorted_hex(expect));
 
-    // A segment of no connection is dropped and counted, not forwarded.
+    // A segment of no connection is answered with a reset, not forwarded.
     let stray =
         Pkt::tcp(testnet::v4().client, 39999, testnet::v4().vip, 80, ACK).macs(rig.g0, rig.d0);
     rig.gen.send_frames("g0", &[stray.bytes()]);
@@ -309,7 +309,13 @@ fn nat_dr_tun_frames_arrive_rewritten_exactly() {
     let log = director.stop();
     let lines = worker_summaries(&log);
     assert_eq!(lines.len(), 1, "{log}");
-    assert!(lines[0].contains("drops [tcp_not_syn=1]"), "{}", lines[0]);
+    assert!(lines[0].contains("drops []"), "{}", lines[0]);
+    assert_eq!(
+        summary_field(&lines[0], "resets_sent"),
+        Some(1),
+        "{}",
+        lines[0]
+    );
     assert!(lines[0].contains("conserved yes"), "{}", lines[0]);
     assert_eq!(
         summary_field(&lines[0], "new_conns"),

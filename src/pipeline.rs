@@ -29,10 +29,12 @@
 //! Fragments: the first fragment of a datagram carries the ports and is handled
 //! like any packet; later fragments carry none and are dropped and counted
 //! ([`DropReason::Fragment`]). IPVS reassembles them first; xvs does not.
-//! TCP segments that do not open a connection and match none are dropped
-//! ([`DropReason::TcpNotSyn`]) unless `sloppy_tcp` is set (IPVS's sysctl of the
-//! same name), which lets a director pick up connections another director
-//! started — what a Maglev (mh) cluster behind ECMP needs.
+//! TCP segments to a service that do not open a connection and match none
+//! are answered with a reset (rate-limited; past the limit dropped as
+//! [`DropReason::TcpNotSyn`]), as the local stack answers them on an IPVS
+//! director, unless `sloppy_tcp` is set (IPVS's sysctl of the same name),
+//! which lets a director pick up connections another director started —
+//! what a Maglev (mh) cluster behind ECMP needs. A reset is never answered.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,8 +44,8 @@ use crate::conntrack::{Conn, ConnState, ConnTable, Direction, InsertError, NewCo
 use crate::forward::{dr, nat, tun};
 use crate::neigh::{NextHop, NextHops, PortId, Unresolved};
 use crate::packet::{
-    parse, rewrite, FlowKey, Frame, IpVersion, L4Proto, ParseError, Parsed, Quoted, TcpFlags,
-    Transport,
+    parse, reset, rewrite, FlowKey, Frame, IpVersion, L4Proto, ParseError, Parsed, Quoted,
+    TcpFlags, Transport,
 };
 use crate::sched::Scheduler;
 use crate::service::{
@@ -54,6 +56,10 @@ use crate::Millis;
 
 /// Buckets of the connection table each worker sweeps per batch.
 const EXPIRE_BUDGET: usize = 64;
+/// TCP resets one worker sends per millisecond at most; segments past the
+/// budget are dropped as `tcp_not_syn` (a flood of stray segments is not
+/// reflected at line rate).
+const RESETS_PER_MS: u32 = 10;
 
 /// What the caller does with the frame after [`Pipeline::process`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,7 +145,8 @@ drop_reasons! {
     UdpZeroChecksum => "udp_zero_checksum",
     /// TTL or hop limit would reach zero on a routed (NAT) path.
     TtlExpired => "ttl_expired",
-    /// A TCP segment that matches no connection and does not open one.
+    /// A TCP segment that matches no connection and does not open one, and
+    /// is not answered: a reset itself, or past the resets' rate limit.
     TcpNotSyn => "tcp_not_syn",
     /// The service has no real server that may take a new connection.
     NoRealServer => "no_real_server",
@@ -194,6 +201,8 @@ pub struct Stats {
     /// TCP/UDP checksums a sender's offload left partial, finished here
     /// ([`rewrite::complete_partial_checksum`]).
     pub checksums_completed: u64,
+    /// Resets sent for segments of no connection (also counted in `tx`).
+    pub resets_sent: u64,
 }
 
 impl Default for Stats {
@@ -206,6 +215,7 @@ impl Default for Stats {
             icmp_too_big: 0,
             new_conns: 0,
             checksums_completed: 0,
+            resets_sent: 0,
         }
     }
 }
@@ -471,6 +481,9 @@ struct Engine {
     ip_id: u16,
     /// When `end_batch` last swept a slice of the connection table.
     swept: Millis,
+    /// The millisecond resets were last sent in, and how many so far.
+    reset_ms: Millis,
+    resets_in_ms: u32,
 }
 
 impl Pipeline {
@@ -492,6 +505,8 @@ impl Pipeline {
                 traffic,
                 ip_id: worker.wrapping_mul(0x1000),
                 swept: Millis(0),
+                reset_ms: Millis(0),
+                resets_in_ms: 0,
             },
         }
     }
@@ -594,7 +609,10 @@ impl Engine {
                     port: key.dport,
                 };
                 if let Some(found) = config.services.find(&skey) {
-                    self.service_packet(rx, config, found, &p, &key, frame)
+                    match self.service_packet(rx, config, found, &p, &key, frame) {
+                        Err(DropReason::TcpNotSyn) => self.reset(rx, &p, frame),
+                        other => other,
+                    }
                 } else {
                     self.nat_reply(now, config, &p, &key, frame)
                 }
@@ -660,6 +678,21 @@ impl Engine {
         let v = self.forward(config, rx.ingress, p, &svc.reals[ri], &path, frame)?;
         self.traffic.count_in(conn.dest(), p.ip_len);
         Ok(v)
+    }
+
+    /// Answers a segment of no connection with a reset, back where it came
+    /// from, within the per-millisecond budget.
+    fn reset(&mut self, rx: Rx, p: &Parsed, frame: &mut Frame<'_>) -> Result<Verdict, DropReason> {
+        if rx.now != self.reset_ms {
+            self.reset_ms = rx.now;
+            self.resets_in_ms = 0;
+        }
+        if self.resets_in_ms >= RESETS_PER_MS || !reset::answer_with_reset(frame, p) {
+            return Err(DropReason::TcpNotSyn);
+        }
+        self.resets_in_ms += 1;
+        self.stats.resets_sent += 1;
+        Ok(Verdict::Transmit { port: rx.ingress })
     }
 
     /// Places a new connection: on the persistence template's real server if

@@ -320,12 +320,13 @@ fn worker_summary(index: usize, w: &WorkerStats) -> String {
         .map(|(r, n)| format!("{}={}", r.label(), l(n)))
         .collect();
     format!(
-        "worker {index}: rx {} tx {} new_conns {} icmp_too_big {} checksums_completed {} held {} held_sent {} tx_ring_full {} drops [{}] frames total {} free {} fill {} tx {} held {} conserved {} xsk rx_dropped {} rx_ring_full {} fill_empty {} invalid {}",
+        "worker {index}: rx {} tx {} new_conns {} icmp_too_big {} checksums_completed {} resets_sent {} held {} held_sent {} tx_ring_full {} drops [{}] frames total {} free {} fill {} tx {} held {} conserved {} xsk rx_dropped {} rx_ring_full {} fill_empty {} invalid {}",
         l(&w.rx),
         l(&w.tx),
         l(&w.new_conns),
         l(&w.icmp_too_big),
         l(&w.checksums_completed),
+        l(&w.resets_sent),
         l(&w.held),
         l(&w.held_sent),
         l(&w.tx_ring_full),

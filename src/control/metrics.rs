@@ -26,7 +26,8 @@
 //! `other_protocol`, `no_connection`, `icmp_no_connection` count frames the
 //! steering program should have left to the kernel), `xvs_worker_tx_ring_full_total`,
 //! `xvs_worker_bad_port_total`, `xvs_worker_icmp_too_big_total`,
-//! `xvs_worker_checksums_completed_total` (partial checksums finished), the
+//! `xvs_worker_checksums_completed_total` (partial checksums finished),
+//! `xvs_worker_tcp_resets_sent_total` (answers to segments of no connection), the
 //! kernel's AF_XDP counters `xvs_worker_xsk_rx_dropped_total`,
 //! `xvs_worker_xsk_rx_ring_full_total`, `xvs_worker_xsk_fill_ring_empty_total`,
 //! `xvs_worker_xsk_invalid_descs_total`, frame accounting
@@ -99,6 +100,7 @@ pub struct WorkerMetrics {
     pub bad_port: u64,
     pub icmp_too_big: u64,
     pub checksums_completed: u64,
+    pub resets_sent: u64,
     /// `(DropReason::label(), count)`, every reason.
     pub drops: Vec<(&'static str, u64)>,
     pub xsk_rx_dropped: u64,
@@ -136,6 +138,7 @@ impl WorkerMetrics {
             bad_port: l(&w.bad_port),
             icmp_too_big: l(&w.icmp_too_big),
             checksums_completed: l(&w.checksums_completed),
+            resets_sent: l(&w.resets_sent),
             held: l(&w.held),
             held_sent: l(&w.held_sent),
             drops: DropReason::ALL
@@ -319,6 +322,10 @@ pub fn encode(s: &Snapshot) -> String {
         "xvs_worker_icmp_too_big",
         "ICMP fragmentation-needed / packet-too-big sent",
     );
+    let resets = b.counter(
+        "xvs_worker_tcp_resets_sent",
+        "TCP resets sent for segments of no connection",
+    );
     let completed = b.counter(
         "xvs_worker_checksums_completed",
         "TCP/UDP checksums a sender's offload left partial, finished by xvs",
@@ -361,6 +368,7 @@ pub fn encode(s: &Snapshot) -> String {
         set(&bad_port, l(), w.bad_port);
         set(&too_big, l(), w.icmp_too_big);
         set(&completed, l(), w.checksums_completed);
+        set(&resets, l(), w.resets_sent);
         for (f, v) in xsk.iter().zip([
             w.xsk_rx_dropped,
             w.xsk_rx_ring_full,

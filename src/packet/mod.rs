@@ -7,6 +7,7 @@ mod flow;
 mod frame;
 pub mod icmp;
 mod parse;
+pub mod reset;
 pub mod rewrite;
 
 pub use flow::{FlowKey, L4Proto};

@@ -59,6 +59,38 @@ fn drop(description: &str, input: &Pkt, reason: DropReason) -> Case {
     case(description, input, EXT, Verdict::Drop(reason), None)
 }
 
+/// The reset xvs sends from `src` to `dst` (TTL 64, DF, IP ID 0, no
+/// options or payload, window 0), toward the client's gateway; built with
+/// etherparse's TCP header and checksum.
+fn reset_pkt(
+    src: std::net::IpAddr,
+    sport: u16,
+    dst: std::net::IpAddr,
+    dport: u16,
+    seq: u32,
+    ack: Option<u32>,
+) -> Pkt {
+    use std::net::IpAddr::{V4, V6};
+    let mut h = etherparse::TcpHeader::new(sport, dport, seq, 0);
+    h.rst = true;
+    if let Some(a) = ack {
+        h.ack = true;
+        h.acknowledgment_number = a;
+    }
+    h.checksum = match (src, dst) {
+        (V4(s), V4(d)) => h.calc_checksum_ipv4_raw(s.octets(), d.octets(), &[]),
+        (V6(s), V6(d)) => h.calc_checksum_ipv6_raw(s.octets(), d.octets(), &[]),
+        _ => panic!("mixed families"),
+    }
+    .expect("small segment");
+    let mut bytes = Vec::new();
+    h.write(&mut bytes).expect("write");
+    let mut p = Pkt::new(src, dst, L4::Raw { proto: 6, bytes }).macs(EXT_MAC, GW_MAC);
+    p.payload.clear();
+    p.id = 0;
+    p
+}
+
 /// `p` after NAT toward a real server: destination, MACs, TTL.
 fn natted(p: &Pkt, rip: std::net::IpAddr, rport: u16, src_mac: MacAddr, dst_mac: MacAddr) -> Pkt {
     let mut o = p.clone().macs(src_mac, dst_mac).ttl(p.ttl - 1);
@@ -365,9 +397,26 @@ pub(super) fn family_cases(n: &Net) -> Vec<Case> {
         &Pkt::tcp(n.client, 40005, n.vip, PORT_NAT, SYN).ttl(1),
         DropReason::TtlExpired,
     ));
-    cases.push(drop(
-        &d("TCP ACK with no connection"),
+    // Segments of no connection: answered with a reset, as the local stack
+    // answers them on an IPVS director (RFC 793 §3.4 sequence numbers; the
+    // test packets carry seq 1000, ack 2000 and 9 bytes of payload).
+    cases.push(case(
+        &d("TCP ACK with no connection → RST, seq = its ack, back to the client"),
         &Pkt::tcp(n.client, 40006, n.vip, PORT_NAT, ACK),
+        EXT,
+        TX_EXT,
+        Some(reset_pkt(n.vip, PORT_NAT, n.client, 40006, 2000, None).bytes()),
+    ));
+    cases.push(case(
+        &d("TCP FIN without ACK, no connection → RST|ACK, ack = seq + 9 + 1"),
+        &Pkt::tcp(n.client, 40009, n.vip, PORT_DR, FIN),
+        EXT,
+        TX_EXT,
+        Some(reset_pkt(n.vip, PORT_DR, n.client, 40009, 0, Some(1010)).bytes()),
+    ));
+    cases.push(drop(
+        &d("TCP RST with no connection: never answered"),
+        &Pkt::tcp(n.client, 40006, n.vip, PORT_NAT, 0x04),
         DropReason::TcpNotSyn,
     ));
     cases.push(drop(
@@ -1065,10 +1114,58 @@ fn a_real_server_deleted_and_added_back_keeps_its_connections() {
     assert_eq!(send(&mut p, 8, &client(ACK), EXT).0, dropped);
     assert_eq!(p.conns().entries(Millis(8)).len(), 0);
     with_nat_reals(&mut p, reals, expire);
-    assert_eq!(
-        send(&mut p, 9, &client(ACK), EXT).0,
-        Verdict::Drop(DropReason::TcpNotSyn)
+    // The connection is gone: the client's next segment is answered with a
+    // reset.
+    assert_eq!(send(&mut p, 9, &client(ACK), EXT).0, TX_EXT);
+    assert_eq!(p.stats().resets_sent, 1);
+}
+
+#[test]
+fn resets_are_limited_per_millisecond_and_sloppy_tcp_picks_up_instead() {
+    let n = v4();
+    let mut p = pipeline();
+    let stray = |port: u16| Pkt::tcp(n.client, port, n.vip, PORT_NAT, ACK);
+    let sent: Vec<Verdict> = (0..12)
+        .map(|i| send(&mut p, 5, &stray(42000 + i), EXT).0)
+        .collect();
+    assert!(sent[..10].iter().all(|v| *v == TX_EXT), "{sent:?}");
+    assert!(
+        sent[10..]
+            .iter()
+            .all(|v| *v == Verdict::Drop(DropReason::TcpNotSyn)),
+        "{sent:?}"
     );
+    // The next millisecond has a fresh budget.
+    assert_eq!(send(&mut p, 6, &stray(42100), EXT).0, TX_EXT);
+    assert_eq!(p.stats().resets_sent, 11);
+
+    // sloppy_tcp: the same segment is scheduled, and the connection it
+    // starts is ESTABLISHED and active (IPVS since 3.12), not CLOSE.
+    let c = p.config().clone();
+    let sloppy = super::Policy {
+        sloppy_tcp: true,
+        ..Default::default()
+    };
+    let cfg = super::Config::with_previous(
+        c.services.clone(),
+        c.ports.clone(),
+        c.next_hops.clone(),
+        sloppy,
+        Some(&c),
+    );
+    p.set_config(std::sync::Arc::new(cfg));
+    let (v, out) = send(&mut p, 7, &stray(42200), EXT);
+    assert_eq!(v, TX_INT);
+    assert_eq!(dst_of(&out), Some(n.rs_nat));
+    let entry = p
+        .conns()
+        .entries(Millis(7))
+        .into_iter()
+        .find(|e| e.client.port() == 42200)
+        .expect("picked up");
+    assert_eq!(entry.state, crate::conntrack::ConnState::Established);
+    assert!(entry.expires_ms > 800_000, "{entry:?}");
+    assert_eq!(p.stats().resets_sent, 11);
 }
 
 #[test]

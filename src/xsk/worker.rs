@@ -107,6 +107,8 @@ pub struct WorkerStats {
     pub icmp_too_big: AtomicU64,
     /// TCP/UDP checksums left partial by a sender's offload, finished.
     pub checksums_completed: AtomicU64,
+    /// Resets sent for TCP segments of no connection.
+    pub resets_sent: AtomicU64,
     /// Frames dropped because a TX ring was full.
     pub tx_ring_full: AtomicU64,
     /// Frames dropped because the verdict named a port this worker lacks.
@@ -138,6 +140,7 @@ impl Default for WorkerStats {
             new_conns: AtomicU64::new(0),
             icmp_too_big: AtomicU64::new(0),
             checksums_completed: AtomicU64::new(0),
+            resets_sent: AtomicU64::new(0),
             tx_ring_full: AtomicU64::new(0),
             bad_port: AtomicU64::new(0),
             frames_total: AtomicU64::new(0),
@@ -531,6 +534,7 @@ impl Worker {
         stats.new_conns.store(s.new_conns, r);
         stats.icmp_too_big.store(s.icmp_too_big, r);
         stats.checksums_completed.store(s.checksums_completed, r);
+        stats.resets_sent.store(s.resets_sent, r);
         stats.tx_ring_full.store(tx_ring_full, r);
         stats.bad_port.store(bad_port, r);
         stats.frames_total.store(self.total, r);
