@@ -31,7 +31,7 @@ use crate::neigh::snapshot::{Port, StaticNeighbour};
 use crate::neigh::{NextHops, Unresolved};
 use crate::packet::MacAddr;
 use crate::pipeline::{Config, DestTraffic, Pipeline, Policy, PortConfig};
-use crate::service::{DestTable, ForwardMethod, ServiceTable};
+use crate::service::{DestId, DestTable, ForwardMethod, ServiceTable};
 use crate::xsk::prog::{Endpoint, LocalAddr, SteeringProgram, XdpMode};
 use crate::xsk::worker::{Worker, WorkerSetup, WorkerShared, WorkerStats};
 use crate::Millis;
@@ -138,6 +138,9 @@ pub struct Director {
     /// (empty: no CPU was spare, they share the workers').
     worker_cpus: Vec<usize>,
     other_cpus: Vec<usize>,
+    /// Deleted real servers whose connections the reaper thread expires
+    /// (`expire_nodest_conn`); closed, and the thread joined, at stop.
+    reaper: Option<(Sender<Vec<DestId>>, JoinHandle<()>)>,
 }
 
 impl Director {
@@ -227,6 +230,7 @@ impl Director {
             epoch: Instant::now(),
             worker_cpus: Vec::new(),
             other_cpus: Vec::new(),
+            reaper: None,
         };
         d.sync_maps()?;
         d.sync_local_addrs()?;
@@ -429,6 +433,39 @@ impl Director {
         self.policy.expire_nodest_conn
     }
 
+    /// Has the connections of the deleted real servers `ids` expired, in one
+    /// sweep of the table on the reaper thread: the caller does not wait, and
+    /// changes that come while a sweep runs are taken together in the next.
+    /// Meanwhile a worker that meets such a connection ends it itself.
+    pub fn expire_dests(&mut self, ids: &[DestId]) {
+        if self.reaper.is_none() {
+            let (tx, rx) = crossbeam::channel::unbounded::<Vec<DestId>>();
+            let (conns, epoch) = (Arc::clone(&self.conns), self.epoch);
+            let spawned = std::thread::Builder::new()
+                .name("xvs-reaper".into())
+                .spawn(move || {
+                    while let Ok(mut ids) = rx.recv() {
+                        while let Ok(more) = rx.try_recv() {
+                            ids.extend(more);
+                        }
+                        let now = Millis(epoch.elapsed().as_millis() as u64);
+                        conns.expire_dests(&ids, now);
+                    }
+                });
+            match spawned {
+                Ok(handle) => self.reaper = Some((tx, handle)),
+                Err(e) => {
+                    eprintln!("xvs: cannot start the reaper thread ({e}); expiring here");
+                    self.conns.expire_dests(ids, self.now());
+                    return;
+                }
+            }
+        }
+        if let Some((tx, _)) = &self.reaper {
+            let _ = tx.send(ids.to_vec());
+        }
+    }
+
     pub fn services(&self) -> &ServiceTable {
         &self.services
     }
@@ -475,6 +512,10 @@ impl Director {
     }
 
     fn halt(&mut self) {
+        if let Some((tx, handle)) = self.reaper.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
         self.shared.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();

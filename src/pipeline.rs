@@ -654,7 +654,7 @@ impl Engine {
         });
         let (conn, ri) = match existing {
             Some(c) => {
-                let Some(ri) = svc.reals.iter().position(|r| r.id == c.dest()) else {
+                let Some(ri) = config.services.real_position(si, c.dest()) else {
                     // The real server is not in the service now. As IPVS:
                     // drop without touching the entry's state or timer, so
                     // the connection resumes if the server comes back, or
@@ -886,7 +886,7 @@ impl Engine {
                 let Some(svc) = config.services.service(si) else {
                     return Err(DropReason::DestGone);
                 };
-                let Some(ri) = svc.reals.iter().position(|r| r.id == conn.dest()) else {
+                let Some(ri) = config.services.real_position(si, conn.dest()) else {
                     return Err(DropReason::DestGone);
                 };
                 let real = &svc.reals[ri];

@@ -6,6 +6,7 @@
 //! update and schedulers read — sits in a [`DestTable`] shared by all snapshots and
 //! indexed by the [`DestId`] a real server keeps for as long as it exists.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -157,15 +158,35 @@ pub struct VirtualService {
     pub reals: Vec<RealServer>,
 }
 
-/// An immutable snapshot of every virtual service.
+/// An immutable snapshot of every virtual service, indexed by service key
+/// and by real-server id (built once, with the snapshot).
 #[derive(Clone, Debug, Default)]
 pub struct ServiceTable {
     services: Vec<VirtualService>,
+    by_key: HashMap<ServiceKey, ServiceIndex>,
+    /// Real server id → (its service, its place in the service's list).
+    by_real: HashMap<DestId, (ServiceIndex, usize)>,
 }
+
+/// Up to this many services `find` scans the array: with the few services
+/// a director usually has, that beats hashing the key of every packet.
+const SCAN_MAX: usize = 8;
 
 impl ServiceTable {
     pub fn new(services: Vec<VirtualService>) -> ServiceTable {
-        ServiceTable { services }
+        let mut by_key = HashMap::with_capacity(services.len());
+        let mut by_real = HashMap::new();
+        for (i, s) in services.iter().enumerate() {
+            by_key.entry(s.key).or_insert(i as ServiceIndex);
+            for (j, r) in s.reals.iter().enumerate() {
+                by_real.entry(r.id).or_insert((i as ServiceIndex, j));
+            }
+        }
+        ServiceTable {
+            services,
+            by_key,
+            by_real,
+        }
     }
 
     pub fn services(&self) -> &[VirtualService] {
@@ -176,25 +197,37 @@ impl ServiceTable {
         self.services.get(index as usize)
     }
 
-    /// The service a packet to `(proto, addr, port)` belongs to.
-    ///
-    /// A director has few services, so a scan over a contiguous array beats a
-    /// hash: it touches one or two cache lines and has no hashing cost.
+    /// The service a packet to `(proto, addr, port)` belongs to: a scan of
+    /// the array for a few services, the index for more.
+    #[inline]
     pub fn find(&self, key: &ServiceKey) -> Option<(ServiceIndex, &VirtualService)> {
-        self.services
-            .iter()
-            .position(|s| s.key == *key)
-            .map(|i| (i as ServiceIndex, &self.services[i]))
+        let i = if self.services.len() <= SCAN_MAX {
+            self.services.iter().position(|s| s.key == *key)?
+        } else {
+            *self.by_key.get(key)? as usize
+        };
+        Some((i as ServiceIndex, &self.services[i]))
+    }
+
+    /// Where real server `id` is in service `si`'s list, if it is there: a
+    /// scan for a few real servers, the index for more.
+    #[inline]
+    pub fn real_position(&self, si: ServiceIndex, id: DestId) -> Option<usize> {
+        let reals = &self.services.get(si as usize)?.reals;
+        if reals.len() <= SCAN_MAX {
+            reals.iter().position(|r| r.id == id)
+        } else {
+            self.by_real
+                .get(&id)
+                .filter(|(i, _)| *i == si)
+                .map(|&(_, j)| j)
+        }
     }
 
     /// The real server with this id, and the service it belongs to.
     pub fn real(&self, id: DestId) -> Option<(ServiceIndex, &RealServer)> {
-        self.services.iter().enumerate().find_map(|(i, s)| {
-            s.reals
-                .iter()
-                .find(|r| r.id == id)
-                .map(|r| (i as ServiceIndex, r))
-        })
+        let &(i, j) = self.by_real.get(&id)?;
+        Some((i, self.services.get(i as usize)?.reals.get(j)?))
     }
 }
 

@@ -30,8 +30,8 @@
 //!   last used (IPVS), and counts in `DestCounters::persist_conns`.
 //! - [`ConnTable::for_each`] lists entries for `ipvsadm -L -c` while workers
 //!   run (each entry read consistently; the list is not a snapshot in time).
-//! - A deleted real server: the control plane calls
-//!   [`ConnTable::expire_dest`] (IPVS `expire_nodest_conn`); a worker that
+//! - Deleted real servers, with IPVS's `expire_nodest_conn`: the control
+//!   plane calls [`ConnTable::expire_dests`] once per change; a worker that
 //!   meets a connection whose [`DestId`] is gone from its snapshot may call
 //!   [`ConnTable::remove`] on it instead.
 //!
@@ -309,7 +309,7 @@ pub struct TableStats {
     pub reply_conflicts: u64,
     pub template_gone: u64,
     /// Entries released by expiry, [`ConnTable::remove`] or
-    /// [`ConnTable::expire_dest`].
+    /// [`ConnTable::expire_dests`].
     pub released: u64,
 }
 
@@ -844,15 +844,28 @@ impl ConnTable {
     }
 
     /// IPVS `expire_nodest_conn`: releases every connection, then every
-    /// template, of the deleted real server `dest`. Runs on the control
-    /// thread while workers go on; returns how many entries it released.
-    pub fn expire_dest(&self, dest: DestId, now: Millis) -> usize {
+    /// template, of the deleted real servers `dests`, in one pass over the
+    /// table whatever their number. Runs beside the workers (on a thread of
+    /// the control plane's, never the control loop itself); returns how many
+    /// entries it released.
+    pub fn expire_dests(&self, dests: &[DestId], now: Millis) -> usize {
+        let Some(max) = dests.iter().map(|d| d.0 as usize).max() else {
+            return 0;
+        };
+        let mut gone = vec![0u64; max / 64 + 1];
+        for d in dests {
+            gone[d.0 as usize / 64] |= 1 << (d.0 % 64);
+        }
+        let is_gone = |dest: u32| {
+            gone.get(dest as usize / 64)
+                .is_some_and(|w| w & (1 << (dest % 64)) != 0)
+        };
         let mut released = 0;
         for templates in [false, true] {
             for shard in [&self.v4, &self.v6] {
                 for slot in shard.all_slots() {
                     if let Some(s) = shard.read(slot) {
-                        if s.dest() == dest.0
+                        if is_gone(s.dest())
                             && s.is_template() == templates
                             && self.kill(shard, &s, now, Kill::Force)
                         {

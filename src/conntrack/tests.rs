@@ -690,7 +690,7 @@ fn ipv6_template_masks_by_prefix() {
 }
 
 #[test]
-fn expire_dest_releases_its_connections_and_templates() {
+fn expire_dests_releases_their_connections_and_templates_in_one_pass() {
     let (t, d) = table(1000);
     let tk = TemplateKey::for_flow(&client_key(L4Proto::Tcp, 1), 32);
     let tpl = t
@@ -708,11 +708,34 @@ fn expire_dest_releases_its_connections_and_templates() {
     // A template in use is not removed on its own.
     assert!(!t.remove(&tpl.handle, Millis(0)));
     assert_eq!(counts(&d, 1), (0, 10, 1));
-    assert_eq!(t.expire_dest(DestId(1), Millis(1)), 11);
+    assert_eq!(t.expire_dests(&[DestId(1)], Millis(1)), 11);
     assert_eq!(counts(&d, 1), (0, 0, 0));
     assert_eq!(counts(&d, 2), (0, 10, 0));
     assert_eq!(t.stats().conns, 10);
     assert!(t.lookup(&client_key(L4Proto::Tcp, 3), Millis(1)).is_none());
+    // Several servers at once, one of them unknown: the others stay.
+    for p in 1..=5 {
+        open(
+            &t,
+            client_key(L4Proto::Tcp, 100 + p),
+            ForwardMethod::Nat,
+            3,
+            Millis(1),
+        );
+        open(
+            &t,
+            client_key(L4Proto::Tcp, 200 + p),
+            ForwardMethod::Nat,
+            40,
+            Millis(1),
+        );
+    }
+    assert_eq!(
+        t.expire_dests(&[DestId(2), DestId(40), DestId(63), DestId(64)], Millis(2)),
+        15
+    );
+    assert_eq!(counts(&d, 3), (0, 5, 0));
+    assert_eq!(t.expire_dests(&[], Millis(2)), 0);
 }
 
 #[test]

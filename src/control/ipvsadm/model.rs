@@ -25,7 +25,7 @@
 //! `ServiceIndex` across snapshots should find the service through the
 //! real server instead (`ServiceTable::real(DestId)`), whose id is stable.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
@@ -95,7 +95,7 @@ impl std::error::Error for ApplyError {}
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
     /// Real servers that are gone: expire their connections
-    /// (`ConnTable::expire_dest`, IPVS's `expire_nodest_conn`).
+    /// (`ConnTable::expire_dests`, IPVS's `expire_nodest_conn`).
     pub removed: Vec<DestId>,
 }
 
@@ -124,15 +124,25 @@ pub struct RestoreOutcome {
     pub deferred: Vec<Command>,
 }
 
-/// The virtual services, in the order they were added.
+/// The virtual services, in the order they were added. Every edit finds
+/// what it changes through an index, so a restore is linear in its lines.
 #[derive(Clone, Debug)]
 pub struct ServiceModel {
     services: Vec<VirtualService>,
+    /// Service key → its place in `services`.
+    index: HashMap<ServiceKey, usize>,
+    /// Every (service, real-server endpoint) the model holds.
+    endpoints: HashSet<(ServiceKey, SocketAddr)>,
     capacity: u32,
     /// Ids below this have been handed out at least once.
     fresh: u32,
-    /// Freed ids, oldest first.
+    /// Freed ids, oldest first. An entry counts only while `trash` still
+    /// maps its service and endpoint to its id: one taken back (or reused)
+    /// is dropped from the map and skipped here, and the queue is compacted
+    /// when such stale entries pile up.
     freed: VecDeque<Freed>,
+    /// (service, endpoint) of a deleted real server → its id, IPVS's trash.
+    trash: HashMap<(ServiceKey, SocketAddr), DestId>,
 }
 
 /// A deleted real server's id, and whom it named.
@@ -149,9 +159,12 @@ impl ServiceModel {
     pub fn new(dest_capacity: usize) -> ServiceModel {
         ServiceModel {
             services: Vec::new(),
+            index: HashMap::new(),
+            endpoints: HashSet::new(),
             capacity: dest_capacity.min(MAX_IDS) as u32,
             fresh: 0,
             freed: VecDeque::new(),
+            trash: HashMap::new(),
         }
     }
 
@@ -165,7 +178,7 @@ impl ServiceModel {
     }
 
     pub fn service(&self, key: &ServiceKey) -> Option<&VirtualService> {
-        self.services.iter().find(|s| s.key == *key)
+        self.services.get(*self.index.get(key)?)
     }
 
     /// Applies one edit, reusing any freed id.
@@ -190,6 +203,7 @@ impl ServiceModel {
                 if self.services.len() >= MAX_IDS {
                     return Err(ApplyError::NoMemory);
                 }
+                self.index.insert(spec.key, self.services.len());
                 self.services.push(VirtualService {
                     key: spec.key,
                     scheduler: spec.scheduler,
@@ -203,11 +217,22 @@ impl ServiceModel {
                 set_service(s, spec);
             }
             Edit::DeleteService(key) => {
-                let i = self.index(key).ok_or(ApplyError::NoSuchService)?;
+                let i = *self.index.get(key).ok_or(ApplyError::NoSuchService)?;
                 let s = self.services.remove(i);
+                self.index.remove(key);
+                for later in &self.services[i..] {
+                    if let Some(at) = self.index.get_mut(&later.key) {
+                        *at -= 1;
+                    }
+                }
+                for r in &s.reals {
+                    self.endpoints.remove(&(s.key, endpoint(r)));
+                }
                 freed.extend(s.reals.iter().map(|r| Freed::of(&s.key, r)));
             }
             Edit::Clear => {
+                self.index.clear();
+                self.endpoints.clear();
                 freed = self
                     .services
                     .drain(..)
@@ -227,18 +252,15 @@ impl ServiceModel {
                     .addr
                     .is_ipv4();
                 check_real(spec, family)?;
-                let s = self.service(key).ok_or(ApplyError::ServiceNotDefined)?;
-                if s.reals.iter().any(|r| endpoint(r) == spec.endpoint()) {
+                if self.endpoints.contains(&(*key, spec.endpoint())) {
                     return Err(ApplyError::DestExists);
                 }
-                let id = match self
-                    .freed
-                    .iter()
-                    .position(|f| f.service == *key && f.endpoint == spec.endpoint())
-                {
-                    Some(i) => self.freed.remove(i).ok_or(ApplyError::NoMemory)?.id,
+                // Back from the trash if it was here before, else a new id.
+                let id = match self.trash.remove(&(*key, spec.endpoint())) {
+                    Some(id) => id,
                     None => self.allocate(reusable)?,
                 };
+                self.endpoints.insert((*key, spec.endpoint()));
                 let s = self.service_mut(key, ApplyError::ServiceNotDefined)?;
                 s.reals.push(RealServer {
                     id,
@@ -271,11 +293,19 @@ impl ServiceModel {
                     .position(|r| endpoint(r) == *at)
                     .ok_or(ApplyError::NoSuchDest)?;
                 let r = s.reals.remove(i);
-                freed.push(Freed::of(&s.key, &r));
+                self.endpoints.remove(&(*key, *at));
+                freed.push(Freed::of(key, &r));
             }
         }
         applied.removed = freed.iter().map(|f| f.id).collect();
+        for f in &freed {
+            self.trash.insert((f.service, f.endpoint), f.id);
+        }
         self.freed.extend(freed);
+        if self.freed.len() > 2 * self.trash.len() + 64 {
+            let trash = &self.trash;
+            self.freed.retain(|f| f.in_trash(trash));
+        }
         Ok(applied)
     }
 
@@ -318,19 +348,13 @@ impl ServiceModel {
         Ok(outcome)
     }
 
-    fn index(&self, key: &ServiceKey) -> Option<usize> {
-        self.services.iter().position(|s| s.key == *key)
-    }
-
     fn service_mut(
         &mut self,
         key: &ServiceKey,
         missing: ApplyError,
     ) -> Result<&mut VirtualService, ApplyError> {
-        self.services
-            .iter_mut()
-            .find(|s| s.key == *key)
-            .ok_or(missing)
+        let i = *self.index.get(key).ok_or(missing)?;
+        self.services.get_mut(i).ok_or(missing)
     }
 
     fn allocate(&mut self, reusable: &dyn Fn(DestId) -> bool) -> Result<DestId, ApplyError> {
@@ -338,12 +362,16 @@ impl ServiceModel {
             self.fresh += 1;
             return Ok(DestId(self.fresh - 1));
         }
+        let trash = &self.trash;
         let i = self
             .freed
             .iter()
-            .position(|f| reusable(f.id))
+            .position(|f| f.in_trash(trash) && reusable(f.id))
             .ok_or(ApplyError::NoMemory)?;
-        Ok(self.freed.remove(i).ok_or(ApplyError::NoMemory)?.id)
+        let f = self.freed.remove(i).ok_or(ApplyError::NoMemory)?;
+        // Reused for someone else: the old server can no longer come back to it.
+        self.trash.remove(&(f.service, f.endpoint));
+        Ok(f.id)
     }
 }
 
@@ -354,6 +382,11 @@ impl Freed {
             service: *service,
             endpoint: endpoint(r),
         }
+    }
+
+    /// Whether the id is still free: not taken back, not reused.
+    fn in_trash(&self, trash: &HashMap<(ServiceKey, SocketAddr), DestId>) -> bool {
+        trash.get(&(self.service, self.endpoint)) == Some(&self.id)
     }
 }
 
