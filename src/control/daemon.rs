@@ -872,4 +872,45 @@ mod tests {
             );
         }
     }
+
+    /// A 100,000-line restore whose last line fails applies nothing: the
+    /// model and the published snapshot stay as they were.
+    #[test]
+    fn a_long_restore_that_fails_at_its_end_changes_nothing() {
+        let mut p = Fake {
+            timeouts: RefCell::new((900, 120, 300)),
+            ..Fake::default()
+        };
+        let mut c = Control::new(ServiceModel::new(super::ipvsadm::MAX_IDS), &p);
+        assert_eq!(run(&mut c, &mut p, "-A -t 192.0.2.10:80").exit_code, 0);
+        let before = c.model().snapshot();
+        let published = p.published.len();
+        // 600 services of 100 real servers, then 39,400 weight edits.
+        let real = |i: u32| {
+            format!(
+                "-t 192.0.2.11:{} -r 198.51.100.{}:{} -m",
+                1000 + i / 100,
+                i % 100 + 1,
+                1000 + i % 100
+            )
+        };
+        let mut text = String::new();
+        for i in 0..60_000u32 {
+            if i % 100 == 0 {
+                text += &format!("-A -t 192.0.2.11:{}\n", 1000 + i / 100);
+            }
+            text += &format!("-a {}\n", real(i));
+        }
+        for i in 0..39_400u32 {
+            text += &format!("-e {} -w 2\n", real(i));
+        }
+        text += "-A -t 192.0.2.10:80\n"; // exists: the whole restore fails
+        let r = restore(&mut c, &mut p, &text);
+        assert_eq!(
+            (r.exit_code, r.stderr.as_str()),
+            (255, "line 100001: Service already exists\n")
+        );
+        assert_eq!(c.model().services(), before.services());
+        assert_eq!(p.published.len(), published);
+    }
 }
