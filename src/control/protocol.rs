@@ -72,6 +72,8 @@ impl Response {
 pub enum ProtocolError {
     /// The stream ended or failed before a whole frame arrived.
     Io(io::Error),
+    /// The reader's time ran out first.
+    TimedOut,
     BadMagic([u8; 4]),
     /// A frame longer than the reader takes: its length, and the limit.
     TooLarge(u64, usize),
@@ -86,6 +88,7 @@ impl fmt::Display for ProtocolError {
                 f.write_str("message truncated")
             }
             ProtocolError::Io(e) => write!(f, "reading the message failed: {e}"),
+            ProtocolError::TimedOut => f.write_str("timed out"),
             ProtocolError::BadMagic(m) => {
                 write!(f, "not an xvs control message (starts with {m:02x?})")
             }
@@ -101,7 +104,11 @@ impl std::error::Error for ProtocolError {}
 
 impl From<io::Error> for ProtocolError {
     fn from(e: io::Error) -> ProtocolError {
-        ProtocolError::Io(e)
+        match e.kind() {
+            // A socket read timeout is EAGAIN on Linux.
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => ProtocolError::TimedOut,
+            _ => ProtocolError::Io(e),
+        }
     }
 }
 
@@ -325,6 +332,16 @@ mod tests {
             let e = Request::read_from(&mut &f[..]).unwrap_err();
             assert!(matches!(e, ProtocolError::Malformed(_)), "{payload:?}: {e}");
         }
+    }
+
+    #[test]
+    fn a_socket_timeout_reads_as_timed_out() {
+        let (mut a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .unwrap();
+        let e = Request::read_from(&mut a).unwrap_err();
+        assert!(matches!(e, ProtocolError::TimedOut), "{e:?}");
+        assert_eq!(e.to_string(), "timed out");
     }
 
     #[test]
