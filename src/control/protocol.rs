@@ -12,6 +12,11 @@
 //! response payload: u8 exit status, string stdout, string stderr
 //! ```
 //!
+//! A request is one frame, then the end of the stream: the client shuts
+//! down its write side after the frame, and the daemon reads up to that
+//! end, so a request followed by anything at all (junk, a second request)
+//! is refused whole rather than applied with the rest ignored.
+//!
 //! A payload must be consumed exactly: a short one, trailing bytes, a bad
 //! flag or invalid UTF-8 is a [`ProtocolError`], and the daemon answers it
 //! with an error response (exit 255) without acting on it. Sizes are checked
@@ -155,8 +160,15 @@ impl Request {
         4 + strings + 1 + self.stdin.as_ref().map_or(0, |s| 4 + s.len())
     }
 
+    /// Reads one request and the end of the stream after it.
     pub fn read_from(r: &mut impl Read) -> Result<Request, ProtocolError> {
-        Request::decode(&read_frame(r, MAX_PAYLOAD)?)
+        let request = Request::decode(&read_frame(r, MAX_PAYLOAD)?)?;
+        match r.read(&mut [0u8; 1])? {
+            0 => Ok(request),
+            _ => Err(ProtocolError::Malformed(
+                "bytes after the frame (a request is one frame, then the end of the stream)",
+            )),
+        }
     }
 
     pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
@@ -332,6 +344,22 @@ mod tests {
             let e = Request::read_from(&mut &f[..]).unwrap_err();
             assert!(matches!(e, ProtocolError::Malformed(_)), "{payload:?}: {e}");
         }
+    }
+
+    #[test]
+    fn anything_after_the_frame_is_refused() {
+        let mut bytes = request().encode();
+        bytes.extend_from_slice(b"junk");
+        let e = Request::read_from(&mut &bytes[..]).unwrap_err();
+        assert!(
+            matches!(e, ProtocolError::Malformed(m) if m.starts_with("bytes after the frame")),
+            "{e}"
+        );
+        let twice = [request().encode(), request().encode()].concat();
+        assert!(matches!(
+            Request::read_from(&mut &twice[..]),
+            Err(ProtocolError::Malformed(_))
+        ));
     }
 
     #[test]

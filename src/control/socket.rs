@@ -12,7 +12,7 @@
 //! a channel; the director thread, which owns the service model, answers on
 //! the job's own channel. Workers never see any of this. Idle or dribbling
 //! clients hold only their own place, until their deadline. A message that
-//! is garbage, truncated, oversized or too slow gets
+//! is garbage, truncated, oversized, followed by anything or too slow gets
 //! an error [`Response`] (a slow one: "timed out") and never reaches the
 //! director thread.
 
@@ -175,7 +175,18 @@ fn serve(mut stream: UnixStream, jobs: &Sender<Job>) {
     let mut reader = ByDeadline::new(&mut stream, READ_TIMEOUT);
     match Request::read_from(&mut reader) {
         Ok(request) => answer(&mut stream, &ask(jobs, request)),
-        Err(e) => answer(&mut stream, &refusal(e)),
+        Err(e) => {
+            let deadline = reader.deadline;
+            answer(&mut stream, &refusal(e));
+            // Until the request's deadline, what the client still sends:
+            // closed with it unread, the client could lose the answer to a
+            // reset while it is still writing.
+            ByDeadline {
+                stream: &mut stream,
+                deadline,
+            }
+            .drain(MAX_PAYLOAD);
+        }
     }
 }
 
@@ -468,6 +479,8 @@ mod tests {
                 "a byte after the stdin flag",
                 framed(&with(payload, &[0xff])),
             ),
+            ("a whole request, then junk", with(&add, b"junk")),
+            ("two requests back to back", with(&add, &add)),
         ];
         assert!(cases.len() >= 17);
         for (what, bytes) in cases {
@@ -482,6 +495,35 @@ mod tests {
         // The same request alone is served.
         let r = exchange(&path, &add).unwrap();
         assert_eq!(r.stdout, "-A -t 192.0.2.10:80 -s rr");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_request_with_a_megabyte_of_junk_gets_its_answer_not_a_reset() {
+        let dir = temp_dir("junk");
+        let path = dir.join("control.sock");
+        let (tx, rx) = crossbeam::channel::unbounded();
+        let seen = recording(rx);
+        let _sock = ControlSocket::bind(&path, tx).unwrap();
+        let mut bytes = Request {
+            args: vec!["-C".into()],
+            stdin: None,
+        }
+        .encode();
+        bytes.resize(bytes.len() + (1 << 20), b'j');
+        // A client that stops at a failed write, as many do, still gets to
+        // read the answer: the director reads the rest before it hangs up.
+        let mut s = UnixStream::connect(&path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(&bytes).expect("the whole request written");
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let r = Response::read_from(&mut s).unwrap();
+        assert_eq!(r.exit_code, 255, "{r:?}");
+        assert!(r.stderr.contains("bytes after the frame"), "{r:?}");
+        assert!(
+            seen.try_recv().is_err(),
+            "-C with junk reached the director"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -566,6 +608,12 @@ mod tests {
         assert_eq!(r.exit_code, 255);
         assert!(r.stderr.starts_with("xvs: the request timed out"), "{r:?}");
         assert!(start.elapsed() < Duration::from_secs(30));
+        // A whole request that is never ended by a shutdown: the same.
+        let mut s = UnixStream::connect(&path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        Request::default().write_to(&mut s).unwrap();
+        let r = Response::read_from(&mut s).unwrap();
+        assert!(r.stderr.starts_with("xvs: the request timed out"), "{r:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
