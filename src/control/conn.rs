@@ -5,11 +5,11 @@
 //! A thread per connection (not one thread polling non-blocking sockets)
 //! because each connection ends by waiting for the director thread's
 //! answer on a channel, which no `poll` can wait on beside the sockets: a
-//! thread can block on it with the time left. The threads are few (at most
-//! [`Places::new`]'s limit each), short-lived, and hold nothing shared
-//! but their [`Place`]. A connection over the limit is refused by the
-//! accepting thread at once; an idle or dribbling one holds its own place
-//! until its deadline and delays no other.
+//! thread can block on it with the time left. The threads are bounded (64
+//! per server), short-lived, and share nothing but the count of
+//! [`Places`]. A connection over the limit is refused by the accepting
+//! thread at once; an idle or dribbling one holds its own place until its
+//! deadline and delays no other.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::TcpStream;
