@@ -15,9 +15,13 @@
 //! Clients are Python threads in `cli` holding TCP connections that
 //! exchange a line every 100 ms.
 
+use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use xvs::control::protocol::{Request, Response};
 
 use crate::common::{
     mac_text, root_or_skip, summary_field, temp_path, veth, wait_for, worker_summaries,
@@ -90,6 +94,23 @@ for t in ts:
     time.sleep(0.05)
 for t in ts:
     t.join()
+"#;
+
+/// Holds 20 idle connections to the metrics endpoint at all times: each
+/// one the endpoint answers or closes (at its head deadline) is replaced at
+/// once. Touches argv[1] once the first 20 are open.
+const IDLE_SCRAPERS: &str = r#"
+import select, socket, sys
+def connect():
+    return socket.create_connection(("127.0.0.1", 9100))
+cs = [connect() for _ in range(20)]
+open(sys.argv[1], "w").close()
+while True:
+    ready, _, _ = select.select(cs, [], [])
+    for c in ready:
+        cs.remove(c)
+        c.close()
+        cs.append(connect())
 "#;
 
 /// One short connection: prints the real server that answered.
@@ -176,7 +197,6 @@ impl Rig {
             .spawn()
             .expect("xvs ipvsadm");
         {
-            use std::io::Write;
             let mut input = child.stdin.take().expect("stdin");
             input.write_all(stdin.as_bytes()).expect("stdin");
         }
@@ -385,6 +405,41 @@ fn ipvsadm_reconfigures_a_running_director_under_traffic() {
         let reply = text(&out.stdout);
         assert!(reply.contains("bad control message"), "{bad}: {out:?}");
     }
+    // A whole request followed by junk, or by a second request: refused
+    // whole, the answer read before any reset.
+    let add = Request {
+        args: "-A -t 192.0.2.10:99 -s rr"
+            .split(' ')
+            .map(String::from)
+            .collect(),
+        stdin: None,
+    }
+    .encode();
+    for (what, bytes) in [
+        ("junk", [&add[..], b"junk"].concat()),
+        ("a second request", [&add[..], &add[..]].concat()),
+    ] {
+        let mut s = UnixStream::connect(&rig.socket).expect("control socket");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        s.write_all(&bytes).expect("request");
+        s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        let r = Response::read_from(&mut s).expect("answer");
+        assert_eq!(r.exit_code, 255, "a request, then {what}: {r:?}");
+        assert!(r.stderr.contains("bytes after the frame"), "{what}: {r:?}");
+    }
+    // Idle connections hold their own places, not ipvsadm's.
+    let idle: Vec<UnixStream> = (0..20)
+        .map(|_| UnixStream::connect(&rig.socket).expect("control socket"))
+        .collect();
+    let start = Instant::now();
+    rig.ok("-L -n");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "with 20 idle control connections, ipvsadm -L took {:?}",
+        start.elapsed()
+    );
+    drop(idle);
     assert_eq!(
         rig.ok("-S -n"),
         saved,
@@ -895,5 +950,29 @@ fn config_file_and_metrics_endpoint() {
         assert!(metrics.contains(want), "missing {want:?}:\n{metrics}");
     }
     assert!(scrape("/").starts_with("HTTP/1.1 404"));
+
+    // Idle clients delay no scrape (one at a time, 20 of them made a
+    // scrape wait 40 s, past Prometheus' 10 s timeout).
+    let ready = rig.tmp.join("idle.ready");
+    let _idle = Background(spawn_in(
+        &rig.dir,
+        IDLE_SCRAPERS,
+        &[&ready.display().to_string()],
+        None,
+    ));
+    assert!(
+        wait_for(Duration::from_secs(10), || ready.exists()),
+        "the idle clients did not connect"
+    );
+    for _ in 0..3 {
+        let start = Instant::now();
+        let metrics = scrape("/metrics");
+        assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "with 20 idle connections open, a scrape took {:?}",
+            start.elapsed()
+        );
+    }
     drop(director);
 }

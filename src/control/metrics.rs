@@ -5,9 +5,12 @@
 //! [`Job::Metrics`] to the director thread, which reads the counters into
 //! a [`Snapshot`] and encodes it with `prometheus-client`, the Prometheus
 //! project's Rust client, so names, escaping and TYPE/HELP lines follow
-//! the format without hand-written code. The responder is ~40 lines on
-//! `std::net::TcpListener`, one request per connection with short
-//! timeouts; a scrape endpoint needs nothing more, and an HTTP library would
+//! the format without hand-written code. The responder is a few dozen
+//! lines on `std::net::TcpListener`: one request per connection, each
+//! connection on a thread of its own ([`MAX_SCRAPES`] at once, one more is
+//! answered 503 at once) with deadlines for the request head, the
+//! director's answer and the write, so idle or slow clients delay no other
+//! scrape. A scrape endpoint needs nothing more, and an HTTP library would
 //! bring an async runtime or a dozen crates for it.
 //!
 //! # Metrics
@@ -43,9 +46,9 @@
 //! `xvs_conntrack_template_gone_total`, `xvs_conntrack_released_total`.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::{bounded, Sender};
 use prometheus_client::encoding::prometheus_text;
@@ -54,6 +57,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use super::conn::{self, ByDeadline, Places};
 use super::daemon::Control;
 use super::ipvsadm::{RealCounts, TotalStats};
 use super::socket::Job;
@@ -443,64 +447,114 @@ pub fn encode(s: &Snapshot) -> String {
     out
 }
 
-/// Serves `GET /metrics` on `addr` from its own thread.
+/// Scrapes served at once; one more is answered 503 at once.
+pub const MAX_SCRAPES: usize = 64;
+/// How long a client may take to send its whole request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a scrape waits for the director thread's numbers (Prometheus
+/// gives up on a scrape after 10 s by default).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to read the whole answer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most bytes of a request head read.
+const MAX_HEAD: usize = 8192;
+
+/// Serves `GET /metrics` on `addr`: a thread accepts, and each connection
+/// gets a thread of its own (at most [`MAX_SCRAPES`] at once) with its own
+/// deadlines, so an idle or slow client delays no other scrape.
 pub fn serve(addr: SocketAddr, jobs: Sender<Job>) -> Result<SocketAddr, String> {
     let listener =
         TcpListener::bind(addr).map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
     let bound = listener.local_addr().unwrap_or(addr);
     std::thread::Builder::new()
         .name("xvs-metrics".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                respond(stream, &jobs);
-            }
-        })
+        .spawn(move || accept(listener, jobs))
         .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
     Ok(bound)
 }
 
-/// One HTTP/1.x request, one response, then close.
-fn respond(mut stream: TcpStream, jobs: &Sender<Job>) {
-    // One deadline for the whole request head: a client sending a byte
-    // now and then must not hold the only metrics thread.
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-    let mut head = Vec::new();
+fn accept(listener: TcpListener, jobs: Sender<Job>) {
+    let places = Places::new(MAX_SCRAPES);
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else {
+            // Out of file descriptors, most likely: let some close.
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        match places.take() {
+            Some(place) => {
+                let jobs = jobs.clone();
+                conn::spawn("xvs-metrics-conn", place, move || respond(stream, &jobs));
+            }
+            None => refuse(stream),
+        }
+    }
+}
+
+/// Over the limit: a 503 at once, from the accepting thread, which must not
+/// wait on this client, so without blocking. A fresh connection's send
+/// buffer takes the whole answer.
+fn refuse(mut stream: TcpStream) {
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    // Unread bytes would turn the close into a reset that can overtake the
+    // answer: read what the request has sent so far.
     let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+    for _ in 0..MAX_HEAD / buf.len() {
+        if !matches!(stream.read(&mut buf), Ok(n) if n > 0) {
             break;
         }
-        match stream.read(&mut buf) {
+    }
+    let busy = format!("{MAX_SCRAPES} scrapes are being served; try again\n");
+    let _ = stream.write_all(http_response("503 Service Unavailable", &busy).as_bytes());
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// One HTTP/1.x request, one response, then close.
+fn respond(mut stream: TcpStream, jobs: &Sender<Job>) {
+    let head = read_head(&mut ByDeadline::new(&mut stream, HEAD_TIMEOUT));
+    let line = String::from_utf8_lossy(&head);
+    let mut words = line.split_whitespace();
+    let (status, body) = match (words.next(), words.next()) {
+        (Some("GET"), Some("/metrics")) => match scrape(jobs) {
+            Some(b) => ("200 OK", b),
+            None => ("503 Service Unavailable", "the director is busy\n".into()),
+        },
+        (Some("GET"), _) => ("404 Not Found", "try /metrics\n".into()),
+        _ => ("400 Bad Request", "GET /metrics\n".into()),
+    };
+    let _ = ByDeadline::new(&mut stream, WRITE_TIMEOUT)
+        .write_all(http_response(status, &body).as_bytes());
+}
+
+/// The request head, or as much of it as came before the deadline.
+fn read_head(r: &mut impl Read) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+        match r.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
-    let line = String::from_utf8_lossy(&head);
-    let mut words = line.split_whitespace();
-    let (method, path) = (words.next(), words.next());
-    let (status, body) = match (method, path) {
-        (Some("GET"), Some("/metrics")) => {
-            let (reply, answer) = bounded(1);
-            let body = jobs
-                .send(Job::Metrics { reply })
-                .ok()
-                .and_then(|()| answer.recv_timeout(Duration::from_secs(10)).ok());
-            match body {
-                Some(b) => ("200 OK", b),
-                None => ("503 Service Unavailable", "the director is busy\n".into()),
-            }
-        }
-        (Some("GET"), _) => ("404 Not Found", "try /metrics\n".into()),
-        _ => ("400 Bad Request", "GET /metrics\n".into()),
-    };
-    let _ = write!(
-        stream,
+    head
+}
+
+/// The director thread's scrape body, or `None` if it did not answer in time.
+fn scrape(jobs: &Sender<Job>) -> Option<String> {
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    let (reply, answer) = bounded(1);
+    jobs.send_deadline(Job::Metrics { reply }, deadline).ok()?;
+    answer.recv_deadline(deadline).ok()
+}
+
+fn http_response(status: &str, body: &str) -> String {
+    format!(
         "HTTP/1.1 {status}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         prometheus_text::CONTENT_TYPE,
         body.len()
-    );
+    )
 }
 
 #[cfg(test)]
@@ -521,12 +575,20 @@ mod tests {
     }
 
     fn get(addr: SocketAddr, request: &str) -> String {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.write_all(request.as_bytes()).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
+        try_get(addr, request).unwrap()
     }
+
+    /// One request and its whole answer; a test fails rather than hangs.
+    fn try_get(addr: SocketAddr, request: &str) -> std::io::Result<String> {
+        let mut s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(60)))?;
+        s.write_all(request.as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    }
+
+    const SCRAPE: &str = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
 
     #[test]
     fn http_responder_serves_metrics_and_nothing_else() {
@@ -563,6 +625,79 @@ mod tests {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "served only after {:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn idle_connections_do_not_delay_a_scrape() {
+        let addr = serve_fixed_answer();
+        // Connected, never a byte: each would hold a one-at-a-time
+        // endpoint for its whole head deadline.
+        let idle: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let start = std::time::Instant::now();
+        let ok = get(addr, SCRAPE);
+        assert!(ok.starts_with("HTTP/1.1 200 OK"), "{ok}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "with 20 idle connections open, served only after {:?}",
+            start.elapsed()
+        );
+        drop(idle);
+    }
+
+    #[test]
+    fn a_connection_over_the_limit_is_refused_at_once() {
+        let addr = serve_fixed_answer();
+        let idle: Vec<TcpStream> = (0..MAX_SCRAPES)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        // Every place is taken (for the idle ones' two-second head
+        // deadline): the next one is told so, not queued behind them.
+        let busy = get(addr, SCRAPE);
+        assert!(busy.starts_with("HTTP/1.1 503 "), "{busy}");
+        drop(idle);
+        let start = std::time::Instant::now();
+        loop {
+            match try_get(addr, SCRAPE) {
+                Ok(ok) if ok.starts_with("HTTP/1.1 200 OK") => break,
+                other => assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "not served once the idle connections went: {other:?}"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn a_thousand_parallel_scrapes_are_all_answered() {
+        let addr = serve_fixed_answer();
+        let start = std::time::Instant::now();
+        let clients: Vec<_> = (0..50)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    (0..20)
+                        .map(|_| try_get(addr, SCRAPE).map_err(|e| e.to_string()))
+                        .filter(|r| !matches!(r, Ok(a) if a.ends_with("\r\n\r\nxvs_up 1\n")))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let failed: Vec<_> = clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "{} of 1000 scrapes failed, e.g. {:?}",
+            failed.len(),
+            failed[0]
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "1000 scrapes took {:?}",
             start.elapsed()
         );
     }

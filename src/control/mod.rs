@@ -10,10 +10,12 @@
 //! The daemon half: [`protocol`] (the control socket's messages),
 //! [`socket`] (the listener the director runs, the `xvs ipvsadm` client,
 //! the per-interface lock), [`daemon`] (the director thread's request
-//! handling, counters and rates), [`metrics`] (Prometheus) and [`config`]
-//! (the TOML file `xvs director --config` reads).
+//! handling, counters and rates), [`metrics`] (Prometheus), [`conn`] (the
+//! bounded, deadline-held connections those two serve) and [`config`] (the
+//! TOML file `xvs director --config` reads).
 
 pub mod config;
+pub mod conn;
 pub mod daemon;
 pub mod ipvsadm;
 pub mod metrics;

@@ -12,6 +12,11 @@
 //! response payload: u8 exit status, string stdout, string stderr
 //! ```
 //!
+//! A request is one frame, then the end of the stream: the client shuts
+//! down its write side after the frame, and the daemon reads up to that
+//! end, so a request followed by anything at all (junk, a second request)
+//! is refused whole rather than applied with the rest ignored.
+//!
 //! A payload must be consumed exactly: a short one, trailing bytes, a bad
 //! flag or invalid UTF-8 is a [`ProtocolError`], and the daemon answers it
 //! with an error response (exit 255) without acting on it. Sizes are checked
@@ -72,6 +77,8 @@ impl Response {
 pub enum ProtocolError {
     /// The stream ended or failed before a whole frame arrived.
     Io(io::Error),
+    /// The reader's time ran out first.
+    TimedOut,
     BadMagic([u8; 4]),
     /// A frame longer than the reader takes: its length, and the limit.
     TooLarge(u64, usize),
@@ -86,6 +93,7 @@ impl fmt::Display for ProtocolError {
                 f.write_str("message truncated")
             }
             ProtocolError::Io(e) => write!(f, "reading the message failed: {e}"),
+            ProtocolError::TimedOut => f.write_str("timed out"),
             ProtocolError::BadMagic(m) => {
                 write!(f, "not an xvs control message (starts with {m:02x?})")
             }
@@ -101,7 +109,11 @@ impl std::error::Error for ProtocolError {}
 
 impl From<io::Error> for ProtocolError {
     fn from(e: io::Error) -> ProtocolError {
-        ProtocolError::Io(e)
+        match e.kind() {
+            // A socket read timeout is EAGAIN on Linux.
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => ProtocolError::TimedOut,
+            _ => ProtocolError::Io(e),
+        }
     }
 }
 
@@ -148,8 +160,15 @@ impl Request {
         4 + strings + 1 + self.stdin.as_ref().map_or(0, |s| 4 + s.len())
     }
 
+    /// Reads one request and the end of the stream after it.
     pub fn read_from(r: &mut impl Read) -> Result<Request, ProtocolError> {
-        Request::decode(&read_frame(r, MAX_PAYLOAD)?)
+        let request = Request::decode(&read_frame(r, MAX_PAYLOAD)?)?;
+        match r.read(&mut [0u8; 1])? {
+            0 => Ok(request),
+            _ => Err(ProtocolError::Malformed(
+                "bytes after the frame (a request is one frame, then the end of the stream)",
+            )),
+        }
     }
 
     pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
@@ -325,6 +344,32 @@ mod tests {
             let e = Request::read_from(&mut &f[..]).unwrap_err();
             assert!(matches!(e, ProtocolError::Malformed(_)), "{payload:?}: {e}");
         }
+    }
+
+    #[test]
+    fn anything_after_the_frame_is_refused() {
+        let mut bytes = request().encode();
+        bytes.extend_from_slice(b"junk");
+        let e = Request::read_from(&mut &bytes[..]).unwrap_err();
+        assert!(
+            matches!(e, ProtocolError::Malformed(m) if m.starts_with("bytes after the frame")),
+            "{e}"
+        );
+        let twice = [request().encode(), request().encode()].concat();
+        assert!(matches!(
+            Request::read_from(&mut &twice[..]),
+            Err(ProtocolError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_socket_timeout_reads_as_timed_out() {
+        let (mut a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .unwrap();
+        let e = Request::read_from(&mut a).unwrap_err();
+        assert!(matches!(e, ProtocolError::TimedOut), "{e:?}");
+        assert_eq!(e.to_string(), "timed out");
     }
 
     #[test]
