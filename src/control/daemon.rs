@@ -78,7 +78,8 @@ pub trait Plane {
     fn conn_entries(&self) -> Vec<ConnEntry>;
     fn timeouts(&self) -> Timeouts;
     fn set_ipvsadm_timeouts(&self, tcp: u32, tcpfin: u32, udp: u32);
-    /// `size=` in `-L`: see [`ipvs_size`].
+    /// `size=` in `-L`: the connection table's bucket count, rounded down to a
+    /// power of two as IPVS prints it.
     fn table_size(&self) -> usize;
 }
 
