@@ -17,6 +17,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -496,7 +497,8 @@ pub fn check_privileges() -> Result<(), DirectorError> {
     if crate::xsk::euid() == 0 {
         return Ok(());
     }
-    let caps = std::fs::read_to_string("/proc/self/status")
+    let status = Path::new("/proc/self/status");
+    let caps = crate::files::read_text(status, crate::files::MAX_SYSTEM_BYTES)
         .ok()
         .and_then(|s| {
             s.lines()

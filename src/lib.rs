@@ -11,6 +11,7 @@ pub mod conntrack;
 pub mod control;
 pub mod cpus;
 pub mod director;
+pub mod files;
 pub mod forward;
 pub mod neigh;
 pub mod packet;

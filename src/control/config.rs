@@ -48,6 +48,7 @@ use serde::Deserialize;
 
 use super::ipvsadm::{parse_restore, Command, ServiceModel, Services, MAX_TIMEOUT};
 use crate::director::{DirectorOptions, StaticNeighbourSpec, DEST_CAPACITY};
+use crate::files;
 use crate::packet::MacAddr;
 
 /// Most connections a table may be sized for (about 17 GB at 65 bytes each);
@@ -107,8 +108,7 @@ impl FileConfig {
     /// Reads and parses `path`. Relative `services_file` paths are made
     /// relative to the file's directory.
     pub fn load(path: &Path) -> Result<FileConfig, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = files::read_text(path, files::MAX_CONFIG_BYTES).map_err(|e| e.to_string())?;
         let mut c = FileConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         if let Some(f) = &c.services_file {
             if f.is_relative() {
@@ -256,8 +256,7 @@ impl FileConfig {
             }
             (Some(f), None) => (
                 f.display().to_string(),
-                std::fs::read_to_string(f)
-                    .map_err(|e| format!("cannot read {}: {e}", f.display()))?,
+                files::read_text(f, files::MAX_CONFIG_BYTES).map_err(|e| e.to_string())?,
             ),
             (None, Some(s)) => ("services".to_string(), s.clone()),
             (None, None) => (String::new(), String::new()),
@@ -498,6 +497,66 @@ udp = 30
                 && e.ends_with("farm.rules: line 1: Service not defined"),
             "{e}"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A name that is not a regular file fails at once and says why; none
+    /// may hang (a FIFO) or read until memory runs out (/dev/zero).
+    #[test]
+    fn files_that_are_not_regular_files_are_refused() {
+        let dir = std::env::temp_dir().join(format!("xvs-config-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("farm.rules");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let toml = dir.join("fifo.toml");
+        std::fs::write(&toml, "services_file = \"farm.rules\"\n").unwrap();
+        let big = dir.join("big.toml");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(1 << 40)
+            .unwrap();
+        let cases = [
+            (
+                toml.clone(),
+                format!("{} is a FIFO, not a regular file", fifo.display()),
+            ),
+            (
+                fifo.clone(),
+                format!("{} is a FIFO, not a regular file", fifo.display()),
+            ),
+            (
+                PathBuf::from("/dev/zero"),
+                "/dev/zero is a character device, not a regular file".into(),
+            ),
+            (
+                dir.clone(),
+                format!("{} is a directory, not a regular file", dir.display()),
+            ),
+            (
+                big.clone(),
+                format!("{} is larger than 16 MiB", big.display()),
+            ),
+        ];
+        for (path, want) in cases {
+            // In a thread, so a hang fails the test instead of stalling it.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let p = path.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(check(&p));
+            });
+            let got = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("checking {} hung", path.display()));
+            let e = got.unwrap_err();
+            assert!(
+                e.contains(&want),
+                "{}: {e:?} lacks {want:?}",
+                path.display()
+            );
+        }
+        let e = error("services_file = \"/dev/zero\"");
+        assert!(e.contains("/dev/zero is a character device"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
