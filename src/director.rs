@@ -38,7 +38,7 @@ use crate::xsk::worker::{Worker, WorkerSetup, WorkerShared, WorkerStats};
 use crate::Millis;
 
 /// Real servers the counters table has room for (DestIds are below this).
-pub const DEST_CAPACITY: usize = 65536;
+pub const DEST_CAPACITY: usize = crate::limits::MAX_REALS;
 
 /// What `xvs director` was asked to do.
 #[derive(Clone, Debug)]

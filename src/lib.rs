@@ -13,6 +13,7 @@ pub mod cpus;
 pub mod director;
 pub mod files;
 pub mod forward;
+pub mod limits;
 pub mod neigh;
 pub mod packet;
 pub mod pipeline;

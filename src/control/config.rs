@@ -49,11 +49,9 @@ use serde::Deserialize;
 use super::ipvsadm::{parse_restore, Command, ServiceModel, Services, MAX_TIMEOUT};
 use crate::director::{DirectorOptions, StaticNeighbourSpec, DEST_CAPACITY};
 use crate::files;
+use crate::limits::MAX_CONN_TABLE;
 use crate::packet::MacAddr;
 
-/// Most connections a table may be sized for (about 17 GB at 65 bytes each);
-/// slot numbers are 32-bit.
-pub const MAX_CONN_TABLE: usize = 1 << 28;
 /// Largest AF_XDP ring: each worker's UMEM holds two rings' worth of 4 KiB
 /// frames per interface (512 MiB per interface at this size).
 pub const MAX_RING: u32 = 1 << 16;
