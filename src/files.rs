@@ -119,7 +119,7 @@ fn kind(t: FileType) -> &'static str {
 /// `n` bytes in the largest binary unit it reaches, with one decimal when
 /// not whole: "16 MiB", "17.9 GiB", "11 bytes".
 pub fn size_text(n: u64) -> String {
-    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
         if n >= 1 << shift {
             return if n % (1 << shift) == 0 {
                 format!("{} {unit}", n >> shift)

@@ -47,11 +47,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::ipvsadm::{parse_restore, Command, ServiceModel, Services, MAX_TIMEOUT};
-use crate::director::{DirectorOptions, StaticNeighbourSpec, DEST_CAPACITY};
+use crate::director::{self, DirectorOptions, StaticNeighbourSpec, DEST_CAPACITY};
 use crate::files;
-use crate::limits::MAX_CONN_TABLE;
+use crate::neigh::netlink;
 use crate::packet::MacAddr;
 
+use crate::limits::{MAX_CONN_TABLE, MAX_QUEUES};
 /// Largest AF_XDP ring: each worker's UMEM holds two rings' worth of 4 KiB
 /// frames per interface (512 MiB per interface at this size).
 pub const MAX_RING: u32 = 1 << 16;
@@ -173,10 +174,22 @@ impl FileConfig {
         if self.workers == Some(0) {
             return Err("workers must be at least 1".into());
         }
+        if let Some(n) = self.workers.filter(|&n| n > MAX_QUEUES) {
+            return Err(format!(
+                "workers = {n}: at most {MAX_QUEUES}, one per rx queue (queues 0 to {})",
+                MAX_QUEUES - 1
+            ));
+        }
         opts.workers = self.workers;
         if let Some(q) = &self.queues {
             if q.is_empty() {
                 return Err("queues must name at least one queue".into());
+            }
+            if let Some(bad) = q.iter().find(|&&v| v as usize >= MAX_QUEUES) {
+                return Err(format!(
+                    "queues names queue {bad}: xvs serves rx queues 0 to {} only",
+                    MAX_QUEUES - 1
+                ));
             }
             if let Some(dup) = q.iter().enumerate().find(|(i, v)| q[..*i].contains(v)) {
                 return Err(format!(
@@ -299,15 +312,50 @@ fn set_timeouts(
 
 /// `xvs director --check-config FILE`: what the file would start, or why
 /// it would not.
+///
+/// Beyond the file itself it checks what start-up would find on this host:
+/// the memory the connection table and the AF_XDP frames need against what
+/// the machine has available and the process may map, and, when every
+/// interface named is here, the workers' queues against theirs and
+/// `worker_cpus` against the CPUs this process may use. Interfaces not
+/// here (a file checked on another host) are named in the answer.
 pub fn check(path: &Path) -> Result<String, String> {
-    let s = FileConfig::load(path)?
-        .resolve()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let at = |e: String| format!("{}: {e}", path.display());
+    let s = FileConfig::load(path)?.resolve().map_err(at)?;
+    let opts = &s.director;
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for name in &opts.interfaces {
+        match netlink::interface(name) {
+            Ok(i) => found.push(i),
+            Err(e @ netlink::Error::NotEthernet { .. }) => return Err(at(e.to_string())),
+            Err(_) => missing.push(name.as_str()),
+        }
+    }
+    let workers = if missing.is_empty() && !found.is_empty() {
+        let cpus = crate::cpus::worker_cpus(opts.worker_cpus.as_deref()).map_err(at)?;
+        director::worker_queues(opts, &found, cpus.len())
+            .map_err(|e| at(e.to_string()))?
+            .len()
+    } else {
+        opts.queues
+            .as_ref()
+            .map_or(opts.workers.unwrap_or(1), Vec::len)
+    };
+    director::check_memory(opts, opts.interfaces.len(), workers).map_err(|e| at(e.to_string()))?;
     let reals: usize = s.model.services().iter().map(|v| v.reals.len()).sum();
+    let unchecked = if missing.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (not on this host, so queues not checked: {})",
+            missing.join(", ")
+        )
+    };
     Ok(format!(
-        "{}: ok: {} interface(s), {} virtual service(s), {} real server(s)",
+        "{}: ok: {} interface(s){unchecked}, {} virtual service(s), {} real server(s)",
         path.display(),
-        s.director.interfaces.len(),
+        opts.interfaces.len(),
         s.model.services().len(),
         reals
     ))
@@ -434,6 +482,8 @@ udp = 30
             ("batch = 4096\nring_size = 2048", "batch = 4096 is larger than ring_size = 2048"),
             ("conn_table_size = 1000000000000", "give 1024 to 268435456"),
             ("queues = [0, 1, 0]", "queues names queue 0 twice"),
+            ("workers = 1000000000", "workers = 1000000000: at most 256, one per rx queue"),
+            ("queues = [4294967295]", "queues names queue 4294967295: xvs serves rx queues 0 to 255 only"),
             ("interfaces = [\"../../etc/x\"]", "is not an interface name"),
             ("interfaces = [\"a-name-longer-than-15\"]", "is not an interface name"),
             ("worker_cpus = \"3-1\"", "worker_cpus: \"3-1\" is not a CPU list"),
@@ -474,7 +524,7 @@ udp = 30
         let good = dir.join("good.toml");
         std::fs::write(
             &good,
-            "interfaces = [\"eth0\"]\nservices_file = \"farm.rules\"\n",
+            "interfaces = [\"lo\"]\nservices_file = \"farm.rules\"\n",
         )
         .unwrap();
         assert_eq!(
@@ -494,6 +544,34 @@ udp = 30
             e.starts_with(&good.display().to_string())
                 && e.ends_with("farm.rules: line 1: Service not defined"),
             "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `--check-config` checks the queues against an interface that is
+    /// here (every namespace has `lo`, with one rx queue), and says which
+    /// ones it could not check.
+    #[test]
+    fn check_config_checks_queues_against_interfaces_that_are_here() {
+        let dir = std::env::temp_dir().join(format!("xvs-config-q-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("q.toml");
+        let check_text = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            check(&file)
+        };
+        let e = check_text("interfaces = [\"lo\"]\nqueues = [3]\n").unwrap_err();
+        assert!(
+            e.contains("interface lo has 1 rx queue(s); queue 3 does not exist"),
+            "{e}"
+        );
+        let e = check_text("interfaces = [\"lo\"]\nworkers = 2\n").unwrap_err();
+        assert!(e.contains("queue 1 does not exist"), "{e}");
+        assert!(check_text("interfaces = [\"lo\"]\nqueues = [0]\n").is_ok());
+        let ok = check_text("interfaces = [\"xvs-none0\"]\nqueues = [3]\n").unwrap();
+        assert!(
+            ok.ends_with("ok: 1 interface(s) (not on this host, so queues not checked: xvs-none0), 0 virtual service(s), 0 real server(s)"),
+            "{ok}"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
