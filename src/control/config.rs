@@ -348,12 +348,12 @@ pub fn check(path: &Path) -> Result<String, String> {
         String::new()
     } else {
         format!(
-            " (not on this host, so queues not checked: {})",
+            "; not on this host, so their queues were not checked: {}",
             missing.join(", ")
         )
     };
     Ok(format!(
-        "{}: ok: {} interface(s){unchecked}, {} virtual service(s), {} real server(s)",
+        "{}: ok: {} interface(s), {} virtual service(s), {} real server(s){unchecked}",
         path.display(),
         opts.interfaces.len(),
         s.model.services().len(),
@@ -570,7 +570,10 @@ udp = 30
         assert!(check_text("interfaces = [\"lo\"]\nqueues = [0]\n").is_ok());
         let ok = check_text("interfaces = [\"xvs-none0\"]\nqueues = [3]\n").unwrap();
         assert!(
-            ok.ends_with("ok: 1 interface(s) (not on this host, so queues not checked: xvs-none0), 0 virtual service(s), 0 real server(s)"),
+            ok.ends_with(
+                "ok: 1 interface(s), 0 virtual service(s), 0 real server(s); \
+                 not on this host, so their queues were not checked: xvs-none0"
+            ),
             "{ok}"
         );
         let _ = std::fs::remove_dir_all(&dir);
