@@ -1,9 +1,11 @@
 //! The director: what `xvs director` runs.
 //!
-//! Start-up checks privileges and interfaces, loads and attaches one
-//! steering program per interface, creates the shared connection table and
-//! the workers (one per queue, pinned to a core each), and publishes the first
-//! configuration snapshot. The steering programs learn every address of the
+//! Start-up checks privileges, interfaces, queues and memory, creates the
+//! shared connection table (fallibly: a table the machine cannot hold is an
+//! error, not an abort), loads and attaches one steering program per
+//! interface, creates the workers (one per queue, pinned to a core each),
+//! and publishes the first configuration snapshot. A start that fails at
+//! any step leaves nothing attached. The steering programs learn every address of the
 //! host (all interfaces, lo too) before the workers start, so answers to the
 //! host's own traffic stay with its kernel. Afterwards the control thread
 //! calls [`Director::control_round`] in a loop: it rebuilds next hops when
