@@ -39,7 +39,10 @@
 //! The services script is applied all or nothing ([`ServiceModel::restore`]);
 //! its `--set` lines set the start-up timeouts (after `[timeouts]`).
 //! [`check`] validates a file as far as possible without root or the
-//! interfaces: TOML, values, neighbours, addresses, the services script.
+//! interfaces: TOML, values, neighbours, addresses, the services script,
+//! the memory the table needs, and the queues of the interfaces it finds.
+//! Files are read through [`files::read_text`]: regular files only, at most
+//! [`files::MAX_CONFIG_BYTES`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -49,10 +52,10 @@ use serde::Deserialize;
 use super::ipvsadm::{parse_restore, Command, ServiceModel, Services, MAX_TIMEOUT};
 use crate::director::{self, DirectorOptions, StaticNeighbourSpec, DEST_CAPACITY};
 use crate::files;
+use crate::limits::{MAX_CONN_TABLE, MAX_QUEUES};
 use crate::neigh::netlink;
 use crate::packet::MacAddr;
 
-use crate::limits::{MAX_CONN_TABLE, MAX_QUEUES};
 /// Largest AF_XDP ring: each worker's UMEM holds two rings' worth of 4 KiB
 /// frames per interface (512 MiB per interface at this size).
 pub const MAX_RING: u32 = 1 << 16;
