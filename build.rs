@@ -5,9 +5,22 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
+/// The director's limits; the program's map sizes come from here.
+#[path = "src/limits.rs"]
+#[allow(dead_code)]
+mod limits;
+
 fn main() {
     let src = "src/xsk/steer.bpf.c";
     println!("cargo:rerun-if-changed={src}");
+    println!("cargo:rerun-if-changed=src/limits.rs");
+    let defines = [
+        ("XVS_MAX_QUEUES", limits::MAX_QUEUES),
+        ("XVS_MAX_SERVICES", limits::MAX_SERVICES),
+        ("XVS_MAX_NAT_ENDPOINTS", limits::MAX_NAT_ENDPOINTS),
+        ("XVS_MAX_LOCAL_ADDRS", limits::MAX_LOCAL_ADDRS),
+    ]
+    .map(|(name, v)| format!("-D{name}={v}"));
     println!("cargo:rerun-if-env-changed=CLANG");
     let out =
         PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("steer.bpf.o");
@@ -17,8 +30,10 @@ fn main() {
     let multiarch = format!("-I/usr/include/{arch}-linux-gnu");
     let status = Command::new(&clang)
         .args([
-            "-O2", "-g", "-Wall", "-Werror", "-target", "bpf", &multiarch, "-c", src, "-o",
+            "-O2", "-g", "-Wall", "-Werror", "-target", "bpf", &multiarch,
         ])
+        .args(&defines)
+        .args(["-c", src, "-o"])
         .arg(&out)
         .status();
     match status {

@@ -696,6 +696,56 @@ print("tcp ok", syn_retrans() - before)
 /// until the kernel resolves it, not dropped: the first UDP query from a new
 /// on-link address gets its answer, and the first TCP connect from another
 /// needs no SYN retransmit.
+/// The model's limits are the data plane's (`xvs::limits`): 5,000 services
+/// with a NAT real server each restore (the XDP `services` map held 4,096,
+/// and such a restore failed with "Argument list too long"), so do as
+/// many services as the model takes, and one more is refused naming the
+/// limit and changes nothing.
+#[test]
+fn as_many_services_as_the_model_takes_fit_the_data_plane() {
+    if !root_or_skip("control") {
+        return;
+    }
+    use xvs::limits::MAX_SERVICES;
+    let rig = Rig::new();
+    let _director = rig.start(&["-i", "d0", "-i", "d1"]);
+    let service = |i: usize| format!("192.0.2.{}:{}", i % 256, i / 256 + 1);
+    let script: String = (0..5000)
+        .map(|i| {
+            format!(
+                "-A -u {} -s rr\n-a -u {} -r 198.51.100.2:{} -m\n",
+                service(i),
+                service(i),
+                i + 1
+            )
+        })
+        .collect();
+    let out = rig.ipvsadm_stdin("-R", &script);
+    assert!(out.status.success(), "5000 services: {}", text(&out.stderr));
+    let count = |saved: &str| saved.lines().filter(|l| l.starts_with("-A")).count();
+    assert_eq!(count(&rig.ok("-S -n")), 5000);
+
+    let more: String = (5000..MAX_SERVICES)
+        .map(|i| format!("-A -u {}\n", service(i)))
+        .collect();
+    let out = rig.ipvsadm_stdin("-R", &more);
+    assert!(
+        out.status.success(),
+        "{MAX_SERVICES} services: {}",
+        text(&out.stderr)
+    );
+    let saved = rig.ok("-S -n");
+    assert_eq!(count(&saved), MAX_SERVICES);
+
+    let out = rig.ipvsadm(&format!("-A -u {}", service(MAX_SERVICES)));
+    assert_eq!(out.status.code(), Some(255));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        format!("Memory allocation problem: xvs holds at most {MAX_SERVICES} virtual services")
+    );
+    assert_eq!(rig.ok("-S -n"), saved, "a refused add changes nothing");
+}
+
 #[test]
 fn first_answers_to_a_new_on_link_client_are_held_until_it_is_resolved() {
     if !root_or_skip("first answers to a new client") {

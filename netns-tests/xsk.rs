@@ -561,6 +561,77 @@ fn start_stop_crash_and_clear_errors() {
     assert_clean_exit(&d.stop(), 1);
 }
 
+/// A start that cannot succeed is refused cleanly, whenever it fails: a
+/// non-zero exit with the reason, no XDP program left on any interface, no
+/// control socket file left. `ulimit -v` makes a connection table of
+/// 2^28 connections (~18 GiB) impossible on any machine; before it was
+/// checked and allocated fallibly, that start aborted (SIGABRT) with both
+/// programs attached and the socket file behind.
+#[test]
+fn impossible_starts_are_refused_cleanly() {
+    if !root_or_skip("impossible_starts_are_refused_cleanly") {
+        return;
+    }
+    let rig = Rig::new(1);
+    let xvs = env!("CARGO_BIN_EXE_xvs");
+    let limit = "ulimit -v 4194304"; // 4 GiB of address space
+    let refused_cleanly = |args: &str| -> String {
+        let sock = temp_path("ctl").with_extension("sock");
+        let out = rig.dir.try_exec(&format!(
+            "{limit}; timeout 60 {xvs} director -i d0 -i d1 {args} --control-socket {}",
+            sock.display()
+        ));
+        let e = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "xvs director {args}: {e}");
+        for dev in ["d0", "d1"] {
+            assert!(
+                !rig.dir.ip(&format!("-d link show {dev}")).contains("xdp"),
+                "{dev} keeps an XDP program after {args}: {e}"
+            );
+        }
+        assert!(!sock.exists(), "{} left after {args}", sock.display());
+        e
+    };
+    // Refused by the memory check, before anything is allocated.
+    let e = refused_cleanly("--conn-table-size 268435456");
+    assert!(
+        e.contains("conn_table_size = 268435456 needs ")
+            && e.contains("more than the 4 GiB this process may map (RLIMIT_AS, ulimit -v)"),
+        "{e}"
+    );
+    // Refused after the programs were attached (no such address to serve
+    // metrics on): they come off again.
+    let e = refused_cleanly("--metrics-addr 203.0.113.99:9100");
+    assert!(
+        e.contains("cannot serve metrics on 203.0.113.99:9100"),
+        "{e}"
+    );
+
+    // --check-config sees the same, and the queues of interfaces it finds.
+    let conf = temp_path("conf").with_extension("toml");
+    let check = |text: &str| {
+        std::fs::write(&conf, text).expect("config");
+        let out = rig.dir.try_exec(&format!(
+            "{limit}; {xvs} director --check-config {}",
+            conf.display()
+        ));
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, e) = check("interfaces = [\"d0\"]\nconn_table_size = 268435456\n");
+    assert!(code == Some(1) && e.contains("RLIMIT_AS"), "{e}");
+    let (code, e) = check("interfaces = [\"d0\"]\nqueues = [3]\n");
+    assert!(
+        code == Some(1) && e.contains("interface d0 has 1 rx queue(s); queue 3 does not exist"),
+        "{e}"
+    );
+    let (code, e) = check("interfaces = [\"d0\", \"d1\"]\nqueues = [0]\n");
+    assert_eq!(code, Some(0), "{e}");
+    let _ = std::fs::remove_file(&conf);
+}
+
 #[test]
 fn a_real_server_changing_its_mac_is_followed() {
     if !root_or_skip("a_real_server_changing_its_mac_is_followed") {

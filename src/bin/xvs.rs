@@ -16,7 +16,7 @@
 //!   running?" and exits 2, as ipvsadm does when it cannot reach IPVS.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +31,7 @@ use xvs::control::metrics;
 use xvs::control::protocol::{Request, MAX_PAYLOAD};
 use xvs::control::socket::{self, ControlSocket, InterfaceLocks, Job};
 use xvs::director::Director;
+use xvs::files;
 use xvs::pipeline::DropReason;
 use xvs::xsk::worker::WorkerStats;
 
@@ -273,14 +274,22 @@ fn ipvsadm_client(args: Vec<OsString>) -> ExitCode {
             print!("{}", ipvsadm::render::version());
             return ExitCode::SUCCESS;
         }
-        Command::Restore => {
-            let mut text = String::new();
-            if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+        // Bounded: `ipvsadm -R < /dev/zero` must not read until memory runs out.
+        Command::Restore => match files::read_bounded(std::io::stdin(), MAX_PAYLOAD as u64) {
+            Ok(text) => Some(text),
+            Err(files::Bounded::Io(e)) => {
                 eprintln!("ipvsadm: cannot read the rules from standard input: {e}");
                 return ExitCode::from(ipvsadm::EXIT_FAILED);
             }
-            Some(text)
-        }
+            Err(files::Bounded::TooLarge) => {
+                eprintln!(
+                    "ipvsadm: the rules on standard input are more than {}, the most xvs \
+                     takes in one command (split a large -R input)",
+                    files::size_text(MAX_PAYLOAD as u64)
+                );
+                return ExitCode::from(ipvsadm::EXIT_FAILED);
+            }
+        },
         _ => None,
     };
     let path = socket::socket_path(flag.as_deref());

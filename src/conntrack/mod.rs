@@ -67,6 +67,9 @@
 //! connection at 85% occupancy. IPv6 entries live in a separate part of the
 //! table (capacity/8 by default) in 80-byte slots, 95.7 bytes a slot in all.
 //! The whole table is allocated in [`ConnTable::new`]; nothing later.
+//! [`ConnTable::try_new`] returns an allocation the machine cannot satisfy
+//! as an error instead of aborting, and [`ConnTable::memory_needed`] says
+//! beforehand how much a capacity takes.
 //!
 //! # Concurrency design
 //! Every shared word is an atomic; there is no `unsafe`. An entry's key words
@@ -131,7 +134,7 @@ use crate::Millis;
 use state::{tcp_next, LiveTimeouts, TcpTable};
 pub use state::{ConnState, Timeouts};
 use table::{addr_bits, proto_code, proto_from_code, timer, Fresh, Kind, Placed, Refused};
-use table::{Shard, Snap, Timer, Tuple, MAX_ID};
+use table::{Layout, Shard, Snap, Timer, Tuple, MAX_ID};
 
 /// Which way a packet goes on its connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -362,6 +365,10 @@ pub struct ConnTable {
     flood_threshold: usize,
 }
 
+fn layouts(v4: usize, v6: usize) -> Option<(Layout, Layout)> {
+    Some((Layout::of(false, v4)?, Layout::of(true, v6)?))
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kill {
     /// Only if past its deadline (a template with connections is re-armed).
@@ -370,11 +377,57 @@ enum Kill {
     Force,
 }
 
+/// The memory a connection table needs could not be had.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableAllocError {
+    /// IPv4 and IPv6 connections asked for.
+    pub capacity: (usize, usize),
+    /// The bytes they need; `None` when that does not fit in a `usize`.
+    pub bytes: Option<usize>,
+}
+
+impl std::fmt::Display for TableAllocError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (v4, v6) = self.capacity;
+        match self.bytes {
+            Some(b) => write!(
+                f,
+                "cannot allocate {} for a connection table of {v4} IPv4 and {v6} IPv6 connections",
+                crate::files::size_text(b as u64)
+            ),
+            None => write!(
+                f,
+                "a connection table of {v4} IPv4 and {v6} IPv6 connections is larger than memory can address"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TableAllocError {}
+
 impl ConnTable {
     /// A table for `capacity` IPv4 connections and `capacity / 8` IPv6 ones
-    /// (each rounded up to whole buckets of 15).
+    /// (each rounded up to whole buckets of 15). Panics if the memory cannot
+    /// be had; [`ConnTable::try_new`] returns that as an error.
     pub fn new(capacity: usize, timeouts: Timeouts, dests: Arc<DestTable>) -> ConnTable {
         ConnTable::with_v6_capacity(capacity, capacity / 8, timeouts, dests)
+    }
+
+    /// As [`ConnTable::new`], but an allocation the machine cannot satisfy
+    /// is an error, not an abort.
+    pub fn try_new(
+        capacity: usize,
+        timeouts: Timeouts,
+        dests: Arc<DestTable>,
+    ) -> Result<ConnTable, TableAllocError> {
+        ConnTable::try_with_v6_capacity(capacity, capacity / 8, timeouts, dests)
+    }
+
+    /// Bytes a table from [`ConnTable::new`] of `capacity` holds (its
+    /// [`memory_bytes`](Self::memory_bytes)), without allocating it; `None`
+    /// when that does not fit in a `usize`.
+    pub fn memory_needed(capacity: usize) -> Option<usize> {
+        layouts(capacity, capacity / 8).and_then(|(v4, v6)| v4.bytes()?.checked_add(v6.bytes()?))
     }
 
     pub fn with_v6_capacity(
@@ -383,17 +436,36 @@ impl ConnTable {
         timeouts: Timeouts,
         dests: Arc<DestTable>,
     ) -> ConnTable {
-        let v4 = Shard::new(false, capacity);
-        let v6 = Shard::new(true, v6_capacity);
+        ConnTable::try_with_v6_capacity(capacity, v6_capacity, timeouts, dests)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn try_with_v6_capacity(
+        capacity: usize,
+        v6_capacity: usize,
+        timeouts: Timeouts,
+        dests: Arc<DestTable>,
+    ) -> Result<ConnTable, TableAllocError> {
+        let refused = |bytes| TableAllocError {
+            capacity: (capacity, v6_capacity),
+            bytes,
+        };
+        let (l4, l6) = layouts(capacity, v6_capacity).ok_or_else(|| refused(None))?;
+        let bytes = l4
+            .bytes()
+            .zip(l6.bytes())
+            .and_then(|(a, b)| a.checked_add(b));
+        let v4 = Shard::try_new(false, l4).map_err(|_| refused(bytes))?;
+        let v6 = Shard::try_new(true, l6).map_err(|_| refused(bytes))?;
         let flood_threshold = (v4.capacity() + v6.capacity()) / 8;
-        ConnTable {
+        Ok(ConnTable {
             v4,
             v6,
             dests,
             timeouts: LiveTimeouts::new(&timeouts),
             counters: Counters::default(),
             flood_threshold,
-        }
+        })
     }
 
     /// Slots for IPv4 and IPv6 connections.

@@ -20,6 +20,7 @@
 //! in that bucket*, which is what makes two concurrent inserts of one key
 //! yield one entry. Lookups, per-packet updates and expiry never take it.
 
+use std::collections::TryReserveError;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -486,27 +487,65 @@ fn unlock64(word: &AtomicU64) {
     word.fetch_and(!1, Ordering::Release);
 }
 
-impl Shard {
-    pub fn new(v6: bool, capacity: usize) -> Shard {
+/// How a shard of `capacity` connections is laid out: tag buckets, reply-index
+/// buckets and entry words; `None` if the numbers overflow.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Layout {
+    buckets: usize,
+    ref_buckets: usize,
+    words: usize,
+    stride: usize,
+}
+
+impl Layout {
+    pub fn of(v6: bool, capacity: usize) -> Option<Layout> {
         let buckets = capacity.div_ceil(TAGS).max(PROBE);
-        let ref_buckets = (buckets * TAGS * 5 / 4).div_ceil(REFS).max(PROBE);
+        let slots = buckets.checked_mul(TAGS)?;
+        let ref_buckets = (slots.checked_mul(5)? / 4).div_ceil(REFS).max(PROBE);
         let stride = if v6 { 10 } else { 5 };
-        let rs = std::collections::hash_map::RandomState::new();
-        Shard {
-            v6,
+        Some(Layout {
+            buckets,
+            ref_buckets,
+            words: slots.checked_mul(stride)?,
             stride,
+        })
+    }
+
+    /// Bytes the shard will hold (as [`Shard::bytes`] once allocated).
+    pub fn bytes(&self) -> Option<usize> {
+        self.buckets
+            .checked_mul(size_of::<TagBucket>())?
+            .checked_add(self.ref_buckets.checked_mul(size_of::<RefBucket>())?)?
+            .checked_add(self.words.checked_mul(size_of::<AtomicU64>())?)
+    }
+}
+
+/// `n` values from `f` in one allocation that may fail instead of aborting.
+fn try_boxed<T>(n: usize, f: impl FnMut() -> T) -> Result<Box<[T]>, TryReserveError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)?;
+    v.extend(std::iter::repeat_with(f).take(n));
+    Ok(v.into_boxed_slice())
+}
+
+impl Shard {
+    /// A shard laid out as `l` (from [`Layout::of`]), or the allocator's
+    /// refusal.
+    pub fn try_new(v6: bool, l: Layout) -> Result<Shard, TryReserveError> {
+        let rs = std::collections::hash_map::RandomState::new();
+        Ok(Shard {
+            v6,
+            stride: l.stride,
             seed: std::array::from_fn(|i| rs.hash_one(i) | 1),
-            tags: (0..buckets)
-                .map(|_| TagBucket(std::array::from_fn(|_| AtomicU32::new(0))))
-                .collect(),
-            refs: (0..ref_buckets)
-                .map(|_| RefBucket(std::array::from_fn(|_| AtomicU64::new(0))))
-                .collect(),
-            words: (0..buckets * TAGS * stride)
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            tags: try_boxed(l.buckets, || {
+                TagBucket(std::array::from_fn(|_| AtomicU32::new(0)))
+            })?,
+            refs: try_boxed(l.ref_buckets, || {
+                RefBucket(std::array::from_fn(|_| AtomicU64::new(0)))
+            })?,
+            words: try_boxed(l.words, || AtomicU64::new(0))?,
             cursor: AtomicUsize::new(0),
-        }
+        })
     }
 
     pub fn is_v6(&self) -> bool {

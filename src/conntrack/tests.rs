@@ -1037,3 +1037,45 @@ fn stress_threads_insert_lookup_update_expire() {
         stress(4, Duration::from_millis(1500), u64::MAX);
     }
 }
+
+#[test]
+fn memory_needed_is_what_the_table_then_holds() {
+    for capacity in [1024, 65536, 1 << 20, 1_000_003] {
+        let (t, _) = table(capacity);
+        assert_eq!(
+            ConnTable::memory_needed(capacity),
+            Some(t.memory_bytes()),
+            "{capacity}"
+        );
+    }
+    assert_eq!(ConnTable::memory_needed(usize::MAX), None);
+}
+
+/// A table the machine cannot hold is an error to report, never an abort:
+/// one beyond any address space, and one whose size cannot even be written.
+#[test]
+fn an_impossible_table_is_an_error_not_an_abort() {
+    let dests = || Arc::new(DestTable::new(4));
+    let e = ConnTable::try_new(1 << 50, Timeouts::default(), dests())
+        .err()
+        .expect("a table of 2^50 connections");
+    let bytes = ConnTable::memory_needed(1 << 50).expect("a size in bytes");
+    assert_eq!(e.bytes, Some(bytes));
+    assert!(
+        e.to_string().starts_with("cannot allocate ")
+            && e.to_string().ends_with(&format!(
+                "for a connection table of {} IPv4 and {} IPv6 connections",
+                1u64 << 50,
+                1u64 << 47
+            )),
+        "{e}"
+    );
+    let e = ConnTable::try_new(1 << 62, Timeouts::default(), dests())
+        .err()
+        .expect("a table of 2^62 connections");
+    assert_eq!(e.bytes, None);
+    assert!(
+        e.to_string().contains("larger than memory can address"),
+        "{e}"
+    );
+}

@@ -39,7 +39,10 @@
 //! The services script is applied all or nothing ([`ServiceModel::restore`]);
 //! its `--set` lines set the start-up timeouts (after `[timeouts]`).
 //! [`check`] validates a file as far as possible without root or the
-//! interfaces: TOML, values, neighbours, addresses, the services script.
+//! interfaces: TOML, values, neighbours, addresses, the services script,
+//! the memory the table needs, and the queues of the interfaces it finds.
+//! Files are read through [`files::read_text`]: regular files only, at most
+//! [`files::MAX_CONFIG_BYTES`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -47,12 +50,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::ipvsadm::{parse_restore, Command, ServiceModel, Services, MAX_TIMEOUT};
-use crate::director::{DirectorOptions, StaticNeighbourSpec, DEST_CAPACITY};
+use crate::director::{self, DirectorOptions, StaticNeighbourSpec, DEST_CAPACITY};
+use crate::files;
+use crate::limits::{MAX_CONN_TABLE, MAX_QUEUES};
+use crate::neigh::netlink;
 use crate::packet::MacAddr;
 
-/// Most connections a table may be sized for (about 17 GB at 65 bytes each);
-/// slot numbers are 32-bit.
-pub const MAX_CONN_TABLE: usize = 1 << 28;
 /// Largest AF_XDP ring: each worker's UMEM holds two rings' worth of 4 KiB
 /// frames per interface (512 MiB per interface at this size).
 pub const MAX_RING: u32 = 1 << 16;
@@ -107,8 +110,7 @@ impl FileConfig {
     /// Reads and parses `path`. Relative `services_file` paths are made
     /// relative to the file's directory.
     pub fn load(path: &Path) -> Result<FileConfig, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = files::read_text(path, files::MAX_CONFIG_BYTES).map_err(|e| e.to_string())?;
         let mut c = FileConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         if let Some(f) = &c.services_file {
             if f.is_relative() {
@@ -175,10 +177,22 @@ impl FileConfig {
         if self.workers == Some(0) {
             return Err("workers must be at least 1".into());
         }
+        if let Some(n) = self.workers.filter(|&n| n > MAX_QUEUES) {
+            return Err(format!(
+                "workers = {n}: at most {MAX_QUEUES}, one per rx queue (queues 0 to {})",
+                MAX_QUEUES - 1
+            ));
+        }
         opts.workers = self.workers;
         if let Some(q) = &self.queues {
             if q.is_empty() {
                 return Err("queues must name at least one queue".into());
+            }
+            if let Some(bad) = q.iter().find(|&&v| v as usize >= MAX_QUEUES) {
+                return Err(format!(
+                    "queues names queue {bad}: xvs serves rx queues 0 to {} only",
+                    MAX_QUEUES - 1
+                ));
             }
             if let Some(dup) = q.iter().enumerate().find(|(i, v)| q[..*i].contains(v)) {
                 return Err(format!(
@@ -256,8 +270,7 @@ impl FileConfig {
             }
             (Some(f), None) => (
                 f.display().to_string(),
-                std::fs::read_to_string(f)
-                    .map_err(|e| format!("cannot read {}: {e}", f.display()))?,
+                files::read_text(f, files::MAX_CONFIG_BYTES).map_err(|e| e.to_string())?,
             ),
             (None, Some(s)) => ("services".to_string(), s.clone()),
             (None, None) => (String::new(), String::new()),
@@ -302,15 +315,50 @@ fn set_timeouts(
 
 /// `xvs director --check-config FILE`: what the file would start, or why
 /// it would not.
+///
+/// Beyond the file itself it checks what start-up would find on this host:
+/// the memory the connection table and the AF_XDP frames need against what
+/// the machine has available and the process may map, and, when every
+/// interface named is here, the workers' queues against theirs and
+/// `worker_cpus` against the CPUs this process may use. Interfaces not
+/// here (a file checked on another host) are named in the answer.
 pub fn check(path: &Path) -> Result<String, String> {
-    let s = FileConfig::load(path)?
-        .resolve()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let at = |e: String| format!("{}: {e}", path.display());
+    let s = FileConfig::load(path)?.resolve().map_err(at)?;
+    let opts = &s.director;
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for name in &opts.interfaces {
+        match netlink::interface(name) {
+            Ok(i) => found.push(i),
+            Err(e @ netlink::Error::NotEthernet { .. }) => return Err(at(e.to_string())),
+            Err(_) => missing.push(name.as_str()),
+        }
+    }
+    let workers = if missing.is_empty() && !found.is_empty() {
+        let cpus = crate::cpus::worker_cpus(opts.worker_cpus.as_deref()).map_err(at)?;
+        director::worker_queues(opts, &found, cpus.len())
+            .map_err(|e| at(e.to_string()))?
+            .len()
+    } else {
+        opts.queues
+            .as_ref()
+            .map_or(opts.workers.unwrap_or(1), Vec::len)
+    };
+    director::check_memory(opts, opts.interfaces.len(), workers).map_err(|e| at(e.to_string()))?;
     let reals: usize = s.model.services().iter().map(|v| v.reals.len()).sum();
+    let unchecked = if missing.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; not on this host, so their queues were not checked: {}",
+            missing.join(", ")
+        )
+    };
     Ok(format!(
-        "{}: ok: {} interface(s), {} virtual service(s), {} real server(s)",
+        "{}: ok: {} interface(s), {} virtual service(s), {} real server(s){unchecked}",
         path.display(),
-        s.director.interfaces.len(),
+        opts.interfaces.len(),
         s.model.services().len(),
         reals
     ))
@@ -437,6 +485,8 @@ udp = 30
             ("batch = 4096\nring_size = 2048", "batch = 4096 is larger than ring_size = 2048"),
             ("conn_table_size = 1000000000000", "give 1024 to 268435456"),
             ("queues = [0, 1, 0]", "queues names queue 0 twice"),
+            ("workers = 1000000000", "workers = 1000000000: at most 256, one per rx queue"),
+            ("queues = [4294967295]", "queues names queue 4294967295: xvs serves rx queues 0 to 255 only"),
             ("interfaces = [\"../../etc/x\"]", "is not an interface name"),
             ("interfaces = [\"a-name-longer-than-15\"]", "is not an interface name"),
             ("worker_cpus = \"3-1\"", "worker_cpus: \"3-1\" is not a CPU list"),
@@ -477,7 +527,7 @@ udp = 30
         let good = dir.join("good.toml");
         std::fs::write(
             &good,
-            "interfaces = [\"eth0\"]\nservices_file = \"farm.rules\"\n",
+            "interfaces = [\"lo\"]\nservices_file = \"farm.rules\"\n",
         )
         .unwrap();
         assert_eq!(
@@ -498,6 +548,97 @@ udp = 30
                 && e.ends_with("farm.rules: line 1: Service not defined"),
             "{e}"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `--check-config` checks the queues against an interface that is
+    /// here (every namespace has `lo`, with one rx queue), and says which
+    /// ones it could not check.
+    #[test]
+    fn check_config_checks_queues_against_interfaces_that_are_here() {
+        let dir = std::env::temp_dir().join(format!("xvs-config-q-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("q.toml");
+        let check_text = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            check(&file)
+        };
+        let e = check_text("interfaces = [\"lo\"]\nqueues = [3]\n").unwrap_err();
+        assert!(
+            e.contains("interface lo has 1 rx queue(s); queue 3 does not exist"),
+            "{e}"
+        );
+        let e = check_text("interfaces = [\"lo\"]\nworkers = 2\n").unwrap_err();
+        assert!(e.contains("queue 1 does not exist"), "{e}");
+        assert!(check_text("interfaces = [\"lo\"]\nqueues = [0]\n").is_ok());
+        let ok = check_text("interfaces = [\"xvs-none0\"]\nqueues = [3]\n").unwrap();
+        assert!(
+            ok.ends_with(
+                "ok: 1 interface(s), 0 virtual service(s), 0 real server(s); \
+                 not on this host, so their queues were not checked: xvs-none0"
+            ),
+            "{ok}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A name that is not a regular file fails at once and says why; none
+    /// may hang (a FIFO) or read until memory runs out (/dev/zero).
+    #[test]
+    fn files_that_are_not_regular_files_are_refused() {
+        let dir = std::env::temp_dir().join(format!("xvs-config-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("farm.rules");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let toml = dir.join("fifo.toml");
+        std::fs::write(&toml, "services_file = \"farm.rules\"\n").unwrap();
+        let big = dir.join("big.toml");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(1 << 40)
+            .unwrap();
+        let cases = [
+            (
+                toml.clone(),
+                format!("{} is a FIFO, not a regular file", fifo.display()),
+            ),
+            (
+                fifo.clone(),
+                format!("{} is a FIFO, not a regular file", fifo.display()),
+            ),
+            (
+                PathBuf::from("/dev/zero"),
+                "/dev/zero is a character device, not a regular file".into(),
+            ),
+            (
+                dir.clone(),
+                format!("{} is a directory, not a regular file", dir.display()),
+            ),
+            (
+                big.clone(),
+                format!("{} is larger than 16 MiB", big.display()),
+            ),
+        ];
+        for (path, want) in cases {
+            // In a thread, so a hang fails the test instead of stalling it.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let p = path.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(check(&p));
+            });
+            let got = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("checking {} hung", path.display()));
+            let e = got.unwrap_err();
+            assert!(
+                e.contains(&want),
+                "{}: {e:?} lacks {want:?}",
+                path.display()
+            );
+        }
+        let e = error("services_file = \"/dev/zero\"");
+        assert!(e.contains("/dev/zero is a character device"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

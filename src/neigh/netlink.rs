@@ -268,14 +268,10 @@ fn address_record(m: &AddressMessage) -> Option<(IpAddr, u8)> {
 /// thread's: trust it only when it shows the same device.
 fn sysfs_rx_queues(name: &str, ifindex: u32, mac: MacAddr) -> Option<u32> {
     let dir = std::path::Path::new("/sys/class/net").join(name);
-    let same_index = std::fs::read_to_string(dir.join("ifindex"))
-        .ok()?
-        .trim()
-        .parse::<u32>()
-        .ok()
-        == Some(ifindex);
+    let read = |f: &str| crate::files::read_text(&dir.join(f), crate::files::MAX_SYSTEM_BYTES);
+    let same_index = read("ifindex").ok()?.trim().parse::<u32>().ok() == Some(ifindex);
     let mac_text = mac.map(|b| format!("{b:02x}")).join(":");
-    let same_mac = std::fs::read_to_string(dir.join("address")).ok()?.trim() == mac_text;
+    let same_mac = read("address").ok()?.trim() == mac_text;
     if !same_index || !same_mac {
         return None;
     }

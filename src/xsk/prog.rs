@@ -18,6 +18,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::raw::{c_int, c_void};
 
+use crate::limits::{MAX_LOCAL_ADDRS, MAX_NAT_ENDPOINTS, MAX_SERVICES};
 use crate::packet::L4Proto;
 
 /// The program, compiled by build.rs from `steer.bpf.c`.
@@ -84,9 +85,6 @@ impl LocalAddr {
         }
     }
 }
-
-/// The most addresses the `local_addrs` map holds (`max_entries` in C).
-pub const LOCAL_ADDRS_MAX: usize = 4096;
 
 /// What the steering program does with a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -320,27 +318,26 @@ impl SteeringProgram {
         update(self.xsks_fd, &queue, &fd).map_err(|e| ProgError::Map("xsks", e))
     }
 
-    /// Makes the `services` map equal to `want`.
+    /// Makes the `services` map equal to `want`. More than
+    /// [`MAX_SERVICES`] is refused before any change (the service model
+    /// never asks for that many).
     pub fn sync_services(&mut self, want: &HashSet<Endpoint>) -> Result<(), ProgError> {
+        fits("services", want, MAX_SERVICES)?;
         sync(self.services_fd, &mut self.services, want).map_err(|e| ProgError::Map("services", e))
     }
 
-    /// Makes the `nat_reals` map equal to `want`.
+    /// Makes the `nat_reals` map equal to `want`; more than
+    /// [`MAX_NAT_ENDPOINTS`] is refused before any change.
     pub fn sync_nat_reals(&mut self, want: &HashSet<Endpoint>) -> Result<(), ProgError> {
+        fits("nat_reals", want, MAX_NAT_ENDPOINTS)?;
         sync(self.nat_reals_fd, &mut self.nat_reals, want)
             .map_err(|e| ProgError::Map("nat_reals", e))
     }
 
     /// Makes the `local_addrs` map equal to `want`: the director host's own
-    /// addresses. More than [`LOCAL_ADDRS_MAX`] is refused before any change.
+    /// addresses. More than [`MAX_LOCAL_ADDRS`] is refused before any change.
     pub fn sync_local_addrs(&mut self, want: &HashSet<LocalAddr>) -> Result<(), ProgError> {
-        if want.len() > LOCAL_ADDRS_MAX {
-            return Err(ProgError::MapFull {
-                map: "local_addrs",
-                want: want.len(),
-                max: LOCAL_ADDRS_MAX,
-            });
-        }
+        fits("local_addrs", want, MAX_LOCAL_ADDRS)?;
         sync(self.local_addrs_fd, &mut self.local_addrs, want)
             .map_err(|e| ProgError::Map("local_addrs", e))
     }
@@ -433,20 +430,30 @@ fn update<K, V>(fd: c_int, key: &K, value: &V) -> io::Result<()> {
     Ok(())
 }
 
+/// `want` fits a map of `max` entries (its `max_entries`, from
+/// `crate::limits`).
+fn fits<K>(map: &'static str, want: &HashSet<K>, max: usize) -> Result<(), ProgError> {
+    if want.len() > max {
+        return Err(ProgError::MapFull {
+            map,
+            want: want.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
 /// Makes the map hold exactly `want`; `have` follows every change that took,
 /// so a failure part way leaves it true to the map and the next sync
-/// finishes the job. `K` must be the map's key type (the `#[repr(C)]` twin
-/// of its C key struct).
+/// finishes the job. Stale entries go first, so a map never holds more
+/// than the larger of `have` and `want`: replacing a full set with another
+/// fits. `K` must be the map's key type (the `#[repr(C)]` twin of its C key
+/// struct).
 fn sync<K: Copy + Eq + std::hash::Hash>(
     fd: c_int,
     have: &mut HashSet<K>,
     want: &HashSet<K>,
 ) -> io::Result<()> {
-    let new: Vec<K> = want.difference(have).copied().collect();
-    for e in new {
-        update(fd, &e, &1u8)?;
-        have.insert(e);
-    }
     let stale: Vec<K> = have.difference(want).copied().collect();
     for e in stale {
         // SAFETY: e is a K, which callers choose as the map's own key type,
@@ -460,6 +467,11 @@ fn sync<K: Copy + Eq + std::hash::Hash>(
             }
         }
         have.remove(&e);
+    }
+    let new: Vec<K> = want.difference(have).copied().collect();
+    for e in new {
+        update(fd, &e, &1u8)?;
+        have.insert(e);
     }
     Ok(())
 }
@@ -484,5 +496,49 @@ mod tests {
         assert_eq!(&a.addr[..5], &[198, 51, 100, 1, 0]);
         let a = LocalAddr::new("2001:db8::1".parse().unwrap());
         assert_eq!((a.family, a.addr[0], a.addr[15]), (6, 0x20, 1));
+    }
+
+    /// `n` distinct TCP endpoints on 256 addresses of `net` (a /24).
+    fn endpoints(net: [u8; 3], n: usize) -> HashSet<Endpoint> {
+        (0..n)
+            .map(|i| {
+                let addr = IpAddr::from([net[0], net[1], net[2], i as u8]);
+                Endpoint::new(L4Proto::Tcp, addr, (i / 256) as u16 + 1)
+            })
+            .collect()
+    }
+
+    /// The maps hold as much as the model may ask for (`crate::limits`),
+    /// a full set can be swapped for another, and one more is refused
+    /// with the limit named. Needs root (loads the program).
+    #[test]
+    fn maps_hold_the_limits_the_model_enforces() {
+        let mut p = SteeringProgram::load().expect("load the steering program (root?)");
+        let full = endpoints([192, 0, 2], MAX_SERVICES);
+        let other = endpoints([198, 51, 100], MAX_SERVICES);
+        p.sync_services(&full)
+            .expect("as many services as the model takes");
+        p.sync_services(&other)
+            .expect("a full set replaced by another");
+        p.sync_nat_reals(&endpoints([203, 0, 113], MAX_NAT_ENDPOINTS))
+            .expect("as many NAT endpoints as the model takes");
+        let addrs: HashSet<LocalAddr> = (0..MAX_LOCAL_ADDRS as u32)
+            .map(|i| {
+                LocalAddr::new(std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) | i as u128).into())
+            })
+            .collect();
+        p.sync_local_addrs(&addrs)
+            .expect("as many local addresses as allowed");
+        let too_many = endpoints([192, 0, 2], MAX_SERVICES + 1);
+        assert_eq!(too_many.len(), MAX_SERVICES + 1);
+        let e = p.sync_services(&too_many).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "the XDP map services holds at most {MAX_SERVICES} entries; {} are needed",
+                MAX_SERVICES + 1
+            )
+        );
+        assert_eq!(p.services, other, "a refused sync changes nothing");
     }
 }

@@ -51,23 +51,30 @@ struct endpoint {
 	__u8 addr[16]; // IPv4 in the first 4 bytes, rest zero
 };
 
+// Map sizes are the director's limits (src/limits.rs), which build.rs passes
+// as -D defines: the service model never takes more than the maps hold.
+#if !defined(XVS_MAX_QUEUES) || !defined(XVS_MAX_SERVICES) || \
+	!defined(XVS_MAX_NAT_ENDPOINTS) || !defined(XVS_MAX_LOCAL_ADDRS)
+#error "build.rs defines the map sizes from src/limits.rs"
+#endif
+
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, 256);
+	__uint(max_entries, XVS_MAX_QUEUES);
 	__type(key, __u32);
 	__type(value, __u32);
 } xsks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, XVS_MAX_SERVICES);
 	__type(key, struct endpoint);
 	__type(value, __u8);
 } services SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, XVS_MAX_NAT_ENDPOINTS);
 	__type(key, struct endpoint);
 	__type(value, __u8);
 } nat_reals SEC(".maps");
@@ -79,12 +86,12 @@ struct local_addr {
 	__u8 addr[16]; // IPv4 in the first 4 bytes, rest zero
 };
 
-// The director host's own addresses, at most 4096 (`LOCAL_ADDRS_MAX` in
-// prog.rs): xvs refuses to start on a host with more, and says so and keeps
-// the map as it was when addresses added later would not fit.
+// The director host's own addresses: xvs refuses to start on a host with
+// more than fit, and says so and keeps the map as it was when addresses
+// added later would not fit.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, XVS_MAX_LOCAL_ADDRS);
 	__type(key, struct local_addr);
 	__type(value, __u8);
 } local_addrs SEC(".maps");

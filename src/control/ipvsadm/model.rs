@@ -12,7 +12,10 @@
 //! from the `DestTable`). An id is never reused while the model itself
 //! still holds it. With none left, the add fails with IPVS's ENOMEM text,
 //! "Memory allocation problem". A connection entry holds 16-bit ids, so
-//! there are at most [`MAX_IDS`] real servers and as many services.
+//! there are at most [`MAX_IDS`] real servers and as many services; the
+//! director's limits ([`crate::limits`], which the XDP maps are sized by)
+//! are within that, and an edit past them is refused with ENOMEM's text and
+//! the limit ("... at most 65536 virtual services").
 //!
 //! A real server added back to the service it was deleted from (same
 //! address and port) gets its old id back while that id is still free, as
@@ -31,10 +34,12 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::save::ScriptLine;
 use super::{Command, Edit, RealSpec, ServiceSpec};
+use crate::limits::{MAX_REALS, MAX_SERVICES};
 use crate::service::{DestId, RealServer, ServiceKey, ServiceTable, VirtualService};
 
 /// Real-server ids and services a connection entry can name (16 bits).
 pub const MAX_IDS: usize = 1 << 16;
+const _: () = assert!(MAX_SERVICES <= MAX_IDS && MAX_REALS <= MAX_IDS);
 
 /// Why an edit was refused: the kernel's errno, as ipvsadm words it.
 /// ipvsadm exits 255 for each ([`super::EXIT_FAILED`]).
@@ -52,6 +57,10 @@ pub enum ApplyError {
     NoSuchDest,
     /// ENOMEM: no real-server id left.
     NoMemory,
+    /// ENOMEM: [`MAX_SERVICES`] services already.
+    TooManyServices,
+    /// ENOMEM: as many real servers as the model has ids for.
+    TooManyReals(u32),
     /// ERANGE: `-y` above `-x`.
     ThresholdRange,
     /// EAFNOSUPPORT: a real server of the other address family (IPVS allows
@@ -69,7 +78,9 @@ impl ApplyError {
             ApplyError::ServiceNotDefined => "Service not defined",
             ApplyError::DestExists => "Destination already exists",
             ApplyError::NoSuchDest => "No such destination",
-            ApplyError::NoMemory => "Memory allocation problem",
+            ApplyError::NoMemory | ApplyError::TooManyServices | ApplyError::TooManyReals(_) => {
+                "Memory allocation problem"
+            }
             ApplyError::ThresholdRange => "Numerical result out of range",
             ApplyError::AddressFamily => "Operation not supported with specified address family",
             ApplyError::NotUnicast => {
@@ -85,7 +96,14 @@ impl ApplyError {
 
 impl fmt::Display for ApplyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.message())
+        f.write_str(self.message())?;
+        match self {
+            ApplyError::TooManyServices => {
+                write!(f, ": xvs holds at most {MAX_SERVICES} virtual services")
+            }
+            ApplyError::TooManyReals(n) => write!(f, ": xvs holds at most {n} real servers"),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -200,8 +218,8 @@ impl ServiceModel {
                 if self.service(&spec.key).is_some() {
                     return Err(ApplyError::ServiceExists);
                 }
-                if self.services.len() >= MAX_IDS {
-                    return Err(ApplyError::NoMemory);
+                if self.services.len() >= MAX_SERVICES {
+                    return Err(ApplyError::TooManyServices);
                 }
                 self.index.insert(spec.key, self.services.len());
                 self.services.push(VirtualService {
@@ -361,6 +379,10 @@ impl ServiceModel {
         if self.fresh < self.capacity {
             self.fresh += 1;
             return Ok(DestId(self.fresh - 1));
+        }
+        // Every real server the model holds has one entry in `endpoints`.
+        if self.endpoints.len() >= self.capacity as usize {
+            return Err(ApplyError::TooManyReals(self.capacity));
         }
         let trash = &self.trash;
         let i = self
@@ -547,9 +569,11 @@ mod tests {
         for i in 1..=3 {
             run(&mut m, &format!("-a -t 192.0.2.1:80 -r 198.51.100.{i}")).unwrap();
         }
+        let full = run(&mut m, "-a -t 192.0.2.1:80 -r 198.51.100.4");
+        assert_eq!(full, Err(ApplyError::TooManyReals(3)));
         assert_eq!(
-            run(&mut m, "-a -t 192.0.2.1:80 -r 198.51.100.4"),
-            Err(ApplyError::NoMemory)
+            full.unwrap_err().to_string(),
+            "Memory allocation problem: xvs holds at most 3 real servers"
         );
         run(&mut m, "-d -t 192.0.2.1:80 -r 198.51.100.1").unwrap();
         run(&mut m, "-d -t 192.0.2.1:80 -r 198.51.100.2").unwrap();
@@ -567,6 +591,38 @@ mod tests {
         let mut removed = run(&mut m, "-C").unwrap().removed;
         removed.sort();
         assert_eq!(removed, vec![DestId(1), DestId(2)]);
+    }
+
+    /// One service past [`MAX_SERVICES`] (what the XDP `services` map
+    /// holds) is refused with the limit named, and the restore changes
+    /// nothing.
+    #[test]
+    fn services_past_the_limit_are_refused_by_name() {
+        let text: String = (0..MAX_SERVICES + 1)
+            .map(|i| format!("-A -u 192.0.2.{}:{}\n", i % 256, i / 256 + 1))
+            .collect();
+        let script = super::super::parse_restore(&text, &Services::builtin()).unwrap();
+        let mut m = ServiceModel::new(8);
+        run(&mut m, "-A -t 192.0.2.1:80").unwrap();
+        // Up to the limit: taken.
+        m.restore(&script[..MAX_SERVICES - 1], &|_| true).unwrap();
+        assert_eq!(m.services().len(), MAX_SERVICES);
+        // Past it: refused, by line, naming the limit; nothing changes.
+        let err = m
+            .restore(&script[MAX_SERVICES - 1..], &|_| true)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "line {MAX_SERVICES}: Memory allocation problem: xvs holds at most 65536 \
+                 virtual services"
+            )
+        );
+        assert_eq!(m.services().len(), MAX_SERVICES);
+        assert_eq!(
+            run(&mut m, "-A -t 192.0.2.1:81"),
+            Err(ApplyError::TooManyServices)
+        );
     }
 
     #[test]

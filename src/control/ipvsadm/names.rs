@@ -126,10 +126,13 @@ impl Services {
     /// table, or the built-in table alone when the file cannot be read.
     pub fn system() -> &'static Services {
         static SYSTEM: OnceLock<Services> = OnceLock::new();
-        SYSTEM.get_or_init(|| match std::fs::read_to_string("/etc/services") {
-            Ok(text) => Services::with_services_file(&text),
-            Err(_) => Services::builtin(),
-        })
+        let path = std::path::Path::new("/etc/services");
+        SYSTEM.get_or_init(
+            || match crate::files::read_text(path, crate::files::MAX_SYSTEM_BYTES) {
+                Ok(text) => Services::with_services_file(&text),
+                Err(_) => Services::builtin(),
+            },
+        )
     }
 
     /// The port a name stands for.
