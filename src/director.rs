@@ -606,13 +606,13 @@ fn mem_available(meminfo: &str) -> Option<u64> {
 }
 
 /// Bytes of AF_XDP frames (UMEM) `workers` workers on `interfaces`
-/// interfaces take: two rings' worth of 4 KiB frames per interface each
+/// interfaces take: two rings' worth of frames per interface each
 /// (`xsk::worker`'s layout).
 fn frame_bytes(opts: &DirectorOptions, interfaces: usize, workers: usize) -> u64 {
-    const FRAME: u64 = 4096;
+    let frame = u64::from(crate::xsk::worker::FRAME_SIZE);
     (workers as u64)
         .saturating_mul(interfaces.max(1) as u64)
-        .saturating_mul(u64::from(opts.ring_size) * 2 * FRAME)
+        .saturating_mul(u64::from(opts.ring_size) * 2 * frame)
 }
 
 /// Refuses a start whose connection table and AF_XDP frames would not fit

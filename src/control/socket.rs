@@ -17,7 +17,7 @@
 //! director thread.
 
 use std::fs::File;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -322,9 +322,9 @@ impl InterfaceLocks {
                     let _ = writeln!(&mut *lock, "{}", std::process::id());
                     locks.push(lock);
                 }
-                Err((mut file, _)) => {
-                    let mut pid = String::new();
-                    let _ = file.read_to_string(&mut pid);
+                Err((file, _)) => {
+                    // A pid is a line; never more than a short read.
+                    let pid = crate::files::read_bounded(file, 64).unwrap_or_default();
                     return Err(format!(
                         "another xvs director (pid {}) is running on interface {name}: \
                          stop it first",

@@ -31,7 +31,7 @@ use crate::Millis;
 
 /// Bytes per UMEM frame: a page, room for a 1500-byte frame plus encapsulation
 /// or an ICMP error built in its place.
-const FRAME_SIZE: u32 = 4096;
+pub const FRAME_SIZE: u32 = 4096;
 /// Rounds without a frame before the worker sleeps in poll().
 const IDLE_ROUNDS: u32 = 256;
 /// How long an idle worker sleeps before it looks at the stop flag again.
