@@ -610,6 +610,12 @@ impl Shard {
     /// The live entry (connection or template) with forward key `t`.
     #[inline]
     pub fn find_fwd(&self, t: &Tuple, now: Millis) -> Option<Snap> {
+        self.find_fwd_where(t, |s| s.alive(now))
+    }
+
+    /// The first entry of forward tuple `t` that `take` accepts; `take`
+    /// sees every entry of that tuple until then.
+    fn find_fwd_where(&self, t: &Tuple, mut take: impl FnMut(&Snap) -> bool) -> Option<Snap> {
         let h = self.hash(t);
         let n = self.tags.len();
         let home = range(h, n);
@@ -622,7 +628,7 @@ impl Shard {
                 if word.load(Ordering::Acquire) == tag {
                     let slot = (b * TAGS + p - 1) as u32;
                     if let Some(s) = self.read(slot) {
-                        if s.fwd_tuple() == *t && s.alive(now) {
+                        if s.fwd_tuple() == *t && take(&s) {
                             return Some(s);
                         }
                     }
@@ -738,9 +744,21 @@ impl Shard {
         reclaim: &mut impl FnMut(&Snap) -> bool,
     ) -> Result<Placed, Refused> {
         let home = range(h, self.tags.len());
-        // An entry past its deadline but not collected yet is invisible here
-        // as to lookups; the sweep (or `claim`) releases it.
-        if let Some(s) = self.find_fwd(&f.fwd, now) {
+        // The key's live entry is the answer. One past its deadline but not
+        // collected yet is released here, before a new one is placed: left
+        // to the sweep, a worker whose clock is a little behind this one's
+        // could still re-arm it, and the key would have two live entries. If
+        // a release loses to such a re-arm, the re-armed entry is the answer.
+        let mut lost = false;
+        let live = self.find_fwd_where(&f.fwd, |s| {
+            if s.alive(now) {
+                return true;
+            }
+            // Refused: already released by someone else, or re-armed.
+            lost |= !reclaim(s);
+            false
+        });
+        if let Some(s) = live.or_else(|| lost.then(|| self.find_fwd(&f.fwd, now)).flatten()) {
             return Ok(Placed::Existing(s));
         }
         let (i, b, p) = self.claim(h, now, reclaim).ok_or(Refused::Full)?;

@@ -1038,6 +1038,30 @@ fn stress_threads_insert_lookup_update_expire() {
     }
 }
 
+/// A worker whose clock is a little behind another's must not bring back a
+/// connection the other has already replaced: the insert that finds the
+/// key's entry past its deadline releases it first, so the late update
+/// misses instead of re-arming it beside the new one (which the stress test
+/// once caught as two live entries for one key).
+#[test]
+fn an_entry_replaced_after_its_deadline_cannot_be_re_armed() {
+    let (t, d) = table(1000);
+    let key = client_key(L4Proto::Tcp, 7);
+    let old = open(&t, key, ForwardMethod::Nat, 1, Millis(0));
+    // NONE: 2 s. At 3 s another worker finds it expired and inserts anew.
+    let new = open(&t, key, ForwardMethod::Nat, 1, Millis(3000));
+    assert_ne!(old.handle, new.handle);
+    // A worker still at 1.9 s updates the old entry: gone.
+    assert_eq!(
+        t.update(&old.handle, Direction::Original, Some(ACK), Millis(1900)),
+        None
+    );
+    let mut live = 0;
+    t.visit(Millis(3000), false, |e| live += (e.expires_ms > 0) as usize);
+    assert_eq!(live, 1);
+    assert_eq!(counts(&d, 1), (0, 1, 0));
+}
+
 #[test]
 fn memory_needed_is_what_the_table_then_holds() {
     for capacity in [1024, 65536, 1 << 20, 1_000_003] {
