@@ -64,6 +64,33 @@ pub fn spawn(name: &str, place: Place, serve: impl FnOnce() + Send + 'static) ->
         .is_ok()
 }
 
+/// Serves every connection `incoming` yields on a thread of its own named
+/// `name`, at most `limit` at once; one past the limit is handed to `refuse`
+/// on the accepting thread, which must answer it without blocking.
+pub fn serve_each<S: Send + 'static>(
+    incoming: impl Iterator<Item = io::Result<S>>,
+    limit: usize,
+    name: &str,
+    serve: impl Fn(S) + Clone + Send + 'static,
+    refuse: impl Fn(S),
+) {
+    let places = Places::new(limit);
+    for stream in incoming {
+        let Ok(stream) = stream else {
+            // Out of file descriptors, most likely: let some close.
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            continue;
+        };
+        match places.take() {
+            Some(place) => {
+                let serve = serve.clone();
+                spawn(name, place, move || serve(stream));
+            }
+            None => refuse(stream),
+        }
+    }
+}
+
 /// A stream whose timeouts can be set: TCP and Unix.
 pub trait Timeouts {
     fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()>;

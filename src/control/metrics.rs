@@ -57,7 +57,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::conn::{self, ByDeadline, Places};
+use super::conn::{self, ByDeadline};
 use super::daemon::Control;
 use super::ipvsadm::{RealCounts, TotalStats};
 use super::socket::Job;
@@ -474,21 +474,13 @@ pub fn serve(addr: SocketAddr, jobs: Sender<Job>) -> Result<SocketAddr, String> 
 }
 
 fn accept(listener: TcpListener, jobs: Sender<Job>) {
-    let places = Places::new(MAX_SCRAPES);
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else {
-            // Out of file descriptors, most likely: let some close.
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        };
-        match places.take() {
-            Some(place) => {
-                let jobs = jobs.clone();
-                conn::spawn("xvs-metrics-conn", place, move || respond(stream, &jobs));
-            }
-            None => refuse(stream),
-        }
-    }
+    conn::serve_each(
+        listener.incoming(),
+        MAX_SCRAPES,
+        "xvs-metrics-conn",
+        move |stream| respond(stream, &jobs),
+        refuse,
+    );
 }
 
 /// Over the limit: a 503 at once, from the accepting thread, which must not

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{bounded, Sender};
 use nix::fcntl::{Flock, FlockArg};
 
-use super::conn::{self, ByDeadline, Places};
+use super::conn::{self, ByDeadline};
 use super::ipvsadm::EXIT_FAILED;
 use super::protocol::{ProtocolError, Request, Response, MAX_PAYLOAD};
 
@@ -137,21 +137,13 @@ impl Drop for ControlSocket {
 }
 
 fn listen(listener: UnixListener, jobs: Sender<Job>) {
-    let places = Places::new(MAX_CLIENTS);
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else {
-            // Out of file descriptors, most likely: let some close.
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        };
-        match places.take() {
-            Some(place) => {
-                let jobs = jobs.clone();
-                conn::spawn("xvs-control-conn", place, move || serve(stream, &jobs));
-            }
-            None => refuse(stream),
-        }
-    }
+    conn::serve_each(
+        listener.incoming(),
+        MAX_CLIENTS,
+        "xvs-control-conn",
+        move |stream| serve(stream, &jobs),
+        refuse,
+    );
 }
 
 /// Over the limit: told so at once by the accepting thread, which must not
