@@ -74,17 +74,17 @@ impl<T> HoldQueue<T> {
     /// Hands every frame whose next hop `hops` resolves (toward the port it
     /// was rewritten for) to `send`, in arrival order; the rest wait.
     pub fn release(&mut self, hops: &NextHops, mut send: impl FnMut(T, NextHop)) {
-        if self.held.is_empty() {
-            return;
-        }
-        let mut waiting = VecDeque::with_capacity(self.held.len());
-        for h in self.held.drain(..) {
+        // One turn of the queue in place: what waits on goes to the back,
+        // in its order, and nothing is allocated.
+        for _ in 0..self.held.len() {
+            let Some(h) = self.held.pop_front() else {
+                break;
+            };
             match hops.resolve(h.next_hop) {
                 Ok(hop) if hop.port == h.port => send(h.frame, hop),
-                _ => waiting.push_back(h),
+                _ => self.held.push_back(h),
             }
         }
-        self.held = waiting;
     }
 
     /// Hands every frame that has waited longer than the bound to `drop`.
