@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use xvs::conntrack::{ConnTable, Direction, NewConn, Timeouts};
 use xvs::packet::{FlowKey, L4Proto, TcpFlags};
-use xvs::service::{DestId, DestTable, ForwardMethod};
+use xvs::service::{ForwardMethod, RealId, RealLoads};
 use xvs::Millis;
 
 const ENTRIES: u32 = 1 << 20;
@@ -53,7 +53,7 @@ fn new_conn(i: u32) -> NewConn {
     NewConn {
         key: key(i),
         service: 0,
-        dest: DestId(i % 8),
+        real_id: RealId(i % 8),
         method: ForwardMethod::Nat,
         real: real(i),
         template: None,
@@ -67,8 +67,8 @@ fn scattered(n: u32) -> u32 {
 }
 
 fn full_table() -> Arc<ConnTable> {
-    let dests = Arc::new(DestTable::new(8));
-    let t = ConnTable::with_v6_capacity(ENTRIES as usize * 5 / 4, 0, Timeouts::default(), dests);
+    let loads = Arc::new(RealLoads::new(8));
+    let t = ConnTable::with_v6_capacity(ENTRIES as usize * 5 / 4, 0, Timeouts::default(), loads);
     let mut refused = 0;
     for i in 0..ENTRIES {
         let Ok(c) = t.insert(&new_conn(i), Millis(0)) else {
@@ -104,7 +104,12 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("lookup");
     let hot = key(12345);
     g.bench_function("hit_hot", |b| {
-        b.iter(|| black_box(t.lookup(black_box(&hot), NOW).map(|c| (c.dest(), c.real()))))
+        b.iter(|| {
+            black_box(
+                t.lookup(black_box(&hot), NOW)
+                    .map(|c| (c.real_id(), c.real())),
+            )
+        })
     });
     let mut n = 0u32;
     g.bench_function("hit_random", |b| {
@@ -112,7 +117,7 @@ fn bench(c: &mut Criterion) {
             n = n.wrapping_add(1);
             black_box(
                 t.lookup(&key(scattered(n)), NOW)
-                    .map(|c| (c.dest(), c.real())),
+                    .map(|c| (c.real_id(), c.real())),
             )
         })
     });
@@ -130,7 +135,7 @@ fn bench(c: &mut Criterion) {
                     t.prefetch_entry(k, Direction::Original);
                 }
                 for k in &batch {
-                    black_box(t.lookup(k, NOW).map(|c| (c.dest(), c.real())));
+                    black_box(t.lookup(k, NOW).map(|c| (c.real_id(), c.real())));
                 }
             }
             start
@@ -150,7 +155,7 @@ fn bench(c: &mut Criterion) {
             let i = scattered(n);
             let r = real(i);
             let reply = key(i).reply_from(r.ip(), r.port());
-            black_box(t.lookup_reply(&reply, NOW).map(|c| (c.dest(), c.virt())))
+            black_box(t.lookup_reply(&reply, NOW).map(|c| (c.real_id(), c.virt())))
         })
     });
     g.finish();

@@ -18,7 +18,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use xvs::packet::{FlowKey, L4Proto};
 use xvs::sched::Scheduler;
 use xvs::service::{
-    DestId, DestTable, ForwardMethod, RealServer, SchedFlags, SchedulerKind, ServiceKey,
+    ForwardMethod, RealId, RealLoads, RealServer, SchedFlags, SchedulerKind, ServiceKey,
     VirtualService,
 };
 
@@ -36,7 +36,7 @@ fn service(kind: SchedulerKind, n: usize) -> VirtualService {
         persistence: None,
         reals: (0..n)
             .map(|i| RealServer {
-                id: DestId(i as u32),
+                id: RealId(i as u32),
                 addr: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, i as u16 + 1)),
                 port: 80,
                 method: ForwardMethod::Dr,
@@ -51,10 +51,10 @@ fn service(kind: SchedulerKind, n: usize) -> VirtualService {
 /// Counts that give every connection-count scheduler real comparisons to
 /// make (nobody idle, so nq cannot stop early); ovf still finds servers
 /// under their weight.
-fn dests(n: usize) -> DestTable {
-    let d = DestTable::new(n);
+fn loads(n: usize) -> RealLoads {
+    let d = RealLoads::new(n);
     for i in 0..n {
-        let c = d.get(DestId(i as u32)).expect("sized for n");
+        let c = d.get(RealId(i as u32)).expect("sized for n");
         c.active_conns
             .store(1 + (i as u32 * 13) % 12, Ordering::Relaxed);
         c.inact_conns
@@ -81,7 +81,7 @@ fn bench_picks(c: &mut Criterion) {
     let keys = keys();
     let mut g = c.benchmark_group("pick");
     for n in [16, 256] {
-        let d = dests(n);
+        let d = loads(n);
         for kind in SchedulerKind::ALL {
             let svc = service(kind, n);
             let s = Scheduler::new(&svc);
@@ -97,9 +97,9 @@ fn bench_picks(c: &mut Criterion) {
     let n = 16;
     let mut svc = service(SchedulerKind::Mh, n);
     svc.sched_flags.fallback = true;
-    let d = dests(n);
+    let d = loads(n);
     for i in (0..n).step_by(4) {
-        d.get(DestId(i as u32))
+        d.get(RealId(i as u32))
             .expect("sized for n")
             .overloaded
             .store(true, Ordering::Relaxed);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use xvs::packet::Frame;
 use xvs::pipeline::testnet::{self, Pkt, PORT_TUN, SYN};
-use xvs::pipeline::Verdict;
+use xvs::verdict::Verdict;
 use xvs::Millis;
 
 use crate::common::{root_or_skip, sh, temp_path, veth, Capture, Netns};

@@ -34,14 +34,14 @@ use crate::neigh::netlink::{self, Interface, Watcher};
 use crate::neigh::snapshot::{Port, StaticNeighbour};
 use crate::neigh::{NextHops, Unresolved};
 use crate::packet::MacAddr;
-use crate::pipeline::{Config, DestTraffic, Pipeline, Policy, PortConfig};
-use crate::service::{DestId, DestTable, ForwardMethod, ServiceTable};
+use crate::pipeline::{Pipeline, Policy, PortConfig, RealTraffic, Snapshot};
+use crate::service::{ForwardMethod, RealId, RealLoads, ServiceTable};
 use crate::xsk::prog::{Endpoint, LocalAddr, SteeringProgram, XdpMode};
 use crate::xsk::worker::{Worker, WorkerSetup, WorkerShared, WorkerStats};
 use crate::Millis;
 
-/// Real servers the counters table has room for (DestIds are below this).
-pub const DEST_CAPACITY: usize = crate::limits::MAX_REALS;
+/// Real servers the counters table has room for (RealIds are below this).
+pub const REAL_CAPACITY: usize = crate::limits::MAX_REALS;
 
 /// What `xvs director` was asked to do.
 #[derive(Clone, Debug)]
@@ -127,10 +127,10 @@ pub struct Director {
     modes: Vec<XdpMode>,
     shared: Arc<WorkerShared>,
     stats: Vec<Arc<WorkerStats>>,
-    traffic: Vec<Arc<DestTraffic>>,
+    traffic: Vec<Arc<RealTraffic>>,
     threads: Vec<JoinHandle<()>>,
     conns: Arc<ConnTable>,
-    dests: Arc<DestTable>,
+    loads: Arc<RealLoads>,
     services: ServiceTable,
     statics: Vec<StaticNeighbour>,
     policy: Policy,
@@ -144,7 +144,7 @@ pub struct Director {
     other_cpus: Vec<usize>,
     /// Deleted real servers whose connections the reaper thread expires
     /// (`expire_nodest_conn`); closed, and the thread joined, at stop.
-    reaper: Option<(Sender<Vec<DestId>>, JoinHandle<()>)>,
+    reaper: Option<(Sender<Vec<RealId>>, JoinHandle<()>)>,
 }
 
 impl Director {
@@ -173,9 +173,9 @@ impl Director {
         // a table the machine cannot hold is a refusal, not an abort that
         // leaves the programs behind.
         check_memory(opts, ifaces.len(), queues.len())?;
-        let dests = Arc::new(DestTable::new(DEST_CAPACITY));
+        let loads = Arc::new(RealLoads::new(REAL_CAPACITY));
         let conns = Arc::new(
-            ConnTable::try_new(opts.conn_table_size, opts.timeouts, Arc::clone(&dests))
+            ConnTable::try_new(opts.conn_table_size, opts.timeouts, Arc::clone(&loads))
                 .map_err(|e| err(format!("{e}: give a smaller conn_table_size")))?,
         );
 
@@ -189,7 +189,7 @@ impl Director {
 
         let statics = resolve_statics(&ifaces, &opts.static_neighbours)?;
         let next_hops = kernel_next_hops(&ifaces, &statics)?;
-        let config = Arc::new(Config::new(
+        let config = Arc::new(Snapshot::new(
             services.clone(),
             port_configs(&ifaces),
             next_hops.clone(),
@@ -197,7 +197,7 @@ impl Director {
         ));
         let shared = Arc::new(WorkerShared {
             stop: AtomicBool::new(false),
-            config: ArcSwap::new(Arc::clone(&config)),
+            snapshot: ArcSwap::new(Arc::clone(&config)),
         });
         let watcher =
             Watcher::open(&ifaces.iter().map(|i| i.ifindex).collect::<Vec<_>>()).map_err(err)?;
@@ -211,7 +211,7 @@ impl Director {
             traffic: Vec::new(),
             threads: Vec::new(),
             conns,
-            dests,
+            loads,
             services,
             statics,
             policy: opts.policy(),
@@ -260,9 +260,9 @@ impl Director {
                 busy_poll: opts.busy_poll,
             };
             let pipeline = Pipeline::new(
-                self.shared.config.load_full(),
+                self.shared.snapshot.load_full(),
                 Arc::clone(&self.conns),
-                Arc::clone(&self.dests),
+                Arc::clone(&self.loads),
                 index as u16,
             );
             self.traffic.push(Arc::clone(pipeline.traffic()));
@@ -330,7 +330,7 @@ impl Director {
             }
         }
         let now = self.now();
-        for s in self.shared.config.load().schedulers() {
+        for s in self.shared.snapshot.load().schedulers() {
             s.tick(now);
         }
     }
@@ -379,14 +379,14 @@ impl Director {
     }
 
     fn publish(&mut self) {
-        let config = Config::with_previous(
+        let config = Snapshot::with_previous(
             self.services.clone(),
             port_configs(&self.ifaces),
             self.next_hops.clone(),
             self.policy,
-            Some(&self.shared.config.load()),
+            Some(&self.shared.snapshot.load()),
         );
-        self.shared.config.store(Arc::new(config));
+        self.shared.snapshot.store(Arc::new(config));
     }
 
     /// Makes every steering program's maps match the services.
@@ -428,9 +428,9 @@ impl Director {
     /// sweep of the table on the reaper thread: the caller does not wait, and
     /// changes that come while a sweep runs are taken together in the next.
     /// Meanwhile a worker that meets such a connection ends it itself.
-    pub fn expire_dests(&mut self, ids: &[DestId]) {
+    pub fn expire_reals(&mut self, ids: &[RealId]) {
         if self.reaper.is_none() {
-            let (tx, rx) = crossbeam::channel::unbounded::<Vec<DestId>>();
+            let (tx, rx) = crossbeam::channel::unbounded::<Vec<RealId>>();
             let (conns, epoch) = (Arc::clone(&self.conns), self.epoch);
             let spawned = std::thread::Builder::new()
                 .name("xvs-reaper".into())
@@ -440,14 +440,14 @@ impl Director {
                             ids.extend(more);
                         }
                         let now = Millis(epoch.elapsed().as_millis() as u64);
-                        conns.expire_dests(&ids, now);
+                        conns.expire_reals(&ids, now);
                     }
                 });
             match spawned {
                 Ok(handle) => self.reaper = Some((tx, handle)),
                 Err(e) => {
                     eprintln!("xvs: cannot start the reaper thread ({e}); expiring here");
-                    self.conns.expire_dests(ids, self.now());
+                    self.conns.expire_reals(ids, self.now());
                     return;
                 }
             }
@@ -465,8 +465,8 @@ impl Director {
         &self.conns
     }
 
-    pub fn dests(&self) -> &Arc<DestTable> {
-        &self.dests
+    pub fn loads(&self) -> &Arc<RealLoads> {
+        &self.loads
     }
 
     pub fn worker_stats(&self) -> &[Arc<WorkerStats>] {
@@ -474,7 +474,7 @@ impl Director {
     }
 
     /// Each worker's per-real-server traffic; sum them for `--stats`.
-    pub fn traffic(&self) -> &[Arc<DestTraffic>] {
+    pub fn traffic(&self) -> &[Arc<RealTraffic>] {
         &self.traffic
     }
 

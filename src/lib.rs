@@ -19,6 +19,7 @@ pub mod packet;
 pub mod pipeline;
 pub mod sched;
 pub mod service;
+pub mod verdict;
 pub mod xsk;
 
 /// A point on the caller's monotonic clock, in milliseconds.

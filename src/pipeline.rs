@@ -5,7 +5,7 @@
 //! reads no clock (the caller passes `now`), takes no lock and allocates
 //! nothing. A pipeline belongs to one worker; what workers share — the
 //! connection table and the real servers' counters — is lock-free, and the
-//! configuration is an immutable [`Config`] snapshot swapped in whole.
+//! configuration is an immutable [`Snapshot`] snapshot swapped in whole.
 //!
 //! What happens to a frame:
 //! - not IP → dropped as [`DropReason::NotIp`] (ARP and the like are the
@@ -44,14 +44,14 @@ use crate::conntrack::{Conn, ConnState, ConnTable, Direction, InsertError, NewCo
 use crate::forward::{dr, nat, tun};
 use crate::neigh::{NextHop, NextHops, PortId, Unresolved};
 use crate::packet::{
-    parse, reset, rewrite, FlowKey, Frame, IpVersion, L4Proto, ParseError, Parsed, Quoted,
-    TcpFlags, Transport,
+    parse, reset, rewrite, FlowKey, Frame, IpVersion, L4Proto, Parsed, Quoted, TcpFlags, Transport,
 };
 use crate::sched::Scheduler;
 use crate::service::{
-    DestId, DestTable, ForwardMethod, RealServer, ServiceIndex, ServiceKey, ServiceTable,
+    ForwardMethod, RealId, RealLoads, RealServer, ServiceIndex, ServiceKey, ServiceTable,
     VirtualService,
 };
+use crate::verdict::{DropReason, Verdict};
 use crate::Millis;
 
 /// Buckets of the connection table each worker sweeps per batch.
@@ -60,132 +60,6 @@ const EXPIRE_BUDGET: usize = 64;
 /// budget are dropped as `tcp_not_syn` (a flood of stray segments is not
 /// reflected at line rate).
 const RESETS_PER_MS: u32 = 10;
-
-/// What the caller does with the frame after [`Pipeline::process`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Send the (rewritten) frame out of this port.
-    Transmit { port: PortId },
-    /// Send the frame out of `port` once `next_hop`'s MAC is known: it is
-    /// rewritten but for its destination MAC, and the kernel has been asked
-    /// to resolve the address (see [`crate::neigh::hold`]).
-    Hold { port: PortId, next_hop: IpAddr },
-    /// Discard the frame; the reason has been counted.
-    Drop(DropReason),
-}
-
-macro_rules! drop_reasons {
-    ($($(#[$doc:meta])* $name:ident => $label:literal,)*) => {
-        /// Why a frame was dropped. Every drop increments the counter of its reason.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum DropReason {
-            $($(#[$doc])* $name,)*
-        }
-
-        impl DropReason {
-            pub const ALL: &'static [DropReason] = &[$(DropReason::$name,)*];
-            pub const COUNT: usize = Self::ALL.len();
-
-            /// Reasons that mean "not xvs's": the steering program passes
-            /// such frames to the kernel, so each one counted here is a frame
-            /// it redirected that the pipeline did not claim.
-            pub fn is_unclaimed(self) -> bool {
-                matches!(
-                    self,
-                    DropReason::NotIp
-                        | DropReason::OtherProtocol
-                        | DropReason::NoConnection
-                        | DropReason::IcmpNoConnection
-                )
-            }
-
-            /// A stable snake_case name, used as the metrics label.
-            pub fn label(self) -> &'static str {
-                match self {
-                    $(DropReason::$name => $label,)*
-                }
-            }
-        }
-    };
-}
-
-drop_reasons! {
-    /// Neither IPv4 nor IPv6 (ARP and the like). Unclaimed.
-    NotIp => "not_ip",
-    /// IP, but neither TCP, UDP nor an ICMP error. Unclaimed.
-    OtherProtocol => "other_protocol",
-    /// TCP/UDP to no service and from no tracked NAT connection: an answer
-    /// to the director host's own traffic, or to a connection that has
-    /// expired. Unclaimed.
-    NoConnection => "no_connection",
-    /// An ICMP error quoting no tracked connection. Unclaimed.
-    IcmpNoConnection => "icmp_no_connection",
-    /// A header is cut short by the frame or the IP length.
-    Truncated => "truncated",
-    /// IPv4 IHL < 5 or a wrong version field.
-    BadIpHeader => "bad_ip_header",
-    /// IPv4 total length below the header length; IPv6 jumbogram.
-    BadIpLength => "bad_ip_length",
-    BadIpChecksum => "bad_ip_checksum",
-    BadIpOptions => "bad_ip_options",
-    /// IPv4 LSRR/SSRR option or IPv6 routing header with segments left.
-    SourceRoute => "source_route",
-    BadExtensionHeader => "bad_extension_header",
-    /// A non-first fragment: no ports to find its connection by.
-    Fragment => "fragment",
-    BadTransportHeader => "bad_transport_header",
-    /// An ICMP error whose quote is too short to name a flow.
-    BadIcmpQuote => "bad_icmp_quote",
-    /// Source address that can never be a client: unspecified, loopback,
-    /// multicast, broadcast.
-    Martian => "martian",
-    /// TCP or UDP port 0.
-    ZeroPort => "zero_port",
-    /// IPv6 UDP without a checksum (forbidden by RFC 8200).
-    UdpZeroChecksum => "udp_zero_checksum",
-    /// TTL or hop limit would reach zero on a routed (NAT) path.
-    TtlExpired => "ttl_expired",
-    /// A TCP segment that matches no connection and does not open one, and
-    /// is not answered: a reset itself, or past the resets' rate limit.
-    TcpNotSyn => "tcp_not_syn",
-    /// The service has no real server that may take a new connection.
-    NoRealServer => "no_real_server",
-    /// The connection table is full of live connections.
-    ConnTableFull => "conn_table_full",
-    /// The connection's real server is not in its service (deleted, and
-    /// perhaps to be added back): the connection is kept, unless
-    /// `expire_nodest_conn` is set, which ends it.
-    DestGone => "dest_gone",
-    /// No route toward the next hop, or a frame held for its neighbour's MAC
-    /// that waited past the bound or found the hold queue full.
-    NeighbourUnresolved => "neighbour_unresolved",
-    /// Too big for the tunnel and DF clear: xvs does not fragment.
-    TunnelTooBig => "tunnel_too_big",
-    /// The frame buffer has no room for the encapsulation or ICMP error.
-    NoRoom => "no_room",
-    /// A real server of the other IP family than the packet.
-    AddressFamily => "address_family",
-    /// No tunnel source address on the port toward a TUN real server.
-    NoTunnelSource => "no_tunnel_source",
-}
-
-impl From<ParseError> for DropReason {
-    fn from(e: ParseError) -> DropReason {
-        match e {
-            ParseError::NotIp => DropReason::NotIp,
-            ParseError::Truncated => DropReason::Truncated,
-            ParseError::BadIpHeader => DropReason::BadIpHeader,
-            ParseError::BadIpLength => DropReason::BadIpLength,
-            ParseError::BadIpChecksum => DropReason::BadIpChecksum,
-            ParseError::BadIpOptions => DropReason::BadIpOptions,
-            ParseError::SourceRoute => DropReason::SourceRoute,
-            ParseError::BadExtensionHeader => DropReason::BadExtensionHeader,
-            ParseError::Fragment => DropReason::Fragment,
-            ParseError::BadTransportHeader => DropReason::BadTransportHeader,
-            ParseError::BadIcmpQuote => DropReason::BadIcmpQuote,
-        }
-    }
-}
 
 /// Per-worker counters; plain integers, summed by the control plane.
 #[derive(Clone, Debug)]
@@ -236,13 +110,13 @@ impl Stats {
 /// table (a load and a store, no read-modify-write on a shared line); the
 /// control plane sums the workers' tables.
 #[derive(Debug)]
-pub struct DestTraffic {
-    slots: Box<[DestTrafficSlot]>,
+pub struct RealTraffic {
+    slots: Box<[RealTrafficSlot]>,
 }
 
-/// One real server's counters in a [`DestTraffic`] table.
+/// One real server's counters in a [`RealTraffic`] table.
 #[derive(Debug, Default)]
-pub struct DestTrafficSlot {
+pub struct RealTrafficSlot {
     pub conns: AtomicU64,
     pub in_pkts: AtomicU64,
     pub in_bytes: AtomicU64,
@@ -250,14 +124,14 @@ pub struct DestTrafficSlot {
     pub out_bytes: AtomicU64,
 }
 
-impl DestTraffic {
-    pub fn new(capacity: usize) -> DestTraffic {
-        DestTraffic {
-            slots: (0..capacity).map(|_| DestTrafficSlot::default()).collect(),
+impl RealTraffic {
+    pub fn new(capacity: usize) -> RealTraffic {
+        RealTraffic {
+            slots: (0..capacity).map(|_| RealTrafficSlot::default()).collect(),
         }
     }
 
-    pub fn get(&self, id: DestId) -> Option<&DestTrafficSlot> {
+    pub fn get(&self, id: RealId) -> Option<&RealTrafficSlot> {
         self.slots.get(id.0 as usize)
     }
 
@@ -269,23 +143,23 @@ impl DestTraffic {
         );
     }
 
-    fn count_in(&self, id: DestId, bytes: usize) {
+    fn count_in(&self, id: RealId, bytes: usize) {
         if let Some(s) = self.get(id) {
-            DestTraffic::add(&s.in_pkts, 1);
-            DestTraffic::add(&s.in_bytes, bytes as u64);
+            RealTraffic::add(&s.in_pkts, 1);
+            RealTraffic::add(&s.in_bytes, bytes as u64);
         }
     }
 
-    fn count_out(&self, id: DestId, bytes: usize) {
+    fn count_out(&self, id: RealId, bytes: usize) {
         if let Some(s) = self.get(id) {
-            DestTraffic::add(&s.out_pkts, 1);
-            DestTraffic::add(&s.out_bytes, bytes as u64);
+            RealTraffic::add(&s.out_pkts, 1);
+            RealTraffic::add(&s.out_bytes, bytes as u64);
         }
     }
 
-    fn count_conn(&self, id: DestId) {
+    fn count_conn(&self, id: RealId) {
         if let Some(s) = self.get(id) {
-            DestTraffic::add(&s.conns, 1);
+            RealTraffic::add(&s.conns, 1);
         }
     }
 }
@@ -325,7 +199,7 @@ pub struct Policy {
 /// An immutable configuration snapshot: services with their schedulers, the
 /// director's ports and next hops.
 #[derive(Debug)]
-pub struct Config {
+pub struct Snapshot {
     pub services: ServiceTable,
     pub ports: Vec<PortConfig>,
     pub next_hops: NextHops,
@@ -337,14 +211,14 @@ pub struct Config {
     has_thresholds: Vec<bool>,
 }
 
-impl Config {
+impl Snapshot {
     pub fn new(
         services: ServiceTable,
         ports: Vec<PortConfig>,
         next_hops: NextHops,
         policy: Policy,
-    ) -> Config {
-        Config::with_previous(services, ports, next_hops, policy, None)
+    ) -> Snapshot {
+        Snapshot::with_previous(services, ports, next_hops, policy, None)
     }
 
     /// A snapshot following `previous`: schedulers of services that existed
@@ -355,8 +229,8 @@ impl Config {
         ports: Vec<PortConfig>,
         next_hops: NextHops,
         policy: Policy,
-        previous: Option<&Config>,
-    ) -> Config {
+        previous: Option<&Snapshot>,
+    ) -> Snapshot {
         let schedulers = services
             .services()
             .iter()
@@ -387,7 +261,7 @@ impl Config {
             .iter()
             .map(|s| s.reals.iter().any(|r| r.upper_threshold > 0))
             .collect();
-        Config {
+        Snapshot {
             services,
             ports,
             next_hops,
@@ -459,7 +333,7 @@ struct Rx {
 
 /// One worker's packet processor.
 pub struct Pipeline {
-    config: Arc<Config>,
+    snap: Arc<Snapshot>,
     engine: Engine,
 }
 
@@ -469,14 +343,14 @@ pub struct Pipeline {
 /// every worker shares.
 struct Engine {
     conns: Arc<ConnTable>,
-    dests: Arc<DestTable>,
+    loads: Arc<RealLoads>,
     stats: Stats,
     /// Addresses whose next hop was missing, for the control plane to resolve.
     pending: ResolveRequests,
     /// The next hop the frame in hand was rewritten for without its MAC.
     waiting: Option<IpAddr>,
     /// This worker's per-real-server traffic, read by the control plane.
-    traffic: Arc<DestTraffic>,
+    traffic: Arc<RealTraffic>,
     /// IPv4 identification of non-DF tunnel packets.
     ip_id: u16,
     /// When `end_batch` last swept a slice of the connection table.
@@ -488,17 +362,17 @@ struct Engine {
 
 impl Pipeline {
     pub fn new(
-        config: Arc<Config>,
+        snap: Arc<Snapshot>,
         conns: Arc<ConnTable>,
-        dests: Arc<DestTable>,
+        loads: Arc<RealLoads>,
         worker: u16,
     ) -> Pipeline {
-        let traffic = Arc::new(DestTraffic::new(dests.capacity()));
+        let traffic = Arc::new(RealTraffic::new(loads.capacity()));
         Pipeline {
-            config,
+            snap,
             engine: Engine {
                 conns,
-                dests,
+                loads,
                 stats: Stats::default(),
                 pending: ResolveRequests::new(),
                 waiting: None,
@@ -517,17 +391,17 @@ impl Pipeline {
     }
 
     /// This worker's per-real-server traffic counters.
-    pub fn traffic(&self) -> &Arc<DestTraffic> {
+    pub fn traffic(&self) -> &Arc<RealTraffic> {
         &self.engine.traffic
     }
 
     /// Swaps in a new configuration snapshot; connections are unaffected.
-    pub fn set_config(&mut self, config: Arc<Config>) {
-        self.config = config;
+    pub fn set_snapshot(&mut self, snap: Arc<Snapshot>) {
+        self.snap = snap;
     }
 
-    pub fn config(&self) -> &Arc<Config> {
-        &self.config
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snap
     }
 
     pub fn conns(&self) -> &Arc<ConnTable> {
@@ -561,10 +435,10 @@ impl Pipeline {
 
     /// Handles one frame that arrived on `ingress`, rewriting it in place.
     pub fn process(&mut self, now: Millis, ingress: PortId, frame: &mut Frame<'_>) -> Verdict {
-        let config = &*self.config;
+        let snap = &*self.snap;
         let e = &mut self.engine;
         e.stats.rx += 1;
-        let mut v = e.classify(config, now, ingress, frame);
+        let mut v = e.classify(snap, now, ingress, frame);
         if let (Verdict::Transmit { port }, Some(next_hop)) = (v, e.waiting.take()) {
             v = Verdict::Hold { port, next_hop };
         }
@@ -576,7 +450,7 @@ impl Pipeline {
 impl Engine {
     fn classify(
         &mut self,
-        config: &Config,
+        snap: &Snapshot,
         now: Millis,
         ingress: PortId,
         frame: &mut Frame<'_>,
@@ -608,16 +482,16 @@ impl Engine {
                     addr: key.dst,
                     port: key.dport,
                 };
-                if let Some(found) = config.services.find(&skey) {
-                    match self.service_packet(rx, config, found, &p, &key, frame) {
+                if let Some(found) = snap.services.find(&skey) {
+                    match self.service_packet(rx, snap, found, &p, &key, frame) {
                         Err(DropReason::TcpNotSyn) => self.reset(rx, &p, frame),
                         other => other,
                     }
                 } else {
-                    self.nat_reply(now, config, &p, &key, frame)
+                    self.nat_reply(now, snap, &p, &key, frame)
                 }
             }
-            Transport::IcmpError(q) => self.icmp_error(now, ingress, config, &p, &q, frame),
+            Transport::IcmpError(q) => self.icmp_error(now, ingress, snap, &p, &q, frame),
             Transport::Other => Err(DropReason::OtherProtocol),
         };
         result.unwrap_or_else(Verdict::Drop)
@@ -627,7 +501,7 @@ impl Engine {
     fn service_packet(
         &mut self,
         rx: Rx,
-        config: &Config,
+        snap: &Snapshot,
         found: (ServiceIndex, &VirtualService),
         p: &Parsed,
         key: &FlowKey,
@@ -654,12 +528,12 @@ impl Engine {
         });
         let (conn, ri) = match existing {
             Some(c) => {
-                let Some(ri) = config.services.real_position(si, c.dest()) else {
+                let Some(ri) = snap.services.real_position(si, c.real_id()) else {
                     // The real server is not in the service now. As IPVS:
                     // drop without touching the entry's state or timer, so
                     // the connection resumes if the server comes back, or
                     // ends it with expire_nodest_conn.
-                    if config.policy.expire_nodest_conn {
+                    if snap.policy.expire_nodest_conn {
                         self.conns.remove(&c.handle, rx.now);
                     }
                     return Err(DropReason::DestGone);
@@ -669,14 +543,14 @@ impl Engine {
                     .update(&c.handle, Direction::Original, flags, rx.now)
                 {
                     Some(_) => (c, ri),
-                    None => self.new_conn(rx.now, config, si, svc, key, flags)?,
+                    None => self.new_conn(rx.now, snap, si, svc, key, flags)?,
                 }
             }
-            None => self.new_conn(rx.now, config, si, svc, key, flags)?,
+            None => self.new_conn(rx.now, snap, si, svc, key, flags)?,
         };
-        let path = config.paths[si as usize][ri];
-        let v = self.forward(config, rx.ingress, p, &svc.reals[ri], &path, frame)?;
-        self.traffic.count_in(conn.dest(), p.ip_len);
+        let path = snap.paths[si as usize][ri];
+        let v = self.forward(snap, rx.ingress, p, &svc.reals[ri], &path, frame)?;
+        self.traffic.count_in(conn.real_id(), p.ip_len);
         Ok(v)
     }
 
@@ -701,7 +575,7 @@ impl Engine {
     fn new_conn(
         &mut self,
         now: Millis,
-        config: &Config,
+        snap: &Snapshot,
         si: ServiceIndex,
         svc: &VirtualService,
         key: &FlowKey,
@@ -709,7 +583,7 @@ impl Engine {
     ) -> Result<(Conn, usize), DropReason> {
         if key.proto == L4Proto::Tcp
             && !flags.is_some_and(|f| f.is_connection_start())
-            && !config.policy.sloppy_tcp
+            && !snap.policy.sloppy_tcp
         {
             return Err(DropReason::TcpNotSyn);
         }
@@ -721,14 +595,14 @@ impl Engine {
                 if let Some(ri) = svc
                     .reals
                     .iter()
-                    .position(|r| r.id == t.dest && r.weight > 0)
+                    .position(|r| r.id == t.real_id && r.weight > 0)
                 {
                     template = Some(t.handle);
                     chosen = Some(ri);
                 }
             }
             if chosen.is_none() {
-                let ri = self.schedule(config, si, svc, key)?;
+                let ri = self.schedule(snap, si, svc, key)?;
                 let real = &svc.reals[ri];
                 let t = self
                     .conns
@@ -742,13 +616,13 @@ impl Engine {
                     )
                     .map_err(insert_drop)?;
                 // Another worker may have placed this client first: follow it.
-                chosen = svc.reals.iter().position(|r| r.id == t.dest);
+                chosen = svc.reals.iter().position(|r| r.id == t.real_id);
                 template = Some(t.handle);
             }
         }
         let ri = match chosen {
             Some(ri) => ri,
-            None => self.schedule(config, si, svc, key)?,
+            None => self.schedule(snap, si, svc, key)?,
         };
         let real = &svc.reals[ri];
         let conn = self
@@ -757,7 +631,7 @@ impl Engine {
                 &NewConn {
                     key: *key,
                     service: si,
-                    dest: real.id,
+                    real_id: real.id,
                     method: real.method,
                     real: SocketAddr::new(real.addr, real.port),
                     template,
@@ -774,7 +648,7 @@ impl Engine {
 
     fn schedule(
         &self,
-        config: &Config,
+        snap: &Snapshot,
         si: ServiceIndex,
         svc: &VirtualService,
         key: &FlowKey,
@@ -782,15 +656,15 @@ impl Engine {
         // Thresholds (-x/-y): bring each real server's overload flag up to
         // date with its live counts first, as IPVS does when it binds or
         // unbinds a connection. Only services with a threshold pay for it.
-        if config.has_thresholds[si as usize] {
+        if snap.has_thresholds[si as usize] {
             for r in &svc.reals {
-                if let Some(c) = self.dests.get(r.id) {
+                if let Some(c) = self.loads.get(r.id) {
                     crate::sched::update_overload(c, r);
                 }
             }
         }
-        config.schedulers[si as usize]
-            .schedule(svc, key, &self.dests)
+        snap.schedulers[si as usize]
+            .schedule(svc, key, &self.loads)
             .ok_or(DropReason::NoRealServer)
     }
 
@@ -798,14 +672,14 @@ impl Engine {
     /// (or to an ICMP error about that connection).
     fn forward(
         &mut self,
-        config: &Config,
+        snap: &Snapshot,
         ingress: PortId,
         p: &Parsed,
         real: &RealServer,
         path: &RealPath,
         frame: &mut Frame<'_>,
     ) -> Result<Verdict, DropReason> {
-        let hop = self.hop(config, path.hop)?;
+        let hop = self.hop(snap, path.hop)?;
         match real.method {
             ForwardMethod::Nat => nat::to_real(frame.data_mut(), p, real.addr, real.port, &hop)?,
             ForwardMethod::Dr => dr::to_real(frame.data_mut(), &hop),
@@ -833,7 +707,7 @@ impl Engine {
     fn nat_reply(
         &mut self,
         now: Millis,
-        config: &Config,
+        snap: &Snapshot,
         p: &Parsed,
         key: &FlowKey,
         frame: &mut Frame<'_>,
@@ -848,7 +722,7 @@ impl Engine {
         {
             return Err(DropReason::NoConnection);
         }
-        let hop = self.hop(config, config.next_hops.resolve(conn.client().ip()))?;
+        let hop = self.hop(snap, snap.next_hops.resolve(conn.client().ip()))?;
         nat::to_client(
             frame.data_mut(),
             p,
@@ -856,7 +730,7 @@ impl Engine {
             conn.virt().port(),
             &hop,
         )?;
-        self.traffic.count_out(conn.dest(), p.ip_len);
+        self.traffic.count_out(conn.real_id(), p.ip_len);
         Ok(Verdict::Transmit { port: hop.port })
     }
 
@@ -865,7 +739,7 @@ impl Engine {
         &mut self,
         now: Millis,
         ingress: PortId,
-        config: &Config,
+        snap: &Snapshot,
         p: &Parsed,
         q: &Quoted,
         frame: &mut Frame<'_>,
@@ -880,31 +754,31 @@ impl Engine {
             Direction::Original => {
                 // By real server id, which stays put when services are
                 // added or deleted (service indexes shift).
-                let Some((si, _)) = config.services.real(conn.dest()) else {
+                let Some((si, _)) = snap.services.real(conn.real_id()) else {
                     return Err(DropReason::DestGone);
                 };
-                let Some(svc) = config.services.service(si) else {
+                let Some(svc) = snap.services.service(si) else {
                     return Err(DropReason::DestGone);
                 };
-                let Some(ri) = config.services.real_position(si, conn.dest()) else {
+                let Some(ri) = snap.services.real_position(si, conn.real_id()) else {
                     return Err(DropReason::DestGone);
                 };
                 let real = &svc.reals[ri];
-                let path = config.paths[si as usize][ri];
+                let path = snap.paths[si as usize][ri];
                 match real.method {
                     ForwardMethod::Nat => {
-                        let hop = self.hop(config, path.hop)?;
+                        let hop = self.hop(snap, path.hop)?;
                         nat::icmp_to_real(frame.data_mut(), p, q, real.addr, real.port, &hop)?;
                         Ok(Verdict::Transmit { port: hop.port })
                     }
                     ForwardMethod::Dr | ForwardMethod::Tun => {
-                        self.forward(config, ingress, p, real, &path, frame)
+                        self.forward(snap, ingress, p, real, &path, frame)
                     }
                 }
             }
             // Quote: client → RIP, a packet NAT sent on; the error goes to the client.
             Direction::Reply => {
-                let hop = self.hop(config, config.next_hops.resolve(conn.client().ip()))?;
+                let hop = self.hop(snap, snap.next_hops.resolve(conn.client().ip()))?;
                 nat::icmp_to_client(
                     frame.data_mut(),
                     p,
@@ -925,7 +799,7 @@ impl Engine {
     /// as the kernel queues packets on an unresolved neighbour.
     fn hop(
         &mut self,
-        config: &Config,
+        snap: &Snapshot,
         hop: Result<NextHop, Unresolved>,
     ) -> Result<NextHop, DropReason> {
         let Unresolved(addr) = match hop {
@@ -933,11 +807,11 @@ impl Engine {
             Err(u) => u,
         };
         self.pending.push(addr);
-        let port = config
+        let port = snap
             .next_hops
             .port_toward(addr)
             .ok_or(DropReason::NeighbourUnresolved)?;
-        let src_mac = config
+        let src_mac = snap
             .next_hops
             .port_mac(port)
             .ok_or(DropReason::NeighbourUnresolved)?;

@@ -3,8 +3,8 @@
 //! A [`ServiceTable`] is an immutable snapshot: the control plane builds a new one
 //! for every change and publishes it; workers only read. What must outlive a
 //! snapshot — the live connection counts of a real server, which connections
-//! update and schedulers read — sits in a [`DestTable`] shared by all snapshots and
-//! indexed by the [`DestId`] a real server keeps for as long as it exists.
+//! update and schedulers read — sits in a [`RealLoads`] shared by all snapshots and
+//! indexed by the [`RealId`] a real server keeps for as long as it exists.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -45,9 +45,9 @@ pub struct ServiceKey {
     pub port: u16,
 }
 
-/// A real server's identity in the [`DestTable`]; stable while the server exists.
+/// A real server's identity in the [`RealLoads`]; stable while the server exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DestId(pub u32);
+pub struct RealId(pub u32);
 
 /// Index of a service inside one [`ServiceTable`] snapshot.
 pub type ServiceIndex = u32;
@@ -136,7 +136,7 @@ pub struct Persistence {
 /// One real server of a virtual service, as `ipvsadm -a` describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RealServer {
-    pub id: DestId,
+    pub id: RealId,
     pub addr: IpAddr,
     pub port: u16,
     pub method: ForwardMethod,
@@ -165,7 +165,7 @@ pub struct ServiceTable {
     services: Vec<VirtualService>,
     by_key: HashMap<ServiceKey, ServiceIndex>,
     /// Real server id → (its service, its place in the service's list).
-    by_real: HashMap<DestId, (ServiceIndex, usize)>,
+    by_real: HashMap<RealId, (ServiceIndex, usize)>,
 }
 
 /// Up to this many services `find` scans the array: with the few services
@@ -212,7 +212,7 @@ impl ServiceTable {
     /// Where real server `id` is in service `si`'s list, if it is there: a
     /// scan for a few real servers, the index for more.
     #[inline]
-    pub fn real_position(&self, si: ServiceIndex, id: DestId) -> Option<usize> {
+    pub fn real_position(&self, si: ServiceIndex, id: RealId) -> Option<usize> {
         let reals = &self.services.get(si as usize)?.reals;
         if reals.len() <= SCAN_MAX {
             reals.iter().position(|r| r.id == id)
@@ -225,7 +225,7 @@ impl ServiceTable {
     }
 
     /// The real server with this id, and the service it belongs to.
-    pub fn real(&self, id: DestId) -> Option<(ServiceIndex, &RealServer)> {
+    pub fn real(&self, id: RealId) -> Option<(ServiceIndex, &RealServer)> {
         let &(i, j) = self.by_real.get(&id)?;
         Some((i, self.services.get(i as usize)?.reals.get(j)?))
     }
@@ -236,7 +236,7 @@ impl ServiceTable {
 /// ActiveConn counts connections in ESTABLISHED state, InActConn all others,
 /// exactly as `ipvsadm -L` shows them; PersistConn counts persistence templates.
 #[derive(Debug, Default)]
-pub struct DestCounters {
+pub struct RealLoad {
     pub active_conns: AtomicU32,
     pub inact_conns: AtomicU32,
     pub persist_conns: AtomicU32,
@@ -245,7 +245,7 @@ pub struct DestCounters {
     pub overloaded: AtomicBool,
 }
 
-impl DestCounters {
+impl RealLoad {
     pub fn active(&self) -> u32 {
         self.active_conns.load(Ordering::Relaxed)
     }
@@ -259,16 +259,16 @@ impl DestCounters {
     }
 }
 
-/// Counters of every real server, indexed by [`DestId`], allocated once at start.
+/// Counters of every real server, indexed by [`RealId`], allocated once at start.
 #[derive(Debug)]
-pub struct DestTable {
-    slots: Box<[DestCounters]>,
+pub struct RealLoads {
+    slots: Box<[RealLoad]>,
 }
 
-impl DestTable {
-    pub fn new(capacity: usize) -> DestTable {
-        DestTable {
-            slots: (0..capacity).map(|_| DestCounters::default()).collect(),
+impl RealLoads {
+    pub fn new(capacity: usize) -> RealLoads {
+        RealLoads {
+            slots: (0..capacity).map(|_| RealLoad::default()).collect(),
         }
     }
 
@@ -278,7 +278,7 @@ impl DestTable {
 
     /// Counters of `id`; ids come from the control plane, which never hands
     /// out one past the capacity.
-    pub fn get(&self, id: DestId) -> Option<&DestCounters> {
+    pub fn get(&self, id: RealId) -> Option<&RealLoad> {
         self.slots.get(id.0 as usize)
     }
 }

@@ -32,7 +32,7 @@ use xvs::control::protocol::{Request, MAX_PAYLOAD};
 use xvs::control::socket::{self, ControlSocket, InterfaceLocks, Job};
 use xvs::director::Director;
 use xvs::files;
-use xvs::pipeline::DropReason;
+use xvs::verdict::DropReason;
 use xvs::xsk::worker::WorkerStats;
 
 /// Exit status of `xvs ipvsadm` when no director answers (ipvsadm's when

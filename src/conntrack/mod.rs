@@ -27,12 +27,12 @@
 //! - Persistence: [`ConnTable::template`] / [`ConnTable::insert_template`]
 //!   for `(protocol, masked client, VIP, vport)` → real server; a template
 //!   lives while connections it placed live, or until its own timeout since
-//!   last used (IPVS), and counts in `DestCounters::persist_conns`.
+//!   last used (IPVS), and counts in `RealLoad::persist_conns`.
 //! - [`ConnTable::for_each`] lists entries for `ipvsadm -L -c` while workers
 //!   run (each entry read consistently; the list is not a snapshot in time).
 //! - Deleted real servers, with IPVS's `expire_nodest_conn`: the control
-//!   plane calls [`ConnTable::expire_dests`] once per change; a worker that
-//!   meets a connection whose [`DestId`] is gone from its snapshot may call
+//!   plane calls [`ConnTable::expire_reals`] once per change; a worker that
+//!   meets a connection whose [`RealId`] is gone from its snapshot may call
 //!   [`ConnTable::remove`] on it instead.
 //!
 //! # Use from the pipeline
@@ -43,12 +43,12 @@
 //!     let hit = match dir { Original => table.lookup_original(&key, now),
 //!                           Reply => table.lookup_reply(&key, now) };
 //!     match hit.filter(|c| table.update(&c.handle, c.dir, tcp_flags, now).is_some()) {
-//!         Some(c) => forward per c.method(), c.real() / c.virt(), c.dest(),
+//!         Some(c) => forward per c.method(), c.real() / c.virt(), c.real_id(),
 //!         None if opening packet => {
 //!             // persistent service: tk = TemplateKey::for_flow(&key, prefix_len);
-//!             //   table.template(&tk, now) gives the dest, or schedule and
-//!             //   table.insert_template(&tk, svc, dest, real, timeout, now)
-//!             let c = table.insert(&NewConn { key, service, dest, method, real,
+//!             //   table.template(&tk, now) gives the real_id, or schedule and
+//!             //   table.insert_template(&tk, svc, real_id, real, timeout, now)
+//!             let c = table.insert(&NewConn { key, service, real_id, method, real,
 //!                                             template }, now)?;  // Err: drop + counter
 //!             table.update(&c.handle, Direction::Original, tcp_flags, now);
 //!         }
@@ -59,7 +59,7 @@
 //! ```
 //!
 //! # Memory
-//! An IPv4 entry is a 40-byte slot: 5 atomic words — meta (generation, dest
+//! An IPv4 entry is a 40-byte slot: 5 atomic words — meta (generation, real_id
 //! and service ids of 16 bits each, flags), timer, ports, client and VIP,
 //! real server and template link; addresses inline, 32 bits each. With the
 //! tag index (4.3 bytes a slot) and the reply index (11.4 bytes a slot, sized
@@ -128,7 +128,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::packet::{FlowKey, L4Proto, TcpFlags};
-use crate::service::{DestCounters, DestId, DestTable, ForwardMethod, ServiceIndex};
+use crate::service::{ForwardMethod, RealId, RealLoad, RealLoads, ServiceIndex};
 use crate::Millis;
 
 use state::{tcp_next, LiveTimeouts, TcpTable};
@@ -153,7 +153,7 @@ pub struct ConnRef {
     flags: u8,
     slot: u32,
     gen: u32,
-    dest: u32,
+    real_id: u32,
 }
 
 impl ConnRef {
@@ -163,7 +163,7 @@ impl ConnRef {
             flags: s.meta_flags(),
             slot: s.slot,
             gen: s.gen(),
-            dest: s.dest(),
+            real_id: s.real_id(),
         }
     }
 }
@@ -209,8 +209,8 @@ impl Conn {
         self.snap.service()
     }
 
-    pub fn dest(&self) -> DestId {
-        DestId(self.snap.dest())
+    pub fn real_id(&self) -> RealId {
+        RealId(self.snap.real_id())
     }
 
     pub fn method(&self) -> ForwardMethod {
@@ -229,11 +229,11 @@ pub struct NewConn {
     /// The client→VIP key of the packet that opens it.
     pub key: FlowKey,
     pub service: ServiceIndex,
-    pub dest: DestId,
+    pub real_id: RealId,
     pub method: ForwardMethod,
     /// The real server's address and port (the NAT rewrite target).
     pub real: SocketAddr,
-    /// The persistence template that chose `dest`, if the service is
+    /// The persistence template that chose `real_id`, if the service is
     /// persistent; the connection keeps the template alive.
     pub template: Option<ConnRef>,
 }
@@ -277,7 +277,7 @@ impl TemplateKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Template {
     pub handle: ConnRef,
-    pub dest: DestId,
+    pub real_id: RealId,
     pub real: SocketAddr,
     pub service: ServiceIndex,
 }
@@ -296,7 +296,7 @@ pub enum InsertError {
     TemplateGone,
     /// Client and real server addresses are of different families.
     AddressFamily,
-    /// A [`DestId`] or service index above 65535: entries store 16 bits.
+    /// A [`RealId`] or service index above 65535: entries store 16 bits.
     IdOutOfRange,
 }
 
@@ -312,7 +312,7 @@ pub struct TableStats {
     pub reply_conflicts: u64,
     pub template_gone: u64,
     /// Entries released by expiry, [`ConnTable::remove`] or
-    /// [`ConnTable::expire_dests`].
+    /// [`ConnTable::expire_reals`].
     pub released: u64,
 }
 
@@ -329,7 +329,7 @@ pub struct ConnEntry {
     pub client: SocketAddr,
     pub virt: SocketAddr,
     pub real: SocketAddr,
-    pub dest: DestId,
+    pub real_id: RealId,
     pub service: ServiceIndex,
     /// The connection's forwarding method (meaningless for a template).
     pub method: ForwardMethod,
@@ -358,7 +358,7 @@ struct Counters {
 pub struct ConnTable {
     v4: Shard,
     v6: Shard,
-    dests: Arc<DestTable>,
+    loads: Arc<RealLoads>,
     timeouts: LiveTimeouts,
     counters: Counters,
     /// Half-open entries above which SYN_RECV gets the flood timeout.
@@ -409,8 +409,8 @@ impl ConnTable {
     /// A table for `capacity` IPv4 connections and `capacity / 8` IPv6 ones
     /// (each rounded up to whole buckets of 15). Panics if the memory cannot
     /// be had; [`ConnTable::try_new`] returns that as an error.
-    pub fn new(capacity: usize, timeouts: Timeouts, dests: Arc<DestTable>) -> ConnTable {
-        ConnTable::with_v6_capacity(capacity, capacity / 8, timeouts, dests)
+    pub fn new(capacity: usize, timeouts: Timeouts, loads: Arc<RealLoads>) -> ConnTable {
+        ConnTable::with_v6_capacity(capacity, capacity / 8, timeouts, loads)
     }
 
     /// As [`ConnTable::new`], but an allocation the machine cannot satisfy
@@ -418,9 +418,9 @@ impl ConnTable {
     pub fn try_new(
         capacity: usize,
         timeouts: Timeouts,
-        dests: Arc<DestTable>,
+        loads: Arc<RealLoads>,
     ) -> Result<ConnTable, TableAllocError> {
-        ConnTable::try_with_v6_capacity(capacity, capacity / 8, timeouts, dests)
+        ConnTable::try_with_v6_capacity(capacity, capacity / 8, timeouts, loads)
     }
 
     /// Bytes a table from [`ConnTable::new`] of `capacity` holds (its
@@ -434,9 +434,9 @@ impl ConnTable {
         capacity: usize,
         v6_capacity: usize,
         timeouts: Timeouts,
-        dests: Arc<DestTable>,
+        loads: Arc<RealLoads>,
     ) -> ConnTable {
-        ConnTable::try_with_v6_capacity(capacity, v6_capacity, timeouts, dests)
+        ConnTable::try_with_v6_capacity(capacity, v6_capacity, timeouts, loads)
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -444,7 +444,7 @@ impl ConnTable {
         capacity: usize,
         v6_capacity: usize,
         timeouts: Timeouts,
-        dests: Arc<DestTable>,
+        loads: Arc<RealLoads>,
     ) -> Result<ConnTable, TableAllocError> {
         let refused = |bytes| TableAllocError {
             capacity: (capacity, v6_capacity),
@@ -461,7 +461,7 @@ impl ConnTable {
         Ok(ConnTable {
             v4,
             v6,
-            dests,
+            loads,
             timeouts: LiveTimeouts::new(&timeouts),
             counters: Counters::default(),
             flood_threshold,
@@ -527,8 +527,8 @@ impl ConnTable {
         }
     }
 
-    fn dest(&self, id: u32) -> Option<&DestCounters> {
-        self.dests.get(DestId(id))
+    fn load(&self, id: u32) -> Option<&RealLoad> {
+        self.loads.get(RealId(id))
     }
 
     /// The live connection `key` belongs to, in either direction: first as a
@@ -581,7 +581,7 @@ impl ConnTable {
         if new.real.is_ipv6() != v6 || new.key.dst.is_ipv6() != v6 {
             return Err(InsertError::AddressFamily);
         }
-        if new.dest.0 > MAX_ID || new.service > MAX_ID {
+        if new.real_id.0 > MAX_ID || new.service > MAX_ID {
             return Err(InsertError::IdOutOfRange);
         }
         let state = match new.key.proto {
@@ -605,7 +605,7 @@ impl ConnTable {
             real: addr_bits(new.real.ip()),
             rport: new.real.port(),
             service: new.service,
-            dest: new.dest.0,
+            real_id: new.real_id.0,
             link,
             persist_secs: 0,
             state,
@@ -618,7 +618,7 @@ impl ConnTable {
         match placed? {
             Placed::New(s) => {
                 self.counters.conns.fetch_add(1, Ordering::Relaxed);
-                if let Some(d) = self.dest(new.dest.0) {
+                if let Some(d) = self.load(new.real_id.0) {
                     d.inact_conns.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(Conn::of(&s, Direction::Original))
@@ -685,13 +685,13 @@ impl ConnTable {
             }
         };
         if old != new {
-            self.moved(conn.dest, old, new);
+            self.moved(conn.real_id, old, new);
         }
         Some(new)
     }
 
     /// Count changes for a state change this thread made by CAS.
-    fn moved(&self, dest: u32, old: ConnState, new: ConnState) {
+    fn moved(&self, real_id: u32, old: ConnState, new: ConnState) {
         if old.is_half_open() != new.is_half_open() {
             if new.is_half_open() {
                 self.counters.half_open.fetch_add(1, Ordering::Relaxed);
@@ -704,7 +704,7 @@ impl ConnTable {
         }
         // A concurrent release may subtract the new state's count before we
         // add it: the counter is briefly off by one, never for longer.
-        if let Some(d) = self.dest(dest) {
+        if let Some(d) = self.load(real_id) {
             if new.is_active() {
                 d.active_conns.fetch_add(1, Ordering::Relaxed);
                 d.inact_conns.fetch_sub(1, Ordering::Relaxed);
@@ -749,7 +749,7 @@ impl ConnTable {
     }
 
     fn release_counts(&self, shard: &Shard, s: &Snap, t: Timer) {
-        let d = self.dest(s.dest());
+        let d = self.load(s.real_id());
         if s.is_template() {
             self.counters.templates.fetch_sub(1, Ordering::Relaxed);
             if let Some(d) = d {
@@ -831,20 +831,20 @@ impl ConnTable {
             .find_fwd(&template_tuple(key), now)?;
         Some(Template {
             handle: ConnRef::of(&s),
-            dest: DestId(s.dest()),
+            real_id: RealId(s.real_id()),
             real: s.real(),
             service: s.service(),
         })
     }
 
-    /// Creates the template `key` → `dest` with the service's persistence
+    /// Creates the template `key` → `real_id` with the service's persistence
     /// timeout (seconds, at most 65535), or returns the live one another
     /// worker created first.
     pub fn insert_template(
         &self,
         key: &TemplateKey,
         service: ServiceIndex,
-        dest: DestId,
+        real_id: RealId,
         real: SocketAddr,
         timeout_secs: u32,
         now: Millis,
@@ -853,7 +853,7 @@ impl ConnTable {
         if real.is_ipv6() != v6 || key.vip.is_ipv6() != v6 {
             return Err(InsertError::AddressFamily);
         }
-        if dest.0 > MAX_ID || service > MAX_ID {
+        if real_id.0 > MAX_ID || service > MAX_ID {
             return Err(InsertError::IdOutOfRange);
         }
         let secs = timeout_secs.min(u16::MAX as u32) as u16;
@@ -863,7 +863,7 @@ impl ConnTable {
             real: addr_bits(real.ip()),
             rport: real.port(),
             service,
-            dest: dest.0,
+            real_id: real_id.0,
             link: 0,
             persist_secs: secs,
             state: ConnState::None,
@@ -872,7 +872,7 @@ impl ConnTable {
         let s = match self.place(v6, &fresh, now)? {
             Placed::New(s) => {
                 self.counters.templates.fetch_add(1, Ordering::Relaxed);
-                if let Some(d) = self.dest(dest.0) {
+                if let Some(d) = self.load(real_id.0) {
                     d.persist_conns.fetch_add(1, Ordering::Relaxed);
                 }
                 s
@@ -881,7 +881,7 @@ impl ConnTable {
         };
         Ok(Template {
             handle: ConnRef::of(&s),
-            dest: DestId(s.dest()),
+            real_id: RealId(s.real_id()),
             real: s.real(),
             service: s.service(),
         })
@@ -916,28 +916,28 @@ impl ConnTable {
     }
 
     /// IPVS `expire_nodest_conn`: releases every connection, then every
-    /// template, of the deleted real servers `dests`, in one pass over the
+    /// template, of the deleted real servers `loads`, in one pass over the
     /// table whatever their number. Runs beside the workers (on a thread of
     /// the control plane's, never the control loop itself); returns how many
     /// entries it released.
-    pub fn expire_dests(&self, dests: &[DestId], now: Millis) -> usize {
-        let Some(max) = dests.iter().map(|d| d.0 as usize).max() else {
+    pub fn expire_reals(&self, loads: &[RealId], now: Millis) -> usize {
+        let Some(max) = loads.iter().map(|d| d.0 as usize).max() else {
             return 0;
         };
         let mut gone = vec![0u64; max / 64 + 1];
-        for d in dests {
+        for d in loads {
             gone[d.0 as usize / 64] |= 1 << (d.0 % 64);
         }
-        let is_gone = |dest: u32| {
-            gone.get(dest as usize / 64)
-                .is_some_and(|w| w & (1 << (dest % 64)) != 0)
+        let is_gone = |real_id: u32| {
+            gone.get(real_id as usize / 64)
+                .is_some_and(|w| w & (1 << (real_id % 64)) != 0)
         };
         let mut released = 0;
         for templates in [false, true] {
             for shard in [&self.v4, &self.v6] {
                 for slot in shard.all_slots() {
                     if let Some(s) = shard.read(slot) {
-                        if is_gone(s.dest())
+                        if is_gone(s.real_id())
                             && s.is_template() == templates
                             && self.kill(shard, &s, now, Kill::Force)
                         {
@@ -974,7 +974,7 @@ impl ConnTable {
                     client: s.client(),
                     virt: s.virt(),
                     real: s.real(),
-                    dest: DestId(s.dest()),
+                    real_id: RealId(s.real_id()),
                     service: s.service(),
                     method: s.method(),
                 });

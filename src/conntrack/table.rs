@@ -2,7 +2,7 @@
 //! client→VIP key and a reference index for the NAT reply key.
 //!
 //! - `slots`: `stride` words per entry (5 for IPv4 = 40 bytes, 10 for IPv6).
-//!   Word 0 is `meta` (generation | dest | service | flags | LIVE), word 1 the `timer`
+//!   Word 0 is `meta` (generation | real_id | service | flags | LIVE), word 1 the `timer`
 //!   (state | generation low bits | template refcount | deadline), the rest
 //!   are written once while the entry is private and read under `meta`'s
 //!   generation, seqlock style: a reader that sees the same LIVE `meta` before
@@ -42,11 +42,11 @@ const EMPTY: u32 = 0;
 /// A position claimed by an inserter that is still writing the slot.
 const BUSY: u32 = 1;
 
-// meta word: gen 40..64 | dest 24..40 | service 8..24 | flags 0..8
+// meta word: gen 40..64 | real_id 24..40 | service 8..24 | flags 0..8
 const LIVE: u64 = 1;
 const GEN_BITS: u32 = 24;
 const META_GEN_SHIFT: u32 = 40;
-/// Largest [`crate::service::DestId`] / service index an entry can hold.
+/// Largest [`crate::service::RealId`] / service index an entry can hold.
 pub(super) const MAX_ID: u32 = 0xffff;
 const TEMPLATE: u64 = 1 << 1;
 const PROTO_SHIFT: u32 = 2;
@@ -266,7 +266,7 @@ impl Snap {
     pub fn persist_secs(&self) -> u64 {
         self.w[2] & 0xffff
     }
-    pub fn dest(&self) -> u32 {
+    pub fn real_id(&self) -> u32 {
         ((self.w[0] >> 24) & 0xffff) as u32
     }
     pub fn service(&self) -> u32 {
@@ -353,7 +353,7 @@ pub(super) struct Fresh {
     pub real: u128,
     pub rport: u16,
     pub service: u32,
-    pub dest: u32,
+    pub real_id: u32,
     pub link: u32,
     pub persist_secs: u16,
     pub state: ConnState,
@@ -825,7 +825,7 @@ impl Shard {
         let gen = (self.word(slot, 0).load(Ordering::Acquire) >> META_GEN_SHIFT) as u32;
         let mut w = [0u64; 10];
         w[0] = (gen as u64) << META_GEN_SHIFT
-            | ((f.dest & MAX_ID) as u64) << 24
+            | ((f.real_id & MAX_ID) as u64) << 24
             | ((f.service & MAX_ID) as u64) << 8
             | (f.fwd.proto as u64) << PROTO_SHIFT
             | (method_code(f.method) as u64) << METHOD_SHIFT

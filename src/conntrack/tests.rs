@@ -22,33 +22,33 @@ fn rs(n: u8) -> SocketAddr {
     SocketAddr::new(ip(&format!("198.51.100.{n}")), 8080)
 }
 
-fn table(capacity: usize) -> (ConnTable, Arc<DestTable>) {
-    let dests = Arc::new(DestTable::new(8));
+fn table(capacity: usize) -> (ConnTable, Arc<RealLoads>) {
+    let loads = Arc::new(RealLoads::new(8));
     (
-        ConnTable::with_v6_capacity(capacity, capacity / 8, Timeouts::default(), dests.clone()),
-        dests,
+        ConnTable::with_v6_capacity(capacity, capacity / 8, Timeouts::default(), loads.clone()),
+        loads,
     )
 }
 
-fn new_conn(key: FlowKey, method: ForwardMethod, dest: u32) -> NewConn {
+fn new_conn(key: FlowKey, method: ForwardMethod, real_id: u32) -> NewConn {
     let real = if key.is_ipv6() {
         SocketAddr::new(ip("2001:db8:2::2"), 8080)
     } else {
-        rs(dest as u8 + 1)
+        rs(real_id as u8 + 1)
     };
     NewConn {
         key,
         service: 0,
-        dest: DestId(dest),
+        real_id: RealId(real_id),
         method,
         real,
         template: None,
     }
 }
 
-/// Inserts a connection from `key` to real server `dest` at `now`.
-fn open(t: &ConnTable, key: FlowKey, method: ForwardMethod, dest: u32, now: Millis) -> Conn {
-    t.insert(&new_conn(key, method, dest), now).unwrap()
+/// Inserts a connection from `key` to real server `real_id` at `now`.
+fn open(t: &ConnTable, key: FlowKey, method: ForwardMethod, real_id: u32, now: Millis) -> Conn {
+    t.insert(&new_conn(key, method, real_id), now).unwrap()
 }
 
 /// Takes a fresh connection through the client's SYN and ACK to
@@ -61,8 +61,8 @@ fn establish(t: &ConnTable, handle: &ConnRef, now: Millis) {
     );
 }
 
-fn counts(d: &DestTable, id: u32) -> (u32, u32, u32) {
-    let c = d.get(DestId(id)).unwrap();
+fn counts(d: &RealLoads, id: u32) -> (u32, u32, u32) {
+    let c = d.get(RealId(id)).unwrap();
     (c.active(), c.inactive(), c.persistent())
 }
 
@@ -448,13 +448,13 @@ fn insert_of_a_present_key_returns_the_present_entry() {
     let a = open(&t, key, ForwardMethod::Nat, 1, Millis(0));
     let b = open(&t, key, ForwardMethod::Dr, 2, Millis(1));
     assert_eq!(a.handle, b.handle);
-    assert_eq!(b.dest(), DestId(1));
+    assert_eq!(b.real_id(), RealId(1));
     assert_eq!(counts(&d, 1), (0, 1, 0));
     assert_eq!(counts(&d, 2), (0, 0, 0));
     // Once expired, the key may be placed again, with the new choice.
     let c = open(&t, key, ForwardMethod::Dr, 2, Millis(3000));
     assert_ne!(c.handle, a.handle);
-    assert_eq!(c.dest(), DestId(2));
+    assert_eq!(c.real_id(), RealId(2));
     assert_eq!(
         t.update(&a.handle, Direction::Original, None, Millis(3000)),
         None
@@ -602,7 +602,7 @@ fn persistence_template_keeps_a_client_on_its_real_server() {
     assert_eq!(tk.client, ip("203.0.113.0"));
     assert!(t.template(&tk, Millis(0)).is_none());
     let tpl = t
-        .insert_template(&tk, 0, DestId(5), rs(5), p.timeout_secs, Millis(0))
+        .insert_template(&tk, 0, RealId(5), rs(5), p.timeout_secs, Millis(0))
         .unwrap();
     assert_eq!(counts(&d, 5), (0, 0, 1));
     // Another client of the same /24 finds it.
@@ -610,10 +610,10 @@ fn persistence_template_keeps_a_client_on_its_real_server() {
     let found = t
         .template(&TemplateKey::for_flow(&k2, 24), Millis(10))
         .unwrap();
-    assert_eq!((found.dest, found.real), (DestId(5), rs(5)));
+    assert_eq!((found.real_id, found.real), (RealId(5), rs(5)));
     // A second insert of the same template returns the first.
     let again = t
-        .insert_template(&tk, 0, DestId(6), rs(6), 300, Millis(10))
+        .insert_template(&tk, 0, RealId(6), rs(6), 300, Millis(10))
         .unwrap();
     assert_eq!(again.handle, tpl.handle);
     assert_eq!(counts(&d, 6), (0, 0, 0));
@@ -694,7 +694,7 @@ fn expire_dests_releases_their_connections_and_templates_in_one_pass() {
     let (t, d) = table(1000);
     let tk = TemplateKey::for_flow(&client_key(L4Proto::Tcp, 1), 32);
     let tpl = t
-        .insert_template(&tk, 0, DestId(1), rs(1), 300, Millis(0))
+        .insert_template(&tk, 0, RealId(1), rs(1), 300, Millis(0))
         .unwrap();
     for p in 1..=10 {
         let n = NewConn {
@@ -708,7 +708,7 @@ fn expire_dests_releases_their_connections_and_templates_in_one_pass() {
     // A template in use is not removed on its own.
     assert!(!t.remove(&tpl.handle, Millis(0)));
     assert_eq!(counts(&d, 1), (0, 10, 1));
-    assert_eq!(t.expire_dests(&[DestId(1)], Millis(1)), 11);
+    assert_eq!(t.expire_reals(&[RealId(1)], Millis(1)), 11);
     assert_eq!(counts(&d, 1), (0, 0, 0));
     assert_eq!(counts(&d, 2), (0, 10, 0));
     assert_eq!(t.stats().conns, 10);
@@ -731,11 +731,11 @@ fn expire_dests_releases_their_connections_and_templates_in_one_pass() {
         );
     }
     assert_eq!(
-        t.expire_dests(&[DestId(2), DestId(40), DestId(63), DestId(64)], Millis(2)),
+        t.expire_reals(&[RealId(2), RealId(40), RealId(63), RealId(64)], Millis(2)),
         15
     );
     assert_eq!(counts(&d, 3), (0, 5, 0));
-    assert_eq!(t.expire_dests(&[], Millis(2)), 0);
+    assert_eq!(t.expire_reals(&[], Millis(2)), 0);
 }
 
 #[test]
@@ -745,7 +745,7 @@ fn listing_shows_what_ipvsadm_prints() {
     let c = open(&t, key, ForwardMethod::Nat, 1, Millis(0));
     establish(&t, &c.handle, Millis(0));
     let tk = TemplateKey::for_flow(&key, 24);
-    t.insert_template(&tk, 0, DestId(1), rs(2), 360, Millis(0))
+    t.insert_template(&tk, 0, RealId(1), rs(2), 360, Millis(0))
         .unwrap();
     let mut all = t.entries(Millis(4000));
     all.sort_by_key(|e| e.template);
@@ -794,8 +794,8 @@ fn fills_to_85_percent_of_its_slots() {
 
 #[test]
 fn memory_per_connection_is_within_64_bytes_for_ipv4() {
-    let dests = Arc::new(DestTable::new(1));
-    let t = ConnTable::with_v6_capacity(1 << 20, 0, Timeouts::default(), dests);
+    let loads = Arc::new(RealLoads::new(1));
+    let t = ConnTable::with_v6_capacity(1 << 20, 0, Timeouts::default(), loads);
     let (v4, v6) = t.capacity();
     let per_conn = t.memory_bytes() as f64 / (v4 + v6) as f64;
     assert!(per_conn <= 64.0, "{per_conn} bytes per connection");
@@ -822,7 +822,7 @@ fn concurrent_inserts_of_one_key_give_one_entry() {
             .map(|h| h.join().unwrap())
             .collect();
         assert_eq!(got[0].handle, got[1].handle, "round {round}");
-        assert_eq!(got[0].dest(), got[1].dest());
+        assert_eq!(got[0].real_id(), got[1].real_id());
     }
     let (a0, i0, _) = counts(&d, 0);
     let (a1, i1, _) = counts(&d, 1);
@@ -845,14 +845,14 @@ impl Rng {
 }
 
 /// Recounts the table from a listing and checks it against every counter.
-fn check_consistent(t: &ConnTable, d: &DestTable, now: Millis) {
-    let mut per_dest: HashMap<u32, (u32, u32, u32)> = HashMap::new();
+fn check_consistent(t: &ConnTable, d: &RealLoads, now: Millis) {
+    let mut per_real: HashMap<u32, (u32, u32, u32)> = HashMap::new();
     let mut keys = HashSet::new();
     let (mut conns, mut half) = (0, 0);
     // Entries past their deadline keep their counts until a sweep releases
     // them, so they are part of the recount.
     t.visit(now, false, |e| {
-        let c = per_dest.entry(e.dest.0).or_default();
+        let c = per_real.entry(e.real_id.0).or_default();
         if e.template {
             c.2 += 1;
         } else {
@@ -872,8 +872,8 @@ fn check_consistent(t: &ConnTable, d: &DestTable, now: Millis) {
         }
     });
     for id in 0..d.capacity() as u32 {
-        let want = per_dest.get(&id).copied().unwrap_or_default();
-        assert_eq!(counts(d, id), want, "dest {id}");
+        let want = per_real.get(&id).copied().unwrap_or_default();
+        assert_eq!(counts(d, id), want, "real_id {id}");
     }
     assert_eq!(t.stats().conns, conns);
     assert_eq!(t.stats().half_open, half);
@@ -885,7 +885,7 @@ fn check_consistent(t: &ConnTable, d: &DestTable, now: Millis) {
 /// key; every counter equals a recount at the end, and all return to zero
 /// once everything has expired.
 fn stress(threads: usize, budget: Duration, max_iters: u64) {
-    let dests = Arc::new(DestTable::new(4));
+    let loads = Arc::new(RealLoads::new(4));
     let cap = if cfg!(miri) { 15 * 8 } else { 15 * 256 };
     let timeouts = Timeouts {
         udp: 1,
@@ -896,7 +896,7 @@ fn stress(threads: usize, budget: Duration, max_iters: u64) {
         cap,
         cap / 4,
         timeouts,
-        dests.clone(),
+        loads.clone(),
     ));
     let clock = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -1014,7 +1014,7 @@ fn stress(threads: usize, budget: Duration, max_iters: u64) {
     }
     assert!(total > 0);
     let now = Millis(clock.load(Ordering::Relaxed));
-    check_consistent(&t, &dests, now);
+    check_consistent(&t, &loads, now);
     for (key, handle) in all_mine {
         assert_eq!(t.lookup(&key, now).map(|c| c.handle), Some(handle));
     }
@@ -1025,7 +1025,7 @@ fn stress(threads: usize, budget: Duration, max_iters: u64) {
     assert_eq!(t.stats().conns, 0);
     assert_eq!(t.stats().half_open, 0);
     for id in 0..4 {
-        assert_eq!(counts(&dests, id), (0, 0, 0), "dest {id}");
+        assert_eq!(counts(&loads, id), (0, 0, 0), "real_id {id}");
     }
 }
 
@@ -1079,8 +1079,8 @@ fn memory_needed_is_what_the_table_then_holds() {
 /// one beyond any address space, and one whose size cannot even be written.
 #[test]
 fn an_impossible_table_is_an_error_not_an_abort() {
-    let dests = || Arc::new(DestTable::new(4));
-    let e = ConnTable::try_new(1 << 50, Timeouts::default(), dests())
+    let loads = || Arc::new(RealLoads::new(4));
+    let e = ConnTable::try_new(1 << 50, Timeouts::default(), loads())
         .err()
         .expect("a table of 2^50 connections");
     let bytes = ConnTable::memory_needed(1 << 50).expect("a size in bytes");
@@ -1094,7 +1094,7 @@ fn an_impossible_table_is_an_error_not_an_abort() {
             )),
         "{e}"
     );
-    let e = ConnTable::try_new(1 << 62, Timeouts::default(), dests())
+    let e = ConnTable::try_new(1 << 62, Timeouts::default(), loads())
         .err()
         .expect("a table of 2^62 connections");
     assert_eq!(e.bytes, None);

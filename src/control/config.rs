@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::ipvsadm::{parse_restore, Command, ServiceModel, Services, MAX_TIMEOUT};
-use crate::director::{self, DirectorOptions, StaticNeighbourSpec, DEST_CAPACITY};
+use crate::director::{self, DirectorOptions, StaticNeighbourSpec, REAL_CAPACITY};
 use crate::files;
 use crate::limits::{MAX_CONN_TABLE, MAX_QUEUES};
 use crate::neigh::netlink;
@@ -275,7 +275,7 @@ impl FileConfig {
             (None, Some(s)) => ("services".to_string(), s.clone()),
             (None, None) => (String::new(), String::new()),
         };
-        let mut model = ServiceModel::new(DEST_CAPACITY);
+        let mut model = ServiceModel::new(REAL_CAPACITY);
         let script =
             parse_restore(&text, Services::system()).map_err(|e| format!("{origin}: {e}"))?;
         let outcome = model

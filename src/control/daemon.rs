@@ -13,10 +13,10 @@
 //!   if it is added back (it gets its old id back, see [`ServiceModel`]).
 //!   With `expire_nodest_conn` they are expired instead, all of one change
 //!   in one pass over the table on a thread beside the control loop
-//!   ([`ConnTable::expire_dests`]), so a `-D` of thousands of real servers
+//!   ([`ConnTable::expire_reals`]), so a `-D` of thousands of real servers
 //!   costs the loop nothing and the table one sweep. Changes that keep a real server (weight,
 //!   quiesce, method, scheduler) leave its connections alone.
-//! - Counters: workers count per real server ([`DestTraffic`]) since start.
+//! - Counters: workers count per real server ([`RealTraffic`]) since start.
 //!   The control plane keeps a baseline per real server, taken when the
 //!   server is added (a reused id starts from zero) and on `-Z`; `--stats`
 //!   prints the counters minus the baseline. A service's totals are its
@@ -27,8 +27,8 @@
 //!   into an average with weight 1/4 (`avg += (rate - avg) / 4`), so a step
 //!   in traffic shows fully after about 10 s. `-Z` zeroes the averages.
 //!
-//! [`ConnTable::expire_dests`]: crate::conntrack::ConnTable::expire_dests
-//! [`DestTraffic`]: crate::pipeline::DestTraffic
+//! [`ConnTable::expire_reals`]: crate::conntrack::ConnTable::expire_reals
+//! [`RealTraffic`]: crate::pipeline::RealTraffic
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -43,7 +43,7 @@ use super::protocol::{Request, Response};
 use super::socket::Job;
 use crate::conntrack::{ConnEntry, ConnTable, Timeouts};
 use crate::director::Director;
-use crate::service::{DestId, ServiceKey, ServiceTable};
+use crate::service::{RealId, ServiceKey, ServiceTable};
 
 /// How often rates are estimated (IPVS: 2 s).
 pub const RATE_INTERVAL: Duration = Duration::from_secs(2);
@@ -53,7 +53,7 @@ pub struct Control {
     model: ServiceModel,
     names: &'static Services,
     /// Per real server: raw counters at its addition or last `-Z`.
-    baseline: HashMap<DestId, TotalStats>,
+    baseline: HashMap<RealId, TotalStats>,
     /// Per service: what its deleted real servers had counted since `-Z`.
     retired: HashMap<ServiceKey, TotalStats>,
     rates: Rates,
@@ -63,14 +63,14 @@ pub struct Control {
 /// daemon, a plain fake in tests.
 pub trait Plane {
     /// A real server's counters since start, summed over workers.
-    fn raw_totals(&self, id: DestId) -> TotalStats;
+    fn raw_totals(&self, id: RealId) -> TotalStats;
     /// Its ActiveConn / InActConn / PersistConn.
-    fn real_counts(&self, id: DestId) -> RealCounts;
+    fn real_counts(&self, id: RealId) -> RealCounts;
     /// Publishes a new snapshot to the workers and the XDP maps.
     fn publish(&mut self, services: ServiceTable) -> Result<(), String>;
     /// Releases every connection and template of these deleted real
     /// servers, in one pass, without holding up the caller.
-    fn expire_dests(&mut self, ids: &[DestId]);
+    fn expire_reals(&mut self, ids: &[RealId]);
     /// IPVS's `expire_nodest_conn`: whether a deleted real server's
     /// connections are expired (else kept for its return).
     fn expire_nodest_conn(&self) -> bool;
@@ -84,7 +84,7 @@ pub trait Plane {
 }
 
 impl Plane for Director {
-    fn raw_totals(&self, id: DestId) -> TotalStats {
+    fn raw_totals(&self, id: RealId) -> TotalStats {
         let mut t = TotalStats::default();
         let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         for w in self.traffic() {
@@ -99,8 +99,8 @@ impl Plane for Director {
         t
     }
 
-    fn real_counts(&self, id: DestId) -> RealCounts {
-        self.dests()
+    fn real_counts(&self, id: RealId) -> RealCounts {
+        self.loads()
             .get(id)
             .map(|c| RealCounts {
                 active: c.active(),
@@ -114,8 +114,8 @@ impl Plane for Director {
         self.set_services(services).map_err(|e| e.to_string())
     }
 
-    fn expire_dests(&mut self, ids: &[DestId]) {
-        Director::expire_dests(self, ids);
+    fn expire_reals(&mut self, ids: &[RealId]) {
+        Director::expire_reals(self, ids);
     }
 
     fn expire_nodest_conn(&self) -> bool {
@@ -276,7 +276,7 @@ impl Control {
         &mut self,
         plane: &mut impl Plane,
         next: ServiceModel,
-        removed: &[DestId],
+        removed: &[RealId],
     ) -> Result<(), Response> {
         if let Err(e) = plane.publish(next.snapshot()) {
             let _ = plane.publish(self.model.snapshot());
@@ -289,7 +289,7 @@ impl Control {
         self.model = next;
         let after = self.owners();
         if plane.expire_nodest_conn() && !removed.is_empty() {
-            plane.expire_dests(removed);
+            plane.expire_reals(removed);
         }
         // Deleted real servers' counts stay with a service that remains.
         for id in removed {
@@ -316,7 +316,7 @@ impl Control {
     fn side_effect(&mut self, plane: &impl Plane, command: &Command) {
         match command {
             Command::Zero(key) => {
-                let services: Vec<(ServiceKey, Vec<DestId>)> = self
+                let services: Vec<(ServiceKey, Vec<RealId>)> = self
                     .model
                     .services()
                     .iter()
@@ -339,7 +339,7 @@ impl Control {
         }
     }
 
-    fn ids(&self) -> Vec<DestId> {
+    fn ids(&self) -> Vec<RealId> {
         self.model
             .services()
             .iter()
@@ -347,7 +347,7 @@ impl Control {
             .collect()
     }
 
-    fn owners(&self) -> HashMap<DestId, ServiceKey> {
+    fn owners(&self) -> HashMap<RealId, ServiceKey> {
         self.model
             .services()
             .iter()
@@ -355,7 +355,7 @@ impl Control {
             .collect()
     }
 
-    fn base(&self, id: DestId) -> TotalStats {
+    fn base(&self, id: RealId) -> TotalStats {
         self.baseline.get(&id).copied().unwrap_or_default()
     }
 
@@ -402,7 +402,7 @@ impl Control {
 
 /// A freed real-server id may be given out again once nothing counts
 /// against it.
-fn reusable(plane: &impl Plane, id: DestId) -> bool {
+fn reusable(plane: &impl Plane, id: RealId) -> bool {
     plane.real_counts(id) == RealCounts::default()
 }
 
@@ -436,7 +436,7 @@ impl Totals for TotalStats {
 struct Rates {
     last: Instant,
     services: HashMap<ServiceKey, Estimate>,
-    reals: HashMap<DestId, Estimate>,
+    reals: HashMap<RealId, Estimate>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -504,7 +504,7 @@ impl Rates {
             .unwrap_or_default()
     }
 
-    fn real(&self, id: DestId) -> RateStats {
+    fn real(&self, id: RealId) -> RateStats {
         self.reals.get(&id).map(Estimate::rates).unwrap_or_default()
     }
 
@@ -513,11 +513,11 @@ impl Rates {
         self.services.insert(k, Estimate::zeroed());
     }
 
-    fn zero_real(&mut self, id: DestId) {
+    fn zero_real(&mut self, id: RealId) {
         self.reals.insert(id, Estimate::zeroed());
     }
 
-    fn forget_real(&mut self, id: DestId) {
+    fn forget_real(&mut self, id: RealId) {
         self.reals.remove(&id);
     }
 
@@ -532,26 +532,26 @@ mod tests {
     use std::cell::RefCell;
     use std::sync::Arc;
 
-    use crate::service::DestTable;
+    use crate::service::RealLoads;
 
     /// A data plane of plain maps.
     #[derive(Default)]
     struct Fake {
-        raw: HashMap<DestId, TotalStats>,
-        counts: HashMap<DestId, RealCounts>,
+        raw: HashMap<RealId, TotalStats>,
+        counts: HashMap<RealId, RealCounts>,
         published: Vec<ServiceTable>,
         fail_publish: bool,
-        /// Each `expire_dests` call's ids.
-        expired: RefCell<Vec<Vec<DestId>>>,
+        /// Each `expire_reals` call's ids.
+        expired: RefCell<Vec<Vec<RealId>>>,
         expire_nodest: bool,
         timeouts: RefCell<(u32, u32, u32)>,
     }
 
     impl Plane for Fake {
-        fn raw_totals(&self, id: DestId) -> TotalStats {
+        fn raw_totals(&self, id: RealId) -> TotalStats {
             self.raw.get(&id).copied().unwrap_or_default()
         }
-        fn real_counts(&self, id: DestId) -> RealCounts {
+        fn real_counts(&self, id: RealId) -> RealCounts {
             self.counts.get(&id).copied().unwrap_or_default()
         }
         fn publish(&mut self, services: ServiceTable) -> Result<(), String> {
@@ -561,7 +561,7 @@ mod tests {
             self.published.push(services);
             Ok(())
         }
-        fn expire_dests(&mut self, ids: &[DestId]) {
+        fn expire_reals(&mut self, ids: &[RealId]) {
             self.expired.borrow_mut().push(ids.to_vec());
         }
         fn expire_nodest_conn(&self) -> bool {
@@ -688,7 +688,7 @@ mod tests {
         // ... and with expire_nodest_conn expires them.
         p.expire_nodest = true;
         assert_eq!(run(&mut c, &mut p, "-D -t 192.0.2.10:80").exit_code, 0);
-        assert_eq!(*p.expired.borrow(), [[DestId(0)]]);
+        assert_eq!(*p.expired.borrow(), [[RealId(0)]]);
         let r = run(&mut c, &mut p, "-L -t 192.0.2.10:80");
         assert_eq!((r.exit_code, r.stderr.as_str()), (1, "No such service\n"));
         // All the real servers of one change go in one call: one sweep of
@@ -718,10 +718,10 @@ mod tests {
         assert_eq!(r.exit_code, 0, "{r:?}");
         assert_eq!(*p.timeouts.borrow(), (600, 120, 30));
         let key = c.model().services()[0].key;
-        p.raw.insert(DestId(0), totals(10, 100));
-        p.raw.insert(DestId(1), totals(5, 50));
+        p.raw.insert(RealId(0), totals(10, 100));
+        p.raw.insert(RealId(1), totals(5, 50));
         p.counts.insert(
-            DestId(0),
+            RealId(0),
             RealCounts {
                 active: 2,
                 inactive: 1,
@@ -730,15 +730,15 @@ mod tests {
         );
         let s = c.list_stats(&p);
         assert_eq!(s.services[&key].totals, totals(15, 150));
-        assert_eq!(s.reals[&DestId(0)].counts.active, 2);
+        assert_eq!(s.reals[&RealId(0)].counts.active, 2);
 
         // -Z: counting starts again from here.
         assert_eq!(run(&mut c, &mut p, "-Z").exit_code, 0);
         assert_eq!(c.list_stats(&p).services[&key].totals, totals(0, 0));
-        p.raw.insert(DestId(0), totals(13, 130));
-        p.raw.insert(DestId(1), totals(6, 60));
+        p.raw.insert(RealId(0), totals(13, 130));
+        p.raw.insert(RealId(1), totals(6, 60));
         let s = c.list_stats(&p);
-        assert_eq!(s.reals[&DestId(0)].totals, totals(3, 30));
+        assert_eq!(s.reals[&RealId(0)].totals, totals(3, 30));
         assert_eq!(s.services[&key].totals, totals(4, 40));
 
         // A deleted real server's counts stay with its service.
@@ -763,9 +763,9 @@ mod tests {
             .iter()
             .find(|r| r.addr.to_string() == "198.51.100.6")
             .map(|r| r.id);
-        assert_eq!(six, Some(DestId(0)));
+        assert_eq!(six, Some(RealId(0)));
         let s = c.list_stats(&p);
-        assert_eq!(s.reals[&DestId(0)].totals, totals(0, 0));
+        assert_eq!(s.reals[&RealId(0)].totals, totals(0, 0));
         assert_eq!(s.services[&key].totals, totals(4, 40));
         let out = run(&mut c, &mut p, "-L -n --stats --exact").stdout;
         assert!(
@@ -805,7 +805,7 @@ mod tests {
 
     #[test]
     fn size_is_the_bucket_count_as_a_power_of_two() {
-        let table = |slots| ConnTable::new(slots, Timeouts::default(), Arc::new(DestTable::new(4)));
+        let table = |slots| ConnTable::new(slots, Timeouts::default(), Arc::new(RealLoads::new(4)));
         // 100 000 IPv4 and 12 500 IPv6 slots: 6667 + 834 buckets of 15.
         let t = table(100_000);
         assert_eq!(t.buckets(), (6667, 834));

@@ -63,7 +63,7 @@ use super::ipvsadm::{RealCounts, TotalStats};
 use super::socket::Job;
 use crate::conntrack::TableStats;
 use crate::director::Director;
-use crate::pipeline::DropReason;
+use crate::verdict::DropReason;
 use crate::xsk::worker::WorkerStats;
 
 /// Batch-latency quantiles exported.

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use crate::neigh::NextHop;
 use crate::packet::rewrite::{self, FamilyMismatch};
 use crate::packet::{Parsed, Quoted, Side};
-use crate::pipeline::DropReason;
+use crate::verdict::DropReason;
 
 impl From<FamilyMismatch> for DropReason {
     fn from(_: FamilyMismatch) -> DropReason {

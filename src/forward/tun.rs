@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use crate::neigh::NextHop;
 use crate::packet::encap::{self, EncapError};
 use crate::packet::{icmp, rewrite, Frame, Parsed};
-use crate::pipeline::DropReason;
+use crate::verdict::DropReason;
 
 /// What became of the frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! unresolved neighbour (`unres_qlen`).
 //!
 //! The pipeline rewrites such a frame completely but for its destination
-//! MAC and says where it goes ([`crate::pipeline::Verdict::Hold`]); the
+//! MAC and says where it goes ([`crate::verdict::Verdict::Hold`]); the
 //! worker parks it here. Each new next-hop snapshot releases the frames
 //! whose neighbour it resolves, in arrival order; a frame that waited
 //! longer than the bound (the kernel gives up on a neighbour after about

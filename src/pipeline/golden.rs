@@ -957,24 +957,24 @@ fn dst_of(frame: &[u8]) -> Option<std::net::IpAddr> {
 fn pipeline_with_two_nat_reals(
     edit: impl FnOnce(&mut [crate::service::RealServer]),
 ) -> super::Pipeline {
-    use crate::service::{DestId, RealServer, ServiceTable};
-    let base = config();
+    use crate::service::{RealId, RealServer, ServiceTable};
+    let base = snapshot();
     let mut services = base.services.services().to_vec();
     let second = RealServer {
-        id: DestId(40),
+        id: RealId(40),
         addr: v4().rs_dr,
         ..services[0].reals[0].clone()
     };
     services[0].reals.push(second);
     edit(&mut services[0].reals);
-    let cfg = super::Config::new(
+    let cfg = super::Snapshot::new(
         ServiceTable::new(services),
         base.ports.clone(),
         base.next_hops.clone(),
         Default::default(),
     );
     let mut p = pipeline();
-    p.set_config(std::sync::Arc::new(cfg));
+    p.set_snapshot(std::sync::Arc::new(cfg));
     p
 }
 
@@ -1028,7 +1028,7 @@ fn traffic_is_counted_per_real_server() {
     assert_eq!(send(&mut p, 1, &ack, EXT).0, TX_INT);
     let reply = Pkt::tcp(n.rs_nat, RPORT_NAT, n.client, 40000, SYN | ACK).macs(RS_NAT_MAC, INT_MAC);
     assert_eq!(send(&mut p, 1, &reply, INT).0, TX_EXT);
-    let t = p.traffic().get(crate::service::DestId(0)).unwrap();
+    let t = p.traffic().get(crate::service::RealId(0)).unwrap();
     let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(l(&t.conns), 1);
     assert_eq!(l(&t.in_pkts), 2);
@@ -1069,24 +1069,24 @@ fn with_nat_reals(
     reals: Vec<crate::service::RealServer>,
     policy: super::Policy,
 ) {
-    let c = p.config().clone();
+    let c = p.snapshot().clone();
     let mut services = c.services.services().to_vec();
     services[0].reals = reals;
-    let cfg = super::Config::with_previous(
+    let cfg = super::Snapshot::with_previous(
         crate::service::ServiceTable::new(services),
         c.ports.clone(),
         c.next_hops.clone(),
         policy,
         Some(&c),
     );
-    p.set_config(std::sync::Arc::new(cfg));
+    p.set_snapshot(std::sync::Arc::new(cfg));
 }
 
 #[test]
 fn a_real_server_deleted_and_added_back_keeps_its_connections() {
     let n = v4();
     let mut p = pipeline();
-    let reals = p.config().services.services()[0].reals.clone();
+    let reals = p.snapshot().services.services()[0].reals.clone();
     let client = |flags: u8| Pkt::tcp(n.client, 40000, n.vip, PORT_NAT, flags);
     let from_rs =
         |flags: u8| Pkt::tcp(n.rs_nat, RPORT_NAT, n.client, 40000, flags).macs(RS_NAT_MAC, INT_MAC);
@@ -1141,19 +1141,19 @@ fn resets_are_limited_per_millisecond_and_sloppy_tcp_picks_up_instead() {
 
     // sloppy_tcp: the same segment is scheduled, and the connection it
     // starts is ESTABLISHED and active (IPVS since 3.12), not CLOSE.
-    let c = p.config().clone();
+    let c = p.snapshot().clone();
     let sloppy = super::Policy {
         sloppy_tcp: true,
         ..Default::default()
     };
-    let cfg = super::Config::with_previous(
+    let cfg = super::Snapshot::with_previous(
         c.services.clone(),
         c.ports.clone(),
         c.next_hops.clone(),
         sloppy,
         Some(&c),
     );
-    p.set_config(std::sync::Arc::new(cfg));
+    p.set_snapshot(std::sync::Arc::new(cfg));
     let (v, out) = send(&mut p, 7, &stray(42200), EXT);
     assert_eq!(v, TX_INT);
     assert_eq!(dst_of(&out), Some(n.rs_nat));

@@ -45,13 +45,13 @@ fn root_or_skip(test: &str) -> bool {
 /// The director host's own addresses in the test network: every port's,
 /// the VIPs (a director holds them on an interface) and loopback.
 fn local_addrs() -> Vec<IpAddr> {
-    let config = config();
-    let mut addrs: Vec<IpAddr> = config
+    let snap = snapshot();
+    let mut addrs: Vec<IpAddr> = snap
         .ports
         .iter()
         .flat_map(|p| p.addrs.iter().copied())
         .collect();
-    addrs.extend(config.services.services().iter().map(|s| s.key.addr));
+    addrs.extend(snap.services.services().iter().map(|s| s.key.addr));
     addrs.extend([ip("127.0.0.1"), ip("::1")]);
     addrs
 }
@@ -60,7 +60,7 @@ fn local_addrs() -> Vec<IpAddr> {
 /// the test network.
 fn program() -> SteeringProgram {
     let mut prog = SteeringProgram::load_with_probe().expect("load the steering program");
-    let (services, nat_reals) = crate::director::steered_endpoints(&config().services);
+    let (services, nat_reals) = crate::director::steered_endpoints(&snapshot().services);
     prog.sync_services(&services).expect("services");
     prog.sync_nat_reals(&nat_reals).expect("nat_reals");
     let local: HashSet<LocalAddr> = local_addrs().into_iter().map(LocalAddr::new).collect();
@@ -108,7 +108,7 @@ fn is_parse_error(r: DropReason) -> bool {
 /// connection of xvs has the host as its client, so what is addressed to
 /// the host never hangs on one.
 fn hangs_on_connection_state(frame: &[u8], r: DropReason) -> bool {
-    let (vips, nat_reals) = crate::director::steered_endpoints(&config().services);
+    let (vips, nat_reals) = crate::director::steered_endpoints(&snapshot().services);
     let local = local_addrs();
     let Ok(p) = parse(frame) else {
         return false;

@@ -21,9 +21,9 @@ use etherparse::{
 use crate::conntrack::{ConnTable, Timeouts};
 use crate::neigh::{NextHops, Route};
 use crate::packet::{L4Proto, MacAddr};
-use crate::pipeline::{Config, PortConfig};
+use crate::pipeline::{PortConfig, Snapshot};
 use crate::service::{
-    DestId, DestTable, ForwardMethod, RealServer, SchedFlags, SchedulerKind, ServiceKey,
+    ForwardMethod, RealId, RealLoads, RealServer, SchedFlags, SchedulerKind, ServiceKey,
     ServiceTable, VirtualService,
 };
 
@@ -110,7 +110,7 @@ fn service(
         sched_flags: SchedFlags::default(),
         persistence: None,
         reals: vec![RealServer {
-            id: DestId(id),
+            id: RealId(id),
             addr: rip,
             port: rport,
             method,
@@ -183,7 +183,7 @@ fn services(n: &Net, base: u32) -> Vec<VirtualService> {
 }
 
 /// The configuration of the test network, both families.
-pub fn config() -> Config {
+pub fn snapshot() -> Snapshot {
     let (a, b) = (v4(), v6());
     let mut svcs = services(&a, 0);
     svcs.extend(services(&b, 16));
@@ -249,7 +249,7 @@ pub fn config() -> Config {
         ]);
     }
     let hops = NextHops::new(vec![EXT_MAC, INT_MAC], routes, neighbours);
-    Config::new(ServiceTable::new(svcs), ports, hops, Default::default())
+    Snapshot::new(ServiceTable::new(svcs), ports, hops, Default::default())
 }
 
 /// A pipeline over the test network with a fresh connection table.
@@ -259,13 +259,13 @@ pub fn pipeline() -> crate::pipeline::Pipeline {
 
 /// [`pipeline`] with a connection table sized for `connections`.
 pub fn pipeline_with_room_for(connections: usize) -> crate::pipeline::Pipeline {
-    let dests = Arc::new(DestTable::new(64));
+    let loads = Arc::new(RealLoads::new(64));
     let conns = Arc::new(ConnTable::new(
         connections,
         Timeouts::default(),
-        Arc::clone(&dests),
+        Arc::clone(&loads),
     ));
-    crate::pipeline::Pipeline::new(Arc::new(config()), conns, dests, 0)
+    crate::pipeline::Pipeline::new(Arc::new(snapshot()), conns, loads, 0)
 }
 
 /// Transport part of a test packet.

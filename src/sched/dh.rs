@@ -8,7 +8,7 @@
 
 use super::{ipvs_fold, usable};
 use crate::packet::FlowKey;
-use crate::service::{DestTable, RealServer};
+use crate::service::{RealLoads, RealServer};
 
 /// IPVS's `IP_VS_DH_TAB_BITS` default.
 const TAB_SIZE: usize = 1 << 8;
@@ -38,9 +38,9 @@ impl Dh {
         &self,
         reals: &[RealServer],
         key: &FlowKey,
-        dests: &DestTable,
+        loads: &RealLoads,
     ) -> Option<usize> {
-        usable(self.buckets[hashkey(key)] as usize, reals, dests)
+        usable(self.buckets[hashkey(key)] as usize, reals, loads)
     }
 }
 
@@ -54,7 +54,7 @@ mod tests {
     #[test]
     fn destination_address_picks_the_bucket() {
         let svc = service(SchedulerKind::Dh, &[1, 9, 1]);
-        let d = dests(3);
+        let d = loads(3);
         let dh = Dh::new(&svc.reals);
         let mut key = client_key(1);
         // 203.0.113.1 = 0xcb007101; * 2654435761 mod 2^8 = 0xb1 = 177 -> 177 % 3 = 0.

@@ -6,7 +6,7 @@
 //! a pick stops at the first available one instead of scanning them all.
 
 use super::usable;
-use crate::service::{DestTable, RealServer};
+use crate::service::{RealLoads, RealServer};
 
 #[derive(Debug)]
 pub struct Fo {
@@ -31,10 +31,10 @@ impl Fo {
         }
     }
 
-    pub fn schedule(&self, reals: &[RealServer], dests: &DestTable) -> Option<usize> {
+    pub fn schedule(&self, reals: &[RealServer], loads: &RealLoads) -> Option<usize> {
         self.order
             .iter()
-            .find_map(|&i| usable(i as usize, reals, dests))
+            .find_map(|&i| usable(i as usize, reals, loads))
     }
 }
 
@@ -47,7 +47,7 @@ mod tests {
     #[test]
     fn highest_weight_until_it_fails() {
         let svc = service(SchedulerKind::Fo, &[2, 5, 5, 1]);
-        let d = dests(4);
+        let d = loads(4);
         let fo = Fo::new(&svc.reals);
         assert_eq!(fo.schedule(&svc.reals, &d), Some(1));
         set_conns(&d, 1, 1000, 0);

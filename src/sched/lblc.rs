@@ -16,7 +16,7 @@
 //! set is full the least recently used entry makes room (IPVS's trim drops
 //! entries idle for 6 minutes). A cached server over its `-x` threshold is
 //! not used (IPVS checks only lblc's own overload there). Entries name
-//! servers by [`DestId`] and the table survives [`Scheduler::update`], as
+//! servers by [`RealId`] and the table survives [`Scheduler::update`], as
 //! IPVS's survives real-server changes.
 //!
 //! Concurrency: an entry is two atomic words (key hash, server + last use).
@@ -24,7 +24,7 @@
 //! with the old server for an instant; that only sends one connection to
 //! another valid, available server, which lblc allows anyway.
 //!
-//! [`DestId`]: crate::service::DestId
+//! [`RealId`]: crate::service::RealId
 //! [`Scheduler::update`]: super::Scheduler::update
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use super::{addr_port_hash, usable, wlc};
 use crate::packet::FlowKey;
-use crate::service::{DestTable, RealServer};
+use crate::service::{RealLoads, RealServer};
 use crate::Millis;
 
 /// IPVS's default `lblc_expiration`: one day.
@@ -44,7 +44,7 @@ const WAYS: usize = 4;
 pub(super) struct Entry {
     /// Hash of the destination address; 0 = empty.
     key: AtomicU64,
-    /// `(DestId + 1) << 32 | last use in seconds`; 0 = being written.
+    /// `(RealId + 1) << 32 | last use in seconds`; 0 = being written.
     val: AtomicU64,
 }
 
@@ -105,14 +105,14 @@ impl<E> Locality<E> {
     }
 
     /// The index in the reals this scheduler was built for of the server
-    /// with [`DestId`](crate::service::DestId) `id`.
+    /// with [`RealId`](crate::service::RealId) `id`.
     #[inline]
     pub(super) fn index(&self, id: u32) -> Option<usize> {
         self.ids.index(id)
     }
 }
 
-/// Maps a [`DestId`](crate::service::DestId) to its index in the reals the
+/// Maps a [`RealId`](crate::service::RealId) to its index in the reals the
 /// scheduler was built for.
 #[derive(Debug)]
 struct IdIndex(Box<[(u32, u32)]>);
@@ -150,8 +150,8 @@ fn secs(now: Millis) -> u32 {
 
 /// lblc/lblcr's own overload test: `real` has more active connections than
 /// its weight and some server has less than half its weight.
-pub(super) fn lblc_overloaded(i: usize, reals: &[RealServer], dests: &DestTable) -> bool {
-    let active = |r: &RealServer| dests.get(r.id).map_or(0, |c| u64::from(c.active()));
+pub(super) fn lblc_overloaded(i: usize, reals: &[RealServer], loads: &RealLoads) -> bool {
+    let active = |r: &RealServer| loads.get(r.id).map_or(0, |c| u64::from(c.active()));
     let Some(real) = reals.get(i) else {
         return true;
     };
@@ -168,7 +168,7 @@ impl Lblc {
         &self,
         reals: &[RealServer],
         key: &FlowKey,
-        dests: &DestTable,
+        loads: &RealLoads,
     ) -> Option<usize> {
         let h = dst_hash(key);
         let now_s = self.now_s();
@@ -182,13 +182,13 @@ impl Lblc {
                     e.val.store(pack(id, now_s), Ordering::Relaxed);
                 }
                 if let Some(i) = self.index(id) {
-                    if usable(i, reals, dests).is_some() && !lblc_overloaded(i, reals, dests) {
+                    if usable(i, reals, loads).is_some() && !lblc_overloaded(i, reals, loads) {
                         return Some(i);
                     }
                 }
             }
         }
-        let i = wlc::schedule(reals, dests)?;
+        let i = wlc::schedule(reals, loads)?;
         Self::remember(set, h, reals[i].id.0, now_s);
         Some(i)
     }
@@ -229,7 +229,7 @@ mod tests {
     #[test]
     fn a_destination_sticks_to_its_server() {
         let svc = service(SchedulerKind::Lblc, &[1, 1, 1]);
-        let d = dests(3);
+        let d = loads(3);
         let s = Scheduler::new(&svc);
         let a = to("203.0.113.50");
         let b = to("203.0.113.51");
@@ -244,7 +244,7 @@ mod tests {
     #[test]
     fn lblc_overload_moves_the_destination() {
         let svc = service(SchedulerKind::Lblc, &[2, 2]);
-        let d = dests(2);
+        let d = loads(2);
         let s = Scheduler::new(&svc);
         let a = to("203.0.113.50");
         assert_eq!(s.schedule(&svc, &a, &d), Some(0));
@@ -260,7 +260,7 @@ mod tests {
     #[test]
     fn entries_expire_after_a_day_of_disuse() {
         let svc = service(SchedulerKind::Lblc, &[1, 1]);
-        let d = dests(2);
+        let d = loads(2);
         let s = Scheduler::new(&svc);
         let a = to("203.0.113.50");
         assert_eq!(s.schedule(&svc, &a, &d), Some(0));
@@ -277,7 +277,7 @@ mod tests {
     #[test]
     fn the_table_survives_an_update_and_follows_ids() {
         let svc = service(SchedulerKind::Lblc, &[1, 1, 1]);
-        let d = dests(3);
+        let d = loads(3);
         let s = Scheduler::new(&svc);
         let a = to("203.0.113.50");
         set_conns(&d, 0, 5, 0);

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use super::lblc::{dst_hash, lblc_overloaded, Locality};
 use super::{cmp_load, conn_overhead, weighted_least, wlc};
 use crate::packet::FlowKey;
-use crate::service::{DestTable, RealServer};
+use crate::service::{RealLoads, RealServer};
 
 /// IPVS's default `lblcr_expiration`: one day.
 pub const LBLCR_EXPIRATION_SECS: u32 = 24 * 60 * 60;
@@ -36,7 +36,7 @@ pub(super) struct Entry {
     key: AtomicU64,
     lastuse: AtomicU32,
     lastmod: AtomicU32,
-    /// `DestId + 1` of each member; 0 = free slot.
+    /// `RealId + 1` of each member; 0 = free slot.
     members: [AtomicU32; SET_MAX],
 }
 
@@ -57,20 +57,20 @@ impl Lblcr {
 
     /// IPVS's `ip_vs_dest_set_min`: the available member with the smallest
     /// `overhead / weight`.
-    fn least(&self, e: &Entry, reals: &[RealServer], dests: &DestTable) -> Option<usize> {
+    fn least(&self, e: &Entry, reals: &[RealServer], loads: &RealLoads) -> Option<usize> {
         let members = self.members(e).map(|(_, i)| i);
-        weighted_least(reals, members, dests, conn_overhead)
+        weighted_least(reals, members, loads, conn_overhead)
     }
 
     /// IPVS's `ip_vs_dest_set_max`: the slot of the member with weight whose
     /// `overhead / weight` is largest.
-    fn most(&self, e: &Entry, reals: &[RealServer], dests: &DestTable) -> Option<usize> {
+    fn most(&self, e: &Entry, reals: &[RealServer], loads: &RealLoads) -> Option<usize> {
         let mut most: Option<(usize, u64, u32)> = None;
         for (slot, i) in self.members(e) {
             let Some(real) = reals.get(i).filter(|r| r.weight > 0) else {
                 continue;
             };
-            let doh = dests.get(real.id).map_or(0, conn_overhead);
+            let doh = loads.get(real.id).map_or(0, conn_overhead);
             match most {
                 Some((_, moh, mw)) if cmp_load(moh, mw, doh, real.weight).is_ge() => {}
                 _ => most = Some((slot, doh, real.weight)),
@@ -83,7 +83,7 @@ impl Lblcr {
         &self,
         reals: &[RealServer],
         key: &FlowKey,
-        dests: &DestTable,
+        loads: &RealLoads,
     ) -> Option<usize> {
         let h = dst_hash(key);
         let now_s = self.now_s();
@@ -93,14 +93,14 @@ impl Lblcr {
                 && now_s.wrapping_sub(e.lastuse.load(Ordering::Relaxed)) <= LBLCR_EXPIRATION_SECS
         });
         let Some(e) = hit else {
-            let i = wlc::schedule(reals, dests)?;
+            let i = wlc::schedule(reals, loads)?;
             Self::start_entry(set, h, reals[i].id.0, now_s);
             return Some(i);
         };
         if e.lastuse.load(Ordering::Relaxed) != now_s {
             e.lastuse.store(now_s, Ordering::Relaxed);
         }
-        let least = self.least(e, reals, dests);
+        let least = self.least(e, reals, loads);
         let size = e
             .members
             .iter()
@@ -108,7 +108,7 @@ impl Lblcr {
             .count();
         if size > 1 && now_s.wrapping_sub(e.lastmod.load(Ordering::Relaxed)) > LBLCR_EXPIRATION_SECS
         {
-            if let Some(slot) = self.most(e, reals, dests) {
+            if let Some(slot) = self.most(e, reals, loads) {
                 let m = &e.members[slot];
                 let v = m.load(Ordering::Relaxed);
                 if m.compare_exchange(v, 0, Ordering::Relaxed, Ordering::Relaxed)
@@ -119,17 +119,17 @@ impl Lblcr {
             }
         }
         if let Some(i) = least {
-            if !lblc_overloaded(i, reals, dests) {
+            if !lblc_overloaded(i, reals, loads) {
                 return Some(i);
             }
         }
-        let i = wlc::schedule(reals, dests)?;
-        self.join(e, reals, dests, reals[i].id.0, now_s);
+        let i = wlc::schedule(reals, loads)?;
+        self.join(e, reals, loads, reals[i].id.0, now_s);
         Some(i)
     }
 
     /// Adds `id` to `e`'s set unless it is a member already.
-    fn join(&self, e: &Entry, reals: &[RealServer], dests: &DestTable, id: u32, now_s: u32) {
+    fn join(&self, e: &Entry, reals: &[RealServer], loads: &RealLoads, id: u32, now_s: u32) {
         let v = id + 1;
         if e.members.iter().any(|m| m.load(Ordering::Relaxed) == v) {
             return;
@@ -138,7 +138,7 @@ impl Lblcr {
             let cur = m.load(Ordering::Relaxed);
             cur == 0 || self.index(cur - 1).is_none()
         });
-        let Some(slot) = stale.or_else(|| self.most(e, reals, dests)) else {
+        let Some(slot) = stale.or_else(|| self.most(e, reals, loads)) else {
             return;
         };
         let m = &e.members[slot];
@@ -208,7 +208,7 @@ mod tests {
     #[test]
     fn the_set_grows_when_its_members_are_busy_and_shrinks_after_a_day() {
         let svc = service(SchedulerKind::Lblcr, &[2, 2, 2]);
-        let d = dests(3);
+        let d = loads(3);
         let s = Scheduler::new(&svc);
         let a = to("203.0.113.60");
         assert_eq!(s.schedule(&svc, &a, &d), Some(0));
@@ -231,7 +231,7 @@ mod tests {
     #[test]
     fn removed_servers_give_their_place_up() {
         let svc = service(SchedulerKind::Lblcr, &[1, 1, 1, 1, 1, 1]);
-        let d = dests(6);
+        let d = loads(6);
         let s = Scheduler::new(&svc);
         let a = to("203.0.113.61");
         // Fill the set with 0..4 by overloading each chosen member in turn.

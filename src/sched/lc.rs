@@ -3,12 +3,12 @@
 //! only matter as quiescing (0 = never picked), as in IPVS.
 
 use super::{available, conn_overhead};
-use crate::service::{DestTable, RealServer};
+use crate::service::{RealLoads, RealServer};
 
-pub fn schedule(reals: &[RealServer], dests: &DestTable) -> Option<usize> {
+pub fn schedule(reals: &[RealServer], loads: &RealLoads) -> Option<usize> {
     let mut least: Option<(usize, u64)> = None;
     for (i, real) in reals.iter().enumerate() {
-        let Some(counters) = available(real, dests) else {
+        let Some(counters) = available(real, loads) else {
             continue;
         };
         let oh = conn_overhead(counters);
@@ -28,7 +28,7 @@ mod tests {
     #[test]
     fn picks_the_smallest_overhead_first_on_ties() {
         let svc = service(SchedulerKind::Lc, &[1, 100, 1]);
-        let d = dests(3);
+        let d = loads(3);
         assert_eq!(schedule(&svc.reals, &d), Some(0));
         // One active (256) outweighs 255 inactive.
         set_conns(&d, 0, 1, 0);

@@ -32,7 +32,7 @@ use std::fmt;
 
 use super::{addr_port_hash, hashed_port, mix64, usable};
 use crate::packet::FlowKey;
-use crate::service::{DestTable, RealServer, VirtualService};
+use crate::service::{RealLoads, RealServer, VirtualService};
 
 /// The table size for up to 655 servers.
 pub const MH_DEFAULT_TABLE_SIZE: usize = 65537;
@@ -159,20 +159,20 @@ impl Mh {
         &self,
         svc: &VirtualService,
         key: &FlowKey,
-        dests: &DestTable,
+        loads: &RealLoads,
     ) -> Option<usize> {
         if self.table.is_empty() {
             return None;
         }
         let port = hashed_port(key, svc.sched_flags.port);
         let ihash = self.slot(key, port, 0);
-        if let Some(i) = usable(usize::from(self.table[ihash]), &svc.reals, dests) {
+        if let Some(i) = usable(usize::from(self.table[ihash]), &svc.reals, loads) {
             return Some(i);
         }
         if !svc.sched_flags.fallback {
             return None;
         }
-        self.fallback(&svc.reals, key, port, ihash, dests)
+        self.fallback(&svc.reals, key, port, ihash, loads)
     }
 
     #[cold]
@@ -182,9 +182,9 @@ impl Mh {
         key: &FlowKey,
         port: u16,
         ihash: usize,
-        dests: &DestTable,
+        loads: &RealLoads,
     ) -> Option<usize> {
-        let server = |i: u16| usable(usize::from(i), reals, dests);
+        let server = |i: u16| usable(usize::from(i), reals, loads);
         (1..=FALLBACK_REHASHES)
             .find_map(|offset| server(self.table[self.slot(key, port, offset)]))
             .or_else(|| {
@@ -257,7 +257,7 @@ mod tests {
     #[test]
     fn fallback_rehashes_deterministically() {
         let mut svc = service(SchedulerKind::Mh, &[1; 6]);
-        let d = dests(6);
+        let d = loads(6);
         let s = Scheduler::new(&svc);
         let key = client_key(42);
         let home = s.schedule(&svc, &key, &d).unwrap();
@@ -333,7 +333,7 @@ mod tests {
         ) {
             let mut svc = service(SchedulerKind::Mh, &vec![1; n]);
             svc.sched_flags.port = port;
-            let d = dests(n);
+            let d = loads(n);
             let key = client_key_v6(bits, sport);
             let a = Mh::with_size(&svc.reals, TEST_SIZE).schedule(&svc, &key, &d);
             let b = Mh::with_size(&svc.reals, TEST_SIZE).schedule(&svc, &key, &d);

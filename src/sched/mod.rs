@@ -22,7 +22,7 @@
 //!   ordering.
 //! - A real server is *available* when its weight is above 0 (weight 0 is
 //!   quiescing: its connections go on, it gets no new ones), its counters exist
-//!   in the [`DestTable`], and its `overloaded` flag is clear. The flag is
+//!   in the [`RealLoads`], and its `overloaded` flag is clear. The flag is
 //!   IPVS's `-x`/`-y` hysteresis, maintained by [`update_overload`], which the
 //!   pipeline calls for a service with thresholds just before it schedules a
 //!   new connection there (the counts it reads are the live ones).
@@ -49,7 +49,7 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
 use crate::packet::{FlowKey, L4Proto};
-use crate::service::{DestCounters, DestTable, RealServer, SchedulerKind, VirtualService};
+use crate::service::{RealLoad, RealLoads, RealServer, SchedulerKind, VirtualService};
 use crate::Millis;
 
 pub use lblc::LBLC_EXPIRATION_SECS;
@@ -105,11 +105,11 @@ impl Scheduler {
 
     /// A scheduler for the changed `svc` that keeps what IPVS keeps when real
     /// servers are added, edited or removed: the lblc/lblcr locality tables
-    /// (shared with `self`, entries name servers by [`DestId`]) and rr's
+    /// (shared with `self`, entries name servers by [`RealId`]) and rr's
     /// position (the server tried next stays next). Everything else is rebuilt as [`Scheduler::new`] does; a
     /// change of scheduler kind starts afresh.
     ///
-    /// [`DestId`]: crate::service::DestId
+    /// [`RealId`]: crate::service::RealId
     pub fn update(&self, svc: &VirtualService) -> Scheduler {
         let inner = match (&self.inner, svc.scheduler) {
             (Inner::Rr(old), SchedulerKind::Rr) => Inner::Rr(old.carry_over(&svc.reals)),
@@ -149,23 +149,23 @@ impl Scheduler {
         &self,
         svc: &VirtualService,
         key: &FlowKey,
-        dests: &DestTable,
+        loads: &RealLoads,
     ) -> Option<usize> {
         match &self.inner {
-            Inner::Rr(s) => s.schedule(&svc.reals, dests),
-            Inner::Wrr(s) => s.schedule(&svc.reals, dests),
-            Inner::Lc => lc::schedule(&svc.reals, dests),
-            Inner::Wlc => wlc::schedule(&svc.reals, dests),
-            Inner::Sed => sed::schedule(&svc.reals, dests),
-            Inner::Nq => nq::schedule(&svc.reals, dests),
-            Inner::Sh(s) => s.schedule(svc, key, dests),
-            Inner::Dh(s) => s.schedule(&svc.reals, key, dests),
-            Inner::Mh(s) => s.schedule(svc, key, dests),
-            Inner::Lblc(s) => s.schedule(&svc.reals, key, dests),
-            Inner::Lblcr(s) => s.schedule(&svc.reals, key, dests),
-            Inner::Fo(s) => s.schedule(&svc.reals, dests),
-            Inner::Ovf(s) => s.schedule(&svc.reals, dests),
-            Inner::Twos(s) => s.schedule(&svc.reals, key, dests),
+            Inner::Rr(s) => s.schedule(&svc.reals, loads),
+            Inner::Wrr(s) => s.schedule(&svc.reals, loads),
+            Inner::Lc => lc::schedule(&svc.reals, loads),
+            Inner::Wlc => wlc::schedule(&svc.reals, loads),
+            Inner::Sed => sed::schedule(&svc.reals, loads),
+            Inner::Nq => nq::schedule(&svc.reals, loads),
+            Inner::Sh(s) => s.schedule(svc, key, loads),
+            Inner::Dh(s) => s.schedule(&svc.reals, key, loads),
+            Inner::Mh(s) => s.schedule(svc, key, loads),
+            Inner::Lblc(s) => s.schedule(&svc.reals, key, loads),
+            Inner::Lblcr(s) => s.schedule(&svc.reals, key, loads),
+            Inner::Fo(s) => s.schedule(&svc.reals, loads),
+            Inner::Ovf(s) => s.schedule(&svc.reals, loads),
+            Inner::Twos(s) => s.schedule(&svc.reals, key, loads),
         }
     }
 
@@ -192,7 +192,7 @@ impl Scheduler {
 /// falls below the lower threshold (`-y`), or, with no lower threshold, below
 /// 3/4 of the upper one. A server without an upper threshold is never
 /// overloaded.
-pub fn update_overload(counters: &DestCounters, real: &RealServer) -> bool {
+pub fn update_overload(counters: &RealLoad, real: &RealServer) -> bool {
     let total = u64::from(counters.active()) + u64::from(counters.inactive());
     let upper = u64::from(real.upper_threshold);
     let lower = u64::from(real.lower_threshold);
@@ -217,11 +217,11 @@ pub fn update_overload(counters: &DestCounters, real: &RealServer) -> bool {
 /// The counters of `real` if it may take a new connection: weight above 0,
 /// counters present, not overloaded.
 #[inline]
-fn available<'a>(real: &RealServer, dests: &'a DestTable) -> Option<&'a DestCounters> {
+fn available<'a>(real: &RealServer, loads: &'a RealLoads) -> Option<&'a RealLoad> {
     if real.weight == 0 {
         return None;
     }
-    let counters = dests.get(real.id)?;
+    let counters = loads.get(real.id)?;
     if counters.overloaded.load(Ordering::Relaxed) {
         return None;
     }
@@ -231,17 +231,17 @@ fn available<'a>(real: &RealServer, dests: &'a DestTable) -> Option<&'a DestCoun
 /// `i` if it is the index of a server in `reals` that is [`available`]: the
 /// check every scheduler makes on a server it looked up by index.
 #[inline]
-fn usable(i: usize, reals: &[RealServer], dests: &DestTable) -> Option<usize> {
+fn usable(i: usize, reals: &[RealServer], loads: &RealLoads) -> Option<usize> {
     reals
         .get(i)
-        .filter(|r| available(r, dests).is_some())
+        .filter(|r| available(r, loads).is_some())
         .map(|_| i)
 }
 
 /// IPVS's `ip_vs_dest_conn_overhead`: an active connection costs 256 times an
 /// inactive one.
 #[inline]
-fn conn_overhead(counters: &DestCounters) -> u64 {
+fn conn_overhead(counters: &RealLoad) -> u64 {
     (u64::from(counters.active()) << 8) + u64::from(counters.inactive())
 }
 
@@ -261,13 +261,13 @@ fn cmp_load(oh1: u64, w1: u32, oh2: u64, w2: u32) -> std::cmp::Ordering {
 fn weighted_least(
     reals: &[RealServer],
     candidates: impl IntoIterator<Item = usize>,
-    dests: &DestTable,
-    overhead: impl Fn(&DestCounters) -> u64,
+    loads: &RealLoads,
+    overhead: impl Fn(&RealLoad) -> u64,
 ) -> Option<usize> {
     let mut least: Option<(usize, u64, u32)> = None;
     for i in candidates {
         let Some(real) = reals.get(i) else { continue };
-        let Some(counters) = available(real, dests) else {
+        let Some(counters) = available(real, loads) else {
             continue;
         };
         let doh = overhead(counters);
@@ -340,7 +340,7 @@ pub(crate) mod testutil {
 
     use crate::packet::{FlowKey, L4Proto};
     use crate::service::{
-        DestId, DestTable, ForwardMethod, RealServer, SchedFlags, SchedulerKind, ServiceKey,
+        ForwardMethod, RealId, RealLoads, RealServer, SchedFlags, SchedulerKind, ServiceKey,
         VirtualService,
     };
     use crate::Millis;
@@ -358,7 +358,7 @@ pub(crate) mod testutil {
 
     pub fn real(i: usize, weight: u32) -> RealServer {
         RealServer {
-            id: DestId(i as u32),
+            id: RealId(i as u32),
             addr: real_addr(i),
             port: 80,
             method: ForwardMethod::Dr,
@@ -386,22 +386,22 @@ pub(crate) mod testutil {
         }
     }
 
-    pub fn dests(n: usize) -> DestTable {
-        DestTable::new(n.max(1))
+    pub fn loads(n: usize) -> RealLoads {
+        RealLoads::new(n.max(1))
     }
 
-    pub fn set_conns(dests: &DestTable, i: usize, active: u32, inactive: u32) {
-        let c = dests
-            .get(DestId(i as u32))
-            .expect("test dest table too small");
+    pub fn set_conns(loads: &RealLoads, i: usize, active: u32, inactive: u32) {
+        let c = loads
+            .get(RealId(i as u32))
+            .expect("test load table too small");
         c.active_conns.store(active, Ordering::Relaxed);
         c.inact_conns.store(inactive, Ordering::Relaxed);
     }
 
-    pub fn set_overloaded(dests: &DestTable, i: usize, on: bool) {
-        let c = dests
-            .get(DestId(i as u32))
-            .expect("test dest table too small");
+    pub fn set_overloaded(loads: &RealLoads, i: usize, on: bool) {
+        let c = loads
+            .get(RealId(i as u32))
+            .expect("test load table too small");
         c.overloaded.store(on, Ordering::Relaxed);
     }
 
@@ -443,22 +443,22 @@ pub(crate) mod testutil {
         now: Millis,
         svc: &VirtualService,
         key: &FlowKey,
-        dests: &DestTable,
+        loads: &RealLoads,
     ) -> Option<usize> {
         sched.tick(now);
-        sched.schedule(svc, key, dests)
+        sched.schedule(svc, key, loads)
     }
 
     /// Runs `picks` schedules and counts the picks per real server.
     pub fn histogram(
         sched: &super::Scheduler,
         svc: &VirtualService,
-        dests: &DestTable,
+        loads: &RealLoads,
         picks: u32,
     ) -> Vec<u32> {
         let mut counts = vec![0u32; svc.reals.len()];
         for n in 0..picks {
-            if let Some(i) = sched.schedule(svc, &client_key(n), dests) {
+            if let Some(i) = sched.schedule(svc, &client_key(n), loads) {
                 counts[i] += 1;
             }
         }
@@ -470,16 +470,16 @@ pub(crate) mod testutil {
 mod tests {
     use super::testutil::*;
     use super::*;
-    use crate::service::{DestId, SchedFlags};
+    use crate::service::{RealId, SchedFlags};
     use proptest::prelude::*;
 
     #[test]
     fn overload_hysteresis_with_lower_threshold() {
-        let dests = dests(1);
+        let loads = loads(1);
         let mut r = real(0, 1);
         r.upper_threshold = 10;
         r.lower_threshold = 5;
-        let c = dests.get(DestId(0)).unwrap();
+        let c = loads.get(RealId(0)).unwrap();
         for (active, inactive, expect) in [
             (3, 6, false), // 9 < 10
             (4, 6, true),  // reaches upper
@@ -488,7 +488,7 @@ mod tests {
             (2, 2, false), // 4 < 5: cleared
             (3, 6, false), // 9: between, stays clear
         ] {
-            set_conns(&dests, 0, active, inactive);
+            set_conns(&loads, 0, active, inactive);
             assert_eq!(update_overload(c, &r), expect, "{active}+{inactive}");
             assert_eq!(c.overloaded.load(Ordering::Relaxed), expect);
         }
@@ -496,23 +496,23 @@ mod tests {
 
     #[test]
     fn overload_hysteresis_defaults_to_three_quarters_of_upper() {
-        let dests = dests(1);
+        let loads = loads(1);
         let mut r = real(0, 1);
         r.upper_threshold = 8;
-        let c = dests.get(DestId(0)).unwrap();
+        let c = loads.get(RealId(0)).unwrap();
         for (total, expect) in [(8, true), (7, true), (6, true), (5, false), (7, false)] {
-            set_conns(&dests, 0, total, 0);
+            set_conns(&loads, 0, total, 0);
             assert_eq!(update_overload(c, &r), expect, "total {total}");
         }
     }
 
     #[test]
     fn no_upper_threshold_clears_the_flag() {
-        let dests = dests(1);
+        let loads = loads(1);
         let r = real(0, 1);
-        let c = dests.get(DestId(0)).unwrap();
-        set_overloaded(&dests, 0, true);
-        set_conns(&dests, 0, 1000, 1000);
+        let c = loads.get(RealId(0)).unwrap();
+        set_overloaded(&loads, 0, true);
+        set_conns(&loads, 0, 1000, 1000);
         assert!(!update_overload(c, &r));
     }
 
@@ -521,13 +521,13 @@ mod tests {
         for kind in SchedulerKind::ALL {
             // Empty service.
             let svc = service(kind, &[]);
-            let d = dests(1);
+            let d = loads(1);
             let s = Scheduler::new(&svc);
             assert_eq!(s.kind(), kind);
             assert_eq!(s.schedule(&svc, &client_key(1), &d), None, "{kind:?}");
             // All quiesced.
             let svc = service(kind, &[0, 0, 0]);
-            let d = dests(3);
+            let d = loads(3);
             let s = Scheduler::new(&svc);
             for n in 0..50 {
                 assert_eq!(s.schedule(&svc, &client_key(n), &d), None, "{kind:?}");
@@ -552,10 +552,10 @@ mod tests {
             let mut svc = service(kind, &[5, 1, 1]);
             svc.reals[0].upper_threshold = 4;
             svc.sched_flags.fallback = true;
-            let d = dests(3);
+            let d = loads(3);
             let s = Scheduler::new(&svc);
             set_conns(&d, 0, 4, 0);
-            let c0 = d.get(DestId(0)).unwrap();
+            let c0 = d.get(RealId(0)).unwrap();
             assert!(update_overload(c0, &svc.reals[0]));
             for n in 0..200 {
                 let pick = s.schedule(&svc, &client_key(n), &d);
@@ -583,7 +583,7 @@ mod tests {
             for kind in SchedulerKind::ALL {
                 let mut svc = service(kind, &weights);
                 svc.sched_flags = SchedFlags { fallback, port };
-                let d = dests(weights.len());
+                let d = loads(weights.len());
                 for (i, &a) in active.iter().take(weights.len()).enumerate() {
                     set_conns(&d, i, a, 0);
                 }
@@ -618,11 +618,11 @@ mod tests {
             lower in 0u32..12,
             totals in proptest::collection::vec(0u32..16, 1..40),
         ) {
-            let d = dests(2);
+            let d = loads(2);
             let mut r = real(0, 1);
             r.upper_threshold = upper;
             r.lower_threshold = lower;
-            let c = d.get(DestId(0)).unwrap();
+            let c = d.get(RealId(0)).unwrap();
             let mut model = false;
             for t in totals {
                 set_conns(&d, 0, t / 2, t - t / 2);
@@ -657,7 +657,7 @@ mod tests {
             (SchedulerKind::Wrr, vec![4, 3, 2], vec![4, 3, 2]),
         ] {
             let svc = service(kind, &weights);
-            let d = dests(weights.len());
+            let d = loads(weights.len());
             let s = Scheduler::new(&svc);
             let period: u32 = per_period.iter().sum();
             let per_thread = period * 1000;
@@ -681,7 +681,7 @@ mod tests {
     fn concurrent_locality_picks_stay_valid() {
         for kind in [SchedulerKind::Lblc, SchedulerKind::Lblcr] {
             let svc = service(kind, &[1, 2, 3, 4]);
-            let d = dests(4);
+            let d = loads(4);
             let s = Scheduler::new(&svc);
             std::thread::scope(|scope| {
                 for t in 0..4u32 {
@@ -707,7 +707,7 @@ mod tests {
         for kind in SchedulerKind::ALL {
             let big = service(kind, &[1; 8]);
             let small = service(kind, &[1; 2]);
-            let d = dests(8);
+            let d = loads(8);
             let s = Scheduler::new(&big);
             let mut picked = 0;
             for n in 0..100 {

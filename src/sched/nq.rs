@@ -3,13 +3,13 @@
 //! `(active + 1) / weight`.
 
 use super::{available, sed};
-use crate::service::{DestTable, RealServer};
+use crate::service::{RealLoads, RealServer};
 
-pub fn schedule(reals: &[RealServer], dests: &DestTable) -> Option<usize> {
+pub fn schedule(reals: &[RealServer], loads: &RealLoads) -> Option<usize> {
     reals
         .iter()
-        .position(|r| available(r, dests).is_some_and(|c| c.active() == 0))
-        .or_else(|| sed::schedule(reals, dests))
+        .position(|r| available(r, loads).is_some_and(|c| c.active() == 0))
+        .or_else(|| sed::schedule(reals, loads))
 }
 
 #[cfg(test)]
@@ -21,7 +21,7 @@ mod tests {
     #[test]
     fn idle_server_first_then_expected_delay() {
         let svc = service(SchedulerKind::Nq, &[1, 2, 5]);
-        let d = dests(3);
+        let d = loads(3);
         assert_eq!(schedule(&svc.reals, &d), Some(0), "idle, first in list");
         set_conns(&d, 0, 1, 0);
         set_conns(&d, 2, 9, 0);

@@ -6,7 +6,7 @@
 
 use super::available;
 use super::fo::by_weight;
-use crate::service::{DestTable, RealServer};
+use crate::service::{RealLoads, RealServer};
 
 #[derive(Debug)]
 pub struct Ovf {
@@ -20,11 +20,11 @@ impl Ovf {
         }
     }
 
-    pub fn schedule(&self, reals: &[RealServer], dests: &DestTable) -> Option<usize> {
+    pub fn schedule(&self, reals: &[RealServer], loads: &RealLoads) -> Option<usize> {
         self.order.iter().map(|&i| i as usize).find(|&i| {
             reals
                 .get(i)
-                .is_some_and(|r| available(r, dests).is_some_and(|c| c.active() <= r.weight))
+                .is_some_and(|r| available(r, loads).is_some_and(|c| c.active() <= r.weight))
         })
     }
 }
@@ -38,7 +38,7 @@ mod tests {
     #[test]
     fn overflows_by_weight() {
         let svc = service(SchedulerKind::Ovf, &[3, 10, 5, 10]);
-        let d = dests(4);
+        let d = loads(4);
         let ovf = Ovf::new(&svc.reals);
         assert_eq!(ovf.schedule(&svc.reals, &d), Some(1));
         set_conns(&d, 1, 10, 99);

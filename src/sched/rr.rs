@@ -15,13 +15,13 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::available;
-use crate::service::{DestId, DestTable, RealServer};
+use crate::service::{RealId, RealLoads, RealServer};
 
 #[derive(Debug, Default)]
 pub struct Rr {
     cursor: AtomicUsize,
     /// The servers in list order, to find the position again after a change.
-    ids: Box<[DestId]>,
+    ids: Box<[RealId]>,
 }
 
 impl Rr {
@@ -53,7 +53,7 @@ impl Rr {
         }
     }
 
-    pub fn schedule(&self, reals: &[RealServer], dests: &DestTable) -> Option<usize> {
+    pub fn schedule(&self, reals: &[RealServer], loads: &RealLoads) -> Option<usize> {
         let n = reals.len();
         if n == 0 {
             return None;
@@ -65,7 +65,7 @@ impl Rr {
             if i >= n {
                 i -= n;
             }
-            if available(&reals[i], dests).is_some() {
+            if available(&reals[i], loads).is_some() {
                 if step > 0 {
                     let next = ticket.wrapping_add(1);
                     let _ = self.cursor.compare_exchange(
@@ -91,7 +91,7 @@ mod tests {
     fn picks(
         s: &Scheduler,
         svc: &crate::service::VirtualService,
-        d: &crate::service::DestTable,
+        d: &crate::service::RealLoads,
         n: u32,
     ) -> Vec<usize> {
         (0..n)
@@ -102,7 +102,7 @@ mod tests {
     #[test]
     fn cycles_in_list_order() {
         let svc = service(SchedulerKind::Rr, &[1, 5, 1]);
-        let d = dests(3);
+        let d = loads(3);
         let s = Scheduler::new(&svc);
         assert_eq!(picks(&s, &svc, &d, 7), [0, 1, 2, 0, 1, 2, 0]);
     }
@@ -111,7 +111,7 @@ mod tests {
     fn skips_quiesced_and_overloaded_like_ipvs() {
         // IPVS: A(0) quiesced, C overloaded: B, D, B, D ...
         let svc = service(SchedulerKind::Rr, &[0, 1, 1, 1]);
-        let d = dests(4);
+        let d = loads(4);
         set_overloaded(&d, 2, true);
         let s = Scheduler::new(&svc);
         assert_eq!(picks(&s, &svc, &d, 6), [1, 3, 1, 3, 1, 3]);
@@ -123,7 +123,7 @@ mod tests {
     #[test]
     fn update_keeps_the_position() {
         let svc = service(SchedulerKind::Rr, &[1, 1, 1, 1]);
-        let d = dests(5);
+        let d = loads(5);
         let s = Scheduler::new(&svc);
         assert_eq!(picks(&s, &svc, &d, 2), [0, 1]);
         let s2 = s.update(&svc);

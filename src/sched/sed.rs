@@ -3,15 +3,15 @@
 //! connections are not counted (IPVS's `ip_vs_sed_dest_overhead`).
 
 use super::weighted_least;
-use crate::service::{DestCounters, DestTable, RealServer};
+use crate::service::{RealLoad, RealLoads, RealServer};
 
 /// IPVS's sed/nq overhead: the delay a new connection would see.
-fn overhead(counters: &DestCounters) -> u64 {
+fn overhead(counters: &RealLoad) -> u64 {
     u64::from(counters.active()) + 1
 }
 
-pub fn schedule(reals: &[RealServer], dests: &DestTable) -> Option<usize> {
-    weighted_least(reals, 0..reals.len(), dests, overhead)
+pub fn schedule(reals: &[RealServer], loads: &RealLoads) -> Option<usize> {
+    weighted_least(reals, 0..reals.len(), loads, overhead)
 }
 
 #[cfg(test)]
@@ -23,7 +23,7 @@ mod tests {
     #[test]
     fn expected_delay_decides() {
         let svc = service(SchedulerKind::Sed, &[1, 2, 3]);
-        let d = dests(3);
+        let d = loads(3);
         // All idle: 1/1, 1/2, 1/3: the heaviest wins (unlike wlc's first).
         assert_eq!(schedule(&svc.reals, &d), Some(2));
         set_conns(&d, 2, 2, 1000); // 3/3 = 1; inactive ignored

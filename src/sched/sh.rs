@@ -13,7 +13,7 @@
 
 use super::{hashed_port, ipvs_fold, usable};
 use crate::packet::FlowKey;
-use crate::service::{DestTable, RealServer, VirtualService};
+use crate::service::{RealLoads, RealServer, VirtualService};
 
 /// IPVS's `IP_VS_SH_TAB_BITS` default.
 const TAB_BITS: u32 = 8;
@@ -58,20 +58,20 @@ impl Sh {
         &self,
         svc: &VirtualService,
         key: &FlowKey,
-        dests: &DestTable,
+        loads: &RealLoads,
     ) -> Option<usize> {
         let port = hashed_port(key, svc.sched_flags.port);
         let ihash = hashkey(key, port, 0);
         if self.buckets[ihash] == EMPTY {
             return None;
         }
-        if let Some(i) = usable(self.buckets[ihash] as usize, &svc.reals, dests) {
+        if let Some(i) = usable(self.buckets[ihash] as usize, &svc.reals, loads) {
             return Some(i);
         }
         if !svc.sched_flags.fallback {
             return None;
         }
-        self.fallback(&svc.reals, key, port, ihash, dests)
+        self.fallback(&svc.reals, key, port, ihash, loads)
     }
 
     #[cold]
@@ -81,12 +81,12 @@ impl Sh {
         key: &FlowKey,
         port: u16,
         ihash: usize,
-        dests: &DestTable,
+        loads: &RealLoads,
     ) -> Option<usize> {
         (0..TAB_SIZE).find_map(|offset| {
             let roffset = ((offset + ihash) % TAB_SIZE) as u32;
             let bucket = hashkey(key, port, roffset);
-            usable(self.buckets[bucket] as usize, reals, dests)
+            usable(self.buckets[bucket] as usize, reals, loads)
         })
     }
 }
@@ -123,7 +123,7 @@ mod tests {
     #[test]
     fn unavailable_server_refuses_without_fallback_and_moves_with_it() {
         let mut svc = service(SchedulerKind::Sh, &[1, 1, 1, 1]);
-        let d = dests(4);
+        let d = loads(4);
         let key = client_key(7); // bucket 171 -> server 171 % 4 = 3
         let s = Scheduler::new(&svc);
         assert_eq!(s.schedule(&svc, &key, &d), Some(3));
@@ -141,7 +141,7 @@ mod tests {
     #[test]
     fn port_flag_hashes_the_source_port() {
         let mut svc = service(SchedulerKind::Sh, &[1; 8]);
-        let d = dests(8);
+        let d = loads(8);
         let s = Scheduler::new(&svc);
         let mut key = client_key(7);
         let mut seen = std::collections::HashSet::new();
@@ -175,7 +175,7 @@ mod tests {
             let mut svc = service(SchedulerKind::Sh, &weights);
             svc.sched_flags.port = port;
             svc.sched_flags.fallback = fallback;
-            let d = dests(weights.len());
+            let d = loads(weights.len());
             let key = client_key_v6(bits, sport);
             let first = Scheduler::new(&svc).schedule(&svc, &key, &d);
             prop_assert!(first.is_some());

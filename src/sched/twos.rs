@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{addr_port_hash, available, cmp_load, conn_overhead, mix64};
 use crate::packet::FlowKey;
-use crate::service::{DestTable, RealServer};
+use crate::service::{RealLoads, RealServer};
 
 /// Draws per choice on the fast path before falling back to IPVS's walk over
 /// the available servers only.
@@ -68,12 +68,12 @@ impl Twos {
 
     /// IPVS's weighted draw over every server with a weight: `r` in
     /// `[0, total]` lands on the first server whose running sum reaches it.
-    fn draw(&self, reals: &[RealServer], dests: &DestTable, r: u64) -> Option<Choice> {
+    fn draw(&self, reals: &[RealServer], loads: &RealLoads, r: u64) -> Option<Choice> {
         let total = *self.cumulative.last()?;
         let p = self.cumulative.partition_point(|&c| c < r % (total + 1));
         let i = *self.servers.get(p)? as usize;
         let real = reals.get(i)?;
-        let c = available(real, dests)?;
+        let c = available(real, loads)?;
         Some((i, conn_overhead(c), real.weight))
     }
 
@@ -87,7 +87,7 @@ impl Twos {
         &self,
         reals: &[RealServer],
         key: &FlowKey,
-        dests: &DestTable,
+        loads: &RealLoads,
     ) -> Option<usize> {
         if self.servers.is_empty() {
             return None;
@@ -97,32 +97,32 @@ impl Twos {
         let mut c2 = None;
         for _ in 0..REDRAWS {
             if c1.is_none() {
-                c1 = self.draw(reals, dests, r);
+                c1 = self.draw(reals, loads, r);
             }
             r = mix64(r ^ 0x2545_f491_4f6c_dd1d);
             if c2.is_none() {
-                c2 = self.draw(reals, dests, r);
+                c2 = self.draw(reals, loads, r);
             }
             if c1.is_some() && c2.is_some() {
                 return better(c1, c2);
             }
             r = mix64(r ^ 0x6a09_e667_f3bc_c909);
         }
-        self.slow_path(reals, dests, r)
+        self.slow_path(reals, loads, r)
     }
 
     #[cold]
-    fn slow_path(&self, reals: &[RealServer], dests: &DestTable, r: u64) -> Option<usize> {
+    fn slow_path(&self, reals: &[RealServer], loads: &RealLoads, r: u64) -> Option<usize> {
         let total: u64 = reals
             .iter()
-            .filter(|r| available(r, dests).is_some())
+            .filter(|r| available(r, loads).is_some())
             .map(|r| u64::from(r.weight))
             .sum();
         if total == 0 {
             return None;
         }
         let r2 = mix64(r ^ 0x2545_f491_4f6c_dd1d);
-        pick_two(reals, dests, r % (total + 1), r2 % (total + 1))
+        pick_two(reals, loads, r % (total + 1), r2 % (total + 1))
     }
 }
 
@@ -144,13 +144,13 @@ fn better(c1: Option<Choice>, c2: Option<Choice>) -> Option<usize> {
 
 /// IPVS's walk: the draws `w1`, `w2` in `[0, total]` over the available
 /// servers' weights, then the better of the two.
-fn pick_two(reals: &[RealServer], dests: &DestTable, w1: u64, w2: u64) -> Option<usize> {
+fn pick_two(reals: &[RealServer], loads: &RealLoads, w1: u64, w2: u64) -> Option<usize> {
     let mut w1 = Some(w1);
     let mut w2 = Some(w2);
     let mut c1: Option<Choice> = None;
     let mut c2: Option<Choice> = None;
     for (i, real) in reals.iter().enumerate() {
-        let Some(counters) = available(real, dests) else {
+        let Some(counters) = available(real, loads) else {
             continue;
         };
         let w = u64::from(real.weight);
@@ -181,7 +181,7 @@ mod tests {
     #[test]
     fn draws_walk_the_weights_like_ipvs() {
         let svc = service(SchedulerKind::Twos, &[2, 0, 3]);
-        let d = dests(3);
+        let d = loads(3);
         // Total 5; draws 0..=2 land on 0 (one extra), 3..=5 on 2.
         for (w, want) in [(0, 0), (2, 0), (3, 2), (5, 2)] {
             assert_eq!(pick_two(&svc.reals, &d, w, w), Some(want), "draw {w}");
@@ -203,7 +203,7 @@ mod tests {
     #[test]
     fn fast_draw_matches_ipvs_walk() {
         let svc = service(SchedulerKind::Twos, &[2, 0, 3, 1]);
-        let d = dests(4);
+        let d = loads(4);
         let t = Twos::new(&svc.reals);
         for r in 0..=6 {
             let fast = t.draw(&svc.reals, &d, r).map(|c| c.0);
@@ -214,7 +214,7 @@ mod tests {
     #[test]
     fn overloaded_draws_are_drawn_again() {
         let svc = service(SchedulerKind::Twos, &[5, 1, 5]);
-        let d = dests(3);
+        let d = loads(3);
         set_overloaded(&d, 0, true);
         set_overloaded(&d, 2, true);
         let s = Scheduler::new(&svc);
@@ -228,7 +228,7 @@ mod tests {
         // With equal load the pick is the first draw, so shares follow
         // IPVS's draw: 2/5, 1/5, 2/5 here (the first server's extra chance), within 3 points.
         let svc = service(SchedulerKind::Twos, &[1, 1, 2]);
-        let d = dests(3);
+        let d = loads(3);
         let s = Scheduler::new(&svc);
         let counts = histogram(&s, &svc, &d, 5000);
         let share = |i: usize| f64::from(counts[i]) / 5000.0;

@@ -3,24 +3,24 @@
 //! list order on a tie.
 
 use super::{conn_overhead, weighted_least};
-use crate::service::{DestTable, RealServer};
+use crate::service::{RealLoads, RealServer};
 
-pub fn schedule(reals: &[RealServer], dests: &DestTable) -> Option<usize> {
-    weighted_least(reals, 0..reals.len(), dests, conn_overhead)
+pub fn schedule(reals: &[RealServer], loads: &RealLoads) -> Option<usize> {
+    weighted_least(reals, 0..reals.len(), loads, conn_overhead)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sched::testutil::*;
-    use crate::service::{DestId, SchedulerKind};
+    use crate::service::{RealId, SchedulerKind};
     use proptest::prelude::*;
     use std::sync::atomic::Ordering;
 
     #[test]
     fn overhead_is_divided_by_weight() {
         let svc = service(SchedulerKind::Wlc, &[1, 3, 2]);
-        let d = dests(3);
+        let d = loads(3);
         assert_eq!(schedule(&svc.reals, &d), Some(0), "all idle: first");
         set_conns(&d, 0, 1, 0); // 256/1
         set_conns(&d, 1, 3, 0); // 768/3 = 256: tie with 0, not better
@@ -43,20 +43,20 @@ mod tests {
         #[test]
         fn distribution_follows_weights(weights in proptest::collection::vec(0u32..=50, 1..10)) {
             let svc = service(SchedulerKind::Wlc, &weights);
-            let d = dests(weights.len());
+            let d = loads(weights.len());
             let total: u32 = weights.iter().sum();
             let picks = 1000u32;
             for _ in 0..picks {
                 match schedule(&svc.reals, &d) {
                     Some(i) => {
-                        d.get(DestId(i as u32)).unwrap().active_conns.fetch_add(1, Ordering::Relaxed);
+                        d.get(RealId(i as u32)).unwrap().active_conns.fetch_add(1, Ordering::Relaxed);
                     }
                     None => prop_assert_eq!(total, 0),
                 }
             }
             if total > 0 {
                 for (i, &w) in weights.iter().enumerate() {
-                    let got = f64::from(d.get(DestId(i as u32)).unwrap().active());
+                    let got = f64::from(d.get(RealId(i as u32)).unwrap().active());
                     let want = f64::from(picks) * f64::from(w) / f64::from(total);
                     let slack = (weights.len() - 1) as f64;
                     prop_assert!(got <= want + 1.0 && got >= want - slack, "server {} weight {} got {} want {}", i, w, got, want);

@@ -20,7 +20,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::usable;
-use crate::service::{DestTable, RealServer};
+use crate::service::{RealLoads, RealServer};
 
 #[derive(Debug)]
 struct Band {
@@ -116,7 +116,7 @@ impl Wrr {
         self.members[(band.first + offset) as usize] as usize
     }
 
-    pub fn schedule(&self, reals: &[RealServer], dests: &DestTable) -> Option<usize> {
+    pub fn schedule(&self, reals: &[RealServer], loads: &RealLoads) -> Option<usize> {
         if self.period == 0 {
             return None;
         }
@@ -124,7 +124,7 @@ impl Wrr {
         let p = ticket % self.period;
         let (b, end) = self.band_of(p);
         let i = self.member(&self.bands[b], p);
-        usable(i, reals, dests).or_else(|| self.skip_from(reals, dests, ticket, p, b, end))
+        usable(i, reals, loads).or_else(|| self.skip_from(reals, loads, ticket, p, b, end))
     }
 
     /// Goes on along the walk from position `p` (whose server is unavailable)
@@ -135,7 +135,7 @@ impl Wrr {
     fn skip_from(
         &self,
         reals: &[RealServer],
-        dests: &DestTable,
+        loads: &RealLoads,
         ticket: u64,
         mut p: u64,
         mut b: usize,
@@ -147,7 +147,7 @@ impl Wrr {
             let tries = u64::from(band.len).min(end - p);
             for t in 0..tries {
                 let i = self.member(band, p + t);
-                if usable(i, reals, dests).is_some() {
+                if usable(i, reals, loads).is_some() {
                     let next = ticket.wrapping_add(1);
                     let _ = self.cursor.compare_exchange(
                         next,
@@ -180,7 +180,7 @@ mod tests {
 
     fn seq(weights: &[u32], n: u32) -> Vec<usize> {
         let svc = service(SchedulerKind::Wrr, weights);
-        let d = dests(weights.len());
+        let d = loads(weights.len());
         let s = Scheduler::new(&svc);
         (0..n)
             .map(|k| s.schedule(&svc, &client_key(k), &d).unwrap())
@@ -212,7 +212,7 @@ mod tests {
         // Walk for 4,3,2 is A A B A B C A B C; with A overloaded IPVS yields
         // B B C B C, B B C B C ...
         let svc = service(SchedulerKind::Wrr, &[4, 3, 2]);
-        let d = dests(3);
+        let d = loads(3);
         set_overloaded(&d, 0, true);
         let s = Scheduler::new(&svc);
         let got: Vec<usize> = (0..10)
@@ -225,7 +225,7 @@ mod tests {
     fn a_long_band_of_one_overloaded_server_is_crossed_at_once() {
         // Weights 65535 and 1: the top band is 65534 levels of A alone.
         let svc = service(SchedulerKind::Wrr, &[65535, 1]);
-        let d = dests(2);
+        let d = loads(2);
         set_overloaded(&d, 0, true);
         let s = Scheduler::new(&svc);
         for k in 0..5 {
@@ -252,7 +252,7 @@ mod tests {
         fn distribution_follows_weights(weights in proptest::collection::vec(0u32..=20, 1..8)) {
             let total: u32 = weights.iter().sum();
             let svc = service(SchedulerKind::Wrr, &weights);
-            let d = dests(weights.len());
+            let d = loads(weights.len());
             let s = Scheduler::new(&svc);
             let picks = 2000;
             let counts = histogram(&s, &svc, &d, picks);

@@ -26,7 +26,8 @@ use super::prog::SteeringProgram;
 use crate::neigh::hold::{HoldQueue, HOLD_FRAMES, HOLD_MS};
 use crate::neigh::netlink::Waker;
 use crate::packet::Frame;
-use crate::pipeline::{Config, DropReason, Pipeline, Verdict};
+use crate::pipeline::{Pipeline, Snapshot};
+use crate::verdict::{DropReason, Verdict};
 use crate::Millis;
 
 /// Bytes per UMEM frame: a page, room for a 1500-byte frame plus encapsulation
@@ -171,7 +172,7 @@ impl WorkerStats {
 /// What the control plane shares with every worker.
 pub struct WorkerShared {
     pub stop: AtomicBool,
-    pub config: ArcSwap<Config>,
+    pub snapshot: ArcSwap<Snapshot>,
 }
 
 struct PortSocket {
@@ -309,7 +310,7 @@ impl Worker {
         let mut busy_round: Option<Instant> = None;
         // Follows the shared configuration with one load per round instead
         // of ArcSwap's full protocol.
-        let mut config = arc_swap::Cache::new(&shared.config);
+        let mut config = arc_swap::Cache::new(&shared.snapshot);
         let mut idle = 0u32;
         let mut tx_ring_full = 0u64;
         let mut bad_port = 0u64;
@@ -320,8 +321,8 @@ impl Worker {
             }
             let now = Millis(started.duration_since(epoch).as_millis() as u64);
             let current = config.load();
-            if !Arc::ptr_eq(current, self.pipeline.config()) {
-                self.pipeline.set_config(Arc::clone(current));
+            if !Arc::ptr_eq(current, self.pipeline.snapshot()) {
+                self.pipeline.set_snapshot(Arc::clone(current));
                 // A new snapshot may know the neighbours held frames wait for.
                 self.release_held(&mut tx_lists);
             }
@@ -443,7 +444,7 @@ impl Worker {
     fn release_held(&mut self, tx_lists: &mut [Vec<FrameDesc>]) {
         let (umem, sent) = (&self.umem, &mut self.held_sent);
         self.held
-            .release(&self.pipeline.config().next_hops, |mut d, hop| {
+            .release(&self.pipeline.snapshot().next_hops, |mut d, hop| {
                 // SAFETY: a held frame came off an rx ring of this UMEM and has
                 // been on no ring since: the worker alone holds it.
                 let mut data = unsafe { umem.data_mut(&mut d) };

@@ -57,9 +57,9 @@ pub fn parse_with(args: &[String], names: &Services) -> Result<Command, UsageErr
         Opt::Clear => Cmd::Flush,
         Opt::List => Cmd::List,
         Opt::Zero => Cmd::Zero,
-        Opt::AddServer => Cmd::AddDest,
-        Opt::EditServer => Cmd::EditDest,
-        Opt::DeleteServer => Cmd::DelDest,
+        Opt::AddServer => Cmd::AddReal,
+        Opt::EditServer => Cmd::EditReal,
+        Opt::DeleteServer => Cmd::DelReal,
         Opt::Set => Cmd::Timeout,
         Opt::Restore => Cmd::Restore,
         Opt::Save => Cmd::Save,
@@ -123,9 +123,9 @@ enum Cmd {
     Del,
     Flush,
     List,
-    AddDest,
-    DelDest,
-    EditDest,
+    AddReal,
+    DelReal,
+    EditReal,
     Timeout,
     Restore,
     Save,
@@ -140,9 +140,9 @@ impl Cmd {
             Cmd::Del => "delete-service",
             Cmd::Flush => "flush",
             Cmd::List => "list",
-            Cmd::AddDest => "add-server",
-            Cmd::DelDest => "delete-server",
-            Cmd::EditDest => "edit-server",
+            Cmd::AddReal => "add-server",
+            Cmd::DelReal => "delete-server",
+            Cmd::EditReal => "edit-server",
             Cmd::Timeout => "set",
             Cmd::Restore => "restore",
             Cmd::Save => "save",
@@ -160,8 +160,8 @@ impl Cmd {
             Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxxx xx",
             Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxx",
             Cmd::List => b" 11xxxxxxxx11      x x",
-            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxx ",
-            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxx",
+            Cmd::AddReal | Cmd::EditReal => b"xx+xxx+    xxxxxxxxxx ",
+            Cmd::DelReal => b"xx+xxx+xxxxxxxxxxxxxxx",
             Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxx",
             Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxx",
             Cmd::Flush | Cmd::Timeout | Cmd::Restore => b"xxxxxxxxxxxxxxxxxxxxxx",
@@ -554,7 +554,7 @@ impl State {
             }
             Cmd::Del => Command::Edit(Edit::DeleteService(need_key()?)),
             Cmd::Flush => Command::Edit(Edit::Clear),
-            Cmd::AddDest | Cmd::EditDest | Cmd::DelDest => {
+            Cmd::AddReal | Cmd::EditReal | Cmd::DelReal => {
                 let key = need_key()?;
                 let (addr, port) = self.real.take().ok_or_else(try_help)?;
                 let bad = || UsageError::usage("illegal real server address[:port] specified");
@@ -562,7 +562,7 @@ impl State {
                     Some(p) => port_number(&p, key.proto, names).ok_or_else(bad)?,
                     None => key.port,
                 };
-                if cmd == Cmd::DelDest {
+                if cmd == Cmd::DelReal {
                     return Ok(Command::Edit(Edit::DeleteReal(
                         key,
                         std::net::SocketAddr::new(addr, port),
@@ -591,7 +591,7 @@ impl State {
                     upper_threshold: self.upper,
                     lower_threshold: self.lower,
                 };
-                Command::Edit(if cmd == Cmd::AddDest {
+                Command::Edit(if cmd == Cmd::AddReal {
                     Edit::AddReal(key, spec)
                 } else {
                     Edit::EditReal(key, spec)

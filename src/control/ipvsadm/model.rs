@@ -4,12 +4,12 @@
 //! `ipvs_strerror`). A failed edit changes nothing.
 //!
 //! # Real-server ids
-//! Every real server gets a [`DestId`] below the `DestTable` capacity given
+//! Every real server gets a [`RealId`] below the `RealLoads` capacity given
 //! to [`ServiceModel::new`]. Fresh ids are handed out first (0, 1, 2, ...);
 //! only when every id has been used once are freed ids reused, oldest freed
 //! first, and only those the caller's `reusable` predicate accepts (the
 //! daemon passes "no connection or template still counts against it", read
-//! from the `DestTable`). An id is never reused while the model itself
+//! from the `RealLoads`). An id is never reused while the model itself
 //! still holds it. With none left, the add fails with IPVS's ENOMEM text,
 //! "Memory allocation problem". A connection entry holds 16-bit ids, so
 //! there are at most [`MAX_IDS`] real servers and as many services; the
@@ -26,7 +26,7 @@
 //! Services keep the order they were added; deleting one moves those after
 //! it down one `ServiceIndex` in the next snapshot. Code that keeps a
 //! `ServiceIndex` across snapshots should find the service through the
-//! real server instead (`ServiceTable::real(DestId)`), whose id is stable.
+//! real server instead (`ServiceTable::real(RealId)`), whose id is stable.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -35,7 +35,7 @@ use std::net::{IpAddr, SocketAddr};
 use super::save::ScriptLine;
 use super::{Command, Edit, RealSpec, ServiceSpec};
 use crate::limits::{MAX_REALS, MAX_SERVICES};
-use crate::service::{DestId, RealServer, ServiceKey, ServiceTable, VirtualService};
+use crate::service::{RealId, RealServer, ServiceKey, ServiceTable, VirtualService};
 
 /// Real-server ids and services a connection entry can name (16 bits).
 pub const MAX_IDS: usize = 1 << 16;
@@ -113,8 +113,8 @@ impl std::error::Error for ApplyError {}
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
     /// Real servers that are gone: expire their connections
-    /// (`ConnTable::expire_dests`, IPVS's `expire_nodest_conn`).
-    pub removed: Vec<DestId>,
+    /// (`ConnTable::expire_reals`, IPVS's `expire_nodest_conn`).
+    pub removed: Vec<RealId>,
 }
 
 /// A restore that failed: the line and why. Nothing was applied.
@@ -136,7 +136,7 @@ impl std::error::Error for RestoreError {}
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RestoreOutcome {
     /// As [`Applied::removed`], for the whole script.
-    pub removed: Vec<DestId>,
+    pub removed: Vec<RealId>,
     /// The script's `-Z` and `--set` commands, in order, which act on
     /// counters and timeouts outside the model.
     pub deferred: Vec<Command>,
@@ -160,26 +160,26 @@ pub struct ServiceModel {
     /// when such stale entries pile up.
     freed: VecDeque<Freed>,
     /// (service, endpoint) of a deleted real server → its id, IPVS's trash.
-    trash: HashMap<(ServiceKey, SocketAddr), DestId>,
+    trash: HashMap<(ServiceKey, SocketAddr), RealId>,
 }
 
 /// A deleted real server's id, and whom it named.
 #[derive(Clone, Copy, Debug)]
 struct Freed {
-    id: DestId,
+    id: RealId,
     service: ServiceKey,
     endpoint: SocketAddr,
 }
 
 impl ServiceModel {
-    /// An empty model for a `DestTable` of `dest_capacity` slots (at most
+    /// An empty model for a `RealLoads` of `real_capacity` slots (at most
     /// [`MAX_IDS`] are used).
-    pub fn new(dest_capacity: usize) -> ServiceModel {
+    pub fn new(real_capacity: usize) -> ServiceModel {
         ServiceModel {
             services: Vec::new(),
             index: HashMap::new(),
             endpoints: HashSet::new(),
-            capacity: dest_capacity.min(MAX_IDS) as u32,
+            capacity: real_capacity.min(MAX_IDS) as u32,
             fresh: 0,
             freed: VecDeque::new(),
             trash: HashMap::new(),
@@ -204,12 +204,12 @@ impl ServiceModel {
         self.apply_with(edit, &|_| true)
     }
 
-    /// Applies one edit; a freed [`DestId`] is reused only if `reusable`
+    /// Applies one edit; a freed [`RealId`] is reused only if `reusable`
     /// says so.
     pub fn apply_with(
         &mut self,
         edit: &Edit,
-        reusable: &dyn Fn(DestId) -> bool,
+        reusable: &dyn Fn(RealId) -> bool,
     ) -> Result<Applied, ApplyError> {
         let mut applied = Applied::default();
         let mut freed = Vec::new();
@@ -341,7 +341,7 @@ impl ServiceModel {
     pub fn restore(
         &mut self,
         script: &[ScriptLine],
-        reusable: &dyn Fn(DestId) -> bool,
+        reusable: &dyn Fn(RealId) -> bool,
     ) -> Result<RestoreOutcome, RestoreError> {
         let mut next = self.clone();
         let mut outcome = RestoreOutcome::default();
@@ -375,10 +375,10 @@ impl ServiceModel {
         self.services.get_mut(i).ok_or(missing)
     }
 
-    fn allocate(&mut self, reusable: &dyn Fn(DestId) -> bool) -> Result<DestId, ApplyError> {
+    fn allocate(&mut self, reusable: &dyn Fn(RealId) -> bool) -> Result<RealId, ApplyError> {
         if self.fresh < self.capacity {
             self.fresh += 1;
-            return Ok(DestId(self.fresh - 1));
+            return Ok(RealId(self.fresh - 1));
         }
         // Every real server the model holds has one entry in `endpoints`.
         if self.endpoints.len() >= self.capacity as usize {
@@ -407,7 +407,7 @@ impl Freed {
     }
 
     /// Whether the id is still free: not taken back, not reused.
-    fn in_trash(&self, trash: &HashMap<(ServiceKey, SocketAddr), DestId>) -> bool {
+    fn in_trash(&self, trash: &HashMap<(ServiceKey, SocketAddr), RealId>) -> bool {
         trash.get(&(self.service, self.endpoint)) == Some(&self.id)
     }
 }
@@ -506,7 +506,7 @@ mod tests {
         // Weight 0 quiesces: the server stays, with its id.
         run(&mut m, "-e -t 192.0.2.1:80 -r 198.51.100.1 -w 0").unwrap();
         let s = &m.services()[0];
-        assert_eq!((s.reals[0].id, s.reals[0].weight), (DestId(0), 0));
+        assert_eq!((s.reals[0].id, s.reals[0].weight), (RealId(0), 0));
         // -e without -w goes back to weight 1 and -g, as IPVS.
         run(&mut m, "-e -t 192.0.2.1:80 -r 198.51.100.1 -m -w 7").unwrap();
         assert_eq!(
@@ -529,7 +529,7 @@ mod tests {
             Err(ApplyError::NoSuchService)
         );
         let removed = run(&mut m, "-D -t 192.0.2.1:80").unwrap().removed;
-        assert_eq!(removed, vec![DestId(0)]);
+        assert_eq!(removed, vec![RealId(0)]);
         assert!(m.services().is_empty());
     }
 
@@ -542,7 +542,7 @@ mod tests {
             run(&mut m, &format!("-a -t 192.0.2.1:80 -r 198.51.100.{i} -m")).unwrap();
         }
         let removed = run(&mut m, "-d -t 192.0.2.1:80 -r 198.51.100.1").unwrap();
-        assert_eq!(removed.removed, vec![DestId(0)]);
+        assert_eq!(removed.removed, vec![RealId(0)]);
         // Another service or port is someone else: a fresh id.
         run(&mut m, "-a -t 192.0.2.1:81 -r 198.51.100.1 -m").unwrap();
         run(&mut m, "-a -t 192.0.2.1:80 -r 198.51.100.1:8080 -m").unwrap();
@@ -578,7 +578,7 @@ mod tests {
         run(&mut m, "-d -t 192.0.2.1:80 -r 198.51.100.1").unwrap();
         run(&mut m, "-d -t 192.0.2.1:80 -r 198.51.100.2").unwrap();
         // Id 0 still has connections: id 1 is taken instead.
-        let busy = |id: DestId| id != DestId(0);
+        let busy = |id: RealId| id != RealId(0);
         m.apply_with(&edit("-a -t 192.0.2.1:80 -r 198.51.100.5"), &busy)
             .unwrap();
         let ids: Vec<u32> = m.services()[0].reals.iter().map(|r| r.id.0).collect();
@@ -590,7 +590,7 @@ mod tests {
         // Clear frees everything.
         let mut removed = run(&mut m, "-C").unwrap().removed;
         removed.sort();
-        assert_eq!(removed, vec![DestId(1), DestId(2)]);
+        assert_eq!(removed, vec![RealId(1), RealId(2)]);
     }
 
     /// One service past [`MAX_SERVICES`] (what the XDP `services` map

@@ -18,7 +18,7 @@ use super::{ListOptions, ListWhat};
 use crate::conntrack::ConnEntry;
 use crate::packet::L4Proto;
 use crate::service::{
-    DestId, ForwardMethod, RealServer, SchedulerKind, ServiceKey, VirtualService,
+    ForwardMethod, RealId, RealServer, SchedulerKind, ServiceKey, VirtualService,
 };
 
 /// The IPVS version xvs reports.
@@ -44,7 +44,7 @@ pub struct RateStats {
     pub outbps: u64,
 }
 
-/// A real server's live connection counts (`DestCounters`).
+/// A real server's live connection counts (`RealLoad`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RealCounts {
     pub active: u32,
@@ -69,7 +69,7 @@ pub struct RealStats {
 #[derive(Clone, Debug, Default)]
 pub struct ListStats {
     pub services: HashMap<ServiceKey, ServiceStats>,
-    pub reals: HashMap<DestId, RealStats>,
+    pub reals: HashMap<RealId, RealStats>,
 }
 
 /// `-L -t|-u` of a service that does not exist; ipvsadm exits 1.
@@ -530,7 +530,7 @@ mod tests {
     use super::super::{Command, ServiceModel};
     use super::*;
     use crate::conntrack::ConnState;
-    use crate::service::DestId;
+    use crate::service::RealId;
 
     /// A model built from ipvsadm command lines.
     pub(crate) fn model(lines: &[&str]) -> ServiceModel {
@@ -587,7 +587,7 @@ mod tests {
                 .flat_map(|s| &s.reals)
                 .find(|r| r.addr.to_string() == addr)
                 .map(|r| r.id)
-                .unwrap_or(DestId(999))
+                .unwrap_or(RealId(999))
         };
         stats.reals.insert(
             id("198.51.100.12"),
@@ -769,7 +769,7 @@ TCP  192.0.2.1:80 wlc persistent 300 mask 255.255.255.0
                 client: sa("203.0.113.7:40001"),
                 virt: sa("192.0.2.1:80"),
                 real: sa("198.51.100.12:8080"),
-                dest: DestId(0),
+                real_id: RealId(0),
                 service: 0,
                 method: ForwardMethod::Nat,
             },
@@ -781,7 +781,7 @@ TCP  192.0.2.1:80 wlc persistent 300 mask 255.255.255.0
                 client: sa("[2001:db8:2::7]:5353"),
                 virt: sa("[2001:db8::1]:53"),
                 real: sa("[2001:db8:1::10]:53"),
-                dest: DestId(1),
+                real_id: RealId(1),
                 service: 1,
                 method: ForwardMethod::Dr,
             },
@@ -793,7 +793,7 @@ TCP  192.0.2.1:80 wlc persistent 300 mask 255.255.255.0
                 client: sa("203.0.113.0:0"),
                 virt: sa("192.0.2.1:80"),
                 real: sa("198.51.100.12:8080"),
-                dest: DestId(0),
+                real_id: RealId(0),
                 service: 0,
                 method: ForwardMethod::Nat,
             },
