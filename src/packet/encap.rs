@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use super::checksum::{self, write_u16};
 use super::frame::{Frame, NoRoom};
-use super::parse::{parse, IpVersion, ParseError, Parsed};
+use super::parse::{IpVersion, Parsed};
 
 pub const IPV4_HEADER_LEN: usize = 20;
 pub const IPV6_HEADER_LEN: usize = 40;
@@ -110,36 +110,38 @@ fn flow_label(p: &Parsed, inner: &[u8]) -> u32 {
     label.max(1)
 }
 
-/// Why a frame could not be decapsulated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DecapError {
-    /// Not an IP-in-IP packet; it is left as it was.
-    NotTunnelled,
-    /// The outer or inner packet is malformed.
-    Malformed(ParseError),
-}
-
-/// Strips the outer IP header of an IPIP / IP6IP6 frame in place, keeping the
-/// Ethernet header (and VLAN tags) in front of the inner packet. This is what
-/// a TUN real server does; `tools/` carries the same logic as an XDP program.
-pub fn decapsulate(frame: &mut Frame<'_>) -> Result<(), DecapError> {
-    let p = parse(frame.data()).map_err(DecapError::Malformed)?;
-    let inner_version = frame.data().get(p.l4).map(|b| b >> 4);
-    match (p.version, p.proto, inner_version) {
-        (IpVersion::V4, PROTO_IPIP, Some(4)) | (IpVersion::V6, PROTO_IPV6, Some(6)) => {}
-        _ => return Err(DecapError::NotTunnelled),
-    }
-    frame.truncate(p.ip_end());
-    frame.remove(p.l3, p.l4 - p.l3);
-    // The inner packet must stand on its own.
-    parse(frame.data()).map_err(DecapError::Malformed)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packet::parse::{parse, ParseError};
     use crate::pipeline::testnet::{self, verify_checksums, Pkt, SYN};
+
+    /// Why a frame could not be decapsulated.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum DecapError {
+        /// Not an IP-in-IP packet; it is left as it was.
+        NotTunnelled,
+        /// The outer or inner packet is malformed.
+        Malformed(ParseError),
+    }
+
+    /// What a TUN real server does (`tools/ipip-decap` as an XDP program): strips
+    /// the outer IP header in place, keeping the Ethernet header (and VLAN tags)
+    /// in front of the inner packet. The oracle `encapsulate` is checked against;
+    /// the director itself never decapsulates.
+    fn decapsulate(frame: &mut Frame<'_>) -> Result<(), DecapError> {
+        let p = parse(frame.data()).map_err(DecapError::Malformed)?;
+        let inner_version = frame.data().get(p.l4).map(|b| b >> 4);
+        match (p.version, p.proto, inner_version) {
+            (IpVersion::V4, PROTO_IPIP, Some(4)) | (IpVersion::V6, PROTO_IPV6, Some(6)) => {}
+            _ => return Err(DecapError::NotTunnelled),
+        }
+        frame.truncate(p.ip_end());
+        frame.remove(p.l3, p.l4 - p.l3);
+        // The inner packet must stand on its own.
+        parse(frame.data()).map_err(DecapError::Malformed)?;
+        Ok(())
+    }
 
     fn roundtrip(n: &testnet::Net, head: usize) {
         let input = Pkt::tcp(n.client, 40000, n.vip, 82, SYN).bytes();

@@ -1,8 +1,12 @@
 //! Golden packets: `{description, input frame, expected verdict, expected
-//! output frame}`, run in order through one pipeline (later cases rely on the
-//! connections earlier ones created, as a real exchange would). Expected frames
-//! are built by etherparse from field values, and every transmitted frame's
-//! checksums are checked again with etherparse's code.
+//! output frame}`. Each case is its own test (`golden::ipv4::<name>`, named
+//! from its description by `case_name`), so a failure names its case and
+//! `cargo test golden::ipv6::nat_tcp_syn` runs one alone. A case runs after
+//! the cases before it in the same pipeline (later cases rely on the
+//! connections earlier ones created, as a real exchange would); only it is
+//! checked. Expected frames are built by etherparse from field values, and
+//! every transmitted frame's checksums are checked again with etherparse's
+//! code.
 
 use super::testnet::*;
 use super::{DropReason, Verdict};
@@ -863,78 +867,231 @@ pub(super) fn icmp_in_the_other_ip(n: &Net) -> Case {
     }
 }
 
-/// Runs `cases` in order through one pipeline, with room around each frame.
-fn run(cases: Vec<Case>) {
+/// The name of a case's test: the first eight words of its description,
+/// without the family, lowercase, joined by `_` (`cargo test
+/// golden::ipv4::nat_tcp_syn` runs one).
+fn case_name(description: &str) -> String {
+    let d = description
+        .strip_prefix("IPv4: ")
+        .or_else(|| description.strip_prefix("IPv6: "))
+        .unwrap_or(description);
+    let lower = d.to_ascii_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(8)
+        .collect();
+    words.join("_")
+}
+
+/// Every IPv4 case, in the order an exchange runs them.
+fn ipv4_cases() -> Vec<Case> {
+    let n = v4();
+    let mut cases = family_cases(&n);
+    cases.extend(v4_only_cases());
+    cases.push(icmp_in_the_other_ip(&n));
+    cases
+}
+
+/// Every IPv6 case, in the order an exchange runs them.
+fn ipv6_cases() -> Vec<Case> {
+    let n = v6();
+    let mut cases = family_cases(&n);
+    cases.extend(v6_only_cases());
+    cases.push(icmp_in_the_other_ip(&n));
+    cases
+}
+
+/// Checks the case called `name`: the cases before it run first through the
+/// same pipeline, unchecked, to build the connections it relies on, as the
+/// exchange would have; then it runs and is compared.
+fn run_case(cases: Vec<Case>, name: &str) {
+    let at = cases
+        .iter()
+        .position(|c| case_name(&c.description) == name)
+        .unwrap_or_else(|| panic!("no golden case is named {name}"));
     let mut p = pipeline();
-    let mut failures = Vec::new();
-    for (i, c) in cases.iter().enumerate() {
-        let mut buf = vec![0u8; 4096];
-        let head = 256;
-        buf[head..head + c.input.len()].copy_from_slice(&c.input);
-        let mut f = Frame::new(&mut buf, head, c.input.len());
-        let v = p.process(Millis(1000 + i as u64), c.ingress, &mut f);
-        if v != c.verdict {
-            failures.push(format!(
-                "#{i} {}: verdict {v:?}, want {:?}",
-                c.description, c.verdict
-            ));
-            continue;
+    for (i, c) in cases.iter().enumerate().take(at) {
+        send_case(&mut p, i, c);
+    }
+    let c = &cases[at];
+    let (v, got) = send_case(&mut p, at, c);
+    if let Err(e) = check(c, v, &got) {
+        panic!("#{at} {}: {e}", c.description);
+    }
+}
+
+/// Runs case `i` at its time (1 s + i ms), with room around the frame.
+fn send_case(p: &mut super::Pipeline, i: usize, c: &Case) -> (Verdict, Vec<u8>) {
+    let mut buf = vec![0u8; 4096];
+    let head = 256;
+    buf[head..head + c.input.len()].copy_from_slice(&c.input);
+    let mut f = Frame::new(&mut buf, head, c.input.len());
+    let v = p.process(Millis(1000 + i as u64), c.ingress, &mut f);
+    (v, f.data().to_vec())
+}
+
+/// The case's verdict, output frame and checksums, against what came out.
+fn check(c: &Case, v: Verdict, got: &[u8]) -> Result<(), String> {
+    if v != c.verdict {
+        return Err(format!("verdict {v:?}, want {:?}", c.verdict));
+    }
+    if let Some(want) = &c.output {
+        let mut want = want.clone();
+        // IPv6 tunnels: the flow label is xvs's hash; check it is set, then compare the rest.
+        if got.len() > 20 && got[12..14] == [0x86, 0xdd] && got[14 + 6] == 41 {
+            let label = [got[15] & 0x0f, got[16], got[17]];
+            if label == [0, 0, 0] {
+                return Err("the tunnel's flow label is not set".into());
+            }
+            want[15] = (want[15] & 0xf0) | label[0];
+            want[16..18].copy_from_slice(&label[1..]);
         }
-        if let Some(want) = &c.output {
-            let got = f.data().to_vec();
-            let mut want = want.clone();
-            // IPv6 tunnels: the flow label is xvs's hash; check it is set, then compare the rest.
-            if got.len() > 20 && got[12..14] == [0x86, 0xdd] && got[14 + 6] == 41 {
-                let label = [got[15] & 0x0f, got[16], got[17]];
-                assert_ne!(label, [0, 0, 0], "#{i}: flow label set");
-                want[15] = (want[15] & 0xf0) | label[0];
-                want[16..18].copy_from_slice(&label[1..]);
-            }
-            if got != want {
-                failures.push(format!(
-                    "#{i} {}:\n   got {}\n  want {}",
-                    c.description,
-                    hex(&got),
-                    hex(&want)
-                ));
-                continue;
-            }
-        }
-        if let (Verdict::Transmit { .. } | Verdict::Hold { .. }, true) = (v, c.verify) {
-            if let Err(e) = verify_checksums(f.data()) {
-                failures.push(format!("#{i} {}: {e}", c.description));
-            }
+        if got != want {
+            return Err(format!("\n   got {}\n  want {}", hex(got), hex(&want)));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    if let (Verdict::Transmit { .. } | Verdict::Hold { .. }, true) = (v, c.verify) {
+        verify_checksums(got)?;
+    }
+    Ok(())
 }
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-#[test]
-fn golden_ipv4() {
-    let n = v4();
-    let mut cases = family_cases(&n);
-    cases.extend(v4_only_cases());
-    cases.push(icmp_in_the_other_ip(&n));
-    run(cases);
+/// One test per case, named by [`case_name`], in run order.
+macro_rules! golden_tests {
+    ($family:ident, $cases:ident, [$($name:ident,)*]) => {
+        mod $family {
+            /// The tests' names, in run order.
+            pub(super) const NAMES: &[&str] = &[$(stringify!($name),)*];
+            $(
+                #[test]
+                fn $name() {
+                    super::run_case(super::$cases(), stringify!($name));
+                }
+            )*
+        }
+    };
 }
 
+golden_tests!(
+    ipv4,
+    ipv4_cases,
+    [
+        nat_tcp_syn_to_vip_80_rip_8080,
+        nat_tcp_syn_ack_from_rip_8080_from,
+        nat_tcp_data_on_the_established_connection,
+        nat_udp_to_vip_53_rip_5353,
+        nat_udp_answer_from_vip_53,
+        nat_icmp_unreachable_from_the_rs_quoting_client,
+        nat_frag_needed_about_vip_80_client_to,
+        dr_tcp_syn_only_the_macs_change,
+        dr_with_an_802_1q_tag_the_tag,
+        dr_frag_needed_about_the_rs_s_answer,
+        tun_tcp_syn_ip_in_ip_to_the,
+        tun_udp_tos_copied_non_df_gets_the,
+        tun_a_full_mtu_df_packet_cannot_grow,
+        tun_a_full_mtu_packet_without_df_is,
+        partial_checksum_nat_tcp_data_rip_checksum_finished,
+        partial_checksum_nat_tcp_answer_from_the_rs,
+        partial_checksum_nat_udp_query_rip_5353,
+        partial_checksum_dr_tcp_syn_macs_changed_checksum,
+        partial_checksum_tun_tcp_syn_the_inner_checksum,
+        partial_checksum_dr_tcp_syn_with_a_bad,
+        tcp_to_the_vip_on_a_port_that,
+        tcp_to_the_director_s_own_address_kernel,
+        icmp_echo_to_the_vip_kernel,
+        icmp_error_about_no_tracked_flow_kernel,
+        ttl_1_on_a_nat_path,
+        tcp_ack_with_no_connection_rst_seq_its,
+        tcp_fin_without_ack_no_connection_rst_ack,
+        tcp_rst_with_no_connection_never_answered,
+        source_port_0,
+        loopback_source,
+        multicast_source,
+        next_hop_without_a_mac_held_rewritten_but,
+        icmp_error_quoting_fewer_than_8_transport_bytes,
+        frame_cut_inside_the_ip_header,
+        frame_cut_inside_the_tcp_header,
+        ihl_5,
+        total_length_below_the_header_length,
+        total_length_past_the_frame,
+        bad_header_checksum,
+        a_later_fragment,
+        a_first_fragment_of_a_new_flow_is,
+        loose_source_route_option,
+        option_longer_than_the_header,
+        options_are_kept_through_nat,
+        udp_without_checksum_stays_without,
+        arp_kernel,
+        runt_frame,
+        an_icmp_error_of_the_other_ip_version,
+    ]
+);
+
+golden_tests!(
+    ipv6,
+    ipv6_cases,
+    [
+        nat_tcp_syn_to_vip_80_rip_8080,
+        nat_tcp_syn_ack_from_rip_8080_from,
+        nat_tcp_data_on_the_established_connection,
+        nat_udp_to_vip_53_rip_5353,
+        nat_udp_answer_from_vip_53,
+        nat_icmp_unreachable_from_the_rs_quoting_client,
+        nat_frag_needed_about_vip_80_client_to,
+        dr_tcp_syn_only_the_macs_change,
+        dr_with_an_802_1q_tag_the_tag,
+        dr_frag_needed_about_the_rs_s_answer,
+        tun_tcp_syn_ip_in_ip_to_the,
+        tun_udp_tos_copied_non_df_gets_the,
+        tun_a_full_mtu_df_packet_cannot_grow,
+        partial_checksum_nat_tcp_data_rip_checksum_finished,
+        partial_checksum_nat_tcp_answer_from_the_rs,
+        partial_checksum_nat_udp_query_rip_5353,
+        partial_checksum_dr_tcp_syn_macs_changed_checksum,
+        partial_checksum_tun_tcp_syn_the_inner_checksum,
+        partial_checksum_dr_tcp_syn_with_a_bad,
+        tcp_to_the_vip_on_a_port_that,
+        tcp_to_the_director_s_own_address_kernel,
+        icmp_echo_to_the_vip_kernel,
+        icmp_error_about_no_tracked_flow_kernel,
+        ttl_1_on_a_nat_path,
+        tcp_ack_with_no_connection_rst_seq_its,
+        tcp_fin_without_ack_no_connection_rst_ack,
+        tcp_rst_with_no_connection_never_answered,
+        source_port_0,
+        loopback_source,
+        multicast_source,
+        next_hop_without_a_mac_held_rewritten_but,
+        icmp_error_quoting_fewer_than_8_transport_bytes,
+        frame_cut_inside_the_ip_header,
+        frame_cut_inside_the_tcp_header,
+        nat_through_hop_by_hop_and_destination_options,
+        routing_header_with_segments_left,
+        routing_header_with_no_segments_left_is_forwarded,
+        a_later_fragment,
+        udp_with_checksum_0,
+        a_nat_answer_with_udp_checksum_0,
+        payload_length_0_jumbogram,
+        an_icmp_error_of_the_other_ip_version,
+    ]
+);
+
+/// A case added without its test, or a test whose case is gone or renamed,
+/// fails here.
 #[test]
-fn golden_ipv6() {
-    let n = v6();
-    let mut cases = family_cases(&n);
-    cases.extend(v6_only_cases());
-    cases.push(icmp_in_the_other_ip(&n));
-    run(cases);
+fn every_golden_case_has_its_own_test() {
+    for (cases, names) in [(ipv4_cases(), ipv4::NAMES), (ipv6_cases(), ipv6::NAMES)] {
+        let got: Vec<String> = cases.iter().map(|c| case_name(&c.description)).collect();
+        assert_eq!(
+            got, names,
+            "golden_tests! lists must name every case, in order"
+        );
+    }
 }
 
 /// Sends one frame through `p`; the verdict and the frame as it came out.
