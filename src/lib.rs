@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod sched;
 pub mod service;
 pub mod verdict;
+#[allow(unsafe_code)] // AF_XDP rings and UMEM: the one place unsafe code may live.
 pub mod xsk;
 
 /// A point on the caller's monotonic clock, in milliseconds.
@@ -47,3 +48,4 @@ impl std::ops::Add<u64> for Millis {
         Millis(self.0 + ms)
     }
 }
+
