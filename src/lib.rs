@@ -48,4 +48,3 @@ impl std::ops::Add<u64> for Millis {
         Millis(self.0 + ms)
     }
 }
-
