@@ -8,12 +8,11 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::names::Services;
-use super::{
-    Command, Edit, ListOptions, ListWhat, RealSpec, ServiceSpec, UsageError,
-    DEFAULT_PERSISTENT_TIMEOUT, MAX_TIMEOUT,
-};
+use super::{Command, ListOptions, ListWhat, UsageError, DEFAULT_PERSISTENT_TIMEOUT, MAX_TIMEOUT};
 use crate::packet::L4Proto;
-use crate::service::{ForwardMethod, Persistence, SchedFlags, SchedulerKind, ServiceKey};
+use crate::service::{
+    Edit, ForwardMethod, Persistence, RealSpec, SchedFlags, SchedulerKind, ServiceKey, ServiceSpec,
+};
 
 /// Parses ipvsadm's arguments (without the program name), naming ports from
 /// this host's `/etc/services`.
@@ -1007,7 +1006,10 @@ mod tests {
     use super::super::*;
     use super::parse_line;
     use crate::packet::L4Proto;
-    use crate::service::{ForwardMethod, Persistence, SchedFlags, SchedulerKind, ServiceKey};
+    use crate::service::{
+        Edit, ForwardMethod, Persistence, RealSpec, SchedFlags, SchedulerKind, ServiceKey,
+        ServiceSpec,
+    };
     use std::net::{IpAddr, SocketAddr};
 
     fn ok(line: &str) -> Command {

@@ -1,7 +1,20 @@
-//! The service model the control plane owns and ipvsadm edits.
+//! The editable service model: virtual services, their real servers, the
+//! real servers' ids and health, and the edits that change them.
 //!
-//! Semantics and error wording are IPVS's (`ip_vs_ctl.c` through libipvs's
-//! `ipvs_strerror`). A failed edit changes nothing.
+//! The daemon owns one [`ServiceModel`]; front ends (ipvsadm, the TOML
+//! config, later health checks and sync) only produce [`Edit`]s. Semantics
+//! and error wording are IPVS's (`ip_vs_ctl.c` through libipvs's
+//! `ipvs_strerror`), so ipvsadm prints a refused edit's [`ApplyError`] as it
+//! is. A failed edit changes nothing; a [`Transaction`] applies several
+//! edits all or nothing (ipvsadm's `-R`, a config file's services).
+//!
+//! # Health
+//! A real server's [`Health`] is kept apart from its weight: the weight is
+//! what the operator set (`-L`, `-S` and metrics show it), the health is
+//! whether checks let it take connections. [`Edit::SetHealth`] marks one
+//! down or up; [`ServiceModel::snapshot`] gives a down server weight 0, so
+//! it gets no new connections while its established ones go on. `-e`
+//! keeps the health; a real server deleted and added again starts up.
 //!
 //! # Real-server ids
 //! Every real server gets a [`RealId`] below the `RealLoads` capacity given
@@ -32,17 +45,75 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use super::save::ScriptLine;
-use super::{Command, Edit, RealSpec, ServiceSpec};
+use super::{
+    ForwardMethod, Persistence, RealId, RealServer, SchedFlags, SchedulerKind, ServiceKey,
+    ServiceTable, VirtualService,
+};
 use crate::limits::{MAX_REALS, MAX_SERVICES};
-use crate::service::{RealId, RealServer, ServiceKey, ServiceTable, VirtualService};
 
 /// Real-server ids and services a connection entry can name (16 bits).
 pub const MAX_IDS: usize = 1 << 16;
 const _: () = assert!(MAX_SERVICES <= MAX_IDS && MAX_REALS <= MAX_IDS);
 
-/// Why an edit was refused: the kernel's errno, as ipvsadm words it.
-/// ipvsadm exits 255 for each ([`super::EXIT_FAILED`]).
+/// A change to the service model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Edit {
+    AddService(ServiceSpec),
+    /// Replaces scheduler, flags and persistence: what the command did not
+    /// give reverts to ipvsadm's default (`wlc`, not persistent), as IPVS.
+    EditService(ServiceSpec),
+    DeleteService(ServiceKey),
+    /// `-C`: every service goes.
+    Clear,
+    AddReal(ServiceKey, RealSpec),
+    /// Replaces method, weight and thresholds (defaults: `-g`, weight 1, no
+    /// thresholds), as IPVS; the health stays as it was.
+    EditReal(ServiceKey, RealSpec),
+    DeleteReal(ServiceKey, SocketAddr),
+    /// Marks a real server (of this service, at this address and port) up
+    /// or down, leaving its weight as the operator set it.
+    SetHealth(ServiceKey, SocketAddr, Health),
+}
+
+/// A virtual service as `-A`/`-E` describe it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub key: ServiceKey,
+    pub scheduler: SchedulerKind,
+    pub sched_flags: SchedFlags,
+    pub persistence: Option<Persistence>,
+}
+
+/// A real server as `-a`/`-e` describe it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RealSpec {
+    pub addr: IpAddr,
+    /// For `-g` and `-i` always the service's port (ipvsadm forces it).
+    pub port: u16,
+    pub method: ForwardMethod,
+    pub weight: u32,
+    pub upper_threshold: u32,
+    pub lower_threshold: u32,
+}
+
+impl RealSpec {
+    pub fn endpoint(&self) -> SocketAddr {
+        SocketAddr::new(self.addr, self.port)
+    }
+}
+
+/// Whether health checks let a real server take new connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Health {
+    /// Schedulable with its configured weight: every real server starts so.
+    #[default]
+    Up,
+    /// Weight 0 in the snapshot: no new connections, established ones go on.
+    Down,
+}
+
+/// Why an edit was refused: the kernel's errno, as ipvsadm words it (ipvsadm
+/// prints the message as it is and exits 255 for each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ApplyError {
     /// EEXIST on `-A`.
@@ -88,10 +159,6 @@ impl ApplyError {
             }
         }
     }
-
-    pub fn exit_code(self) -> u8 {
-        super::EXIT_FAILED
-    }
 }
 
 impl fmt::Display for ApplyError {
@@ -117,31 +184,6 @@ pub struct Applied {
     pub removed: Vec<RealId>,
 }
 
-/// A restore that failed: the line and why. Nothing was applied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RestoreError {
-    pub line: usize,
-    pub error: ApplyError,
-}
-
-impl fmt::Display for RestoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}", self.line, self.error)
-    }
-}
-
-impl std::error::Error for RestoreError {}
-
-/// What a successful restore leaves for the daemon to do.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RestoreOutcome {
-    /// As [`Applied::removed`], for the whole script.
-    pub removed: Vec<RealId>,
-    /// The script's `-Z` and `--set` commands, in order, which act on
-    /// counters and timeouts outside the model.
-    pub deferred: Vec<Command>,
-}
-
 /// The virtual services, in the order they were added. Every edit finds
 /// what it changes through an index, so a restore is linear in its lines.
 #[derive(Clone, Debug)]
@@ -161,6 +203,8 @@ pub struct ServiceModel {
     freed: VecDeque<Freed>,
     /// (service, endpoint) of a deleted real server → its id, IPVS's trash.
     trash: HashMap<(ServiceKey, SocketAddr), RealId>,
+    /// Real servers health checks hold down; every other one is up.
+    down: HashSet<RealId>,
 }
 
 /// A deleted real server's id, and whom it named.
@@ -183,6 +227,7 @@ impl ServiceModel {
             fresh: 0,
             freed: VecDeque::new(),
             trash: HashMap::new(),
+            down: HashSet::new(),
         }
     }
 
@@ -190,13 +235,57 @@ impl ServiceModel {
         &self.services
     }
 
-    /// The snapshot to publish to workers.
+    /// The snapshot to publish to workers: the services as configured,
+    /// except that a real server that is down has weight 0.
     pub fn snapshot(&self) -> ServiceTable {
-        ServiceTable::new(self.services.clone())
+        let mut services = self.services.clone();
+        if !self.down.is_empty() {
+            for r in services.iter_mut().flat_map(|s| s.reals.iter_mut()) {
+                if self.down.contains(&r.id) {
+                    r.weight = 0;
+                }
+            }
+        }
+        ServiceTable::new(services)
     }
 
     pub fn service(&self, key: &ServiceKey) -> Option<&VirtualService> {
         self.services.get(*self.index.get(key)?)
+    }
+
+    /// Real server `id`'s health; [`Health::Up`] for an id the model does
+    /// not hold.
+    pub fn health(&self, id: RealId) -> Health {
+        if self.down.contains(&id) {
+            Health::Down
+        } else {
+            Health::Up
+        }
+    }
+
+    /// Starts a [`Transaction`]: edits applied to it take effect together
+    /// when it is committed, or not at all.
+    pub fn transaction(&mut self) -> Transaction<'_> {
+        Transaction {
+            next: self.clone(),
+            applied: Applied::default(),
+            model: self,
+        }
+    }
+
+    /// Applies `edits` in order, all or nothing: the first refused one
+    /// leaves the model as it was and is named by its place in the list.
+    pub fn apply_all<'e>(
+        &mut self,
+        edits: impl IntoIterator<Item = &'e Edit>,
+        reusable: &dyn Fn(RealId) -> bool,
+    ) -> Result<Applied, BatchError> {
+        let mut tx = self.transaction();
+        for (index, edit) in edits.into_iter().enumerate() {
+            tx.apply_with(edit, reusable)
+                .map_err(|error| BatchError { index, error })?;
+        }
+        Ok(tx.commit())
     }
 
     /// Applies one edit, reusing any freed id.
@@ -314,9 +403,24 @@ impl ServiceModel {
                 self.endpoints.remove(&(*key, *at));
                 freed.push(Freed::of(key, &r));
             }
+            Edit::SetHealth(key, at, health) => {
+                let s = self.service(key).ok_or(ApplyError::ServiceNotDefined)?;
+                let id = s
+                    .reals
+                    .iter()
+                    .find(|r| endpoint(r) == *at)
+                    .ok_or(ApplyError::NoSuchDest)?
+                    .id;
+                match health {
+                    Health::Up => self.down.remove(&id),
+                    Health::Down => self.down.insert(id),
+                };
+            }
         }
         applied.removed = freed.iter().map(|f| f.id).collect();
         for f in &freed {
+            // Whoever comes back to this id starts up.
+            self.down.remove(&f.id);
             self.trash.insert((f.service, f.endpoint), f.id);
         }
         self.freed.extend(freed);
@@ -325,45 +429,6 @@ impl ServiceModel {
             self.freed.retain(|f| f.in_trash(trash));
         }
         Ok(applied)
-    }
-
-    /// `-Z`: whether the service to zero exists (the counters themselves
-    /// live with the workers).
-    pub fn check_zero(&self, key: Option<&ServiceKey>) -> Result<(), ApplyError> {
-        match key {
-            Some(k) if self.service(k).is_none() => Err(ApplyError::NoSuchService),
-            _ => Ok(()),
-        }
-    }
-
-    /// `-R`: applies a whole script or nothing. `-Z` and `--set` lines are
-    /// checked in sequence and handed back for the daemon to carry out.
-    pub fn restore(
-        &mut self,
-        script: &[ScriptLine],
-        reusable: &dyn Fn(RealId) -> bool,
-    ) -> Result<RestoreOutcome, RestoreError> {
-        let mut next = self.clone();
-        let mut outcome = RestoreOutcome::default();
-        for line in script {
-            let fail = |error| RestoreError {
-                line: line.line,
-                error,
-            };
-            match &line.command {
-                Command::Edit(edit) => {
-                    let applied = next.apply_with(edit, reusable).map_err(fail)?;
-                    outcome.removed.extend(applied.removed);
-                }
-                Command::Zero(key) => {
-                    next.check_zero(key.as_ref()).map_err(fail)?;
-                    outcome.deferred.push(line.command.clone());
-                }
-                other => outcome.deferred.push(other.clone()),
-            }
-        }
-        *self = next;
-        Ok(outcome)
     }
 
     fn service_mut(
@@ -396,6 +461,58 @@ impl ServiceModel {
         Ok(f.id)
     }
 }
+
+/// Edits applied together: nothing reaches the model until
+/// [`Transaction::commit`]; dropped uncommitted, it changes nothing.
+#[derive(Debug)]
+pub struct Transaction<'m> {
+    model: &'m mut ServiceModel,
+    /// The model as it will be: the original with every edit so far.
+    next: ServiceModel,
+    applied: Applied,
+}
+
+impl Transaction<'_> {
+    /// Applies one more edit to the transaction; a refused one changes
+    /// nothing in it, and the caller decides whether to go on or drop it.
+    pub fn apply_with(
+        &mut self,
+        edit: &Edit,
+        reusable: &dyn Fn(RealId) -> bool,
+    ) -> Result<(), ApplyError> {
+        let applied = self.next.apply_with(edit, reusable)?;
+        self.applied.removed.extend(applied.removed);
+        Ok(())
+    }
+
+    /// The model with the edits so far, e.g. to check what a later step
+    /// names.
+    pub fn model(&self) -> &ServiceModel {
+        &self.next
+    }
+
+    /// Makes every edit so far the model's and says what they did, as
+    /// [`Applied`] for them all.
+    pub fn commit(self) -> Applied {
+        *self.model = self.next;
+        self.applied
+    }
+}
+
+/// A list of edits refused: which one (0-based) and why. None was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchError {
+    pub index: usize,
+    pub error: ApplyError,
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "edit {}: {}", self.index + 1, self.error)
+    }
+}
+
+impl std::error::Error for BatchError {}
 
 impl Freed {
     fn of(service: &ServiceKey, r: &RealServer) -> Freed {
@@ -443,209 +560,180 @@ fn check_real(spec: &RealSpec, service_is_v4: bool) -> Result<(), ApplyError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::args::parse_line;
-    use super::super::Services;
     use super::*;
+    use crate::packet::L4Proto;
 
-    fn edit(line: &str) -> Edit {
-        match parse_line(line) {
-            Ok(Command::Edit(e)) => e,
-            other => panic!("{line}: {other:?}"),
+    /// The edits a front end other than ipvsadm would make: built as
+    /// values, not parsed from a command line.
+    fn key(port: u16) -> ServiceKey {
+        ServiceKey {
+            proto: L4Proto::Tcp,
+            addr: "192.0.2.1".parse().unwrap(),
+            port,
         }
     }
 
-    fn run(m: &mut ServiceModel, line: &str) -> Result<Applied, ApplyError> {
-        m.apply(&edit(line))
+    fn add_service(port: u16) -> Edit {
+        Edit::AddService(ServiceSpec {
+            key: key(port),
+            scheduler: SchedulerKind::Rr,
+            sched_flags: SchedFlags::default(),
+            persistence: None,
+        })
+    }
+
+    fn real(host: u8, weight: u32) -> RealSpec {
+        RealSpec {
+            addr: IpAddr::from([198, 51, 100, host]),
+            port: 80,
+            method: ForwardMethod::Nat,
+            weight,
+            upper_threshold: 0,
+            lower_threshold: 0,
+        }
+    }
+
+    fn at(host: u8) -> SocketAddr {
+        real(host, 1).endpoint()
+    }
+
+    fn weights(t: &ServiceTable) -> Vec<u32> {
+        t.services()[0].reals.iter().map(|r| r.weight).collect()
     }
 
     #[test]
-    fn services_and_reals_with_ipvs_errors() {
-        let mut m = ServiceModel::new(16);
-        run(&mut m, "-A -t 192.0.2.1:80 -s rr").unwrap();
+    fn edits_as_values_with_ipvs_errors() {
+        let mut m = ServiceModel::new(8);
+        m.apply(&add_service(80)).unwrap();
+        m.apply(&Edit::AddReal(key(80), real(1, 3))).unwrap();
+        let refused = [
+            (add_service(80), ApplyError::ServiceExists),
+            (Edit::DeleteService(key(81)), ApplyError::NoSuchService),
+            (
+                Edit::AddReal(key(81), real(2, 1)),
+                ApplyError::ServiceNotDefined,
+            ),
+            (Edit::AddReal(key(80), real(1, 5)), ApplyError::DestExists),
+            (Edit::EditReal(key(80), real(2, 1)), ApplyError::NoSuchDest),
+            (Edit::DeleteReal(key(80), at(2)), ApplyError::NoSuchDest),
+            (
+                Edit::SetHealth(key(81), at(1), Health::Down),
+                ApplyError::ServiceNotDefined,
+            ),
+            (
+                Edit::SetHealth(key(80), at(2), Health::Down),
+                ApplyError::NoSuchDest,
+            ),
+        ];
+        for (edit, error) in refused {
+            assert_eq!(m.apply(&edit), Err(error), "{edit:?}");
+        }
         assert_eq!(
-            run(&mut m, "-A -t 192.0.2.1:80"),
-            Err(ApplyError::ServiceExists)
+            ApplyError::DestExists.to_string(),
+            "Destination already exists"
         );
+        assert_eq!(weights(&m.snapshot()), [3]);
+    }
+
+    /// A list of edits goes in whole or not at all, and the one refused is
+    /// named by its place.
+    #[test]
+    fn apply_all_is_all_or_nothing() {
+        let mut m = ServiceModel::new(8);
+        let edits = [
+            add_service(80),
+            Edit::AddReal(key(80), real(1, 1)),
+            Edit::AddReal(key(80), real(2, 1)),
+            Edit::AddReal(key(80), real(1, 1)),
+        ];
+        let e = m.apply_all(&edits, &|_| true).unwrap_err();
         assert_eq!(
-            run(&mut m, "-E -t 192.0.2.1:81"),
-            Err(ApplyError::NoSuchService)
+            e,
+            BatchError {
+                index: 3,
+                error: ApplyError::DestExists
+            }
         );
-        assert_eq!(
-            run(&mut m, "-D -u 192.0.2.1:80"),
-            Err(ApplyError::NoSuchService)
-        );
-        assert_eq!(
-            run(&mut m, "-a -t 192.0.2.1:81 -r 198.51.100.1"),
-            Err(ApplyError::ServiceNotDefined)
-        );
-        run(&mut m, "-a -t 192.0.2.1:80 -r 198.51.100.1").unwrap();
-        assert_eq!(
-            run(&mut m, "-a -t 192.0.2.1:80 -r 198.51.100.1 -w 5"),
-            Err(ApplyError::DestExists)
-        );
-        assert_eq!(
-            run(&mut m, "-e -t 192.0.2.1:80 -r 198.51.100.2"),
-            Err(ApplyError::NoSuchDest)
-        );
-        assert_eq!(
-            run(&mut m, "-d -t 192.0.2.1:80 -r 198.51.100.2"),
-            Err(ApplyError::NoSuchDest)
-        );
-        assert_eq!(
-            run(&mut m, "-a -t 192.0.2.1:80 -r 198.51.100.3 -y 10"),
-            Err(ApplyError::ThresholdRange)
-        );
-        assert_eq!(
-            run(&mut m, "-a -t 192.0.2.1:80 -r 2001:db8::1 -i"),
-            Err(ApplyError::AddressFamily)
-        );
-        assert_eq!(
-            run(&mut m, "-a -t 192.0.2.1:80 -r 224.0.0.1"),
-            Err(ApplyError::NotUnicast)
-        );
-        // Weight 0 quiesces: the server stays, with its id.
-        run(&mut m, "-e -t 192.0.2.1:80 -r 198.51.100.1 -w 0").unwrap();
-        let s = &m.services()[0];
-        assert_eq!((s.reals[0].id, s.reals[0].weight), (RealId(0), 0));
-        // -e without -w goes back to weight 1 and -g, as IPVS.
-        run(&mut m, "-e -t 192.0.2.1:80 -r 198.51.100.1 -m -w 7").unwrap();
-        assert_eq!(
-            m.services()[0].reals[0].method,
-            crate::service::ForwardMethod::Nat
-        );
-        run(&mut m, "-e -t 192.0.2.1:80 -r 198.51.100.1").unwrap();
-        let r = &m.services()[0].reals[0];
-        assert_eq!((r.weight, r.method), (1, crate::service::ForwardMethod::Dr));
-        run(&mut m, "-e -t 192.0.2.1:80 -r 198.51.100.1 -w 0").unwrap();
-        // -E without -s goes back to wlc, as IPVS.
-        run(&mut m, "-E -t 192.0.2.1:80 -p").unwrap();
-        let s = &m.services()[0];
-        assert_eq!(s.scheduler, crate::service::SchedulerKind::Wlc);
-        assert_eq!(s.persistence.map(|p| p.timeout_secs), Some(360));
-        assert_eq!(m.snapshot().services().len(), 1);
-        assert_eq!(m.check_zero(None), Ok(()));
-        assert_eq!(
-            m.check_zero(Some(&ServiceKey { port: 9, ..s.key })),
-            Err(ApplyError::NoSuchService)
-        );
-        let removed = run(&mut m, "-D -t 192.0.2.1:80").unwrap().removed;
-        assert_eq!(removed, vec![RealId(0)]);
+        assert_eq!(e.to_string(), "edit 4: Destination already exists");
+        assert!(m.services().is_empty());
+        m.apply_all(&edits[..3], &|_| true).unwrap();
+        assert_eq!(m.services()[0].reals.len(), 2);
+        // Removed ids are gathered over the whole list.
+        let removed = m
+            .apply_all(
+                &[
+                    Edit::DeleteReal(key(80), at(1)),
+                    Edit::DeleteService(key(80)),
+                ],
+                &|_| true,
+            )
+            .unwrap()
+            .removed;
+        assert_eq!(removed, [RealId(0), RealId(1)]);
+        // A transaction dropped uncommitted changes nothing.
+        let mut tx = m.transaction();
+        tx.apply_with(&add_service(80), &|_| true).unwrap();
+        assert_eq!(tx.model().services().len(), 1);
+        drop(tx);
         assert!(m.services().is_empty());
     }
 
+    /// A real server down keeps the weight the operator gave it in the
+    /// model (what `-L`, `-S` and metrics show) and schedules with weight
+    /// 0 in the snapshot; up again, it schedules with its weight.
     #[test]
-    fn a_real_server_added_back_gets_its_old_id() {
-        let mut m = ServiceModel::new(100);
-        run(&mut m, "-A -t 192.0.2.1:80").unwrap();
-        run(&mut m, "-A -t 192.0.2.1:81").unwrap();
-        for i in 1..=2 {
-            run(&mut m, &format!("-a -t 192.0.2.1:80 -r 198.51.100.{i} -m")).unwrap();
-        }
-        let removed = run(&mut m, "-d -t 192.0.2.1:80 -r 198.51.100.1").unwrap();
-        assert_eq!(removed.removed, vec![RealId(0)]);
-        // Another service or port is someone else: a fresh id.
-        run(&mut m, "-a -t 192.0.2.1:81 -r 198.51.100.1 -m").unwrap();
-        run(&mut m, "-a -t 192.0.2.1:80 -r 198.51.100.1:8080 -m").unwrap();
-        let ids = |m: &ServiceModel, i: usize| -> Vec<u32> {
-            m.services()[i].reals.iter().map(|r| r.id.0).collect()
-        };
-        assert_eq!((ids(&m, 0), ids(&m, 1)), (vec![1, 3], vec![2]));
-        // The same service and endpoint: id 0 again, even though the
-        // daemon's predicate would refuse it (its connections are why).
-        m.apply_with(&edit("-a -t 192.0.2.1:80 -r 198.51.100.1 -m"), &|_| false)
-            .unwrap();
-        assert_eq!(ids(&m, 0), vec![1, 3, 0]);
-        // A deleted service's servers come back the same way.
-        run(&mut m, "-D -t 192.0.2.1:81").unwrap();
-        run(&mut m, "-A -t 192.0.2.1:81").unwrap();
-        run(&mut m, "-a -t 192.0.2.1:81 -r 198.51.100.1 -m").unwrap();
-        assert_eq!(ids(&m, 1), vec![2]);
-    }
-
-    #[test]
-    fn dest_ids_fresh_first_then_oldest_freed_that_is_reusable() {
-        let mut m = ServiceModel::new(3);
-        run(&mut m, "-A -t 192.0.2.1:80").unwrap();
-        for i in 1..=3 {
-            run(&mut m, &format!("-a -t 192.0.2.1:80 -r 198.51.100.{i}")).unwrap();
-        }
-        let full = run(&mut m, "-a -t 192.0.2.1:80 -r 198.51.100.4");
-        assert_eq!(full, Err(ApplyError::TooManyReals(3)));
-        assert_eq!(
-            full.unwrap_err().to_string(),
-            "Memory allocation problem: xvs holds at most 3 real servers"
-        );
-        run(&mut m, "-d -t 192.0.2.1:80 -r 198.51.100.1").unwrap();
-        run(&mut m, "-d -t 192.0.2.1:80 -r 198.51.100.2").unwrap();
-        // Id 0 still has connections: id 1 is taken instead.
-        let busy = |id: RealId| id != RealId(0);
-        m.apply_with(&edit("-a -t 192.0.2.1:80 -r 198.51.100.5"), &busy)
-            .unwrap();
-        let ids: Vec<u32> = m.services()[0].reals.iter().map(|r| r.id.0).collect();
-        assert_eq!(ids, vec![2, 1]);
-        assert_eq!(
-            m.apply_with(&edit("-a -t 192.0.2.1:80 -r 198.51.100.6"), &busy),
-            Err(ApplyError::NoMemory)
-        );
-        // Clear frees everything.
-        let mut removed = run(&mut m, "-C").unwrap().removed;
-        removed.sort();
-        assert_eq!(removed, vec![RealId(1), RealId(2)]);
-    }
-
-    /// One service past [`MAX_SERVICES`] (what the XDP `services` map
-    /// holds) is refused with the limit named, and the restore changes
-    /// nothing.
-    #[test]
-    fn services_past_the_limit_are_refused_by_name() {
-        let text: String = (0..MAX_SERVICES + 1)
-            .map(|i| format!("-A -u 192.0.2.{}:{}\n", i % 256, i / 256 + 1))
-            .collect();
-        let script = super::super::parse_restore(&text, &Services::builtin()).unwrap();
+    fn health_is_kept_apart_from_the_weight() {
         let mut m = ServiceModel::new(8);
-        run(&mut m, "-A -t 192.0.2.1:80").unwrap();
-        // Up to the limit: taken.
-        m.restore(&script[..MAX_SERVICES - 1], &|_| true).unwrap();
-        assert_eq!(m.services().len(), MAX_SERVICES);
-        // Past it: refused, by line, naming the limit; nothing changes.
-        let err = m
-            .restore(&script[MAX_SERVICES - 1..], &|_| true)
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "line {MAX_SERVICES}: Memory allocation problem: xvs holds at most 65536 \
-                 virtual services"
-            )
-        );
-        assert_eq!(m.services().len(), MAX_SERVICES);
-        assert_eq!(
-            run(&mut m, "-A -t 192.0.2.1:81"),
-            Err(ApplyError::TooManyServices)
-        );
+        m.apply(&add_service(80)).unwrap();
+        m.apply(&Edit::AddReal(key(80), real(1, 3))).unwrap();
+        m.apply(&Edit::AddReal(key(80), real(2, 5))).unwrap();
+        assert_eq!(m.health(RealId(0)), Health::Up);
+        m.apply(&Edit::SetHealth(key(80), at(1), Health::Down))
+            .unwrap();
+        assert_eq!(m.health(RealId(0)), Health::Down);
+        assert_eq!(m.services()[0].reals[0].weight, 3);
+        assert_eq!(weights(&m.snapshot()), [0, 5]);
+        // Marking it down twice is no error and changes nothing.
+        m.apply(&Edit::SetHealth(key(80), at(1), Health::Down))
+            .unwrap();
+        // -e changes the weight, not the health.
+        m.apply(&Edit::EditReal(key(80), real(1, 7))).unwrap();
+        assert_eq!(m.services()[0].reals[0].weight, 7);
+        assert_eq!(weights(&m.snapshot()), [0, 5]);
+        m.apply(&Edit::SetHealth(key(80), at(1), Health::Up))
+            .unwrap();
+        assert_eq!(weights(&m.snapshot()), [7, 5]);
     }
 
+    /// A real server deleted while down, and added back (to its old id,
+    /// from the trash), starts up; so does one whose service was deleted.
     #[test]
-    fn restore_is_all_or_nothing() {
+    fn a_real_server_added_back_starts_up() {
         let mut m = ServiceModel::new(8);
-        run(&mut m, "-A -t 192.0.2.1:80").unwrap();
-        let script = super::super::parse_restore(
-            "-A -t 192.0.2.2:80\n-a -t 192.0.2.2:80 -r 198.51.100.1\n--set 1 2 3\n-A -t 192.0.2.1:80\n",
-            &Services::builtin(),
-        )
-        .unwrap();
-        let err = m.restore(&script, &|_| true).unwrap_err();
-        assert_eq!(err.to_string(), "line 4: Service already exists");
-        assert_eq!(m.services().len(), 1);
-        let out = m.restore(&script[..3], &|_| true).unwrap();
-        assert_eq!(m.services().len(), 2);
-        assert_eq!(
-            out.deferred,
-            vec![Command::SetTimeouts {
-                tcp: 1,
-                tcpfin: 2,
-                udp: 3
-            }]
-        );
+        m.apply(&add_service(80)).unwrap();
+        m.apply(&Edit::AddReal(key(80), real(1, 3))).unwrap();
+        m.apply(&Edit::SetHealth(key(80), at(1), Health::Down))
+            .unwrap();
+        m.apply(&Edit::DeleteReal(key(80), at(1))).unwrap();
+        m.apply(&Edit::AddReal(key(80), real(1, 3))).unwrap();
+        assert_eq!(m.services()[0].reals[0].id, RealId(0));
+        assert_eq!(m.health(RealId(0)), Health::Up);
+        assert_eq!(weights(&m.snapshot()), [3]);
+        for gone in [Edit::DeleteService(key(80)), Edit::Clear] {
+            let mut m = m.clone();
+            m.apply(&Edit::SetHealth(key(80), at(1), Health::Down))
+                .unwrap();
+            m.apply(&gone).unwrap();
+            m.apply(&add_service(80)).unwrap();
+            m.apply(&Edit::AddReal(key(80), real(1, 3))).unwrap();
+            assert_eq!(m.health(RealId(0)), Health::Up, "after {gone:?}");
+        }
+        // A failed transaction leaves the health as it was.
+        let refused = [
+            Edit::SetHealth(key(80), at(1), Health::Down),
+            Edit::DeleteReal(key(80), at(9)),
+        ];
+        assert!(m.apply_all(&refused, &|_| true).is_err());
+        assert_eq!(m.health(RealId(0)), Health::Up);
     }
 }
