@@ -528,6 +528,10 @@ udp = 30
                 "services: line 2: Service already exists",
             ),
             ("services = \"-L -n\"", "services: line 1: only -A -E -D -C"),
+            (
+                "services = \"\"\"\n-A -t 192.0.2.10:80\n-Z -t 192.0.2.10:81\n\"\"\"",
+                "services: line 2: No such service",
+            ),
             ("x = [", "TOML parse error"),
         ];
         for (text, want) in cases {

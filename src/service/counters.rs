@@ -1,6 +1,6 @@
 //! Per-real-server counters, each declared once.
 //!
-//! A counter set is written once, in [`counter_set!`]: from the one list of
+//! A counter set is written once, in `counter_set!`: from the one list of
 //! counters come the atomic form the data plane writes and the plain value
 //! the control plane copies it into (`read`), sums (`add`) and subtracts
 //! (`minus`, for `-Z` baselines). Two sets, both indexed by [`RealId`] and
