@@ -122,10 +122,11 @@ pub enum ApplyError {
     NoSuchService,
     /// ESRCH on `-a`, `-e`, `-d`.
     ServiceNotDefined,
-    /// EEXIST on `-a`.
-    DestExists,
+    /// EEXIST on `-a` (IPVS's messages say "destination" for a real
+    /// server).
+    RealExists,
     /// ENOENT on `-e`, `-d`.
-    NoSuchDest,
+    NoSuchReal,
     /// ENOMEM: no real-server id left.
     NoMemory,
     /// ENOMEM: [`MAX_SERVICES`] services already.
@@ -147,8 +148,8 @@ impl ApplyError {
             ApplyError::ServiceExists => "Service already exists",
             ApplyError::NoSuchService => "No such service",
             ApplyError::ServiceNotDefined => "Service not defined",
-            ApplyError::DestExists => "Destination already exists",
-            ApplyError::NoSuchDest => "No such destination",
+            ApplyError::RealExists => "Destination already exists",
+            ApplyError::NoSuchReal => "No such destination",
             ApplyError::NoMemory | ApplyError::TooManyServices | ApplyError::TooManyReals(_) => {
                 "Memory allocation problem"
             }
@@ -360,7 +361,7 @@ impl ServiceModel {
                     .is_ipv4();
                 check_real(spec, family)?;
                 if self.endpoints.contains(&(*key, spec.endpoint())) {
-                    return Err(ApplyError::DestExists);
+                    return Err(ApplyError::RealExists);
                 }
                 // Back from the trash if it was here before, else a new id.
                 let id = match self.trash.remove(&(*key, spec.endpoint())) {
@@ -386,7 +387,7 @@ impl ServiceModel {
                     .reals
                     .iter_mut()
                     .find(|r| endpoint(r) == spec.endpoint())
-                    .ok_or(ApplyError::NoSuchDest)?;
+                    .ok_or(ApplyError::NoSuchReal)?;
                 r.method = spec.method;
                 r.weight = spec.weight;
                 r.upper_threshold = spec.upper_threshold;
@@ -398,7 +399,7 @@ impl ServiceModel {
                     .reals
                     .iter()
                     .position(|r| endpoint(r) == *at)
-                    .ok_or(ApplyError::NoSuchDest)?;
+                    .ok_or(ApplyError::NoSuchReal)?;
                 let r = s.reals.remove(i);
                 self.endpoints.remove(&(*key, *at));
                 freed.push(Freed::of(key, &r));
@@ -409,7 +410,7 @@ impl ServiceModel {
                     .reals
                     .iter()
                     .find(|r| endpoint(r) == *at)
-                    .ok_or(ApplyError::NoSuchDest)?
+                    .ok_or(ApplyError::NoSuchReal)?
                     .id;
                 match health {
                     Health::Up => self.down.remove(&id),
@@ -613,23 +614,23 @@ mod tests {
                 Edit::AddReal(key(81), real(2, 1)),
                 ApplyError::ServiceNotDefined,
             ),
-            (Edit::AddReal(key(80), real(1, 5)), ApplyError::DestExists),
-            (Edit::EditReal(key(80), real(2, 1)), ApplyError::NoSuchDest),
-            (Edit::DeleteReal(key(80), at(2)), ApplyError::NoSuchDest),
+            (Edit::AddReal(key(80), real(1, 5)), ApplyError::RealExists),
+            (Edit::EditReal(key(80), real(2, 1)), ApplyError::NoSuchReal),
+            (Edit::DeleteReal(key(80), at(2)), ApplyError::NoSuchReal),
             (
                 Edit::SetHealth(key(81), at(1), Health::Down),
                 ApplyError::ServiceNotDefined,
             ),
             (
                 Edit::SetHealth(key(80), at(2), Health::Down),
-                ApplyError::NoSuchDest,
+                ApplyError::NoSuchReal,
             ),
         ];
         for (edit, error) in refused {
             assert_eq!(m.apply(&edit), Err(error), "{edit:?}");
         }
         assert_eq!(
-            ApplyError::DestExists.to_string(),
+            ApplyError::RealExists.to_string(),
             "Destination already exists"
         );
         assert_eq!(weights(&m.snapshot()), [3]);
@@ -651,7 +652,7 @@ mod tests {
             e,
             BatchError {
                 index: 3,
-                error: ApplyError::DestExists
+                error: ApplyError::RealExists
             }
         );
         assert_eq!(e.to_string(), "edit 4: Destination already exists");

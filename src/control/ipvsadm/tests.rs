@@ -40,15 +40,15 @@ fn services_and_reals_with_ipvs_errors() {
     run(&mut m, "-a -t 192.0.2.1:80 -r 198.51.100.1").unwrap();
     assert_eq!(
         run(&mut m, "-a -t 192.0.2.1:80 -r 198.51.100.1 -w 5"),
-        Err(ApplyError::DestExists)
+        Err(ApplyError::RealExists)
     );
     assert_eq!(
         run(&mut m, "-e -t 192.0.2.1:80 -r 198.51.100.2"),
-        Err(ApplyError::NoSuchDest)
+        Err(ApplyError::NoSuchReal)
     );
     assert_eq!(
         run(&mut m, "-d -t 192.0.2.1:80 -r 198.51.100.2"),
-        Err(ApplyError::NoSuchDest)
+        Err(ApplyError::NoSuchReal)
     );
     assert_eq!(
         run(&mut m, "-a -t 192.0.2.1:80 -r 198.51.100.3 -y 10"),
@@ -122,7 +122,7 @@ fn a_real_server_added_back_gets_its_old_id() {
 }
 
 #[test]
-fn dest_ids_fresh_first_then_oldest_freed_that_is_reusable() {
+fn real_ids_fresh_first_then_oldest_freed_that_is_reusable() {
     let mut m = ServiceModel::new(3);
     run(&mut m, "-A -t 192.0.2.1:80").unwrap();
     for i in 1..=3 {
