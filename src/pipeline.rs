@@ -37,7 +37,6 @@
 //! what a Maglev (mh) cluster behind ECMP needs. A reset is never answered.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::conntrack::{Conn, ConnState, ConnTable, Direction, InsertError, NewConn, TemplateKey};
@@ -48,7 +47,7 @@ use crate::packet::{
 };
 use crate::sched::Scheduler;
 use crate::service::{
-    ForwardMethod, RealId, RealLoads, RealServer, ServiceIndex, ServiceKey, ServiceTable,
+    ForwardMethod, RealLoads, RealServer, RealTraffic, ServiceIndex, ServiceKey, ServiceTable,
     VirtualService,
 };
 use crate::verdict::{DropReason, Verdict};
@@ -100,66 +99,6 @@ impl Stats {
             Verdict::Transmit { .. } => self.tx += 1,
             Verdict::Hold { .. } => self.held += 1,
             Verdict::Drop(r) => self.drops[r as usize] += 1,
-        }
-    }
-}
-
-/// Per-real-server traffic of one worker, what `ipvsadm -L --stats` shows:
-/// connections scheduled, and packets/bytes in (client → real server) and
-/// out (real server → client, seen by NAT only). Each worker writes its own
-/// table (a load and a store, no read-modify-write on a shared line); the
-/// control plane sums the workers' tables.
-#[derive(Debug)]
-pub struct RealTraffic {
-    slots: Box<[RealTrafficSlot]>,
-}
-
-/// One real server's counters in a [`RealTraffic`] table.
-#[derive(Debug, Default)]
-pub struct RealTrafficSlot {
-    pub conns: AtomicU64,
-    pub in_pkts: AtomicU64,
-    pub in_bytes: AtomicU64,
-    pub out_pkts: AtomicU64,
-    pub out_bytes: AtomicU64,
-}
-
-impl RealTraffic {
-    pub fn new(capacity: usize) -> RealTraffic {
-        RealTraffic {
-            slots: (0..capacity).map(|_| RealTrafficSlot::default()).collect(),
-        }
-    }
-
-    pub fn get(&self, id: RealId) -> Option<&RealTrafficSlot> {
-        self.slots.get(id.0 as usize)
-    }
-
-    /// Only the owning worker calls this: a plain load and store suffice.
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.store(
-            counter.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
-        );
-    }
-
-    fn count_in(&self, id: RealId, bytes: usize) {
-        if let Some(s) = self.get(id) {
-            RealTraffic::add(&s.in_pkts, 1);
-            RealTraffic::add(&s.in_bytes, bytes as u64);
-        }
-    }
-
-    fn count_out(&self, id: RealId, bytes: usize) {
-        if let Some(s) = self.get(id) {
-            RealTraffic::add(&s.out_pkts, 1);
-            RealTraffic::add(&s.out_bytes, bytes as u64);
-        }
-    }
-
-    fn count_conn(&self, id: RealId) {
-        if let Some(s) = self.get(id) {
-            RealTraffic::add(&s.conns, 1);
         }
     }
 }

@@ -36,7 +36,10 @@
 //! udp = 300
 //! ```
 //!
-//! The services script is applied all or nothing ([`ServiceModel::restore`]);
+//! The services script is read as `ipvsadm -R` reads it (its parse errors
+//! are ipvsadm's, "services: line 3: illegal weight specified"); its edits
+//! are applied to a new [`ServiceModel`] as one transaction, all or nothing
+//! (the model's IPVS wording: "services: line 2: Service already exists");
 //! its `--set` lines set the start-up timeouts (after `[timeouts]`).
 //! [`check`] validates a file as far as possible without root or the
 //! interfaces: TOML, values, neighbours, addresses, the services script,
@@ -49,12 +52,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::ipvsadm::{parse_restore, Command, ServiceModel, Services, MAX_TIMEOUT};
+use super::ipvsadm::{parse_restore, Command, ScriptLine, Services, MAX_TIMEOUT};
 use crate::director::{self, DirectorOptions, StaticNeighbourSpec, REAL_CAPACITY};
 use crate::files;
 use crate::limits::{MAX_CONN_TABLE, MAX_QUEUES};
 use crate::neigh::netlink;
 use crate::packet::MacAddr;
+use crate::service::{ApplyError, ServiceModel};
 
 /// Largest AF_XDP ring: each worker's UMEM holds two rings' worth of 4 KiB
 /// frames per interface (512 MiB per interface at this size).
@@ -275,18 +279,9 @@ impl FileConfig {
             (None, Some(s)) => ("services".to_string(), s.clone()),
             (None, None) => (String::new(), String::new()),
         };
-        let mut model = ServiceModel::new(REAL_CAPACITY);
         let script =
             parse_restore(&text, Services::system()).map_err(|e| format!("{origin}: {e}"))?;
-        let outcome = model
-            .restore(&script, &|_| true)
-            .map_err(|e| format!("{origin}: {e}"))?;
-        for c in outcome.deferred {
-            if let Command::SetTimeouts { tcp, tcpfin, udp } = c {
-                let some = |v: u32| (v != 0).then_some(v);
-                set_timeouts(&mut opts, some(tcp), some(tcpfin), some(udp));
-            }
-        }
+        let model = start_model(&script, &mut opts).map_err(|e| format!("{origin}: {e}"))?;
         Ok(Settings {
             director: opts,
             control_socket: self.control_socket.clone(),
@@ -294,6 +289,32 @@ impl FileConfig {
             model,
         })
     }
+}
+
+/// The model a services script starts the director with: its edits, as
+/// one transaction of the model (the first refused one fails the file,
+/// named by its line); its `--set` lines set the start-up timeouts. A `-Z`
+/// line has nothing to zero at start, but must still name a service that
+/// exists by then, as `ipvsadm -R` would check.
+fn start_model(script: &[ScriptLine], opts: &mut DirectorOptions) -> Result<ServiceModel, String> {
+    let mut model = ServiceModel::new(REAL_CAPACITY);
+    let mut tx = model.transaction();
+    for ScriptLine { line, command } in script {
+        let refused = |e: ApplyError| format!("line {line}: {e}");
+        match command {
+            Command::Edit(edit) => tx.apply_with(edit, &|_| true).map_err(refused)?,
+            Command::Zero(Some(key)) if tx.model().service(key).is_none() => {
+                return Err(refused(ApplyError::NoSuchService));
+            }
+            Command::SetTimeouts { tcp, tcpfin, udp } => {
+                let some = |v: u32| (v != 0).then_some(v);
+                set_timeouts(opts, some(*tcp), some(*tcpfin), some(*udp));
+            }
+            _ => {}
+        }
+    }
+    tx.commit();
+    Ok(model)
 }
 
 fn set_timeouts(
@@ -507,6 +528,10 @@ udp = 30
                 "services: line 2: Service already exists",
             ),
             ("services = \"-L -n\"", "services: line 1: only -A -E -D -C"),
+            (
+                "services = \"\"\"\n-A -t 192.0.2.10:80\n-Z -t 192.0.2.10:81\n\"\"\"",
+                "services: line 2: No such service",
+            ),
             ("x = [", "TOML parse error"),
         ];
         for (text, want) in cases {

@@ -28,22 +28,21 @@
 //!   in traffic shows fully after about 10 s. `-Z` zeroes the averages.
 //!
 //! [`ConnTable::expire_reals`]: crate::conntrack::ConnTable::expire_reals
-//! [`RealTraffic`]: crate::pipeline::RealTraffic
+//! [`RealTraffic`]: crate::service::RealTraffic
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::ipvsadm::{
-    self, parse_restore, render, save, Command, ListStats, ListWhat, RateStats, RealCounts,
-    RealStats, ServiceModel, ServiceStats, Services, TotalStats, EXIT_FAILED,
+    self, check_zero, parse_restore, render, save, Command, ListStats, ListWhat, RateStats,
+    RealStats, ServiceStats, Services, EXIT_FAILED,
 };
 use super::metrics;
 use super::protocol::{Request, Response};
 use super::socket::Job;
 use crate::conntrack::{ConnEntry, ConnTable, Timeouts};
 use crate::director::Director;
-use crate::service::{RealId, ServiceKey, ServiceTable};
+use crate::service::{RealCounts, RealId, ServiceKey, ServiceModel, ServiceTable, TotalStats};
 
 /// How often rates are estimated (IPVS: 2 s).
 pub const RATE_INTERVAL: Duration = Duration::from_secs(2);
@@ -86,28 +85,16 @@ pub trait Plane {
 impl Plane for Director {
     fn raw_totals(&self, id: RealId) -> TotalStats {
         let mut t = TotalStats::default();
-        let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         for w in self.traffic() {
             if let Some(s) = w.get(id) {
-                t.conns += l(&s.conns);
-                t.inpkts += l(&s.in_pkts);
-                t.inbytes += l(&s.in_bytes);
-                t.outpkts += l(&s.out_pkts);
-                t.outbytes += l(&s.out_bytes);
+                t.add(&s.read());
             }
         }
         t
     }
 
     fn real_counts(&self, id: RealId) -> RealCounts {
-        self.loads()
-            .get(id)
-            .map(|c| RealCounts {
-                active: c.active(),
-                inactive: c.inactive(),
-                persistent: c.persistent(),
-            })
-            .unwrap_or_default()
+        self.loads().get(id).map(|c| c.read()).unwrap_or_default()
     }
 
     fn publish(&mut self, services: ServiceTable) -> Result<(), String> {
@@ -231,7 +218,7 @@ impl Control {
                     Err(e) => return Response::error(e.exit_code, e),
                 };
                 let mut next = self.model.clone();
-                let restored = next.restore(&script, &|id| reusable(plane, id));
+                let restored = save::restore(&mut next, &script, &|id| reusable(plane, id));
                 match restored {
                     Ok(outcome) => {
                         if let Err(e) = self.commit(plane, next, &outcome.removed) {
@@ -253,15 +240,15 @@ impl Control {
                         Ok(()) => Response::ok(String::new()),
                         Err(e) => e,
                     },
-                    Err(e) => Response::error(e.exit_code(), e),
+                    Err(e) => Response::error(EXIT_FAILED, e),
                 }
             }
-            Command::Zero(key) => match self.model.check_zero(key.as_ref()) {
+            Command::Zero(key) => match check_zero(&self.model, key.as_ref()) {
                 Ok(()) => {
                     self.side_effect(plane, &Command::Zero(key));
                     Response::ok(String::new())
                 }
-                Err(e) => Response::error(e.exit_code(), e),
+                Err(e) => Response::error(EXIT_FAILED, e),
             },
             c @ Command::SetTimeouts { .. } => {
                 self.side_effect(plane, &c);
@@ -404,31 +391,6 @@ impl Control {
 /// against it.
 fn reusable(plane: &impl Plane, id: RealId) -> bool {
     plane.real_counts(id) == RealCounts::default()
-}
-
-trait Totals {
-    fn minus(&self, base: &TotalStats) -> TotalStats;
-    fn add(&mut self, other: &TotalStats);
-}
-
-impl Totals for TotalStats {
-    fn minus(&self, b: &TotalStats) -> TotalStats {
-        TotalStats {
-            conns: self.conns.saturating_sub(b.conns),
-            inpkts: self.inpkts.saturating_sub(b.inpkts),
-            outpkts: self.outpkts.saturating_sub(b.outpkts),
-            inbytes: self.inbytes.saturating_sub(b.inbytes),
-            outbytes: self.outbytes.saturating_sub(b.outbytes),
-        }
-    }
-
-    fn add(&mut self, o: &TotalStats) {
-        self.conns += o.conns;
-        self.inpkts += o.inpkts;
-        self.outpkts += o.outpkts;
-        self.inbytes += o.inbytes;
-        self.outbytes += o.outbytes;
-    }
 }
 
 /// IPVS-style rate estimator: per-second averages over 2 s samples.
@@ -723,14 +685,14 @@ mod tests {
         p.counts.insert(
             RealId(0),
             RealCounts {
-                active: 2,
-                inactive: 1,
-                persistent: 0,
+                active_conns: 2,
+                inact_conns: 1,
+                persist_conns: 0,
             },
         );
         let s = c.list_stats(&p);
         assert_eq!(s.services[&key].totals, totals(15, 150));
-        assert_eq!(s.reals[&RealId(0)].counts.active, 2);
+        assert_eq!(s.reals[&RealId(0)].counts.active_conns, 2);
 
         // -Z: counting starts again from here.
         assert_eq!(run(&mut c, &mut p, "-Z").exit_code, 0);
@@ -844,7 +806,7 @@ mod tests {
                     timeouts: RefCell::new((900, 120, 300)),
                     ..Fake::default()
                 };
-                let mut c = Control::new(ServiceModel::new(super::ipvsadm::MAX_IDS), &p);
+                let mut c = Control::new(ServiceModel::new(crate::service::MAX_IDS), &p);
                 let start = std::time::Instant::now();
                 let r = restore(&mut c, &mut p, &text);
                 assert_eq!(r.exit_code, 0, "{r:?}");
@@ -882,7 +844,7 @@ mod tests {
             timeouts: RefCell::new((900, 120, 300)),
             ..Fake::default()
         };
-        let mut c = Control::new(ServiceModel::new(super::ipvsadm::MAX_IDS), &p);
+        let mut c = Control::new(ServiceModel::new(crate::service::MAX_IDS), &p);
         assert_eq!(run(&mut c, &mut p, "-A -t 192.0.2.10:80").exit_code, 0);
         let before = c.model().snapshot();
         let published = p.published.len();

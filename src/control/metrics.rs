@@ -59,10 +59,10 @@ use prometheus_client::registry::Registry;
 
 use super::conn::{self, ByDeadline};
 use super::daemon::Control;
-use super::ipvsadm::{RealCounts, TotalStats};
 use super::socket::Job;
 use crate::conntrack::TableStats;
 use crate::director::Director;
+use crate::service::{RealCounts, TotalStats};
 use crate::verdict::DropReason;
 use crate::xsk::worker::WorkerStats;
 
@@ -291,9 +291,9 @@ pub fn encode(s: &Snapshot) -> String {
             set(&real_pkts, dir("out"), r.totals.outpkts);
             set(&real_bytes, dir("in"), r.totals.inbytes);
             set(&real_bytes, dir("out"), r.totals.outbytes);
-            gauge(&active, l(), u64::from(r.counts.active));
-            gauge(&inactive, l(), u64::from(r.counts.inactive));
-            gauge(&persistent, l(), u64::from(r.counts.persistent));
+            gauge(&active, l(), u64::from(r.counts.active_conns));
+            gauge(&inactive, l(), u64::from(r.counts.inact_conns));
+            gauge(&persistent, l(), u64::from(r.counts.persist_conns));
             gauge(&weight, l(), u64::from(r.weight));
         }
     }
@@ -713,9 +713,9 @@ mod tests {
                         ..TotalStats::default()
                     },
                     counts: RealCounts {
-                        active: 2,
-                        inactive: 1,
-                        persistent: 0,
+                        active_conns: 2,
+                        inact_conns: 1,
+                        persist_conns: 0,
                     },
                     weight: 5,
                 }],

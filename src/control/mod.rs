@@ -1,18 +1,24 @@
 //! The control plane: what `xvs ipvsadm` and the director's control socket
 //! speak.
 //!
+//! The model itself is not here: [`crate::service::ServiceModel`] owns the
+//! virtual services, real servers and their ids, and applies
+//! [`crate::service::Edit`]s. The front ends here produce those edits:
+//! [`ipvsadm`] and [`config`] (and later health checks and sync).
+//!
 //! [`ipvsadm`] is the pure half: ipvsadm's command line parsed into a
-//! [`ipvsadm::Command`], the [`ipvsadm::ServiceModel`] those commands edit
-//! (it builds the immutable `ServiceTable` snapshots workers read), and
-//! ipvsadm's output formats rendered from plain data. It does no I/O beyond
-//! reading `/etc/services` once, for port names.
+//! [`ipvsadm::Command`] (a configuration change wraps an `Edit`), `-R`
+//! scripts applied as one transaction of the model, and ipvsadm's output
+//! formats rendered from plain data. It does no I/O beyond reading
+//! `/etc/services` once, for port names.
 //!
 //! The daemon half: [`protocol`] (the control socket's messages),
 //! [`socket`] (the listener the director runs, the `xvs ipvsadm` client,
 //! the per-interface lock), [`daemon`] (the director thread's request
 //! handling, counters and rates), [`metrics`] (Prometheus), [`conn`] (the
 //! bounded, deadline-held connections those two serve) and [`config`] (the
-//! TOML file `xvs director --config` reads).
+//! TOML file `xvs director --config` reads, whose services script becomes
+//! the start-up model).
 
 pub mod config;
 pub mod conn;

@@ -1188,13 +1188,13 @@ fn traffic_is_counted_per_real_server() {
     let t = p.traffic().get(crate::service::RealId(0)).unwrap();
     let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(l(&t.conns), 1);
-    assert_eq!(l(&t.in_pkts), 2);
+    assert_eq!(l(&t.inpkts), 2);
     assert_eq!(
-        l(&t.in_bytes),
+        l(&t.inbytes),
         (syn.ip_bytes().len() + ack.ip_bytes().len()) as u64
     );
-    assert_eq!(l(&t.out_pkts), 1);
-    assert_eq!(l(&t.out_bytes), reply.ip_bytes().len() as u64);
+    assert_eq!(l(&t.outpkts), 1);
+    assert_eq!(l(&t.outbytes), reply.ip_bytes().len() as u64);
 }
 
 #[test]

@@ -1,18 +1,22 @@
-//! ipvsadm compatibility, without I/O: parse its command line, apply its
-//! commands to the service model, print its tables.
+//! ipvsadm compatibility, without I/O: parse its command line into the
+//! edits the service model applies, print its tables.
+//!
+//! ipvsadm is one front end of the service layer ([`crate::service`]): it
+//! produces [`Edit`]s and prints the model, it does not own it.
 //!
 //! # Contract
 //! - [`parse`] takes the arguments after the program name, exactly as
 //!   ipvsadm 1.31 reads them (popt rules: the first option must be the
 //!   command, short options cluster, `--long=value`, `-p` takes an optional
 //!   value) and gives a [`Command`] or a [`UsageError`] with ipvsadm's
-//!   message and exit status.
-//! - [`ServiceModel`] owns the list of virtual services; [`Edit`]s change it
-//!   with IPVS's semantics and error wording ([`ApplyError`]), and
-//!   [`ServiceModel::snapshot`] builds the `ServiceTable` to publish.
+//!   message and exit status. A configuration change is a
+//!   [`Command::Edit`] wrapping the model's [`Edit`]; the model refuses
+//!   one with IPVS's wording ([`crate::service::ApplyError`]), which
+//!   ipvsadm prints as it is, exiting 255.
 //! - [`render`] prints `-L` in all its forms, `-c`, `--timeout`, `-h`, `-v`;
-//!   [`save`] prints `-S` and parses `-R` input into a script the model
-//!   applies all or nothing.
+//!   [`save`] prints `-S`, parses `-R` input into a script, and
+//!   [`restore`]s it: its edits as one transaction of the model, all or
+//!   nothing, its `-Z` and `--set` lines checked in turn and handed back.
 //!
 //! # Exit statuses, as ipvsadm
 //! | status | when |
@@ -20,7 +24,7 @@
 //! | 0 | success, `-h`, `-v` |
 //! | 1 | `-L -t|-u` of a service that does not exist ([`ListError`]) |
 //! | 2 | a usage error ipvsadm reports itself (`fail(2, ...)`): bad address, weight, timeout, option not valid with the command, or not supported by xvs |
-//! | 255 | an option popt rejects (unknown option, missing argument, no command), and every error the kernel would return ([`ApplyError`]) |
+//! | 255 | an option popt rejects (unknown option, missing argument, no command), and every error the kernel would return ([`ApplyError`](crate::service::ApplyError)) |
 //!
 //! # What xvs does differently, on purpose
 //! - Addresses are numeric in and out: no host-name lookups in either
@@ -41,23 +45,20 @@
 //!   services and real servers were added.
 
 mod args;
-mod model;
 mod names;
 pub mod render;
 pub mod save;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
 
-use crate::service::{ForwardMethod, Persistence, SchedFlags, SchedulerKind, ServiceKey};
+use crate::service::{Edit, ServiceKey};
 
 pub use args::{parse, parse_with};
-pub use model::{Applied, ApplyError, RestoreError, RestoreOutcome, ServiceModel, MAX_IDS};
 pub use names::Services;
-pub use render::{
-    ListError, ListStats, RateStats, RealCounts, RealStats, ServiceStats, TotalStats,
-};
-pub use save::{parse_restore, ScriptLine};
+pub use render::{ListError, ListStats, RateStats, RealStats, ServiceStats};
+pub use save::{check_zero, parse_restore, restore, RestoreError, RestoreOutcome, ScriptLine};
 
 /// ipvsadm's default persistence timeout, in seconds, when `-p` has no value
 /// (libipvs's `IPVS_SVC_PERSISTENT_TIMEOUT`, 6 minutes; its man page says 300).
@@ -87,56 +88,13 @@ pub enum Command {
     /// `-R`: the client reads standard input and passes it to
     /// [`parse_restore`].
     Restore,
-    /// `-A -E -D -C -a -e -d`: a configuration change.
+    /// `-A -E -D -C -a -e -d`: a configuration change, for the service
+    /// model to apply.
     Edit(Edit),
     /// `-Z [service]`: zero the counters of one service or of all.
     Zero(Option<ServiceKey>),
     /// `--set tcp tcpfin udp`: seconds; 0 leaves a value unchanged.
     SetTimeouts { tcp: u32, tcpfin: u32, udp: u32 },
-}
-
-/// A change to the service model.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Edit {
-    AddService(ServiceSpec),
-    /// Replaces scheduler, flags and persistence: what the command did not
-    /// give reverts to ipvsadm's default (`wlc`, not persistent), as IPVS.
-    EditService(ServiceSpec),
-    DeleteService(ServiceKey),
-    /// `-C`: every service goes.
-    Clear,
-    AddReal(ServiceKey, RealSpec),
-    /// Replaces method, weight and thresholds (defaults: `-g`, weight 1, no
-    /// thresholds), as IPVS.
-    EditReal(ServiceKey, RealSpec),
-    DeleteReal(ServiceKey, SocketAddr),
-}
-
-/// A virtual service as `-A`/`-E` describe it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ServiceSpec {
-    pub key: ServiceKey,
-    pub scheduler: SchedulerKind,
-    pub sched_flags: SchedFlags,
-    pub persistence: Option<Persistence>,
-}
-
-/// A real server as `-a`/`-e` describe it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RealSpec {
-    pub addr: IpAddr,
-    /// For `-g` and `-i` always the service's port (ipvsadm forces it).
-    pub port: u16,
-    pub method: ForwardMethod,
-    pub weight: u32,
-    pub upper_threshold: u32,
-    pub lower_threshold: u32,
-}
-
-impl RealSpec {
-    pub fn endpoint(&self) -> SocketAddr {
-        SocketAddr::new(self.addr, self.port)
-    }
 }
 
 /// What `-L` lists.

@@ -18,21 +18,12 @@ use super::{ListOptions, ListWhat};
 use crate::conntrack::ConnEntry;
 use crate::packet::L4Proto;
 use crate::service::{
-    ForwardMethod, RealId, RealServer, SchedulerKind, ServiceKey, VirtualService,
+    ForwardMethod, RealCounts, RealId, RealServer, SchedulerKind, ServiceKey, TotalStats,
+    VirtualService,
 };
 
 /// The IPVS version xvs reports.
 pub const IPVS_VERSION: &str = "1.2.1";
-
-/// Totals since start or the last `-Z` (ipvsadm `--stats`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TotalStats {
-    pub conns: u64,
-    pub inpkts: u64,
-    pub outpkts: u64,
-    pub inbytes: u64,
-    pub outbytes: u64,
-}
 
 /// Per-second rates (ipvsadm `--rate`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -42,14 +33,6 @@ pub struct RateStats {
     pub outpps: u64,
     pub inbps: u64,
     pub outbps: u64,
-}
-
-/// A real server's live connection counts (`RealLoad`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RealCounts {
-    pub active: u32,
-    pub inactive: u32,
-    pub persistent: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -372,13 +355,13 @@ fn real(out: &mut String, s: &VirtualService, r: &RealServer, st: RealStats, f: 
         let _ = writeln!(
             out,
             "  -> {name:<28} {:<10} {:<10} {:<10} {:<10}",
-            r.upper_threshold, r.lower_threshold, c.active, c.inactive
+            r.upper_threshold, r.lower_threshold, c.active_conns, c.inact_conns
         );
     } else if f.persistent_conn {
         let _ = writeln!(
             out,
             "  -> {name:<28} {:<9} {:<11} {:<10} {:<10}",
-            r.weight, c.persistent, c.active, c.inactive
+            r.weight, c.persist_conns, c.active_conns, c.inact_conns
         );
     } else if f.tun_info {
         let info = if r.method == ForwardMethod::Tun {
@@ -392,8 +375,8 @@ fn real(out: &mut String, s: &VirtualService, r: &RealServer, st: RealStats, f: 
             r.method.ipvsadm_name(),
             info,
             r.weight,
-            c.active,
-            c.inactive
+            c.active_conns,
+            c.inact_conns
         );
     } else {
         let _ = writeln!(
@@ -401,8 +384,8 @@ fn real(out: &mut String, s: &VirtualService, r: &RealServer, st: RealStats, f: 
             "  -> {name:<28} {:<7} {:<6} {:<10} {:<10}",
             r.method.ipvsadm_name(),
             r.weight,
-            c.active,
-            c.inactive
+            c.active_conns,
+            c.inact_conns
         );
     }
 }
@@ -527,10 +510,10 @@ fn addr_value(a: IpAddr) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::super::args::parse_line;
-    use super::super::{Command, ServiceModel};
+    use super::super::Command;
     use super::*;
     use crate::conntrack::ConnState;
-    use crate::service::RealId;
+    use crate::service::ServiceModel;
 
     /// A model built from ipvsadm command lines.
     pub(crate) fn model(lines: &[&str]) -> ServiceModel {
@@ -593,9 +576,9 @@ mod tests {
             id("198.51.100.12"),
             RealStats {
                 counts: RealCounts {
-                    active: 12,
-                    inactive: 3,
-                    persistent: 4,
+                    active_conns: 12,
+                    inact_conns: 3,
+                    persist_conns: 4,
                 },
                 totals,
                 rates,

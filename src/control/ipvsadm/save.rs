@@ -4,16 +4,17 @@
 //! sorted as `-L` sorts, exactly as ipvsadm 1.31 does (tunnel servers carry
 //! `--tun-type ipip`), plus ` -x N` / ` -y N` for thresholds, which ipvsadm
 //! loses. [`parse_restore`] reads that back — or any list of ipvsadm
-//! command lines — into a script [`super::ServiceModel::restore`] applies
-//! all or nothing.
+//! command lines — into a script; [`restore`] applies its edits to the
+//! model as one transaction, all or nothing, and hands back its `-Z` and
+//! `--set` lines, which act outside the model.
 
-use std::fmt::Write;
+use std::fmt::{self, Write};
 
 use super::names::Services;
 use super::render::{addr_port, mask, sched_flags, sorted_reals, sorted_services};
 use super::{parse_with, Command, UsageError};
 use crate::packet::L4Proto;
-use crate::service::{ForwardMethod, VirtualService};
+use crate::service::{ApplyError, ForwardMethod, RealId, ServiceKey, ServiceModel, VirtualService};
 
 /// One command of a restore script and the line it came from (1-based).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,10 +105,73 @@ pub fn parse_restore(text: &str, names: &Services) -> Result<Vec<ScriptLine>, Us
     Ok(script)
 }
 
+/// A restore that failed: the line and why. Nothing was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestoreError {
+    pub line: usize,
+    pub error: ApplyError,
+}
+
+impl fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.error)
+    }
+}
+
+impl std::error::Error for RestoreError {}
+
+/// What a successful restore leaves for the daemon to do.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreOutcome {
+    /// Real servers the script deleted, as `Applied::removed`.
+    pub removed: Vec<RealId>,
+    /// The script's `-Z` and `--set` commands, in order, which act on
+    /// counters and timeouts outside the model.
+    pub deferred: Vec<Command>,
+}
+
+/// `-R`: applies a whole script to `model` or nothing, as one transaction.
+/// `-Z` lines are checked against the model as the script has it by then;
+/// they and the `--set` lines are handed back for the daemon to carry out.
+/// A freed real-server id is reused only if `reusable` says so.
+pub fn restore(
+    model: &mut ServiceModel,
+    script: &[ScriptLine],
+    reusable: &dyn Fn(RealId) -> bool,
+) -> Result<RestoreOutcome, RestoreError> {
+    let mut tx = model.transaction();
+    let mut deferred = Vec::new();
+    for line in script {
+        let fail = |error| RestoreError {
+            line: line.line,
+            error,
+        };
+        match &line.command {
+            Command::Edit(edit) => tx.apply_with(edit, reusable).map_err(fail)?,
+            Command::Zero(key) => {
+                check_zero(tx.model(), key.as_ref()).map_err(fail)?;
+                deferred.push(line.command.clone());
+            }
+            other => deferred.push(other.clone()),
+        }
+    }
+    let removed = tx.commit().removed;
+    Ok(RestoreOutcome { removed, deferred })
+}
+
+/// `-Z`: whether the service to zero exists (the counters themselves live
+/// with the workers).
+pub fn check_zero(model: &ServiceModel, key: Option<&ServiceKey>) -> Result<(), ApplyError> {
+    match key {
+        Some(k) if model.service(k).is_none() => Err(ApplyError::NoSuchService),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::{Edit, ServiceModel};
     use super::*;
+    use crate::service::Edit;
 
     const SAVED: &str = "\
 -A -t 192.0.2.1:80 -s wlc -p 300 -M 255.255.255.0
@@ -124,7 +188,7 @@ mod tests {
     fn restored(text: &str) -> ServiceModel {
         let mut m = ServiceModel::new(64);
         let script = parse_restore(text, &Services::builtin()).unwrap();
-        m.restore(&script, &|_| true).unwrap();
+        restore(&mut m, &script, &|_| true).unwrap();
         m
     }
 
@@ -175,7 +239,7 @@ mod tests {
             m.apply(&Edit::Clear).unwrap();
             assert_eq!(save(m.services(), numeric, &names), "");
             let script = parse_restore(&first, &names).unwrap();
-            m.restore(&script, &|_| true).unwrap();
+            restore(&mut m, &script, &|_| true).unwrap();
             assert_eq!(save(m.services(), numeric, &names), first);
         }
     }
@@ -209,7 +273,7 @@ mod tests {
             &names,
         )
         .unwrap();
-        let e = m.restore(&script, &|_| true).unwrap_err();
+        let e = restore(&mut m, &script, &|_| true).unwrap_err();
         assert_eq!(e.to_string(), "line 4: Destination already exists");
         assert_eq!(save(m.services(), true, &names), SAVED);
     }
