@@ -22,7 +22,7 @@
 pub mod checks;
 pub mod hops;
 pub mod programs;
-pub(crate) mod publish;
+pub mod publish;
 mod reaper;
 pub mod workers;
 
