@@ -13,6 +13,8 @@ use crate::service::{RealId, ServiceKey};
 /// How often rates are estimated (IPVS: 2 s).
 pub const RATE_INTERVAL: Duration = Duration::from_secs(2);
 
+/// Counter arithmetic for baselines and intervals; saturating, since a
+/// reused id's counters may sit below an old baseline.
 pub(super) trait Totals {
     fn minus(&self, base: &TotalStats) -> TotalStats;
     fn add(&mut self, other: &TotalStats);
