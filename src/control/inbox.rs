@@ -25,6 +25,11 @@ use super::protocol::{Request, Response};
 pub const CAPACITY: usize = 64;
 
 /// Work for the daemon thread, each with the channel its answer goes to.
+///
+/// Senders now: the control socket ([`Message::Ipvsadm`]) and the metrics
+/// endpoint ([`Message::Scrape`]). To come, each with a variant of its own
+/// when it exists: health checkers (a real server is up or down) and
+/// connection sync (connections to install on a backup).
 pub enum Message {
     /// An `xvs ipvsadm` invocation, from the control socket.
     Ipvsadm {
