@@ -19,21 +19,18 @@ use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use xvs::control::config::{self, FileConfig, Settings};
-use xvs::control::daemon::Control;
+use xvs::control::daemon::Daemon;
+use xvs::control::inbox;
 use xvs::control::ipvsadm::{self, Command};
-use xvs::control::metrics;
+use xvs::control::metrics::{self, worker_summary};
 use xvs::control::protocol::{Request, MAX_PAYLOAD};
-use xvs::control::socket::{self, ControlSocket, InterfaceLocks, Job};
-use xvs::director::Director;
+use xvs::control::socket::{self, ControlSocket, InterfaceLocks};
 use xvs::files;
-use xvs::verdict::DropReason;
-use xvs::xsk::worker::WorkerStats;
 
 /// Exit status of `xvs ipvsadm` when no director answers (ipvsadm's when
 /// it cannot initialise IPVS).
@@ -176,62 +173,26 @@ fn director(args: DirectorArgs) -> Result<(), String> {
     // Refuse before touching anything if another director has an interface
     // or answers on the socket.
     let _locks = InterfaceLocks::acquire(&opts.interfaces)?;
-    let (jobs_tx, jobs) = crossbeam::channel::bounded::<Job>(64);
+    let (inbox, mailbox) = inbox::channel();
     let socket_path = socket::socket_path(settings.control_socket.as_deref());
-    let socket = ControlSocket::bind(&socket_path, jobs_tx.clone())?;
-    let mut d = Director::start(&opts, settings.model.snapshot()).map_err(|e| e.to_string())?;
-    let mut control = Control::new(settings.model, &d);
+    let socket = ControlSocket::bind(&socket_path, inbox.clone())?;
+    let mut daemon = Daemon::start(&opts, settings.model, mailbox).map_err(|e| e.to_string())?;
     let metrics = match settings.metrics_addr {
-        Some(addr) => Some(metrics::serve(addr, jobs_tx)?),
+        Some(addr) => Some(metrics::serve(addr, inbox)?),
         None => None,
     };
-    let names: Vec<String> = d
-        .interfaces()
-        .iter()
-        .zip(d.xdp_modes())
-        .map(|(i, m)| format!("{} ({m:?} XDP)", i.name))
-        .collect();
-    let placement = if d.other_cpus().is_empty() {
-        String::new()
-    } else {
-        format!(
-            " on CPU {} (other threads on {})",
-            xvs::cpus::format_list(d.worker_cpus()),
-            xvs::cpus::format_list(d.other_cpus())
-        )
-    };
     eprintln!(
-        "xvs: directing on {} with {} worker(s){placement}; {} virtual service(s); control socket {}{}",
-        names.join(", "),
-        d.worker_stats().len(),
-        d.services().services().len(),
+        "xvs: {}; control socket {}{}",
+        daemon.describe(),
         socket.path().display(),
         metrics
             .map(|a| format!("; metrics on http://{a}/metrics"))
             .unwrap_or_default()
     );
-    // Short rounds so a control request waits at most ~20 ms; for a second
-    // after one, 1 ms rounds, so a script of ipvsadm commands runs at about
-    // a millisecond a line instead of twenty.
-    let mut brisk_until = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        let wait = if Instant::now() < brisk_until {
-            Duration::from_millis(1)
-        } else {
-            Duration::from_millis(20)
-        };
-        d.control_round(wait);
-        while let Ok(job) = jobs.try_recv() {
-            control.serve(&mut d, job);
-            brisk_until = Instant::now() + Duration::from_secs(1);
-        }
-        control.tick(&d);
-    }
+    daemon.run(&stop);
     eprintln!("xvs: stopping");
     drop(socket);
-    let stats = d.worker_stats().to_vec();
-    d.stop();
-    for (i, w) in stats.iter().enumerate() {
+    for (i, w) in daemon.stop().iter().enumerate() {
         eprintln!("xvs: {}", worker_summary(i, w));
     }
     Ok(())
@@ -316,41 +277,6 @@ fn ipvsadm_client(args: Vec<OsString>) -> ExitCode {
             ExitCode::from(NO_DIRECTOR)
         }
     }
-}
-
-/// One line per worker at exit: traffic, drops by reason, and the frame
-/// accounting (which must balance once the workers have stopped).
-fn worker_summary(index: usize, w: &WorkerStats) -> String {
-    let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let drops: Vec<String> = DropReason::ALL
-        .iter()
-        .zip(w.drops.iter())
-        .filter(|(_, n)| l(n) > 0)
-        .map(|(r, n)| format!("{}={}", r.label(), l(n)))
-        .collect();
-    format!(
-        "worker {index}: rx {} tx {} new_conns {} icmp_too_big {} checksums_completed {} resets_sent {} held {} held_sent {} tx_ring_full {} drops [{}] frames total {} free {} fill {} tx {} held {} conserved {} xsk rx_dropped {} rx_ring_full {} fill_empty {} invalid {}",
-        l(&w.rx),
-        l(&w.tx),
-        l(&w.new_conns),
-        l(&w.icmp_too_big),
-        l(&w.checksums_completed),
-        l(&w.resets_sent),
-        l(&w.held),
-        l(&w.held_sent),
-        l(&w.tx_ring_full),
-        drops.join(" "),
-        l(&w.frames_total),
-        l(&w.frames_free),
-        l(&w.frames_fill),
-        l(&w.frames_tx),
-        l(&w.frames_held),
-        if w.frames_conserved() { "yes" } else { "NO" },
-        l(&w.xsk_rx_dropped),
-        l(&w.xsk_rx_ring_full),
-        l(&w.xsk_fill_ring_empty),
-        l(&w.xsk_invalid_descs),
-    )
 }
 
 fn main() -> ExitCode {

@@ -12,17 +12,23 @@
 //! formats rendered from plain data. It does no I/O beyond reading
 //! `/etc/services` once, for port names.
 //!
-//! The daemon half: [`protocol`] (the control socket's messages),
-//! [`socket`] (the listener the director runs, the `xvs ipvsadm` client,
-//! the per-interface lock), [`daemon`] (the director thread's request
-//! handling, counters and rates), [`metrics`] (Prometheus), [`conn`] (the
+//! The daemon half: [`daemon`] (the director thread's loop, the one owner
+//! of the model: request handling, counters and rates), [`inbox`] (the
+//! typed messages other threads post to it), [`protocol`] (the control
+//! socket's messages), [`socket`] (the listener the director runs, the
+//! `xvs ipvsadm` client, the per-interface lock), [`metrics`] (Prometheus:
+//! encodes and serves the numbers the daemon hands it), [`conn`] (the
 //! bounded, deadline-held connections those two serve) and [`config`] (the
 //! TOML file `xvs director --config` reads, whose services script becomes
 //! the start-up model).
+//!
+//! Who posts what: the control socket posts an ipvsadm request, the
+//! metrics endpoint a scrape; the daemon answers each on its own channel.
 
 pub mod config;
 pub mod conn;
 pub mod daemon;
+pub mod inbox;
 pub mod ipvsadm;
 pub mod metrics;
 pub mod protocol;

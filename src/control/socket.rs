@@ -8,13 +8,13 @@
 //! A listener thread accepts connections; each gets a thread of its own
 //! (at most [`MAX_CLIENTS`] at once; one more is refused with an error
 //! response at once) that reads one [`Request`] against one deadline for
-//! the whole request and hands it to the director thread as a [`Job`] over
-//! a channel; the director thread, which owns the service model, answers on
-//! the job's own channel. Workers never see any of this. Idle or dribbling
+//! the whole request and posts it to the daemon's [`Inbox`]; the daemon
+//! thread, which owns the service model, answers on the message's own
+//! channel. Workers never see any of this. Idle or dribbling
 //! clients hold only their own place, until their deadline. A message that
 //! is garbage, truncated, oversized, followed by anything or too slow gets
 //! an error [`Response`] (a slow one: "timed out") and never reaches the
-//! director thread.
+//! daemon.
 
 use std::fs::File;
 use std::io::{ErrorKind, Write};
@@ -23,10 +23,10 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{bounded, Sender};
 use nix::fcntl::{Flock, FlockArg};
 
 use super::conn::{self, ByDeadline};
+use super::inbox::{Inbox, Unanswered};
 use super::ipvsadm::EXIT_FAILED;
 use super::protocol::{ProtocolError, Request, Response, MAX_PAYLOAD};
 
@@ -40,7 +40,7 @@ pub const LOCK_DIR: &str = "/run/xvs/lock";
 pub const MAX_CLIENTS: usize = 64;
 /// How long a client may take to send its whole request (and end it).
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a connection waits for the director thread's answer.
+/// How long a connection waits for the daemon's answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a client may take to read the whole answer (`-L -c` of a full
 /// connection table is hundreds of megabytes).
@@ -60,17 +60,6 @@ pub fn socket_path(flag: Option<&Path>) -> PathBuf {
     }
 }
 
-/// Work for the director thread.
-pub enum Job {
-    /// An `xvs ipvsadm` invocation.
-    Ipvsadm {
-        request: Request,
-        reply: Sender<Response>,
-    },
-    /// A metrics scrape: the Prometheus text.
-    Metrics { reply: Sender<String> },
-}
-
 /// The bound control socket; the file is removed on drop.
 pub struct ControlSocket {
     path: PathBuf,
@@ -78,9 +67,9 @@ pub struct ControlSocket {
 
 impl ControlSocket {
     /// Binds `path` and starts the listener thread, which sends each
-    /// well-formed request to `jobs`. Fails, changing nothing, if another
+    /// well-formed request to `inbox`. Fails, changing nothing, if another
     /// director answers on `path`; a stale socket file is replaced.
-    pub fn bind(path: &Path, jobs: Sender<Job>) -> Result<ControlSocket, String> {
+    pub fn bind(path: &Path, inbox: Inbox) -> Result<ControlSocket, String> {
         let shown = path.display();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.exists() {
@@ -120,7 +109,7 @@ impl ControlSocket {
             .map_err(|e| format!("cannot make {shown} root-only: {e}"))?;
         std::thread::Builder::new()
             .name("xvs-control".into())
-            .spawn(move || listen(listener, jobs))
+            .spawn(move || listen(listener, inbox))
             .map_err(|e| format!("cannot start the control thread: {e}"))?;
         Ok(socket)
     }
@@ -136,12 +125,12 @@ impl Drop for ControlSocket {
     }
 }
 
-fn listen(listener: UnixListener, jobs: Sender<Job>) {
+fn listen(listener: UnixListener, inbox: Inbox) {
     conn::serve_each(
         listener.incoming(),
         MAX_CLIENTS,
         "xvs-control-conn",
-        move |stream| serve(stream, &jobs),
+        move |stream| serve(stream, &inbox),
         refuse,
     );
 }
@@ -163,10 +152,10 @@ fn refuse(mut stream: UnixStream) {
 }
 
 /// One connection: one request, one response.
-fn serve(mut stream: UnixStream, jobs: &Sender<Job>) {
+fn serve(mut stream: UnixStream, inbox: &Inbox) {
     let mut reader = ByDeadline::new(&mut stream, READ_TIMEOUT);
     match Request::read_from(&mut reader) {
-        Ok(request) => answer(&mut stream, &ask(jobs, request)),
+        Ok(request) => answer(&mut stream, &ask(inbox, request)),
         Err(e) => {
             let deadline = reader.deadline;
             answer(&mut stream, &refusal(e));
@@ -200,19 +189,17 @@ fn refusal(e: ProtocolError) -> Response {
     }
 }
 
-/// The director thread's answer to `request`, or why there is none.
-fn ask(jobs: &Sender<Job>, request: Request) -> Response {
-    let deadline = Instant::now() + ANSWER_TIMEOUT;
-    let (reply, answer) = bounded(1);
-    if jobs
-        .send_deadline(Job::Ipvsadm { request, reply }, deadline)
-        .is_err()
-    {
-        return Response::error(EXIT_FAILED, "xvs: the director is stopping or stuck");
+/// The daemon's answer to `request`, or why there is none.
+fn ask(inbox: &Inbox, request: Request) -> Response {
+    match inbox.ipvsadm(request, Instant::now() + ANSWER_TIMEOUT) {
+        Ok(response) => response,
+        Err(Unanswered::NotPosted) => {
+            Response::error(EXIT_FAILED, "xvs: the director is stopping or stuck")
+        }
+        Err(Unanswered::NoAnswer) => {
+            Response::error(EXIT_FAILED, "xvs: the director did not answer in time")
+        }
     }
-    answer.recv_deadline(deadline).unwrap_or_else(|_| {
-        Response::error(EXIT_FAILED, "xvs: the director did not answer in time")
-    })
 }
 
 /// Why `xvs ipvsadm` got no answer.
@@ -332,6 +319,7 @@ impl InterfaceLocks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::inbox::{self, Mailbox, Message};
 
     fn temp_dir(what: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("xvs-sock-{what}-{}", std::process::id()));
@@ -339,11 +327,11 @@ mod tests {
         d
     }
 
-    /// A director thread stand-in: answers every job with the arguments.
-    fn echo(jobs: crossbeam::channel::Receiver<Job>) {
+    /// A daemon stand-in: answers every job with the arguments.
+    fn echo(mailbox: Mailbox) {
         std::thread::spawn(move || {
-            for job in jobs {
-                if let Job::Ipvsadm { request, reply } = job {
+            while let Some(message) = mailbox.recv() {
+                if let Message::Ipvsadm { request, reply } = message {
                     let _ = reply.send(Response::ok(request.args.join(" ")));
                 }
             }
@@ -354,7 +342,7 @@ mod tests {
     fn serves_requests_root_only_and_one_director_per_path() {
         let dir = temp_dir("serve");
         let path = dir.join("sub").join("control.sock");
-        let (tx, rx) = crossbeam::channel::unbounded();
+        let (tx, rx) = inbox::channel();
         let seen = recording(rx);
         let sock = ControlSocket::bind(&path, tx).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
@@ -373,7 +361,7 @@ mod tests {
         assert_eq!(seen.recv().unwrap(), vec!["-L", "-n"]);
 
         // A second director on the same path fails and leaves the first be.
-        let (tx2, _rx2) = crossbeam::channel::unbounded();
+        let (tx2, _rx2) = inbox::channel();
         let e = ControlSocket::bind(&path, tx2).err().unwrap();
         assert!(e.contains("another xvs director is running"), "{e}");
         assert_eq!(call(&path, &req).unwrap().stdout, "-L -n");
@@ -382,15 +370,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// A director thread stand-in that answers every job and hands on
+    /// A daemon stand-in that answers every job and hands on
     /// the arguments of each request that reached it.
-    fn recording(
-        jobs: crossbeam::channel::Receiver<Job>,
-    ) -> crossbeam::channel::Receiver<Vec<String>> {
+    fn recording(mailbox: Mailbox) -> crossbeam::channel::Receiver<Vec<String>> {
         let (seen_tx, seen) = crossbeam::channel::unbounded();
         std::thread::spawn(move || {
-            for job in jobs {
-                if let Job::Ipvsadm { request, reply } = job {
+            while let Some(message) = mailbox.recv() {
+                if let Message::Ipvsadm { request, reply } = message {
                     let _ = seen_tx.send(request.args.clone());
                     let _ = reply.send(Response::ok(request.args.join(" ")));
                 }
@@ -421,7 +407,7 @@ mod tests {
     fn malformed_frames_are_answered_and_never_reach_the_director() {
         let dir = temp_dir("malformed");
         let path = dir.join("control.sock");
-        let (tx, rx) = crossbeam::channel::unbounded();
+        let (tx, rx) = inbox::channel();
         let seen = recording(rx);
         let _sock = ControlSocket::bind(&path, tx).unwrap();
         // A request that would change the configuration if it got through.
@@ -494,7 +480,7 @@ mod tests {
     fn a_request_with_a_megabyte_of_junk_gets_its_answer_not_a_reset() {
         let dir = temp_dir("junk");
         let path = dir.join("control.sock");
-        let (tx, rx) = crossbeam::channel::unbounded();
+        let (tx, rx) = inbox::channel();
         let seen = recording(rx);
         let _sock = ControlSocket::bind(&path, tx).unwrap();
         let mut bytes = Request {
@@ -523,7 +509,7 @@ mod tests {
     fn idle_connections_do_not_lock_ipvsadm_out() {
         let dir = temp_dir("idle");
         let path = dir.join("control.sock");
-        let (tx, rx) = crossbeam::channel::unbounded();
+        let (tx, rx) = inbox::channel();
         echo(rx);
         let _sock = ControlSocket::bind(&path, tx).unwrap();
         let idle: Vec<UnixStream> = (0..20)
@@ -550,7 +536,7 @@ mod tests {
     fn a_connection_over_the_limit_is_told_so_at_once() {
         let dir = temp_dir("limit");
         let path = dir.join("control.sock");
-        let (tx, rx) = crossbeam::channel::unbounded();
+        let (tx, rx) = inbox::channel();
         echo(rx);
         let _sock = ControlSocket::bind(&path, tx).unwrap();
         let idle: Vec<UnixStream> = (0..MAX_CLIENTS)
@@ -590,7 +576,7 @@ mod tests {
     fn an_idle_client_is_told_it_timed_out() {
         let dir = temp_dir("timeout");
         let path = dir.join("control.sock");
-        let (tx, _rx) = crossbeam::channel::unbounded();
+        let (tx, _rx) = inbox::channel();
         let _sock = ControlSocket::bind(&path, tx).unwrap();
         let start = std::time::Instant::now();
         // Connected, never a byte, never shut down.
@@ -613,7 +599,7 @@ mod tests {
     fn a_dribbling_client_is_cut_off_at_the_deadline() {
         let dir = temp_dir("dribble");
         let path = dir.join("control.sock");
-        let (tx, _rx) = crossbeam::channel::unbounded();
+        let (tx, _rx) = inbox::channel();
         let sock = ControlSocket::bind(&path, tx).unwrap();
         let mut s = UnixStream::connect(&path).unwrap();
         let start = std::time::Instant::now();
@@ -651,7 +637,7 @@ mod tests {
             "{e}"
         );
         drop(UnixListener::bind(&path).unwrap()); // leaves the file behind
-        let (tx, rx) = crossbeam::channel::unbounded();
+        let (tx, rx) = inbox::channel();
         echo(rx);
         let _sock = ControlSocket::bind(&path, tx).unwrap();
         assert_eq!(
@@ -669,7 +655,7 @@ mod tests {
         // Not a socket: refused, not deleted.
         let file = dir.join("plain");
         std::fs::write(&file, "x").unwrap();
-        let (tx, _rx) = crossbeam::channel::unbounded();
+        let (tx, _rx) = inbox::channel();
         assert!(ControlSocket::bind(&file, tx)
             .err()
             .unwrap()

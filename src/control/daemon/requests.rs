@@ -1,13 +1,11 @@
-//! The director thread's half of the control plane: it owns the
-//! [`ServiceModel`], answers ipvsadm requests and keeps the counters that
-//! `-Z`, `--stats` and `--rate` need.
+//! ipvsadm requests against the model, and the counters beside it.
 //!
 //! # Contract
 //! - A configuration change (`-A -E -D -C -a -e -d`, a whole `-R`) is
 //!   applied to a copy of the model; only if it succeeds is the copy kept and
-//!   published ([`Director::set_services`]: workers' snapshot, then the XDP
-//!   maps) before the reply is sent. If publishing fails the previous model
-//!   is put back and published again. A failed change changes nothing.
+//!   published ([`Plane::publish`]: workers' snapshot, then the XDP maps)
+//!   before the reply is sent. If publishing fails the previous model is put
+//!   back and published again. A failed change changes nothing.
 //! - A deleted real server's connections are kept, as IPVS keeps them by
 //!   default: their packets are dropped while it is gone, and they resume
 //!   if it is added back (it gets its old id back, see [`ServiceModel`]).
@@ -17,37 +15,32 @@
 //!   costs the loop nothing and the table one sweep. Changes that keep a real server (weight,
 //!   quiesce, method, scheduler) leave its connections alone.
 //! - Counters: workers count per real server ([`RealTraffic`]) since start.
-//!   The control plane keeps a baseline per real server, taken when the
-//!   server is added (a reused id starts from zero) and on `-Z`; `--stats`
-//!   prints the counters minus the baseline. A service's totals are its
-//!   real servers' plus what real servers deleted from it had counted
-//!   (IPVS keeps service counters apart from its destinations').
-//! - Rates, as IPVS's estimator (`ip_vs_est.c`): every 2 s the counters'
-//!   change over the interval is turned into a per-second rate and folded
-//!   into an average with weight 1/4 (`avg += (rate - avg) / 4`), so a step
-//!   in traffic shows fully after about 10 s. `-Z` zeroes the averages.
+//!   The daemon keeps a baseline per real server, taken when the server is
+//!   added (a reused id starts from zero) and on `-Z`; `--stats` prints the
+//!   counters minus the baseline. A service's totals are its real servers'
+//!   plus what real servers deleted from it had counted (IPVS keeps service
+//!   counters apart from its destinations'). Rates: [`super::rates`].
 //!
 //! [`ConnTable::expire_reals`]: crate::conntrack::ConnTable::expire_reals
-//! [`RealTraffic`]: crate::service::RealTraffic
+//! [`RealTraffic`]: crate::pipeline::RealTraffic
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Instant;
 
-use super::ipvsadm::{
+use super::plane::Plane;
+use super::rates::{Rates, RATE_INTERVAL};
+use crate::control::ipvsadm::{
     self, check_zero, parse_restore, render, save, Command, ListStats, ListWhat, RateStats,
     RealStats, ServiceStats, Services, EXIT_FAILED,
 };
-use super::metrics;
-use super::protocol::{Request, Response};
-use super::socket::Job;
-use crate::conntrack::{ConnEntry, ConnTable, Timeouts};
-use crate::director::Director;
-use crate::service::{RealCounts, RealId, ServiceKey, ServiceModel, ServiceTable, TotalStats};
+use crate::control::metrics::{RealMetrics, Scrape, ServiceMetrics};
+use crate::control::protocol::{Request, Response};
+use crate::service::{RealCounts, ServiceModel, TotalStats};
+use crate::service::{RealId, ServiceKey};
 
-/// How often rates are estimated (IPVS: 2 s).
-pub const RATE_INTERVAL: Duration = Duration::from_secs(2);
-
-/// The control plane's state on the director thread.
+/// The model and what the daemon keeps beside it: counter baselines,
+/// retired counts, rates.
 pub struct Control {
     model: ServiceModel,
     names: &'static Services,
@@ -56,82 +49,6 @@ pub struct Control {
     /// Per service: what its deleted real servers had counted since `-Z`.
     retired: HashMap<ServiceKey, TotalStats>,
     rates: Rates,
-}
-
-/// What [`Control`] needs from the data plane; the [`Director`] in the
-/// daemon, a plain fake in tests.
-pub trait Plane {
-    /// A real server's counters since start, summed over workers.
-    fn raw_totals(&self, id: RealId) -> TotalStats;
-    /// Its ActiveConn / InActConn / PersistConn.
-    fn real_counts(&self, id: RealId) -> RealCounts;
-    /// Publishes a new snapshot to the workers and the XDP maps.
-    fn publish(&mut self, services: ServiceTable) -> Result<(), String>;
-    /// Releases every connection and template of these deleted real
-    /// servers, in one pass, without holding up the caller.
-    fn expire_reals(&mut self, ids: &[RealId]);
-    /// IPVS's `expire_nodest_conn`: whether a deleted real server's
-    /// connections are expired (else kept for its return).
-    fn expire_nodest_conn(&self) -> bool;
-    /// Live connection entries (`-L -c`).
-    fn conn_entries(&self) -> Vec<ConnEntry>;
-    fn timeouts(&self) -> Timeouts;
-    fn set_ipvsadm_timeouts(&self, tcp: u32, tcpfin: u32, udp: u32);
-    /// `size=` in `-L`: the connection table's bucket count, rounded down to a
-    /// power of two as IPVS prints it.
-    fn table_size(&self) -> usize;
-}
-
-impl Plane for Director {
-    fn raw_totals(&self, id: RealId) -> TotalStats {
-        let mut t = TotalStats::default();
-        for w in self.traffic() {
-            if let Some(s) = w.get(id) {
-                t.add(&s.read());
-            }
-        }
-        t
-    }
-
-    fn real_counts(&self, id: RealId) -> RealCounts {
-        self.loads().get(id).map(|c| c.read()).unwrap_or_default()
-    }
-
-    fn publish(&mut self, services: ServiceTable) -> Result<(), String> {
-        self.set_services(services).map_err(|e| e.to_string())
-    }
-
-    fn expire_reals(&mut self, ids: &[RealId]) {
-        Director::expire_reals(self, ids);
-    }
-
-    fn expire_nodest_conn(&self) -> bool {
-        Director::expire_nodest_conn(self)
-    }
-
-    fn conn_entries(&self) -> Vec<ConnEntry> {
-        self.conns().entries(self.now())
-    }
-
-    fn timeouts(&self) -> Timeouts {
-        self.conns().timeouts()
-    }
-
-    fn set_ipvsadm_timeouts(&self, tcp: u32, tcpfin: u32, udp: u32) {
-        self.conns().set_ipvsadm_timeouts(tcp, tcpfin, udp);
-    }
-
-    fn table_size(&self) -> usize {
-        ipvs_size(self.conns())
-    }
-}
-
-/// `size=` as IPVS means it: the bucket count of the connection hash table,
-/// which in IPVS is a power of two. xvs's (IPv4 and IPv6 buckets together)
-/// rarely is one, so this is the largest power of two not above it.
-fn ipvs_size(conns: &ConnTable) -> usize {
-    let (v4, v6) = conns.buckets();
-    1 << (v4 + v6).max(1).ilog2()
 }
 
 impl Control {
@@ -155,17 +72,6 @@ impl Control {
     }
 
     /// Carries out one job from the control socket or the metrics endpoint.
-    pub fn serve(&mut self, director: &mut Director, job: Job) {
-        match job {
-            Job::Ipvsadm { request, reply } => {
-                let _ = reply.send(self.handle(director, &request));
-            }
-            Job::Metrics { reply } => {
-                let _ = reply.send(metrics::render(director, self));
-            }
-        }
-    }
-
     /// Estimates rates when [`RATE_INTERVAL`] has passed; call every round.
     pub fn tick(&mut self, plane: &impl Plane) {
         let now = Instant::now();
@@ -385,6 +291,49 @@ impl Control {
         }
         stats
     }
+
+    /// What a metrics scrape shows: the numbers of `-L --stats` for every
+    /// service and real server, the workers' counters, the table's.
+    pub fn scrape(&self, plane: &impl Plane) -> Scrape {
+        let stats = self.totals(plane);
+        let services = self
+            .model
+            .services()
+            .iter()
+            .map(|s| ServiceMetrics {
+                label: format!(
+                    "{} {}",
+                    s.key.proto.name(),
+                    SocketAddr::new(s.key.addr, s.key.port)
+                ),
+                totals: stats
+                    .services
+                    .get(&s.key)
+                    .map(|t| t.totals)
+                    .unwrap_or_default(),
+                reals: s
+                    .reals
+                    .iter()
+                    .map(|r| {
+                        let st = stats.reals.get(&r.id).copied().unwrap_or_default();
+                        RealMetrics {
+                            label: SocketAddr::new(r.addr, r.port).to_string(),
+                            totals: st.totals,
+                            counts: st.counts,
+                            weight: r.weight,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let (table, table_capacity) = plane.table();
+        Scrape {
+            services,
+            workers: plane.workers(),
+            table,
+            table_capacity,
+        }
+    }
 }
 
 /// A freed real-server id may be given out again once nothing counts
@@ -393,163 +342,11 @@ fn reusable(plane: &impl Plane, id: RealId) -> bool {
     plane.real_counts(id) == RealCounts::default()
 }
 
-/// IPVS-style rate estimator: per-second averages over 2 s samples.
-#[derive(Debug)]
-struct Rates {
-    last: Instant,
-    services: HashMap<ServiceKey, Estimate>,
-    reals: HashMap<RealId, Estimate>,
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Estimate {
-    last: Option<TotalStats>,
-    /// cps, inpps, outpps, inbps, outbps.
-    avg: [f64; 5],
-}
-
-impl Estimate {
-    fn zeroed() -> Estimate {
-        Estimate {
-            last: Some(TotalStats::default()),
-            avg: [0.0; 5],
-        }
-    }
-
-    fn sample(&mut self, t: &TotalStats, secs: f64) {
-        if let Some(prev) = self.last {
-            let d = t.minus(&prev);
-            let now = [d.conns, d.inpkts, d.outpkts, d.inbytes, d.outbytes];
-            for (avg, n) in self.avg.iter_mut().zip(now) {
-                *avg += (n as f64 / secs - *avg) / 4.0;
-            }
-        }
-        self.last = Some(*t);
-    }
-
-    fn rates(&self) -> RateStats {
-        let r = |i: usize| self.avg[i].round().max(0.0) as u64;
-        RateStats {
-            cps: r(0),
-            inpps: r(1),
-            outpps: r(2),
-            inbps: r(3),
-            outbps: r(4),
-        }
-    }
-}
-
-impl Rates {
-    fn new(now: Instant) -> Rates {
-        Rates {
-            last: now,
-            services: HashMap::new(),
-            reals: HashMap::new(),
-        }
-    }
-
-    fn sample(&mut self, now: Instant, stats: &ListStats) {
-        let secs = now.duration_since(self.last).as_secs_f64().max(0.001);
-        self.last = now;
-        for (k, s) in &stats.services {
-            self.services.entry(*k).or_default().sample(&s.totals, secs);
-        }
-        for (id, r) in &stats.reals {
-            self.reals.entry(*id).or_default().sample(&r.totals, secs);
-        }
-    }
-
-    fn service(&self, k: &ServiceKey) -> RateStats {
-        self.services
-            .get(k)
-            .map(Estimate::rates)
-            .unwrap_or_default()
-    }
-
-    fn real(&self, id: RealId) -> RateStats {
-        self.reals.get(&id).map(Estimate::rates).unwrap_or_default()
-    }
-
-    /// `-Z`: the counters restart from zero, and so do the averages.
-    fn zero_service(&mut self, k: ServiceKey) {
-        self.services.insert(k, Estimate::zeroed());
-    }
-
-    fn zero_real(&mut self, id: RealId) {
-        self.reals.insert(id, Estimate::zeroed());
-    }
-
-    fn forget_real(&mut self, id: RealId) {
-        self.reals.remove(&id);
-    }
-
-    fn retain_services(&mut self, keys: &HashSet<ServiceKey>) {
-        self.services.retain(|k, _| keys.contains(k));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
-    use std::sync::Arc;
 
-    use crate::service::RealLoads;
-
-    /// A data plane of plain maps.
-    #[derive(Default)]
-    struct Fake {
-        raw: HashMap<RealId, TotalStats>,
-        counts: HashMap<RealId, RealCounts>,
-        published: Vec<ServiceTable>,
-        fail_publish: bool,
-        /// Each `expire_reals` call's ids.
-        expired: RefCell<Vec<Vec<RealId>>>,
-        expire_nodest: bool,
-        timeouts: RefCell<(u32, u32, u32)>,
-    }
-
-    impl Plane for Fake {
-        fn raw_totals(&self, id: RealId) -> TotalStats {
-            self.raw.get(&id).copied().unwrap_or_default()
-        }
-        fn real_counts(&self, id: RealId) -> RealCounts {
-            self.counts.get(&id).copied().unwrap_or_default()
-        }
-        fn publish(&mut self, services: ServiceTable) -> Result<(), String> {
-            if self.fail_publish {
-                return Err("updating the XDP map services failed".into());
-            }
-            self.published.push(services);
-            Ok(())
-        }
-        fn expire_reals(&mut self, ids: &[RealId]) {
-            self.expired.borrow_mut().push(ids.to_vec());
-        }
-        fn expire_nodest_conn(&self) -> bool {
-            self.expire_nodest
-        }
-        fn conn_entries(&self) -> Vec<ConnEntry> {
-            Vec::new()
-        }
-        fn timeouts(&self) -> Timeouts {
-            let (tcp, tcpfin, udp) = *self.timeouts.borrow();
-            Timeouts {
-                tcp,
-                tcpfin,
-                udp,
-                ..Timeouts::default()
-            }
-        }
-        fn set_ipvsadm_timeouts(&self, tcp: u32, tcpfin: u32, udp: u32) {
-            let t = &mut *self.timeouts.borrow_mut();
-            let keep = |old: u32, new: u32| if new == 0 { old } else { new };
-            *t = (keep(t.0, tcp), keep(t.1, tcpfin), keep(t.2, udp));
-        }
-        fn table_size(&self) -> usize {
-            1024
-        }
-    }
+    use super::super::fake::Fake;
 
     fn run(c: &mut Control, p: &mut Fake, line: &str) -> Response {
         c.handle(
@@ -582,10 +379,7 @@ mod tests {
     }
 
     fn setup() -> (Control, Fake) {
-        let p = Fake {
-            timeouts: RefCell::new((900, 120, 300)),
-            ..Fake::default()
-        };
+        let p = Fake::new();
         let c = Control::new(ServiceModel::new(4), &p);
         (c, p)
     }
@@ -742,44 +536,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn rates_follow_ipvs_estimator() {
-        let mut e = Estimate::default();
-        let t = |n: u64| TotalStats {
-            conns: n,
-            inpkts: n * 10,
-            outpkts: 0,
-            inbytes: n * 1000,
-            outbytes: 0,
-        };
-        e.sample(&t(0), 2.0);
-        assert_eq!(e.rates(), RateStats::default());
-        // 100 conns/s for one 2 s interval: a quarter shows.
-        e.sample(&t(200), 2.0);
-        assert_eq!(e.rates().cps, 25);
-        assert_eq!(e.rates().inpps, 250);
-        for i in 2..=60 {
-            e.sample(&t(200 * i), 2.0);
-        }
-        assert_eq!(e.rates().cps, 100);
-        assert_eq!(e.rates().inbps, 100_000);
-    }
-
-    #[test]
-    fn size_is_the_bucket_count_as_a_power_of_two() {
-        let table = |slots| ConnTable::new(slots, Timeouts::default(), Arc::new(RealLoads::new(4)));
-        // 100 000 IPv4 and 12 500 IPv6 slots: 6667 + 834 buckets of 15.
-        let t = table(100_000);
-        assert_eq!(t.buckets(), (6667, 834));
-        assert_eq!(ipvs_size(&t), 4096);
-        // A power of two of slots is no power of two of buckets: 4370 + 547.
-        let t = table(65_536);
-        assert_eq!(t.buckets(), (4370, 547));
-        assert_eq!(ipvs_size(&t), 4096);
-        // The smallest table has 8 buckets per family.
-        assert_eq!(ipvs_size(&table(1)), 16);
-    }
-
     /// `-R` of `lines` real-server lines, `per_service` to a service, with
     /// `-C` first: the best of three runs.
     fn restore_time(lines: usize, per_service: usize) -> std::time::Duration {
@@ -802,10 +558,7 @@ mod tests {
         }
         (0..3)
             .map(|_| {
-                let mut p = Fake {
-                    timeouts: RefCell::new((900, 120, 300)),
-                    ..Fake::default()
-                };
+                let mut p = Fake::new();
                 let mut c = Control::new(ServiceModel::new(crate::service::MAX_IDS), &p);
                 let start = std::time::Instant::now();
                 let r = restore(&mut c, &mut p, &text);
@@ -840,10 +593,7 @@ mod tests {
     /// model and the published snapshot stay as they were.
     #[test]
     fn a_long_restore_that_fails_at_its_end_changes_nothing() {
-        let mut p = Fake {
-            timeouts: RefCell::new((900, 120, 300)),
-            ..Fake::default()
-        };
+        let mut p = Fake::new();
         let mut c = Control::new(ServiceModel::new(crate::service::MAX_IDS), &p);
         assert_eq!(run(&mut c, &mut p, "-A -t 192.0.2.10:80").exit_code, 0);
         let before = c.model().snapshot();

@@ -1,0 +1,89 @@
+//! A data plane of plain maps, for the daemon's tests.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::Plane;
+use crate::conntrack::{ConnEntry, TableStats, Timeouts};
+use crate::control::metrics::WorkerMetrics;
+use crate::service::{RealCounts, TotalStats};
+use crate::service::{RealId, ServiceTable};
+
+/// A data plane of plain maps.
+#[derive(Default)]
+pub struct Fake {
+    pub raw: HashMap<RealId, TotalStats>,
+    pub counts: HashMap<RealId, RealCounts>,
+    pub published: Vec<ServiceTable>,
+    pub fail_publish: bool,
+    /// Each `expire_reals` call's ids.
+    pub expired: RefCell<Vec<Vec<RealId>>>,
+    pub expire_nodest: bool,
+    pub timeouts: RefCell<(u32, u32, u32)>,
+    /// Rounds of upkeep run.
+    pub rounds: usize,
+    pub workers: Vec<WorkerMetrics>,
+    pub table: TableStats,
+}
+
+impl Fake {
+    /// No counters, IPVS's default timeouts.
+    pub fn new() -> Fake {
+        Fake {
+            timeouts: RefCell::new((900, 120, 300)),
+            ..Fake::default()
+        }
+    }
+}
+
+impl Plane for Fake {
+    fn raw_totals(&self, id: RealId) -> TotalStats {
+        self.raw.get(&id).copied().unwrap_or_default()
+    }
+    fn real_counts(&self, id: RealId) -> RealCounts {
+        self.counts.get(&id).copied().unwrap_or_default()
+    }
+    fn publish(&mut self, services: ServiceTable) -> Result<(), String> {
+        if self.fail_publish {
+            return Err("updating the XDP map services failed".into());
+        }
+        self.published.push(services);
+        Ok(())
+    }
+    fn expire_reals(&mut self, ids: &[RealId]) {
+        self.expired.borrow_mut().push(ids.to_vec());
+    }
+    fn expire_nodest_conn(&self) -> bool {
+        self.expire_nodest
+    }
+    fn conn_entries(&self) -> Vec<ConnEntry> {
+        Vec::new()
+    }
+    fn timeouts(&self) -> Timeouts {
+        let (tcp, tcpfin, udp) = *self.timeouts.borrow();
+        Timeouts {
+            tcp,
+            tcpfin,
+            udp,
+            ..Timeouts::default()
+        }
+    }
+    fn set_ipvsadm_timeouts(&self, tcp: u32, tcpfin: u32, udp: u32) {
+        let t = &mut *self.timeouts.borrow_mut();
+        let keep = |old: u32, new: u32| if new == 0 { old } else { new };
+        *t = (keep(t.0, tcp), keep(t.1, tcpfin), keep(t.2, udp));
+    }
+    fn table_size(&self) -> usize {
+        1024
+    }
+    fn round(&mut self, _wait: Duration) {
+        self.rounds += 1;
+    }
+    fn workers(&self) -> Vec<WorkerMetrics> {
+        self.workers.clone()
+    }
+    fn table(&self) -> (TableStats, usize) {
+        (self.table, 1000)
+    }
+}

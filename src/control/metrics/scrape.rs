@@ -1,0 +1,34 @@
+//! What a scrape shows, as plain data: the daemon fills a [`Scrape`] on
+//! its own thread and hands it over; encoding it reads nothing else.
+
+use crate::conntrack::TableStats;
+use crate::service::{RealCounts, TotalStats};
+
+use super::WorkerMetrics;
+
+/// Everything a scrape shows: the services and their real servers (the
+/// numbers of `ipvsadm -L --stats`), the workers, the connection table.
+#[derive(Clone, Debug, Default)]
+pub struct Scrape {
+    pub services: Vec<ServiceMetrics>,
+    pub workers: Vec<WorkerMetrics>,
+    pub table: TableStats,
+    pub table_capacity: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ServiceMetrics {
+    /// `TCP 192.0.2.10:80`, `UDP [2001:db8::10]:53`.
+    pub label: String,
+    pub totals: TotalStats,
+    pub reals: Vec<RealMetrics>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RealMetrics {
+    /// `198.51.100.2:8080`.
+    pub label: String,
+    pub totals: TotalStats,
+    pub counts: RealCounts,
+    pub weight: u32,
+}
