@@ -48,3 +48,6 @@ impl std::ops::Add<u64> for Millis {
         Millis(self.0 + ms)
     }
 }
+
+#[cfg(test)]
+mod architecture;
