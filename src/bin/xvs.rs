@@ -27,6 +27,7 @@ use xvs::control::config::{self, FileConfig, Settings};
 use xvs::control::daemon::Daemon;
 use xvs::control::inbox;
 use xvs::control::ipvsadm::{self, Command};
+use xvs::control::log;
 use xvs::control::metrics::{self, worker_summary};
 use xvs::control::protocol::{Request, MAX_PAYLOAD};
 use xvs::control::socket::{self, ControlSocket, InterfaceLocks};
@@ -116,6 +117,29 @@ struct DirectorArgs {
     /// by default).
     #[arg(long)]
     metrics_addr: Option<String>,
+    /// How the log on stderr reads: plain lines for a person and journald,
+    /// or one JSON object a line for a log collector.
+    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
+    log_format: LogFormat,
+    /// The events logged: a level (error, warn, info, debug, trace, off) or
+    /// TARGET=LEVEL,... (default: $XVS_LOG, else $RUST_LOG, else info).
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Plain,
+    Json,
+}
+
+impl From<LogFormat> for log::Format {
+    fn from(f: LogFormat) -> log::Format {
+        match f {
+            LogFormat::Plain => log::Format::Plain,
+            LogFormat::Json => log::Format::Json,
+        }
+    }
 }
 
 /// The file's settings under the command line's.
@@ -157,6 +181,9 @@ fn director(args: DirectorArgs) -> Result<(), String> {
         println!("{}", config::check(path)?);
         return Ok(());
     }
+    // From here on every line is a log event; --check-config's answer
+    // above stays plain text on stdout and stderr.
+    log::init(args.log_format.into(), args.log_level.as_deref())?;
     let settings = settings(&args)?;
     let opts = settings.director;
     if opts.interfaces.is_empty() {
@@ -181,8 +208,8 @@ fn director(args: DirectorArgs) -> Result<(), String> {
         Some(addr) => Some(metrics::serve(addr, inbox)?),
         None => None,
     };
-    eprintln!(
-        "xvs: {}; control socket {}{}",
+    tracing::info!(
+        "{}; control socket {}{}",
         daemon.describe(),
         socket.path().display(),
         metrics
@@ -190,10 +217,10 @@ fn director(args: DirectorArgs) -> Result<(), String> {
             .unwrap_or_default()
     );
     daemon.run(&stop);
-    eprintln!("xvs: stopping");
+    tracing::info!("stopping");
     drop(socket);
     for (i, w) in daemon.stop().iter().enumerate() {
-        eprintln!("xvs: {}", worker_summary(i, w));
+        tracing::info!("{}", worker_summary(i, w));
     }
     Ok(())
 }
@@ -300,6 +327,13 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Once the log is up the failure is an event like any other (JSON
+        // under --log-format json); before it (a bad flag, --check-config)
+        // it is plain text.
+        Err(e) if tracing::dispatcher::has_been_set() => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("xvs: {e}");
             ExitCode::FAILURE

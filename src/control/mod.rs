@@ -20,7 +20,8 @@
 //! encodes and serves the numbers the daemon hands it), [`conn`] (the
 //! bounded, deadline-held connections those two serve) and [`config`] (the
 //! TOML file `xvs director --config` reads, whose services script becomes
-//! the start-up model).
+//! the start-up model). [`log`] installs the director's log (plain lines or
+//! JSON on stderr).
 //!
 //! Who posts what: the control socket posts an ipvsadm request, the
 //! metrics endpoint a scrape; the daemon answers each on its own channel.
@@ -30,6 +31,7 @@ pub mod conn;
 pub mod daemon;
 pub mod inbox;
 pub mod ipvsadm;
+pub mod log;
 pub mod metrics;
 pub mod protocol;
 pub mod socket;

@@ -97,7 +97,7 @@ impl Hops {
                 if let Some(port) = self.next_hops.port_toward(addr) {
                     if let Some(i) = self.ifaces.get(usize::from(port)) {
                         if let Err(e) = netlink::resolve_request(addr, i.ifindex) {
-                            eprintln!("xvs: {e}");
+                            tracing::warn!("{e}");
                         }
                     }
                 }
@@ -126,7 +126,7 @@ impl Hops {
                 true
             }
             Err(e) => {
-                eprintln!("xvs: keeping the previous next hops: {e}");
+                tracing::warn!("keeping the previous next hops: {e}");
                 false
             }
         }
@@ -150,7 +150,7 @@ impl Hops {
                 let port = self.next_hops.port_toward(hop).map(usize::from);
                 if let Some(i) = port.and_then(|p| self.ifaces.get(p)) {
                     if let Err(e) = netlink::resolve_request(hop, i.ifindex) {
-                        eprintln!("xvs: {e}");
+                        tracing::warn!("{e}");
                     }
                 }
             }
@@ -223,7 +223,7 @@ fn kernel_next_hops(
 ) -> Result<NextHops, DirectorError> {
     let snap = netlink::snapshot(&ports(ifaces), statics).map_err(err)?;
     for note in &snap.notes {
-        eprintln!("xvs: {note}");
+        tracing::warn!("{note}");
     }
     Ok(snap.next_hops)
 }

@@ -197,7 +197,7 @@ impl Director {
     pub fn control_round(&mut self, wait: Duration) {
         if self.hops.wait(wait) {
             if let Err(e) = self.programs.sync_local_addrs() {
-                eprintln!("xvs: the steering programs may miss some of the host's addresses: {e}");
+                tracing::warn!("the steering programs may miss some of the host's addresses: {e}");
             }
             if self.hops.refresh() {
                 publish::Targets::store_snapshot(self);

@@ -44,7 +44,7 @@ impl Reaper {
             match spawned {
                 Ok(handle) => self.0 = Some((tx, handle)),
                 Err(e) => {
-                    eprintln!("xvs: cannot start the reaper thread ({e}); expiring here");
+                    tracing::warn!("cannot start the reaper thread ({e}); expiring here");
                     conns.expire_reals(ids, Millis(epoch.elapsed().as_millis() as u64));
                     return;
                 }

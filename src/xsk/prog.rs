@@ -273,7 +273,7 @@ impl SteeringProgram {
     /// generic. A program already attached there (a crashed run's) is replaced.
     pub fn attach(&mut self, ifindex: u32, iface: &str) -> Result<XdpMode, ProgError> {
         if let Some(id) = attached_program(ifindex) {
-            eprintln!("xvs: replacing the XDP program (id {id}) already attached to {iface}");
+            tracing::warn!("replacing the XDP program (id {id}) already attached to {iface}");
             for mode in [XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE] {
                 // SAFETY: plain syscall wrapper; a null opts pointer means defaults.
                 unsafe { libxdp_sys::bpf_xdp_detach(ifindex as c_int, mode, std::ptr::null()) };
