@@ -160,9 +160,10 @@ mod tests {
     use crate::control::metrics::{RealMetrics, ServiceMetrics, WorkerMetrics};
     use crate::service::{RealCounts, TotalStats};
 
-    #[test]
-    fn names_and_labels_are_present() {
-        let s = Scrape {
+    /// One service with one real server, one worker with drops: every
+    /// family has a sample.
+    fn small_scrape() -> Scrape {
+        Scrape {
             services: vec![ServiceMetrics {
                 label: "TCP 192.0.2.10:80".into(),
                 totals: TotalStats {
@@ -200,8 +201,12 @@ mod tests {
                 ..TableStats::default()
             },
             table_capacity: 1000,
-        };
-        let text = encode(&s);
+        }
+    }
+
+    #[test]
+    fn names_and_labels_are_present() {
+        let text = encode(&small_scrape());
         for want in [
             "# TYPE xvs_service_connections_total counter",
             "xvs_service_connections_total{service=\"TCP 192.0.2.10:80\"} 3",
@@ -226,5 +231,100 @@ mod tests {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         assert!(text.ends_with("\n"), "{text}");
+    }
+
+    /// tools/grafana/xvs.json queries only what the encoder emits: a
+    /// renamed metric or label fails here, not on an operator's blank panel.
+    #[test]
+    fn the_dashboard_queries_only_emitted_metrics_and_labels() {
+        let text = encode(&small_scrape());
+        let mut names = std::collections::BTreeSet::new();
+        // Prometheus adds these to every series it scrapes.
+        let mut labels: std::collections::BTreeSet<String> =
+            ["instance", "job"].map(String::from).into();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+            names.insert(line[..name_end].to_string());
+            if let Some(set) = line[name_end..].strip_prefix('{') {
+                for pair in set.split("\",").filter(|p| p.contains('=')) {
+                    labels.insert(pair.split('=').next().unwrap().to_string());
+                }
+            }
+        }
+        let dashboard: serde_json::Value = serde_json::from_str(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tools/grafana/xvs.json"
+        )))
+        .expect("tools/grafana/xvs.json is JSON");
+        let mut queries = Vec::new();
+        collect_queries(&dashboard, &mut queries);
+        assert!(queries.len() > 20, "{queries:?}");
+        let mut used = 0;
+        for q in &queries {
+            for word in identifiers(q) {
+                if word.starts_with("xvs_") {
+                    used += 1;
+                    assert!(names.contains(word), "{q}: {word} is not emitted:\n{text}");
+                }
+            }
+            for label in query_labels(q) {
+                assert!(labels.contains(label), "{q}: no metric has a label {label}");
+            }
+        }
+        assert!(used > 30, "{queries:?}");
+    }
+
+    /// Every `expr` of a panel target and `query` of a template variable.
+    fn collect_queries(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("expr", serde_json::Value::String(q)) => out.push(q.clone()),
+                        ("query", serde_json::Value::String(q)) if q.contains('(') => {
+                            out.push(q.clone())
+                        }
+                        _ => collect_queries(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| collect_queries(v, out)),
+            _ => {}
+        }
+    }
+
+    fn identifiers(q: &str) -> impl Iterator<Item = &str> {
+        q.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+    }
+
+    /// Label names in `{label=~"..."}` matchers, `by (...)` clauses and
+    /// label_values(..., label).
+    fn query_labels(q: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut rest = q;
+        while let Some(i) = rest.find(['{', '(']) {
+            let open = rest.as_bytes()[i];
+            let before = rest[..i].trim_end();
+            rest = &rest[i + 1..];
+            let close = if open == b'{' { '}' } else { ')' };
+            let Some(end) = rest.find(close) else { break };
+            let inside = &rest[..end];
+            if open == b'{' {
+                for m in inside.split(',') {
+                    if let Some(op) = m.find(['=', '!']) {
+                        out.push(m[..op].trim());
+                    }
+                }
+            } else if before.ends_with(" by") || before.ends_with(" without") {
+                out.extend(inside.split(',').map(str::trim));
+            }
+        }
+        if let Some(args) = q.strip_prefix("label_values(") {
+            if let Some(last) = args.trim_end_matches(')').rsplit(',').next() {
+                out.push(last.trim());
+            }
+        }
+        out
     }
 }

@@ -40,6 +40,10 @@
 //! Connection table: `xvs_conntrack_connections`, `xvs_conntrack_templates`,
 //! `xvs_conntrack_half_open`, `xvs_conntrack_capacity`,
 //! `xvs_conntrack_table_full_total`, `xvs_conntrack_reply_conflicts_total`,
+//! `xvs_conntrack_template_gone_total`, `xvs_conntrack_released_total`.
+//!
+//! `tools/grafana/xvs.json` is a dashboard over these; a test in
+//! [`encode`] fails if it queries a name or label the encoder does not emit.
 //!
 //! # Parts
 //! The daemon builds a [`Scrape`] ([`scrape`]); [`encode()`] turns it into
