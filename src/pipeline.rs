@@ -608,7 +608,6 @@ impl Engine {
                     .conns
                     .insert_template(
                         &tk,
-                        si,
                         real.id,
                         SocketAddr::new(real.addr, real.port),
                         persist.timeout_secs,
@@ -630,7 +629,6 @@ impl Engine {
             .insert(
                 &NewConn {
                     key: *key,
-                    service: si,
                     real_id: real.id,
                     method: real.method,
                     real: SocketAddr::new(real.addr, real.port),

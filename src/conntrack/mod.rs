@@ -47,9 +47,9 @@
 //!         None if opening packet => {
 //!             // persistent service: tk = TemplateKey::for_flow(&key, prefix_len);
 //!             //   table.template(&tk, now) gives the real_id, or schedule and
-//!             //   table.insert_template(&tk, svc, real_id, real, timeout, now)
-//!             let c = table.insert(&NewConn { key, service, real_id, method, real,
-//!                                             template }, now)?;  // Err: drop + counter
+//!             //   table.insert_template(&tk, real_id, real, timeout, now)
+//!             let c = table.insert(&NewConn { key, real_id, method, real, template },
+//!                                  now)?;                 // Err: drop + counter
 //!             table.update(&c.handle, Direction::Original, tcp_flags, now);
 //!         }
 //!         None => drop,
@@ -59,8 +59,8 @@
 //! ```
 //!
 //! # Memory
-//! An IPv4 entry is a 40-byte slot: 5 atomic words — meta (generation, real_id
-//! and service ids of 16 bits each, flags), timer, ports, client and VIP,
+//! An IPv4 entry is a 40-byte slot: 5 atomic words — meta (generation, a
+//! 16-bit real_id, flags; 16 bits free), timer, ports, client and VIP,
 //! real server and template link; addresses inline, 32 bits each. With the
 //! tag index (4.3 bytes a slot) and the reply index (11.4 bytes a slot, sized
 //! 1.25× the slots) that is **55.7 bytes per slot**, 65.5 bytes per
@@ -87,29 +87,14 @@
 //! insert, never by lookups, updates or expiry.
 //!
 //! Verification: unit tests of every transition of the three TCP tables and
-//! of every timeout; a stress test (`stress_threads_insert_lookup_update_expire`,
-//! 4 threads for 1.5 s) where threads insert, look up (both keys), update,
-//! remove and expire shared UDP/TCP, IPv4/IPv6, NAT/DR keys while each keeps
-//! private established connections, checking that no lookup returns another
-//! key's entry, no private connection is ever lost, one live entry per key,
-//! and that every counter equals a recount and returns to zero; and a test
-//! racing two inserts of one key 2000 times. Those tests and all the unit
-//! tests but the 1M-slot memory one also ran under **Miri** (nightly
-//! 2026-05-19, `cargo +nightly miri test --lib conntrack -- --skip memory`;
-//! scaled down under `cfg(miri)`: 3 threads × 150 iterations on a 120-slot
-//! table), which checks every atomic access for data races and explores weak
-//! memory orderings: all passed; the two concurrent tests also passed under
-//! 6 scheduler seeds (`MIRIFLAGS=-Zmiri-many-seeds=0..6`). Loom/shuttle were not used: they need the
-//! atomics swapped for theirs behind a cfg, and Miri runs the code as is.
-//!
-//! # Performance
-//! `benches/conntrack.rs` on the 2-core development VM, 2^20 NAT entries in
-//! 1.31M slots (Nov 2026): hit of a cached entry 26 ns median; update that
-//! changes nothing 6.3 ns; random hit 241 ns, random miss 153 ns, random
-//! reply-key hit 340 ns (two dependent DRAM misses under nested paging);
-//! random hit with the two-stage batch prefetch 141 ns a key; insert 0.8 µs;
-//! random hits from 1 and 2 threads at once 199 and 198 ns each (no shared
-//! writes on the lookup path, so it scales with cores).
+//! of every timeout; a stress test (`stress_threads_insert_lookup_update_expire`)
+//! where threads insert, look up (both keys), update, remove and expire
+//! shared keys while each keeps private established connections, checking
+//! that no lookup returns another key's entry, no private connection is
+//! lost, one live entry per key, and that every counter equals a recount;
+//! and a test racing two inserts of one key. They are written to run under
+//! Miri as well (scaled down under `cfg(miri)`). Measurements and the Miri
+//! runs are recorded in `BENCHMARKS.md`.
 //!
 //! # SYN flood
 //! A client SYN puts a connection in SYN_RECV for 30 s (IPVS: 60 s). While
@@ -128,7 +113,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::packet::{FlowKey, L4Proto, TcpFlags};
-use crate::service::{ForwardMethod, RealId, RealLoad, RealLoads, ServiceIndex};
+use crate::service::{ForwardMethod, RealId, RealLoad, RealLoads};
 use crate::Millis;
 
 use state::{tcp_next, LiveTimeouts, TcpTable};
@@ -205,10 +190,6 @@ impl Conn {
         self.snap.real()
     }
 
-    pub fn service(&self) -> ServiceIndex {
-        self.snap.service()
-    }
-
     pub fn real_id(&self) -> RealId {
         RealId(self.snap.real_id())
     }
@@ -228,7 +209,6 @@ impl Conn {
 pub struct NewConn {
     /// The client→VIP key of the packet that opens it.
     pub key: FlowKey,
-    pub service: ServiceIndex,
     pub real_id: RealId,
     pub method: ForwardMethod,
     /// The real server's address and port (the NAT rewrite target).
@@ -279,7 +259,6 @@ pub struct Template {
     pub handle: ConnRef,
     pub real_id: RealId,
     pub real: SocketAddr,
-    pub service: ServiceIndex,
 }
 
 /// Why an insert created nothing. Each is counted in [`TableStats`].
@@ -296,7 +275,7 @@ pub enum InsertError {
     TemplateGone,
     /// Client and real server addresses are of different families.
     AddressFamily,
-    /// A [`RealId`] or service index above 65535: entries store 16 bits.
+    /// A [`RealId`] above 65535: entries store 16 bits.
     IdOutOfRange,
 }
 
@@ -330,7 +309,6 @@ pub struct ConnEntry {
     pub virt: SocketAddr,
     pub real: SocketAddr,
     pub real_id: RealId,
-    pub service: ServiceIndex,
     /// The connection's forwarding method (meaningless for a template).
     pub method: ForwardMethod,
 }
@@ -581,7 +559,7 @@ impl ConnTable {
         if new.real.is_ipv6() != v6 || new.key.dst.is_ipv6() != v6 {
             return Err(InsertError::AddressFamily);
         }
-        if new.real_id.0 > MAX_ID || new.service > MAX_ID {
+        if new.real_id.0 > MAX_ID {
             return Err(InsertError::IdOutOfRange);
         }
         let state = match new.key.proto {
@@ -604,7 +582,6 @@ impl ConnTable {
             method: new.method,
             real: addr_bits(new.real.ip()),
             rport: new.real.port(),
-            service: new.service,
             real_id: new.real_id.0,
             link,
             persist_secs: 0,
@@ -833,7 +810,6 @@ impl ConnTable {
             handle: ConnRef::of(&s),
             real_id: RealId(s.real_id()),
             real: s.real(),
-            service: s.service(),
         })
     }
 
@@ -843,7 +819,6 @@ impl ConnTable {
     pub fn insert_template(
         &self,
         key: &TemplateKey,
-        service: ServiceIndex,
         real_id: RealId,
         real: SocketAddr,
         timeout_secs: u32,
@@ -853,7 +828,7 @@ impl ConnTable {
         if real.is_ipv6() != v6 || key.vip.is_ipv6() != v6 {
             return Err(InsertError::AddressFamily);
         }
-        if real_id.0 > MAX_ID || service > MAX_ID {
+        if real_id.0 > MAX_ID {
             return Err(InsertError::IdOutOfRange);
         }
         let secs = timeout_secs.min(u16::MAX as u32) as u16;
@@ -862,7 +837,6 @@ impl ConnTable {
             method: ForwardMethod::Dr,
             real: addr_bits(real.ip()),
             rport: real.port(),
-            service,
             real_id: real_id.0,
             link: 0,
             persist_secs: secs,
@@ -883,7 +857,6 @@ impl ConnTable {
             handle: ConnRef::of(&s),
             real_id: RealId(s.real_id()),
             real: s.real(),
-            service: s.service(),
         })
     }
 
@@ -975,7 +948,6 @@ impl ConnTable {
                     virt: s.virt(),
                     real: s.real(),
                     real_id: RealId(s.real_id()),
-                    service: s.service(),
                     method: s.method(),
                 });
             }

@@ -38,7 +38,6 @@ fn new_conn(key: FlowKey, method: ForwardMethod, real_id: u32) -> NewConn {
     };
     NewConn {
         key,
-        service: 0,
         real_id: RealId(real_id),
         method,
         real,
@@ -602,7 +601,7 @@ fn persistence_template_keeps_a_client_on_its_real_server() {
     assert_eq!(tk.client, ip("203.0.113.0"));
     assert!(t.template(&tk, Millis(0)).is_none());
     let tpl = t
-        .insert_template(&tk, 0, RealId(5), rs(5), p.timeout_secs, Millis(0))
+        .insert_template(&tk, RealId(5), rs(5), p.timeout_secs, Millis(0))
         .unwrap();
     assert_eq!(counts(&d, 5), (0, 0, 1));
     // Another client of the same /24 finds it.
@@ -613,7 +612,7 @@ fn persistence_template_keeps_a_client_on_its_real_server() {
     assert_eq!((found.real_id, found.real), (RealId(5), rs(5)));
     // A second insert of the same template returns the first.
     let again = t
-        .insert_template(&tk, 0, RealId(6), rs(6), 300, Millis(10))
+        .insert_template(&tk, RealId(6), rs(6), 300, Millis(10))
         .unwrap();
     assert_eq!(again.handle, tpl.handle);
     assert_eq!(counts(&d, 6), (0, 0, 0));
@@ -694,7 +693,7 @@ fn expire_dests_releases_their_connections_and_templates_in_one_pass() {
     let (t, d) = table(1000);
     let tk = TemplateKey::for_flow(&client_key(L4Proto::Tcp, 1), 32);
     let tpl = t
-        .insert_template(&tk, 0, RealId(1), rs(1), 300, Millis(0))
+        .insert_template(&tk, RealId(1), rs(1), 300, Millis(0))
         .unwrap();
     for p in 1..=10 {
         let n = NewConn {
@@ -745,7 +744,7 @@ fn listing_shows_what_ipvsadm_prints() {
     let c = open(&t, key, ForwardMethod::Nat, 1, Millis(0));
     establish(&t, &c.handle, Millis(0));
     let tk = TemplateKey::for_flow(&key, 24);
-    t.insert_template(&tk, 0, RealId(1), rs(2), 360, Millis(0))
+    t.insert_template(&tk, RealId(1), rs(2), 360, Millis(0))
         .unwrap();
     let mut all = t.entries(Millis(4000));
     all.sort_by_key(|e| e.template);
