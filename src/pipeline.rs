@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::conntrack::{Conn, ConnState, ConnTable, Direction, InsertError, NewConn, TemplateKey};
+use crate::counters::WorkerCounters;
 use crate::forward::{dr, nat, tun};
 use crate::neigh::{NextHop, NextHops, PortId, Unresolved};
 use crate::packet::{
@@ -61,46 +62,12 @@ const EXPIRE_BUDGET: usize = 64;
 /// reflected at line rate).
 const RESETS_PER_MS: u32 = 10;
 
-/// Per-worker counters; plain integers, summed by the control plane.
-#[derive(Clone, Debug)]
-pub struct Stats {
-    pub rx: u64,
-    pub tx: u64,
-    /// Frames handed over to wait for their next hop ([`Verdict::Hold`]).
-    pub held: u64,
-    pub drops: [u64; DropReason::COUNT],
-    /// ICMP "too big" errors sent to clients for oversize TUN packets.
-    pub icmp_too_big: u64,
-    pub new_conns: u64,
-    /// TCP/UDP checksums a sender's offload left partial, finished here
-    /// ([`rewrite::complete_partial_checksum`]).
-    pub checksums_completed: u64,
-    /// Resets sent for segments of no connection (also counted in `tx`).
-    pub resets_sent: u64,
-}
-
-impl Default for Stats {
-    fn default() -> Stats {
-        Stats {
-            rx: 0,
-            tx: 0,
-            held: 0,
-            drops: [0; DropReason::COUNT],
-            icmp_too_big: 0,
-            new_conns: 0,
-            checksums_completed: 0,
-            resets_sent: 0,
-        }
-    }
-}
-
-impl Stats {
-    fn count(&mut self, v: Verdict) {
-        match v {
-            Verdict::Transmit { .. } => self.tx += 1,
-            Verdict::Hold { .. } => self.held += 1,
-            Verdict::Drop(r) => self.drops[r as usize] += 1,
-        }
+/// Adds a verdict to the counters: the one place a frame's fate is counted.
+fn count(stats: &mut WorkerCounters, v: Verdict) {
+    match v {
+        Verdict::Transmit { .. } => stats.tx += 1,
+        Verdict::Hold { .. } => stats.held += 1,
+        Verdict::Drop(r) => stats.drops[r as usize] += 1,
     }
 }
 
@@ -344,7 +311,7 @@ pub struct Pipeline {
 struct Engine {
     conns: Arc<ConnTable>,
     loads: Arc<RealLoads>,
-    stats: Stats,
+    stats: WorkerCounters,
     /// Addresses whose next hop was missing, for the control plane to resolve.
     pending: ResolveRequests,
     /// The next hop the frame in hand was rewritten for without its MAC.
@@ -373,7 +340,7 @@ impl Pipeline {
             engine: Engine {
                 conns,
                 loads,
-                stats: Stats::default(),
+                stats: WorkerCounters::default(),
                 pending: ResolveRequests::new(),
                 waiting: None,
                 traffic,
@@ -385,8 +352,9 @@ impl Pipeline {
         }
     }
 
-    /// This worker's counters.
-    pub fn stats(&self) -> &Stats {
+    /// This worker's counters (those the pipeline sees; the worker adds
+    /// its own before publishing them).
+    pub fn stats(&self) -> &WorkerCounters {
         &self.engine.stats
     }
 
@@ -442,7 +410,7 @@ impl Pipeline {
         if let (Verdict::Transmit { port }, Some(next_hop)) = (v, e.waiting.take()) {
             v = Verdict::Hold { port, next_hop };
         }
-        e.stats.count(v);
+        count(&mut e.stats, v);
         v
     }
 }

@@ -32,7 +32,6 @@ use xvs::control::protocol::{Request, MAX_PAYLOAD};
 use xvs::control::socket::{self, ControlSocket, InterfaceLocks, Job};
 use xvs::director::Director;
 use xvs::files;
-use xvs::verdict::DropReason;
 use xvs::xsk::worker::WorkerStats;
 
 /// Exit status of `xvs ipvsadm` when no director answers (ipvsadm's when
@@ -321,36 +320,7 @@ fn ipvsadm_client(args: Vec<OsString>) -> ExitCode {
 /// One line per worker at exit: traffic, drops by reason, and the frame
 /// accounting (which must balance once the workers have stopped).
 fn worker_summary(index: usize, w: &WorkerStats) -> String {
-    let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let drops: Vec<String> = DropReason::ALL
-        .iter()
-        .zip(w.drops.iter())
-        .filter(|(_, n)| l(n) > 0)
-        .map(|(r, n)| format!("{}={}", r.label(), l(n)))
-        .collect();
-    format!(
-        "worker {index}: rx {} tx {} new_conns {} icmp_too_big {} checksums_completed {} resets_sent {} held {} held_sent {} tx_ring_full {} drops [{}] frames total {} free {} fill {} tx {} held {} conserved {} xsk rx_dropped {} rx_ring_full {} fill_empty {} invalid {}",
-        l(&w.rx),
-        l(&w.tx),
-        l(&w.new_conns),
-        l(&w.icmp_too_big),
-        l(&w.checksums_completed),
-        l(&w.resets_sent),
-        l(&w.held),
-        l(&w.held_sent),
-        l(&w.tx_ring_full),
-        drops.join(" "),
-        l(&w.frames_total),
-        l(&w.frames_free),
-        l(&w.frames_fill),
-        l(&w.frames_tx),
-        l(&w.frames_held),
-        if w.frames_conserved() { "yes" } else { "NO" },
-        l(&w.xsk_rx_dropped),
-        l(&w.xsk_rx_ring_full),
-        l(&w.xsk_fill_ring_empty),
-        l(&w.xsk_invalid_descs),
-    )
+    w.summary_line(index)
 }
 
 fn main() -> ExitCode {
