@@ -28,6 +28,11 @@
 //!   for `(protocol, masked client, VIP, vport)` → real server; a template
 //!   lives while connections it placed live, or until its own timeout since
 //!   last used (IPVS), and counts in `RealLoad::persist_conns`.
+//! - [`ConnTable::import`] is a connection-sync receiver's insert: it
+//!   installs a connection the master reported (key, real server, method,
+//!   state, remaining timeout, template) or refreshes the live entry of its
+//!   key, with the counts moved as [`ConnTable::update`] would; what the
+//!   table cannot hold is refused as an insert is ([`ImportError`]).
 //! - [`ConnTable::for_each`] lists entries for `ipvsadm -L -c` while workers
 //!   run (each entry read consistently; the list is not a snapshot in time).
 //! - Deleted real servers, with IPVS's `expire_nodest_conn`: the control
@@ -216,6 +221,41 @@ pub struct NewConn {
     /// The persistence template that chose `real_id`, if the service is
     /// persistent; the connection keeps the template alive.
     pub template: Option<ConnRef>,
+}
+
+/// A connection as a connection-sync receiver learns it from the master
+/// director: everything [`ConnTable::import`] needs to install or refresh it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImportConn {
+    /// The client→VIP key.
+    pub key: FlowKey,
+    pub real_id: RealId,
+    pub method: ForwardMethod,
+    /// The real server's address and port (the NAT rewrite target).
+    pub real: SocketAddr,
+    pub state: ConnState,
+    /// Milliseconds left until it expires, as the master counted them.
+    pub timeout_ms: u64,
+    /// This table's live template the connection belongs to (look it up
+    /// with [`ConnTable::template`], or import it first with
+    /// [`ConnTable::insert_template`]).
+    pub template: Option<ConnRef>,
+}
+
+/// Why [`ConnTable::import`] installed nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportError {
+    /// The table refused the entry, as it refuses an insert.
+    Refused(InsertError),
+    /// A state the key's protocol cannot be in (a TCP state for UDP, a
+    /// template's NONE for ICMP...).
+    StateMismatch,
+}
+
+impl From<InsertError> for ImportError {
+    fn from(e: InsertError) -> ImportError {
+        ImportError::Refused(e)
+    }
 }
 
 /// The key of a persistence template: one per (service, masked client).
@@ -594,13 +634,122 @@ impl ConnTable {
         }
         match placed? {
             Placed::New(s) => {
-                self.counters.conns.fetch_add(1, Ordering::Relaxed);
-                if let Some(d) = self.load(new.real_id.0) {
-                    d.inact_conns.fetch_add(1, Ordering::Relaxed);
-                }
+                self.counted_new(new.real_id.0, state);
                 Ok(Conn::of(&s, Direction::Original))
             }
             Placed::Existing(s) => Ok(Conn::of(&s, Direction::Original)),
+        }
+    }
+
+    /// Installs a connection a sync receiver was told about, or refreshes
+    /// the live entry of its key: state and deadline as given, with the
+    /// real server's ActiveConn/InActConn (and the half-open count) moved
+    /// as the state says. An entry of the key for another real server or
+    /// method is replaced. Refusals are the insert's ([`InsertError`]), or
+    /// a state the protocol cannot have.
+    pub fn import(&self, c: &ImportConn, now: Millis) -> Result<Conn, ImportError> {
+        let state_fits = match c.key.proto {
+            L4Proto::Tcp => !matches!(c.state, ConnState::Udp | ConnState::Icmp),
+            L4Proto::Udp => c.state == ConnState::Udp,
+            L4Proto::Icmp | L4Proto::Icmpv6 => c.state == ConnState::Icmp,
+        };
+        if !state_fits {
+            return Err(ImportError::StateMismatch);
+        }
+        let v6 = c.key.is_ipv6();
+        if c.real.is_ipv6() != v6 || c.key.dst.is_ipv6() != v6 {
+            return Err(InsertError::AddressFamily.into());
+        }
+        if c.real_id.0 > MAX_ID {
+            return Err(InsertError::IdOutOfRange.into());
+        }
+        if let Some(old) = self.lookup_original(&c.key, now) {
+            let same =
+                old.real_id() == c.real_id && old.method() == c.method && old.real() == c.real;
+            if same {
+                if let Some(conn) = self.refresh(&old, c.state, c.timeout_ms, now) {
+                    return Ok(conn);
+                }
+            } else {
+                self.remove(&old.handle, now);
+            }
+        }
+        let link = match c.template {
+            Some(t) => {
+                if t.v6 != v6 || !self.bind(&t, now) {
+                    self.counters.template_gone.fetch_add(1, Ordering::Relaxed);
+                    return Err(InsertError::TemplateGone.into());
+                }
+                t.slot + 1
+            }
+            None => 0,
+        };
+        let fresh = Fresh {
+            fwd: fwd_tuple(&c.key, Kind::Conn),
+            method: c.method,
+            real: addr_bits(c.real.ip()),
+            rport: c.real.port(),
+            real_id: c.real_id.0,
+            link,
+            persist_secs: 0,
+            state: c.state,
+            timeout_ms: c.timeout_ms,
+        };
+        let placed = self.place(v6, &fresh, now);
+        if !matches!(placed, Ok(Placed::New(_))) && link != 0 {
+            self.unbind(v6, link - 1);
+        }
+        match placed? {
+            Placed::New(s) => {
+                self.counted_new(c.real_id.0, c.state);
+                Ok(Conn::of(&s, Direction::Original))
+            }
+            // Another thread placed the key meanwhile: refresh that one.
+            Placed::Existing(s) => {
+                let old = Conn::of(&s, Direction::Original);
+                self.refresh(&old, c.state, c.timeout_ms, now)
+                    .ok_or(ImportError::Refused(InsertError::TableFull))
+            }
+        }
+    }
+
+    /// Sets a live entry's state and deadline (`now + ms`), moving the
+    /// counts; `None` if it was released meanwhile.
+    fn refresh(&self, conn: &Conn, state: ConnState, ms: u64, now: Millis) -> Option<Conn> {
+        let h = conn.handle;
+        let shard = self.shard(h.v6);
+        let mut t = shard.load_timer(h.slot)?;
+        let old = loop {
+            // An entry past its deadline is the sweep's (or the insert's):
+            // re-arming it could leave the key two live entries.
+            if t.is_untouchable() || !t.gen_matches(h.gen) || t.expired(now) {
+                return None;
+            }
+            let old = t.state()?;
+            match shard.cas_timer(h.slot, t, timer::with_state(t, state, now, ms)) {
+                Ok(()) => break old,
+                Err(seen) => t = seen,
+            }
+        };
+        if old != state {
+            self.moved(h.real_id, old, state);
+        }
+        let s = shard.read(h.slot)?;
+        Some(Conn::of(&s, Direction::Original))
+    }
+
+    /// Counts a new connection entry placed in `state`.
+    fn counted_new(&self, real_id: u32, state: ConnState) {
+        self.counters.conns.fetch_add(1, Ordering::Relaxed);
+        if state.is_half_open() {
+            self.counters.half_open.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(d) = self.load(real_id) {
+            if state.is_active() {
+                d.active_conns.fetch_add(1, Ordering::Relaxed);
+            } else {
+                d.inact_conns.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
