@@ -7,6 +7,11 @@
 //! connection table and the real servers' counters — is lock-free, and the
 //! configuration is an immutable [`Snapshot`] snapshot swapped in whole.
 //!
+//! The pipeline calls out to no one. What the world must learn — a next
+//! hop to resolve, connections opened, changed and closed (opt-in, for
+//! connection sync) — it leaves in a bounded outbox that its owner drains
+//! with [`Pipeline::poll_event`] after each batch (see `outbox.rs`).
+//!
 //! What happens to a frame:
 //! - not IP → dropped as [`DropReason::NotIp`] (ARP and the like are the
 //!   kernel's: the steering program passes them, see below);
@@ -260,37 +265,6 @@ fn real_path(real: &RealServer, ports: &[PortConfig], hops: &NextHops) -> RealPa
     }
 }
 
-/// Addresses whose next hop was missing, for the control plane to resolve.
-/// A fixed ring: when the control plane is slow the oldest requests are
-/// overwritten, which only delays their resolution.
-#[derive(Debug)]
-pub struct ResolveRequests {
-    ring: [Option<IpAddr>; 16],
-    next: usize,
-}
-
-impl ResolveRequests {
-    fn new() -> ResolveRequests {
-        ResolveRequests {
-            ring: [None; 16],
-            next: 0,
-        }
-    }
-
-    fn push(&mut self, addr: IpAddr) {
-        if self.ring.contains(&Some(addr)) {
-            return;
-        }
-        self.ring[self.next % self.ring.len()] = Some(addr);
-        self.next = self.next.wrapping_add(1);
-    }
-
-    /// Takes every pending request.
-    pub fn drain(&mut self) -> impl Iterator<Item = IpAddr> + '_ {
-        self.ring.iter_mut().filter_map(Option::take)
-    }
-}
-
 /// When and where a frame arrived.
 #[derive(Clone, Copy, Debug)]
 struct Rx {
@@ -312,8 +286,8 @@ struct Engine {
     conns: Arc<ConnTable>,
     loads: Arc<RealLoads>,
     stats: WorkerCounters,
-    /// Addresses whose next hop was missing, for the control plane to resolve.
-    pending: ResolveRequests,
+    /// What the pipeline tells the world: resolve requests, connection events.
+    outbox: Outbox,
     /// The next hop the frame in hand was rewritten for without its MAC.
     waiting: Option<IpAddr>,
     /// This worker's per-real-server traffic, read by the control plane.
@@ -341,7 +315,7 @@ impl Pipeline {
                 conns,
                 loads,
                 stats: WorkerCounters::default(),
-                pending: ResolveRequests::new(),
+                outbox: Outbox::new(),
                 waiting: None,
                 traffic,
                 ip_id: worker.wrapping_mul(0x1000),
@@ -383,10 +357,41 @@ impl Pipeline {
     /// millisecond (all of a 1M-entry table in about a second per worker) is
     /// plenty.
     pub fn end_batch(&mut self, now: Millis) {
-        if now > self.engine.swept {
-            self.engine.swept = now;
-            self.engine.conns.expire_step(now, EXPIRE_BUDGET);
+        let e = &mut self.engine;
+        if now <= e.swept {
+            return;
         }
+        e.swept = now;
+        if !e.outbox.conn_events() {
+            e.conns.expire_step(now, EXPIRE_BUDGET);
+            return;
+        }
+        let (outbox, stats) = (&mut e.outbox, &mut e.stats);
+        e.conns.expire_step_with(now, EXPIRE_BUDGET, |entry| {
+            if entry.template {
+                return;
+            }
+            let (c, v) = (entry.client, entry.virt);
+            let closed = ConnClosed {
+                key: FlowKey::new(entry.proto, c.ip(), c.port(), v.ip(), v.port()),
+                real_id: entry.real_id,
+            };
+            if !outbox.conn(Event::Closed(closed)) {
+                stats.outbox_overflow += 1;
+            }
+        });
+    }
+
+    /// Switches connection events (opened, state changed, closed) on or
+    /// off; off by default. Their ring is allocated here, not per frame.
+    pub fn set_conn_events(&mut self, on: bool) {
+        self.engine.outbox.set_conn_events(on);
+    }
+
+    /// Takes the next event from the outbox: the worker drains it after
+    /// each batch and hands every event on without blocking.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.engine.outbox.poll()
     }
 
     /// Counts frames held for a neighbour that the caller had to drop (the
@@ -397,8 +402,9 @@ impl Pipeline {
 
     /// Takes the addresses whose next hop was missing since the last call,
     /// for the control plane to have the kernel resolve.
+    /// Only the resolve requests: connection events stay in the outbox.
     pub fn resolve_requests(&mut self) -> impl Iterator<Item = IpAddr> + '_ {
-        self.engine.pending.drain()
+        std::iter::from_fn(|| self.engine.outbox.poll_resolve())
     }
 
     /// Handles one frame that arrived on `ingress`, rewriting it in place.
@@ -489,7 +495,9 @@ impl Engine {
             // new one, scheduled afresh (IPVS's conn_reuse_mode).
             let finished = matches!(c.state(), ConnState::TimeWait | ConnState::Close);
             if opens && finished {
-                self.conns.remove(&c.handle, rx.now);
+                if self.conns.remove(&c.handle, rx.now) {
+                    self.closed(c);
+                }
                 return false;
             }
             true
@@ -501,8 +509,8 @@ impl Engine {
                     // drop without touching the entry's state or timer, so
                     // the connection resumes if the server comes back, or
                     // ends it with expire_nodest_conn.
-                    if snap.policy.expire_nodest_conn {
-                        self.conns.remove(&c.handle, rx.now);
+                    if snap.policy.expire_nodest_conn && self.conns.remove(&c.handle, rx.now) {
+                        self.closed(&c);
                     }
                     return Err(DropReason::DestGone);
                 };
@@ -510,7 +518,12 @@ impl Engine {
                     .conns
                     .update(&c.handle, Direction::Original, flags, rx.now)
                 {
-                    Some(_) => (c, ri),
+                    Some(state) => {
+                        if state != c.state() {
+                            self.changed(&c, state, rx.now, false);
+                        }
+                        (c, ri)
+                    }
                     None => self.new_conn(rx.now, snap, si, svc, key, flags)?,
                 }
             }
@@ -605,8 +618,12 @@ impl Engine {
                 now,
             )
             .map_err(insert_drop)?;
-        self.conns
+        let state = self
+            .conns
             .update(&conn.handle, Direction::Original, flags, now);
+        if let Some(state) = state {
+            self.changed(&conn, state, now, true);
+        }
         self.stats.new_conns += 1;
         self.traffic.count_conn(real.id);
         Ok((conn, ri))
@@ -681,12 +698,14 @@ impl Engine {
         let Some(conn) = self.conns.lookup_reply(key, now) else {
             return Err(DropReason::NoConnection);
         };
-        if self
+        let Some(state) = self
             .conns
             .update(&conn.handle, Direction::Reply, tcp_flags(p), now)
-            .is_none()
-        {
+        else {
             return Err(DropReason::NoConnection);
+        };
+        if state != conn.state() {
+            self.changed(&conn, state, now, false);
         }
         let hop = self.hop(snap, snap.next_hops.resolve(conn.client().ip()))?;
         nat::to_client(
@@ -759,6 +778,47 @@ impl Engine {
         }
     }
 
+    /// Tells the outbox that `conn` was opened (`opened`) or moved to
+    /// `state`, if connection events are on.
+    #[inline]
+    fn changed(&mut self, conn: &Conn, state: ConnState, now: Millis, opened: bool) {
+        if self.outbox.conn_events() {
+            self.conn_event(conn, state, now, opened);
+        }
+    }
+
+    #[inline(never)]
+    fn conn_event(&mut self, conn: &Conn, state: ConnState, now: Millis, opened: bool) {
+        let e = ConnEvent {
+            key: conn.key(),
+            real_id: conn.real_id(),
+            real: conn.real(),
+            method: conn.method(),
+            state,
+            timeout_ms: self.conns.remaining_ms(&conn.handle, now).unwrap_or(0),
+            template: self.conns.template_key(conn),
+        };
+        let e = if opened {
+            Event::Opened(e)
+        } else {
+            Event::Changed(e)
+        };
+        if !self.outbox.conn(e) {
+            self.stats.outbox_overflow += 1;
+        }
+    }
+
+    /// Tells the outbox that this worker ended `conn`.
+    fn closed(&mut self, conn: &Conn) {
+        let e = Event::Closed(ConnClosed {
+            key: conn.key(),
+            real_id: conn.real_id(),
+        });
+        if self.outbox.conn_events() && !self.outbox.conn(e) {
+            self.stats.outbox_overflow += 1;
+        }
+    }
+
     /// The next hop to rewrite for. An unresolved one is asked for and, if a
     /// route says which port it is on, stands in with a blank destination
     /// MAC: the frame is then held ([`Verdict::Hold`]) rather than dropped,
@@ -772,7 +832,9 @@ impl Engine {
             Ok(h) => return Ok(h),
             Err(u) => u,
         };
-        self.pending.push(addr);
+        if !self.outbox.resolve(addr) {
+            self.stats.outbox_overflow += 1;
+        }
         let port = snap
             .next_hops
             .port_toward(addr)
@@ -817,9 +879,15 @@ fn is_martian(addr: IpAddr) -> bool {
     }
 }
 
+mod outbox;
+use outbox::Outbox;
+pub use outbox::{ConnClosed, ConnEvent, Event, CONN_EVENTS, RESOLVE_SLOTS};
+
 #[doc(hidden)]
 pub mod testnet;
 
+#[cfg(test)]
+mod event_tests;
 #[cfg(test)]
 mod golden;
 #[cfg(test)]

@@ -199,6 +199,12 @@ impl Conn {
         RealId(self.snap.real_id())
     }
 
+    /// The client→VIP key (whichever key the lookup matched).
+    pub fn key(&self) -> FlowKey {
+        let (c, v) = (self.client(), self.virt());
+        FlowKey::new(self.proto(), c.ip(), c.port(), v.ip(), v.port())
+    }
+
     pub fn method(&self) -> ForwardMethod {
         self.snap.method()
     }
@@ -1014,17 +1020,54 @@ impl ConnTable {
     /// once per batch from every worker; a budget of 64 sweeps a 1M table
     /// every ~1100 calls. Returns how many entries it released.
     pub fn expire_step(&self, now: Millis, budget: usize) -> usize {
-        let mut released = 0;
+        self.expire_step_with(now, budget, |_| {})
+    }
+
+    /// [`ConnTable::expire_step`] that shows `released` each entry it
+    /// released (connections and templates, as they were just before),
+    /// without allocating: how connection sync learns what ended.
+    pub fn expire_step_with(
+        &self,
+        now: Millis,
+        budget: usize,
+        mut released: impl FnMut(&ConnEntry),
+    ) -> usize {
+        let mut n = 0;
         for shard in [&self.v4, &self.v6] {
             for slot in shard.sweep_slice(budget) {
                 if let Some(s) = shard.read(slot) {
                     if s.timer().expired(now) && self.kill(shard, &s, now, Kill::IfExpired) {
-                        released += 1;
+                        released(&entry_of(&s, now));
+                        n += 1;
                     }
                 }
             }
         }
-        released
+        n
+    }
+
+    /// Milliseconds until `conn` expires; `None` once it is released.
+    pub fn remaining_ms(&self, conn: &ConnRef, now: Millis) -> Option<u64> {
+        let t = self.shard(conn.v6).load_timer(conn.slot)?;
+        (!t.is_untouchable() && t.gen_matches(conn.gen)).then(|| t.remaining_ms(now))
+    }
+
+    /// The key of the persistence template that placed `conn`, if any.
+    pub fn template_key(&self, conn: &Conn) -> Option<TemplateKey> {
+        let link = conn.snap.link();
+        if link == 0 {
+            return None;
+        }
+        let t = self.shard(conn.handle.v6).read(link - 1)?;
+        t.is_template().then(|| {
+            let (c, v) = (t.client(), t.virt());
+            TemplateKey {
+                proto: proto_from_code(t.proto()),
+                client: c.ip(),
+                vip: v.ip(),
+                vport: v.port(),
+            }
+        })
     }
 
     /// Releases one connection now (e.g. its real server is gone). Returns
@@ -1087,18 +1130,7 @@ impl ConnTable {
                 if s.timer().is_untouchable() || (alive_only && !s.alive(now)) {
                     continue;
                 }
-                let t = s.timer();
-                f(&ConnEntry {
-                    proto: proto_from_code(s.proto()),
-                    state: t.state().unwrap_or(ConnState::Close),
-                    template: s.is_template(),
-                    expires_ms: t.remaining_ms(now),
-                    client: s.client(),
-                    virt: s.virt(),
-                    real: s.real(),
-                    real_id: RealId(s.real_id()),
-                    method: s.method(),
-                });
+                f(&entry_of(&s, now));
             }
         }
     }
@@ -1108,6 +1140,21 @@ impl ConnTable {
         let mut v = Vec::new();
         self.for_each(now, |e| v.push(*e));
         v
+    }
+}
+
+fn entry_of(s: &Snap, now: Millis) -> ConnEntry {
+    let t = s.timer();
+    ConnEntry {
+        proto: proto_from_code(s.proto()),
+        state: t.state().unwrap_or(ConnState::Close),
+        template: s.is_template(),
+        expires_ms: t.remaining_ms(now),
+        client: s.client(),
+        virt: s.virt(),
+        real: s.real(),
+        real_id: RealId(s.real_id()),
+        method: s.method(),
     }
 }
 

@@ -27,7 +27,7 @@ use crate::counters::{frames_conserved, summary_line, SharedCounters, FRAME_PLAC
 use crate::neigh::hold::{HoldQueue, HOLD_FRAMES, HOLD_MS};
 use crate::neigh::netlink::Waker;
 use crate::packet::Frame;
-use crate::pipeline::{Pipeline, Snapshot};
+use crate::pipeline::{Event, Pipeline, Snapshot};
 use crate::verdict::Verdict;
 use crate::Millis;
 
@@ -174,6 +174,9 @@ pub struct Worker {
     /// resolve, and the handle that wakes it to do so.
     resolve: crossbeam::channel::Sender<std::net::IpAddr>,
     wake: Waker,
+    /// Where connection events go, if anyone listens (connection sync).
+    conn_sink: Option<crossbeam::channel::Sender<Event>>,
+    conn_events_dropped: u64,
 }
 
 impl Worker {
@@ -250,11 +253,22 @@ impl Worker {
             pipeline,
             resolve,
             wake,
+            conn_sink: None,
+            conn_events_dropped: 0,
         };
         for p in 0..w.ports.len() {
             w.refill(p);
         }
         Ok(w)
+    }
+
+    /// Hands the pipeline's connection events (opened, changed, closed) to
+    /// `sink`, switching them on: a bounded channel, sent to without
+    /// blocking; what does not fit is counted (`conn_events_dropped`).
+    pub fn with_conn_events(mut self, sink: crossbeam::channel::Sender<Event>) -> Worker {
+        self.pipeline.set_conn_events(true);
+        self.conn_sink = Some(sink);
+        self
     }
 
     /// Runs until `shared.stop` is set.
@@ -370,15 +384,7 @@ impl Worker {
                 self.refill(p);
             }
             self.pipeline.end_batch(now);
-            let mut asked = false;
-            for addr in self.pipeline.resolve_requests() {
-                // A full channel only delays the resolution.
-                let _ = self.resolve.try_send(addr);
-                asked = true;
-            }
-            if asked {
-                self.wake.wake();
-            }
+            self.hand_on_events();
 
             // Counters go out once a millisecond while busy, and on every
             // idle round, so that they are current whenever traffic pauses.
@@ -410,6 +416,33 @@ impl Worker {
         self.free.extend(held);
         self.publish(stats, tx_ring_full, bad_port);
         self.publish_kernel_stats(stats);
+    }
+
+    /// Drains the pipeline's outbox, once per batch, without blocking:
+    /// resolve requests to the control plane (a full channel only delays a
+    /// resolution), connection events to their sink.
+    fn hand_on_events(&mut self) {
+        let mut asked = false;
+        while let Some(event) = self.pipeline.poll_event() {
+            match event {
+                Event::Resolve(addr) => {
+                    let _ = self.resolve.try_send(addr);
+                    asked = true;
+                }
+                e => {
+                    let sent = self
+                        .conn_sink
+                        .as_ref()
+                        .is_some_and(|s| s.try_send(e).is_ok());
+                    if !sent {
+                        self.conn_events_dropped += 1;
+                    }
+                }
+            }
+        }
+        if asked {
+            self.wake.wake();
+        }
     }
 
     /// Puts every held frame whose next hop the current snapshot resolves
@@ -501,6 +534,7 @@ impl Worker {
         c.held_sent = self.held_sent;
         c.tx_ring_full = tx_ring_full;
         c.bad_port = bad_port;
+        c.conn_events_dropped = self.conn_events_dropped;
         stats.counters.publish(&c);
         let frames = [
             self.total,
