@@ -62,6 +62,8 @@ use crate::Millis;
 
 /// Buckets of the connection table each worker sweeps per batch.
 const EXPIRE_BUDGET: usize = 64;
+/// Frames whose connection entries [`Pipeline::prefetch`] brings in together.
+pub const PREFETCH_BATCH: usize = 64;
 /// TCP resets one worker sends per millisecond at most; segments past the
 /// budget are dropped as `tcp_not_syn` (a flood of stray segments is not
 /// reflected at line rate).
@@ -405,6 +407,62 @@ impl Pipeline {
     /// Only the resolve requests: connection events stay in the outbox.
     pub fn resolve_requests(&mut self) -> impl Iterator<Item = IpAddr> + '_ {
         std::iter::from_fn(|| self.engine.outbox.poll_resolve())
+    }
+
+    /// Batch entry, first half: reads the headers of the next frames (at
+    /// most [`PREFETCH_BATCH`]; the rest are ignored) and brings their
+    /// connections' entries into cache in two stages — every index line
+    /// ([`ConnTable::prefetch`]), then every entry they point to
+    /// ([`ConnTable::prefetch_entry`]) — so that the cache misses of a
+    /// large table overlap instead of queueing one per frame. Changes
+    /// nothing; the caller then hands the same frames to
+    /// [`Pipeline::process`] in order. Frames that do not parse, and ICMP
+    /// errors, are skipped.
+    pub fn prefetch<'f>(&self, frames: impl IntoIterator<Item = &'f [u8]>) {
+        let conns = &*self.engine.conns;
+        let mut keys = [None; PREFETCH_BATCH];
+        for (slot, data) in keys.iter_mut().zip(frames) {
+            let Some(key) = parse(data).ok().and_then(|p| p.key()) else {
+                continue;
+            };
+            let skey = ServiceKey {
+                proto: key.proto,
+                addr: key.dst,
+                port: key.dport,
+            };
+            let dir = if self.snap.services.find(&skey).is_some() {
+                Direction::Original
+            } else {
+                Direction::Reply
+            };
+            *slot = Some((key, dir));
+        }
+        // Each stage a tight loop of its own: the loads are plain loads, and
+        // between parses they would fill the reorder buffer and queue.
+        for (key, dir) in keys.iter().flatten() {
+            conns.prefetch(key, *dir);
+        }
+        for (key, dir) in keys.iter().flatten() {
+            conns.prefetch_entry(key, *dir);
+        }
+    }
+
+    /// A batch of frames that arrived on `ingress`: [`Pipeline::prefetch`]
+    /// for each [`PREFETCH_BATCH`] of them, then [`Pipeline::process`] for
+    /// each; `verdict` gets each frame's index and verdict.
+    pub fn process_batch(
+        &mut self,
+        now: Millis,
+        ingress: PortId,
+        frames: &mut [Frame<'_>],
+        mut verdict: impl FnMut(usize, Verdict),
+    ) {
+        for (c, chunk) in frames.chunks_mut(PREFETCH_BATCH).enumerate() {
+            self.prefetch(chunk.iter().map(|f| f.data()));
+            for (i, frame) in chunk.iter_mut().enumerate() {
+                verdict(c * PREFETCH_BATCH + i, self.process(now, ingress, frame));
+            }
+        }
     }
 
     /// Handles one frame that arrived on `ingress`, rewriting it in place.
@@ -887,7 +945,7 @@ pub use outbox::{ConnClosed, ConnEvent, Event, CONN_EVENTS, RESOLVE_SLOTS};
 pub mod testnet;
 
 #[cfg(test)]
-mod event_tests;
+mod driving;
 #[cfg(test)]
 mod golden;
 #[cfg(test)]

@@ -42,7 +42,9 @@
 //!
 //! # Use from the pipeline
 //! ```text
-//! for frame in batch { table.prefetch(&key, dir) }        // optional: overlap misses
+//! // Pipeline::prefetch, per batch of up to 64 frames: overlap the misses
+//! for frame in batch { table.prefetch(&key, dir) }        // index lines
+//! for frame in batch { table.prefetch_entry(&key, dir) }  // their entries
 //! for frame in batch {
 //!     // dir: Original for packets to a VIP, Reply for packets from a NAT RS
 //!     let hit = match dir { Original => table.lookup_original(&key, now),
@@ -60,7 +62,7 @@
 //!         None => drop,
 //!     }
 //! }
-//! table.expire_step(now, 64);                              // once per batch
+//! table.expire_step(now, 64);   // once per batch (expire_step_with: and see each release)
 //! ```
 //!
 //! # Memory

@@ -27,7 +27,7 @@ use crate::counters::{frames_conserved, summary_line, SharedCounters, FRAME_PLAC
 use crate::neigh::hold::{HoldQueue, HOLD_FRAMES, HOLD_MS};
 use crate::neigh::netlink::Waker;
 use crate::packet::Frame;
-use crate::pipeline::{Event, Pipeline, Snapshot};
+use crate::pipeline::{Event, Pipeline, Snapshot, PREFETCH_BATCH};
 use crate::verdict::Verdict;
 use crate::Millis;
 
@@ -325,23 +325,18 @@ impl Worker {
                 let n = unsafe { self.ports[p].rx.consume(&mut rx_descs) };
                 self.ports[p].in_fill -= n as u64;
                 received += n;
-                for d in rx_descs.iter_mut().take(n) {
-                    let verdict = self.process(now, p as u8, d);
-                    match verdict {
-                        Verdict::Transmit { port } if usize::from(port) < tx_lists.len() => {
-                            tx_lists[usize::from(port)].push(*d)
-                        }
-                        Verdict::Hold { port, next_hop } if usize::from(port) < tx_lists.len() => {
-                            if let Err(d) = self.held.hold(*d, port, next_hop, now) {
-                                self.free.push(d);
-                                self.pipeline.count_unresolved_drops(1);
-                            }
-                        }
-                        Verdict::Transmit { .. } | Verdict::Hold { .. } => {
-                            bad_port += 1;
-                            self.free.push(*d);
-                        }
-                        Verdict::Drop(_) => self.free.push(*d),
+                // A batch at a time: the connection entries of its frames
+                // are brought into cache together, then each frame goes
+                // through the pipeline.
+                for chunk in rx_descs[..n].chunks_mut(PREFETCH_BATCH) {
+                    let umem = &self.umem;
+                    // SAFETY: as for `consume` above: the kernel is done with
+                    // these frames and only this worker reads them.
+                    let frames = chunk.iter().map(|d| unsafe { umem.data(d) }.contents());
+                    self.pipeline.prefetch(frames);
+                    for d in chunk.iter_mut() {
+                        let verdict = self.process(now, p as u8, d);
+                        self.dispatch(verdict, d, now, &mut tx_lists, &mut bad_port);
                     }
                 }
             }
@@ -416,6 +411,33 @@ impl Worker {
         self.free.extend(held);
         self.publish(stats, tx_ring_full, bad_port);
         self.publish_kernel_stats(stats);
+    }
+
+    /// Puts a processed frame where its verdict says.
+    fn dispatch(
+        &mut self,
+        verdict: Verdict,
+        d: &FrameDesc,
+        now: Millis,
+        tx_lists: &mut [Vec<FrameDesc>],
+        bad_port: &mut u64,
+    ) {
+        match verdict {
+            Verdict::Transmit { port } if usize::from(port) < tx_lists.len() => {
+                tx_lists[usize::from(port)].push(*d)
+            }
+            Verdict::Hold { port, next_hop } if usize::from(port) < tx_lists.len() => {
+                if let Err(d) = self.held.hold(*d, port, next_hop, now) {
+                    self.free.push(d);
+                    self.pipeline.count_unresolved_drops(1);
+                }
+            }
+            Verdict::Transmit { .. } | Verdict::Hold { .. } => {
+                *bad_port += 1;
+                self.free.push(*d);
+            }
+            Verdict::Drop(_) => self.free.push(*d),
+        }
     }
 
     /// Drains the pipeline's outbox, once per batch, without blocking:

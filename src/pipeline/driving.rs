@@ -1,4 +1,5 @@
-//! The outbox as the worker sees it: which packets leave which events.
+//! The pipeline as the worker drives it: a batch at a time, then the
+//! outbox drained (which packets leave which events).
 
 use super::testnet::{pipeline, pipeline_with_room_for, v4, Pkt, ACK, PORT_DNS, PORT_NAT, SYN};
 use super::{ConnClosed, Event, Pipeline, CONN_EVENTS};
@@ -112,4 +113,48 @@ fn events_that_do_not_fit_are_counted() {
     }
     assert_eq!(p.stats().outbox_overflow, 10);
     assert_eq!(events(&mut p).len(), CONN_EVENTS);
+}
+
+#[test]
+fn a_batch_gets_the_verdicts_single_calls_get() {
+    let n = v4();
+    let pkts: Vec<Pkt> = (0..150u16)
+        .map(|k| match k % 5 {
+            0 => Pkt::tcp(n.client, 2000 + k, n.vip, PORT_NAT, SYN),
+            1 => Pkt::tcp(n.client, 2000 + k - 1, n.vip, PORT_NAT, ACK),
+            2 => Pkt::udp(n.client, 3000 + k, n.vip, PORT_DNS),
+            3 => Pkt::tcp(n.client, 4000 + k, n.vip, PORT_NAT, ACK),
+            _ => Pkt::tcp(n.client, 40000, n.ext, 22, SYN),
+        })
+        .collect();
+    let mut single = pipeline();
+    let want: Vec<(Verdict, Vec<u8>)> = pkts
+        .iter()
+        .map(|pkt| {
+            let b = pkt.bytes();
+            let mut buf = vec![0u8; 2048];
+            buf[..b.len()].copy_from_slice(&b);
+            let mut f = Frame::new(&mut buf, 0, b.len());
+            let v = single.process(Millis(5), EXT, &mut f);
+            (v, f.data().to_vec())
+        })
+        .collect();
+    let mut batched = pipeline();
+    let mut bufs: Vec<Vec<u8>> = pkts.iter().map(|_| vec![0u8; 2048]).collect();
+    let mut frames: Vec<Frame> = bufs
+        .iter_mut()
+        .zip(&pkts)
+        .map(|(buf, pkt)| {
+            let b = pkt.bytes();
+            buf[..b.len()].copy_from_slice(&b);
+            Frame::new(buf, 0, b.len())
+        })
+        .collect();
+    let mut got = vec![None; pkts.len()];
+    batched.process_batch(Millis(5), EXT, &mut frames, |i, v| got[i] = Some(v));
+    for (i, (v, bytes)) in want.iter().enumerate() {
+        assert_eq!(got[i], Some(*v), "frame {i}");
+        assert_eq!(frames[i].data(), &bytes[..], "frame {i}");
+    }
+    assert_eq!(batched.stats(), single.stats());
 }
