@@ -7,6 +7,8 @@
 //! - `nat_reply`: a real server's answer (reply-key lookup + rewrite);
 //! - `new_connection/nat`: a SYN of a new flow each time (lookup miss,
 //!   scheduling, insert, rewrite), on a table that expires between batches;
+//!   `new_connection/nat_events` the same with connection events on and
+//!   drained every 64 frames;
 //! - `pass/not_a_service`: a frame for the host (parse + service lookup).
 //! - `batch64/{single,prefetch}/{dr,nat}`: 64 data segments of established
 //!   flows drawn in a scattered order from 64k flows spread over a table of
@@ -90,6 +92,26 @@ fn run(c: &mut Criterion) {
             let v = process(&mut p, &f, 0, now);
             if sport % 64 == 0 {
                 p.end_batch(Millis(now));
+            }
+            v
+        })
+    });
+    // The same with connection events on, drained as the worker drains
+    // them: what an Opened event costs.
+    let mut q = testnet::pipeline_with_room_for(8192);
+    q.set_conn_events(true);
+    c.bench_function("new_connection/nat_events", |b| {
+        b.iter(|| {
+            sport = sport.wrapping_add(1);
+            let client = std::net::Ipv4Addr::from(0xcb00_7100 | (sport >> 16 & 0xff));
+            let f = Pkt::tcp(client.into(), (sport & 0xffff) as u16 | 1, n.vip, 80, SYN).bytes();
+            now += 1;
+            let v = process(&mut q, &f, 0, now);
+            if sport % 64 == 0 {
+                q.end_batch(Millis(now));
+                while let Some(e) = q.poll_event() {
+                    black_box(e);
+                }
             }
             v
         })
