@@ -23,7 +23,9 @@
 //! - [`ConnTable::expire_step`] is called by each worker once per batch with a
 //!   budget of buckets; concurrent callers sweep disjoint slices. Released
 //!   entries give back their real server's counts and their template
-//!   reference. There is no stop-the-world sweep.
+//!   reference; [`ConnTable::expire_step_with`] also shows the caller each
+//!   entry it released (connection sync's "closed"), allocating nothing.
+//!   There is no stop-the-world sweep.
 //! - Persistence: [`ConnTable::template`] / [`ConnTable::insert_template`]
 //!   for `(protocol, masked client, VIP, vport)` → real server; a template
 //!   lives while connections it placed live, or until its own timeout since
