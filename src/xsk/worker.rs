@@ -40,6 +40,13 @@ const IDLE_ROUNDS: u32 = 256;
 const IDLE_POLL_MS: i32 = 20;
 /// Extra sendto() kicks per port and round while frames wait in a TX ring.
 const TX_KICKS: u32 = 4;
+/// Whether each batch's connection entries are prefetched
+/// ([`Pipeline::prefetch`]) before its frames are processed. Off: on the
+/// development VM (105 MB of L3, which holds a 1M-entry table) the extra
+/// header parse and service lookup cost more than the overlapped misses
+/// save (`benches/pipeline.rs` `batch64`: 64k flows over 1M entries, 10%
+/// slower in two runs of three). Measure on the target host to turn it on.
+const PREFETCH: bool = false;
 /// How often the batch-latency histogram is published.
 const HISTOGRAM_PUBLISH: Duration = Duration::from_secs(1);
 
@@ -325,15 +332,16 @@ impl Worker {
                 let n = unsafe { self.ports[p].rx.consume(&mut rx_descs) };
                 self.ports[p].in_fill -= n as u64;
                 received += n;
-                // A batch at a time: the connection entries of its frames
-                // are brought into cache together, then each frame goes
-                // through the pipeline.
+                // A batch at a time: with PREFETCH, the connection entries
+                // of its frames are brought into cache together first.
                 for chunk in rx_descs[..n].chunks_mut(PREFETCH_BATCH) {
-                    let umem = &self.umem;
-                    // SAFETY: as for `consume` above: the kernel is done with
-                    // these frames and only this worker reads them.
-                    let frames = chunk.iter().map(|d| unsafe { umem.data(d) }.contents());
-                    self.pipeline.prefetch(frames);
+                    if PREFETCH {
+                        let umem = &self.umem;
+                        // SAFETY: as for `consume` above: the kernel is done
+                        // with these frames and only this worker reads them.
+                        let frames = chunk.iter().map(|d| unsafe { umem.data(d) }.contents());
+                        self.pipeline.prefetch(frames);
+                    }
                     for d in chunk.iter_mut() {
                         let verdict = self.process(now, p as u8, d);
                         self.dispatch(verdict, d, now, &mut tx_lists, &mut bad_port);
