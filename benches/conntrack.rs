@@ -52,7 +52,6 @@ fn real(i: u32) -> SocketAddr {
 fn new_conn(i: u32) -> NewConn {
     NewConn {
         key: key(i),
-        service: 0,
         real_id: RealId(i % 8),
         method: ForwardMethod::Nat,
         real: real(i),

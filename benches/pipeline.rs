@@ -7,7 +7,14 @@
 //! - `nat_reply`: a real server's answer (reply-key lookup + rewrite);
 //! - `new_connection/nat`: a SYN of a new flow each time (lookup miss,
 //!   scheduling, insert, rewrite), on a table that expires between batches;
+//!   `new_connection/nat_events` the same with connection events on and
+//!   drained every 64 frames;
 //! - `pass/not_a_service`: a frame for the host (parse + service lookup).
+//! - `batch64/{single,prefetch}/{dr,nat}`: 64 data segments of established
+//!   flows drawn in a scattered order from 64k flows spread over a table of
+//!   1M connections (the entries miss the CPU's private caches and TLB),
+//!   through 64 `process` calls or one `process_batch` (the two-stage
+//!   connection prefetch first); time per batch of 64.
 
 use std::hint::black_box;
 
@@ -89,11 +96,107 @@ fn run(c: &mut Criterion) {
             v
         })
     });
+    // The same with connection events on, drained as the worker drains
+    // them: what an Opened event costs.
+    let mut q = testnet::pipeline_with_room_for(8192);
+    q.set_conn_events(true);
+    c.bench_function("new_connection/nat_events", |b| {
+        b.iter(|| {
+            sport = sport.wrapping_add(1);
+            let client = std::net::Ipv4Addr::from(0xcb00_7100 | (sport >> 16 & 0xff));
+            let f = Pkt::tcp(client.into(), (sport & 0xffff) as u16 | 1, n.vip, 80, SYN).bytes();
+            now += 1;
+            let v = process(&mut q, &f, 0, now);
+            if sport % 64 == 0 {
+                q.end_batch(Millis(now));
+                while let Some(e) = q.poll_event() {
+                    black_box(e);
+                }
+            }
+            v
+        })
+    });
     let host = Pkt::tcp(n.client, 40000, n.ext, 22, SYN).bytes();
     c.bench_function("pass/not_a_service", |b| {
         b.iter(|| process(&mut p, &host, 0, 2))
     });
 }
 
-criterion_group!(pipeline, run);
+/// Flows of the batch benches, and the table they are spread over.
+const FLOWS: usize = 64 * 1024;
+const TABLE: usize = 1 << 20;
+const BATCH: usize = 64;
+
+fn batch(c: &mut Criterion) {
+    let n = testnet::v4();
+    let mut g = c.benchmark_group("batch64");
+    for (name, dport) in [("dr", 81u16), ("nat", 80)] {
+        let mut p = testnet::pipeline_with_room_for(TABLE);
+        let client = |k: usize| {
+            let a = std::net::Ipv4Addr::from(0xcb00_7100 | (k >> 14) as u32);
+            (a.into(), 1024 + (k & 0x3fff) as u16)
+        };
+        let mut buf = vec![0u8; 2048];
+        for k in 0..FLOWS {
+            let (ip, port) = client(k);
+            let f = Pkt::tcp(ip, port, n.vip, dport, SYN).bytes();
+            buf[..f.len()].copy_from_slice(&f);
+            p.process(Millis(1), 0, &mut Frame::new(&mut buf, 0, f.len()));
+        }
+        assert_eq!(p.conns().stats().conns, FLOWS, "every flow opened");
+        let frames: Vec<Vec<u8>> = (0..FLOWS)
+            .map(|k| {
+                let (ip, port) = client(k);
+                Pkt::tcp(ip, port, n.vip, dport, ACK)
+                    .payload(vec![0; 10])
+                    .bytes()
+            })
+            .collect();
+        // A scattered order (an odd stride visits every flow once a round).
+        let order: Vec<usize> = (0..FLOWS).map(|i| i * 40_503 % FLOWS).collect();
+        let mut bufs = vec![[0u8; 256]; BATCH];
+        let mut next = 0usize;
+        let mut fill = |bufs: &mut [[u8; 256]]| {
+            let mut lens = [0usize; BATCH];
+            for (b, len) in bufs.iter_mut().zip(lens.iter_mut()) {
+                let f = &frames[order[next % FLOWS]];
+                next += 1;
+                b[..f.len()].copy_from_slice(f);
+                *len = f.len();
+            }
+            lens
+        };
+        g.bench_function(format!("single/{name}"), |b| {
+            b.iter(|| {
+                let lens = fill(&mut bufs);
+                // Built as the batch case builds them, so that only the
+                // entry points differ.
+                let mut frames: Vec<Frame> = bufs
+                    .iter_mut()
+                    .zip(lens)
+                    .map(|(buf, len)| Frame::new(buf, 0, len))
+                    .collect();
+                for f in frames.iter_mut() {
+                    black_box(p.process(Millis(2), 0, f));
+                }
+            })
+        });
+        g.bench_function(format!("prefetch/{name}"), |b| {
+            b.iter(|| {
+                let lens = fill(&mut bufs);
+                let mut frames: Vec<Frame> = bufs
+                    .iter_mut()
+                    .zip(lens)
+                    .map(|(buf, len)| Frame::new(buf, 0, len))
+                    .collect();
+                p.process_batch(Millis(2), 0, &mut frames, |_, v| {
+                    black_box(v);
+                });
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(pipeline, run, batch);
 criterion_main!(pipeline);

@@ -9,6 +9,7 @@
 
 pub mod conntrack;
 pub mod control;
+pub mod counters;
 pub mod cpus;
 pub mod director;
 pub mod files;

@@ -7,6 +7,11 @@
 //! connection table and the real servers' counters — is lock-free, and the
 //! configuration is an immutable [`Snapshot`] snapshot swapped in whole.
 //!
+//! The pipeline calls out to no one. What the world must learn — a next
+//! hop to resolve, connections opened, changed and closed (opt-in, for
+//! connection sync) — it leaves in a bounded outbox that its owner drains
+//! with [`Pipeline::poll_event`] after each batch (see `outbox.rs`).
+//!
 //! What happens to a frame:
 //! - not IP → dropped as [`DropReason::NotIp`] (ARP and the like are the
 //!   kernel's: the steering program passes them, see below);
@@ -40,6 +45,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::conntrack::{Conn, ConnState, ConnTable, Direction, InsertError, NewConn, TemplateKey};
+use crate::counters::WorkerCounters;
 use crate::forward::{dr, nat, tun};
 use crate::neigh::{NextHop, NextHops, PortId, Unresolved};
 use crate::packet::{
@@ -55,51 +61,19 @@ use crate::Millis;
 
 /// Buckets of the connection table each worker sweeps per batch.
 const EXPIRE_BUDGET: usize = 64;
+/// Frames whose connection entries [`Pipeline::prefetch`] brings in together.
+pub const PREFETCH_BATCH: usize = 64;
 /// TCP resets one worker sends per millisecond at most; segments past the
 /// budget are dropped as `tcp_not_syn` (a flood of stray segments is not
 /// reflected at line rate).
 const RESETS_PER_MS: u32 = 10;
 
-/// Per-worker counters; plain integers, summed by the control plane.
-#[derive(Clone, Debug)]
-pub struct Stats {
-    pub rx: u64,
-    pub tx: u64,
-    /// Frames handed over to wait for their next hop ([`Verdict::Hold`]).
-    pub held: u64,
-    pub drops: [u64; DropReason::COUNT],
-    /// ICMP "too big" errors sent to clients for oversize TUN packets.
-    pub icmp_too_big: u64,
-    pub new_conns: u64,
-    /// TCP/UDP checksums a sender's offload left partial, finished here
-    /// ([`rewrite::complete_partial_checksum`]).
-    pub checksums_completed: u64,
-    /// Resets sent for segments of no connection (also counted in `tx`).
-    pub resets_sent: u64,
-}
-
-impl Default for Stats {
-    fn default() -> Stats {
-        Stats {
-            rx: 0,
-            tx: 0,
-            held: 0,
-            drops: [0; DropReason::COUNT],
-            icmp_too_big: 0,
-            new_conns: 0,
-            checksums_completed: 0,
-            resets_sent: 0,
-        }
-    }
-}
-
-impl Stats {
-    fn count(&mut self, v: Verdict) {
-        match v {
-            Verdict::Transmit { .. } => self.tx += 1,
-            Verdict::Hold { .. } => self.held += 1,
-            Verdict::Drop(r) => self.drops[r as usize] += 1,
-        }
+/// Adds a verdict to the counters: the one place a frame's fate is counted.
+fn count(stats: &mut WorkerCounters, v: Verdict) {
+    match v {
+        Verdict::Transmit { .. } => stats.tx += 1,
+        Verdict::Hold { .. } => stats.held += 1,
+        Verdict::Drop(r) => stats.drops[r as usize] += 1,
     }
 }
 
@@ -232,37 +206,6 @@ fn real_path(real: &RealServer, ports: &[PortConfig], hops: &NextHops) -> RealPa
     }
 }
 
-/// Addresses whose next hop was missing, for the control plane to resolve.
-/// A fixed ring: when the control plane is slow the oldest requests are
-/// overwritten, which only delays their resolution.
-#[derive(Debug)]
-pub struct ResolveRequests {
-    ring: [Option<IpAddr>; 16],
-    next: usize,
-}
-
-impl ResolveRequests {
-    fn new() -> ResolveRequests {
-        ResolveRequests {
-            ring: [None; 16],
-            next: 0,
-        }
-    }
-
-    fn push(&mut self, addr: IpAddr) {
-        if self.ring.contains(&Some(addr)) {
-            return;
-        }
-        self.ring[self.next % self.ring.len()] = Some(addr);
-        self.next = self.next.wrapping_add(1);
-    }
-
-    /// Takes every pending request.
-    pub fn drain(&mut self) -> impl Iterator<Item = IpAddr> + '_ {
-        self.ring.iter_mut().filter_map(Option::take)
-    }
-}
-
 /// When and where a frame arrived.
 #[derive(Clone, Copy, Debug)]
 struct Rx {
@@ -283,9 +226,9 @@ pub struct Pipeline {
 struct Engine {
     conns: Arc<ConnTable>,
     loads: Arc<RealLoads>,
-    stats: Stats,
-    /// Addresses whose next hop was missing, for the control plane to resolve.
-    pending: ResolveRequests,
+    stats: WorkerCounters,
+    /// What the pipeline tells the world: resolve requests, connection events.
+    outbox: Outbox,
     /// The next hop the frame in hand was rewritten for without its MAC.
     waiting: Option<IpAddr>,
     /// This worker's per-real-server traffic, read by the control plane.
@@ -312,8 +255,8 @@ impl Pipeline {
             engine: Engine {
                 conns,
                 loads,
-                stats: Stats::default(),
-                pending: ResolveRequests::new(),
+                stats: WorkerCounters::default(),
+                outbox: Outbox::new(),
                 waiting: None,
                 traffic,
                 ip_id: worker.wrapping_mul(0x1000),
@@ -324,8 +267,9 @@ impl Pipeline {
         }
     }
 
-    /// This worker's counters.
-    pub fn stats(&self) -> &Stats {
+    /// This worker's counters (those the pipeline sees; the worker adds
+    /// its own before publishing them).
+    pub fn stats(&self) -> &WorkerCounters {
         &self.engine.stats
     }
 
@@ -354,10 +298,41 @@ impl Pipeline {
     /// millisecond (all of a 1M-entry table in about a second per worker) is
     /// plenty.
     pub fn end_batch(&mut self, now: Millis) {
-        if now > self.engine.swept {
-            self.engine.swept = now;
-            self.engine.conns.expire_step(now, EXPIRE_BUDGET);
+        let e = &mut self.engine;
+        if now <= e.swept {
+            return;
         }
+        e.swept = now;
+        if !e.outbox.conn_events() {
+            e.conns.expire_step(now, EXPIRE_BUDGET);
+            return;
+        }
+        let (outbox, stats) = (&mut e.outbox, &mut e.stats);
+        e.conns.expire_step_with(now, EXPIRE_BUDGET, |entry| {
+            if entry.template {
+                return;
+            }
+            let (c, v) = (entry.client, entry.virt);
+            let closed = ConnClosed {
+                key: FlowKey::new(entry.proto, c.ip(), c.port(), v.ip(), v.port()),
+                real_id: entry.real_id,
+            };
+            if !outbox.conn(Event::Closed(closed)) {
+                stats.outbox_overflow += 1;
+            }
+        });
+    }
+
+    /// Switches connection events (opened, state changed, closed) on or
+    /// off; off by default. Their ring is allocated here, not per frame.
+    pub fn set_conn_events(&mut self, on: bool) {
+        self.engine.outbox.set_conn_events(on);
+    }
+
+    /// Takes the next event from the outbox: the worker drains it after
+    /// each batch and hands every event on without blocking.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.engine.outbox.poll()
     }
 
     /// Counts frames held for a neighbour that the caller had to drop (the
@@ -368,8 +343,65 @@ impl Pipeline {
 
     /// Takes the addresses whose next hop was missing since the last call,
     /// for the control plane to have the kernel resolve.
+    /// Only the resolve requests: connection events stay in the outbox.
     pub fn resolve_requests(&mut self) -> impl Iterator<Item = IpAddr> + '_ {
-        self.engine.pending.drain()
+        std::iter::from_fn(|| self.engine.outbox.poll_resolve())
+    }
+
+    /// Batch entry, first half: reads the headers of the next frames (at
+    /// most [`PREFETCH_BATCH`]; the rest are ignored) and brings their
+    /// connections' entries into cache in two stages — every index line
+    /// ([`ConnTable::prefetch`]), then every entry they point to
+    /// ([`ConnTable::prefetch_entry`]) — so that the cache misses of a
+    /// large table overlap instead of queueing one per frame. Changes
+    /// nothing; the caller then hands the same frames to
+    /// [`Pipeline::process`] in order. Frames that do not parse, and ICMP
+    /// errors, are skipped.
+    pub fn prefetch<'f>(&self, frames: impl IntoIterator<Item = &'f [u8]>) {
+        let conns = &*self.engine.conns;
+        let mut keys = [None; PREFETCH_BATCH];
+        for (slot, data) in keys.iter_mut().zip(frames) {
+            let Some(key) = parse(data).ok().and_then(|p| p.key()) else {
+                continue;
+            };
+            let skey = ServiceKey {
+                proto: key.proto,
+                addr: key.dst,
+                port: key.dport,
+            };
+            let dir = if self.snap.services.find(&skey).is_some() {
+                Direction::Original
+            } else {
+                Direction::Reply
+            };
+            *slot = Some((key, dir));
+        }
+        // Each stage a tight loop of its own: the loads are plain loads, and
+        // between parses they would fill the reorder buffer and queue.
+        for (key, dir) in keys.iter().flatten() {
+            conns.prefetch(key, *dir);
+        }
+        for (key, dir) in keys.iter().flatten() {
+            conns.prefetch_entry(key, *dir);
+        }
+    }
+
+    /// A batch of frames that arrived on `ingress`: [`Pipeline::prefetch`]
+    /// for each [`PREFETCH_BATCH`] of them, then [`Pipeline::process`] for
+    /// each; `verdict` gets each frame's index and verdict.
+    pub fn process_batch(
+        &mut self,
+        now: Millis,
+        ingress: PortId,
+        frames: &mut [Frame<'_>],
+        mut verdict: impl FnMut(usize, Verdict),
+    ) {
+        for (c, chunk) in frames.chunks_mut(PREFETCH_BATCH).enumerate() {
+            self.prefetch(chunk.iter().map(|f| f.data()));
+            for (i, frame) in chunk.iter_mut().enumerate() {
+                verdict(c * PREFETCH_BATCH + i, self.process(now, ingress, frame));
+            }
+        }
     }
 
     /// Handles one frame that arrived on `ingress`, rewriting it in place.
@@ -381,7 +413,7 @@ impl Pipeline {
         if let (Verdict::Transmit { port }, Some(next_hop)) = (v, e.waiting.take()) {
             v = Verdict::Hold { port, next_hop };
         }
-        e.stats.count(v);
+        count(&mut e.stats, v);
         v
     }
 }
@@ -460,7 +492,9 @@ impl Engine {
             // new one, scheduled afresh (IPVS's conn_reuse_mode).
             let finished = matches!(c.state(), ConnState::TimeWait | ConnState::Close);
             if opens && finished {
-                self.conns.remove(&c.handle, rx.now);
+                if self.conns.remove(&c.handle, rx.now) {
+                    self.closed(c);
+                }
                 return false;
             }
             true
@@ -472,8 +506,8 @@ impl Engine {
                     // drop without touching the entry's state or timer, so
                     // the connection resumes if the server comes back, or
                     // ends it with expire_nodest_conn.
-                    if snap.policy.expire_nodest_conn {
-                        self.conns.remove(&c.handle, rx.now);
+                    if snap.policy.expire_nodest_conn && self.conns.remove(&c.handle, rx.now) {
+                        self.closed(&c);
                     }
                     return Err(DropReason::DestGone);
                 };
@@ -481,7 +515,12 @@ impl Engine {
                     .conns
                     .update(&c.handle, Direction::Original, flags, rx.now)
                 {
-                    Some(_) => (c, ri),
+                    Some(state) => {
+                        if state != c.state() {
+                            self.changed(&c, state, rx.now, false);
+                        }
+                        (c, ri)
+                    }
                     None => self.new_conn(rx.now, snap, si, svc, key, flags)?,
                 }
             }
@@ -547,7 +586,6 @@ impl Engine {
                     .conns
                     .insert_template(
                         &tk,
-                        si,
                         real.id,
                         SocketAddr::new(real.addr, real.port),
                         persist.timeout_secs,
@@ -569,7 +607,6 @@ impl Engine {
             .insert(
                 &NewConn {
                     key: *key,
-                    service: si,
                     real_id: real.id,
                     method: real.method,
                     real: SocketAddr::new(real.addr, real.port),
@@ -578,8 +615,12 @@ impl Engine {
                 now,
             )
             .map_err(insert_drop)?;
-        self.conns
+        let state = self
+            .conns
             .update(&conn.handle, Direction::Original, flags, now);
+        if let Some(state) = state {
+            self.changed(&conn, state, now, true);
+        }
         self.stats.new_conns += 1;
         self.traffic.count_conn(real.id);
         Ok((conn, ri))
@@ -654,12 +695,14 @@ impl Engine {
         let Some(conn) = self.conns.lookup_reply(key, now) else {
             return Err(DropReason::NoConnection);
         };
-        if self
+        let Some(state) = self
             .conns
             .update(&conn.handle, Direction::Reply, tcp_flags(p), now)
-            .is_none()
-        {
+        else {
             return Err(DropReason::NoConnection);
+        };
+        if state != conn.state() {
+            self.changed(&conn, state, now, false);
         }
         let hop = self.hop(snap, snap.next_hops.resolve(conn.client().ip()))?;
         nat::to_client(
@@ -732,6 +775,47 @@ impl Engine {
         }
     }
 
+    /// Tells the outbox that `conn` was opened (`opened`) or moved to
+    /// `state`, if connection events are on.
+    #[inline]
+    fn changed(&mut self, conn: &Conn, state: ConnState, now: Millis, opened: bool) {
+        if self.outbox.conn_events() {
+            self.conn_event(conn, state, now, opened);
+        }
+    }
+
+    #[inline(never)]
+    fn conn_event(&mut self, conn: &Conn, state: ConnState, now: Millis, opened: bool) {
+        let e = ConnEvent {
+            key: conn.key(),
+            real_id: conn.real_id(),
+            real: conn.real(),
+            method: conn.method(),
+            state,
+            timeout_ms: self.conns.remaining_ms(&conn.handle, now).unwrap_or(0),
+            template: self.conns.template_key(conn),
+        };
+        let e = if opened {
+            Event::Opened(e)
+        } else {
+            Event::Changed(e)
+        };
+        if !self.outbox.conn(e) {
+            self.stats.outbox_overflow += 1;
+        }
+    }
+
+    /// Tells the outbox that this worker ended `conn`.
+    fn closed(&mut self, conn: &Conn) {
+        let e = Event::Closed(ConnClosed {
+            key: conn.key(),
+            real_id: conn.real_id(),
+        });
+        if self.outbox.conn_events() && !self.outbox.conn(e) {
+            self.stats.outbox_overflow += 1;
+        }
+    }
+
     /// The next hop to rewrite for. An unresolved one is asked for and, if a
     /// route says which port it is on, stands in with a blank destination
     /// MAC: the frame is then held ([`Verdict::Hold`]) rather than dropped,
@@ -745,7 +829,9 @@ impl Engine {
             Ok(h) => return Ok(h),
             Err(u) => u,
         };
-        self.pending.push(addr);
+        if !self.outbox.resolve(addr) {
+            self.stats.outbox_overflow += 1;
+        }
         let port = snap
             .next_hops
             .port_toward(addr)
@@ -790,9 +876,15 @@ fn is_martian(addr: IpAddr) -> bool {
     }
 }
 
+mod outbox;
+use outbox::Outbox;
+pub use outbox::{ConnClosed, ConnEvent, Event, CONN_EVENTS, RESOLVE_SLOTS};
+
 #[doc(hidden)]
 pub mod testnet;
 
+#[cfg(test)]
+mod driving;
 #[cfg(test)]
 mod golden;
 #[cfg(test)]

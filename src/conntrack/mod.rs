@@ -23,11 +23,18 @@
 //! - [`ConnTable::expire_step`] is called by each worker once per batch with a
 //!   budget of buckets; concurrent callers sweep disjoint slices. Released
 //!   entries give back their real server's counts and their template
-//!   reference. There is no stop-the-world sweep.
+//!   reference; [`ConnTable::expire_step_with`] also shows the caller each
+//!   entry it released (connection sync's "closed"), allocating nothing.
+//!   There is no stop-the-world sweep.
 //! - Persistence: [`ConnTable::template`] / [`ConnTable::insert_template`]
 //!   for `(protocol, masked client, VIP, vport)` → real server; a template
 //!   lives while connections it placed live, or until its own timeout since
 //!   last used (IPVS), and counts in `RealLoad::persist_conns`.
+//! - [`ConnTable::import`] is a connection-sync receiver's insert: it
+//!   installs a connection the master reported (key, real server, method,
+//!   state, remaining timeout, template) or refreshes the live entry of its
+//!   key, with the counts moved as [`ConnTable::update`] would; what the
+//!   table cannot hold is refused as an insert is ([`ImportError`]).
 //! - [`ConnTable::for_each`] lists entries for `ipvsadm -L -c` while workers
 //!   run (each entry read consistently; the list is not a snapshot in time).
 //! - Deleted real servers, with IPVS's `expire_nodest_conn`: the control
@@ -37,7 +44,9 @@
 //!
 //! # Use from the pipeline
 //! ```text
-//! for frame in batch { table.prefetch(&key, dir) }        // optional: overlap misses
+//! // Pipeline::prefetch, per batch of up to 64 frames: overlap the misses
+//! for frame in batch { table.prefetch(&key, dir) }        // index lines
+//! for frame in batch { table.prefetch_entry(&key, dir) }  // their entries
 //! for frame in batch {
 //!     // dir: Original for packets to a VIP, Reply for packets from a NAT RS
 //!     let hit = match dir { Original => table.lookup_original(&key, now),
@@ -47,20 +56,20 @@
 //!         None if opening packet => {
 //!             // persistent service: tk = TemplateKey::for_flow(&key, prefix_len);
 //!             //   table.template(&tk, now) gives the real_id, or schedule and
-//!             //   table.insert_template(&tk, svc, real_id, real, timeout, now)
-//!             let c = table.insert(&NewConn { key, service, real_id, method, real,
-//!                                             template }, now)?;  // Err: drop + counter
+//!             //   table.insert_template(&tk, real_id, real, timeout, now)
+//!             let c = table.insert(&NewConn { key, real_id, method, real, template },
+//!                                  now)?;                 // Err: drop + counter
 //!             table.update(&c.handle, Direction::Original, tcp_flags, now);
 //!         }
 //!         None => drop,
 //!     }
 //! }
-//! table.expire_step(now, 64);                              // once per batch
+//! table.expire_step(now, 64);   // once per batch (expire_step_with: and see each release)
 //! ```
 //!
 //! # Memory
-//! An IPv4 entry is a 40-byte slot: 5 atomic words — meta (generation, real_id
-//! and service ids of 16 bits each, flags), timer, ports, client and VIP,
+//! An IPv4 entry is a 40-byte slot: 5 atomic words — meta (generation, a
+//! 16-bit real_id, flags; 16 bits free), timer, ports, client and VIP,
 //! real server and template link; addresses inline, 32 bits each. With the
 //! tag index (4.3 bytes a slot) and the reply index (11.4 bytes a slot, sized
 //! 1.25× the slots) that is **55.7 bytes per slot**, 65.5 bytes per
@@ -87,29 +96,14 @@
 //! insert, never by lookups, updates or expiry.
 //!
 //! Verification: unit tests of every transition of the three TCP tables and
-//! of every timeout; a stress test (`stress_threads_insert_lookup_update_expire`,
-//! 4 threads for 1.5 s) where threads insert, look up (both keys), update,
-//! remove and expire shared UDP/TCP, IPv4/IPv6, NAT/DR keys while each keeps
-//! private established connections, checking that no lookup returns another
-//! key's entry, no private connection is ever lost, one live entry per key,
-//! and that every counter equals a recount and returns to zero; and a test
-//! racing two inserts of one key 2000 times. Those tests and all the unit
-//! tests but the 1M-slot memory one also ran under **Miri** (nightly
-//! 2026-05-19, `cargo +nightly miri test --lib conntrack -- --skip memory`;
-//! scaled down under `cfg(miri)`: 3 threads × 150 iterations on a 120-slot
-//! table), which checks every atomic access for data races and explores weak
-//! memory orderings: all passed; the two concurrent tests also passed under
-//! 6 scheduler seeds (`MIRIFLAGS=-Zmiri-many-seeds=0..6`). Loom/shuttle were not used: they need the
-//! atomics swapped for theirs behind a cfg, and Miri runs the code as is.
-//!
-//! # Performance
-//! `benches/conntrack.rs` on the 2-core development VM, 2^20 NAT entries in
-//! 1.31M slots (Nov 2026): hit of a cached entry 26 ns median; update that
-//! changes nothing 6.3 ns; random hit 241 ns, random miss 153 ns, random
-//! reply-key hit 340 ns (two dependent DRAM misses under nested paging);
-//! random hit with the two-stage batch prefetch 141 ns a key; insert 0.8 µs;
-//! random hits from 1 and 2 threads at once 199 and 198 ns each (no shared
-//! writes on the lookup path, so it scales with cores).
+//! of every timeout; a stress test (`stress_threads_insert_lookup_update_expire`)
+//! where threads insert, look up (both keys), update, remove and expire
+//! shared keys while each keeps private established connections, checking
+//! that no lookup returns another key's entry, no private connection is
+//! lost, one live entry per key, and that every counter equals a recount;
+//! and a test racing two inserts of one key. They are written to run under
+//! Miri as well (scaled down under `cfg(miri)`). Measurements and the Miri
+//! runs are recorded in `BENCHMARKS.md`.
 //!
 //! # SYN flood
 //! A client SYN puts a connection in SYN_RECV for 30 s (IPVS: 60 s). While
@@ -128,7 +122,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::packet::{FlowKey, L4Proto, TcpFlags};
-use crate::service::{ForwardMethod, RealId, RealLoad, RealLoads, ServiceIndex};
+use crate::service::{ForwardMethod, RealId, RealLoad, RealLoads};
 use crate::Millis;
 
 use state::{tcp_next, LiveTimeouts, TcpTable};
@@ -205,12 +199,14 @@ impl Conn {
         self.snap.real()
     }
 
-    pub fn service(&self) -> ServiceIndex {
-        self.snap.service()
-    }
-
     pub fn real_id(&self) -> RealId {
         RealId(self.snap.real_id())
+    }
+
+    /// The client→VIP key (whichever key the lookup matched).
+    pub fn key(&self) -> FlowKey {
+        let (c, v) = (self.client(), self.virt());
+        FlowKey::new(self.proto(), c.ip(), c.port(), v.ip(), v.port())
     }
 
     pub fn method(&self) -> ForwardMethod {
@@ -228,7 +224,6 @@ impl Conn {
 pub struct NewConn {
     /// The client→VIP key of the packet that opens it.
     pub key: FlowKey,
-    pub service: ServiceIndex,
     pub real_id: RealId,
     pub method: ForwardMethod,
     /// The real server's address and port (the NAT rewrite target).
@@ -236,6 +231,41 @@ pub struct NewConn {
     /// The persistence template that chose `real_id`, if the service is
     /// persistent; the connection keeps the template alive.
     pub template: Option<ConnRef>,
+}
+
+/// A connection as a connection-sync receiver learns it from the master
+/// director: everything [`ConnTable::import`] needs to install or refresh it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImportConn {
+    /// The client→VIP key.
+    pub key: FlowKey,
+    pub real_id: RealId,
+    pub method: ForwardMethod,
+    /// The real server's address and port (the NAT rewrite target).
+    pub real: SocketAddr,
+    pub state: ConnState,
+    /// Milliseconds left until it expires, as the master counted them.
+    pub timeout_ms: u64,
+    /// This table's live template the connection belongs to (look it up
+    /// with [`ConnTable::template`], or import it first with
+    /// [`ConnTable::insert_template`]).
+    pub template: Option<ConnRef>,
+}
+
+/// Why [`ConnTable::import`] installed nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportError {
+    /// The table refused the entry, as it refuses an insert.
+    Refused(InsertError),
+    /// A state the key's protocol cannot be in (a TCP state for UDP, a
+    /// template's NONE for ICMP...).
+    StateMismatch,
+}
+
+impl From<InsertError> for ImportError {
+    fn from(e: InsertError) -> ImportError {
+        ImportError::Refused(e)
+    }
 }
 
 /// The key of a persistence template: one per (service, masked client).
@@ -279,7 +309,6 @@ pub struct Template {
     pub handle: ConnRef,
     pub real_id: RealId,
     pub real: SocketAddr,
-    pub service: ServiceIndex,
 }
 
 /// Why an insert created nothing. Each is counted in [`TableStats`].
@@ -296,7 +325,7 @@ pub enum InsertError {
     TemplateGone,
     /// Client and real server addresses are of different families.
     AddressFamily,
-    /// A [`RealId`] or service index above 65535: entries store 16 bits.
+    /// A [`RealId`] above 65535: entries store 16 bits.
     IdOutOfRange,
 }
 
@@ -330,7 +359,6 @@ pub struct ConnEntry {
     pub virt: SocketAddr,
     pub real: SocketAddr,
     pub real_id: RealId,
-    pub service: ServiceIndex,
     /// The connection's forwarding method (meaningless for a template).
     pub method: ForwardMethod,
 }
@@ -581,7 +609,7 @@ impl ConnTable {
         if new.real.is_ipv6() != v6 || new.key.dst.is_ipv6() != v6 {
             return Err(InsertError::AddressFamily);
         }
-        if new.real_id.0 > MAX_ID || new.service > MAX_ID {
+        if new.real_id.0 > MAX_ID {
             return Err(InsertError::IdOutOfRange);
         }
         let state = match new.key.proto {
@@ -604,7 +632,6 @@ impl ConnTable {
             method: new.method,
             real: addr_bits(new.real.ip()),
             rport: new.real.port(),
-            service: new.service,
             real_id: new.real_id.0,
             link,
             persist_secs: 0,
@@ -617,13 +644,122 @@ impl ConnTable {
         }
         match placed? {
             Placed::New(s) => {
-                self.counters.conns.fetch_add(1, Ordering::Relaxed);
-                if let Some(d) = self.load(new.real_id.0) {
-                    d.inact_conns.fetch_add(1, Ordering::Relaxed);
-                }
+                self.counted_new(new.real_id.0, state);
                 Ok(Conn::of(&s, Direction::Original))
             }
             Placed::Existing(s) => Ok(Conn::of(&s, Direction::Original)),
+        }
+    }
+
+    /// Installs a connection a sync receiver was told about, or refreshes
+    /// the live entry of its key: state and deadline as given, with the
+    /// real server's ActiveConn/InActConn (and the half-open count) moved
+    /// as the state says. An entry of the key for another real server or
+    /// method is replaced. Refusals are the insert's ([`InsertError`]), or
+    /// a state the protocol cannot have.
+    pub fn import(&self, c: &ImportConn, now: Millis) -> Result<Conn, ImportError> {
+        let state_fits = match c.key.proto {
+            L4Proto::Tcp => !matches!(c.state, ConnState::Udp | ConnState::Icmp),
+            L4Proto::Udp => c.state == ConnState::Udp,
+            L4Proto::Icmp | L4Proto::Icmpv6 => c.state == ConnState::Icmp,
+        };
+        if !state_fits {
+            return Err(ImportError::StateMismatch);
+        }
+        let v6 = c.key.is_ipv6();
+        if c.real.is_ipv6() != v6 || c.key.dst.is_ipv6() != v6 {
+            return Err(InsertError::AddressFamily.into());
+        }
+        if c.real_id.0 > MAX_ID {
+            return Err(InsertError::IdOutOfRange.into());
+        }
+        if let Some(old) = self.lookup_original(&c.key, now) {
+            let same =
+                old.real_id() == c.real_id && old.method() == c.method && old.real() == c.real;
+            if same {
+                if let Some(conn) = self.refresh(&old, c.state, c.timeout_ms, now) {
+                    return Ok(conn);
+                }
+            } else {
+                self.remove(&old.handle, now);
+            }
+        }
+        let link = match c.template {
+            Some(t) => {
+                if t.v6 != v6 || !self.bind(&t, now) {
+                    self.counters.template_gone.fetch_add(1, Ordering::Relaxed);
+                    return Err(InsertError::TemplateGone.into());
+                }
+                t.slot + 1
+            }
+            None => 0,
+        };
+        let fresh = Fresh {
+            fwd: fwd_tuple(&c.key, Kind::Conn),
+            method: c.method,
+            real: addr_bits(c.real.ip()),
+            rport: c.real.port(),
+            real_id: c.real_id.0,
+            link,
+            persist_secs: 0,
+            state: c.state,
+            timeout_ms: c.timeout_ms,
+        };
+        let placed = self.place(v6, &fresh, now);
+        if !matches!(placed, Ok(Placed::New(_))) && link != 0 {
+            self.unbind(v6, link - 1);
+        }
+        match placed? {
+            Placed::New(s) => {
+                self.counted_new(c.real_id.0, c.state);
+                Ok(Conn::of(&s, Direction::Original))
+            }
+            // Another thread placed the key meanwhile: refresh that one.
+            Placed::Existing(s) => {
+                let old = Conn::of(&s, Direction::Original);
+                self.refresh(&old, c.state, c.timeout_ms, now)
+                    .ok_or(ImportError::Refused(InsertError::TableFull))
+            }
+        }
+    }
+
+    /// Sets a live entry's state and deadline (`now + ms`), moving the
+    /// counts; `None` if it was released meanwhile.
+    fn refresh(&self, conn: &Conn, state: ConnState, ms: u64, now: Millis) -> Option<Conn> {
+        let h = conn.handle;
+        let shard = self.shard(h.v6);
+        let mut t = shard.load_timer(h.slot)?;
+        let old = loop {
+            // An entry past its deadline is the sweep's (or the insert's):
+            // re-arming it could leave the key two live entries.
+            if t.is_untouchable() || !t.gen_matches(h.gen) || t.expired(now) {
+                return None;
+            }
+            let old = t.state()?;
+            match shard.cas_timer(h.slot, t, timer::with_state(t, state, now, ms)) {
+                Ok(()) => break old,
+                Err(seen) => t = seen,
+            }
+        };
+        if old != state {
+            self.moved(h.real_id, old, state);
+        }
+        let s = shard.read(h.slot)?;
+        Some(Conn::of(&s, Direction::Original))
+    }
+
+    /// Counts a new connection entry placed in `state`.
+    fn counted_new(&self, real_id: u32, state: ConnState) {
+        self.counters.conns.fetch_add(1, Ordering::Relaxed);
+        if state.is_half_open() {
+            self.counters.half_open.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(d) = self.load(real_id) {
+            if state.is_active() {
+                d.active_conns.fetch_add(1, Ordering::Relaxed);
+            } else {
+                d.inact_conns.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -833,7 +969,6 @@ impl ConnTable {
             handle: ConnRef::of(&s),
             real_id: RealId(s.real_id()),
             real: s.real(),
-            service: s.service(),
         })
     }
 
@@ -843,7 +978,6 @@ impl ConnTable {
     pub fn insert_template(
         &self,
         key: &TemplateKey,
-        service: ServiceIndex,
         real_id: RealId,
         real: SocketAddr,
         timeout_secs: u32,
@@ -853,7 +987,7 @@ impl ConnTable {
         if real.is_ipv6() != v6 || key.vip.is_ipv6() != v6 {
             return Err(InsertError::AddressFamily);
         }
-        if real_id.0 > MAX_ID || service > MAX_ID {
+        if real_id.0 > MAX_ID {
             return Err(InsertError::IdOutOfRange);
         }
         let secs = timeout_secs.min(u16::MAX as u32) as u16;
@@ -862,7 +996,6 @@ impl ConnTable {
             method: ForwardMethod::Dr,
             real: addr_bits(real.ip()),
             rport: real.port(),
-            service,
             real_id: real_id.0,
             link: 0,
             persist_secs: secs,
@@ -883,7 +1016,6 @@ impl ConnTable {
             handle: ConnRef::of(&s),
             real_id: RealId(s.real_id()),
             real: s.real(),
-            service: s.service(),
         })
     }
 
@@ -892,17 +1024,54 @@ impl ConnTable {
     /// once per batch from every worker; a budget of 64 sweeps a 1M table
     /// every ~1100 calls. Returns how many entries it released.
     pub fn expire_step(&self, now: Millis, budget: usize) -> usize {
-        let mut released = 0;
+        self.expire_step_with(now, budget, |_| {})
+    }
+
+    /// [`ConnTable::expire_step`] that shows `released` each entry it
+    /// released (connections and templates, as they were just before),
+    /// without allocating: how connection sync learns what ended.
+    pub fn expire_step_with(
+        &self,
+        now: Millis,
+        budget: usize,
+        mut released: impl FnMut(&ConnEntry),
+    ) -> usize {
+        let mut n = 0;
         for shard in [&self.v4, &self.v6] {
             for slot in shard.sweep_slice(budget) {
                 if let Some(s) = shard.read(slot) {
                     if s.timer().expired(now) && self.kill(shard, &s, now, Kill::IfExpired) {
-                        released += 1;
+                        released(&entry_of(&s, now));
+                        n += 1;
                     }
                 }
             }
         }
-        released
+        n
+    }
+
+    /// Milliseconds until `conn` expires; `None` once it is released.
+    pub fn remaining_ms(&self, conn: &ConnRef, now: Millis) -> Option<u64> {
+        let t = self.shard(conn.v6).load_timer(conn.slot)?;
+        (!t.is_untouchable() && t.gen_matches(conn.gen)).then(|| t.remaining_ms(now))
+    }
+
+    /// The key of the persistence template that placed `conn`, if any.
+    pub fn template_key(&self, conn: &Conn) -> Option<TemplateKey> {
+        let link = conn.snap.link();
+        if link == 0 {
+            return None;
+        }
+        let t = self.shard(conn.handle.v6).read(link - 1)?;
+        t.is_template().then(|| {
+            let (c, v) = (t.client(), t.virt());
+            TemplateKey {
+                proto: proto_from_code(t.proto()),
+                client: c.ip(),
+                vip: v.ip(),
+                vport: v.port(),
+            }
+        })
     }
 
     /// Releases one connection now (e.g. its real server is gone). Returns
@@ -965,19 +1134,7 @@ impl ConnTable {
                 if s.timer().is_untouchable() || (alive_only && !s.alive(now)) {
                     continue;
                 }
-                let t = s.timer();
-                f(&ConnEntry {
-                    proto: proto_from_code(s.proto()),
-                    state: t.state().unwrap_or(ConnState::Close),
-                    template: s.is_template(),
-                    expires_ms: t.remaining_ms(now),
-                    client: s.client(),
-                    virt: s.virt(),
-                    real: s.real(),
-                    real_id: RealId(s.real_id()),
-                    service: s.service(),
-                    method: s.method(),
-                });
+                f(&entry_of(&s, now));
             }
         }
     }
@@ -987,6 +1144,21 @@ impl ConnTable {
         let mut v = Vec::new();
         self.for_each(now, |e| v.push(*e));
         v
+    }
+}
+
+fn entry_of(s: &Snap, now: Millis) -> ConnEntry {
+    let t = s.timer();
+    ConnEntry {
+        proto: proto_from_code(s.proto()),
+        state: t.state().unwrap_or(ConnState::Close),
+        template: s.is_template(),
+        expires_ms: t.remaining_ms(now),
+        client: s.client(),
+        virt: s.virt(),
+        real: s.real(),
+        real_id: RealId(s.real_id()),
+        method: s.method(),
     }
 }
 

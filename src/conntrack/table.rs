@@ -2,7 +2,8 @@
 //! client→VIP key and a reference index for the NAT reply key.
 //!
 //! - `slots`: `stride` words per entry (5 for IPv4 = 40 bytes, 10 for IPv6).
-//!   Word 0 is `meta` (generation | real_id | service | flags | LIVE), word 1 the `timer`
+//!   Word 0 is `meta` (generation | real_id | flags | LIVE; bits 8..24 are
+//!   free: they held a service index nothing read), word 1 the `timer`
 //!   (state | generation low bits | template refcount | deadline), the rest
 //!   are written once while the entry is private and read under `meta`'s
 //!   generation, seqlock style: a reader that sees the same LIVE `meta` before
@@ -42,11 +43,11 @@ const EMPTY: u32 = 0;
 /// A position claimed by an inserter that is still writing the slot.
 const BUSY: u32 = 1;
 
-// meta word: gen 40..64 | real_id 24..40 | service 8..24 | flags 0..8
+// meta word: gen 40..64 | real_id 24..40 | free 8..24 | flags 0..8
 const LIVE: u64 = 1;
 const GEN_BITS: u32 = 24;
 const META_GEN_SHIFT: u32 = 40;
-/// Largest [`crate::service::RealId`] / service index an entry can hold.
+/// Largest [`crate::service::RealId`] an entry can hold.
 pub(super) const MAX_ID: u32 = 0xffff;
 const TEMPLATE: u64 = 1 << 1;
 const PROTO_SHIFT: u32 = 2;
@@ -269,9 +270,6 @@ impl Snap {
     pub fn real_id(&self) -> u32 {
         ((self.w[0] >> 24) & 0xffff) as u32
     }
-    pub fn service(&self) -> u32 {
-        ((self.w[0] >> 8) & 0xffff) as u32
-    }
     fn c(&self) -> u128 {
         if self.v6 {
             self.w[3] as u128 | (self.w[4] as u128) << 64
@@ -352,7 +350,6 @@ pub(super) struct Fresh {
     pub method: ForwardMethod,
     pub real: u128,
     pub rport: u16,
-    pub service: u32,
     pub real_id: u32,
     pub link: u32,
     pub persist_secs: u16,
@@ -826,7 +823,6 @@ impl Shard {
         let mut w = [0u64; 10];
         w[0] = (gen as u64) << META_GEN_SHIFT
             | ((f.real_id & MAX_ID) as u64) << 24
-            | ((f.service & MAX_ID) as u64) << 8
             | (f.fwd.proto as u64) << PROTO_SHIFT
             | (method_code(f.method) as u64) << METHOD_SHIFT
             | if f.fwd.kind == Kind::Template {

@@ -38,7 +38,6 @@ fn new_conn(key: FlowKey, method: ForwardMethod, real_id: u32) -> NewConn {
     };
     NewConn {
         key,
-        service: 0,
         real_id: RealId(real_id),
         method,
         real,
@@ -602,7 +601,7 @@ fn persistence_template_keeps_a_client_on_its_real_server() {
     assert_eq!(tk.client, ip("203.0.113.0"));
     assert!(t.template(&tk, Millis(0)).is_none());
     let tpl = t
-        .insert_template(&tk, 0, RealId(5), rs(5), p.timeout_secs, Millis(0))
+        .insert_template(&tk, RealId(5), rs(5), p.timeout_secs, Millis(0))
         .unwrap();
     assert_eq!(counts(&d, 5), (0, 0, 1));
     // Another client of the same /24 finds it.
@@ -613,7 +612,7 @@ fn persistence_template_keeps_a_client_on_its_real_server() {
     assert_eq!((found.real_id, found.real), (RealId(5), rs(5)));
     // A second insert of the same template returns the first.
     let again = t
-        .insert_template(&tk, 0, RealId(6), rs(6), 300, Millis(10))
+        .insert_template(&tk, RealId(6), rs(6), 300, Millis(10))
         .unwrap();
     assert_eq!(again.handle, tpl.handle);
     assert_eq!(counts(&d, 6), (0, 0, 0));
@@ -694,7 +693,7 @@ fn expire_dests_releases_their_connections_and_templates_in_one_pass() {
     let (t, d) = table(1000);
     let tk = TemplateKey::for_flow(&client_key(L4Proto::Tcp, 1), 32);
     let tpl = t
-        .insert_template(&tk, 0, RealId(1), rs(1), 300, Millis(0))
+        .insert_template(&tk, RealId(1), rs(1), 300, Millis(0))
         .unwrap();
     for p in 1..=10 {
         let n = NewConn {
@@ -745,7 +744,7 @@ fn listing_shows_what_ipvsadm_prints() {
     let c = open(&t, key, ForwardMethod::Nat, 1, Millis(0));
     establish(&t, &c.handle, Millis(0));
     let tk = TemplateKey::for_flow(&key, 24);
-    t.insert_template(&tk, 0, RealId(1), rs(2), 360, Millis(0))
+    t.insert_template(&tk, RealId(1), rs(2), 360, Millis(0))
         .unwrap();
     let mut all = t.entries(Millis(4000));
     all.sort_by_key(|e| e.template);
@@ -1102,4 +1101,145 @@ fn an_impossible_table_is_an_error_not_an_abort() {
         e.to_string().contains("larger than memory can address"),
         "{e}"
     );
+}
+
+fn imported(key: FlowKey, real_id: u32, state: ConnState, timeout_ms: u64) -> ImportConn {
+    let n = new_conn(key, ForwardMethod::Nat, real_id);
+    ImportConn {
+        key,
+        real_id: n.real_id,
+        method: n.method,
+        real: n.real,
+        state,
+        timeout_ms,
+        template: None,
+    }
+}
+
+#[test]
+fn an_imported_connection_is_found_in_its_state_and_times_out_as_told() {
+    let (t, d) = table(1000);
+    let key = client_key(L4Proto::Tcp, 1000);
+    let c = t
+        .import(
+            &imported(key, 1, ConnState::Established, 5_000),
+            Millis(1_000),
+        )
+        .unwrap();
+    assert_eq!(c.state(), ConnState::Established);
+    let found = t.lookup_original(&key, Millis(2_000)).unwrap();
+    assert_eq!(
+        (found.state(), found.real_id(), found.real()),
+        (ConnState::Established, RealId(1), rs(2))
+    );
+    // The NAT reply key is there too.
+    let reply = FlowKey::new(L4Proto::Tcp, rs(2).ip(), 8080, key.src, key.sport);
+    assert!(t.lookup_reply(&reply, Millis(2_000)).is_some());
+    assert_eq!(counts(&d, 1), (1, 0, 0));
+    // Remaining 5 s from t = 1 s: alive just before 6 s, gone after.
+    assert!(t.lookup_original(&key, Millis(5_900)).is_some());
+    assert!(t.lookup_original(&key, Millis(6_100)).is_none());
+    assert_eq!(t.expire_step(Millis(6_100), usize::MAX), 1);
+    assert_eq!(counts(&d, 1), (0, 0, 0));
+    assert_eq!(t.stats().conns, 0);
+}
+
+#[test]
+fn importing_an_existing_key_updates_it() {
+    let (t, d) = table(1000);
+    let key = client_key(L4Proto::Tcp, 1000);
+    let first = open(&t, key, ForwardMethod::Nat, 1, Millis(0));
+    t.update(&first.handle, Direction::Original, Some(SYN), Millis(0));
+    assert_eq!(t.stats().half_open, 1);
+    assert_eq!(counts(&d, 1), (1, 0, 0));
+    // The master says it is closing now, with 20 s left.
+    let c = t
+        .import(&imported(key, 1, ConnState::FinWait, 20_000), Millis(100))
+        .unwrap();
+    assert_eq!(c.handle, first.handle, "the same entry, refreshed");
+    assert_eq!(t.stats().conns, 1);
+    assert_eq!(t.stats().half_open, 0);
+    assert_eq!(counts(&d, 1), (0, 1, 0));
+    let e = t.entries(Millis(100));
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].state, ConnState::FinWait);
+    // Deadlines are whole ticks, never early.
+    assert!(
+        e[0].expires_ms > 19_900 && e[0].expires_ms <= 20_000 + TICK_MS,
+        "{e:?}"
+    );
+    // Sent elsewhere on the master: the entry follows.
+    let moved = t
+        .import(
+            &imported(key, 2, ConnState::Established, 60_000),
+            Millis(200),
+        )
+        .unwrap();
+    assert_eq!(moved.real_id(), RealId(2));
+    assert_eq!(t.stats().conns, 1);
+    assert_eq!((counts(&d, 1), counts(&d, 2)), ((0, 0, 0), (1, 0, 0)));
+}
+
+#[test]
+fn import_accounting_balances_after_expiry() {
+    let (t, d) = table(1000);
+    let states = [
+        ConnState::SynRecv,
+        ConnState::Established,
+        ConnState::TimeWait,
+        ConnState::Close,
+    ];
+    for (i, state) in states.iter().enumerate() {
+        let key = client_key(L4Proto::Tcp, 2000 + i as u16);
+        t.import(&imported(key, 3, *state, 10_000), Millis(0))
+            .unwrap();
+    }
+    let udp = client_key(L4Proto::Udp, 53);
+    t.import(&imported(udp, 3, ConnState::Udp, 10_000), Millis(0))
+        .unwrap();
+    assert_eq!(t.stats().conns, 5);
+    assert_eq!(t.stats().half_open, 1);
+    assert_eq!(counts(&d, 3), (2, 3, 0));
+    t.expire_step(Millis(11_000), usize::MAX);
+    assert_eq!(
+        t.stats(),
+        TableStats {
+            released: 5,
+            ..TableStats::default()
+        }
+    );
+    assert_eq!(counts(&d, 3), (0, 0, 0));
+}
+
+#[test]
+fn import_refuses_what_the_table_cannot_hold() {
+    let (t, _) = table(1000);
+    let key = client_key(L4Proto::Udp, 53);
+    assert_eq!(
+        t.import(&imported(key, 1, ConnState::Established, 1_000), Millis(0)),
+        Err(ImportError::StateMismatch)
+    );
+    assert_eq!(
+        t.import(&imported(key, 70_000, ConnState::Udp, 1_000), Millis(0)),
+        Err(ImportError::Refused(InsertError::IdOutOfRange))
+    );
+    let v6 = ImportConn {
+        real: SocketAddr::new(ip("2001:db8::2"), 53),
+        ..imported(key, 1, ConnState::Udp, 1_000)
+    };
+    assert_eq!(
+        t.import(&v6, Millis(0)),
+        Err(ImportError::Refused(InsertError::AddressFamily))
+    );
+    // A full probe window: every slot of a tiny table live.
+    let (small, _) = table(15);
+    let mut refused = None;
+    for port in 1..=2000u16 {
+        let k = client_key(L4Proto::Udp, port);
+        if let Err(e) = small.import(&imported(k, 1, ConnState::Udp, 60_000), Millis(0)) {
+            refused = Some(e);
+            break;
+        }
+    }
+    assert_eq!(refused, Some(ImportError::Refused(InsertError::TableFull)));
 }

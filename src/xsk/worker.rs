@@ -23,11 +23,12 @@ use xsk_rs::config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig,
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use super::prog::SteeringProgram;
+use crate::counters::{frames_conserved, summary_line, SharedCounters, FRAME_PLACES};
 use crate::neigh::hold::{HoldQueue, HOLD_FRAMES, HOLD_MS};
 use crate::neigh::netlink::Waker;
 use crate::packet::Frame;
-use crate::pipeline::{Pipeline, Snapshot};
-use crate::verdict::{DropReason, Verdict};
+use crate::pipeline::{Event, Pipeline, Snapshot, PREFETCH_BATCH};
+use crate::verdict::Verdict;
 use crate::Millis;
 
 /// Bytes per UMEM frame: a page, room for a 1500-byte frame plus encapsulation
@@ -39,6 +40,13 @@ const IDLE_ROUNDS: u32 = 256;
 const IDLE_POLL_MS: i32 = 20;
 /// Extra sendto() kicks per port and round while frames wait in a TX ring.
 const TX_KICKS: u32 = 4;
+/// Whether each batch's connection entries are prefetched
+/// ([`Pipeline::prefetch`]) before its frames are processed. Off: on the
+/// development VM (105 MB of L3, which holds a 1M-entry table) the extra
+/// header parse and service lookup cost more than the overlapped misses
+/// save (`benches/pipeline.rs` `batch64`: 64k flows over 1M entries, 10%
+/// slower in two runs of three). Measure on the target host to turn it on.
+const PREFETCH: bool = false;
 /// How often the batch-latency histogram is published.
 const HISTOGRAM_PUBLISH: Duration = Duration::from_secs(1);
 
@@ -95,37 +103,15 @@ impl std::error::Error for WorkerError {}
 
 /// Counters of one worker, written by it once a millisecond while it is busy
 /// (and on every idle round) and read by the control plane at any time.
+/// Each is declared once, in [`crate::counters`].
 #[derive(Debug)]
 pub struct WorkerStats {
-    pub rx: AtomicU64,
-    pub tx: AtomicU64,
-    /// Frames held for their next hop's MAC, and of those, sent once it
-    /// was known (the others are `neighbour_unresolved` drops, or still held).
-    pub held: AtomicU64,
-    pub held_sent: AtomicU64,
-    pub drops: [AtomicU64; DropReason::COUNT],
-    pub new_conns: AtomicU64,
-    pub icmp_too_big: AtomicU64,
-    /// TCP/UDP checksums left partial by a sender's offload, finished.
-    pub checksums_completed: AtomicU64,
-    /// Resets sent for TCP segments of no connection.
-    pub resets_sent: AtomicU64,
-    /// Frames dropped because a TX ring was full.
-    pub tx_ring_full: AtomicU64,
-    /// Frames dropped because the verdict named a port this worker lacks.
-    pub bad_port: AtomicU64,
-    pub frames_total: AtomicU64,
-    pub frames_free: AtomicU64,
-    pub frames_fill: AtomicU64,
-    pub frames_tx: AtomicU64,
-    pub frames_held: AtomicU64,
-    /// The kernel's AF_XDP counters, summed over this worker's sockets and
-    /// read once a second: frames dropped for want of rx ring room or of
-    /// fill ring frames, and invalid descriptors.
-    pub xsk_rx_dropped: AtomicU64,
-    pub xsk_rx_ring_full: AtomicU64,
-    pub xsk_fill_ring_empty: AtomicU64,
-    pub xsk_invalid_descs: AtomicU64,
+    pub counters: SharedCounters,
+    /// Frame accounting, by [`FRAME_PLACES`].
+    pub frames: [AtomicU64; FRAME_PLACES.len()],
+    /// The kernel's AF_XDP counters ([`crate::counters::XSK`]), summed over
+    /// this worker's sockets and read once a second.
+    pub xsk: [AtomicU64; 4],
     /// Busy rounds' processing time, in nanoseconds; published every second.
     pub batch_ns: Mutex<Histogram<u64>>,
 }
@@ -133,26 +119,9 @@ pub struct WorkerStats {
 impl Default for WorkerStats {
     fn default() -> WorkerStats {
         WorkerStats {
-            rx: AtomicU64::new(0),
-            tx: AtomicU64::new(0),
-            held: AtomicU64::new(0),
-            held_sent: AtomicU64::new(0),
-            drops: std::array::from_fn(|_| AtomicU64::new(0)),
-            new_conns: AtomicU64::new(0),
-            icmp_too_big: AtomicU64::new(0),
-            checksums_completed: AtomicU64::new(0),
-            resets_sent: AtomicU64::new(0),
-            tx_ring_full: AtomicU64::new(0),
-            bad_port: AtomicU64::new(0),
-            frames_total: AtomicU64::new(0),
-            frames_free: AtomicU64::new(0),
-            frames_fill: AtomicU64::new(0),
-            frames_tx: AtomicU64::new(0),
-            frames_held: AtomicU64::new(0),
-            xsk_rx_dropped: AtomicU64::new(0),
-            xsk_rx_ring_full: AtomicU64::new(0),
-            xsk_fill_ring_empty: AtomicU64::new(0),
-            xsk_invalid_descs: AtomicU64::new(0),
+            counters: SharedCounters::default(),
+            frames: std::array::from_fn(|_| AtomicU64::new(0)),
+            xsk: std::array::from_fn(|_| AtomicU64::new(0)),
             batch_ns: Mutex::new(
                 Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds"),
             ),
@@ -161,11 +130,22 @@ impl Default for WorkerStats {
 }
 
 impl WorkerStats {
+    pub fn frames(&self) -> [u64; FRAME_PLACES.len()] {
+        std::array::from_fn(|i| self.frames[i].load(Ordering::Relaxed))
+    }
+
+    pub fn xsk(&self) -> [u64; 4] {
+        std::array::from_fn(|i| self.xsk[i].load(Ordering::Relaxed))
+    }
+
     /// `free + fill + tx + held == total`: no frame lost.
     pub fn frames_conserved(&self) -> bool {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        l(&self.frames_free) + l(&self.frames_fill) + l(&self.frames_tx) + l(&self.frames_held)
-            == l(&self.frames_total)
+        frames_conserved(&self.frames())
+    }
+
+    /// The exit summary line of worker `index`.
+    pub fn summary_line(&self, index: usize) -> String {
+        summary_line(index, &self.counters.read(), &self.frames(), &self.xsk())
     }
 }
 
@@ -201,6 +181,9 @@ pub struct Worker {
     /// resolve, and the handle that wakes it to do so.
     resolve: crossbeam::channel::Sender<std::net::IpAddr>,
     wake: Waker,
+    /// Where connection events go, if anyone listens (connection sync).
+    conn_sink: Option<crossbeam::channel::Sender<Event>>,
+    conn_events_dropped: u64,
 }
 
 impl Worker {
@@ -277,6 +260,8 @@ impl Worker {
             pipeline,
             resolve,
             wake,
+            conn_sink: None,
+            conn_events_dropped: 0,
         };
         for p in 0..w.ports.len() {
             w.refill(p);
@@ -284,13 +269,23 @@ impl Worker {
         Ok(w)
     }
 
+    /// Hands the pipeline's connection events (opened, changed, closed) to
+    /// `sink`, switching them on: a bounded channel, sent to without
+    /// blocking; what does not fit is counted (`conn_events_dropped`).
+    pub fn with_conn_events(mut self, sink: crossbeam::channel::Sender<Event>) -> Worker {
+        self.pipeline.set_conn_events(true);
+        self.conn_sink = Some(sink);
+        self
+    }
+
     /// Runs until `shared.stop` is set.
     pub fn run(mut self, shared: &WorkerShared, stats: &WorkerStats) {
         if let Some(core) = self.setup.core {
             if !core_affinity::set_for_current(core) {
-                eprintln!(
-                    "xvs: worker {}: cannot pin to CPU {}; it runs unpinned",
-                    self.setup.index, core.id
+                tracing::warn!(
+                    "worker {}: cannot pin to CPU {}; it runs unpinned",
+                    self.setup.index,
+                    core.id
                 );
             }
         }
@@ -338,23 +333,19 @@ impl Worker {
                 let n = unsafe { self.ports[p].rx.consume(&mut rx_descs) };
                 self.ports[p].in_fill -= n as u64;
                 received += n;
-                for d in rx_descs.iter_mut().take(n) {
-                    let verdict = self.process(now, p as u8, d);
-                    match verdict {
-                        Verdict::Transmit { port } if usize::from(port) < tx_lists.len() => {
-                            tx_lists[usize::from(port)].push(*d)
-                        }
-                        Verdict::Hold { port, next_hop } if usize::from(port) < tx_lists.len() => {
-                            if let Err(d) = self.held.hold(*d, port, next_hop, now) {
-                                self.free.push(d);
-                                self.pipeline.count_unresolved_drops(1);
-                            }
-                        }
-                        Verdict::Transmit { .. } | Verdict::Hold { .. } => {
-                            bad_port += 1;
-                            self.free.push(*d);
-                        }
-                        Verdict::Drop(_) => self.free.push(*d),
+                // A batch at a time: with PREFETCH, the connection entries
+                // of its frames are brought into cache together first.
+                for chunk in rx_descs[..n].chunks_mut(PREFETCH_BATCH) {
+                    if PREFETCH {
+                        let umem = &self.umem;
+                        // SAFETY: as for `consume` above: the kernel is done
+                        // with these frames and only this worker reads them.
+                        let frames = chunk.iter().map(|d| unsafe { umem.data(d) }.contents());
+                        self.pipeline.prefetch(frames);
+                    }
+                    for d in chunk.iter_mut() {
+                        let verdict = self.process(now, p as u8, d);
+                        self.dispatch(verdict, d, now, &mut tx_lists, &mut bad_port);
                     }
                 }
             }
@@ -397,15 +388,7 @@ impl Worker {
                 self.refill(p);
             }
             self.pipeline.end_batch(now);
-            let mut asked = false;
-            for addr in self.pipeline.resolve_requests() {
-                // A full channel only delays the resolution.
-                let _ = self.resolve.try_send(addr);
-                asked = true;
-            }
-            if asked {
-                self.wake.wake();
-            }
+            self.hand_on_events();
 
             // Counters go out once a millisecond while busy, and on every
             // idle round, so that they are current whenever traffic pauses.
@@ -437,6 +420,60 @@ impl Worker {
         self.free.extend(held);
         self.publish(stats, tx_ring_full, bad_port);
         self.publish_kernel_stats(stats);
+    }
+
+    /// Puts a processed frame where its verdict says.
+    fn dispatch(
+        &mut self,
+        verdict: Verdict,
+        d: &FrameDesc,
+        now: Millis,
+        tx_lists: &mut [Vec<FrameDesc>],
+        bad_port: &mut u64,
+    ) {
+        match verdict {
+            Verdict::Transmit { port } if usize::from(port) < tx_lists.len() => {
+                tx_lists[usize::from(port)].push(*d)
+            }
+            Verdict::Hold { port, next_hop } if usize::from(port) < tx_lists.len() => {
+                if let Err(d) = self.held.hold(*d, port, next_hop, now) {
+                    self.free.push(d);
+                    self.pipeline.count_unresolved_drops(1);
+                }
+            }
+            Verdict::Transmit { .. } | Verdict::Hold { .. } => {
+                *bad_port += 1;
+                self.free.push(*d);
+            }
+            Verdict::Drop(_) => self.free.push(*d),
+        }
+    }
+
+    /// Drains the pipeline's outbox, once per batch, without blocking:
+    /// resolve requests to the control plane (a full channel only delays a
+    /// resolution), connection events to their sink.
+    fn hand_on_events(&mut self) {
+        let mut asked = false;
+        while let Some(event) = self.pipeline.poll_event() {
+            match event {
+                Event::Resolve(addr) => {
+                    let _ = self.resolve.try_send(addr);
+                    asked = true;
+                }
+                e => {
+                    let sent = self
+                        .conn_sink
+                        .as_ref()
+                        .is_some_and(|s| s.try_send(e).is_ok());
+                    if !sent {
+                        self.conn_events_dropped += 1;
+                    }
+                }
+            }
+        }
+        if asked {
+            self.wake.wake();
+        }
     }
 
     /// Puts every held frame whose next hop the current snapshot resolves
@@ -523,30 +560,23 @@ impl Worker {
     }
 
     fn publish(&self, stats: &WorkerStats, tx_ring_full: u64, bad_port: u64) {
-        let s = self.pipeline.stats();
-        let r = Ordering::Relaxed;
-        stats.rx.store(s.rx, r);
-        stats.tx.store(s.tx + self.held_sent, r);
-        stats.held.store(s.held, r);
-        stats.held_sent.store(self.held_sent, r);
-        for (a, v) in stats.drops.iter().zip(s.drops.iter()) {
-            a.store(*v, r);
+        let mut c = self.pipeline.stats().clone();
+        c.tx += self.held_sent;
+        c.held_sent = self.held_sent;
+        c.tx_ring_full = tx_ring_full;
+        c.bad_port = bad_port;
+        c.conn_events_dropped = self.conn_events_dropped;
+        stats.counters.publish(&c);
+        let frames = [
+            self.total,
+            self.free.len() as u64,
+            self.ports.iter().map(|p| p.in_fill).sum(),
+            self.ports.iter().map(|p| p.in_tx).sum(),
+            self.held.len() as u64,
+        ];
+        for (a, v) in stats.frames.iter().zip(frames) {
+            a.store(v, Ordering::Relaxed);
         }
-        stats.new_conns.store(s.new_conns, r);
-        stats.icmp_too_big.store(s.icmp_too_big, r);
-        stats.checksums_completed.store(s.checksums_completed, r);
-        stats.resets_sent.store(s.resets_sent, r);
-        stats.tx_ring_full.store(tx_ring_full, r);
-        stats.bad_port.store(bad_port, r);
-        stats.frames_total.store(self.total, r);
-        stats.frames_free.store(self.free.len() as u64, r);
-        stats
-            .frames_fill
-            .store(self.ports.iter().map(|p| p.in_fill).sum(), r);
-        stats
-            .frames_tx
-            .store(self.ports.iter().map(|p| p.in_tx).sum(), r);
-        stats.frames_held.store(self.held.len() as u64, r);
     }
 
     fn publish_kernel_stats(&self, stats: &WorkerStats) {
@@ -559,10 +589,8 @@ impl Worker {
                 invalid += x.rx_invalid_descs() + x.tx_invalid_descs();
             }
         }
-        let r = Ordering::Relaxed;
-        stats.xsk_rx_dropped.store(dropped, r);
-        stats.xsk_rx_ring_full.store(full, r);
-        stats.xsk_fill_ring_empty.store(empty, r);
-        stats.xsk_invalid_descs.store(invalid, r);
+        for (a, v) in stats.xsk.iter().zip([dropped, full, empty, invalid]) {
+            a.store(v, Ordering::Relaxed);
+        }
     }
 }

@@ -259,7 +259,10 @@ mod tests {
         let (inbox, mailbox) = inbox::channel();
         let mut plane = Fake::new();
         plane.workers = vec![WorkerMetrics {
-            rx: 7,
+            counters: crate::counters::WorkerCounters {
+                rx: 7,
+                ..Default::default()
+            },
             ..WorkerMetrics::default()
         }];
         plane.table.conns = 3;
@@ -277,7 +280,7 @@ mod tests {
         assert_eq!(s.services[0].label, "TCP 192.0.2.10:80");
         assert_eq!(s.services[0].reals[0].label, "198.51.100.2:8080");
         assert_eq!(s.services[0].reals[0].weight, 3);
-        assert_eq!((s.workers.len(), s.workers[0].rx), (1, 7));
+        assert_eq!((s.workers.len(), s.workers[0].counters.rx), (1, 7));
         assert_eq!((s.table.conns, s.table_capacity), (3, 1000));
         let text = encode(&s);
         assert!(

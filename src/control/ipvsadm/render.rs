@@ -753,7 +753,6 @@ TCP  192.0.2.1:80 wlc persistent 300 mask 255.255.255.0
                 virt: sa("192.0.2.1:80"),
                 real: sa("198.51.100.12:8080"),
                 real_id: RealId(0),
-                service: 0,
                 method: ForwardMethod::Nat,
             },
             ConnEntry {
@@ -765,7 +764,6 @@ TCP  192.0.2.1:80 wlc persistent 300 mask 255.255.255.0
                 virt: sa("[2001:db8::1]:53"),
                 real: sa("[2001:db8:1::10]:53"),
                 real_id: RealId(1),
-                service: 1,
                 method: ForwardMethod::Dr,
             },
             ConnEntry {
@@ -777,7 +775,6 @@ TCP  192.0.2.1:80 wlc persistent 300 mask 255.255.255.0
                 virt: sa("192.0.2.1:80"),
                 real: sa("198.51.100.12:8080"),
                 real_id: RealId(0),
-                service: 0,
                 method: ForwardMethod::Nat,
             },
         ];

@@ -188,9 +188,18 @@ mod tests {
                 }],
             }],
             workers: vec![WorkerMetrics {
-                rx: 100,
-                tx: 90,
-                drops: vec![("tcp_not_syn", 7), ("truncated", 0)],
+                counters: crate::counters::WorkerCounters {
+                    rx: 100,
+                    tx: 90,
+                    drops: std::array::from_fn(|i| {
+                        if i == crate::verdict::DropReason::TcpNotSyn as usize {
+                            7
+                        } else {
+                            0
+                        }
+                    }),
+                    ..crate::counters::WorkerCounters::default()
+                },
                 frames: [4096, 2000, 2048, 48, 0],
                 batch_quantiles: vec![1e-6, 2e-6, 3e-6, 4e-6, 5e-6],
                 batches: 42,

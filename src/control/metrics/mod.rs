@@ -27,7 +27,9 @@
 //! steering program should have left to the kernel), `xvs_worker_tx_ring_full_total`,
 //! `xvs_worker_bad_port_total`, `xvs_worker_icmp_too_big_total`,
 //! `xvs_worker_checksums_completed_total` (partial checksums finished),
-//! `xvs_worker_tcp_resets_sent_total` (answers to segments of no connection), the
+//! `xvs_worker_tcp_resets_sent_total` (answers to segments of no connection),
+//! `xvs_worker_outbox_overflow_total` and `xvs_worker_conn_events_dropped_total`
+//! (pipeline events lost for want of room), the
 //! kernel's AF_XDP counters `xvs_worker_xsk_rx_dropped_total`,
 //! `xvs_worker_xsk_rx_ring_full_total`, `xvs_worker_xsk_fill_ring_empty_total`,
 //! `xvs_worker_xsk_invalid_descs_total`, frame accounting
