@@ -14,6 +14,10 @@
 //!   command's. With no director to talk to it prints "Can't initialize
 //!   ipvs: cannot reach the xvs director at PATH: ... — is `xvs director`
 //!   running?" and exits 2, as ipvsadm does when it cannot reach IPVS.
+//!
+//! Under systemd (`Type=notify`), the director tells the manager it is
+//! ready once it directs and answers, and that it stops
+//! ([`xvs::control::notify`]).
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
@@ -28,6 +32,7 @@ use xvs::control::daemon::Daemon;
 use xvs::control::inbox;
 use xvs::control::ipvsadm::{self, Command};
 use xvs::control::metrics::{self, worker_summary};
+use xvs::control::notify;
 use xvs::control::protocol::{Request, MAX_PAYLOAD};
 use xvs::control::socket::{self, ControlSocket, InterfaceLocks};
 use xvs::files;
@@ -189,13 +194,24 @@ fn director(args: DirectorArgs) -> Result<(), String> {
             .map(|a| format!("; metrics on http://{a}/metrics"))
             .unwrap_or_default()
     );
+    // Programs attached, first snapshot published, control socket bound.
+    tell_manager(notify::READY);
     daemon.run(&stop);
     eprintln!("xvs: stopping");
+    tell_manager(notify::STOPPING);
     drop(socket);
     for (i, w) in daemon.stop().iter().enumerate() {
         eprintln!("xvs: {}", worker_summary(i, w));
     }
     Ok(())
+}
+
+/// Tells systemd `state`; a failure is said, not fatal (systemd times a
+/// start out by itself).
+fn tell_manager(state: &str) {
+    if let Err(e) = notify::notify(state) {
+        eprintln!("xvs: cannot tell the service manager {state}: {e}");
+    }
 }
 
 /// `xvs ipvsadm ARGS` / `ipvsadm ARGS`: usage errors, `-h` and `-v` are

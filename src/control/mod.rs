@@ -31,5 +31,6 @@ pub mod daemon;
 pub mod inbox;
 pub mod ipvsadm;
 pub mod metrics;
+pub mod notify;
 pub mod protocol;
 pub mod socket;
