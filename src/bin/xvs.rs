@@ -14,10 +14,15 @@
 //!   command's. With no director to talk to it prints "Can't initialize
 //!   ipvs: cannot reach the xvs director at PATH: ... — is `xvs director`
 //!   running?" and exits 2, as ipvsadm does when it cannot reach IPVS.
+//! - `xvs generate man|completions DIR` (hidden): the man pages and shell
+//!   completions the package ships ([`generate`]).
 //!
 //! Under systemd (`Type=notify`), the director tells the manager it is
 //! ready once it directs and answers, and that it stops
 //! ([`xvs::control::notify`]).
+
+#[path = "xvs/generate.rs"]
+mod generate;
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
@@ -62,6 +67,21 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The man pages or shell completions, made from this command line
+    /// (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generated,
+    },
+}
+
+#[derive(Subcommand)]
+enum Generated {
+    /// xvs.8, xvs-director.8 and xvs-ipvsadm.8 into DIR.
+    Man { dir: PathBuf },
+    /// Bash, zsh and fish completions into DIR.
+    Completions { dir: PathBuf },
 }
 
 #[derive(clap::Args)]
@@ -214,6 +234,18 @@ fn tell_manager(state: &str) {
     }
 }
 
+/// `xvs generate man|completions DIR`: the files written, one a line.
+fn generate(what: Generated) -> Result<(), String> {
+    let written = match what {
+        Generated::Man { dir } => generate::man_pages(&dir)?,
+        Generated::Completions { dir } => generate::completions(&dir)?,
+    };
+    for f in written {
+        println!("{f}");
+    }
+    Ok(())
+}
+
 /// `xvs ipvsadm ARGS` / `ipvsadm ARGS`: usage errors, `-h` and `-v` are
 /// answered here; everything else goes to the director.
 fn ipvsadm_client(args: Vec<OsString>) -> ExitCode {
@@ -312,6 +344,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Director(args) => director(*args),
+        Cmd::Generate { what } => generate(what),
         Cmd::Ipvsadm { args } => return ipvsadm_client(args.into_iter().map(Into::into).collect()),
     };
     match result {
