@@ -330,6 +330,14 @@ fn an_ipvsadm_another_package_installed_is_left_where_it_is() {
     assert!(root.sh("/usr/sbin/xvs ipvsadm -v").contains("xvs"));
     root.sh("dpkg -r xvs");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), theirs);
+    // Once that package is gone, the README's one command links xvs.
+    root.install(deb);
+    std::fs::remove_file(&path).unwrap();
+    root.sh("update-alternatives --auto ipvsadm");
+    assert_eq!(
+        root.sh("readlink -f /usr/sbin/ipvsadm").trim(),
+        "/usr/sbin/xvs"
+    );
 }
 
 /// `xvs director` in `ns`, chrooted into the installed root and run as the
