@@ -47,7 +47,7 @@ pub fn completions(dir: &Path) -> Result<Vec<String>, String> {
     let mut written = Vec::new();
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         let path =
-            clap_complete::generate_to(shell, &mut Cli::command(), "xvs", dir).map_err(|e| {
+            clap_complete::generate_to(shell, &mut public_command(), "xvs", dir).map_err(|e| {
                 format!(
                     "cannot write the {shell} completions to {}: {e}",
                     dir.display()
@@ -56,6 +56,22 @@ pub fn completions(dir: &Path) -> Result<Vec<String>, String> {
         written.push(path.display().to_string());
     }
     Ok(written)
+}
+
+/// The command line as a person meets it: without the hidden
+/// subcommands, which clap_complete would offer otherwise.
+fn public_command() -> clap::Command {
+    let full = Cli::command();
+    let mut cmd = clap::Command::new("xvs")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(full.is_subcommand_required_set());
+    if let Some(about) = full.get_about() {
+        cmd = cmd.about(about.clone());
+    }
+    for sub in full.get_subcommands().filter(|s| !s.is_hide_set()) {
+        cmd = cmd.subcommand(sub.clone());
+    }
+    cmd
 }
 
 fn render_man(cmd: clap::Command, title: &str) -> Result<Vec<u8>, String> {
@@ -170,6 +186,7 @@ mod tests {
         for f in ["xvs.bash", "_xvs", "xvs.fish"] {
             let text = std::fs::read_to_string(dir.join("completions").join(f)).unwrap();
             assert!(text.contains("director"), "{f}: {text}");
+            assert!(!text.contains("generate"), "{f} offers a hidden command");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
