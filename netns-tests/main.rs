@@ -7,4 +7,5 @@ mod common;
 mod control;
 mod decap;
 mod neigh;
+mod package;
 mod xsk;

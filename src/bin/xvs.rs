@@ -14,6 +14,15 @@
 //!   command's. With no director to talk to it prints "Can't initialize
 //!   ipvs: cannot reach the xvs director at PATH: ... — is `xvs director`
 //!   running?" and exits 2, as ipvsadm does when it cannot reach IPVS.
+//! - `xvs generate man|completions DIR` (hidden): the man pages and shell
+//!   completions the package ships ([`generate`]).
+//!
+//! Under systemd (`Type=notify`), the director tells the manager it is
+//! ready once it directs and answers, and that it stops
+//! ([`xvs::control::notify`]).
+
+#[path = "xvs/generate.rs"]
+mod generate;
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
@@ -29,6 +38,7 @@ use xvs::control::inbox;
 use xvs::control::ipvsadm::{self, Command};
 use xvs::control::log;
 use xvs::control::metrics::{self, worker_summary};
+use xvs::control::notify;
 use xvs::control::protocol::{Request, MAX_PAYLOAD};
 use xvs::control::socket::{self, ControlSocket, InterfaceLocks};
 use xvs::files;
@@ -58,6 +68,21 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The man pages or shell completions, made from this command line
+    /// (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generated,
+    },
+}
+
+#[derive(Subcommand)]
+enum Generated {
+    /// xvs.8, xvs-director.8 and xvs-ipvsadm.8 into DIR.
+    Man { dir: PathBuf },
+    /// Bash, zsh and fish completions into DIR.
+    Completions { dir: PathBuf },
 }
 
 #[derive(clap::Args)]
@@ -216,11 +241,34 @@ fn director(args: DirectorArgs) -> Result<(), String> {
             .map(|a| format!("; metrics on http://{a}/metrics"))
             .unwrap_or_default()
     );
+    // Programs attached, first snapshot published, control socket bound.
+    tell_manager(notify::READY);
     daemon.run(&stop);
     tracing::info!("stopping");
+    tell_manager(notify::STOPPING);
     drop(socket);
     for (i, w) in daemon.stop().iter().enumerate() {
         tracing::info!("{}", worker_summary(i, w));
+    }
+    Ok(())
+}
+
+/// Tells systemd `state`; a failure is said, not fatal (systemd times a
+/// start out by itself).
+fn tell_manager(state: &str) {
+    if let Err(e) = notify::notify(state) {
+        tracing::warn!("cannot tell the service manager {state}: {e}");
+    }
+}
+
+/// `xvs generate man|completions DIR`: the files written, one a line.
+fn generate(what: Generated) -> Result<(), String> {
+    let written = match what {
+        Generated::Man { dir } => generate::man_pages(&dir)?,
+        Generated::Completions { dir } => generate::completions(&dir)?,
+    };
+    for f in written {
+        println!("{f}");
     }
     Ok(())
 }
@@ -323,6 +371,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Director(args) => director(*args),
+        Cmd::Generate { what } => generate(what),
         Cmd::Ipvsadm { args } => return ipvsadm_client(args.into_iter().map(Into::into).collect()),
     };
     match result {

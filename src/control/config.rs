@@ -686,6 +686,72 @@ udp = 30
         assert_eq!(s.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
     }
 
+    /// The keys a table takes, as serde lists them when refusing an unknown
+    /// one: the struct itself, so this cannot fall behind it.
+    fn known_keys(text: &str) -> Vec<String> {
+        let e = FileConfig::parse(text).unwrap_err();
+        let list = e
+            .split("expected one of")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{e}"));
+        let list = list.lines().next().unwrap_or_default();
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_shipped_config_parses_and_shows_every_key() {
+        let shipped = include_str!("../../debian/xvs.toml");
+        let c = FileConfig::parse(shipped).expect("the shipped config parses");
+        assert_eq!(c.services_file, Some(PathBuf::from("/etc/ipvsadm.rules")));
+        // Every commented-out key, uncommented, is a key with a good value.
+        let key = |l: &str| {
+            (l.starts_with('[') && l.ends_with(']'))
+                || l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' '))
+        };
+        let uncommented: String = shipped
+            .lines()
+            .map(|l| l.strip_prefix("# ").filter(|rest| key(rest)).unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let every = FileConfig::parse(&uncommented).expect("the uncommented config parses");
+        let table: toml::Table = toml::from_str(&uncommented).unwrap();
+        let mut shown: Vec<String> = table.keys().cloned().collect();
+        let mut known = known_keys("no_such_key = 1");
+        shown.sort();
+        known.sort();
+        assert_eq!(shown, known, "the shipped config's keys");
+        let timeouts = table["timeouts"].as_table().expect("[timeouts]");
+        let mut shown: Vec<String> = timeouts.keys().cloned().collect();
+        let mut known = known_keys("[timeouts]\nno_such_key = 1");
+        shown.sort();
+        known.sort();
+        assert_eq!(shown, known, "the shipped config's [timeouts] keys");
+        // The defaults it shows are the defaults.
+        let d = DirectorOptions::default();
+        assert_eq!(every.conn_table_size, Some(d.conn_table_size));
+        assert_eq!(every.batch, Some(d.batch));
+        assert_eq!(every.ring_size, Some(d.ring_size));
+        assert_eq!(every.sloppy_tcp, Some(d.sloppy_tcp));
+        assert_eq!(every.expire_nodest_conn, Some(d.expire_nodest_conn));
+        let t = every.timeouts.unwrap_or_default();
+        assert_eq!(
+            (t.tcp, t.tcpfin, t.udp),
+            (
+                Some(d.timeouts.tcp),
+                Some(d.timeouts.tcpfin),
+                Some(d.timeouts.udp)
+            )
+        );
+        assert_eq!(
+            every.control_socket.as_deref(),
+            Some(Path::new(crate::control::socket::DEFAULT_SOCKET))
+        );
+    }
+
     #[test]
     fn neighbours_parse() {
         let n = parse_neighbour("2001:db8::2=02:aa:bb:cc:dd:ee@r0").unwrap();

@@ -33,5 +33,6 @@ pub mod inbox;
 pub mod ipvsadm;
 pub mod log;
 pub mod metrics;
+pub mod notify;
 pub mod protocol;
 pub mod socket;
