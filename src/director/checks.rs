@@ -177,8 +177,11 @@ fn memory_fits(
     Ok(())
 }
 
-/// Root, or the capabilities xvs needs (CAP_NET_ADMIN, CAP_NET_RAW, and
-/// CAP_BPF or CAP_SYS_ADMIN).
+/// Root, or the capabilities xvs needs: CAP_NET_ADMIN, CAP_NET_RAW, and
+/// CAP_BPF with CAP_PERFMON (the verifier refuses the steering program's
+/// pointer arithmetic without it) or CAP_SYS_ADMIN. CAP_IPC_LOCK is needed
+/// too where the memlock limit is below the UMEM; that shows as a UMEM
+/// error naming `ulimit -l`.
 pub fn check_privileges() -> Result<(), DirectorError> {
     if crate::xsk::euid() == 0 {
         return Ok(());
@@ -197,13 +200,16 @@ pub fn check_privileges() -> Result<(), DirectorError> {
     const CAP_NET_ADMIN: u32 = 12;
     const CAP_NET_RAW: u32 = 13;
     const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
-    if has(CAP_NET_ADMIN) && has(CAP_NET_RAW) && (has(CAP_BPF) || has(CAP_SYS_ADMIN)) {
+    let bpf = (has(CAP_BPF) && has(CAP_PERFMON)) || has(CAP_SYS_ADMIN);
+    if has(CAP_NET_ADMIN) && has(CAP_NET_RAW) && bpf {
         return Ok(());
     }
     Err(err(
-        "xvs director needs root, or the capabilities CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF \
-         (e.g. sudo xvs director ..., or setcap cap_net_admin,cap_net_raw,cap_bpf+ep on the binary)",
+        "xvs director needs root, or the capabilities CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF and \
+         CAP_PERFMON (e.g. sudo xvs director ..., the xvs.service unit, or setcap \
+         cap_net_admin,cap_net_raw,cap_bpf,cap_perfmon,cap_ipc_lock+ep on the binary)",
     ))
 }
 
