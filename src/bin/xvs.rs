@@ -123,6 +123,10 @@ struct DirectorArgs {
     /// Busy-poll the AF_XDP sockets with this budget (SO_PREFER_BUSY_POLL).
     #[arg(long)]
     busy_poll: Option<u16>,
+    /// Prefetch each batch's connection-table entries before processing it
+    /// (default off: measure it on the host; see BENCHMARKS.md).
+    #[arg(long)]
+    batch_prefetch: bool,
     /// Descriptors taken from an rx ring at a time (default 64).
     #[arg(long)]
     batch: Option<usize>,
@@ -183,6 +187,7 @@ fn settings(args: &DirectorArgs) -> Result<Settings, String> {
         sloppy_tcp: args.sloppy_tcp.then_some(true),
         expire_nodest_conn: args.expire_nodest_conn.then_some(true),
         busy_poll: args.busy_poll,
+        batch_prefetch: args.batch_prefetch.then_some(true),
         batch: args.batch,
         ring_size: args.ring_size,
         worker_cpus: args.worker_cpus.clone(),

@@ -13,6 +13,7 @@
 //! sloppy_tcp = false
 //! expire_nodest_conn = false     # true: a deleted real server's connections end
 //! busy_poll = 64                 # SO_PREFER_BUSY_POLL budget; absent: off
+//! batch_prefetch = false         # prefetch each batch's connection entries first
 //! batch = 64
 //! ring_size = 2048
 //! worker_cpus = "1-3"             # as taskset -c; other threads get the rest
@@ -78,6 +79,8 @@ pub struct FileConfig {
     /// a deleted real server for its return).
     pub expire_nodest_conn: Option<bool>,
     pub busy_poll: Option<u16>,
+    /// Prefetch each batch's connection entries before processing it.
+    pub batch_prefetch: Option<bool>,
     pub batch: Option<usize>,
     pub ring_size: Option<u32>,
     /// A CPU list as `taskset -c` takes it, as `--worker-cpus`.
@@ -154,6 +157,7 @@ impl FileConfig {
             sloppy_tcp: over.sloppy_tcp.or(self.sloppy_tcp),
             expire_nodest_conn: over.expire_nodest_conn.or(self.expire_nodest_conn),
             busy_poll: over.busy_poll.or(self.busy_poll),
+            batch_prefetch: over.batch_prefetch.or(self.batch_prefetch),
             batch: over.batch.or(self.batch),
             ring_size: over.ring_size.or(self.ring_size),
             worker_cpus: over.worker_cpus.or(self.worker_cpus),
@@ -245,6 +249,7 @@ impl FileConfig {
                 Some(crate::cpus::parse_list(list).map_err(|e| format!("worker_cpus: {e}"))?);
         }
         opts.busy_poll = self.busy_poll;
+        opts.batch_prefetch = self.batch_prefetch.unwrap_or(false);
         opts.sloppy_tcp = self.sloppy_tcp.unwrap_or(false);
         opts.expire_nodest_conn = self.expire_nodest_conn.unwrap_or(false);
         if let Some(t) = self.timeouts {

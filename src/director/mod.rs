@@ -65,6 +65,8 @@ pub struct DirectorOptions {
     pub timeouts: Timeouts,
     /// `SO_PREFER_BUSY_POLL` with this budget.
     pub busy_poll: Option<u16>,
+    /// Prefetch each batch's connection entries before processing it.
+    pub batch_prefetch: bool,
     pub static_neighbours: Vec<StaticNeighbourSpec>,
     pub sloppy_tcp: bool,
     /// IPVS's `expire_nodest_conn`: end a deleted real server's connections
@@ -86,6 +88,7 @@ impl Default for DirectorOptions {
             conn_table_size: 1 << 20,
             timeouts: Timeouts::default(),
             busy_poll: None,
+            batch_prefetch: false,
             static_neighbours: Vec::new(),
             sloppy_tcp: false,
             expire_nodest_conn: false,

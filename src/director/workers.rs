@@ -94,6 +94,7 @@ impl Workers {
                 batch: opts.batch,
                 ring_size: opts.ring_size,
                 busy_poll: opts.busy_poll,
+                prefetch: opts.batch_prefetch,
             };
             let pipeline = Pipeline::new(
                 self.shared.snapshot.load_full(),

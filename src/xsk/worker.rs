@@ -40,13 +40,6 @@ const IDLE_ROUNDS: u32 = 256;
 const IDLE_POLL_MS: i32 = 20;
 /// Extra sendto() kicks per port and round while frames wait in a TX ring.
 const TX_KICKS: u32 = 4;
-/// Whether each batch's connection entries are prefetched
-/// ([`Pipeline::prefetch`]) before its frames are processed. Off: on the
-/// development VM (105 MB of L3, which holds a 1M-entry table) the extra
-/// header parse and service lookup cost more than the overlapped misses
-/// save (`benches/pipeline.rs` `batch64`: 64k flows over 1M entries, 10%
-/// slower in two runs of three). Measure on the target host to turn it on.
-const PREFETCH: bool = false;
 /// How often the batch-latency histogram is published.
 const HISTOGRAM_PUBLISH: Duration = Duration::from_secs(1);
 
@@ -63,6 +56,12 @@ pub struct WorkerSetup {
     pub ring_size: u32,
     /// `SO_PREFER_BUSY_POLL` with this budget, if set.
     pub busy_poll: Option<u16>,
+    /// Whether each batch's connection entries are prefetched
+    /// ([`Pipeline::prefetch`]) before its frames are processed
+    /// (`batch_prefetch`, default off: on the development VM, whose 105 MB
+    /// of L3 holds a 1M-entry table, the extra header parse and service
+    /// lookup cost more than the overlapped misses save; BENCHMARKS.md).
+    pub prefetch: bool,
 }
 
 /// Why a worker could not be set up.
@@ -333,10 +332,10 @@ impl Worker {
                 let n = unsafe { self.ports[p].rx.consume(&mut rx_descs) };
                 self.ports[p].in_fill -= n as u64;
                 received += n;
-                // A batch at a time: with PREFETCH, the connection entries
+                // A batch at a time: with `prefetch`, the connection entries
                 // of its frames are brought into cache together first.
                 for chunk in rx_descs[..n].chunks_mut(PREFETCH_BATCH) {
-                    if PREFETCH {
+                    if self.setup.prefetch {
                         let umem = &self.umem;
                         // SAFETY: as for `consume` above: the kernel is done
                         // with these frames and only this worker reads them.
