@@ -327,6 +327,9 @@ pub enum InsertError {
     AddressFamily,
     /// A [`RealId`] above 65535: entries store 16 bits.
     IdOutOfRange,
+    /// Neither TCP nor UDP: no virtual service is of another protocol, so
+    /// no connection is.
+    Protocol,
 }
 
 /// Table-wide counters (a snapshot).
@@ -615,7 +618,7 @@ impl ConnTable {
         let state = match new.key.proto {
             L4Proto::Tcp => ConnState::None,
             L4Proto::Udp => ConnState::Udp,
-            L4Proto::Icmp | L4Proto::Icmpv6 => ConnState::Icmp,
+            L4Proto::Icmp | L4Proto::Icmpv6 => return Err(InsertError::Protocol),
         };
         let link = match new.template {
             Some(t) => {
@@ -659,9 +662,11 @@ impl ConnTable {
     /// a state the protocol cannot have.
     pub fn import(&self, c: &ImportConn, now: Millis) -> Result<Conn, ImportError> {
         let state_fits = match c.key.proto {
-            L4Proto::Tcp => !matches!(c.state, ConnState::Udp | ConnState::Icmp),
+            L4Proto::Tcp => c.state != ConnState::Udp,
             L4Proto::Udp => c.state == ConnState::Udp,
-            L4Proto::Icmp | L4Proto::Icmpv6 => c.state == ConnState::Icmp,
+            L4Proto::Icmp | L4Proto::Icmpv6 => {
+                return Err(ImportError::Refused(InsertError::Protocol))
+            }
         };
         if !state_fits {
             return Err(ImportError::StateMismatch);

@@ -31,12 +31,10 @@ pub enum ConnState {
     SynAck = 10,
     /// A UDP entry (IPVS's only UDP state, `NORMAL`).
     Udp = 11,
-    /// An ICMP / ICMPv6 entry.
-    Icmp = 12,
 }
 
 /// Number of [`ConnState`] values; the size of the timeout array.
-pub(super) const STATES: usize = 13;
+pub(super) const STATES: usize = 12;
 
 impl ConnState {
     pub(super) fn from_code(code: u8) -> Option<ConnState> {
@@ -54,7 +52,6 @@ impl ConnState {
             9 => Listen,
             10 => SynAck,
             11 => Udp,
-            12 => Icmp,
             _ => return Option::None,
         })
     }
@@ -75,7 +72,6 @@ impl ConnState {
             Listen => "LISTEN",
             SynAck => "SYNACK",
             Udp => "UDP",
-            Icmp => "ICMP",
         }
     }
 
@@ -181,7 +177,6 @@ pub struct Timeouts {
     pub synack: u32,
     /// `ipvsadm --set udp` (300 s).
     pub udp: u32,
-    pub icmp: u32,
     /// SYN_RECV timeout used while half-open entries exceed 1/8 of the table
     /// (2 s): a flood then holds at most rate × 2 s entries.
     pub syn_flood: u32,
@@ -202,7 +197,6 @@ impl Default for Timeouts {
             listen: 120,
             synack: 120,
             udp: 300,
-            icmp: 60,
             syn_flood: 2,
         }
     }
@@ -224,7 +218,6 @@ impl Timeouts {
             Listen => self.listen,
             SynAck => self.synack,
             Udp => self.udp,
-            Icmp => self.icmp,
         }
     }
 }
@@ -273,7 +266,6 @@ impl LiveTimeouts {
             listen: s(Listen),
             synack: s(SynAck),
             udp: s(Udp),
-            icmp: s(Icmp),
             syn_flood: (self.syn_flood_ms.load(Ordering::Relaxed) / 1000) as u32,
         }
     }

@@ -276,7 +276,6 @@ fn every_state_has_its_timeout() {
     check_timeout(&t, L4Proto::Tcp, 7, &[ACK], d.tcp as u64);
     check_timeout(&t, L4Proto::Tcp, 10, &[SYN, SYN, ACK], d.tcp as u64);
     check_timeout(&t, L4Proto::Udp, 8, &[], d.udp as u64);
-    check_timeout(&t, L4Proto::Icmp, 9, &[], d.icmp as u64);
     // States only NAT reaches, through its two tables.
     let nat = |cport: u16, steps: &[(Direction, TcpFlags)], secs: u32| {
         let secs = u64::from(secs);
@@ -418,7 +417,7 @@ fn ipv6_connections_and_reply_keys() {
 }
 
 #[test]
-fn udp_and_icmp_entries() {
+fn udp_entries_and_no_icmp_ones() {
     use ForwardMethod::{Nat, Tun};
     let (t, d) = table(1000);
     let u = open(&t, client_key(L4Proto::Udp, 53), Tun, 4, Millis(0));
@@ -429,11 +428,13 @@ fn udp_and_icmp_entries() {
         t.update(&u.handle, Direction::Original, Some(SYN), Millis(5)),
         Some(ConnState::Udp)
     );
-    let i = open(&t, client_key(L4Proto::Icmp, 7), Nat, 4, Millis(0));
-    assert_eq!(i.state(), ConnState::Icmp);
-    // UDP and ICMP connections are never ActiveConn.
-    assert_eq!(counts(&d, 4), (0, 2, 0));
-    assert_eq!(t.expire_step(Millis(61_000), usize::MAX), 1);
+    // No service is of ICMP: the table refuses such a connection.
+    assert_eq!(
+        t.insert(&new_conn(client_key(L4Proto::Icmp, 7), Nat, 4), Millis(0))
+            .err(),
+        Some(InsertError::Protocol)
+    );
+    // UDP connections are never ActiveConn.
     assert_eq!(counts(&d, 4), (0, 1, 0));
     assert_eq!(t.expire_step(Millis(301_000), usize::MAX), 1);
     assert_eq!(counts(&d, 4), (0, 0, 0));
