@@ -8,7 +8,7 @@
 //! connection picked up mid-stream (`sloppy_tcp`: its first segment an ACK)
 //! starts ESTABLISHED, not CLOSE as in kernels before 3.12; ActiveConn counts
 //! the kernel's `tcp_state_active_table` states (ESTABLISHED, SYN_SENT,
-//! SYN_RECV, SYNACK). UDP and ICMP entries have a single state each.
+//! SYN_RECV, SYNACK). UDP entries have a single state (UDP); there are no ICMP entries.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
