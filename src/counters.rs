@@ -1,6 +1,6 @@
 //! Every worker counter, declared once.
 //!
-//! [`worker_counters!`] below is the one list of a worker's plain counters:
+//! `worker_counters!` below is the one list of a worker's plain counters:
 //! field, Prometheus family name (the encoder appends `_total`), HELP text,
 //! and the name in the exit summary line (none for counters the line never
 //! showed). From it come the plain struct [`WorkerCounters`] the pipeline

@@ -1,11 +1,23 @@
 //! xvs: a Linux Virtual Server director in userspace over AF_XDP.
 //!
-//! The crate is laid out as the data path runs: [`packet`] parses and rewrites
-//! frames, [`forward`] applies an LVS forwarding method (NAT, TUN, DR) to one
-//! frame, [`conntrack`] remembers which real server a connection went to,
-//! [`sched`] picks a real server for a new connection, and [`pipeline`] ties them
-//! into the one sans-IO entry point every caller uses:
-//! `Pipeline::process(now, frame) -> Verdict`.
+//! ARCHITECTURE.md draws the layers and who posts what to whom; in short,
+//! from the bytes up:
+//! - [`packet`] parses and rewrites frames; [`verdict`] names what becomes
+//!   of one ([`verdict::Verdict`], [`verdict::DropReason`]).
+//! - [`service`] is the model: virtual services, real servers, their ids,
+//!   health and edits; the immutable snapshots workers read; the
+//!   per-real-server counters. [`counters`] declares every worker counter
+//!   once.
+//! - [`forward`] applies an LVS forwarding method (NAT, TUN, DR) to one
+//!   frame, [`conntrack`] remembers which real server a connection went to,
+//!   [`sched`] picks a real server for a new one, [`neigh`] holds next hops.
+//! - [`pipeline`] ties them into the sans-IO core every caller drives:
+//!   `Pipeline::process(now, ingress, frame) -> Verdict` (and
+//!   `process_batch`), with an outbox of events (`Pipeline::poll_event`).
+//! - [`xsk`] moves frames between AF_XDP rings and the pipeline (the only
+//!   `unsafe`), [`director`] starts and upkeeps the data plane, and
+//!   [`control`] runs the daemon that owns the model, with its front ends
+//!   (ipvsadm, the TOML config) and servers (control socket, metrics).
 
 pub mod conntrack;
 pub mod control;

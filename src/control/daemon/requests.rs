@@ -22,7 +22,7 @@
 //!   counters apart from its destinations'). Rates: [`super::rates`].
 //!
 //! [`ConnTable::expire_reals`]: crate::conntrack::ConnTable::expire_reals
-//! [`RealTraffic`]: crate::pipeline::RealTraffic
+//! [`RealTraffic`]: crate::service::RealTraffic
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
