@@ -114,6 +114,19 @@
 
 mod state;
 mod table;
+/// The checks every new connection entry passes: client, VIP and real
+/// server of one family, and a real-server id an entry can hold.
+fn check_new(key: &FlowKey, real: SocketAddr, real_id: RealId) -> Result<(), InsertError> {
+    let v6 = key.is_ipv6();
+    if real.is_ipv6() != v6 || key.dst.is_ipv6() != v6 {
+        return Err(InsertError::AddressFamily);
+    }
+    if real_id.0 > MAX_ID {
+        return Err(InsertError::IdOutOfRange);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -608,43 +621,19 @@ impl ConnTable {
     /// already present and alive (another worker won the race) that entry
     /// is returned instead, and `template` is left as it was.
     pub fn insert(&self, new: &NewConn, now: Millis) -> Result<Conn, InsertError> {
-        let v6 = new.key.is_ipv6();
-        if new.real.is_ipv6() != v6 || new.key.dst.is_ipv6() != v6 {
-            return Err(InsertError::AddressFamily);
-        }
-        if new.real_id.0 > MAX_ID {
-            return Err(InsertError::IdOutOfRange);
-        }
+        check_new(&new.key, new.real, new.real_id)?;
         let state = match new.key.proto {
             L4Proto::Tcp => ConnState::None,
             L4Proto::Udp => ConnState::Udp,
             L4Proto::Icmp | L4Proto::Icmpv6 => return Err(InsertError::Protocol),
         };
-        let link = match new.template {
-            Some(t) => {
-                if t.v6 != v6 || !self.bind(&t, now) {
-                    self.counters.template_gone.fetch_add(1, Ordering::Relaxed);
-                    return Err(InsertError::TemplateGone);
-                }
-                t.slot + 1
-            }
-            None => 0,
-        };
-        let fresh = Fresh {
-            fwd: fwd_tuple(&new.key, Kind::Conn),
-            method: new.method,
-            real: addr_bits(new.real.ip()),
-            rport: new.real.port(),
-            real_id: new.real_id.0,
-            link,
-            persist_secs: 0,
-            state,
-            timeout_ms: self.timeouts.ms(state, false),
-        };
-        let placed = self.place(v6, &fresh, now);
-        if !matches!(placed, Ok(Placed::New(_))) && link != 0 {
-            self.unbind(v6, link - 1);
-        }
+        let placed = self.place_conn(
+            new.key,
+            (new.real_id, new.method, new.real),
+            new.template,
+            (state, self.timeouts.ms(state, false)),
+            now,
+        );
         match placed? {
             Placed::New(s) => {
                 self.counted_new(new.real_id.0, state);
@@ -671,13 +660,7 @@ impl ConnTable {
         if !state_fits {
             return Err(ImportError::StateMismatch);
         }
-        let v6 = c.key.is_ipv6();
-        if c.real.is_ipv6() != v6 || c.key.dst.is_ipv6() != v6 {
-            return Err(InsertError::AddressFamily.into());
-        }
-        if c.real_id.0 > MAX_ID {
-            return Err(InsertError::IdOutOfRange.into());
-        }
+        check_new(&c.key, c.real, c.real_id)?;
         if let Some(old) = self.lookup_original(&c.key, now) {
             let same =
                 old.real_id() == c.real_id && old.method() == c.method && old.real() == c.real;
@@ -689,31 +672,13 @@ impl ConnTable {
                 self.remove(&old.handle, now);
             }
         }
-        let link = match c.template {
-            Some(t) => {
-                if t.v6 != v6 || !self.bind(&t, now) {
-                    self.counters.template_gone.fetch_add(1, Ordering::Relaxed);
-                    return Err(InsertError::TemplateGone.into());
-                }
-                t.slot + 1
-            }
-            None => 0,
-        };
-        let fresh = Fresh {
-            fwd: fwd_tuple(&c.key, Kind::Conn),
-            method: c.method,
-            real: addr_bits(c.real.ip()),
-            rport: c.real.port(),
-            real_id: c.real_id.0,
-            link,
-            persist_secs: 0,
-            state: c.state,
-            timeout_ms: c.timeout_ms,
-        };
-        let placed = self.place(v6, &fresh, now);
-        if !matches!(placed, Ok(Placed::New(_))) && link != 0 {
-            self.unbind(v6, link - 1);
-        }
+        let placed = self.place_conn(
+            c.key,
+            (c.real_id, c.method, c.real),
+            c.template,
+            (c.state, c.timeout_ms),
+            now,
+        );
         match placed? {
             Placed::New(s) => {
                 self.counted_new(c.real_id.0, c.state);
@@ -751,6 +716,47 @@ impl ConnTable {
         }
         let s = shard.read(h.slot)?;
         Some(Conn::of(&s, Direction::Original))
+    }
+
+    /// Places a connection entry of `key` toward `(real_id, method, real)`
+    /// in `(state, timeout_ms)`, linked to `template` (bound first, and
+    /// unbound again unless a new entry took the link): what an insert and
+    /// an import both write.
+    fn place_conn(
+        &self,
+        key: FlowKey,
+        (real_id, method, real): (RealId, ForwardMethod, SocketAddr),
+        template: Option<ConnRef>,
+        (state, timeout_ms): (ConnState, u64),
+        now: Millis,
+    ) -> Result<Placed, InsertError> {
+        let v6 = key.is_ipv6();
+        let link = match template {
+            Some(t) => {
+                if t.v6 != v6 || !self.bind(&t, now) {
+                    self.counters.template_gone.fetch_add(1, Ordering::Relaxed);
+                    return Err(InsertError::TemplateGone);
+                }
+                t.slot + 1
+            }
+            None => 0,
+        };
+        let fresh = Fresh {
+            fwd: fwd_tuple(&key, Kind::Conn),
+            method,
+            real: addr_bits(real.ip()),
+            rport: real.port(),
+            real_id: real_id.0,
+            link,
+            persist_secs: 0,
+            state,
+            timeout_ms,
+        };
+        let placed = self.place(v6, &fresh, now);
+        if !matches!(placed, Ok(Placed::New(_))) && link != 0 {
+            self.unbind(v6, link - 1);
+        }
+        placed
     }
 
     /// Counts a new connection entry placed in `state`.
