@@ -616,7 +616,7 @@ impl ConnTable {
         Some(Conn::of(&s, Direction::Reply))
     }
 
-    /// Adds a connection in state NONE (TCP), UDP or ICMP; then call
+    /// Adds a connection in state NONE (TCP) or UDP; then call
     /// [`ConnTable::update`] with the packet that opened it. If the key is
     /// already present and alive (another worker won the race) that entry
     /// is returned instead, and `template` is left as it was.
