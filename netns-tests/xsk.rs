@@ -442,6 +442,15 @@ fn busy_polling_workers_lose_and_duplicate_nothing() {
     }
 }
 
+#[test]
+fn prefetching_workers_lose_and_duplicate_nothing() {
+    // --batch-prefetch parses each batch once more, ahead of processing:
+    // the frames it reads must still each go out exactly once.
+    if root_or_skip("prefetching_workers_lose_and_duplicate_nothing") {
+        every_frame_once_on_two_queues(&["--batch-prefetch"]);
+    }
+}
+
 /// 1000 SYNs of distinct flows over two queues and two workers: each
 /// arrives exactly once, both workers take part, frame accounting balances.
 fn every_frame_once_on_two_queues(extra: &[&str]) {
