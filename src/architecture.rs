@@ -90,6 +90,23 @@ const RULES: &[(&str, &[&str], &str)] = &[
         "next hops are data the pipeline reads",
     ),
     (
+        "health",
+        &[
+            "conntrack",
+            "control",
+            "director",
+            "pipeline",
+            "sync",
+            "xsk",
+        ],
+        "checks post reports to the daemon; they never touch the data plane",
+    ),
+    (
+        "sync",
+        &["control", "director", "health", "xsk"],
+        "sync speaks to peers and the connection table; the daemon wires it",
+    ),
+    (
         "control::metrics",
         &["control::daemon", "director"],
         "metrics encode and serve what the daemon hands them",

@@ -26,6 +26,7 @@ pub mod cpus;
 pub mod director;
 pub mod files;
 pub mod forward;
+pub mod health;
 pub mod limits;
 pub mod neigh;
 pub mod packet;

@@ -29,8 +29,8 @@ use crate::packet::L4Proto;
 
 pub use counters::{RealCounts, RealLoad, RealLoads, RealTraffic, RealTrafficSlot, TotalStats};
 pub use model::{
-    Applied, ApplyError, BatchError, Edit, Health, RealSpec, ServiceModel, ServiceSpec,
-    Transaction, MAX_IDS,
+    Applied, ApplyError, BatchError, Edit, Health, OnFailure, RealSpec, ServiceModel,
+    ServicePolicy, ServiceSpec, Transaction, MAX_IDS,
 };
 pub use table::{ServiceIndex, ServiceTable};
 

@@ -84,6 +84,45 @@ pub struct ServiceSpec {
     pub persistence: Option<Persistence>,
 }
 
+/// What a service does when its real servers fail their checks
+/// (keepalived's `inhibit_on_failure`, `sorry_server`, `quorum`,
+/// `hysteresis`). The default quiesces a down server and has no sorry
+/// server; quorum 1 means "at least one real server up".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServicePolicy {
+    pub on_failure: OnFailure,
+    /// Used only while the service is below quorum (no real server up,
+    /// with the default quorum).
+    pub sorry: Option<RealSpec>,
+    /// The sum of the weights of the real servers up that the service
+    /// needs; below `quorum - hysteresis` it loses quorum, at
+    /// `quorum + hysteresis` it has it again.
+    pub quorum: u32,
+    pub hysteresis: u32,
+}
+
+impl Default for ServicePolicy {
+    fn default() -> ServicePolicy {
+        ServicePolicy {
+            on_failure: OnFailure::Quiesce,
+            sorry: None,
+            quorum: 1,
+            hysteresis: 0,
+        }
+    }
+}
+
+/// What becomes of a real server that is down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Weight 0: no new connections, established ones go on (keepalived
+    /// `inhibit_on_failure`).
+    #[default]
+    Quiesce,
+    /// Out of the service until it is up again (keepalived's default).
+    Remove,
+}
+
 /// A real server as `-a`/`-e` describe it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RealSpec {

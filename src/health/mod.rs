@@ -1,0 +1,209 @@
+//! Real-server health checks (the seed's "mon"): a front end of the model.
+//!
+//! What is checked is a [`Target`]: one real server of one service, with
+//! the [`CheckSpec`] it inherits from its service or has of its own
+//! ([`CheckConfig::targets`]). The [`Monitor`] runs every target's checks
+//! concurrently, off the daemon's loop and off the workers, counts
+//! failures and successes against `fall` and `rise`, and reports each
+//! transition as a [`Report`]; the daemon turns a report into an
+//! [`Edit::SetHealth`](crate::service::Edit::SetHealth).
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use crate::service::{ServiceKey, ServiceModel};
+
+/// How one target is checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckSpec {
+    pub kind: CheckKind,
+    /// Between the starts of two checks (keepalived `delay_loop`).
+    pub interval: Duration,
+    /// Connect and response timeout of one check (`connect_timeout`).
+    pub timeout: Duration,
+    /// Failures in a row before up turns down (keepalived `retry`).
+    pub fall: u32,
+    /// Successes in a row before down turns up.
+    pub rise: u32,
+    /// Between a failed check and the next try while counting to `fall`.
+    pub delay_before_retry: Duration,
+    /// Before the first check, at most (a random part of it, as keepalived).
+    pub warmup: Duration,
+    /// Start down until the first success (keepalived `alpha`).
+    pub start_down: bool,
+    /// Check this address instead of the real server's (`connect_ip`).
+    pub connect_ip: Option<IpAddr>,
+    /// Check this port instead of the real server's (`connect_port`).
+    pub connect_port: Option<u16>,
+}
+
+impl CheckSpec {
+    /// keepalived's defaults for a check of this kind: 6 s interval, 5 s
+    /// timeout, fall 1, rise 1, 1 s before a retry, no warmup, start up.
+    pub fn new(kind: CheckKind) -> CheckSpec {
+        CheckSpec {
+            kind,
+            interval: Duration::from_secs(6),
+            timeout: Duration::from_secs(5),
+            fall: 1,
+            rise: 1,
+            delay_before_retry: Duration::from_secs(1),
+            warmup: Duration::ZERO,
+            start_down: false,
+            connect_ip: None,
+            connect_port: None,
+        }
+    }
+
+    /// Where a check of the real server at `real` connects to.
+    pub fn endpoint(&self, real: SocketAddr) -> SocketAddr {
+        SocketAddr::new(
+            self.connect_ip.unwrap_or(real.ip()),
+            self.connect_port.unwrap_or(real.port()),
+        )
+    }
+}
+
+/// What one check does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// A TCP connect (keepalived `TCP_CHECK`).
+    Tcp,
+    /// An HTTP GET (keepalived `HTTP_GET`).
+    Http(HttpSpec),
+    /// An HTTPS GET, certificates unchecked unless asked (`SSL_GET`).
+    Https(HttpSpec),
+    /// A datagram sent; up when an answer (matching `expect`, if given)
+    /// comes back (keepalived `UDP_CHECK`).
+    Udp {
+        payload: Vec<u8>,
+        expect: Option<Vec<u8>>,
+    },
+    /// A DNS query over UDP; up when the answer's rcode is one of `rcodes`
+    /// (keepalived `DNS_CHECK`: type SOA for "." by default, rcode 0).
+    Dns {
+        name: String,
+        qtype: u16,
+        rcodes: Vec<u8>,
+    },
+    /// A command: exit 0 up, else down; with `dynamic` (keepalived
+    /// `misc_dynamic`) exit codes 2..=255 also set the weight to code − 2.
+    Exec { command: String, dynamic: bool },
+}
+
+impl CheckKind {
+    /// The checker's name in status output and metric labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http(_) => "http",
+            CheckKind::Https(_) => "https",
+            CheckKind::Udp { .. } => "udp",
+            CheckKind::Dns { .. } => "dns",
+            CheckKind::Exec { .. } => "exec",
+        }
+    }
+}
+
+/// An HTTP or HTTPS GET and what its answer must be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpSpec {
+    pub path: String,
+    /// The Host header and, for HTTPS, the SNI name (default: the address).
+    pub host: Option<String>,
+    /// Status codes that count as up (default 200..=299).
+    pub status: Vec<RangeInclusive<u16>>,
+    /// A substring the body must contain.
+    pub body_contains: Option<String>,
+    /// The body's MD5 as lowercase hex (keepalived `digest`).
+    pub digest: Option<String>,
+    /// HTTPS only: verify the certificate (off by default, as `SSL_GET`).
+    pub verify_cert: bool,
+}
+
+impl HttpSpec {
+    pub fn new(path: impl Into<String>) -> HttpSpec {
+        HttpSpec {
+            path: path.into(),
+            host: None,
+            status: vec![200..=299],
+            body_contains: None,
+            digest: None,
+            verify_cert: false,
+        }
+    }
+}
+
+/// Commands run on a target's transitions (keepalived `notify_up` and
+/// `notify_down`), with the server, service and reason in their
+/// environment and arguments.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Notify {
+    pub up: Option<String>,
+    pub down: Option<String>,
+}
+
+/// One real server of one service and how it is checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub service: ServiceKey,
+    pub real: SocketAddr,
+    pub check: CheckSpec,
+    pub notify: Notify,
+}
+
+/// A target's health changed (or, with `misc_dynamic`, its weight).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub service: ServiceKey,
+    pub real: SocketAddr,
+    pub up: bool,
+    /// The weight an exec check with `dynamic` asked for.
+    pub weight: Option<u32>,
+    /// Why, in words: "connect refused", "HTTP 500", "timed out after 2s".
+    pub reason: String,
+}
+
+/// Checks as configured: per service (inherited by each of its real
+/// servers, also those added later by ipvsadm) and per real server (which
+/// wins over its service's).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckConfig {
+    pub services: Vec<(ServiceKey, CheckSpec, Notify)>,
+    pub reals: Vec<(ServiceKey, SocketAddr, CheckSpec, Notify)>,
+}
+
+impl CheckConfig {
+    /// The targets of `model`'s real servers: each real server once, with
+    /// its own check if it has one, else its service's; real servers with
+    /// neither are not checked.
+    pub fn targets(&self, model: &ServiceModel) -> Vec<Target> {
+        let mut out = Vec::new();
+        for service in model.services() {
+            for real in &service.reals {
+                let at = SocketAddr::new(real.addr, real.port);
+                let own = self
+                    .reals
+                    .iter()
+                    .find(|(k, a, _, _)| *k == service.key && *a == at)
+                    .map(|(_, _, c, n)| (c, n));
+                let inherited = || {
+                    self.services
+                        .iter()
+                        .find(|(k, _, _)| *k == service.key)
+                        .map(|(_, c, n)| (c, n))
+                };
+                if let Some((check, notify)) = own.or_else(inherited) {
+                    out.push(Target {
+                        service: service.key,
+                        real: at,
+                        check: check.clone(),
+                        notify: notify.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
