@@ -35,28 +35,34 @@ use crate::common::{
 /// Labs this process has built: each gets its own namespace prefix.
 static LABS: AtomicU32 = AtomicU32::new(0);
 
-struct Lab {
-    prefix: String,
-    mode: &'static str,
+pub(crate) struct Lab {
+    pub(crate) prefix: String,
+    pub(crate) mode: &'static str,
     /// A directory holding the `ipvsadm` symlink to xvs.
-    bin: PathBuf,
-    socket: PathBuf,
-    vip: IpAddr,
-    reals: [IpAddr; 3],
-    director: Option<DirectorProc>,
-    dir_ns: Option<Netns>,
+    pub(crate) bin: PathBuf,
+    pub(crate) socket: PathBuf,
+    pub(crate) vip: IpAddr,
+    pub(crate) reals: [IpAddr; 3],
+    pub(crate) director: Option<DirectorProc>,
+    pub(crate) dir_ns: Option<Netns>,
     /// The switch namespace, held to capture on (deleted with the lab).
-    switch: Option<Netns>,
+    pub(crate) switch: Option<Netns>,
 }
 
 impl Lab {
-    fn up(mode: &'static str) -> Lab {
+    pub(crate) fn up(mode: &'static str) -> Lab {
         Lab::up_with(mode, "on")
     }
 
     /// `tx_csum`: "on" (the kernel's default: senders' checksums arrive
     /// partial) or "off" (full checksums, as from a real NIC).
-    fn up_with(mode: &'static str, tx_csum: &str) -> Lab {
+    pub(crate) fn up_with(mode: &'static str, tx_csum: &str) -> Lab {
+        Lab::up_with_args(mode, tx_csum, &[])
+    }
+
+    /// The lab with `extra` arguments for its `xvs director` (a config
+    /// file, checks, sync).
+    pub(crate) fn up_with_args(mode: &'static str, tx_csum: &str, extra: &[&str]) -> Lab {
         let tag = if mode == "tun6" { "6" } else { &mode[..1] };
         let prefix = format!(
             "xvs{tag}-{}-{}",
@@ -110,23 +116,24 @@ impl Lab {
             "--conn-table-size",
             "65536",
         ]);
+        args.extend(extra);
         lab.director = Some(DirectorProc::start(&ns, &args));
         lab.dir_ns = Some(ns);
         lab.switch = Some(Netns::adopt(&lab.ns("sw")));
         lab
     }
 
-    fn ns(&self, role: &str) -> String {
+    pub(crate) fn ns(&self, role: &str) -> String {
         format!("{}-{role}", self.prefix)
     }
 
     /// VIP:port as ipvsadm and curl write it (`[2001:db8:1::10]:80`).
-    fn vip_at(&self, port: u16) -> SocketAddr {
+    pub(crate) fn vip_at(&self, port: u16) -> SocketAddr {
         SocketAddr::new(self.vip, port)
     }
 
     /// A seed-style script, one ipvsadm command a line, through the symlink.
-    fn script(&self, text: &str) {
+    pub(crate) fn script(&self, text: &str) {
         let out = Command::new("sh")
             .arg("-ec")
             .arg(text)
@@ -149,7 +156,7 @@ impl Lab {
         );
     }
 
-    fn ipvsadm(&self, args: &str) -> String {
+    pub(crate) fn ipvsadm(&self, args: &str) -> String {
         let out = Command::new(self.bin.join("ipvsadm"))
             .args(args.split_whitespace())
             .env("XVS_CONTROL_SOCKET", &self.socket)
@@ -164,7 +171,7 @@ impl Lab {
     }
 
     /// The service with the method flag of this lab's mode.
-    fn method(&self) -> &'static str {
+    pub(crate) fn method(&self) -> &'static str {
         match self.mode {
             "nat" => "-m",
             "tun" | "tun6" => "-i",
@@ -172,7 +179,7 @@ impl Lab {
         }
     }
 
-    fn forward_word(&self) -> &'static str {
+    pub(crate) fn forward_word(&self) -> &'static str {
         match self.mode {
             "nat" => "Masq",
             "tun" | "tun6" => "Tunnel",
@@ -181,7 +188,7 @@ impl Lab {
     }
 
     /// `-C`, then one service on VIP:port with the three real servers.
-    fn configure(&self, port: u16, sched: &str, weights: [u32; 3], extra: &str) {
+    pub(crate) fn configure(&self, port: u16, sched: &str, weights: [u32; 3], extra: &str) {
         let vip = self.vip_at(port);
         let mut s = format!("ipvsadm -C\nipvsadm -A -t {vip} -s {sched} {extra}\n");
         for (r, w) in self.reals.iter().zip(weights) {
@@ -196,7 +203,7 @@ impl Lab {
 
     /// `n` HTTP requests from the client, one connection each; how many each
     /// real server answered.
-    fn requests(&self, n: usize) -> BTreeMap<String, usize> {
+    pub(crate) fn requests(&self, n: usize) -> BTreeMap<String, usize> {
         let out = sh(&format!(
             "ip netns exec {} sh -c 'for i in $(seq {n}); do curl -s -m 5 http://{}/ || echo FAILED; done'",
             self.ns("c"),
@@ -215,7 +222,7 @@ impl Lab {
     }
 
     /// A long-lived request (`/hold?s=SECS`) in the background.
-    fn hold(&self, secs: u32) -> Child {
+    pub(crate) fn hold(&self, secs: u32) -> Child {
         Command::new("ip")
             .args(["netns", "exec", &self.ns("c"), "curl", "-s", "-m", "60"])
             .arg(format!("http://{}/hold?s={secs}", self.vip_at(80)))
@@ -226,7 +233,7 @@ impl Lab {
     }
 
     /// Rows `(real, forward, weight, active, inactive)` of `ipvsadm -L -n`.
-    fn rows(&self) -> Vec<(String, String, u32, u32, u32)> {
+    pub(crate) fn rows(&self) -> Vec<(String, String, u32, u32, u32)> {
         self.ipvsadm("-L -n")
             .lines()
             .filter(|l| l.trim_start().starts_with("->") && !l.contains("RemoteAddress"))
@@ -240,7 +247,7 @@ impl Lab {
 
     /// TUN: a capture of the encapsulated packets on the real servers'
     /// switch, and the director's address there that they come from.
-    fn tunnel_capture(&self) -> Option<(Capture, &'static str)> {
+    pub(crate) fn tunnel_capture(&self) -> Option<(Capture, &'static str)> {
         let (filter, outer) = match self.mode {
             "tun" => ("ip proto 4", "198.51.100.253"),
             "tun6" => ("ip6 proto 41", "2001:db8:2::fd"),
@@ -250,7 +257,7 @@ impl Lab {
         Some((Capture::start(switch, "any", filter), outer))
     }
 
-    fn stop(&mut self) -> String {
+    pub(crate) fn stop(&mut self) -> String {
         self.director.take().map(|d| d.stop()).unwrap_or_default()
     }
 }
