@@ -103,7 +103,7 @@ impl Control {
                 _ => {
                     let stats = self.list_stats(plane);
                     match render::list(
-                        self.model.services(),
+                        &self.model.view(),
                         &stats,
                         &opts,
                         plane.table_size(),
@@ -115,7 +115,7 @@ impl Control {
                 }
             },
             Command::Save { numeric } => {
-                Response::ok(save::save(self.model.services(), numeric, self.names))
+                Response::ok(save::save(&self.model.view(), numeric, self.names))
             }
             Command::Restore => {
                 let text = request.stdin.as_deref().unwrap_or("");
@@ -236,7 +236,7 @@ impl Control {
         self.model
             .services()
             .iter()
-            .flat_map(|s| s.reals.iter().map(|r| r.id))
+            .flat_map(|s| self.model.ids_of(s))
             .collect()
     }
 
@@ -244,7 +244,7 @@ impl Control {
         self.model
             .services()
             .iter()
-            .flat_map(|s| s.reals.iter().map(move |r| (r.id, s.key)))
+            .flat_map(|s| self.model.ids_of(s).map(move |id| (id, s.key)))
             .collect()
     }
 
@@ -257,13 +257,13 @@ impl Control {
         let mut stats = ListStats::default();
         for s in self.model.services() {
             let mut svc = self.retired.get(&s.key).copied().unwrap_or_default();
-            for r in &s.reals {
-                let t = plane.raw_totals(r.id).minus(&self.base(r.id));
+            for id in self.model.ids_of(s) {
+                let t = plane.raw_totals(id).minus(&self.base(id));
                 svc.add(&t);
                 stats.reals.insert(
-                    r.id,
+                    id,
                     RealStats {
-                        counts: plane.real_counts(r.id),
+                        counts: plane.real_counts(id),
                         totals: t,
                         rates: RateStats::default(),
                     },
