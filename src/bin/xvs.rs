@@ -196,6 +196,7 @@ fn settings(args: &DirectorArgs) -> Result<Settings, String> {
         metrics_addr: args.metrics_addr.clone(),
         services_file: args.services.clone(),
         services: None,
+        ..FileConfig::default()
     };
     let merged = file.overridden_by(cli);
     merged.resolve().map_err(|e| match &args.config {

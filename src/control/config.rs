@@ -35,6 +35,18 @@
 //! tcp = 900
 //! tcpfin = 120
 //! udp = 300
+//!
+//! # Health checks and what a failure does: see [`checks`].
+//! [[check]]
+//! service = "tcp 192.0.2.10:80"
+//! type = "http"
+//! path = "/health"
+//! interval = "1s"
+//!
+//! [[policy]]
+//! service = "tcp 192.0.2.10:80"
+//! on_failure = "quiesce"
+//! sorry_server = "198.51.100.9:80"
 //! ```
 //!
 //! The services script is read as `ipvsadm -R` reads it (its parse errors
@@ -48,10 +60,14 @@
 //! Files are read through [`files::read_text`]: regular files only, at most
 //! [`files::MAX_CONFIG_BYTES`].
 
+pub mod checks;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+pub use checks::{CheckTable, HealthSettings, PolicyTable};
 
 use super::ipvsadm::{parse_restore, Command, ScriptLine, Services, MAX_TIMEOUT};
 use crate::director::{self, DirectorOptions, StaticNeighbourSpec, REAL_CAPACITY};
@@ -59,7 +75,7 @@ use crate::files;
 use crate::limits::{MAX_CONN_TABLE, MAX_QUEUES};
 use crate::neigh::netlink;
 use crate::packet::MacAddr;
-use crate::service::{ApplyError, ServiceModel};
+use crate::service::{ApplyError, Edit, ServiceModel};
 
 /// Largest AF_XDP ring: each worker's UMEM holds two rings' worth of 4 KiB
 /// frames per interface (512 MiB per interface at this size).
@@ -92,6 +108,10 @@ pub struct FileConfig {
     pub services_file: Option<PathBuf>,
     /// Inline ipvsadm-save text.
     pub services: Option<String>,
+    /// `[[check]]` tables: health checks ([`checks`]).
+    pub check: Option<Vec<CheckTable>>,
+    /// `[[policy]]` tables: what a service does when checks fail.
+    pub policy: Option<Vec<PolicyTable>>,
 }
 
 /// `ipvsadm --set tcp tcpfin udp` at start, seconds.
@@ -109,8 +129,11 @@ pub struct Settings {
     pub director: DirectorOptions,
     pub control_socket: Option<PathBuf>,
     pub metrics_addr: Option<SocketAddr>,
-    /// The services to start with.
+    /// The services to start with, with their policies.
     pub model: ServiceModel,
+    /// The health checks, and the policies (also in `model`, kept to be
+    /// given again to a service deleted and defined anew).
+    pub health: HealthSettings,
 }
 
 impl FileConfig {
@@ -166,6 +189,8 @@ impl FileConfig {
             metrics_addr: over.metrics_addr.or(self.metrics_addr),
             services_file,
             services,
+            check: over.check.or(self.check),
+            policy: over.policy.or(self.policy),
         }
     }
 
@@ -286,12 +311,19 @@ impl FileConfig {
         };
         let script =
             parse_restore(&text, Services::system()).map_err(|e| format!("{origin}: {e}"))?;
-        let model = start_model(&script, &mut opts).map_err(|e| format!("{origin}: {e}"))?;
+        let mut model = start_model(&script, &mut opts).map_err(|e| format!("{origin}: {e}"))?;
+        let health = checks::resolve(
+            self.check.as_deref().unwrap_or(&[]),
+            self.policy.as_deref().unwrap_or(&[]),
+            &model,
+        )?;
+        apply_policies(&mut model, &health.policies)?;
         Ok(Settings {
             director: opts,
             control_socket: self.control_socket.clone(),
             metrics_addr,
             model,
+            health,
         })
     }
 }
@@ -320,6 +352,25 @@ fn start_model(script: &[ScriptLine], opts: &mut DirectorOptions) -> Result<Serv
     }
     tx.commit();
     Ok(model)
+}
+
+/// Gives each service its policy; a refusal names the service and says
+/// why in the model's words ("Destination already exists": the sorry
+/// server is one of its real servers).
+pub fn apply_policies(
+    model: &mut ServiceModel,
+    policies: &[(crate::service::ServiceKey, crate::service::ServicePolicy)],
+) -> Result<(), String> {
+    for (key, policy) in policies {
+        model.apply(&Edit::SetPolicy(*key, *policy)).map_err(|e| {
+            format!(
+                "policy of {} {}: {e}",
+                key.proto.name().to_ascii_lowercase(),
+                SocketAddr::new(key.addr, key.port)
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn set_timeouts(
@@ -684,8 +735,12 @@ udp = 30
             .collect();
         let mut c = FileConfig::parse(&example).expect("the documented example");
         assert_eq!(c.services_file, Some(PathBuf::from("services.rules")));
+        // The service the example's checks name.
         c.services_file = None;
+        c.services = Some("-A -t 192.0.2.10:80\n-a -t 192.0.2.10:80 -r 198.51.100.2 -m\n".into());
         let s = c.resolve().expect("the documented example resolves");
+        assert_eq!(s.health.checks.services.len(), 1);
+        assert_eq!(s.health.policies.len(), 1);
         assert_eq!(s.director.interfaces, ["eth0", "eth1"]);
         assert_eq!(s.director.static_neighbours.len(), 1);
         assert_eq!(s.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
