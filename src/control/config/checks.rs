@@ -373,15 +373,17 @@ fn check(
 
 fn policy(t: &PolicyTable, model: &ServiceModel) -> Result<(ServiceKey, ServicePolicy), String> {
     let key = service(&t.service, model)?;
-    let mut p = ServicePolicy::default();
-    p.on_failure = match t.on_failure.as_deref() {
-        None | Some("quiesce") => OnFailure::Quiesce,
-        Some("remove") => OnFailure::Remove,
-        Some(other) => {
-            return Err(format!(
-                "on_failure = {other:?}: expected \"quiesce\" or \"remove\""
-            ))
-        }
+    let mut p = ServicePolicy {
+        on_failure: match t.on_failure.as_deref() {
+            None | Some("quiesce") => OnFailure::Quiesce,
+            Some("remove") => OnFailure::Remove,
+            Some(other) => {
+                return Err(format!(
+                    "on_failure = {other:?}: expected \"quiesce\" or \"remove\""
+                ))
+            }
+        },
+        ..ServicePolicy::default()
     };
     if let Some(q) = t.quorum {
         if q == 0 {
