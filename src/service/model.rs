@@ -373,8 +373,12 @@ impl ServiceModel {
         VirtualService { reals, ..s.clone() }
     }
 
-    /// An up real server's weight: its check's, else its configured one.
+    /// An up real server's weight: its check's, else its configured one;
+    /// 0 if the operator set 0 (a quiesce, a drain), whatever the check.
     fn effective_weight(&self, r: &RealServer) -> u32 {
+        if r.weight == 0 {
+            return 0;
+        }
         self.check_weight.get(&r.id).copied().unwrap_or(r.weight)
     }
 
@@ -1125,6 +1129,10 @@ mod tests {
         assert_eq!(view(&m), [(1, 0)]);
         m.apply(&up(1)).unwrap();
         assert_eq!(view(&m), [(1, 40)]);
+        // The operator's weight 0 (a quiesce, a drain) wins over it.
+        m.apply(&Edit::EditReal(key(80), real(1, 0))).unwrap();
+        assert_eq!(view(&m), [(1, 0)]);
+        m.apply(&Edit::EditReal(key(80), real(1, 3))).unwrap();
         m.apply(&Edit::SetCheckWeight(key(80), at(1), None))
             .unwrap();
         assert_eq!(view(&m), [(1, 3)]);
