@@ -6,6 +6,8 @@ mod clusters;
 mod common;
 mod control;
 mod decap;
+mod ldirectord;
+mod mon;
 mod neigh;
 mod package;
 mod xsk;
