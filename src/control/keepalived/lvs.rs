@@ -8,7 +8,7 @@
 //!
 //! | where | key | xvs |
 //! |---|---|---|
-//! | top | `virtual_server IP PORT` (IPv4, IPv6) | a service; `PORT` may be omitted only when persistent |
+//! | top | `virtual_server IP PORT` (IPv4, IPv6) | a service; without `PORT` (all ports, port 0): error |
 //! | top | `virtual_server fwmark N`, `virtual_server group NAME` | error: xvs has no firewall-mark or group services |
 //! | top | `global_defs`, `vrrp_*`, `static_*`, `track_*`, `linkbeat_interfaces`, `bfd_instance`, `garp_group`, `SSL`, `virtual_server_group` | skipped with a note (VRRP stays keepalived's job) |
 //! | service | `lvs_sched`/`lb_algo` | scheduler (default `wlc`) |
@@ -376,10 +376,10 @@ impl VirtualServer {
             None if vip.is_ipv4() => 32,
             None => 128,
         };
-        if self.key.port == 0 && self.persistence.is_none() {
+        if self.key.port == 0 {
             diag.error(
                 self.at,
-                "virtual_server without a port must be persistent (persistence_timeout)",
+                "virtual_server without a port (all ports) is not supported by xvs",
             );
         }
         let service = ServiceSpec {

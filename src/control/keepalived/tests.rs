@@ -611,8 +611,8 @@ fn values_are_checked() {
         assert_eq!(msg, want, "{inner}");
     }
     assert_eq!(
-        one_error("virtual_server 192.0.2.1 {\n}\n"),
-        "k.conf:1: virtual_server without a port must be persistent (persistence_timeout)"
+        one_error("virtual_server 192.0.2.1 {\n persistence_timeout 60\n}\n"),
+        "k.conf:1: virtual_server without a port (all ports) is not supported by xvs"
     );
     assert_eq!(
         one_error("virtual_server 192.0.2.1 80 {\n persistence_timeout 60\n persistence_granularity 255.0.255.0\n}\n"),
