@@ -6,6 +6,7 @@ mod clusters;
 mod common;
 mod control;
 mod decap;
+mod keepalived;
 mod ldirectord;
 mod mon;
 mod neigh;
