@@ -14,9 +14,14 @@
 //!   relative to the including file's directory, wherever it stands.
 //! - A line starting `@ID` is kept only when ID is the configuration id,
 //!   `@^ID` only when it is not (keepalived's conditional configuration).
-//! - Parameter substitution (`$NAME=...`) and `~SEQ`/`~LST` lines are
-//!   reported as unsupported: xvs would read them differently.
+//! - `$NAME=VALUE` defines a parameter (a value of several lines: `\` at
+//!   the end of each but the last); `${NAME}` anywhere and `$NAME` before
+//!   white space are replaced by its value at the time of use, again and
+//!   again while the result has parameters. `_PWD`, `_INSTANCE`, `_HASH`
+//!   and `_BANG` are predefined; an undefined parameter stays as written.
+//!   `${_RANDOM}` and `~SEQ`/`~LST` lines are reported as unsupported.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::Diag;
@@ -25,6 +30,8 @@ use super::Diag;
 const MAX_FILES: usize = 1024;
 /// Deepest include nesting (a file including itself stops here).
 const MAX_DEPTH: usize = 32;
+/// Deepest parameter expansion (a parameter using itself stops here).
+const MAX_EXPANSION: usize = 32;
 
 /// Where a token or statement is: an index into [`Diag::files`] and a
 /// 1-based line.
@@ -79,6 +86,7 @@ pub fn read(
         toks: Vec::new(),
         reader,
         config_id,
+        params: HashMap::new(),
         diag,
     };
     let index = lexer.diag.add_file(file);
@@ -96,55 +104,152 @@ struct Lexer<'a, 'd> {
     toks: Vec<(Tok, At)>,
     reader: Reader<'a>,
     config_id: &'a str,
+    /// `$NAME=VALUE` definitions so far, of every file read.
+    params: HashMap<String, String>,
     diag: &'d mut Diag,
 }
 
 impl Lexer<'_, '_> {
     fn file(&mut self, text: &str, file: usize, dir: Option<&Path>, depth: usize) {
-        for (n, line) in text.lines().enumerate() {
+        let mut lines = text.lines().enumerate();
+        while let Some((n, raw)) = lines.next() {
             let at = At {
                 file,
                 line: n as u32 + 1,
             };
-            let Some(line) = self.conditional(line) else {
-                continue;
-            };
-            let trimmed = line.trim_start();
-            if trimmed.starts_with('$') {
-                self.diag.error(
-                    at,
-                    "parameter substitution ($NAME=...) is not supported by xvs: \
-                     write the values out",
-                );
-                continue;
-            }
-            if trimmed.starts_with("~SEQ") || trimmed.starts_with("~LST") {
-                self.diag.error(
-                    at,
-                    "~SEQ and ~LST lines are not supported by xvs: write the lines out",
-                );
-                continue;
-            }
-            // An include line is read before tokens: its pattern may hold
-            // braces.
-            let first = trimmed.split_whitespace().next().unwrap_or("");
-            if let Some(kind) = include_kind(first) {
-                let rest = &trimmed[first.len()..];
-                let words: Vec<&str> = rest
-                    .split_whitespace()
-                    .take_while(|w| !w.starts_with(['#', '!']))
-                    .collect();
-                match words.as_slice() {
-                    [name] => self.include(kind, unquote(name), at, dir, depth),
-                    _ => self
-                        .diag
-                        .error(at, "include takes one file name or pattern"),
+            let mut line = strip_comment(raw).to_owned();
+            // A multiline definition: `$NAME= \`, then lines ending in `\`
+            // up to one that does not (blank lines in between skipped).
+            if is_definition(&line) && line.trim_end().ends_with('\\') {
+                let mut value = vec![without_backslash(&line)];
+                for (_, next) in lines.by_ref() {
+                    let next = strip_comment(next);
+                    if next.trim().is_empty() {
+                        continue;
+                    }
+                    let more = next.trim_end().ends_with('\\');
+                    value.push(without_backslash(next));
+                    if !more {
+                        break;
+                    }
                 }
-                continue;
+                line = value.join("\n");
             }
-            let words = self.line(line, at);
-            self.toks.extend(words);
-            self.toks.push((Tok::Eol, at));
+            self.logical(&line, at, dir, depth, 0);
+        }
+    }
+
+    /// One line as read (or as a parameter's expansion gives it, `expanded`
+    /// levels deep), its comment gone.
+    fn logical(&mut self, line: &str, at: At, dir: Option<&Path>, depth: usize, expanded: usize) {
+        let Some(line) = self.conditional(line) else {
+            return;
+        };
+        let trimmed = line.trim_start();
+        if let Some((name, value)) = definition(trimmed) {
+            self.params.insert(name.to_owned(), value.to_owned());
+            return;
+        }
+        if trimmed.starts_with("~SEQ") || trimmed.starts_with("~LST") {
+            self.diag.error(
+                at,
+                "~SEQ and ~LST lines are not supported by xvs: write the lines out",
+            );
+            return;
+        }
+        if let Some(text) = self.substitute(line, at, dir) {
+            if expanded >= MAX_EXPANSION {
+                self.diag.error(
+                    at,
+                    format!(
+                        "parameters expanded more than {MAX_EXPANSION} levels deep \
+                         (does a parameter use itself?)"
+                    ),
+                );
+                return;
+            }
+            for l in text.split('\n') {
+                self.logical(l, at, dir, depth, expanded + 1);
+            }
+            return;
+        }
+        // An include line is read before tokens: its pattern may hold
+        // braces.
+        let first = trimmed.split_whitespace().next().unwrap_or("");
+        if let Some(kind) = include_kind(first) {
+            let words: Vec<&str> = trimmed[first.len()..].split_whitespace().collect();
+            match words.as_slice() {
+                [name] => self.include(kind, unquote(name), at, dir, depth),
+                _ => self
+                    .diag
+                    .error(at, "include takes one file name or pattern"),
+            }
+            return;
+        }
+        let words = self.line(line, at);
+        self.toks.extend(words);
+        self.toks.push((Tok::Eol, at));
+    }
+
+    /// `line` with its defined parameters replaced (`${NAME}` anywhere,
+    /// `$NAME` before white space or the end), or `None` if it has none.
+    fn substitute(&mut self, line: &str, at: At, dir: Option<&Path>) -> Option<String> {
+        let mut out = String::new();
+        let mut rest = line;
+        let mut any = false;
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            let (name, len) = if let Some(braced) = after.strip_prefix('{') {
+                match braced.find('}') {
+                    Some(end) => (&braced[..end], end + 2),
+                    None => ("", 0),
+                }
+            } else {
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                let followed = after[end..].chars().next().is_none_or(char::is_whitespace);
+                if followed {
+                    (&after[..end], end)
+                } else {
+                    ("", 0)
+                }
+            };
+            let value = (len > 0).then(|| self.param(name, at, dir)).flatten();
+            match value {
+                Some(v) => {
+                    out.push_str(&v);
+                    rest = &after[len..];
+                    any = true;
+                }
+                None => {
+                    out.push('$');
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+        any.then_some(out)
+    }
+
+    /// A parameter's value: defined in the file, or one keepalived
+    /// predefines.
+    fn param(&mut self, name: &str, at: At, dir: Option<&Path>) -> Option<String> {
+        if let Some(v) = self.params.get(name) {
+            return Some(v.clone());
+        }
+        match name {
+            "_PWD" => Some(dir.unwrap_or(Path::new(".")).display().to_string()),
+            "_INSTANCE" => Some(self.config_id.to_owned()),
+            "_HASH" => Some("#".to_owned()),
+            "_BANG" => Some("!".to_owned()),
+            n if n == "_RANDOM" || n.starts_with("_RANDOM ") => {
+                self.diag
+                    .error(at, "${_RANDOM} is not supported by xvs: write a number");
+                None
+            }
+            _ => None,
         }
     }
 
@@ -178,7 +283,6 @@ impl Lexer<'_, '_> {
         };
         while let Some(c) = chars.next() {
             match c {
-                '#' | '!' => break,
                 '{' | '}' => {
                     flush(&mut word, &mut in_word, &mut out);
                     out.push((if c == '{' { Tok::Open } else { Tok::Close }, at));
@@ -293,6 +397,61 @@ fn include_kind(word: &str) -> Option<Include> {
         "includem" | "includea" => Some(Include { must_match: true }),
         _ => None,
     }
+}
+
+/// `line` up to its comment: `#` or `!` outside quotes.
+fn strip_comment(line: &str) -> &str {
+    let mut quote = None;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '#' | '!' => return &line[..i],
+                '"' | '\'' => quote = Some(c),
+                _ => {}
+            },
+        }
+    }
+    line
+}
+
+/// `$NAME=VALUE` (only white space before `$`, none before `=`): the name
+/// and the value.
+fn definition(line: &str) -> Option<(&str, &str)> {
+    let rest = line.trim_start().strip_prefix('$')?;
+    let (name, value) = rest.split_once('=')?;
+    let mut chars = name.chars();
+    let first = chars.next()?;
+    let ok = (first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    ok.then_some((name, value.trim_end()))
+}
+
+/// Whether `line`, after an `@ID` prefix if it has one, is a definition.
+fn is_definition(line: &str) -> bool {
+    let t = line.trim_start();
+    let t = match t.strip_prefix('@') {
+        Some(r) => r
+            .split_once(char::is_whitespace)
+            .map_or("", |(_, rest)| rest),
+        None => t,
+    };
+    definition(t).is_some()
+}
+
+/// A continued line without its final `\\`.
+fn without_backslash(line: &str) -> String {
+    let t = line.trim_end();
+    t.strip_suffix('\\').unwrap_or(t).trim_end().to_owned()
 }
 
 /// `name` without the quotes around it, if it has them.

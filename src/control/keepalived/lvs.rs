@@ -436,7 +436,14 @@ impl VirtualServer {
             }
             let inherited = real.inherited.over(&self.inherited);
             match real.checkers.as_slice() {
-                [] => {}
+                [] => {
+                    if real.notify != Notify::default() {
+                        diag.note(
+                            real.at,
+                            "notify_up/notify_down of a real_server without a checker never run",
+                        );
+                    }
+                }
                 [one] => {
                     let mut check = one.spec(&inherited);
                     // A DR or TUN real server is served on the service's

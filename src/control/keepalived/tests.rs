@@ -405,6 +405,19 @@ fn includes_with_globs_braces_and_relative_paths() {
 }
 
 #[test]
+fn a_file_including_itself_stops_with_one_error() {
+    let e = load(&testdata("loop/self.conf")).unwrap_err();
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 1, "{e}");
+    assert!(
+        lines[0].ends_with(
+            "loop/self.conf:1: include nested deeper than 32 files (does a file include itself?)"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
 fn include_in_text_without_a_file_is_an_error() {
     assert_eq!(
         one_error("include other.conf\n"),
@@ -516,13 +529,96 @@ fn unbalanced_braces_are_reported_where_they_are() {
 }
 
 #[test]
-fn parameter_substitution_and_sequences_are_refused() {
-    let e = errors("$PORT=80\n~SEQ(N, 1, 3) real_server 198.51.100.${N} 80\n");
+fn parameters_are_substituted_at_use_and_again_in_their_values() {
+    let text = "$PORT=80\n\
+                $ALGO=rr\n\
+                $NET=198.51.${SUB}\n\
+                $SUB=100\n\
+                virtual_server 192.0.2.1 $PORT {\n\
+                lb_algo ${ALGO}\n\
+                real_server ${NET}.1 $PORT {\n\
+                notify_up \"/bin/echo ${_HASH}1 ${_BANG} $UNDEFINED\"\n\
+                TCP_CHECK {\n}\n\
+                }\n\
+                $SUB=101\n\
+                real_server ${NET}.2 $PORT {\n\
+                }\n\
+                }\n";
+    let k = parse(text, "k.conf").unwrap();
+    let (service, _, reals) = &k.services[0];
+    assert_eq!(service.key, tcp("192.0.2.1", 80));
+    assert_eq!(service.scheduler, SchedulerKind::Rr);
+    assert_eq!(reals[0].addr, ip("198.51.100.1"));
+    assert_eq!(
+        reals[1].addr,
+        ip("198.51.101.2"),
+        "the value at the time of use"
+    );
+    assert_eq!(
+        k.checks.reals[0].3.up.as_deref(),
+        Some("/bin/echo #1 ! $UNDEFINED"),
+        "comment characters from _HASH and _BANG; an undefined one as written"
+    );
+    assert!(k.notes.is_empty(), "{:?}", k.notes);
+    let k = parse(
+        "virtual_server 192.0.2.1 80 {\n real_server 198.51.100.1 80 {\n notify_up /bin/up\n }\n}\n",
+        "k.conf",
+    )
+    .unwrap();
+    assert_eq!(
+        k.notes,
+        ["k.conf:2: notify_up/notify_down of a real_server without a checker never run"]
+    );
+}
+
+#[test]
+fn multiline_parameters_nest_and_carry_definitions() {
+    let text = "$RS= \\\n\
+                real_server 198.51.100.${N} 80 { \\\n\
+                    weight ${N} \\\n\
+                    notify_up \"${_PWD}/up.sh ${N}\" \\\n\
+                \n\
+                    TCP_CHECK { \\\n\
+                    } \\\n\
+                }\n\
+                $VS= \\\n\
+                virtual_server 192.0.2.${V} 80 { \\\n\
+                    $N=1 \\\n\
+                    $RS \\\n\
+                    $N=2 \\\n\
+                    $RS \\\n\
+                }\n\
+                @main $V=1\n\
+                @^main $V=2\n\
+                $VS\n";
+    let k = from_text(text, "k.conf", None, None, "main").unwrap();
+    assert_eq!(k.services.len(), 1);
+    let (service, _, reals) = &k.services[0];
+    assert_eq!(service.key, tcp("192.0.2.1", 80));
+    assert_eq!(
+        *reals,
+        vec![
+            real("198.51.100.1", 80, ForwardMethod::Nat, 1),
+            real("198.51.100.2", 80, ForwardMethod::Nat, 2),
+        ]
+    );
+    assert_eq!(k.checks.reals[1].3.up.as_deref(), Some("./up.sh 2"));
+    let k = from_text(text, "k.conf", None, None, "backup").unwrap();
+    assert_eq!(k.services[0].0.key, tcp("192.0.2.2", 80));
+}
+
+#[test]
+fn sequences_random_and_self_using_parameters_are_refused() {
+    let e = errors(
+        "~SEQ(N, 1, 3) real_server 198.51.100.${N} 80\n$A=x $A \nweight ${_RANDOM 1 9}\n$A\n",
+    );
     assert_eq!(
         e,
         [
-            "k.conf:1: parameter substitution ($NAME=...) is not supported by xvs: write the values out",
-            "k.conf:2: ~SEQ and ~LST lines are not supported by xvs: write the lines out",
+            "k.conf:1: ~SEQ and ~LST lines are not supported by xvs: write the lines out",
+            "k.conf:3: ${_RANDOM} is not supported by xvs: write a number",
+            "k.conf:4: parameters expanded more than 32 levels deep (does a parameter use itself?)",
+            "k.conf:3: unknown keyword 'weight' at the top level",
         ]
     );
 }
