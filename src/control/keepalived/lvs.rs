@@ -11,6 +11,7 @@
 //! | top | `virtual_server IP PORT` (IPv4, IPv6) | a service; without `PORT` (all ports, port 0): error |
 //! | top | `virtual_server fwmark N`, `virtual_server group NAME` | error: xvs has no firewall-mark or group services |
 //! | top | `global_defs`, `vrrp_*`, `static_*`, `track_*`, `linkbeat_interfaces`, `bfd_instance`, `garp_group`, `SSL`, `virtual_server_group` | skipped with a note (VRRP stays keepalived's job) |
+//! | top | `net_namespace`, `net_namespace_ipvs`, `instance`, `use_pid_dir`, `linkbeat_use_polling`, `child_wait_time` | note: keepalived's own process |
 //! | service | `lvs_sched`/`lb_algo` | scheduler (default `wlc`) |
 //! | service | `lvs_method`/`lb_kind` `NAT`, `DR`, `TUN` (`type ipip`) | forwarding method, default NAT; GUE and GRE tunnels: error |
 //! | service | `protocol TCP`/`UDP` | SCTP: error |
@@ -95,12 +96,28 @@ pub fn read(tree: &[Stmt], diag: &mut Diag) -> (Services, CheckConfig) {
                 };
                 diag.note(stmt.at, format!("{key} block ignored: {why}"));
             }
+        } else if PROCESS_KEYS.contains(&key) && stmt.block.is_none() {
+            diag.note(
+                stmt.at,
+                format!("{key} ignored: it sets up keepalived's own process"),
+            );
         } else {
             diag.error(stmt.at, format!("unknown keyword '{key}' at the top level"));
         }
     }
     (services, checks)
 }
+
+/// Top-level keys that set up keepalived's process, not its services.
+const PROCESS_KEYS: &[&str] = &[
+    "net_namespace",
+    "net_namespace_ipvs",
+    "namespace_with_ipsets",
+    "instance",
+    "use_pid_dir",
+    "linkbeat_use_polling",
+    "child_wait_time",
+];
 
 fn ignored_block(key: &str) -> bool {
     matches!(

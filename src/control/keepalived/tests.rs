@@ -782,6 +782,18 @@ fn keys_read_but_not_honoured_are_noted() {
 }
 
 #[test]
+fn keepalived_process_settings_are_noted() {
+    let k = parse("net_namespace lb\nuse_pid_dir\n", "k.conf").unwrap();
+    assert_eq!(
+        k.notes,
+        [
+            "k.conf:1: net_namespace ignored: it sets up keepalived's own process",
+            "k.conf:2: use_pid_dir ignored: it sets up keepalived's own process",
+        ]
+    );
+}
+
+#[test]
 fn braces_expand_as_csh_does() {
     assert_eq!(lex::expand_braces("a{b,c{d,e}}f"), ["abf", "acdf", "acef"]);
     assert_eq!(lex::expand_braces("plain"), ["plain"]);
