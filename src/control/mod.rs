@@ -20,7 +20,9 @@
 //! encodes and serves the numbers the daemon hands it), [`conn`] (the
 //! bounded, deadline-held connections those two serve) and [`config`] (the
 //! TOML file `xvs director --config` reads, whose services script becomes
-//! the start-up model). [`log`] installs the director's log (plain lines or
+//! the start-up model). [`keepalived`] reads keepalived.conf's
+//! `virtual_server` blocks into services, checks and failure policies
+//! (`xvs director --keepalived FILE`). [`log`] installs the director's log (plain lines or
 //! JSON on stderr).
 //!
 //! Who posts what: the control socket posts an ipvsadm request, the
@@ -31,6 +33,7 @@ pub mod conn;
 pub mod daemon;
 pub mod inbox;
 pub mod ipvsadm;
+pub mod keepalived;
 pub mod log;
 pub mod metrics;
 pub mod notify;
