@@ -148,7 +148,8 @@ fn health_checks_quiesce_failed_real_servers_and_bring_them_back() {
     if !root_or_skip("health_checks_quiesce_failed_real_servers_and_bring_them_back") {
         return;
     }
-    let config = services(&[1, 2, 3])
+    let config = String::from("metrics_addr = \"127.0.0.1:9100\"\n")
+        + &services(&[1, 2, 3])
         + "[[check]]\nservice = \"tcp 192.0.2.10:80\"\ntype = \"http\"\npath = \"/health\"\n\
            interval = \"300ms\"\ntimeout = \"1s\"\nfall = 2\nrise = 2\n\
            delay_before_retry = \"300ms\"\n";
@@ -219,6 +220,19 @@ fn health_checks_quiesce_failed_real_servers_and_bring_them_back() {
     );
     let (answered, failed) = requests(&lab, 9, 2);
     assert_eq!((answered.len(), failed), (9, 0));
+    // Prometheus: the state, the transitions, the latency per checker type.
+    let metrics = sh(&format!(
+        "ip netns exec {} curl -s -m 5 http://127.0.0.1:9100/metrics",
+        lab.ns("d")
+    ));
+    for want in [
+        "xvs_real_up{service=\"TCP 192.0.2.10:80\",real=\"198.51.100.2:80\",check=\"http\"} 1",
+        "xvs_real_transitions_total{service=\"TCP 192.0.2.10:80\",real=\"198.51.100.1:80\",check=\"http\"} 0",
+        "xvs_health_check_duration_seconds_bucket{check=\"http\",le=\"+Inf\"}",
+        "xvs_real_effective_weight{service=\"TCP 192.0.2.10:80\",real=\"198.51.100.2:80\"} 1",
+    ] {
+        assert!(metrics.contains(want), "{want} not in\n{metrics}");
+    }
 }
 
 #[test]
