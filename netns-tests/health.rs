@@ -8,7 +8,8 @@
 //!   quiesced (weight 0 in `ipvsadm -L -n`), only requests inside the
 //!   detection window may fail (their number printed), every request after
 //!   it is answered, and it comes back after `rise` successes. `xvs status`
-//!   shows the reason.
+//!   shows the reason, the metrics endpoint the state, the transitions and
+//!   the check latency.
 //! - Quorum and the sorry server: below quorum the sorry server answers
 //!   alone; with quorum back the real servers do; with every real server
 //!   down the sorry server answers.
