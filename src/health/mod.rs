@@ -7,6 +7,14 @@
 //! failures and successes against `fall` and `rise`, and reports each
 //! transition as a [`Report`]; the daemon turns a report into an
 //! [`Edit::SetHealth`](crate::service::Edit::SetHealth).
+//!
+//! Inside: `state` counts results against `fall` and `rise` and says when
+//! the next check starts (sans-IO: no clock, no sockets); `check` holds
+//! the checkers (`dns` the little of DNS they need); `monitor` runs them,
+//! one task per target on a two-thread tokio runtime of the monitor's own,
+//! so a target that hangs holds only its own task and nothing the daemon
+//! calls waits on a check. Checks leave from the host's own stack (plain
+//! sockets).
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -157,8 +165,16 @@ impl HttpSpec {
 }
 
 /// Commands run on a target's transitions (keepalived `notify_up` and
-/// `notify_down`), with the server, service and reason in their
-/// environment and arguments.
+/// `notify_down`), each with `sh -c` on a task of its own, never in the
+/// check's way, with in its environment:
+/// - `XVS_REAL`: the real server, `198.51.100.1:80` (`[2001:db8::1]:80`);
+/// - `XVS_SERVICE`: the service as ipvsadm names it, `TCP 192.0.2.10:80`;
+/// - `XVS_STATE`: the new state, `up` or `down`;
+/// - `XVS_REASON`: why, as in [`Report::reason`].
+///
+/// A hook still running at [`MonitorOptions::notify_timeout`] (30 s by
+/// default) is killed with its whole process group. Exec checks get
+/// `XVS_REAL` and `XVS_SERVICE` too.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Notify {
     pub up: Option<String>,
@@ -182,7 +198,9 @@ pub struct Report {
     pub up: bool,
     /// The weight an exec check with `dynamic` asked for.
     pub weight: Option<u32>,
-    /// Why, in words: "connect refused", "HTTP 500", "timed out after 2s".
+    /// Why, in words: "connection refused", "HTTP 500", "timed out after
+    /// 2s", "body lacks \"ok\"", "digest mismatch (...)", "exit 3",
+    /// "DNS rcode 2 (SERVFAIL)"; "check succeeded" when it comes up.
     pub reason: String,
 }
 

@@ -180,7 +180,9 @@ impl Monitor {
     /// Starts the checking runtime on its own threads. `sink` is called
     /// (from a runtime thread) once per transition or dynamic weight
     /// change, and at once for each new target that starts down
-    /// (`start_down`); it must not block for long.
+    /// (`start_down`); it must not block for long, nor call the monitor.
+    /// Reports of one target come in order. Dropping or stopping the
+    /// monitor must happen outside any tokio runtime.
     pub fn start(sink: Box<dyn Fn(Report) + Send + Sync>) -> std::io::Result<Monitor> {
         Monitor::with_options(sink, MonitorOptions::default())
     }
@@ -231,7 +233,11 @@ impl Monitor {
                     let health = {
                         let mut state = lock(&old.state);
                         state.generation += 1;
-                        state.health = Health::starting(state.health.up);
+                        let weight = state.health.weight;
+                        state.health = Health {
+                            weight,
+                            ..Health::starting(state.health.up)
+                        };
                         state.health.clone()
                     };
                     self.spawn(runtime, target, old.state, health, false)
@@ -353,8 +359,11 @@ async fn watch(
             reason: "starts down until its first success (alpha)".into(),
         });
     }
-    tokio::time::sleep(first_delay(spec, super::random())).await;
+    // When the next check is due: intervals count from when a check was
+    // due, not from when its task woke, so a busy machine adds no drift.
+    let mut due = Instant::now() + first_delay(spec, super::random());
     loop {
+        tokio::time::sleep_until(due.into()).await;
         let started = Instant::now();
         let outcome: Outcome = shared.checker.check(&target).await;
         let ended = Instant::now();
@@ -393,7 +402,7 @@ async fn watch(
                 });
             }
         }
-        tokio::time::sleep_until(next_start(spec, started, ended, next).into()).await;
+        due = next_start(spec, due, ended, next);
     }
 }
 

@@ -100,16 +100,14 @@ impl Health {
     }
 }
 
-/// When the next check starts: one interval after the last one started,
+/// The shortest interval a check keeps (a zero one would spin).
+const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// When the next check is due: one interval after the last one was due,
 /// or `delay_before_retry` after a failed one ended; never before it ended.
-pub(crate) fn next_start(
-    spec: &CheckSpec,
-    started: Instant,
-    ended: Instant,
-    next: Next,
-) -> Instant {
+pub(crate) fn next_start(spec: &CheckSpec, due: Instant, ended: Instant, next: Next) -> Instant {
     match next {
-        Next::Interval => (started + spec.interval).max(ended),
+        Next::Interval => (due + spec.interval.max(MIN_INTERVAL)).max(ended),
         Next::Retry => ended + spec.delay_before_retry,
     }
 }
