@@ -14,6 +14,12 @@
 //!   command's. With no director to talk to it prints "Can't initialize
 //!   ipvs: cannot reach the xvs director at PATH: ... — is `xvs director`
 //!   running?" and exits 2, as ipvsadm does when it cannot reach IPVS.
+//! - `xvs status [--json]`: every checked real server's health, last
+//!   check, latency, reason and transitions, from the running director.
+//! - `xvs drain ADDR:PORT [--service VIP:PORT [-u]] --within SECONDS`:
+//!   quiesces a real server, prints the active connections left until
+//!   they are gone or the deadline passes, then it is removed (exit 0
+//!   drained, 1 removed at the deadline with connections left).
 //! - `xvs generate man|completions DIR` (hidden): the man pages and shell
 //!   completions the package ships ([`generate`]).
 //!
@@ -39,7 +45,7 @@ use xvs::control::ipvsadm::{self, Command};
 use xvs::control::log;
 use xvs::control::metrics::{self, worker_summary};
 use xvs::control::notify;
-use xvs::control::protocol::{Request, MAX_PAYLOAD};
+use xvs::control::protocol::{Request, Response, MAX_PAYLOAD};
 use xvs::control::socket::{self, ControlSocket, InterfaceLocks};
 use xvs::files;
 
@@ -68,6 +74,20 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Every checked real server: health, last check, latency, reason,
+    /// transitions (from the running director).
+    Status {
+        /// One JSON array instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// The director's control socket (default: $XVS_CONTROL_SOCKET,
+        /// else /run/xvs/control.sock).
+        #[arg(long)]
+        control_socket: Option<PathBuf>,
+    },
+    /// Quiesce a real server, wait for its active connections to end (or
+    /// the deadline), then remove it.
+    Drain(DrainArgs),
     /// The man pages or shell completions, made from this command line
     /// (for packaging).
     #[command(hide = true)]
@@ -75,6 +95,27 @@ enum Cmd {
         #[command(subcommand)]
         what: Generated,
     },
+}
+
+#[derive(clap::Args)]
+struct DrainArgs {
+    /// The real server, ADDRESS:PORT (IPv6 as [ADDRESS]:PORT).
+    real: String,
+    /// Only from this virtual service (default: every one that has it).
+    #[arg(long, value_name = "VIP:PORT")]
+    service: Option<String>,
+    /// The service is TCP (the default).
+    #[arg(short = 't', long, conflicts_with = "udp")]
+    tcp: bool,
+    /// The service is UDP.
+    #[arg(short = 'u', long)]
+    udp: bool,
+    /// Remove it after this many seconds even if connections are left.
+    #[arg(long, value_name = "SECONDS")]
+    within: f64,
+    /// The director's control socket.
+    #[arg(long)]
+    control_socket: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -110,6 +151,11 @@ struct DirectorArgs {
     /// Virtual services to start with, in ipvsadm-save (`ipvsadm -S`) format.
     #[arg(long)]
     services: Option<PathBuf>,
+    /// Virtual services, real servers and their checks from a
+    /// keepalived.conf, as keepalived reads it (its vrrp_* and
+    /// global_defs blocks are left to keepalived, with a note).
+    #[arg(long, value_name = "FILE")]
+    keepalived: Option<PathBuf>,
     /// A static neighbour, ADDR=MAC@IFACE; wins over the kernel's tables.
     #[arg(long = "neigh", value_name = "ADDR=MAC@IFACE")]
     static_neighbours: Vec<String>,
@@ -196,6 +242,8 @@ fn settings(args: &DirectorArgs) -> Result<Settings, String> {
         metrics_addr: args.metrics_addr.clone(),
         services_file: args.services.clone(),
         services: None,
+        keepalived: args.keepalived.clone(),
+        ..FileConfig::default()
     };
     let merged = file.overridden_by(cli);
     merged.resolve().map_err(|e| match &args.config {
@@ -233,7 +281,20 @@ fn director(args: DirectorArgs) -> Result<(), String> {
     let (inbox, mailbox) = inbox::channel();
     let socket_path = socket::socket_path(settings.control_socket.as_deref());
     let socket = ControlSocket::bind(&socket_path, inbox.clone())?;
+    for note in &settings.notes {
+        tracing::info!("{note}");
+    }
     let mut daemon = Daemon::start(&opts, settings.model, mailbox).map_err(|e| e.to_string())?;
+    let health = settings.health;
+    if !health.checks.services.is_empty()
+        || !health.checks.reals.is_empty()
+        || !health.policies.is_empty()
+    {
+        let reports = inbox.clone();
+        let monitor = xvs::health::Monitor::start(Box::new(move |r| reports.report(r)))
+            .map_err(|e| format!("cannot start the health checks: {e}"))?;
+        daemon = daemon.with_health(Box::new(monitor), health.checks, &health.policies);
+    }
     let metrics = match settings.metrics_addr {
         Some(addr) => Some(metrics::serve(addr, inbox)?),
         None => None,
@@ -359,6 +420,62 @@ fn ipvsadm_client(args: Vec<OsString>) -> ExitCode {
     }
 }
 
+/// One of xvs's own commands to the director; its answer, or the exit
+/// status to leave with when there is none.
+fn xvs_call(socket: Option<&Path>, args: Vec<String>) -> Result<Response, ExitCode> {
+    let path = socket::socket_path(socket);
+    socket::call(&path, &Request::xvs(args)).map_err(|e| {
+        eprintln!("xvs: {e}");
+        ExitCode::from(NO_DIRECTOR)
+    })
+}
+
+/// Prints an answer's output as it came; its exit status.
+fn print_response(r: &Response) -> ExitCode {
+    let _ = std::io::stdout().write_all(r.stdout.as_bytes());
+    let _ = std::io::stderr().write_all(r.stderr.as_bytes());
+    ExitCode::from(r.exit_code)
+}
+
+/// `xvs status [--json]`.
+fn status(json: bool, socket: Option<&Path>) -> ExitCode {
+    let mut args = vec!["status".to_string()];
+    if json {
+        args.push("--json".into());
+    }
+    match xvs_call(socket, args) {
+        Ok(r) => print_response(&r),
+        Err(code) => code,
+    }
+}
+
+/// `xvs drain`: starts the drain, then prints its progress each second
+/// until it ends (the director goes on with it if this is interrupted).
+fn drain(a: DrainArgs) -> ExitCode {
+    let mut args = vec!["drain".to_string(), a.real.clone(), a.within.to_string()];
+    if let Some(vip) = &a.service {
+        args.push(if a.udp { "udp" } else { "tcp" }.into());
+        args.push(vip.clone());
+    }
+    let socket = a.control_socket.as_deref();
+    let id = match xvs_call(socket, args) {
+        Ok(r) if r.exit_code == 0 => r.stdout.trim().to_string(),
+        Ok(r) => return print_response(&r),
+        Err(code) => return code,
+    };
+    loop {
+        let r = match xvs_call(socket, vec!["drain-progress".into(), id.clone()]) {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
+        let code = print_response(&r);
+        if r.exit_code != xvs::control::daemon::drain::EXIT_DRAINING {
+            return code;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 fn main() -> ExitCode {
     let mut argv: Vec<OsString> = std::env::args_os().collect();
     let invoked_as = argv
@@ -376,6 +493,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Director(args) => director(*args),
+        Cmd::Status {
+            json,
+            control_socket,
+        } => return status(json, control_socket.as_deref()),
+        Cmd::Drain(args) => return drain(args),
         Cmd::Generate { what } => generate(what),
         Cmd::Ipvsadm { args } => return ipvsadm_client(args.into_iter().map(Into::into).collect()),
     };

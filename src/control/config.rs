@@ -21,6 +21,10 @@
 //! control_socket = "/run/xvs/control.sock"
 //! metrics_addr = "127.0.0.1:9100"                         # absent: off
 //!
+//! # Services, real servers and checks from a keepalived.conf as it is
+//! # (its virtual_server blocks; relative to this file's directory):
+//! # keepalived = "/etc/keepalived/keepalived.conf"
+//!
 //! # Virtual services in ipvsadm-save (`ipvsadm -S`) format: a file
 //! # (relative paths are from this file's directory) ...
 //! services_file = "services.rules"
@@ -35,6 +39,18 @@
 //! tcp = 900
 //! tcpfin = 120
 //! udp = 300
+//!
+//! # Health checks and what a failure does: see [`checks`].
+//! [[check]]
+//! service = "tcp 192.0.2.10:80"
+//! type = "http"
+//! path = "/health"
+//! interval = "1s"
+//!
+//! [[policy]]
+//! service = "tcp 192.0.2.10:80"
+//! on_failure = "quiesce"
+//! sorry_server = "198.51.100.9:80"
 //! ```
 //!
 //! The services script is read as `ipvsadm -R` reads it (its parse errors
@@ -48,10 +64,14 @@
 //! Files are read through [`files::read_text`]: regular files only, at most
 //! [`files::MAX_CONFIG_BYTES`].
 
+pub mod checks;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+pub use checks::{CheckTable, HealthSettings, PolicyTable};
 
 use super::ipvsadm::{parse_restore, Command, ScriptLine, Services, MAX_TIMEOUT};
 use crate::director::{self, DirectorOptions, StaticNeighbourSpec, REAL_CAPACITY};
@@ -59,7 +79,7 @@ use crate::files;
 use crate::limits::{MAX_CONN_TABLE, MAX_QUEUES};
 use crate::neigh::netlink;
 use crate::packet::MacAddr;
-use crate::service::{ApplyError, ServiceModel};
+use crate::service::{ApplyError, Edit, ServiceModel};
 
 /// Largest AF_XDP ring: each worker's UMEM holds two rings' worth of 4 KiB
 /// frames per interface (512 MiB per interface at this size).
@@ -92,6 +112,13 @@ pub struct FileConfig {
     pub services_file: Option<PathBuf>,
     /// Inline ipvsadm-save text.
     pub services: Option<String>,
+    /// A keepalived.conf whose `virtual_server` blocks add services, real
+    /// servers, checks and policies (after the services script's).
+    pub keepalived: Option<PathBuf>,
+    /// `[[check]]` tables: health checks ([`checks`]).
+    pub check: Option<Vec<CheckTable>>,
+    /// `[[policy]]` tables: what a service does when checks fail.
+    pub policy: Option<Vec<PolicyTable>>,
 }
 
 /// `ipvsadm --set tcp tcpfin udp` at start, seconds.
@@ -109,8 +136,14 @@ pub struct Settings {
     pub director: DirectorOptions,
     pub control_socket: Option<PathBuf>,
     pub metrics_addr: Option<SocketAddr>,
-    /// The services to start with.
+    /// The services to start with, with their policies.
     pub model: ServiceModel,
+    /// The health checks, and the policies (also in `model`, kept to be
+    /// given again to a service deleted and defined anew).
+    pub health: HealthSettings,
+    /// What the director says once at start about its configuration (the
+    /// keepalived.conf blocks left to keepalived, ...).
+    pub notes: Vec<String>,
 }
 
 impl FileConfig {
@@ -119,10 +152,13 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig, String> {
         let text = files::read_text(path, files::MAX_CONFIG_BYTES).map_err(|e| e.to_string())?;
         let mut c = FileConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        if let Some(f) = &c.services_file {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for f in [&mut c.services_file, &mut c.keepalived]
+            .into_iter()
+            .flatten()
+        {
             if f.is_relative() {
-                let dir = path.parent().unwrap_or(Path::new("."));
-                c.services_file = Some(dir.join(f));
+                *f = dir.join(&*f);
             }
         }
         Ok(c)
@@ -166,6 +202,9 @@ impl FileConfig {
             metrics_addr: over.metrics_addr.or(self.metrics_addr),
             services_file,
             services,
+            keepalived: over.keepalived.or(self.keepalived),
+            check: over.check.or(self.check),
+            policy: over.policy.or(self.policy),
         }
     }
 
@@ -286,12 +325,40 @@ impl FileConfig {
         };
         let script =
             parse_restore(&text, Services::system()).map_err(|e| format!("{origin}: {e}"))?;
-        let model = start_model(&script, &mut opts).map_err(|e| format!("{origin}: {e}"))?;
+        let mut model = start_model(&script, &mut opts).map_err(|e| format!("{origin}: {e}"))?;
+        let keepalived = match &self.keepalived {
+            Some(path) => Some((path, super::keepalived::load(path)?)),
+            None => None,
+        };
+        if let Some((path, k)) = &keepalived {
+            add_keepalived(&mut model, k).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        let mut health = checks::resolve(
+            self.check.as_deref().unwrap_or(&[]),
+            self.policy.as_deref().unwrap_or(&[]),
+            &model,
+        )?;
+        let mut notes = Vec::new();
+        if let Some((_, k)) = keepalived {
+            // The TOML's checks and policies win over the keepalived
+            // file's (targets take the first check found).
+            health.checks.services.extend(k.checks.services);
+            health.checks.reals.extend(k.checks.reals);
+            for (spec, policy, _) in &k.services {
+                if !health.policies.iter().any(|(key, _)| *key == spec.key) {
+                    health.policies.push((spec.key, *policy));
+                }
+            }
+            notes = k.notes;
+        }
+        apply_policies(&mut model, &health.policies)?;
         Ok(Settings {
             director: opts,
             control_socket: self.control_socket.clone(),
             metrics_addr,
             model,
+            health,
+            notes,
         })
     }
 }
@@ -320,6 +387,52 @@ fn start_model(script: &[ScriptLine], opts: &mut DirectorOptions) -> Result<Serv
     }
     tx.commit();
     Ok(model)
+}
+
+/// A keepalived.conf's services and real servers added to `model`, all or
+/// nothing, a refusal named by its service ("virtual_server TCP
+/// 192.0.2.10:80: Service already exists": also in the services script).
+fn add_keepalived(
+    model: &mut ServiceModel,
+    k: &super::keepalived::Keepalived,
+) -> Result<(), String> {
+    let mut tx = model.transaction();
+    for (spec, _, reals) in &k.services {
+        let at = |e: ApplyError| {
+            format!(
+                "virtual_server {} {}: {e}",
+                spec.key.proto.name(),
+                SocketAddr::new(spec.key.addr, spec.key.port)
+            )
+        };
+        tx.apply_with(&Edit::AddService(*spec), &|_| true)
+            .map_err(at)?;
+        for r in reals {
+            tx.apply_with(&Edit::AddReal(spec.key, *r), &|_| true)
+                .map_err(|e| format!("real_server {}: {}", r.endpoint(), at(e)))?;
+        }
+    }
+    tx.commit();
+    Ok(())
+}
+
+/// Gives each service its policy; a refusal names the service and says
+/// why in the model's words ("Destination already exists": the sorry
+/// server is one of its real servers).
+pub fn apply_policies(
+    model: &mut ServiceModel,
+    policies: &[(crate::service::ServiceKey, crate::service::ServicePolicy)],
+) -> Result<(), String> {
+    for (key, policy) in policies {
+        model.apply(&Edit::SetPolicy(*key, *policy)).map_err(|e| {
+            format!(
+                "policy of {} {}: {e}",
+                key.proto.name().to_ascii_lowercase(),
+                SocketAddr::new(key.addr, key.port)
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn set_timeouts(
@@ -381,13 +494,21 @@ pub fn check(path: &Path) -> Result<String, String> {
             missing.join(", ")
         )
     };
-    Ok(format!(
-        "{}: ok: {} interface(s), {} virtual service(s), {} real server(s){unchecked}",
+    let checked = match s.health.checks.targets(&s.model).len() {
+        0 => String::new(),
+        n => format!(" ({n} checked)"),
+    };
+    let mut out = format!(
+        "{}: ok: {} interface(s), {} virtual service(s), {} real server(s){checked}{unchecked}",
         path.display(),
         opts.interfaces.len(),
         s.model.services().len(),
         reals
-    ))
+    );
+    for note in &s.notes {
+        out += &format!("\nnote: {note}");
+    }
+    Ok(out)
 }
 
 /// `ADDR=MAC@IFACE`, e.g. `198.51.100.2=02:00:00:00:01:02@eth1`.
@@ -672,6 +793,40 @@ udp = 30
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A keepalived.conf's services, checks and sorry server start the
+    /// director beside the services script's; a service in both is an
+    /// error naming the file and the service.
+    #[test]
+    fn a_keepalived_file_adds_services_checks_and_policies() {
+        let conf = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/control/keepalived/testdata/nat_http.conf"
+        );
+        let c = FileConfig {
+            keepalived: Some(PathBuf::from(conf)),
+            services: Some("-A -t 192.0.2.11:80\n".into()),
+            ..FileConfig::default()
+        };
+        let s = c.resolve().unwrap();
+        assert_eq!(s.model.services().len(), 2);
+        let key = s.model.services()[1].key;
+        assert_eq!(s.model.services()[1].reals.len(), 2);
+        assert_eq!(s.health.checks.reals.len(), 2);
+        let sorry = s.model.sorry(&key).expect("the sorry server");
+        assert_eq!(sorry.addr.to_string(), "198.51.100.200");
+        assert!(!s.notes.is_empty(), "global_defs is noted");
+        let c = FileConfig {
+            keepalived: Some(PathBuf::from(conf)),
+            services: Some("-A -t 192.0.2.10:80\n".into()),
+            ..FileConfig::default()
+        };
+        let e = c.resolve().unwrap_err();
+        assert!(
+            e.contains("nat_http.conf: virtual_server TCP 192.0.2.10:80: Service already exists"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn the_module_doc_example_parses() {
         let source = include_str!("config.rs");
@@ -684,8 +839,12 @@ udp = 30
             .collect();
         let mut c = FileConfig::parse(&example).expect("the documented example");
         assert_eq!(c.services_file, Some(PathBuf::from("services.rules")));
+        // The service the example's checks name.
         c.services_file = None;
+        c.services = Some("-A -t 192.0.2.10:80\n-a -t 192.0.2.10:80 -r 198.51.100.2 -m\n".into());
         let s = c.resolve().expect("the documented example resolves");
+        assert_eq!(s.health.checks.services.len(), 1);
+        assert_eq!(s.health.policies.len(), 1);
         assert_eq!(s.director.interfaces, ["eth0", "eth1"]);
         assert_eq!(s.director.static_neighbours.len(), 1);
         assert_eq!(s.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));

@@ -12,6 +12,11 @@
 //! response payload: u8 exit status, string stdout, string stderr
 //! ```
 //!
+//! A request whose first argument is [`XVS_COMMAND`] is one of xvs's own
+//! commands (`xvs status`, `xvs drain`: [`Request::xvs`]) rather than
+//! ipvsadm's; ipvsadm has no such option, and the ipvsadm client refuses
+//! it before anything is sent, so no ipvsadm script can mean it.
+//!
 //! A request is one frame, then the end of the stream: the client shuts
 //! down its write side after the frame, and the daemon reads up to that
 //! end, so a request followed by anything at all (junk, a second request)
@@ -117,7 +122,28 @@ impl From<io::Error> for ProtocolError {
     }
 }
 
+/// The first argument of a request for one of xvs's own commands.
+pub const XVS_COMMAND: &str = "--xvs";
+
 impl Request {
+    /// A request for one of xvs's own commands, e.g. `["status", "--json"]`.
+    pub fn xvs<S: Into<String>>(args: impl IntoIterator<Item = S>) -> Request {
+        Request {
+            args: std::iter::once(XVS_COMMAND.to_string())
+                .chain(args.into_iter().map(Into::into))
+                .collect(),
+            stdin: None,
+        }
+    }
+
+    /// The arguments of one of xvs's own commands; `None` for ipvsadm's.
+    pub fn xvs_args(&self) -> Option<&[String]> {
+        match self.args.split_first() {
+            Some((first, rest)) if first == XVS_COMMAND => Some(rest),
+            _ => None,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut p = Vec::new();
         put_u32(&mut p, self.args.len() as u32);
@@ -307,6 +333,20 @@ mod tests {
             stderr: "Service not defined\n".into(),
         };
         assert_eq!(Response::read_from(&mut &resp.encode()[..]).unwrap(), resp);
+    }
+
+    /// xvs's own commands are marked by a first argument that ipvsadm's
+    /// command line refuses.
+    #[test]
+    fn xvs_commands_are_told_apart_from_ipvsadms() {
+        let r = Request::xvs(["status", "--json"]);
+        assert_eq!(
+            r.xvs_args(),
+            Some(&["status".to_string(), "--json".into()][..])
+        );
+        assert_eq!(Request::read_from(&mut &r.encode()[..]).unwrap(), r);
+        assert_eq!(request().xvs_args(), None);
+        assert!(crate::control::ipvsadm::parse(&r.args).is_err());
     }
 
     #[test]

@@ -14,6 +14,27 @@ use std::time::Duration;
 
 use crate::service::{ServiceKey, ServiceModel};
 
+mod check;
+mod dns;
+mod monitor;
+mod state;
+
+pub use check::md5_hex;
+pub use monitor::{by_kind, CheckOutcome, LatencyHistogram, Monitor, MonitorOptions, TargetStatus};
+
+/// A random number, for warmup delays and DNS query ids (not for secrets).
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    hasher.finish()
+}
+
 /// How one target is checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckSpec {
@@ -207,3 +228,6 @@ impl CheckConfig {
         out
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,8 +11,10 @@
 //!   server's [`Health`] apart from the weight the operator gave it.
 //! - [`ServiceTable`] ([`table`]): the immutable snapshot the model builds
 //!   for every change and the control plane publishes; workers only read it.
-//!   It is the scheduling view: a real server held down by its health has
-//!   weight 0 there.
+//!   It is the scheduling view ([`ServiceModel::view`]): a real server
+//!   held down by its health has weight 0 there or is absent, as its
+//!   service's [`ServicePolicy`] says; a sorry server is there while its
+//!   service has lost quorum.
 //! - [`counters`]: what must outlive a snapshot, per real server, indexed by
 //!   its [`RealId`] — the shared connection counts ([`RealLoads`], which
 //!   connections update and schedulers read) and each worker's traffic
@@ -161,7 +163,9 @@ pub struct RealServer {
     pub method: ForwardMethod,
     /// 0..=65535; 0 quiesces the server: no new connections, old ones go on.
     /// The model holds the weight the operator gave; a [`ServiceTable`] the
-    /// weight it schedules with (0 while the server's [`Health`] is down).
+    /// weight it schedules with (0 while the server's [`Health`] is down
+    /// and its service quiesces, a dynamic check's while it is up; see
+    /// [`ServiceModel::view`]).
     pub weight: u32,
     /// `-x`: stop sending new connections at this many (0 = no limit).
     pub upper_threshold: u32,

@@ -3,10 +3,12 @@
 //! The control plane builds a new [`ServiceTable`] for every change
 //! ([`super::ServiceModel::snapshot`]) and publishes it; workers only read
 //! it, and find a packet's service and a connection's real server in it
-//! without allocating or locking. It is the scheduling view of the model: a
-//! real server's `weight` here is the weight it schedules with, the one the
-//! operator gave it, or 0 while its [`super::Health`] is down (no new
-//! connections, its established ones go on, as with weight 0).
+//! without allocating or locking. It is the scheduling view of the model
+//! ([`super::ServiceModel::view`]): a real server's `weight` here is the
+//! weight it schedules with, the one the operator gave it (or a dynamic
+//! check), or 0 while its [`super::Health`] is down (no new connections,
+//! its established ones go on, as with weight 0); a down server its
+//! service removes is not here, a sorry server in use is.
 
 use std::collections::HashMap;
 

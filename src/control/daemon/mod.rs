@@ -19,9 +19,20 @@
 //! - The data plane is a [`Plane`]: the [`Director`] in `xvs director`, a
 //!   fake of plain maps in tests, so every message's handling is tested
 //!   without root.
+//! - Health checks ([`health`]), when the configuration has any, run on
+//!   the monitor's own threads; the daemon owns the monitor
+//!   ([`Daemon::with_health`]), applies the reports waiting in the
+//!   inbox's slots every round, and gives the monitor the model's targets
+//!   after every change of the model. Drains ([`drain`]) advance every
+//!   round; the daemon never waits on one.
+//! - xvs's own commands come as requests marked by
+//!   [`Request::xvs_args`](super::protocol::Request::xvs_args): `status
+//!   [--json]`, `drain ...`, `drain-progress ID`.
 
+pub mod drain;
 #[cfg(test)]
 mod fake;
+pub mod health;
 mod plane;
 pub mod rates;
 pub mod requests;
@@ -32,9 +43,14 @@ use std::time::{Duration, Instant};
 
 use super::inbox::{Mailbox, Message};
 use super::metrics::Scrape;
+use super::protocol::Response;
 use crate::director::{Director, DirectorError, DirectorOptions};
-use crate::service::ServiceModel;
+use crate::health::CheckConfig;
+use crate::service::{ServiceKey, ServiceModel, ServicePolicy};
 use crate::xsk::worker::WorkerStats;
+
+pub use drain::Drains;
+pub use health::{Checks, HealthChecks};
 
 pub use plane::Plane;
 pub use rates::RATE_INTERVAL;
@@ -54,6 +70,8 @@ pub struct Daemon<P: Plane = Director> {
     control: Control,
     mailbox: Mailbox,
     pace: Pace,
+    health: Option<HealthChecks>,
+    drains: Drains,
 }
 
 impl<P: Plane> Daemon<P> {
@@ -65,7 +83,35 @@ impl<P: Plane> Daemon<P> {
             control,
             mailbox,
             pace: Pace::new(Instant::now()),
+            health: None,
+            drains: Drains::default(),
         }
+    }
+
+    /// Runs `checks` (the monitor, started) with the targets of `config`
+    /// from now on; `policies` are given back to a service of theirs that
+    /// is deleted and defined anew.
+    pub fn with_health(
+        mut self,
+        checks: Box<dyn Checks>,
+        config: CheckConfig,
+        policies: &[(ServiceKey, ServicePolicy)],
+    ) -> Daemon<P> {
+        let model = self.control.model();
+        // As the model holds them (a sorry server's port forced), so that
+        // comparing them with the model finds what was lost, not a form.
+        let policies = policies
+            .iter()
+            .map(|(k, _)| (*k, model.policy(k)))
+            .collect();
+        self.health = Some(HealthChecks {
+            checks,
+            config,
+            policies,
+            seen: None,
+        });
+        self.follow_model();
+        self
     }
 
     /// Runs rounds until `stop` is set.
@@ -75,31 +121,156 @@ impl<P: Plane> Daemon<P> {
         }
     }
 
-    /// One round: upkeep, every waiting message, rates.
+    /// One round: upkeep, every waiting message, health reports, drains,
+    /// rates.
     pub fn round(&mut self) {
         self.plane.round(self.pace.wait(Instant::now()));
         while let Some(message) = self.mailbox.try_recv() {
             self.serve(message);
             self.pace.served(Instant::now());
         }
+        self.apply_reports();
+        if self.drains.busy() {
+            self.drains
+                .advance(&mut self.control, &mut self.plane, Instant::now());
+        }
+        self.follow_model();
         self.control.tick(&self.plane);
+    }
+
+    /// The health reports waiting, applied and published together.
+    fn apply_reports(&mut self) {
+        let reports = self.mailbox.reports();
+        if reports.is_empty() {
+            return;
+        }
+        for r in &reports {
+            tracing::info!(
+                "health: {} in {} is {}{}: {}",
+                r.real,
+                health::service_label(&r.service),
+                if r.up { "up" } else { "down" },
+                r.weight
+                    .map(|w| format!(" (weight {w})"))
+                    .unwrap_or_default(),
+                r.reason
+            );
+        }
+        match self
+            .control
+            .apply_edits(&mut self.plane, &health::edits(&reports))
+        {
+            Ok(_) => {}
+            Err(e) => tracing::error!("health reports not applied: {e}"),
+        }
+    }
+
+    /// After a change of the model: lost policies back, the monitor's
+    /// targets anew.
+    fn follow_model(&mut self) {
+        let generation = self.control.generation();
+        let Some(h) = &self.health else {
+            return;
+        };
+        if h.seen == Some(generation) {
+            return;
+        }
+        let lost = health::lost_policies(self.control.model(), &h.policies);
+        if !lost.is_empty() {
+            match self.control.apply_edits(&mut self.plane, &lost) {
+                Ok(refused) => {
+                    for (edit, e) in refused {
+                        tracing::warn!("{edit:?} refused: {e}");
+                    }
+                }
+                Err(e) => tracing::error!("policies not given back: {e}"),
+            }
+        }
+        if let Some(h) = &mut self.health {
+            h.checks.set_targets(h.config.targets(self.control.model()));
+            h.seen = Some(self.control.generation());
+        }
     }
 
     /// Answers one message on its own reply channel.
     fn serve(&mut self, message: Message) {
         match message {
             Message::Ipvsadm { request, reply } => {
-                let _ = reply.send(self.control.handle(&mut self.plane, &request));
+                let response = match request.xvs_args() {
+                    Some(args) => self.xvs(args),
+                    None => self.control.handle(&mut self.plane, &request),
+                };
+                let _ = reply.send(response);
             }
             Message::Scrape { reply } => {
                 let _ = reply.send(self.scrape());
             }
+            Message::Health => self.apply_reports(),
+        }
+    }
+
+    /// One of xvs's own commands (`status`, `drain`, `drain-progress`).
+    fn xvs(&mut self, args: &[String]) -> Response {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let now = Instant::now();
+        match args[..] {
+            ["status", ref rest @ ..] if rest.iter().all(|a| *a == "--json") => {
+                let statuses = self
+                    .health
+                    .as_ref()
+                    .map(|h| h.checks.status())
+                    .unwrap_or_default();
+                let rows = health::rows(self.control.model(), &statuses);
+                Response::ok(health::render(
+                    &rows,
+                    !rest.is_empty(),
+                    std::time::SystemTime::now(),
+                ))
+            }
+            ["drain", real, within, ref service @ ..] => {
+                let parsed = drain_args(real, within, service);
+                match parsed.and_then(|(real, within, service)| {
+                    self.drains.start(
+                        &mut self.control,
+                        &mut self.plane,
+                        real,
+                        service,
+                        within,
+                        now,
+                    )
+                }) {
+                    Ok(id) => Response::ok(format!("{id}\n")),
+                    Err(e) => Response::error(255, format!("xvs drain: {e}")),
+                }
+            }
+            ["drain-progress", id] => match id.parse() {
+                Ok(id) => {
+                    let (code, line) = self.drains.progress(id, now);
+                    Response {
+                        exit_code: code,
+                        stdout: format!("{line}\n"),
+                        stderr: String::new(),
+                    }
+                }
+                Err(_) => Response::error(255, format!("xvs: bad drain id {id:?}")),
+            },
+            _ => Response::error(
+                255,
+                format!(
+                    "xvs: this director does not know the command {:?} (an older xvs?)",
+                    args.join(" ")
+                ),
+            ),
         }
     }
 
     /// The numbers a metrics scrape shows, read now.
     pub fn scrape(&self) -> Scrape {
-        self.control.scrape(&self.plane)
+        let mut s = self.control.scrape(&self.plane);
+        if let Some(h) = &self.health {
+            s.health = super::metrics::HealthMetrics::from_status(&h.checks.status());
+        }
+        s
     }
 
     pub fn plane(&self) -> &P {
@@ -150,13 +321,39 @@ impl Daemon<Director> {
         )
     }
 
-    /// Stops the workers and detaches the programs; the workers' final
-    /// counters, for the exit summary.
+    /// Stops the checks, the workers and detaches the programs; the
+    /// workers' final counters, for the exit summary.
     pub fn stop(self) -> Vec<Arc<WorkerStats>> {
+        drop(self.health);
         let stats = self.plane.worker_stats().to_vec();
         self.plane.stop();
         stats
     }
+}
+
+/// `REAL WITHIN_SECONDS [PROTO VIP:PORT]`, as `xvs drain` sends them.
+fn drain_args(
+    real: &str,
+    within: &str,
+    service: &[&str],
+) -> Result<(std::net::SocketAddr, Duration, Option<ServiceKey>), String> {
+    let real = real
+        .parse()
+        .map_err(|_| format!("{real:?} is not ADDRESS:PORT"))?;
+    let within = within
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 86_400.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("--within {within:?}: give seconds, 0 to 86400"))?;
+    let service = match service {
+        [] => None,
+        [proto, vip] => Some(super::config::checks::parse_service(&format!(
+            "{proto} {vip}"
+        ))?),
+        _ => return Err(format!("bad service {:?}", service.join(" "))),
+    };
+    Ok((real, within, service))
 }
 
 /// How long a round waits: [`IDLE_ROUND`], or [`BRISK_ROUND`] for
@@ -314,5 +511,169 @@ mod tests {
         assert_eq!(pace.wait(t0 + Duration::from_millis(500)), BRISK_ROUND);
         assert_eq!(pace.wait(t0 + BRISK_FOR), IDLE_ROUND);
         assert!(IDLE_ROUND <= Duration::from_millis(20));
+    }
+
+    /// The monitor's stand-in: remembers the targets it was given.
+    #[derive(Clone, Default)]
+    struct FakeChecks(Arc<std::sync::Mutex<Vec<Vec<crate::health::Target>>>>);
+
+    impl Checks for FakeChecks {
+        fn set_targets(&self, targets: Vec<crate::health::Target>) {
+            self.0.lock().unwrap().push(targets);
+        }
+        fn status(&self) -> Vec<crate::health::TargetStatus> {
+            let given = self.0.lock().unwrap();
+            given
+                .last()
+                .into_iter()
+                .flatten()
+                .map(|t| crate::health::TargetStatus {
+                    service: t.service,
+                    real: t.real,
+                    kind: t.check.kind.name(),
+                    up: true,
+                    since: std::time::SystemTime::now(),
+                    transitions: 0,
+                    weight: None,
+                    last: None,
+                    latency: Default::default(),
+                })
+                .collect()
+        }
+    }
+
+    fn checked_daemon() -> (Daemon<Fake>, Inbox, FakeChecks) {
+        let (inbox, mailbox) = inbox::channel();
+        let mut d = Daemon::new(Fake::new(), ServiceModel::new(8), mailbox);
+        ipvsadm(&mut d, &inbox, "-A -t 192.0.2.10:80 -s rr");
+        ipvsadm(
+            &mut d,
+            &inbox,
+            "-a -t 192.0.2.10:80 -r 198.51.100.2:80 -m -w 3",
+        );
+        let key = d.control().model().services()[0].key;
+        let config = CheckConfig {
+            services: vec![(
+                key,
+                crate::health::CheckSpec::new(crate::health::CheckKind::Tcp),
+                Default::default(),
+            )],
+            reals: vec![],
+        };
+        let policy = ServicePolicy {
+            on_failure: crate::service::OnFailure::Remove,
+            ..ServicePolicy::default()
+        };
+        d.control
+            .apply_edits(
+                &mut d.plane,
+                &[crate::service::Edit::SetPolicy(key, policy)],
+            )
+            .unwrap();
+        let checks = FakeChecks::default();
+        let d = d.with_health(Box::new(checks.clone()), config, &[(key, policy)]);
+        (d, inbox, checks)
+    }
+
+    /// A report posted from the monitor's thread takes the server out of
+    /// the published snapshot; a real server added by ipvsadm becomes a
+    /// target; a service defined anew gets its policy back.
+    #[test]
+    fn health_reports_reach_the_model_and_targets_follow_it() {
+        let (mut d, inbox, checks) = checked_daemon();
+        assert_eq!(checks.0.lock().unwrap().last().unwrap().len(), 1);
+        let key = d.control().model().services()[0].key;
+        let real: std::net::SocketAddr = "198.51.100.2:80".parse().unwrap();
+        inbox.report(crate::health::Report {
+            service: key,
+            real,
+            up: false,
+            weight: None,
+            reason: "connect refused".into(),
+        });
+        d.round();
+        let published = d.plane().published.last().unwrap();
+        assert!(
+            published.services()[0].reals.is_empty(),
+            "removed while down"
+        );
+        let out = ipvsadm(&mut d, &inbox, "-L -n").stdout;
+        assert!(!out.contains("198.51.100.2"), "{out}");
+        ipvsadm(&mut d, &inbox, "-a -t 192.0.2.10:80 -r 198.51.100.3:80 -m");
+        assert_eq!(checks.0.lock().unwrap().last().unwrap().len(), 2);
+        ipvsadm(&mut d, &inbox, "-C");
+        ipvsadm(&mut d, &inbox, "-A -t 192.0.2.10:80 -s rr");
+        d.round();
+        assert_eq!(
+            d.control().model().policy(&key).on_failure,
+            crate::service::OnFailure::Remove
+        );
+        // xvs status: the checked servers.
+        ipvsadm(
+            &mut d,
+            &inbox,
+            "-a -t 192.0.2.10:80 -r 198.51.100.2:80 -m -w 3",
+        );
+        let r = ask(&mut d, &inbox, |i| {
+            i.ipvsadm(
+                Request::xvs(["status"]),
+                Instant::now() + Duration::from_secs(30),
+            )
+            .unwrap()
+        });
+        assert_eq!(r.exit_code, 0, "{r:?}");
+        assert!(
+            r.stdout.contains("198.51.100.2:80") && r.stdout.contains("tcp"),
+            "{r:?}"
+        );
+        let s = d.scrape();
+        assert_eq!(s.health.targets.len(), 1);
+    }
+
+    /// `xvs drain` through the daemon: quiesced at once, removed in a later
+    /// round once no connection is active; progress until then.
+    #[test]
+    fn a_drain_goes_on_across_rounds() {
+        let (inbox, mailbox) = inbox::channel();
+        let mut d = Daemon::new(Fake::new(), ServiceModel::new(8), mailbox);
+        ipvsadm(&mut d, &inbox, "-A -t 192.0.2.10:80 -s rr");
+        ipvsadm(
+            &mut d,
+            &inbox,
+            "-a -t 192.0.2.10:80 -r 198.51.100.2:80 -m -w 3",
+        );
+        d.plane.counts.insert(
+            crate::service::RealId(0),
+            crate::service::RealCounts {
+                active_conns: 1,
+                inact_conns: 0,
+                persist_conns: 0,
+            },
+        );
+        let xvs = |d: &mut Daemon<Fake>, args: Vec<String>| {
+            ask(d, &inbox, move |i| {
+                i.ipvsadm(Request::xvs(args), Instant::now() + Duration::from_secs(30))
+                    .unwrap()
+            })
+        };
+        let r = xvs(
+            &mut d,
+            ["drain", "198.51.100.2:80", "60", "tcp", "192.0.2.10:80"]
+                .map(String::from)
+                .to_vec(),
+        );
+        assert_eq!(r.exit_code, 0, "{r:?}");
+        let id = r.stdout.trim().to_string();
+        assert_eq!(d.control().model().services()[0].reals[0].weight, 0);
+        let r = xvs(&mut d, vec!["drain-progress".into(), id.clone()]);
+        assert_eq!(r.exit_code, drain::EXIT_DRAINING, "{r:?}");
+        assert!(r.stdout.contains("1 active connection(s) left"), "{r:?}");
+        d.plane.counts.clear();
+        d.round();
+        assert!(d.control().model().services()[0].reals.is_empty());
+        let r = xvs(&mut d, vec!["drain-progress".into(), id]);
+        assert_eq!(r.exit_code, 0, "{r:?}");
+        let r = xvs(&mut d, vec!["frobnicate".into()]);
+        assert_eq!(r.exit_code, 255);
     }
 }

@@ -36,7 +36,7 @@ use crate::control::ipvsadm::{
 };
 use crate::control::metrics::{RealMetrics, Scrape, ServiceMetrics};
 use crate::control::protocol::{Request, Response};
-use crate::service::{RealCounts, ServiceModel, TotalStats};
+use crate::service::{ApplyError, Edit, RealCounts, ServiceModel, TotalStats};
 use crate::service::{RealId, ServiceKey};
 
 /// The model and what the daemon keeps beside it: counter baselines,
@@ -49,6 +49,8 @@ pub struct Control {
     /// Per service: what its deleted real servers had counted since `-Z`.
     retired: HashMap<ServiceKey, TotalStats>,
     rates: Rates,
+    /// Bumped by every change of the model (see [`Control::generation`]).
+    generation: u64,
 }
 
 impl Control {
@@ -60,6 +62,7 @@ impl Control {
             baseline: HashMap::new(),
             retired: HashMap::new(),
             rates: Rates::new(Instant::now()),
+            generation: 0,
         };
         for id in c.ids() {
             c.baseline.insert(id, plane.raw_totals(id));
@@ -103,7 +106,7 @@ impl Control {
                 _ => {
                     let stats = self.list_stats(plane);
                     match render::list(
-                        self.model.services(),
+                        &self.model.view(),
                         &stats,
                         &opts,
                         plane.table_size(),
@@ -115,7 +118,7 @@ impl Control {
                 }
             },
             Command::Save { numeric } => {
-                Response::ok(save::save(self.model.services(), numeric, self.names))
+                Response::ok(save::save(&self.model.view(), numeric, self.names))
             }
             Command::Restore => {
                 let text = request.stdin.as_deref().unwrap_or("");
@@ -180,6 +183,7 @@ impl Control {
         }
         let before = self.owners();
         self.model = next;
+        self.generation += 1;
         let after = self.owners();
         if plane.expire_nodest_conn() && !removed.is_empty() {
             plane.expire_reals(removed);
@@ -203,6 +207,37 @@ impl Control {
         self.retired.retain(|k, _| keys.contains(k));
         self.rates.retain_services(&keys);
         Ok(())
+    }
+
+    /// Changes of the model so far: a caller that follows the model (the
+    /// health targets) compares it with the one it last saw.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Applies the edits a front end other than ipvsadm made (health
+    /// reports, drains, policies), each on its own: a refused one is
+    /// skipped (a report about a real server deleted meanwhile) and given
+    /// back with its error; those applied are published once, together.
+    pub fn apply_edits(
+        &mut self,
+        plane: &mut impl Plane,
+        edits: &[Edit],
+    ) -> Result<Vec<(Edit, ApplyError)>, String> {
+        let mut next = self.model.clone();
+        let mut refused = Vec::new();
+        let mut removed = Vec::new();
+        for edit in edits {
+            match next.apply_with(edit, &|id| reusable(plane, id)) {
+                Ok(applied) => removed.extend(applied.removed),
+                Err(e) => refused.push((edit.clone(), e)),
+            }
+        }
+        if refused.len() < edits.len() {
+            self.commit(plane, next, &removed)
+                .map_err(|r| r.stderr.trim_end().to_string())?;
+        }
+        Ok(refused)
     }
 
     /// `-Z` and `--set`, also when a restore script carries them.
@@ -236,7 +271,7 @@ impl Control {
         self.model
             .services()
             .iter()
-            .flat_map(|s| s.reals.iter().map(|r| r.id))
+            .flat_map(|s| self.model.ids_of(s))
             .collect()
     }
 
@@ -244,7 +279,7 @@ impl Control {
         self.model
             .services()
             .iter()
-            .flat_map(|s| s.reals.iter().map(move |r| (r.id, s.key)))
+            .flat_map(|s| self.model.ids_of(s).map(move |id| (id, s.key)))
             .collect()
     }
 
@@ -257,13 +292,13 @@ impl Control {
         let mut stats = ListStats::default();
         for s in self.model.services() {
             let mut svc = self.retired.get(&s.key).copied().unwrap_or_default();
-            for r in &s.reals {
-                let t = plane.raw_totals(r.id).minus(&self.base(r.id));
+            for id in self.model.ids_of(s) {
+                let t = plane.raw_totals(id).minus(&self.base(id));
                 svc.add(&t);
                 stats.reals.insert(
-                    r.id,
+                    id,
                     RealStats {
-                        counts: plane.real_counts(r.id),
+                        counts: plane.real_counts(id),
                         totals: t,
                         rates: RateStats::default(),
                     },
@@ -296,6 +331,11 @@ impl Control {
     /// service and real server, the workers' counters, the table's.
     pub fn scrape(&self, plane: &impl Plane) -> Scrape {
         let stats = self.totals(plane);
+        let view = self.model.view();
+        let effective: HashMap<RealId, u32> = view
+            .iter()
+            .flat_map(|s| s.reals.iter().map(|r| (r.id, r.weight)))
+            .collect();
         let services = self
             .model
             .services()
@@ -314,6 +354,7 @@ impl Control {
                 reals: s
                     .reals
                     .iter()
+                    .chain(self.model.sorry(&s.key))
                     .map(|r| {
                         let st = stats.reals.get(&r.id).copied().unwrap_or_default();
                         RealMetrics {
@@ -321,6 +362,7 @@ impl Control {
                             totals: st.totals,
                             counts: st.counts,
                             weight: r.weight,
+                            effective_weight: effective.get(&r.id).copied().unwrap_or(0),
                         }
                     })
                     .collect(),
@@ -332,6 +374,7 @@ impl Control {
             workers: plane.workers(),
             table,
             table_capacity,
+            health: Default::default(),
         }
     }
 }

@@ -33,6 +33,16 @@ impl Builder {
         f
     }
 
+    /// Registers a metric of its own kind (a histogram of given buckets).
+    pub(super) fn register(
+        &mut self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.registry.register(name, help, metric);
+    }
+
     pub(super) fn gauge_f64(
         &mut self,
         name: &str,
@@ -66,7 +76,11 @@ pub fn encode(s: &Scrape) -> String {
     let active = b.gauge("xvs_real_active_connections", "ActiveConn");
     let inactive = b.gauge("xvs_real_inactive_connections", "InActConn");
     let persistent = b.gauge("xvs_real_persistent_connections", "PersistConn (templates)");
-    let weight = b.gauge("xvs_real_weight", "Scheduling weight (0: quiesced)");
+    let weight = b.gauge("xvs_real_weight", "Configured weight (0: quiesced)");
+    let effective = b.gauge(
+        "xvs_real_effective_weight",
+        "Weight scheduled with now: 0 while down and quiesced or out of the service",
+    );
     for svc in &s.services {
         let l = || vec![("service", svc.label.clone())];
         let dir = |d: &str| {
@@ -95,10 +109,12 @@ pub fn encode(s: &Scrape) -> String {
             gauge(&inactive, l(), u64::from(r.counts.inact_conns));
             gauge(&persistent, l(), u64::from(r.counts.persist_conns));
             gauge(&weight, l(), u64::from(r.weight));
+            gauge(&effective, l(), u64::from(r.effective_weight));
         }
     }
 
     super::workers::encode(&mut b, &s.workers);
+    super::health::encode(&mut b, &s.health);
 
     let t = &s.table;
     let none = Vec::new;
@@ -157,7 +173,9 @@ pub fn encode(s: &Scrape) -> String {
 mod tests {
     use super::*;
     use crate::conntrack::TableStats;
-    use crate::control::metrics::{RealMetrics, ServiceMetrics, WorkerMetrics};
+    use crate::control::metrics::{
+        HealthMetrics, RealMetrics, ServiceMetrics, TargetMetrics, WorkerMetrics,
+    };
     use crate::service::{RealCounts, TotalStats};
 
     /// One service with one real server, one worker with drops: every
@@ -185,6 +203,7 @@ mod tests {
                         persist_conns: 0,
                     },
                     weight: 5,
+                    effective_weight: 0,
                 }],
             }],
             workers: vec![WorkerMetrics {
@@ -210,6 +229,21 @@ mod tests {
                 ..TableStats::default()
             },
             table_capacity: 1000,
+            health: HealthMetrics {
+                targets: vec![TargetMetrics {
+                    service: "TCP 192.0.2.10:80".into(),
+                    real: "198.51.100.2:8080".into(),
+                    check: "http",
+                    up: false,
+                    transitions: 3,
+                }],
+                latency: vec![("http", {
+                    let mut h = crate::health::LatencyHistogram::new();
+                    h.observe(std::time::Duration::from_millis(3));
+                    h.observe(std::time::Duration::from_secs(20));
+                    h
+                })],
+            },
         }
     }
 
@@ -225,6 +259,15 @@ mod tests {
             "xvs_real_active_connections{service=\"TCP 192.0.2.10:80\",real=\"198.51.100.2:8080\"} 2",
             "xvs_real_inactive_connections{service=\"TCP 192.0.2.10:80\",real=\"198.51.100.2:8080\"} 1",
             "xvs_real_weight{service=\"TCP 192.0.2.10:80\",real=\"198.51.100.2:8080\"} 5",
+            "xvs_real_effective_weight{service=\"TCP 192.0.2.10:80\",real=\"198.51.100.2:8080\"} 0",
+            "xvs_real_up{service=\"TCP 192.0.2.10:80\",real=\"198.51.100.2:8080\",check=\"http\"} 0",
+            "xvs_real_transitions_total{service=\"TCP 192.0.2.10:80\",real=\"198.51.100.2:8080\",check=\"http\"} 3",
+            "# TYPE xvs_health_check_duration_seconds histogram",
+            "xvs_health_check_duration_seconds_bucket{check=\"http\",le=\"0.0025\"} 0",
+            "xvs_health_check_duration_seconds_bucket{check=\"http\",le=\"0.005\"} 1",
+            "xvs_health_check_duration_seconds_bucket{check=\"http\",le=\"10\"} 1",
+            "xvs_health_check_duration_seconds_bucket{check=\"http\",le=\"+Inf\"} 2",
+            "xvs_health_check_duration_seconds_count{check=\"http\"} 2",
             "xvs_worker_rx_frames_total{worker=\"0\"} 100",
             "xvs_worker_tx_frames_total{worker=\"0\"} 90",
             "xvs_worker_drops_total{worker=\"0\",reason=\"tcp_not_syn\"} 7",

@@ -18,7 +18,12 @@
 //! `xvs_service_bytes_total` (`direction="in|out"`), the same three as
 //! `xvs_real_*`, and gauges `xvs_real_active_connections`,
 //! `xvs_real_inactive_connections`, `xvs_real_persistent_connections`,
-//! `xvs_real_weight`.
+//! `xvs_real_weight` (as configured) and `xvs_real_effective_weight` (as
+//! scheduled: 0 while down, a dynamic check's weight while up; a sorry
+//! server is listed as a real server too, at 0 while not in use).
+//! Health checks ([`health`]): `xvs_real_up`, `xvs_real_transitions_total`
+//! (labels `service`, `real`, `check`) and the histogram
+//! `xvs_health_check_duration_seconds{check}`.
 //! Per worker (`worker="0"`): `xvs_worker_rx_frames_total`,
 //! `xvs_worker_tx_frames_total`,
 //! `xvs_worker_new_connections_total`, `xvs_worker_drops_total`
@@ -55,11 +60,13 @@
 //! director or the model: metrics see only what the daemon hands them.
 
 mod encode;
+pub mod health;
 pub mod scrape;
 mod serve;
 pub mod workers;
 
 pub use encode::encode;
+pub use health::{HealthMetrics, TargetMetrics};
 pub use scrape::{RealMetrics, Scrape, ServiceMetrics};
 pub use serve::{serve, MAX_SCRAPES};
 pub use workers::{worker_summary, WorkerMetrics, QUANTILES};

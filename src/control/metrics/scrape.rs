@@ -4,7 +4,7 @@
 use crate::conntrack::TableStats;
 use crate::service::{RealCounts, TotalStats};
 
-use super::WorkerMetrics;
+use super::{HealthMetrics, WorkerMetrics};
 
 /// Everything a scrape shows: the services and their real servers (the
 /// numbers of `ipvsadm -L --stats`), the workers, the connection table.
@@ -14,6 +14,7 @@ pub struct Scrape {
     pub workers: Vec<WorkerMetrics>,
     pub table: TableStats,
     pub table_capacity: usize,
+    pub health: HealthMetrics,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -30,5 +31,9 @@ pub struct RealMetrics {
     pub label: String,
     pub totals: TotalStats,
     pub counts: RealCounts,
+    /// The weight the operator gave.
     pub weight: u32,
+    /// The weight it schedules with now (0: quiesced, down, or out of the
+    /// service).
+    pub effective_weight: u32,
 }
