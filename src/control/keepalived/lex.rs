@@ -337,12 +337,13 @@ impl Lexer<'_, '_> {
         let base = dir.unwrap_or(Path::new("."));
         let mut paths = Vec::new();
         for pattern in expand_braces(name) {
+            // The including file's directory is a path, not a pattern.
             let full = if Path::new(&pattern).is_absolute() {
-                PathBuf::from(&pattern)
+                pattern.clone()
             } else {
-                base.join(&pattern)
+                let base = glob::Pattern::escape(&base.to_string_lossy());
+                format!("{}/{pattern}", base.trim_end_matches('/'))
             };
-            let full = full.to_string_lossy().into_owned();
             match glob::glob(&full) {
                 Ok(found) => {
                     let mut found: Vec<PathBuf> = found.filter_map(Result::ok).collect();

@@ -799,3 +799,18 @@ fn braces_expand_as_csh_does() {
     assert_eq!(lex::expand_braces("plain"), ["plain"]);
     assert_eq!(lex::expand_braces("x{,y}"), ["x", "xy"]);
 }
+
+#[test]
+fn the_including_files_directory_is_no_pattern() {
+    let dir = std::env::temp_dir().join(format!("xvs-kad[{}]", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("main.conf"), "include part*.conf\n").unwrap();
+    std::fs::write(
+        dir.join("part1.conf"),
+        "virtual_server 192.0.2.1 80 {\n lb_algo rr\n}\n",
+    )
+    .unwrap();
+    let k = load(&dir.join("main.conf"));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(k.unwrap().services[0].0.key, tcp("192.0.2.1", 80));
+}
