@@ -47,6 +47,23 @@ pub struct HealthChecks {
     pub policies: Vec<(ServiceKey, ServicePolicy)>,
     /// The model generation the targets were last set from.
     pub seen: Option<u64>,
+    /// Every (service, real server) of the model the targets were last
+    /// set from: a change that keeps them (a report's health, a weight)
+    /// gives the monitor nothing new.
+    pub reals: Option<Vec<(ServiceKey, SocketAddr)>>,
+}
+
+/// Every (service, real server) of `model`, in its order.
+pub fn real_set(model: &ServiceModel) -> Vec<(ServiceKey, SocketAddr)> {
+    model
+        .services()
+        .iter()
+        .flat_map(|s| {
+            s.reals
+                .iter()
+                .map(move |r| (s.key, SocketAddr::new(r.addr, r.port)))
+        })
+        .collect()
 }
 
 /// The edits a round's reports make.

@@ -109,6 +109,7 @@ impl<P: Plane> Daemon<P> {
             config,
             policies,
             seen: None,
+            reals: None,
         });
         self.follow_model();
         self
@@ -187,7 +188,14 @@ impl<P: Plane> Daemon<P> {
             }
         }
         if let Some(h) = &mut self.health {
-            h.checks.set_targets(h.config.targets(self.control.model()));
+            // Targets only change with the set of real servers: a round of
+            // reports (health, weights) costs a comparison, not a rebuild.
+            let model = self.control.model();
+            let reals = health::real_set(model);
+            if h.reals.as_ref() != Some(&reals) {
+                h.checks.set_targets(h.config.targets(model));
+                h.reals = Some(reals);
+            }
             h.seen = Some(self.control.generation());
         }
     }
@@ -596,6 +604,11 @@ mod tests {
         assert!(
             published.services()[0].reals.is_empty(),
             "removed while down"
+        );
+        assert_eq!(
+            checks.0.lock().unwrap().len(),
+            1,
+            "a report changes no target"
         );
         let out = ipvsadm(&mut d, &inbox, "-L -n").stdout;
         assert!(!out.contains("198.51.100.2"), "{out}");
