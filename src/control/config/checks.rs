@@ -675,6 +675,38 @@ hysteresis = 1
         assert!(tried >= 15, "{tried}");
     }
 
+    /// README's example of checks and a policy resolves.
+    #[test]
+    fn the_readme_example_resolves() {
+        let readme = include_str!("../../../README.md");
+        let section = &readme[readme.find("## Health checks").expect("section")..];
+        let start = section.find("```toml\n").expect("example") + 8;
+        let end = start + section[start..].find("```\n").expect("end");
+        let mut c = FileConfig::parse(&section[start..end]).expect("README's example parses");
+        assert!(c.services_file.take().is_some());
+        let mut m = model();
+        m.apply(&Edit::AddReal(
+            parse_service("tcp 192.0.2.10:80").unwrap(),
+            RealSpec {
+                addr: "198.51.100.3".parse().unwrap(),
+                port: 80,
+                method: ForwardMethod::Nat,
+                weight: 1,
+                upper_threshold: 0,
+                lower_threshold: 0,
+            },
+        ))
+        .unwrap();
+        let h = resolve(
+            c.check.as_deref().unwrap_or(&[]),
+            c.policy.as_deref().unwrap_or(&[]),
+            &m,
+        )
+        .expect("README's example resolves");
+        assert_eq!((h.checks.services.len(), h.checks.reals.len()), (1, 1));
+        assert_eq!(h.policies[0].1.quorum, 2);
+    }
+
     #[test]
     fn mistakes_are_named() {
         let check = |rest: &str| {
