@@ -690,6 +690,22 @@ fn per_kind_histograms_add_up() {
     assert!(kinds.iter().any(|(k, _)| *k == "http"));
     let counts: Vec<u64> = tcp.buckets().map(|(_, c)| c).collect();
     assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+    // The totals keep the checks of targets gone, and of kinds changed.
+    let total = |m: &Monitor, kind: &str| {
+        m.latency_by_kind()
+            .into_iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0, |(_, h)| h.count)
+    };
+    let tcp_before = total(&monitor, "tcp");
+    let http_before = total(&monitor, "http");
+    assert!(tcp_before >= tcp.count && http_before >= 2);
+    let mut web_as_tcp = http(HttpSpec::new("/"), web);
+    web_as_tcp.check.kind = CheckKind::Tcp;
+    monitor.set_targets(vec![web_as_tcp]);
+    assert!(total(&monitor, "tcp") >= tcp_before);
+    assert!(total(&monitor, "http") >= http_before);
+    assert_eq!(status_of(&monitor, web).kind, "tcp");
     monitor.stop();
 }
 
