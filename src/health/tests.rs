@@ -782,3 +782,29 @@ fn a_hanging_hook_is_killed_and_stalls_nothing() {
     monitor.stop();
     let _ = std::fs::remove_file(&pid_file);
 }
+
+#[test]
+fn stop_ends_checks_in_flight_with_their_processes() {
+    let reports = Reports::default();
+    let monitor = Monitor::start(reports.sink()).unwrap();
+    let pid_file = scratch("check-pid");
+    let mut t = exec(
+        &format!(
+            "echo $$ > {p}.tmp && mv {p}.tmp {p}; exec sleep 60",
+            p = pid_file.display()
+        ),
+        false,
+    );
+    t.check.timeout = Duration::from_secs(60);
+    monitor.set_targets(vec![t]);
+    let pid: u32 = read_when_there(&pid_file).trim().parse().unwrap();
+    assert!(alive(pid));
+    let started = Instant::now();
+    monitor.stop();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    wait_for("the check's process dies", Duration::from_secs(10), || {
+        !alive(pid)
+    });
+    assert!(reports.take().is_empty());
+    let _ = std::fs::remove_file(&pid_file);
+}
