@@ -193,6 +193,8 @@ fn run(n: usize, secs: u64, server: u32) {
     };
     let (checks0, hist0) = checks(&monitor);
     let cpu0 = cpu_secs();
+    let waited0 = runnable_secs();
+    let net0 = tcp_counters();
     let server0 = process_cpu_secs(server);
     let t0 = Instant::now();
     let mut rss_max = 0;
@@ -202,6 +204,12 @@ fn run(n: usize, secs: u64, server: u32) {
     }
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu0;
+    let waited = runnable_secs() - waited0;
+    let net: Vec<(&str, u64)> = tcp_counters()
+        .into_iter()
+        .zip(net0)
+        .map(|((name, a), (_, b))| (name, a.saturating_sub(b)))
+        .collect();
     let server_cpu = process_cpu_secs(server) - server0;
     let (checks1, hist1) = checks(&monitor);
     let done = checks1 - checks0;
@@ -234,6 +242,10 @@ fn run(n: usize, secs: u64, server: u32) {
         cpu / wall,
         cpu / done.max(1) as f64 * 1e6
     );
+    println!(
+        "  runnable, not running:   {:.3} s/s (the monitor's threads waiting for a core)",
+        waited / wall
+    );
     println!("  listeners' CPU:          {:.3} s/s", server_cpu / wall);
     println!(
         "  RSS:                     {} kB before, {} kB max while checking ({} kB high-water)",
@@ -249,6 +261,8 @@ fn run(n: usize, secs: u64, server: u32) {
         quantile(1.0)
     );
     println!("  load average at the end: {}", load_average());
+    let net: Vec<String> = net.iter().map(|(name, n)| format!("{name} {n}")).collect();
+    println!("  TCP in the window:       {}", net.join(", "));
     println!(
         "  up at the end: {up}/{n}; failed last check: {failed_last}; down reports: {}",
         downs.load(Ordering::Relaxed)
@@ -262,4 +276,49 @@ fn load_average() -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The seconds this process's threads spent runnable but waiting for a
+/// core (the second field of each thread's schedstat).
+fn runnable_secs() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1e9
+}
+
+/// The namespace's TCP counters that explain slow or failed connects:
+/// connects opened, segments retransmitted, listen queue overflows.
+fn tcp_counters() -> Vec<(&'static str, u64)> {
+    let wanted = [
+        ("Tcp", "ActiveOpens"),
+        ("Tcp", "RetransSegs"),
+        ("TcpExt", "ListenOverflows"),
+        ("TcpExt", "ListenDrops"),
+        ("TcpExt", "TCPTimeouts"),
+    ];
+    let mut text = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    text += &std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    wanted
+        .iter()
+        .map(|(group, name)| {
+            let value = lines
+                .windows(2)
+                .filter(|w| {
+                    w[0].starts_with(&format!("{group}:")) && w[1].starts_with(&format!("{group}:"))
+                })
+                .find_map(|w| {
+                    let i = w[0].split_whitespace().position(|n| n == *name)?;
+                    w[1].split_whitespace().nth(i)?.parse().ok()
+                })
+                .unwrap_or(0);
+            (*name, value)
+        })
+        .collect()
 }

@@ -41,6 +41,9 @@ pub struct Monitor {
     runtime: Option<Runtime>,
     shared: Arc<Shared>,
     targets: Mutex<HashMap<(ServiceKey, SocketAddr), Running>>,
+    /// The latencies of targets gone (or of a kind they no longer are),
+    /// per checker type, so that [`Monitor::latency_by_kind`] never falls.
+    retired: Mutex<Vec<(&'static str, LatencyHistogram)>>,
 }
 
 /// One target as it stands now (for `xvs status` and metrics).
@@ -138,7 +141,8 @@ impl Default for LatencyHistogram {
 }
 
 /// The latency histograms of `statuses` added up per checker type, in
-/// the order the types first appear.
+/// the order the types first appear. Targets gone take their checks with
+/// them; [`Monitor::latency_by_kind`] keeps those too.
 pub fn by_kind(statuses: &[TargetStatus]) -> Vec<(&'static str, LatencyHistogram)> {
     let mut out: Vec<(&'static str, LatencyHistogram)> = Vec::new();
     for status in statuses {
@@ -205,6 +209,7 @@ impl Monitor {
                 options,
             }),
             targets: Mutex::new(HashMap::new()),
+            retired: Mutex::new(Vec::new()),
         })
     }
 
@@ -232,6 +237,10 @@ impl Monitor {
                     old.task.abort();
                     let health = {
                         let mut state = lock(&old.state);
+                        let kind = old.target.check.kind.name();
+                        if kind != target.check.kind.name() {
+                            self.retire(kind, std::mem::take(&mut state.latency));
+                        }
                         state.generation += 1;
                         let weight = state.health.weight;
                         state.health = Health {
@@ -260,9 +269,37 @@ impl Monitor {
         }
         for (_, gone) in running.drain() {
             gone.task.abort();
-            lock(&gone.state).generation += 1;
+            let mut state = lock(&gone.state);
+            state.generation += 1;
+            self.retire(
+                gone.target.check.kind.name(),
+                std::mem::take(&mut state.latency),
+            );
         }
         *running = next;
+    }
+
+    fn retire(&self, kind: &'static str, latency: LatencyHistogram) {
+        let mut retired = lock(&self.retired);
+        match retired.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, total)) => total.merge(&latency),
+            None => retired.push((kind, latency)),
+        }
+    }
+
+    /// The latencies of every check this monitor ran, per checker type,
+    /// targets gone included: totals that only grow, as a Prometheus
+    /// histogram's must ([`by_kind`] of [`Monitor::status`] drops the
+    /// checks of targets gone).
+    pub fn latency_by_kind(&self) -> Vec<(&'static str, LatencyHistogram)> {
+        let mut out = by_kind(&self.status());
+        for (kind, latency) in lock(&self.retired).iter() {
+            match out.iter_mut().find(|(k, _)| k == kind) {
+                Some((_, total)) => total.merge(latency),
+                None => out.push((kind, latency.clone())),
+            }
+        }
+        out
     }
 
     fn spawn(

@@ -102,6 +102,74 @@ fn http(spec: HttpSpec, at: SocketAddr) -> Target {
 }
 
 #[test]
+fn an_http_answer_is_whole_by_its_length_its_chunks_or_its_end() {
+    use super::check::{parse_answer, Answer};
+    let answer = |status, body: &[u8]| {
+        Ok(Some(Answer {
+            status,
+            body: body.to_vec(),
+        }))
+    };
+    /// Bytes so far, at the end of the stream, body needed, verdict.
+    type Case = (&'static [u8], bool, bool, Result<Option<Answer>, String>);
+    let cases: &[Case] = &[
+        (b"HTTP/1.1 200 OK\r\nServer: x", false, false, Ok(None)),
+        (b"HTTP/1.1 503 Busy\r\n\r\n", false, false, answer(503, b"")),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab",
+            false,
+            true,
+            Ok(None),
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nabcdef",
+            false,
+            true,
+            answer(200, b"abcd"),
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab",
+            true,
+            true,
+            Err("connection closed before the whole body".into()),
+        ),
+        (
+            b"HTTP/1.0 200 OK\r\n\r\nuntil the end",
+            false,
+            true,
+            Ok(None),
+        ),
+        (
+            b"HTTP/1.0 200 OK\r\n\r\nuntil the end",
+            true,
+            true,
+            answer(200, b"until the end"),
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n",
+            false,
+            true,
+            Ok(None),
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\n\r\n",
+            false,
+            true,
+            answer(200, b"abc"),
+        ),
+        (
+            b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+            false,
+            false,
+            Err("no HTTP answer: \"SSH-2.0-OpenSSH_9.2\"".into()),
+        ),
+    ];
+    for (i, (bytes, eof, need_body, verdict)) in cases.iter().enumerate() {
+        assert_eq!(&parse_answer(bytes, *eof, *need_body), verdict, "case {i}");
+    }
+}
+
+#[test]
 fn tcp_is_up_when_it_connects_and_down_when_refused() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let at = listener.local_addr().unwrap();
@@ -494,7 +562,14 @@ fn a_hanging_target_stalls_only_its_own_check() {
     let mut hanging = http(HttpSpec::new("/"), silent);
     hanging.check.timeout = Duration::from_secs(2);
     hanging.check.interval = Duration::from_secs(2);
-    monitor.set_targets(vec![hanging, target(good, CheckKind::Tcp)]);
+    monitor.set_targets(vec![hanging.clone(), target(good, CheckKind::Tcp)]);
+    // Replacing the targets while the hanging check is in flight does not wait on it.
+    thread::sleep(Duration::from_millis(100));
+    let mut changed = hanging.clone();
+    changed.check.rise = 2;
+    let started = Instant::now();
+    monitor.set_targets(vec![changed, target(good, CheckKind::Tcp)]);
+    assert!(started.elapsed() < Duration::from_secs(1));
     let down = reports.wait(1);
     assert_eq!(down[0].real, silent);
     assert_eq!(down[0].reason, "timed out after 2s");
@@ -615,6 +690,22 @@ fn per_kind_histograms_add_up() {
     assert!(kinds.iter().any(|(k, _)| *k == "http"));
     let counts: Vec<u64> = tcp.buckets().map(|(_, c)| c).collect();
     assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+    // The totals keep the checks of targets gone, and of kinds changed.
+    let total = |m: &Monitor, kind: &str| {
+        m.latency_by_kind()
+            .into_iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0, |(_, h)| h.count)
+    };
+    let tcp_before = total(&monitor, "tcp");
+    let http_before = total(&monitor, "http");
+    assert!(tcp_before >= tcp.count && http_before >= 2);
+    let mut web_as_tcp = http(HttpSpec::new("/"), web);
+    web_as_tcp.check.kind = CheckKind::Tcp;
+    monitor.set_targets(vec![web_as_tcp]);
+    assert!(total(&monitor, "tcp") >= tcp_before);
+    assert!(total(&monitor, "http") >= http_before);
+    assert_eq!(status_of(&monitor, web).kind, "tcp");
     monitor.stop();
 }
 
@@ -689,5 +780,31 @@ fn a_hanging_hook_is_killed_and_stalls_nothing() {
     );
     assert!(status_of(&monitor, good.real).latency.count > before);
     monitor.stop();
+    let _ = std::fs::remove_file(&pid_file);
+}
+
+#[test]
+fn stop_ends_checks_in_flight_with_their_processes() {
+    let reports = Reports::default();
+    let monitor = Monitor::start(reports.sink()).unwrap();
+    let pid_file = scratch("check-pid");
+    let mut t = exec(
+        &format!(
+            "echo $$ > {p}.tmp && mv {p}.tmp {p}; exec sleep 60",
+            p = pid_file.display()
+        ),
+        false,
+    );
+    t.check.timeout = Duration::from_secs(60);
+    monitor.set_targets(vec![t]);
+    let pid: u32 = read_when_there(&pid_file).trim().parse().unwrap();
+    assert!(alive(pid));
+    let started = Instant::now();
+    monitor.stop();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    wait_for("the check's process dies", Duration::from_secs(10), || {
+        !alive(pid)
+    });
+    assert!(reports.take().is_empty());
     let _ = std::fs::remove_file(&pid_file);
 }
