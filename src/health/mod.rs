@@ -68,8 +68,11 @@ pub struct CheckSpec {
 }
 
 impl CheckSpec {
-    /// keepalived's defaults for a check of this kind: 6 s interval, 5 s
-    /// timeout, fall 1, rise 1, 1 s before a retry, no warmup, start up.
+    /// The defaults of a check of this kind: 6 s interval, 5 s timeout
+    /// (keepalived's `connect_timeout`), fall 1, rise 1, 1 s before a
+    /// retry, no warmup, start up. keepalived's own `delay_loop` default
+    /// is 60 s and its `retry` counts tries after the first; the
+    /// keepalived.conf reader sets both as keepalived has them.
     pub fn new(kind: CheckKind) -> CheckSpec {
         CheckSpec {
             kind,

@@ -9,7 +9,7 @@
 //! type = "http"                  # tcp http https udp dns exec
 //! interval = "1s"                # between checks (keepalived delay_loop)
 //! timeout = "2s"                 # connect and answer (connect_timeout)
-//! fall = 3                       # failures in a row before down (retry)
+//! fall = 3                       # failures in a row before down (keepalived retry + 1)
 //! rise = 2                       # successes in a row before up
 //! delay_before_retry = "500ms"   # after a failure, while counting to fall
 //! warmup = "0s"                  # at most this long before the first check

@@ -17,7 +17,7 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use crate::health::{CheckConfig, Monitor, Report, Target, TargetStatus};
+use crate::health::{CheckConfig, LatencyHistogram, Monitor, Report, Target, TargetStatus};
 use crate::service::{Edit, Health, RealId, ServiceKey, ServiceModel, ServicePolicy};
 
 /// What the daemon needs of the health monitor.
@@ -26,6 +26,11 @@ pub trait Checks: Send {
     fn set_targets(&self, targets: Vec<Target>);
     /// Every target as it stands now.
     fn status(&self) -> Vec<TargetStatus>;
+    /// Check latencies per checker type since the start, targets gone
+    /// included (a Prometheus histogram's totals only grow).
+    fn latency_by_kind(&self) -> Vec<(&'static str, LatencyHistogram)> {
+        crate::health::by_kind(&self.status())
+    }
 }
 
 impl Checks for Monitor {
@@ -35,6 +40,10 @@ impl Checks for Monitor {
 
     fn status(&self) -> Vec<TargetStatus> {
         Monitor::status(self)
+    }
+
+    fn latency_by_kind(&self) -> Vec<(&'static str, LatencyHistogram)> {
+        Monitor::latency_by_kind(self)
     }
 }
 

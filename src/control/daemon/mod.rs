@@ -276,7 +276,10 @@ impl<P: Plane> Daemon<P> {
     pub fn scrape(&self) -> Scrape {
         let mut s = self.control.scrape(&self.plane);
         if let Some(h) = &self.health {
-            s.health = super::metrics::HealthMetrics::from_status(&h.checks.status());
+            s.health = super::metrics::HealthMetrics::from_status(
+                &h.checks.status(),
+                h.checks.latency_by_kind(),
+            );
         }
         s
     }

@@ -13,7 +13,7 @@ use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
 use super::encode::{gauge, set, Builder, Labels};
-use crate::health::{by_kind, LatencyHistogram, TargetStatus};
+use crate::health::{LatencyHistogram, TargetStatus};
 
 /// What a scrape shows of the health checks, as plain data.
 #[derive(Clone, Debug, Default)]
@@ -35,8 +35,12 @@ pub struct TargetMetrics {
 }
 
 impl HealthMetrics {
-    /// From the monitor's status of every target.
-    pub fn from_status(statuses: &[TargetStatus]) -> HealthMetrics {
+    /// From the monitor's status of every target and its latencies per
+    /// checker type (totals since the start: targets gone included).
+    pub fn from_status(
+        statuses: &[TargetStatus],
+        latency: Vec<(&'static str, LatencyHistogram)>,
+    ) -> HealthMetrics {
         let mut targets: Vec<TargetMetrics> = statuses
             .iter()
             .map(|s| TargetMetrics {
@@ -53,7 +57,7 @@ impl HealthMetrics {
             .collect();
         // The same scrape text for the same state.
         targets.sort_by(|a, b| (&a.service, &a.real).cmp(&(&b.service, &b.real)));
-        let mut latency = by_kind(statuses);
+        let mut latency = latency;
         latency.sort_by_key(|(kind, _)| *kind);
         HealthMetrics { targets, latency }
     }
