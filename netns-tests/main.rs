@@ -8,4 +8,5 @@ mod control;
 mod decap;
 mod neigh;
 mod package;
+mod sync;
 mod xsk;

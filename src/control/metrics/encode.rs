@@ -99,6 +99,9 @@ pub fn encode(s: &Scrape) -> String {
     }
 
     super::workers::encode(&mut b, &s.workers);
+    if let Some(m) = &s.sync {
+        super::sync::encode(&mut b, m);
+    }
 
     let t = &s.table;
     let none = Vec::new;
@@ -210,6 +213,7 @@ mod tests {
                 ..TableStats::default()
             },
             table_capacity: 1000,
+            sync: None,
         }
     }
 

@@ -3,6 +3,7 @@
 
 use crate::conntrack::TableStats;
 use crate::service::{RealCounts, TotalStats};
+use crate::sync::SyncMetrics;
 
 use super::WorkerMetrics;
 
@@ -14,6 +15,8 @@ pub struct Scrape {
     pub workers: Vec<WorkerMetrics>,
     pub table: TableStats,
     pub table_capacity: usize,
+    /// Connection sync's counters, while the sync thread runs.
+    pub sync: Option<SyncMetrics>,
 }
 
 #[derive(Clone, Debug, Default)]
