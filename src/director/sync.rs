@@ -20,7 +20,7 @@ use crate::sync::wire::Entry;
 use crate::sync::{HealthRecord, SyncHandle, SyncOptions};
 
 /// Connection events waiting for the sync thread at most.
-const EVENTS: usize = 1 << 16;
+const EVENTS: usize = 1 << 14;
 
 pub(super) struct Syncer {
     services: Arc<ArcSwap<ServiceTable>>,

@@ -28,8 +28,8 @@ use super::{DaemonConfig, DaemonRole, SyncOptions};
 use crate::pipeline::Event;
 use crate::Millis;
 
-/// Connection events waiting for the sync thread at most.
-pub const EVENTS: usize = 1 << 16;
+/// Connection events taken from the workers in one round at most.
+const EVENTS_A_ROUND: usize = 1 << 14;
 
 enum Command {
     Start(DaemonConfig, Sender<Result<(), String>>),
@@ -229,7 +229,7 @@ impl SyncThread {
             while let Ok(c) = self.cmds.try_recv() {
                 self.command(c, now);
             }
-            for _ in 0..EVENTS {
+            for _ in 0..EVENTS_A_ROUND {
                 let Ok(e) = self.events.try_recv() else { break };
                 SyncStats::add(&self.stats.events, 1);
                 self.session.conn_event(now, &e);
@@ -394,4 +394,159 @@ fn random_id() -> u32 {
     );
     h.write_u32(std::process::id());
     (h.finish() as u32).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conntrack::{ConnState, ConnTable, Timeouts};
+    use crate::packet::{FlowKey, L4Proto};
+    use crate::pipeline::ConnEvent;
+    use crate::service::{
+        Edit, ForwardMethod, RealLoads, RealSpec, SchedFlags, SchedulerKind, ServiceKey,
+        ServiceModel, ServiceSpec,
+    };
+    use arc_swap::ArcSwap;
+
+    fn services() -> crate::service::ServiceTable {
+        let mut m = ServiceModel::new(8);
+        let key = ServiceKey {
+            proto: L4Proto::Tcp,
+            addr: "192.0.2.10".parse().unwrap(),
+            port: 80,
+        };
+        m.apply(&Edit::AddService(ServiceSpec {
+            key,
+            scheduler: SchedulerKind::Rr,
+            sched_flags: SchedFlags::default(),
+            persistence: None,
+        }))
+        .unwrap();
+        m.apply(&Edit::AddReal(
+            key,
+            RealSpec {
+                addr: "198.51.100.2".parse().unwrap(),
+                port: 80,
+                method: ForwardMethod::Nat,
+                weight: 1,
+                upper_threshold: 0,
+                lower_threshold: 0,
+            },
+        ))
+        .unwrap();
+        m.snapshot()
+    }
+
+    fn director(peer_port: u16, insecure: bool) -> (SyncHandle, Sender<Event>, Arc<ConnTable>) {
+        let conns = Arc::new(ConnTable::new(
+            4096,
+            Timeouts::default(),
+            Arc::new(RealLoads::new(8)),
+        ));
+        let (tx, rx) = bounded(1024);
+        let opts = SyncOptions {
+            key: (!insecure).then(|| b"a shared secret of the pair".to_vec()),
+            insecure,
+            peers: vec![SocketAddr::from(([127, 0, 0, 1], peer_port))],
+            ..SyncOptions::default()
+        };
+        let table = ConnSync {
+            conns: Arc::clone(&conns),
+            services: Arc::new(ArcSwap::from_pointee(services())),
+            health: None,
+        };
+        (SyncHandle::spawn(opts, rx, table).unwrap(), tx, conns)
+    }
+
+    /// Two sync threads over loopback, unicast: the master's connection
+    /// reaches the backup's real table; roles start and stop at runtime.
+    #[test]
+    fn two_sync_threads_over_unicast_keep_a_table_in_step() {
+        let base = 20_000 + (std::process::id() % 20_000) as u16;
+        let (pa, pb) = (base, base + 1);
+        let (mut a, events, _) = director(pb, false);
+        let (mut b, _, conns_b) = director(pa, false);
+        let mut master = DaemonConfig::new(DaemonRole::Master);
+        master.port = pa;
+        a.start_daemon(master.clone()).unwrap();
+        assert_eq!(
+            a.start_daemon(master).unwrap_err(),
+            "Daemon has already run"
+        );
+        let mut backup = DaemonConfig::new(DaemonRole::Backup);
+        backup.port = pb;
+        b.start_daemon(backup).unwrap();
+        assert!(b.wait_ready(Duration::from_secs(10)), "resync from A");
+        let key = FlowKey::new(
+            L4Proto::Tcp,
+            "203.0.113.7".parse().unwrap(),
+            40000,
+            "192.0.2.10".parse().unwrap(),
+            80,
+        );
+        events
+            .send(Event::Opened(ConnEvent {
+                key,
+                real_id: crate::service::RealId(0),
+                real: "198.51.100.2:80".parse().unwrap(),
+                method: ForwardMethod::Nat,
+                state: ConnState::Established,
+                timeout_ms: 900_000,
+                template: None,
+            }))
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while conns_b.lookup_original(&key, Millis(0)).is_none() {
+            assert!(Instant::now() < until, "the connection never reached B");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let m = b.metrics();
+        assert!(m.received_datagrams > 0 && m.installed >= 1, "{m:?}");
+        assert_eq!(m.rejected.iter().sum::<u64>(), 0, "{m:?}");
+        b.stop_daemon(DaemonRole::Backup).unwrap();
+        assert_eq!(
+            b.stop_daemon(DaemonRole::Backup).unwrap_err(),
+            "No daemon is running"
+        );
+        assert!(
+            conns_b.lookup_original(&key, Millis(0)).is_some(),
+            "stopping keeps the table"
+        );
+        assert!(b.daemons().is_empty());
+        a.stop();
+        b.stop();
+    }
+
+    #[test]
+    fn no_daemon_starts_without_a_key_unless_insecure() {
+        let base = 30_000 + (std::process::id() % 20_000) as u16;
+        let (mut keyless, _, _) = director(base, true);
+        let mut d = DaemonConfig::new(DaemonRole::Master);
+        d.port = base + 1;
+        keyless.start_daemon(d.clone()).unwrap();
+        let conns = Arc::new(ConnTable::new(
+            1024,
+            Timeouts::default(),
+            Arc::new(RealLoads::new(8)),
+        ));
+        let (_tx, rx) = bounded(8);
+        let mut refused = SyncHandle::spawn(
+            SyncOptions::default(),
+            rx,
+            ConnSync {
+                conns,
+                services: Arc::new(ArcSwap::from_pointee(services())),
+                health: None,
+            },
+        )
+        .unwrap();
+        let e = refused
+            .start_daemon(DaemonConfig::new(DaemonRole::Backup))
+            .unwrap_err();
+        assert!(e.contains("--sync-key-file"), "{e}");
+        d.maxlen = Some(100);
+        d.role = DaemonRole::Backup;
+        let e = keyless.start_daemon(d).unwrap_err();
+        assert!(e.contains("--sync-maxlen must be at least"), "{e}");
+    }
 }
