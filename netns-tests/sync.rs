@@ -369,6 +369,7 @@ fn sync_converges_under_loss_and_a_restarted_backup_resyncs() {
         .find(|l| l.contains("sync: resync from"))
         .map(str::to_owned)
         .unwrap_or_default();
+    eprintln!("{line}");
     assert!(
         line.contains(&format!("resync from {MASTER_SYNC}:8848 done")),
         "{line}"

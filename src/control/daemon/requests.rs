@@ -395,6 +395,25 @@ mod tests {
     }
 
     #[test]
+    fn sync_daemons_without_a_sync_thread_are_refused_with_the_reason() {
+        let mut p = Fake::new();
+        let mut c = Control::new(ServiceModel::new(4), &p);
+        let r = run(
+            &mut c,
+            &mut p,
+            "--start-daemon master --mcast-interface eth1",
+        );
+        assert_eq!(r.exit_code, 255);
+        assert!(r.stderr.contains("--sync-key-file"), "{r:?}");
+        let r = run(&mut c, &mut p, "--stop-daemon backup");
+        assert_eq!(
+            (r.exit_code, r.stderr.trim()),
+            (255, "No daemon is running")
+        );
+        assert_eq!(run(&mut c, &mut p, "-L --daemon").stdout, "");
+    }
+
+    #[test]
     fn edits_publish_before_replying_and_failures_change_nothing() {
         let (mut c, mut p) = setup();
         assert_eq!(
