@@ -82,6 +82,9 @@ impl<P: Plane> Daemon<P> {
             self.serve(message);
             self.pace.served(Instant::now());
         }
+        while let Some(h) = self.plane.peer_health() {
+            self.control.peer_health(&mut self.plane, &h);
+        }
         self.control.tick(&self.plane);
     }
 

@@ -9,7 +9,7 @@ use crate::control::metrics::WorkerMetrics;
 use crate::director::Director;
 use crate::service::{RealCounts, TotalStats};
 use crate::service::{RealId, ServiceTable};
-use crate::sync::{DaemonConfig, DaemonRole, SyncMetrics};
+use crate::sync::{DaemonConfig, DaemonRole, HealthRecord, SyncMetrics};
 
 /// What the daemon needs from the data plane; the [`Director`] in the
 /// daemon, a plain fake in tests.
@@ -56,6 +56,10 @@ pub trait Plane {
     }
     /// Sync's counters, if the sync thread runs.
     fn sync_metrics(&self) -> Option<SyncMetrics> {
+        None
+    }
+    /// The next real-server health report a sync peer sent, if any.
+    fn peer_health(&mut self) -> Option<HealthRecord> {
         None
     }
 }
@@ -144,6 +148,10 @@ impl Plane for Director {
 
     fn sync_metrics(&self) -> Option<SyncMetrics> {
         self.sync_ref().map(|s| s.metrics())
+    }
+
+    fn peer_health(&mut self) -> Option<HealthRecord> {
+        Director::peer_health(self)
     }
 }
 

@@ -36,8 +36,9 @@ use crate::control::ipvsadm::{
 };
 use crate::control::metrics::{RealMetrics, Scrape, ServiceMetrics};
 use crate::control::protocol::{Request, Response};
-use crate::service::{RealCounts, ServiceModel, TotalStats};
+use crate::service::{Edit, Health, RealCounts, ServiceModel, TotalStats};
 use crate::service::{RealId, ServiceKey};
+use crate::sync::HealthRecord;
 
 /// The model and what the daemon keeps beside it: counter baselines,
 /// retired counts, rates.
@@ -169,6 +170,20 @@ impl Control {
                 Ok(()) => Response::ok(String::new()),
                 Err(e) => Response::error(EXIT_FAILED, e),
             },
+        }
+    }
+
+    /// A sync peer's health report (its checks saw this real server up or
+    /// down): applied as `Edit::SetHealth`, so a backup that takes over
+    /// does not schedule onto servers the master knew were down. A report
+    /// of a service or real server this director does not have changes
+    /// nothing.
+    pub fn peer_health(&mut self, plane: &mut impl Plane, h: &HealthRecord) {
+        let health = if h.up { Health::Up } else { Health::Down };
+        let edit = Edit::SetHealth(h.service, h.real, health);
+        let mut next = self.model.clone();
+        if next.apply_with(&edit, &|id| reusable(plane, id)).is_ok() {
+            let _ = self.commit(plane, next, &[]);
         }
     }
 
@@ -392,6 +407,43 @@ mod tests {
         let p = Fake::new();
         let c = Control::new(ServiceModel::new(4), &p);
         (c, p)
+    }
+
+    #[test]
+    fn a_peers_health_report_marks_a_real_server_and_publishes() {
+        let (mut c, mut p) = setup();
+        run(&mut c, &mut p, "-A -t 192.0.2.10:80 -s rr");
+        run(
+            &mut c,
+            &mut p,
+            "-a -t 192.0.2.10:80 -r 198.51.100.2:80 -m -w 3",
+        );
+        let published = p.published.len();
+        let id = c.model().services()[0].reals[0].id;
+        let mut h = HealthRecord {
+            service: ServiceKey {
+                proto: crate::packet::L4Proto::Tcp,
+                addr: "192.0.2.10".parse().unwrap(),
+                port: 80,
+            },
+            real: "198.51.100.2:80".parse().unwrap(),
+            up: false,
+        };
+        c.peer_health(&mut p, &h);
+        assert_eq!(c.model().health(id), Health::Down);
+        assert_eq!(p.published.len(), published + 1);
+        assert_eq!(c.model().snapshot().services()[0].reals[0].weight, 0);
+        h.real = "198.51.100.9:80".parse().unwrap();
+        c.peer_health(&mut p, &h);
+        assert_eq!(
+            p.published.len(),
+            published + 1,
+            "an unknown one changes nothing"
+        );
+        h.real = "198.51.100.2:80".parse().unwrap();
+        h.up = true;
+        c.peer_health(&mut p, &h);
+        assert_eq!(c.model().health(id), Health::Up);
     }
 
     #[test]
