@@ -2,13 +2,14 @@
 //! [`Director`] in `xvs director`, a plain fake in tests, so the daemon's
 //! handling of every message can be tested without root or XDP.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::conntrack::{ConnEntry, ConnTable, TableStats, Timeouts};
 use crate::control::metrics::WorkerMetrics;
 use crate::director::Director;
 use crate::service::{RealCounts, TotalStats};
-use crate::service::{RealId, ServiceTable};
+use crate::service::{RealId, ServiceKey, ServiceTable};
 use crate::sync::{DaemonConfig, DaemonRole, HealthRecord, SyncMetrics};
 
 /// What the daemon needs from the data plane; the [`Director`] in the
@@ -61,6 +62,10 @@ pub trait Plane {
     /// The next real-server health report a sync peer sent, if any.
     fn peer_health(&mut self) -> Option<HealthRecord> {
         None
+    }
+    /// A real server's health changed here: tell the sync peers.
+    fn health_changed(&mut self, service: ServiceKey, real: SocketAddr, up: bool) {
+        let _ = (service, real, up);
     }
 }
 
@@ -152,6 +157,10 @@ impl Plane for Director {
 
     fn peer_health(&mut self) -> Option<HealthRecord> {
         Director::peer_health(self)
+    }
+
+    fn health_changed(&mut self, service: ServiceKey, real: SocketAddr, up: bool) {
+        Director::health_changed(self, service, real, up);
     }
 }
 

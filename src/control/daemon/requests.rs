@@ -203,8 +203,15 @@ impl Control {
             ));
         }
         let before = self.owners();
+        let health_before = self.healths();
         self.model = next;
         let after = self.owners();
+        // Health changes go to sync peers (sent while the master runs).
+        for (at, health) in self.healths() {
+            if health_before.get(&at).is_some_and(|h| *h != health) {
+                plane.health_changed(at.0, at.1, health == Health::Up);
+            }
+        }
         if plane.expire_nodest_conn() && !removed.is_empty() {
             plane.expire_reals(removed);
         }
@@ -254,6 +261,22 @@ impl Control {
             }
             _ => {}
         }
+    }
+
+    /// Every real server's health, by service and address.
+    fn healths(&self) -> HashMap<(ServiceKey, SocketAddr), Health> {
+        self.model
+            .services()
+            .iter()
+            .flat_map(|s| {
+                s.reals.iter().map(move |r| {
+                    (
+                        (s.key, SocketAddr::new(r.addr, r.port)),
+                        self.model.health(r.id),
+                    )
+                })
+            })
+            .collect()
     }
 
     fn ids(&self) -> Vec<RealId> {
@@ -432,6 +455,7 @@ mod tests {
         c.peer_health(&mut p, &h);
         assert_eq!(c.model().health(id), Health::Down);
         assert_eq!(p.published.len(), published + 1);
+        assert_eq!(p.health_sent, vec![(h.service, h.real, false)], "passed on");
         assert_eq!(c.model().snapshot().services()[0].reals[0].weight, 0);
         h.real = "198.51.100.9:80".parse().unwrap();
         c.peer_health(&mut p, &h);
@@ -444,6 +468,9 @@ mod tests {
         h.up = true;
         c.peer_health(&mut p, &h);
         assert_eq!(c.model().health(id), Health::Up);
+        assert_eq!(p.health_sent.len(), 2);
+        c.peer_health(&mut p, &h);
+        assert_eq!(p.health_sent.len(), 2, "no change, nothing sent");
     }
 
     #[test]
