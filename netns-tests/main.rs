@@ -12,4 +12,5 @@ mod ldirectord;
 mod mon;
 mod neigh;
 mod package;
+mod sync;
 mod xsk;

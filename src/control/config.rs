@@ -51,6 +51,9 @@
 //! service = "tcp 192.0.2.10:80"
 //! on_failure = "quiesce"
 //! sorry_server = "198.51.100.9:80"
+//!
+//! [sync]                         # connection sync: see control::sync_config
+//! insecure = false
 //! ```
 //!
 //! The services script is read as `ipvsadm -R` reads it (its parse errors
@@ -74,6 +77,7 @@ use serde::Deserialize;
 pub use checks::{CheckTable, HealthSettings, PolicyTable};
 
 use super::ipvsadm::{parse_restore, Command, ScriptLine, Services, MAX_TIMEOUT};
+use super::sync_config::SyncConfig;
 use crate::director::{self, DirectorOptions, StaticNeighbourSpec, REAL_CAPACITY};
 use crate::files;
 use crate::limits::{MAX_CONN_TABLE, MAX_QUEUES};
@@ -119,6 +123,8 @@ pub struct FileConfig {
     pub check: Option<Vec<CheckTable>>,
     /// `[[policy]]` tables: what a service does when checks fail.
     pub policy: Option<Vec<PolicyTable>>,
+    /// Connection sync ([`super::sync_config`]).
+    pub sync: Option<SyncConfig>,
 }
 
 /// `ipvsadm --set tcp tcpfin udp` at start, seconds.
@@ -205,6 +211,10 @@ impl FileConfig {
             keepalived: over.keepalived.or(self.keepalived),
             check: over.check.or(self.check),
             policy: over.policy.or(self.policy),
+            sync: match (self.sync, over.sync) {
+                (Some(a), Some(b)) => Some(a.overridden_by(b)),
+                (a, b) => b.or(a),
+            },
         }
     }
 
@@ -352,6 +362,9 @@ impl FileConfig {
             notes = k.notes;
         }
         apply_policies(&mut model, &health.policies)?;
+        if let Some(s) = &self.sync {
+            opts.sync = s.resolve()?;
+        }
         Ok(Settings {
             director: opts,
             control_socket: self.control_socket.clone(),

@@ -25,6 +25,8 @@ pub struct Fake {
     pub rounds: usize,
     pub workers: Vec<WorkerMetrics>,
     pub table: TableStats,
+    /// Health changes told to sync peers: (service, real, up).
+    pub health_sent: Vec<(crate::service::ServiceKey, std::net::SocketAddr, bool)>,
 }
 
 impl Fake {
@@ -38,6 +40,15 @@ impl Fake {
 }
 
 impl Plane for Fake {
+    fn health_changed(
+        &mut self,
+        service: crate::service::ServiceKey,
+        real: std::net::SocketAddr,
+        up: bool,
+    ) {
+        self.health_sent.push((service, real, up));
+    }
+
     fn raw_totals(&self, id: RealId) -> TotalStats {
         self.raw.get(&id).copied().unwrap_or_default()
     }

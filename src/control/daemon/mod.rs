@@ -130,6 +130,9 @@ impl<P: Plane> Daemon<P> {
             self.serve(message);
             self.pace.served(Instant::now());
         }
+        while let Some(h) = self.plane.peer_health() {
+            self.control.peer_health(&mut self.plane, &h);
+        }
         self.apply_reports();
         if self.drains.busy() {
             self.drains

@@ -2,13 +2,15 @@
 //! [`Director`] in `xvs director`, a plain fake in tests, so the daemon's
 //! handling of every message can be tested without root or XDP.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::conntrack::{ConnEntry, ConnTable, TableStats, Timeouts};
 use crate::control::metrics::WorkerMetrics;
 use crate::director::Director;
 use crate::service::{RealCounts, TotalStats};
-use crate::service::{RealId, ServiceTable};
+use crate::service::{RealId, ServiceKey, ServiceTable};
+use crate::sync::{DaemonConfig, DaemonRole, HealthRecord, SyncMetrics};
 
 /// What the daemon needs from the data plane; the [`Director`] in the
 /// daemon, a plain fake in tests.
@@ -39,7 +41,37 @@ pub trait Plane {
     fn workers(&self) -> Vec<WorkerMetrics>;
     /// The connection table's counters and its slots (IPv4 and IPv6).
     fn table(&self) -> (TableStats, usize);
+    /// `--start-daemon`: starts connection sync in a role.
+    fn start_daemon(&mut self, cfg: DaemonConfig) -> Result<(), String> {
+        let _ = cfg;
+        Err(NO_SYNC.into())
+    }
+    /// `--stop-daemon`.
+    fn stop_daemon(&mut self, role: DaemonRole) -> Result<(), String> {
+        let _ = role;
+        Err("No daemon is running".into())
+    }
+    /// The sync daemons running (`-L --daemon`).
+    fn sync_daemons(&self) -> Vec<DaemonConfig> {
+        Vec::new()
+    }
+    /// Sync's counters, if the sync thread runs.
+    fn sync_metrics(&self) -> Option<SyncMetrics> {
+        None
+    }
+    /// The next real-server health report a sync peer sent, if any.
+    fn peer_health(&mut self) -> Option<HealthRecord> {
+        None
+    }
+    /// A real server's health changed here: tell the sync peers.
+    fn health_changed(&mut self, service: ServiceKey, real: SocketAddr, up: bool) {
+        let _ = (service, real, up);
+    }
 }
+
+/// Why a plane without a sync thread starts no daemon.
+const NO_SYNC: &str = "connection sync needs a shared key: start xvs director with \
+     --sync-key-file FILE (or, on a trusted link only, --sync-insecure)";
 
 impl Plane for Director {
     fn raw_totals(&self, id: RealId) -> TotalStats {
@@ -98,6 +130,37 @@ impl Plane for Director {
     fn table(&self) -> (TableStats, usize) {
         let (v4, v6) = self.conns().capacity();
         (self.conns().stats(), v4 + v6)
+    }
+
+    fn start_daemon(&mut self, cfg: DaemonConfig) -> Result<(), String> {
+        match self.sync() {
+            Some(s) => s.start_daemon(cfg),
+            None => Err(NO_SYNC.into()),
+        }
+    }
+
+    fn stop_daemon(&mut self, role: DaemonRole) -> Result<(), String> {
+        match self.sync() {
+            Some(s) => s.stop_daemon(role),
+            None => Err("No daemon is running".into()),
+        }
+    }
+
+    fn sync_daemons(&self) -> Vec<DaemonConfig> {
+        self.sync_ref()
+            .map_or_else(Vec::new, |s| s.daemons().to_vec())
+    }
+
+    fn sync_metrics(&self) -> Option<SyncMetrics> {
+        self.sync_ref().map(|s| s.metrics())
+    }
+
+    fn peer_health(&mut self) -> Option<HealthRecord> {
+        Director::peer_health(self)
+    }
+
+    fn health_changed(&mut self, service: ServiceKey, real: SocketAddr, up: bool) {
+        Director::health_changed(self, service, real, up);
     }
 }
 

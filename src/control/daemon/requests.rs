@@ -36,8 +36,9 @@ use crate::control::ipvsadm::{
 };
 use crate::control::metrics::{RealMetrics, Scrape, ServiceMetrics};
 use crate::control::protocol::{Request, Response};
-use crate::service::{ApplyError, Edit, RealCounts, ServiceModel, TotalStats};
+use crate::service::{ApplyError, Edit, Health, RealCounts, ServiceModel, TotalStats};
 use crate::service::{RealId, ServiceKey};
+use crate::sync::HealthRecord;
 
 /// The model and what the daemon keeps beside it: counter baselines,
 /// retired counts, rates.
@@ -103,6 +104,7 @@ impl Control {
                     let t = plane.timeouts();
                     Response::ok(render::timeouts(t.tcp, t.tcpfin, t.udp))
                 }
+                ListWhat::Daemon => Response::ok(render::daemons(&plane.sync_daemons())),
                 _ => {
                     let stats = self.list_stats(plane);
                     match render::list(
@@ -163,6 +165,28 @@ impl Control {
                 self.side_effect(plane, &c);
                 Response::ok(String::new())
             }
+            Command::StartDaemon(cfg) => match plane.start_daemon(cfg) {
+                Ok(()) => Response::ok(String::new()),
+                Err(e) => Response::error(EXIT_FAILED, e),
+            },
+            Command::StopDaemon(role) => match plane.stop_daemon(role) {
+                Ok(()) => Response::ok(String::new()),
+                Err(e) => Response::error(EXIT_FAILED, e),
+            },
+        }
+    }
+
+    /// A sync peer's health report (its checks saw this real server up or
+    /// down): applied as `Edit::SetHealth`, so a backup that takes over
+    /// does not schedule onto servers the master knew were down. A report
+    /// of a service or real server this director does not have changes
+    /// nothing.
+    pub fn peer_health(&mut self, plane: &mut impl Plane, h: &HealthRecord) {
+        let health = if h.up { Health::Up } else { Health::Down };
+        let edit = Edit::SetHealth(h.service, h.real, health);
+        let mut next = self.model.clone();
+        if next.apply_with(&edit, &|id| reusable(plane, id)).is_ok() {
+            let _ = self.commit(plane, next, &[]);
         }
     }
 
@@ -182,9 +206,16 @@ impl Control {
             ));
         }
         let before = self.owners();
+        let health_before = self.healths();
         self.model = next;
         self.generation += 1;
         let after = self.owners();
+        // Health changes go to sync peers (sent while the master runs).
+        for (at, health) in self.healths() {
+            if health_before.get(&at).is_some_and(|h| *h != health) {
+                plane.health_changed(at.0, at.1, health == Health::Up);
+            }
+        }
         if plane.expire_nodest_conn() && !removed.is_empty() {
             plane.expire_reals(removed);
         }
@@ -265,6 +296,22 @@ impl Control {
             }
             _ => {}
         }
+    }
+
+    /// Every real server's health, by service and address.
+    fn healths(&self) -> HashMap<(ServiceKey, SocketAddr), Health> {
+        self.model
+            .services()
+            .iter()
+            .flat_map(|s| {
+                s.reals.iter().map(move |r| {
+                    (
+                        (s.key, SocketAddr::new(r.addr, r.port)),
+                        self.model.health(r.id),
+                    )
+                })
+            })
+            .collect()
     }
 
     fn ids(&self) -> Vec<RealId> {
@@ -375,6 +422,7 @@ impl Control {
             table,
             table_capacity,
             health: Default::default(),
+            sync: plane.sync_metrics(),
         }
     }
 }
@@ -425,6 +473,66 @@ mod tests {
         let p = Fake::new();
         let c = Control::new(ServiceModel::new(4), &p);
         (c, p)
+    }
+
+    #[test]
+    fn a_peers_health_report_marks_a_real_server_and_publishes() {
+        let (mut c, mut p) = setup();
+        run(&mut c, &mut p, "-A -t 192.0.2.10:80 -s rr");
+        run(
+            &mut c,
+            &mut p,
+            "-a -t 192.0.2.10:80 -r 198.51.100.2:80 -m -w 3",
+        );
+        let published = p.published.len();
+        let id = c.model().services()[0].reals[0].id;
+        let mut h = HealthRecord {
+            service: ServiceKey {
+                proto: crate::packet::L4Proto::Tcp,
+                addr: "192.0.2.10".parse().unwrap(),
+                port: 80,
+            },
+            real: "198.51.100.2:80".parse().unwrap(),
+            up: false,
+        };
+        c.peer_health(&mut p, &h);
+        assert_eq!(c.model().health(id), Health::Down);
+        assert_eq!(p.published.len(), published + 1);
+        assert_eq!(p.health_sent, vec![(h.service, h.real, false)], "passed on");
+        assert_eq!(c.model().snapshot().services()[0].reals[0].weight, 0);
+        h.real = "198.51.100.9:80".parse().unwrap();
+        c.peer_health(&mut p, &h);
+        assert_eq!(
+            p.published.len(),
+            published + 1,
+            "an unknown one changes nothing"
+        );
+        h.real = "198.51.100.2:80".parse().unwrap();
+        h.up = true;
+        c.peer_health(&mut p, &h);
+        assert_eq!(c.model().health(id), Health::Up);
+        assert_eq!(p.health_sent.len(), 2);
+        c.peer_health(&mut p, &h);
+        assert_eq!(p.health_sent.len(), 2, "no change, nothing sent");
+    }
+
+    #[test]
+    fn sync_daemons_without_a_sync_thread_are_refused_with_the_reason() {
+        let mut p = Fake::new();
+        let mut c = Control::new(ServiceModel::new(4), &p);
+        let r = run(
+            &mut c,
+            &mut p,
+            "--start-daemon master --mcast-interface eth1",
+        );
+        assert_eq!(r.exit_code, 255);
+        assert!(r.stderr.contains("--sync-key-file"), "{r:?}");
+        let r = run(&mut c, &mut p, "--stop-daemon backup");
+        assert_eq!(
+            (r.exit_code, r.stderr.trim()),
+            (255, "No daemon is running")
+        );
+        assert_eq!(run(&mut c, &mut p, "-L --daemon").stdout, "");
     }
 
     #[test]

@@ -115,6 +115,9 @@ pub fn encode(s: &Scrape) -> String {
 
     super::workers::encode(&mut b, &s.workers);
     super::health::encode(&mut b, &s.health);
+    if let Some(m) = &s.sync {
+        super::sync::encode(&mut b, m);
+    }
 
     let t = &s.table;
     let none = Vec::new;
@@ -244,6 +247,7 @@ mod tests {
                     h
                 })],
             },
+            sync: None,
         }
     }
 

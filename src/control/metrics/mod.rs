@@ -49,6 +49,8 @@
 //! `xvs_conntrack_table_full_total`, `xvs_conntrack_reply_conflicts_total`,
 //! `xvs_conntrack_template_gone_total`, `xvs_conntrack_released_total`.
 //!
+//! Connection sync, while it runs: `xvs_sync_*` ([`sync`]).
+//!
 //! `tools/grafana/xvs.json` is a dashboard over these; a test in
 //! [`encode`] fails if it queries a name or label the encoder does not emit.
 //!
@@ -63,6 +65,7 @@ mod encode;
 pub mod health;
 pub mod scrape;
 mod serve;
+mod sync;
 pub mod workers;
 
 pub use encode::encode;

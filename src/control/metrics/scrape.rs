@@ -3,6 +3,7 @@
 
 use crate::conntrack::TableStats;
 use crate::service::{RealCounts, TotalStats};
+use crate::sync::SyncMetrics;
 
 use super::{HealthMetrics, WorkerMetrics};
 
@@ -15,6 +16,8 @@ pub struct Scrape {
     pub table: TableStats,
     pub table_capacity: usize,
     pub health: HealthMetrics,
+    /// Connection sync's counters, while the sync thread runs.
+    pub sync: Option<SyncMetrics>,
 }
 
 #[derive(Clone, Debug, Default)]
