@@ -217,6 +217,16 @@ pub struct CheckConfig {
 }
 
 impl CheckConfig {
+    /// Whether the real server at `real` of `service` has a check, its own
+    /// or its service's.
+    pub fn checks(&self, service: &ServiceKey, real: SocketAddr) -> bool {
+        self.services.iter().any(|(k, _, _)| k == service)
+            || self
+                .reals
+                .iter()
+                .any(|(k, a, _, _)| k == service && *a == real)
+    }
+
     /// The targets of `model`'s real servers: each real server once, with
     /// its own check if it has one, else its service's; real servers with
     /// neither are not checked.

@@ -27,6 +27,8 @@ pub struct Fake {
     pub table: TableStats,
     /// Health changes told to sync peers: (service, real, up).
     pub health_sent: Vec<(crate::service::ServiceKey, std::net::SocketAddr, bool)>,
+    /// Health records "from a sync peer", taken one a call.
+    pub peer_reports: std::collections::VecDeque<crate::sync::HealthRecord>,
 }
 
 impl Fake {
@@ -40,6 +42,10 @@ impl Fake {
 }
 
 impl Plane for Fake {
+    fn peer_health(&mut self) -> Option<crate::sync::HealthRecord> {
+        self.peer_reports.pop_front()
+    }
+
     fn health_changed(
         &mut self,
         service: crate::service::ServiceKey,

@@ -131,7 +131,15 @@ impl<P: Plane> Daemon<P> {
             self.pace.served(Instant::now());
         }
         while let Some(h) = self.plane.peer_health() {
-            self.control.peer_health(&mut self.plane, &h);
+            // A real server this director checks itself follows its own
+            // checks: a peer's word would flip it until the next transition.
+            let own = self
+                .health
+                .as_ref()
+                .is_some_and(|c| c.config.checks(&h.service, h.real));
+            if !own {
+                self.control.peer_health(&mut self.plane, &h);
+            }
         }
         self.apply_reports();
         if self.drains.busy() {
@@ -647,6 +655,31 @@ mod tests {
         );
         let s = d.scrape();
         assert_eq!(s.health.targets.len(), 1);
+    }
+
+    /// A sync peer's health record marks a real server this director does
+    /// not check; one it checks itself follows its own checks.
+    #[test]
+    fn a_peers_health_applies_only_to_servers_not_checked_here() {
+        let (mut d, inbox, _checks) = checked_daemon();
+        let checked = d.control().model().services()[0].key;
+        ipvsadm(&mut d, &inbox, "-A -t 192.0.2.10:81 -s rr");
+        ipvsadm(&mut d, &inbox, "-a -t 192.0.2.10:81 -r 198.51.100.2:81 -m");
+        let unchecked = d.control().model().services()[1].key;
+        let record = |service, port| crate::sync::HealthRecord {
+            service,
+            real: std::net::SocketAddr::new("198.51.100.2".parse().unwrap(), port),
+            up: false,
+        };
+        d.plane.peer_reports.push_back(record(checked, 80));
+        d.plane.peer_reports.push_back(record(unchecked, 81));
+        d.round();
+        let health = |key| {
+            let m = d.control().model();
+            m.health(m.service(&key).unwrap().reals[0].id)
+        };
+        assert_eq!(health(checked), crate::service::Health::Up);
+        assert_eq!(health(unchecked), crate::service::Health::Down);
     }
 
     /// `xvs drain` through the daemon: quiesced at once, removed in a later
