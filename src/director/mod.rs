@@ -9,10 +9,12 @@
 //! A start that fails at any step leaves nothing attached. The steering
 //! programs learn every address of the host (all interfaces, lo too)
 //! before the workers start, so answers to the host's own traffic stay
-//! with its kernel. Afterwards the control thread calls
+//! with its kernel, and each interface's MACs (its own, and the VRRP
+//! virtual MACs held on it), so only frames addressed to this director are
+//! taken. Afterwards the control thread calls
 //! [`Director::control_round`] in a loop: it rebuilds next hops when the
-//! kernel's routes or neighbours change, follows the host's addresses into
-//! the steering programs, asks the kernel to resolve addresses workers
+//! kernel's routes or neighbours change, follows the host's addresses and
+//! virtual MACs into the steering programs, asks the kernel to resolve addresses workers
 //! found unresolved, and expires scheduler state. Configuration changes go
 //! through [`Director::set_services`]: a new snapshot for the workers
 //! first, then the XDP maps ([`publish`]), so a frame is never redirected
@@ -189,6 +191,7 @@ impl Director {
         // name them.
         d.programs.sync_services(&d.services)?;
         d.programs.sync_local_addrs()?;
+        d.programs.sync_own_macs(d.hops.interfaces())?;
         d.hops.resolve_ahead(&d.services);
         d.workers
             .spawn(opts, &queues, &cores, &d.programs, &d.hops, resolve_tx)?;
@@ -202,7 +205,11 @@ impl Director {
             if let Err(e) = self.programs.sync_local_addrs() {
                 tracing::warn!("the steering programs may miss some of the host's addresses: {e}");
             }
-            if self.hops.refresh() {
+            let fresh = self.hops.refresh();
+            if let Err(e) = self.programs.sync_own_macs(self.hops.interfaces()) {
+                tracing::warn!("the steering programs may miss a MAC of this director: {e}");
+            }
+            if fresh {
                 publish::Targets::store_snapshot(self);
             }
         }
@@ -259,6 +266,12 @@ impl Director {
 
     pub fn interfaces(&self) -> &[Interface] {
         self.hops.interfaces()
+    }
+
+    /// Per interface, in their order: service frames passed to the kernel
+    /// because they were addressed to another host's MAC.
+    pub fn not_for_us(&self) -> Vec<u64> {
+        self.programs.not_for_us()
     }
 
     pub fn xdp_modes(&self) -> &[XdpMode] {

@@ -154,6 +154,10 @@ impl Daemon<Director> {
     /// counters, for the exit summary.
     pub fn stop(self) -> Vec<Arc<WorkerStats>> {
         let stats = self.plane.worker_stats().to_vec();
+        // Read before the programs (and their counters) go.
+        for (iface, n) in Plane::not_for_us(&self.plane) {
+            tracing::info!("steering {iface}: not_for_us {n}");
+        }
         self.plane.stop();
         stats
     }

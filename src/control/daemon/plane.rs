@@ -39,6 +39,11 @@ pub trait Plane {
     fn workers(&self) -> Vec<WorkerMetrics>;
     /// The connection table's counters and its slots (IPv4 and IPv6).
     fn table(&self) -> (TableStats, usize);
+    /// Per director interface (name, count): service frames the steering
+    /// program passed because they were addressed to another host's MAC.
+    fn not_for_us(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
 }
 
 impl Plane for Director {
@@ -98,6 +103,11 @@ impl Plane for Director {
     fn table(&self) -> (TableStats, usize) {
         let (v4, v6) = self.conns().capacity();
         (self.conns().stats(), v4 + v6)
+    }
+
+    fn not_for_us(&self) -> Vec<(String, u64)> {
+        let names = self.interfaces().iter().map(|i| i.name.clone());
+        names.zip(Director::not_for_us(self)).collect()
     }
 }
 

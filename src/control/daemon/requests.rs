@@ -332,6 +332,7 @@ impl Control {
             workers: plane.workers(),
             table,
             table_capacity,
+            not_for_us: plane.not_for_us(),
         }
     }
 }

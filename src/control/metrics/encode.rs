@@ -146,6 +146,13 @@ pub fn encode(s: &Scrape) -> String {
     ] {
         set(&b.counter(name, help), none(), v);
     }
+    let not_for_us = b.counter(
+        "xvs_steering_not_for_us",
+        "Service frames left to the kernel: addressed to another host's MAC",
+    );
+    for (iface, n) in &s.not_for_us {
+        set(&not_for_us, vec![("interface", iface.clone())], *n);
+    }
 
     let mut out = String::new();
     // Writing to a String cannot fail.
@@ -210,6 +217,7 @@ mod tests {
                 ..TableStats::default()
             },
             table_capacity: 1000,
+            not_for_us: vec![("eth0".into(), 4)],
         }
     }
 
@@ -236,6 +244,7 @@ mod tests {
             "xvs_conntrack_connections 3",
             "xvs_conntrack_capacity 1000",
             "xvs_conntrack_table_full_total 0",
+            "xvs_steering_not_for_us_total{interface=\"eth0\"} 4",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }

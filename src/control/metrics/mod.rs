@@ -43,6 +43,10 @@
 //! `xvs_conntrack_half_open`, `xvs_conntrack_capacity`,
 //! `xvs_conntrack_table_full_total`, `xvs_conntrack_reply_conflicts_total`,
 //! `xvs_conntrack_template_gone_total`, `xvs_conntrack_released_total`.
+//! Per director interface (`interface="eth0"`):
+//! `xvs_steering_not_for_us_total`, service frames the steering program
+//! left to the kernel because their destination MAC was another host's
+//! (a switch flooding the other director's frames).
 //!
 //! `tools/grafana/xvs.json` is a dashboard over these; a test in
 //! [`encode`] fails if it queries a name or label the encoder does not emit.

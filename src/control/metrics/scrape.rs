@@ -14,6 +14,9 @@ pub struct Scrape {
     pub workers: Vec<WorkerMetrics>,
     pub table: TableStats,
     pub table_capacity: usize,
+    /// Per director interface (its name): frames the steering program
+    /// passed because they were addressed to another host's MAC.
+    pub not_for_us: Vec<(String, u64)>,
 }
 
 #[derive(Clone, Debug, Default)]
