@@ -180,9 +180,14 @@ impl Node {
             .collect()
     }
 
+    /// Signals keepalived's VRRP child and main process in one `kill`, the
+    /// child first: a child that outlived its parent even briefly would
+    /// say goodbye (priority 0) and make a kill look like a clean stop.
     fn signal_keepalived(&self, sig: &str) {
-        for pid in self.keepalived_pids() {
-            let _ = run(&format!("kill -{sig} {pid}"));
+        let mut pids = self.keepalived_pids();
+        pids.reverse();
+        if !pids.is_empty() {
+            let _ = run(&format!("kill -{sig} {}", pids.join(" ")));
         }
     }
 
@@ -541,7 +546,8 @@ impl HaLab {
             .collect()
     }
 
-    /// `n` downloads (`/hold?s=SECS`: a byte a second) from the client.
+    /// `n` downloads (`/hold?s=SECS`: a byte a second) from the client,
+    /// written as they come (`-N`: curl's output unbuffered).
     fn downloads(&self, n: usize, secs: u32) -> Vec<Download> {
         let list: Vec<Download> = (0..n)
             .map(|k| {
@@ -553,6 +559,7 @@ impl HaLab {
                         &self.client.name,
                         "curl",
                         "-s",
+                        "-N",
                         "-m",
                         "90",
                         "-o",
@@ -736,7 +743,7 @@ impl Drop for Stream {
 /// the machine is shared.
 const TAKEOVER: Duration = Duration::from_secs(15);
 /// The long downloads' length: they outlast a failover and its window.
-const HOLD_SECS: u32 = 14;
+const HOLD_SECS: u32 = 12;
 
 /// Waits until node `i`'s table holds every one of `ports`.
 fn held(lab: &HaLab, i: usize, ports: &[u16], what: &str) {
