@@ -234,11 +234,12 @@ impl HaLab {
         std::fs::create_dir_all(&bin).expect("bin dir");
         std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_xvs"), bin.join("ipvsadm"))
             .expect("symlink");
-        std::fs::write(
-            work.join("sync.key"),
-            format!("{:032x}{:032x}\n", now_ms(), std::process::id()),
-        )
-        .expect("key");
+        // The shared sync key: random, readable by its owner only.
+        let key = work.join("sync.key");
+        sh(&format!(
+            "umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {}",
+            key.display()
+        ));
         sh(&format!(
             "{}/tools/lab up {mode} {prefix}",
             env!("CARGO_MANIFEST_DIR")
@@ -268,6 +269,7 @@ impl HaLab {
             bin,
         };
         lab.write_rules();
+        lab.write_config();
         for i in 0..2 {
             lab.write_notify_env(i);
             lab.write_keepalived_conf(i);
@@ -358,8 +360,11 @@ impl HaLab {
         let socket = self.nodes[i].socket.display().to_string();
         let key = self.work.join("sync.key").display().to_string();
         let rules = self.work.join("rules").display().to_string();
+        let config = self.work.join("xvs.toml").display().to_string();
         let mut args = self.ifaces().to_vec();
         args.extend([
+            "--config",
+            &config,
             "--services",
             &rules,
             "--control-socket",
@@ -374,14 +379,40 @@ impl HaLab {
             &peer,
         ]);
         let d = DirectorProc::start(&self.nodes[i].ns, &args);
-        self.nodes[i].xvs = Some(d);
-        // Both roles: receive the peer's connections until keepalived says
-        // which this director is (xvs-notify then switches).
-        let iface = self.sync_iface();
-        self.ipvsadm(
-            i,
-            &format!("--start-daemon backup --mcast-interface {iface} --syncid 1"),
+        // The backup role starts with xvs, which asks its peer for the
+        // whole table before it is ready (or gives up waiting when no peer
+        // answers: the first director of a pair).
+        let ready = wait_for(Duration::from_secs(40), || {
+            let log = d.log_text();
+            log.contains("sync: resync from") || log.contains("sync: no peer answered")
+        });
+        assert!(
+            ready,
+            "{}: xvs never got ready:\n{}",
+            self.nodes[i].id,
+            d.log_text()
         );
+        self.nodes[i].xvs = Some(d);
+    }
+
+    /// The director's log so far, of node `i`'s running xvs.
+    fn xvs_log(&self, i: usize) -> String {
+        self.nodes[i]
+            .xvs
+            .as_ref()
+            .map(|x| x.log_text())
+            .unwrap_or_default()
+    }
+
+    /// The TOML both directors start with: the receiving sync role, which
+    /// runs all the time (tools/ha/xvs-notify adds the sending one on the
+    /// master).
+    fn write_config(&self) {
+        let text = format!(
+            "[sync]\nrole = \"backup\"\nmcast_interface = \"{}\"\nsyncid = 1\n",
+            self.sync_iface()
+        );
+        std::fs::write(self.work.join("xvs.toml"), text).expect("xvs.toml");
     }
 
     /// The seed's service, in `ipvsadm -S` form, for both directors'
@@ -823,6 +854,12 @@ fn fail_back(lab: &mut HaLab, r: usize, what: &str) {
     let ports = ports_of(lab, p, 3);
     let stream = lab.stream();
     lab.start_xvs(r);
+    let log = lab.xvs_log(r);
+    assert!(
+        log.contains("sync: resync from") && log.contains(" done: "),
+        "{what}: restarted {} got no full table from its peer:\n{log}",
+        lab.nodes[r].id
+    );
     // Ready means resynced: the peer's connections are there at once.
     let have = lab.conns(r);
     assert!(
