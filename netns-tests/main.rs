@@ -9,4 +9,5 @@ mod decap;
 mod ha;
 mod neigh;
 mod package;
+mod sync;
 mod xsk;

@@ -17,7 +17,8 @@
 //! - [`xsk`] moves frames between AF_XDP rings and the pipeline (the only
 //!   `unsafe`), [`director`] starts and upkeeps the data plane, and
 //!   [`control`] runs the daemon that owns the model, with its front ends
-//!   (ipvsadm, the TOML config) and servers (control socket, metrics).
+//!   (ipvsadm, the TOML config) and servers (control socket, metrics);
+//!   [`sync`] keeps a peer director's connection table in step with ours.
 
 pub mod conntrack;
 pub mod control;
@@ -33,6 +34,7 @@ pub mod packet;
 pub mod pipeline;
 pub mod sched;
 pub mod service;
+pub mod sync;
 pub mod verdict;
 #[allow(unsafe_code)] // AF_XDP rings and UMEM: the one place unsafe code may live.
 pub mod xsk;

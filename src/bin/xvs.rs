@@ -41,6 +41,7 @@ use xvs::control::metrics::{self, worker_summary};
 use xvs::control::notify;
 use xvs::control::protocol::{Request, MAX_PAYLOAD};
 use xvs::control::socket::{self, ControlSocket, InterfaceLocks};
+use xvs::control::sync_config::SyncConfig;
 use xvs::files;
 
 /// Exit status of `xvs ipvsadm` when no director answers (ipvsadm's when
@@ -154,6 +155,22 @@ struct DirectorArgs {
     /// TARGET=LEVEL,... (default: $XVS_LOG, else $RUST_LOG, else info).
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
+    /// Connection sync's shared secret (at least 16 bytes, mode 600):
+    /// every sync datagram is authenticated with it.
+    #[arg(long, value_name = "FILE")]
+    sync_key_file: Option<PathBuf>,
+    /// Let connection sync run without a key: datagrams are not
+    /// authenticated (a trusted, private sync link only).
+    #[arg(long)]
+    sync_insecure: bool,
+    /// Sync with this peer director by unicast, ADDRESS:PORT, instead of
+    /// the multicast group; repeat for several.
+    #[arg(long = "sync-peer", value_name = "ADDR:PORT")]
+    sync_peers: Vec<String>,
+    /// This director's sender id in sync datagrams (default: random at
+    /// each start).
+    #[arg(long)]
+    sync_id: Option<u32>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -196,6 +213,14 @@ fn settings(args: &DirectorArgs) -> Result<Settings, String> {
         metrics_addr: args.metrics_addr.clone(),
         services_file: args.services.clone(),
         services: None,
+        sync: Some(SyncConfig {
+            key_file: args.sync_key_file.clone(),
+            insecure: args.sync_insecure.then_some(true),
+            peers: some_vec(&args.sync_peers),
+            sender_id: args.sync_id,
+            ..SyncConfig::default()
+        })
+        .filter(|s| *s != SyncConfig::default()),
     };
     let merged = file.overridden_by(cli);
     merged.resolve().map_err(|e| match &args.config {
@@ -246,6 +271,12 @@ fn director(args: DirectorArgs) -> Result<(), String> {
             .map(|a| format!("; metrics on http://{a}/metrics"))
             .unwrap_or_default()
     );
+    // A backup started with the director first takes its peers' table.
+    if let Some(s) = daemon.plane().sync_ref() {
+        if !s.wait_ready(std::time::Duration::from_secs(30)) {
+            tracing::warn!("sync: no full table from a peer in 30 s; ready without it");
+        }
+    }
     // Programs attached, first snapshot published, control socket bound.
     tell_manager(notify::READY);
     daemon.run(&stop);

@@ -35,6 +35,9 @@
 //! tcp = 900
 //! tcpfin = 120
 //! udp = 300
+//!
+//! [sync]                         # connection sync: see control::sync_config
+//! insecure = false
 //! ```
 //!
 //! The services script is read as `ipvsadm -R` reads it (its parse errors
@@ -54,6 +57,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::ipvsadm::{parse_restore, Command, ScriptLine, Services, MAX_TIMEOUT};
+use super::sync_config::SyncConfig;
 use crate::director::{self, DirectorOptions, StaticNeighbourSpec, REAL_CAPACITY};
 use crate::files;
 use crate::limits::{MAX_CONN_TABLE, MAX_QUEUES};
@@ -92,6 +96,8 @@ pub struct FileConfig {
     pub services_file: Option<PathBuf>,
     /// Inline ipvsadm-save text.
     pub services: Option<String>,
+    /// Connection sync ([`super::sync_config`]).
+    pub sync: Option<SyncConfig>,
 }
 
 /// `ipvsadm --set tcp tcpfin udp` at start, seconds.
@@ -166,6 +172,10 @@ impl FileConfig {
             metrics_addr: over.metrics_addr.or(self.metrics_addr),
             services_file,
             services,
+            sync: match (self.sync, over.sync) {
+                (Some(a), Some(b)) => Some(a.overridden_by(b)),
+                (a, b) => b.or(a),
+            },
         }
     }
 
@@ -287,6 +297,9 @@ impl FileConfig {
         let script =
             parse_restore(&text, Services::system()).map_err(|e| format!("{origin}: {e}"))?;
         let model = start_model(&script, &mut opts).map_err(|e| format!("{origin}: {e}"))?;
+        if let Some(s) = &self.sync {
+            opts.sync = s.resolve()?;
+        }
         Ok(Settings {
             director: opts,
             control_socket: self.control_socket.clone(),

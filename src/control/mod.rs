@@ -36,3 +36,4 @@ pub mod metrics;
 pub mod notify;
 pub mod protocol;
 pub mod socket;
+pub mod sync_config;

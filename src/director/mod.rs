@@ -26,9 +26,10 @@ pub mod hops;
 pub mod programs;
 pub mod publish;
 mod reaper;
+mod sync;
 pub mod workers;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,9 @@ use crate::neigh::netlink::Interface;
 use crate::packet::MacAddr;
 use crate::pipeline::{Policy, Snapshot};
 use crate::service::RealTraffic;
+use crate::service::ServiceKey;
 use crate::service::{RealId, RealLoads, ServiceTable};
+use crate::sync::{HealthRecord, SyncHandle, SyncOptions};
 use crate::xsk::prog::XdpMode;
 use crate::xsk::worker::WorkerStats;
 use crate::Millis;
@@ -79,6 +82,8 @@ pub struct DirectorOptions {
     /// The CPUs workers are pinned to, in turn (default: every CPU the
     /// process may use). The director's other threads move to the CPUs left.
     pub worker_cpus: Option<Vec<usize>>,
+    /// Connection sync: key, peers, daemons to start ([`crate::sync`]).
+    pub sync: SyncOptions,
 }
 
 impl Default for DirectorOptions {
@@ -97,6 +102,7 @@ impl Default for DirectorOptions {
             batch: 64,
             ring_size: 2048,
             worker_cpus: None,
+            sync: SyncOptions::default(),
         }
     }
 }
@@ -145,6 +151,8 @@ pub struct Director {
     /// Deleted real servers whose connections are expired beside the
     /// control loop (`expire_nodest_conn`); joined at stop.
     reaper: Reaper,
+    /// The sync thread, fed by the workers' connection events.
+    sync: sync::Syncer,
 }
 
 impl Director {
@@ -178,6 +186,7 @@ impl Director {
             hops.next_hops().clone(),
             opts.policy(),
         ));
+        let syncer = sync::Syncer::new(&services);
         let mut d = Director {
             programs,
             workers: Workers::new(first, conns, loads),
@@ -186,6 +195,7 @@ impl Director {
             policy: opts.policy(),
             epoch: Instant::now(),
             reaper: Reaper::default(),
+            sync: syncer,
         };
         // The workers' snapshot holds the services already: the maps may
         // name them.
@@ -193,8 +203,17 @@ impl Director {
         d.programs.sync_local_addrs()?;
         d.programs.sync_own_macs(d.hops.interfaces())?;
         d.hops.resolve_ahead(&d.services);
-        d.workers
-            .spawn(opts, &queues, &cores, &d.programs, &d.hops, resolve_tx)?;
+        let events = d.sync.events(&opts.sync);
+        d.workers.spawn(
+            opts,
+            &queues,
+            &cores,
+            &d.programs,
+            &d.hops,
+            (resolve_tx, events),
+        )?;
+        // After the workers: the sync thread runs on the CPUs they left.
+        d.sync.spawn(&opts.sync, d.workers.conns())?;
         Ok(d)
     }
 
@@ -221,6 +240,7 @@ impl Director {
 
     /// Replaces the virtual services; connections are not disturbed.
     pub fn set_services(&mut self, services: ServiceTable) -> Result<(), DirectorError> {
+        self.sync.set_services(&services);
         self.services = services;
         publish::services(self)
     }
@@ -294,7 +314,30 @@ impl Director {
         self.halt();
     }
 
+    /// The sync thread (`--start-daemon`, `--stop-daemon`, `-L --daemon`).
+    pub fn sync(&mut self) -> Option<&mut SyncHandle> {
+        self.sync.handle()
+    }
+
+    pub fn sync_ref(&self) -> Option<&SyncHandle> {
+        self.sync.handle_ref()
+    }
+
+    /// A real server's health as a peer's checks report it (the hook the
+    /// daemon applies as `service::Edit::SetHealth`); `None` when no
+    /// report waits.
+    pub fn peer_health(&self) -> Option<HealthRecord> {
+        self.sync.health_report()
+    }
+
+    /// Tells the peers a real server's health changed here (sent while the
+    /// master daemon runs).
+    pub fn health_changed(&self, service: ServiceKey, real: SocketAddr, up: bool) {
+        self.sync.send_health(HealthRecord { service, real, up });
+    }
+
     fn halt(&mut self) {
+        self.sync.stop();
         self.reaper.stop();
         self.workers.stop();
         // Workers (and their sockets) are gone; the programs detach.

@@ -24,7 +24,7 @@ use super::hops::Hops;
 use super::programs::Programs;
 use super::{err, DirectorError, DirectorOptions};
 use crate::conntrack::ConnTable;
-use crate::pipeline::{Pipeline, Snapshot};
+use crate::pipeline::{Event, Pipeline, Snapshot};
 use crate::service::RealLoads;
 use crate::service::RealTraffic;
 use crate::xsk::worker::{Worker, WorkerSetup, WorkerShared, WorkerStats};
@@ -63,7 +63,9 @@ impl Workers {
 
     /// Moves the other threads off the workers' CPUs, then starts a worker
     /// on each of `queues`, on `cores` in turn, with sockets on every
-    /// interface of `hops`, registered with `programs`.
+    /// interface of `hops`, registered with `programs`. Workers ask for
+    /// next hops on `resolve_tx` and, with `conn_events`, hand their
+    /// connection events there (for sync).
     pub fn spawn(
         &mut self,
         opts: &DirectorOptions,
@@ -71,7 +73,7 @@ impl Workers {
         cores: &[core_affinity::CoreId],
         programs: &Programs,
         hops: &Hops,
-        resolve_tx: Sender<IpAddr>,
+        (resolve_tx, conn_events): (Sender<IpAddr>, Option<Sender<Event>>),
     ) -> Result<(), DirectorError> {
         // Every thread there is now moves off the workers' CPUs (threads
         // started later inherit that); each worker then pins itself to its
@@ -116,6 +118,10 @@ impl Workers {
                 (resolve_tx.clone(), waker),
             )
             .map_err(err)?;
+            let worker = match &conn_events {
+                Some(sink) => worker.with_conn_events(sink.clone()),
+                None => worker,
+            };
             let stats = Arc::new(WorkerStats::default());
             let (s, sh) = (Arc::clone(&stats), Arc::clone(&self.shared));
             let handle = std::thread::Builder::new()

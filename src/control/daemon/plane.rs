@@ -9,6 +9,7 @@ use crate::control::metrics::WorkerMetrics;
 use crate::director::Director;
 use crate::service::{RealCounts, TotalStats};
 use crate::service::{RealId, ServiceTable};
+use crate::sync::{DaemonConfig, DaemonRole, SyncMetrics};
 
 /// What the daemon needs from the data plane; the [`Director`] in the
 /// daemon, a plain fake in tests.
@@ -44,7 +45,29 @@ pub trait Plane {
     fn not_for_us(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
+    /// `--start-daemon`: starts connection sync in a role.
+    fn start_daemon(&mut self, cfg: DaemonConfig) -> Result<(), String> {
+        let _ = cfg;
+        Err(NO_SYNC.into())
+    }
+    /// `--stop-daemon`.
+    fn stop_daemon(&mut self, role: DaemonRole) -> Result<(), String> {
+        let _ = role;
+        Err("No daemon is running".into())
+    }
+    /// The sync daemons running (`-L --daemon`).
+    fn sync_daemons(&self) -> Vec<DaemonConfig> {
+        Vec::new()
+    }
+    /// Sync's counters, if the sync thread runs.
+    fn sync_metrics(&self) -> Option<SyncMetrics> {
+        None
+    }
 }
+
+/// Why a plane without a sync thread starts no daemon.
+const NO_SYNC: &str = "connection sync needs a shared key: start xvs director with \
+     --sync-key-file FILE (or, on a trusted link only, --sync-insecure)";
 
 impl Plane for Director {
     fn raw_totals(&self, id: RealId) -> TotalStats {
@@ -108,6 +131,29 @@ impl Plane for Director {
     fn not_for_us(&self) -> Vec<(String, u64)> {
         let names = self.interfaces().iter().map(|i| i.name.clone());
         names.zip(Director::not_for_us(self)).collect()
+    }
+
+    fn start_daemon(&mut self, cfg: DaemonConfig) -> Result<(), String> {
+        match self.sync() {
+            Some(s) => s.start_daemon(cfg),
+            None => Err(NO_SYNC.into()),
+        }
+    }
+
+    fn stop_daemon(&mut self, role: DaemonRole) -> Result<(), String> {
+        match self.sync() {
+            Some(s) => s.stop_daemon(role),
+            None => Err("No daemon is running".into()),
+        }
+    }
+
+    fn sync_daemons(&self) -> Vec<DaemonConfig> {
+        self.sync_ref()
+            .map_or_else(Vec::new, |s| s.daemons().to_vec())
+    }
+
+    fn sync_metrics(&self) -> Option<SyncMetrics> {
+        self.sync_ref().map(|s| s.metrics())
     }
 }
 

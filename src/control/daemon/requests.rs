@@ -100,6 +100,7 @@ impl Control {
                     let t = plane.timeouts();
                     Response::ok(render::timeouts(t.tcp, t.tcpfin, t.udp))
                 }
+                ListWhat::Daemon => Response::ok(render::daemons(&plane.sync_daemons())),
                 _ => {
                     let stats = self.list_stats(plane);
                     match render::list(
@@ -160,6 +161,14 @@ impl Control {
                 self.side_effect(plane, &c);
                 Response::ok(String::new())
             }
+            Command::StartDaemon(cfg) => match plane.start_daemon(cfg) {
+                Ok(()) => Response::ok(String::new()),
+                Err(e) => Response::error(EXIT_FAILED, e),
+            },
+            Command::StopDaemon(role) => match plane.stop_daemon(role) {
+                Ok(()) => Response::ok(String::new()),
+                Err(e) => Response::error(EXIT_FAILED, e),
+            },
         }
     }
 
@@ -333,6 +342,7 @@ impl Control {
             table,
             table_capacity,
             not_for_us: plane.not_for_us(),
+            sync: plane.sync_metrics(),
         }
     }
 }

@@ -33,9 +33,10 @@
 //! - Not supported, each refused with "... is not supported by xvs; see
 //!   README" (exit 2): firewall marks (`-f`, `-6`), SCTP (`--sctp-service`),
 //!   one-packet scheduling (`-o`), persistence engines (`--pe`), GUE/GRE
-//!   tunnels and their options, the IPVS sync daemon (`--start-daemon`,
-//!   `--stop-daemon` and their options), port-0 (all ports) services,
+//!   tunnels and their options, IPv6 sync groups, port-0 (all ports) services,
 //!   scheduler flag `flag-3`, non-contiguous IPv4 persistence masks.
+//! - `--start-daemon`/`--stop-daemon` take IPVS's options but run xvs's
+//!   own authenticated sync protocol ([`crate::sync`]), not IPVS's.
 //! - `-S` appends ` -x N -y M` to a real server with thresholds (ipvsadm
 //!   drops them); for a real server without, the line is ipvsadm's.
 //! - `-R` skips blank lines and lines starting with `#`, and refuses the
@@ -95,6 +96,11 @@ pub enum Command {
     Zero(Option<ServiceKey>),
     /// `--set tcp tcpfin udp`: seconds; 0 leaves a value unchanged.
     SetTimeouts { tcp: u32, tcpfin: u32, udp: u32 },
+    /// `--start-daemon master|backup [--mcast-interface IF] [--syncid N]
+    /// ...`: start connection sync in that role ([`crate::sync`]).
+    StartDaemon(crate::sync::DaemonConfig),
+    /// `--stop-daemon master|backup`: the table keeps what it holds.
+    StopDaemon(crate::sync::DaemonRole),
 }
 
 /// What `-L` lists.
@@ -108,7 +114,7 @@ pub enum ListWhat {
     Connections,
     /// `--timeout` ([`render::timeouts`]).
     Timeout,
-    /// `--daemon`: IPVS sync daemons; xvs runs none, so nothing is printed.
+    /// `--daemon`: the sync daemons running ([`render::daemons`]).
     Daemon,
 }
 

@@ -76,8 +76,8 @@ impl fmt::Display for ListError {
 impl std::error::Error for ListError {}
 
 /// `-L`: every service with the version header, or one service without it.
-/// `-c` and `--timeout` are [`connections`] and [`timeouts`]; `--daemon`
-/// prints nothing (xvs runs no IPVS sync daemon).
+/// `-c`, `--timeout` and `--daemon` are [`connections`], [`timeouts`] and
+/// [`daemons`]; given `--daemon` anyway, this prints nothing.
 pub fn list(
     services: &[VirtualService],
     stats: &ListStats,
@@ -151,6 +151,25 @@ pub fn timeouts(tcp: u32, tcpfin: u32, udp: u32) -> String {
     format!("Timeout (tcp tcpfin udp): {tcp} {tcpfin} {udp}\n")
 }
 
+/// `-L --daemon`: one line per running sync daemon, as ipvsadm prints
+/// them (`mcast=` is empty when no interface was given).
+pub fn daemons(daemons: &[crate::sync::DaemonConfig]) -> String {
+    let mut out = String::new();
+    for d in daemons {
+        out.push_str(&format!(
+            "{} sync daemon (mcast={}, syncid={}, maxlen={}, group={}, port={}, ttl={})\n",
+            d.role.name(),
+            d.mcast_interface.as_deref().unwrap_or(""),
+            d.syncid,
+            d.maxlen(),
+            d.group,
+            d.port,
+            d.ttl
+        ));
+    }
+    out
+}
+
 /// `-v`.
 pub fn version() -> String {
     format!(
@@ -193,6 +212,8 @@ Commands (long or short form):
   --list            -L|-l     list the virtual services
   --zero            -Z        zero the counters of one or every service
   --set tcp tcpfin udp        set connection timeouts (seconds, 0 = keep)
+  --start-daemon state        start connection sync: master or backup
+  --stop-daemon state         stop it: master or backup
   --help            -h        show this text
   --version         -v        show the version
 
@@ -226,8 +247,17 @@ Options:
   --nosort                             list in the order added
   --sort                               (the default)
 
+Sync daemon options (xvs's own authenticated protocol, see README):
+  --mcast-interface interface          the interface sync speaks on
+  --syncid sid                         0..255; a backup of 0 takes any
+  --sync-maxlen length                 largest datagram payload, 1472 by default
+  --mcast-group address                IPv4 group, 224.0.0.81 by default
+  --mcast-port port                    8848 by default
+  --mcast-ttl ttl                      1 by default
+  --daemon                             list the sync daemons (with -L)
+
 Not supported by xvs (see README): -f, -6, --sctp-service, -o, --pe,
-GUE/GRE tunnels, --start-daemon, --stop-daemon.
+GUE/GRE tunnels, IPv6 sync groups.
 ";
 
 /// How addresses and numbers print.
@@ -824,5 +854,20 @@ TCP 14:59  ESTABLISHED 203.0.113.7:40001  192.0.2.1:http     198.51.100.12:http-
             list(&[], &ListStats::default(), &daemon, 0, &Services::builtin()),
             Ok(String::new())
         );
+    }
+
+    #[test]
+    fn daemons_print_as_ipvsadm_prints_them() {
+        use crate::sync::{DaemonConfig, DaemonRole};
+        let mut m = DaemonConfig::new(DaemonRole::Master);
+        m.mcast_interface = Some("eth1".into());
+        m.syncid = 3;
+        let b = DaemonConfig::new(DaemonRole::Backup);
+        assert_eq!(
+            daemons(&[m, b]),
+            "master sync daemon (mcast=eth1, syncid=3, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n\
+             backup sync daemon (mcast=, syncid=0, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n"
+        );
+        assert_eq!(daemons(&[]), "");
     }
 }

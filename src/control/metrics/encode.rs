@@ -99,6 +99,9 @@ pub fn encode(s: &Scrape) -> String {
     }
 
     super::workers::encode(&mut b, &s.workers);
+    if let Some(m) = &s.sync {
+        super::sync::encode(&mut b, m);
+    }
 
     let t = &s.table;
     let none = Vec::new;
@@ -218,6 +221,7 @@ mod tests {
             },
             table_capacity: 1000,
             not_for_us: vec![("eth0".into(), 4)],
+            sync: None,
         }
     }
 

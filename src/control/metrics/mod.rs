@@ -48,6 +48,8 @@
 //! left to the kernel because their destination MAC was another host's
 //! (a switch flooding the other director's frames).
 //!
+//! Connection sync, while it runs: `xvs_sync_*` ([`sync`]).
+//!
 //! `tools/grafana/xvs.json` is a dashboard over these; a test in
 //! [`encode`] fails if it queries a name or label the encoder does not emit.
 //!
@@ -61,6 +63,7 @@
 mod encode;
 pub mod scrape;
 mod serve;
+mod sync;
 pub mod workers;
 
 pub use encode::encode;

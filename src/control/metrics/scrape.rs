@@ -3,6 +3,7 @@
 
 use crate::conntrack::TableStats;
 use crate::service::{RealCounts, TotalStats};
+use crate::sync::SyncMetrics;
 
 use super::WorkerMetrics;
 
@@ -17,6 +18,8 @@ pub struct Scrape {
     /// Per director interface (its name): frames the steering program
     /// passed because they were addressed to another host's MAC.
     pub not_for_us: Vec<(String, u64)>,
+    /// Connection sync's counters, while the sync thread runs.
+    pub sync: Option<SyncMetrics>,
 }
 
 #[derive(Clone, Debug, Default)]

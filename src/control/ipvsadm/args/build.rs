@@ -207,8 +207,8 @@ impl State {
             | Opt::McastPort
             | Opt::McastTtl
             | Opt::SyncMaxlen => {
-                return Err(UsageError::unsupported(&format!(
-                    "{word} (an IPVS sync daemon option)"
+                return Err(UsageError::usage(format!(
+                    "{word} goes with --start-daemon"
                 )))
             }
             // A second command, or -h/-v after one.

@@ -20,6 +20,7 @@ use options::Opt;
 use table::{check_options, Cmd};
 
 mod build;
+mod daemon;
 mod lex;
 mod options;
 mod table;
@@ -49,10 +50,10 @@ pub fn parse_with(args: &[String], names: &Services) -> Result<Command, UsageErr
     let mut positional = Vec::new();
     // popt hands back options in order and queues arguments; the first
     // option must be the command.
-    let first = loop {
+    let (first, first_value) = loop {
         match lexer.next() {
             Some(Ok(Token::Arg(a))) => positional.push(a),
-            Some(Ok(Token::Opt { opt, .. })) => break opt,
+            Some(Ok(Token::Opt { opt, value, .. })) => break (opt, value),
             None | Some(Err(_)) => return Err(try_help()),
         }
     };
@@ -72,9 +73,10 @@ pub fn parse_with(args: &[String], names: &Services) -> Result<Command, UsageErr
         Opt::Help => return Ok(Command::Help),
         Opt::Version => return Ok(Command::Version),
         Opt::StartDaemon | Opt::StopDaemon => {
-            return Err(UsageError::unsupported(
-                "the IPVS connection sync daemon (--start-daemon, --stop-daemon)",
-            ))
+            if let Some(a) = positional.first() {
+                return Err(UsageError::usage(format!("unexpected argument {a}")));
+            }
+            return daemon::parse(first == Opt::StartDaemon, first_value, &mut lexer);
         }
         _ => return Err(try_help()),
     };

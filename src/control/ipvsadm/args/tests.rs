@@ -261,54 +261,230 @@ fn popt_errors_exit_255() {
 fn usage_errors_exit_2() {
     let cases: &[(&str, &str)] = &[
         ("-A -t 192.0.2.1:80 -L", "invalid option `-L'"),
-        ("-A", "You need to supply the 'service-address' option for the 'add-service' command"),
-        ("-a -t 192.0.2.1:80", "You need to supply the 'real-server' option for the 'add-server' command"),
-        ("-A -t 192.0.2.1:80 -w 3", "Illegal 'weight' option with the 'add-service' command"),
+        (
+            "-A",
+            "You need to supply the 'service-address' option for the 'add-service' command",
+        ),
+        (
+            "-a -t 192.0.2.1:80",
+            "You need to supply the 'real-server' option for the 'add-server' command",
+        ),
+        (
+            "-A -t 192.0.2.1:80 -w 3",
+            "Illegal 'weight' option with the 'add-service' command",
+        ),
         ("-C -n", "Illegal 'numeric' option with the 'flush' command"),
-        ("-S -c", "Illegal 'connection' option with the 'save' command"),
-        ("-L -c --timeout", "The option 'timeout' conflicts with the 'connection' option in the 'list' command"),
+        (
+            "-S -c",
+            "Illegal 'connection' option with the 'save' command",
+        ),
+        (
+            "-L -c --timeout",
+            "The option 'timeout' conflicts with the 'connection' option in the 'list' command",
+        ),
         ("-L -c --stats", "options conflicts in the list command"),
-        ("-L --timeout --persistent-conn", "options conflicts in the list command"),
-        ("-A -t 192.0.2.1:80 -u 192.0.2.1:80", "multiple 'service-address' options specified"),
-        ("-a -t 192.0.2.1:80 -r 198.51.100.1 -g -m", "multiple 'forwarding-method' options specified"),
-        ("-A -t 192.0.2.1", "Zero port specified for non-persistent service"),
-        ("-A -t example.org:80", "illegal virtual server address[:port] specified"),
-        ("-A -t 192.0.2.1:nosuchport", "illegal virtual server address[:port] specified"),
-        ("-A -t 192.0.2.1:65536", "illegal virtual server address[:port] specified"),
-        ("-A -t [2001:db8::1]80", "illegal virtual server address[:port] specified"),
-        ("-A -t 80", "illegal virtual server address[:port] specified"),
-        ("-a -t [2001:db8::1]:80 -r [2001:db8::10] -m", "illegal real server address[:port] specified"),
-        ("-a -t 192.0.2.1:80 -r 198.51.100.1:x", "illegal real server address[:port] specified"),
-        ("-a -t 192.0.2.1:80 -r 198.51.100.1 -w 65536", "illegal weight specified"),
-        ("-a -t 192.0.2.1:80 -r 198.51.100.1 -w -1", "illegal weight specified"),
-        ("-a -t 192.0.2.1:80 -r 198.51.100.1 -x a", "illegal u_threshold specified"),
-        ("-a -t 192.0.2.1:80 -r 198.51.100.1 -y 2147483648", "illegal l_threshold specified"),
-        ("-A -t 192.0.2.1:80 -p 0", "invalid timeout value `0' specified"),
-        ("-A -t 192.0.2.1:80 -p 2678401", "invalid timeout value `2678401' specified"),
-        ("-A -t 192.0.2.1:80 -p -M 255.255.0.x", "illegal virtual server persistent mask specified"),
-        ("-A -t [2001:db8::1]:80 -p -M 129", "illegal ipv6 netmask specified"),
+        (
+            "-L --timeout --persistent-conn",
+            "options conflicts in the list command",
+        ),
+        (
+            "-A -t 192.0.2.1:80 -u 192.0.2.1:80",
+            "multiple 'service-address' options specified",
+        ),
+        (
+            "-a -t 192.0.2.1:80 -r 198.51.100.1 -g -m",
+            "multiple 'forwarding-method' options specified",
+        ),
+        (
+            "-A -t 192.0.2.1",
+            "Zero port specified for non-persistent service",
+        ),
+        (
+            "-A -t example.org:80",
+            "illegal virtual server address[:port] specified",
+        ),
+        (
+            "-A -t 192.0.2.1:nosuchport",
+            "illegal virtual server address[:port] specified",
+        ),
+        (
+            "-A -t 192.0.2.1:65536",
+            "illegal virtual server address[:port] specified",
+        ),
+        (
+            "-A -t [2001:db8::1]80",
+            "illegal virtual server address[:port] specified",
+        ),
+        (
+            "-A -t 80",
+            "illegal virtual server address[:port] specified",
+        ),
+        (
+            "-a -t [2001:db8::1]:80 -r [2001:db8::10] -m",
+            "illegal real server address[:port] specified",
+        ),
+        (
+            "-a -t 192.0.2.1:80 -r 198.51.100.1:x",
+            "illegal real server address[:port] specified",
+        ),
+        (
+            "-a -t 192.0.2.1:80 -r 198.51.100.1 -w 65536",
+            "illegal weight specified",
+        ),
+        (
+            "-a -t 192.0.2.1:80 -r 198.51.100.1 -w -1",
+            "illegal weight specified",
+        ),
+        (
+            "-a -t 192.0.2.1:80 -r 198.51.100.1 -x a",
+            "illegal u_threshold specified",
+        ),
+        (
+            "-a -t 192.0.2.1:80 -r 198.51.100.1 -y 2147483648",
+            "illegal l_threshold specified",
+        ),
+        (
+            "-A -t 192.0.2.1:80 -p 0",
+            "invalid timeout value `0' specified",
+        ),
+        (
+            "-A -t 192.0.2.1:80 -p 2678401",
+            "invalid timeout value `2678401' specified",
+        ),
+        (
+            "-A -t 192.0.2.1:80 -p -M 255.255.0.x",
+            "illegal virtual server persistent mask specified",
+        ),
+        (
+            "-A -t [2001:db8::1]:80 -p -M 129",
+            "illegal ipv6 netmask specified",
+        ),
         ("--set 900 120", "--set option requires 3 timeout values"),
         ("--set 900 120 x", "invalid timeout value `x' specified"),
         ("-L extra", "unexpected argument extra"),
-        ("-A -t 192.0.2.1:80 -s rr -b sh-port", "incompatible scheduler flag `sh-port'"),
-        ("-A -t 192.0.2.1:80 -b mh-port", "incompatible scheduler flag `mh-port'"),
-        ("-A -t 192.0.2.1:80 -b bogus", "invalid scheduler flag `bogus'"),
-        ("-a -t 192.0.2.1:80 -r 2001:db8::10 -m", "Different address family is allowed only for tunneling servers"),
-        ("-a -t 192.0.2.1:80 -r 198.51.100.1 -m --tun-type ipip", "Tunnel options conflict with forward method"),
-        ("-a -t 192.0.2.1:80 -r 198.51.100.1 -i --tun-type vxlan", "illegal tunnel type specified"),
-        ("-A -f 1", "a firewall-mark service (-f) is not supported by xvs; see README"),
-        ("-A --sctp-service 192.0.2.1:80", "SCTP (--sctp-service) is not supported by xvs; see README"),
-        ("--start-daemon master", "the IPVS connection sync daemon (--start-daemon, --stop-daemon) is not supported by xvs; see README"),
-        ("-A -t 192.0.2.1:80 -o", "one-packet scheduling (-o) is not supported by xvs; see README"),
-        ("-A -t 192.0.2.1:80 --pe sip", "a persistence engine (--pe) is not supported by xvs; see README"),
-        ("-a -t 192.0.2.1:80 -r 198.51.100.1 -i --tun-type gue", "tunnel type gue is not supported by xvs; see README"),
-        ("-a -t 192.0.2.1:80 -r 198.51.100.1 -i --tun-port 6080", "--tun-port (GUE/GRE tunnel options) is not supported by xvs; see README"),
-        ("-A -t 192.0.2.1:0 -p", "a port-0 (all ports) service is not supported by xvs; see README"),
-        ("-A -t 192.0.2.1:80 -p -M 255.0.255.0", "a non-contiguous persistence mask (255.0.255.0) is not supported by xvs; see README"),
-        ("-A -t 192.0.2.1:80 -b flag-3", "scheduler flag `flag-3' is not supported by xvs; see README"),
+        (
+            "-A -t 192.0.2.1:80 -s rr -b sh-port",
+            "incompatible scheduler flag `sh-port'",
+        ),
+        (
+            "-A -t 192.0.2.1:80 -b mh-port",
+            "incompatible scheduler flag `mh-port'",
+        ),
+        (
+            "-A -t 192.0.2.1:80 -b bogus",
+            "invalid scheduler flag `bogus'",
+        ),
+        (
+            "-a -t 192.0.2.1:80 -r 2001:db8::10 -m",
+            "Different address family is allowed only for tunneling servers",
+        ),
+        (
+            "-a -t 192.0.2.1:80 -r 198.51.100.1 -m --tun-type ipip",
+            "Tunnel options conflict with forward method",
+        ),
+        (
+            "-a -t 192.0.2.1:80 -r 198.51.100.1 -i --tun-type vxlan",
+            "illegal tunnel type specified",
+        ),
+        (
+            "-A -f 1",
+            "a firewall-mark service (-f) is not supported by xvs; see README",
+        ),
+        (
+            "-A --sctp-service 192.0.2.1:80",
+            "SCTP (--sctp-service) is not supported by xvs; see README",
+        ),
+        (
+            "--start-daemon leader",
+            "illegal start-daemon parameter specified",
+        ),
+        ("--stop-daemon primary", "illegal stop_daemon parameter specified"),
+        (
+            "--start-daemon master --syncid 256",
+            "illegal syncid specified",
+        ),
+        (
+            "--start-daemon master --mcast-port 0",
+            "illegal mcast-port specified",
+        ),
+        (
+            "--start-daemon master --mcast-group 192.0.2.1",
+            "illegal mcast-group specified",
+        ),
+        (
+            "--start-daemon master --mcast-group ff02::81",
+            "an IPv6 sync group (--mcast-group) is not supported by xvs; see README",
+        ),
+        (
+            "--start-daemon master -t 192.0.2.1:80",
+            "Illegal '-t' option with the 'start-daemon' command",
+        ),
+        (
+            "--stop-daemon backup --syncid 1",
+            "Illegal '--syncid' option with the 'stop-daemon' command",
+        ),
+        (
+            "-A -t 192.0.2.1:80 --syncid 1",
+            "--syncid goes with --start-daemon",
+        ),
+        (
+            "-A -t 192.0.2.1:80 -o",
+            "one-packet scheduling (-o) is not supported by xvs; see README",
+        ),
+        (
+            "-A -t 192.0.2.1:80 --pe sip",
+            "a persistence engine (--pe) is not supported by xvs; see README",
+        ),
+        (
+            "-a -t 192.0.2.1:80 -r 198.51.100.1 -i --tun-type gue",
+            "tunnel type gue is not supported by xvs; see README",
+        ),
+        (
+            "-a -t 192.0.2.1:80 -r 198.51.100.1 -i --tun-port 6080",
+            "--tun-port (GUE/GRE tunnel options) is not supported by xvs; see README",
+        ),
+        (
+            "-A -t 192.0.2.1:0 -p",
+            "a port-0 (all ports) service is not supported by xvs; see README",
+        ),
+        (
+            "-A -t 192.0.2.1:80 -p -M 255.0.255.0",
+            "a non-contiguous persistence mask (255.0.255.0) is not supported by xvs; see README",
+        ),
+        (
+            "-A -t 192.0.2.1:80 -b flag-3",
+            "scheduler flag `flag-3' is not supported by xvs; see README",
+        ),
         ("-L -6", "-6 used before -f"),
     ];
     for (line, want) in cases {
         assert_eq!(err(line), (want.to_string(), 2), "{line}");
     }
+}
+
+#[test]
+fn daemon_commands_take_ipvs_options() {
+    use crate::sync::{DaemonConfig, DaemonRole};
+    assert_eq!(
+        ok("--start-daemon backup"),
+        Command::StartDaemon(DaemonConfig::new(DaemonRole::Backup))
+    );
+    let mut want = DaemonConfig::new(DaemonRole::Master);
+    want.mcast_interface = Some("eth2".into());
+    want.syncid = 7;
+    want.maxlen = Some(1400);
+    want.group = "239.1.2.3".parse().unwrap();
+    want.port = 9000;
+    want.ttl = 4;
+    assert_eq!(
+        ok(
+            "--start-daemon master --mcast-interface eth2 --syncid 7 --sync-maxlen 1400 \
+            --mcast-group 239.1.2.3 --mcast-port 9000 --mcast-ttl 4"
+        ),
+        Command::StartDaemon(want)
+    );
+    assert_eq!(
+        ok("--stop-daemon master"),
+        Command::StopDaemon(DaemonRole::Master)
+    );
 }
