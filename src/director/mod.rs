@@ -288,10 +288,11 @@ impl Director {
         self.hops.interfaces()
     }
 
-    /// Per interface, in their order: service frames passed to the kernel
-    /// because they were addressed to another host's MAC.
-    pub fn not_for_us(&self) -> Vec<u64> {
-        self.programs.not_for_us()
+    /// Per interface (its name), the steering program's counters by
+    /// [`SteerCounter::ALL`](crate::xsk::prog::SteerCounter::ALL).
+    pub fn steering_counters(&self) -> Vec<(String, [u64; 2])> {
+        let names = self.hops.interfaces().iter().map(|i| i.name.clone());
+        names.zip(self.programs.counters()).collect()
     }
 
     pub fn xdp_modes(&self) -> &[XdpMode] {

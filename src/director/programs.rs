@@ -24,7 +24,7 @@ use super::{err, DirectorError};
 use crate::neigh::netlink::{self, Interface};
 use crate::packet::MacAddr;
 use crate::service::{ForwardMethod, ServiceTable};
-use crate::xsk::prog::{Endpoint, LocalAddr, OwnMac, SteeringProgram, XdpMode};
+use crate::xsk::prog::{Endpoint, LocalAddr, OwnMac, SteerCounter, SteeringProgram, XdpMode};
 
 /// The attached steering programs, one per interface, in their order.
 pub struct Programs {
@@ -93,13 +93,12 @@ impl Programs {
         Ok(())
     }
 
-    /// Each program's `not_for_us` counter, in the interfaces' order: frames
-    /// to a VIP or from a NAT real server passed to the kernel because
-    /// their destination MAC was not the director's. Unreadable as 0.
-    pub fn not_for_us(&self) -> Vec<u64> {
+    /// Each program's counters, in the interfaces' order, by
+    /// [`SteerCounter::ALL`]; one that cannot be read is 0.
+    pub fn counters(&self) -> Vec<[u64; SteerCounter::ALL.len()]> {
         self.programs
             .iter()
-            .map(|p| p.not_for_us().unwrap_or(0))
+            .map(|p| SteerCounter::ALL.map(|c| p.counter(c).unwrap_or(0)))
             .collect()
     }
 

@@ -26,7 +26,7 @@ use super::testnet::*;
 use super::{DropReason, Verdict};
 use crate::packet::MacAddr;
 use crate::packet::{parse, Frame, ParseError, Transport, ETH_HEADER_LEN};
-use crate::xsk::prog::{Endpoint, LocalAddr, OwnMac, Steering, SteeringProgram};
+use crate::xsk::prog::{Endpoint, LocalAddr, OwnMac, SteerCounter, Steering, SteeringProgram};
 use crate::Millis;
 
 /// True as root. Otherwise the test fails, saying why, unless
@@ -420,7 +420,11 @@ fn only_frames_to_the_directors_macs_are_redirected() {
             let got = prog.classify(&pkt.bytes()).expect("BPF_PROG_TEST_RUN");
             assert_eq!(got, want, "{what}");
             count += counted;
-            assert_eq!(prog.not_for_us().expect("not_for_us"), count, "{what}");
+            assert_eq!(
+                prog.counter(SteerCounter::NotForUs).expect("not_for_us"),
+                count,
+                "{what}"
+            );
         }
     }
     // Held (keepalived's master): frames to the virtual MAC are xvs's.
@@ -432,5 +436,5 @@ fn only_frames_to_the_directors_macs_are_redirected() {
     prog.sync_own_macs(&own_macs(&[EXT_MAC, INT_MAC]))
         .expect("own_macs");
     assert_eq!(prog.classify(&syn.bytes()).unwrap(), Steering::Pass);
-    assert_eq!(prog.not_for_us().unwrap(), count + 1);
+    assert_eq!(prog.counter(SteerCounter::NotForUs).unwrap(), count + 1);
 }

@@ -5,7 +5,7 @@
 //! control plane writes the same `services`, `nat_reals` and `local_addrs`
 //! sets into all. Each also has its own `own_macs` (the unicast MACs its
 //! interface answers to: frames to other MACs are not redirected) and its
-//! own `not_for_us` counter of the frames that rule passed. Attaching prefers native (driver) mode and falls back to
+//! own [`SteerCounter`]s. Attaching prefers native (driver) mode and falls back to
 //! generic mode; a program left attached by a crashed run is replaced, with
 //! a message. Dropping a [`SteeringProgram`] detaches it.
 //!
@@ -102,6 +102,30 @@ impl OwnMac {
     }
 }
 
+/// The steering program's counters (the per-CPU `counters` map, by slot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SteerCounter {
+    /// Frames the rules would give xvs, passed because their destination
+    /// MAC is not the director's.
+    NotForUs = 0,
+    /// Frames for xvs dropped because their rx queue has no socket (no
+    /// worker serves it, or xvs died and left the program attached).
+    NoSocket = 1,
+}
+
+impl SteerCounter {
+    pub const ALL: [SteerCounter; 2] = [SteerCounter::NotForUs, SteerCounter::NoSocket];
+
+    /// The name in the exit summary and, with `xvs_steering_` before and
+    /// `_total` after, in the metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            SteerCounter::NotForUs => "not_for_us",
+            SteerCounter::NoSocket => "no_socket",
+        }
+    }
+}
+
 /// What the steering program does with a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Steering {
@@ -178,7 +202,7 @@ pub struct SteeringProgram {
     nat_reals_fd: c_int,
     local_addrs_fd: c_int,
     own_macs_fd: c_int,
-    not_for_us_fd: c_int,
+    counters_fd: c_int,
     /// The test entry `xvs_steer_probe`; -1 unless loaded with it.
     probe_fd: c_int,
     services: HashSet<Endpoint>,
@@ -235,7 +259,7 @@ impl SteeringProgram {
             nat_reals_fd: -1,
             local_addrs_fd: -1,
             own_macs_fd: -1,
-            not_for_us_fd: -1,
+            counters_fd: -1,
             probe_fd: -1,
             services: HashSet::new(),
             nat_reals: HashSet::new(),
@@ -275,7 +299,7 @@ impl SteeringProgram {
         p.nat_reals_fd = p.map_fd("nat_reals")?;
         p.local_addrs_fd = p.map_fd("local_addrs")?;
         p.own_macs_fd = p.map_fd("own_macs")?;
-        p.not_for_us_fd = p.map_fd("not_for_us")?;
+        p.counters_fd = p.map_fd("counters")?;
         if with_probe {
             // SAFETY: probe belongs to the loaded obj.
             p.probe_fd = unsafe { libxdp_sys::bpf_program__fd(probe) };
@@ -375,24 +399,23 @@ impl SteeringProgram {
         sync(self.own_macs_fd, &mut self.own_macs, want).map_err(|e| ProgError::Map("own_macs", e))
     }
 
-    /// The frames the program passed because their destination MAC was not
-    /// in `own_macs`, since it was loaded, summed over CPUs.
-    pub fn not_for_us(&self) -> Result<u64, ProgError> {
-        let cpus = possible_cpus().map_err(|e| ProgError::Map("not_for_us", e))?;
+    /// Counter `c` since the program was loaded, summed over CPUs.
+    pub fn counter(&self, c: SteerCounter) -> Result<u64, ProgError> {
+        let cpus = possible_cpus().map_err(|e| ProgError::Map("counters", e))?;
         let mut values = vec![0u64; cpus];
-        let key = 0u32;
+        let key = c as u32;
         // SAFETY: a per-CPU array of u64 values fills one 8-byte slot per
         // possible CPU: `values` has exactly that many, and the key is the
         // map's u32.
         let ret = unsafe {
             libxdp_sys::bpf_map_lookup_elem(
-                self.not_for_us_fd,
+                self.counters_fd,
                 &key as *const u32 as *const c_void,
                 values.as_mut_ptr() as *mut c_void,
             )
         };
         if ret != 0 {
-            return Err(ProgError::Map("not_for_us", last_error(ret)));
+            return Err(ProgError::Map("counters", last_error(ret)));
         }
         Ok(values.iter().sum())
     }

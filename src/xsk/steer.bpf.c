@@ -20,8 +20,14 @@
 // Everything else — ARP, neighbour discovery, the host's own traffic, later
 // IP fragments, other protocols — goes to the kernel (XDP_PASS), so the
 // director stays an ordinary, manageable Linux host. The control plane keeps
-// the maps equal to its configuration and to the host's addresses; a frame
-// whose queue has no socket is passed too.
+// the maps equal to its configuration and to the host's addresses.
+//
+// A frame the rules give xvs whose rx queue has no AF_XDP socket is dropped
+// and counted (`no_socket`), not passed: the kernel could only reset the
+// connection (or forward a NAT answer untranslated). That is the case of a
+// crashed xvs, whose program stays attached while its sockets are gone: its
+// connections' packets are lost until the other director takes over, and
+// TCP retransmits them there, instead of being reset by this host.
 //
 // Only what is addressed to this director: a frame the rules above would
 // redirect goes to xvs only if its destination MAC is in `own_macs` (the
@@ -119,14 +125,26 @@ struct {
 	__type(value, __u8);
 } own_macs SEC(".maps");
 
-// Frames the rules would have redirected but whose destination MAC is not
-// in `own_macs`; one slot, per CPU, summed by the director.
+// Per CPU, summed by the director: slot 0 (`not_for_us`) counts frames the
+// rules would have redirected but whose destination MAC is not in
+// `own_macs`; slot 1 (`no_socket`), frames for xvs dropped because their rx
+// queue had no socket. Must match `xsk::prog::SteerCounter`.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, __u64);
-} not_for_us SEC(".maps");
+} counters SEC(".maps");
+
+#define COUNT_NOT_FOR_US 0
+#define COUNT_NO_SOCKET 1
+
+INLINE void count(__u32 slot)
+{
+	__u64 *n = bpf_map_lookup_elem(&counters, &slot);
+	if (n)
+		*n += 1;
+}
 
 #define VLAN_MAX 2
 #define IPV6_EXT_MAX 4
@@ -328,25 +346,26 @@ INLINE int addressed_to_us(struct xdp_md *ctx)
 // destination MAC, counting the frames that fail only the latter.
 INLINE int decide(struct xdp_md *ctx)
 {
-	__u32 zero = 0;
-	__u64 *n;
-
 	if (!steer(ctx))
 		return 0;
 	if (addressed_to_us(ctx))
 		return 1;
-	n = bpf_map_lookup_elem(&not_for_us, &zero);
-	if (n)
-		*n += 1;
+	count(COUNT_NOT_FOR_US);
 	return 0;
 }
 
 SEC("xdp")
 int xvs_steer(struct xdp_md *ctx)
 {
-	if (decide(ctx))
-		return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
-	return XDP_PASS;
+	long verdict;
+
+	if (!decide(ctx))
+		return XDP_PASS;
+	// The flags' low bits are what a queue without a socket gets.
+	verdict = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_DROP);
+	if (verdict == XDP_DROP)
+		count(COUNT_NO_SOCKET);
+	return verdict;
 }
 
 SEC("xdp")

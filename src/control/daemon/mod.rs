@@ -34,6 +34,7 @@ use super::inbox::{Mailbox, Message};
 use super::metrics::Scrape;
 use crate::director::{Director, DirectorError, DirectorOptions};
 use crate::service::ServiceModel;
+use crate::xsk::prog::SteerCounter;
 use crate::xsk::worker::WorkerStats;
 
 pub use plane::Plane;
@@ -155,8 +156,13 @@ impl Daemon<Director> {
     pub fn stop(self) -> Vec<Arc<WorkerStats>> {
         let stats = self.plane.worker_stats().to_vec();
         // Read before the programs (and their counters) go.
-        for (iface, n) in Plane::not_for_us(&self.plane) {
-            tracing::info!("steering {iface}: not_for_us {n}");
+        for (iface, counts) in Plane::steering(&self.plane) {
+            let counts: Vec<String> = SteerCounter::ALL
+                .iter()
+                .zip(counts)
+                .map(|(c, n)| format!("{} {n}", c.name()))
+                .collect();
+            tracing::info!("steering {iface}: {}", counts.join(" "));
         }
         self.plane.stop();
         stats

@@ -40,9 +40,9 @@ pub trait Plane {
     fn workers(&self) -> Vec<WorkerMetrics>;
     /// The connection table's counters and its slots (IPv4 and IPv6).
     fn table(&self) -> (TableStats, usize);
-    /// Per director interface (name, count): service frames the steering
-    /// program passed because they were addressed to another host's MAC.
-    fn not_for_us(&self) -> Vec<(String, u64)> {
+    /// Per director interface (its name), the steering program's counters
+    /// by [`SteerCounter::ALL`](crate::xsk::prog::SteerCounter::ALL).
+    fn steering(&self) -> Vec<(String, [u64; 2])> {
         Vec::new()
     }
     /// `--start-daemon`: starts connection sync in a role.
@@ -128,9 +128,8 @@ impl Plane for Director {
         (self.conns().stats(), v4 + v6)
     }
 
-    fn not_for_us(&self) -> Vec<(String, u64)> {
-        let names = self.interfaces().iter().map(|i| i.name.clone());
-        names.zip(Director::not_for_us(self)).collect()
+    fn steering(&self) -> Vec<(String, [u64; 2])> {
+        self.steering_counters()
     }
 
     fn start_daemon(&mut self, cfg: DaemonConfig) -> Result<(), String> {

@@ -341,7 +341,7 @@ impl Control {
             workers: plane.workers(),
             table,
             table_capacity,
-            not_for_us: plane.not_for_us(),
+            steering: plane.steering(),
             sync: plane.sync_metrics(),
         }
     }

@@ -46,7 +46,9 @@
 //! Per director interface (`interface="eth0"`):
 //! `xvs_steering_not_for_us_total`, service frames the steering program
 //! left to the kernel because their destination MAC was another host's
-//! (a switch flooding the other director's frames).
+//! (a switch flooding the other director's frames), and
+//! `xvs_steering_no_socket_total`, frames for xvs it dropped because their
+//! rx queue had no socket (no worker serves that queue).
 //!
 //! Connection sync, while it runs: `xvs_sync_*` ([`sync`]).
 //!

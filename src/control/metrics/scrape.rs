@@ -15,9 +15,9 @@ pub struct Scrape {
     pub workers: Vec<WorkerMetrics>,
     pub table: TableStats,
     pub table_capacity: usize,
-    /// Per director interface (its name): frames the steering program
-    /// passed because they were addressed to another host's MAC.
-    pub not_for_us: Vec<(String, u64)>,
+    /// Per director interface (its name): the steering program's counters
+    /// by [`SteerCounter::ALL`](crate::xsk::prog::SteerCounter::ALL).
+    pub steering: Vec<(String, [u64; 2])>,
     /// Connection sync's counters, while the sync thread runs.
     pub sync: Option<SyncMetrics>,
 }

@@ -398,7 +398,10 @@ fn usage_errors_exit_2() {
             "--start-daemon leader",
             "illegal start-daemon parameter specified",
         ),
-        ("--stop-daemon primary", "illegal stop_daemon parameter specified"),
+        (
+            "--stop-daemon primary",
+            "illegal stop_daemon parameter specified",
+        ),
         (
             "--start-daemon master --syncid 256",
             "illegal syncid specified",
