@@ -574,6 +574,13 @@ mod tests {
     }
 
     #[test]
+    fn own_mac_layout_matches_the_c_struct() {
+        assert_eq!(std::mem::size_of::<OwnMac>(), 8);
+        let m = OwnMac::new([0, 0, 0x5e, 0, 1, 51]);
+        assert_eq!((m.addr, m.pad), ([0, 0, 0x5e, 0, 1, 51], [0; 2]));
+    }
+
+    #[test]
     fn local_addr_layout_matches_the_c_struct() {
         assert_eq!(std::mem::size_of::<LocalAddr>(), 20);
         let a = LocalAddr::new("198.51.100.1".parse().unwrap());
@@ -614,6 +621,14 @@ mod tests {
             .collect();
         p.sync_local_addrs(&addrs)
             .expect("as many local addresses as allowed");
+        let macs: HashSet<OwnMac> = (0..MAX_OWN_MACS as u32)
+            .map(|i| {
+                let [_, _, a, b] = i.to_be_bytes();
+                OwnMac::new([0x02, 0, 0, 0, a, b])
+            })
+            .collect();
+        p.sync_own_macs(&macs)
+            .expect("every VRRP virtual MAC and the interface's own");
         let too_many = endpoints([192, 0, 2], MAX_SERVICES + 1);
         assert_eq!(too_many.len(), MAX_SERVICES + 1);
         let e = p.sync_services(&too_many).unwrap_err().to_string();
