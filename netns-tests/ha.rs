@@ -596,10 +596,8 @@ impl HaLab {
                         "-o",
                     ])
                     .arg(&out)
-                    .arg("-w")
-                    .arg("%{local_port}\\n")
                     .arg(format!("http://{VIP}/hold?s={secs}"))
-                    .stdout(Stdio::piped())
+                    .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()
                     .expect("curl");
@@ -662,14 +660,9 @@ struct Download {
 
 impl Download {
     /// Waits for it; panics unless the body is byte-exact (`SECS` dots and
-    /// the real server's name). Its client port.
-    fn finish(mut self, what: &str) -> u16 {
+    /// the real server's name).
+    fn finish(mut self, what: &str) {
         let status = self.child.wait().expect("curl");
-        let mut port = String::new();
-        if let Some(mut o) = self.child.stdout.take() {
-            use std::io::Read;
-            let _ = o.read_to_string(&mut port);
-        }
         let body = std::fs::read_to_string(&self.out).unwrap_or_default();
         let _ = std::fs::remove_file(&self.out);
         let dots = ".".repeat(self.secs as usize);
@@ -681,7 +674,6 @@ impl Download {
             "{what}: a download broke (curl {status}, {} bytes): {body:?}",
             body.len()
         );
-        port.trim().parse().unwrap_or(0)
     }
 }
 
