@@ -9,7 +9,8 @@
 //!   backup from the attacker's namespace are refused and counted by
 //!   reason (`xvs_sync_rejected_total`), and the backup's table does not
 //!   change.
-//! - With `tc netem loss 10%` on the master's sync link, the backup's table
+//! - With 10% of the master's sync datagrams lost (`tc netem`, or
+//!   nftables' `numgen random` on kernels without netem), the backup's table
 //!   converges on the master's after the repair interval (gaps NACKed and
 //!   resent).
 //! - A backup restarted while the master serves takes the full table by
@@ -137,10 +138,15 @@ impl Pair {
 
     /// The backup's `xvs_sync_rejected_total{reason=...}`.
     fn rejected(&self, reason: &str) -> u64 {
+        self.metric(&format!("xvs_sync_rejected_total{{reason=\"{reason}\"}}"))
+    }
+
+    /// One sample of the backup's metrics.
+    fn metric(&self, name: &str) -> u64 {
         let text = self
             .backup_ns
             .exec("curl -s -m 5 http://127.0.0.1:9100/metrics");
-        let want = format!("xvs_sync_rejected_total{{reason=\"{reason}\"}} ");
+        let want = format!("{name} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&want))
             .and_then(|v| v.trim().parse().ok())
@@ -175,6 +181,34 @@ fn conns(listing: &str) -> BTreeSet<(String, String, String, String)> {
             })
         })
         .collect()
+}
+
+/// Drops `percent` % of the sync datagrams `ns` sends, at random: `tc
+/// netem loss` where the kernel has netem, else nftables' `numgen random`
+/// (the same loss, at the output hook).
+fn lose_sync_datagrams(ns: &str, percent: u32) {
+    let netem = sh(&format!(
+        "ip netns exec {ns} tc qdisc add dev s0 root netem loss {percent}% 2>/dev/null && echo netem || true"
+    ));
+    if netem.contains("netem") {
+        return;
+    }
+    sh(&format!(
+        "ip netns exec {ns} nft -f - <<'EOF'
+table inet xvs_sync_loss {{
+  chain out {{
+    type filter hook output priority 0;
+    udp dport 8848 numgen random mod 100 < {percent} drop
+  }}
+}}
+EOF"
+    ));
+}
+
+fn keep_sync_datagrams(ns: &str) {
+    sh(&format!(
+        "ip netns exec {ns} sh -c 'tc qdisc del dev s0 root 2>/dev/null; nft delete table inet xvs_sync_loss 2>/dev/null; true'"
+    ));
 }
 
 #[test]
@@ -287,9 +321,7 @@ fn sync_converges_under_loss_and_a_restarted_backup_resyncs() {
     }
     let mut p = Pair::up();
     let master_ns = p.lab.ns("d");
-    sh(&format!(
-        "ip netns exec {master_ns} tc qdisc add dev s0 root netem loss 10%"
-    ));
+    lose_sync_datagrams(&master_ns, 10);
     let holds: Vec<_> = (0..4).map(|_| p.lab.hold(30)).collect();
     p.lab.requests(40);
     let mut master = BTreeSet::new();
@@ -306,9 +338,15 @@ fn sync_converges_under_loss_and_a_restarted_backup_resyncs() {
         "after loss the backup holds the master's connections\nmissing: {:?}",
         master.difference(&backup).collect::<Vec<_>>()
     );
-    sh(&format!(
-        "ip netns exec {master_ns} tc qdisc del dev s0 root"
-    ));
+    keep_sync_datagrams(&master_ns);
+    let (gaps, repaired) = (
+        p.metric("xvs_sync_gaps_total"),
+        p.metric("xvs_sync_gaps_repaired_total"),
+    );
+    assert!(
+        gaps > 0 && repaired > 0,
+        "datagrams were lost and repaired: gaps {gaps}, repaired {repaired}"
+    );
 
     // A restarted backup: its table starts empty, and it asks the master
     // for all of it before it is ready.

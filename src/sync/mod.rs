@@ -31,6 +31,8 @@ pub mod window;
 pub mod wire;
 
 mod runner;
+#[cfg(test)]
+mod tests;
 
 use std::net::{Ipv4Addr, SocketAddr};
 

@@ -52,8 +52,6 @@ pub trait Table {
     fn apply(&mut self, e: &Entry, now: Millis) -> Result<(), Refused>;
     /// Every live entry: templates first, then connections.
     fn walk(&mut self, now: Millis) -> Vec<Entry>;
-    /// Whether a live connection of this client → VIP key is installed.
-    fn has(&mut self, key: &FlowKey, now: Millis) -> bool;
 }
 
 /// Where a datagram goes.
@@ -123,6 +121,8 @@ pub const MIN_MAXLEN: usize = HEADER_LEN + 8 + wire::MAX_ENTRY_LEN + TAG_LEN;
 const MAX_PEERS: usize = 64;
 /// Missing stream datagrams tracked per sender before a resync is cheaper.
 const MAX_MISSING: u64 = 4096;
+/// Connections remembered per sender while a gap is open.
+const MAX_RECENT: usize = 1 << 16;
 /// Bulk re-requests before a resync settles for what it got.
 const RESYNC_TRIES: u32 = 3;
 
@@ -140,6 +140,9 @@ struct Peer {
     next_stream: Option<u64>,
     /// Missing stream numbers, each with when it was found missing.
     missing: BTreeMap<u64, Millis>,
+    /// While some are missing: the stream number that last spoke of each
+    /// connection, so a late repair does not undo a later change.
+    recent: HashMap<FlowKey, u64>,
     last_nack: Option<Millis>,
     nacks: u32,
 }
@@ -348,6 +351,7 @@ impl Session {
             heard: now.mono,
             next_stream: None,
             missing: BTreeMap::new(),
+            recent: HashMap::new(),
             last_nack: None,
             nacks: 0,
         });
@@ -366,8 +370,32 @@ impl Session {
             } => {
                 let order = track_stream(peer, stream_seq, now.mono, &self.stats);
                 if self.roles.backup && order != Order::Seen {
-                    let late = order == Order::Late;
-                    self.install(&entries, late, now.mono, table);
+                    for e in &entries {
+                        let key = match e {
+                            Entry::Conn(c) => Some(c.key),
+                            Entry::Closed(k) => Some(*k),
+                            Entry::Template(_) | Entry::Health(_) => None,
+                        };
+                        if let Some(k) = key {
+                            // A repair must not undo what a later
+                            // datagram said of the same connection.
+                            if order == Order::Late
+                                && peer.recent.get(&k).is_some_and(|&s| s > stream_seq)
+                            {
+                                continue;
+                            }
+                            if !peer.missing.is_empty() && peer.recent.len() < MAX_RECENT {
+                                peer.recent.insert(k, stream_seq);
+                            }
+                        }
+                        match table.apply(e, now.mono) {
+                            Ok(()) => SyncStats::add(&self.stats.installed, 1),
+                            Err(r) => self.stats.refuse(r),
+                        }
+                    }
+                    if peer.missing.is_empty() {
+                        peer.recent.clear();
+                    }
                 }
             }
             Body::Nack { target, ranges } => {
@@ -390,7 +418,7 @@ impl Session {
                     self.bulk_heard(&h, from, bulk_id, entries.len() as u32, now.mono);
                 }
                 if self.roles.backup && (target == self.cfg.sender || target == 0) {
-                    self.install(&entries, false, now.mono, table);
+                    self.install(&entries, now.mono, table);
                 }
             }
             Body::BulkEnd {
@@ -516,15 +544,8 @@ impl Session {
         self.out.push_back(Transmit { dest, bytes });
     }
 
-    /// Installs `entries`; those of a `late` (repaired) datagram leave a
-    /// connection that is there alone: a later datagram put it there.
-    fn install(&mut self, entries: &[Entry], late: bool, now: Millis, table: &mut impl Table) {
+    fn install(&mut self, entries: &[Entry], now: Millis, table: &mut impl Table) {
         for e in entries {
-            if let (true, Entry::Conn(c)) = (late, e) {
-                if table.has(&c.key, now) {
-                    continue;
-                }
-            }
             match table.apply(e, now) {
                 Ok(()) => SyncStats::add(&self.stats.installed, 1),
                 Err(r) => self.stats.refuse(r),

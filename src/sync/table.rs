@@ -130,10 +130,6 @@ impl Table for ConnSync {
         }
     }
 
-    fn has(&mut self, key: &crate::packet::FlowKey, now: Millis) -> bool {
-        self.conns.lookup_original(key, now).is_some()
-    }
-
     fn walk(&mut self, now: Millis) -> Vec<Entry> {
         let mut templates = Vec::new();
         let mut conns = Vec::new();
