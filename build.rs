@@ -19,6 +19,7 @@ fn main() {
         ("XVS_MAX_SERVICES", limits::MAX_SERVICES),
         ("XVS_MAX_NAT_ENDPOINTS", limits::MAX_NAT_ENDPOINTS),
         ("XVS_MAX_LOCAL_ADDRS", limits::MAX_LOCAL_ADDRS),
+        ("XVS_MAX_OWN_MACS", limits::MAX_OWN_MACS),
     ]
     .map(|(name, v)| format!("-D{name}={v}"));
     println!("cargo:rerun-if-env-changed=CLANG");

@@ -6,6 +6,7 @@ mod clusters;
 mod common;
 mod control;
 mod decap;
+mod ha;
 mod health;
 mod keepalived;
 mod ldirectord;

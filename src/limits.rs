@@ -20,6 +20,10 @@ pub const MAX_NAT_ENDPOINTS: usize = MAX_REALS;
 /// Addresses of the director host itself (the `local_addrs` map); a host
 /// with more is refused at start.
 pub const MAX_LOCAL_ADDRS: usize = 4096;
+/// Unicast MACs one director interface answers to (the `own_macs` map):
+/// its own and the VRRP virtual MACs held on it, at most 255 for IPv4 and
+/// 255 for IPv6 (`00:00:5e:00:01:VRID`, `00:00:5e:00:02:VRID`).
+pub const MAX_OWN_MACS: usize = 1 + 2 * 255;
 /// rx queue numbers a worker may serve are below this (the `xsks` map), so
 /// there are at most this many workers.
 pub const MAX_QUEUES: usize = 256;

@@ -9,10 +9,12 @@
 //! A start that fails at any step leaves nothing attached. The steering
 //! programs learn every address of the host (all interfaces, lo too)
 //! before the workers start, so answers to the host's own traffic stay
-//! with its kernel. Afterwards the control thread calls
+//! with its kernel, and each interface's MACs (its own, and the VRRP
+//! virtual MACs held on it), so only frames addressed to this director are
+//! taken. Afterwards the control thread calls
 //! [`Director::control_round`] in a loop: it rebuilds next hops when the
-//! kernel's routes or neighbours change, follows the host's addresses into
-//! the steering programs, asks the kernel to resolve addresses workers
+//! kernel's routes or neighbours change, follows the host's addresses and
+//! virtual MACs into the steering programs, asks the kernel to resolve addresses workers
 //! found unresolved, and expires scheduler state. Configuration changes go
 //! through [`Director::set_services`]: a new snapshot for the workers
 //! first, then the XDP maps ([`publish`]), so a frame is never redirected
@@ -199,6 +201,7 @@ impl Director {
         // name them.
         d.programs.sync_services(&d.services)?;
         d.programs.sync_local_addrs()?;
+        d.programs.sync_own_macs(d.hops.interfaces())?;
         d.hops.resolve_ahead(&d.services);
         let events = d.sync.events(&opts.sync);
         d.workers.spawn(
@@ -221,7 +224,11 @@ impl Director {
             if let Err(e) = self.programs.sync_local_addrs() {
                 tracing::warn!("the steering programs may miss some of the host's addresses: {e}");
             }
-            if self.hops.refresh() {
+            let fresh = self.hops.refresh();
+            if let Err(e) = self.programs.sync_own_macs(self.hops.interfaces()) {
+                tracing::warn!("the steering programs may miss a MAC of this director: {e}");
+            }
+            if fresh {
                 publish::Targets::store_snapshot(self);
             }
         }
@@ -279,6 +286,13 @@ impl Director {
 
     pub fn interfaces(&self) -> &[Interface] {
         self.hops.interfaces()
+    }
+
+    /// Per interface (its name), the steering program's counters by
+    /// [`SteerCounter::ALL`](crate::xsk::prog::SteerCounter::ALL).
+    pub fn steering_counters(&self) -> Vec<(String, [u64; 2])> {
+        let names = self.hops.interfaces().iter().map(|i| i.name.clone());
+        names.zip(self.programs.counters()).collect()
     }
 
     pub fn xdp_modes(&self) -> &[XdpMode] {

@@ -3,10 +3,13 @@
 //!
 //! - [`interface`]: what the director needs to know about one interface.
 //! - [`local_addresses`]: every address of the namespace, on any interface.
+//! - [`vrrp_macs`]: the VRRP virtual MACs the host holds on given interfaces
+//!   (keepalived's `use_vmac` macvlans while they carry the virtual addresses).
 //! - [`snapshot()`]: the main routing table and the neighbour tables, restricted
 //!   to the director's ports, as a [`NextHops`](super::NextHops).
 //! - [`Watcher`]: wakes the control thread when a route, neighbour or link of
-//!   the director's interfaces changes, or an address of any interface, so it
+//!   the director's interfaces changes (a link on top of one, such as a
+//!   macvlan, too), or an address of any interface, so it
 //!   rebuilds and republishes the snapshot and the steering program's set of
 //!   the host's own addresses.
 //! - [`resolve_request`]: makes the kernel resolve a neighbour the data plane
@@ -63,7 +66,7 @@ use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_MULTIPART, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourFlags, NeighbourMessage,
 };
@@ -247,6 +250,82 @@ pub fn local_addresses() -> Result<Vec<IpAddr>, Error> {
     addrs.sort();
     addrs.dedup();
     Ok(addrs)
+}
+
+/// The VRRP virtual MACs (`00:00:5e:00:01:VRID` for IPv4,
+/// `00:00:5e:00:02:VRID` for IPv6) the host holds on top of the interfaces
+/// `lowers`, as (lower ifindex, MAC): one for each macvlan of such a MAC on
+/// one of them that is up and carries an address other than an IPv6
+/// link-local one. That is keepalived's `use_vmac` on the master: its
+/// backup keeps the macvlan up too, but the virtual addresses are on it
+/// only while it is master.
+pub fn vrrp_macs(lowers: &[u32]) -> Result<Vec<(u32, MacAddr)>, Error> {
+    let mut conn = Conn::open()?;
+    let candidates: Vec<(u32, u32, MacAddr)> = conn
+        .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))
+        .map_err(doing("listing interfaces"))?
+        .iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => vrrp_macvlan(l),
+            _ => None,
+        })
+        .filter(|(_, lower, _)| lowers.contains(lower))
+        .collect();
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let addressed: Vec<u32> = conn
+        .dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()))
+        .map_err(doing("listing the host's addresses"))?
+        .iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewAddress(a) => {
+                let (ip, _) = address_record(a)?;
+                let link_local = matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local());
+                (!link_local).then_some(a.header.index)
+            }
+            _ => None,
+        })
+        .collect();
+    let mut macs: Vec<(u32, MacAddr)> = candidates
+        .into_iter()
+        .filter(|(index, _, _)| addressed.contains(index))
+        .map(|(_, lower, mac)| (lower, mac))
+        .collect();
+    macs.sort();
+    macs.dedup();
+    Ok(macs)
+}
+
+/// (ifindex, lower ifindex, MAC) of a macvlan that is up and has a VRRP
+/// virtual MAC.
+fn vrrp_macvlan(l: &LinkMessage) -> Option<(u32, u32, MacAddr)> {
+    if !l.header.flags.contains(LinkFlags::Up) {
+        return None;
+    }
+    let mut lower = None;
+    let mut mac = None;
+    let mut macvlan = false;
+    for a in &l.attributes {
+        match a {
+            LinkAttribute::Link(i) => lower = Some(*i),
+            LinkAttribute::Address(bytes) => mac = MacAddr::try_from(bytes.as_slice()).ok(),
+            LinkAttribute::LinkInfo(infos) => {
+                macvlan |= infos
+                    .iter()
+                    .any(|i| matches!(i, LinkInfo::Kind(InfoKind::MacVlan)));
+            }
+            _ => {}
+        }
+    }
+    let mac = mac.filter(is_vrrp_mac)?;
+    macvlan.then_some((l.header.index, lower?, mac))
+}
+
+/// VRRP's virtual router MACs (RFC 5798 §7.3): `00:00:5e:00:01:VRID` (IPv4)
+/// and `00:00:5e:00:02:VRID` (IPv6).
+pub fn is_vrrp_mac(mac: &MacAddr) -> bool {
+    mac[..4] == [0x00, 0x00, 0x5e, 0x00] && matches!(mac[4], 1 | 2)
 }
 
 fn address_record(m: &AddressMessage) -> Option<(IpAddr, u8)> {
@@ -620,8 +699,13 @@ impl Watcher {
     fn concerns(&self, m: &RouteNetlinkMessage) -> bool {
         let watched = |i: u32| self.ifindexes.is_empty() || self.ifindexes.contains(&i);
         match m {
+            // A link on top of a watched one too: a VRRP macvlan coming or
+            // going changes what the steering program answers to.
             RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l) => {
                 watched(l.header.index)
+                    || l.attributes
+                        .iter()
+                        .any(|a| matches!(a, LinkAttribute::Link(lower) if watched(*lower)))
             }
             // Any interface's: the host's own addresses are all the
             // steering program's business.
@@ -798,6 +882,63 @@ mod tests {
         m.header.kind = RouteType::Unicast;
         m.attributes = attrs;
         m
+    }
+
+    fn link_message(index: u32, up: bool, attrs: Vec<LinkAttribute>) -> LinkMessage {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        if up {
+            m.header.flags = LinkFlags::Up;
+        }
+        m.attributes = attrs;
+        m
+    }
+
+    fn macvlan(lower: u32, mac: MacAddr) -> Vec<LinkAttribute> {
+        vec![
+            LinkAttribute::Link(lower),
+            LinkAttribute::Address(mac.to_vec()),
+            LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::MacVlan)]),
+        ]
+    }
+
+    #[test]
+    fn vrrp_macs_are_the_two_virtual_router_prefixes() {
+        assert!(is_vrrp_mac(&[0, 0, 0x5e, 0, 1, 51]));
+        assert!(is_vrrp_mac(&[0, 0, 0x5e, 0, 2, 255]));
+        assert!(!is_vrrp_mac(&[0, 0, 0x5e, 0, 3, 51]));
+        assert!(!is_vrrp_mac(&[0x02, 0, 0x5e, 0, 1, 51]));
+        assert!(
+            !is_vrrp_mac(&[0x01, 0, 0x5e, 0, 0, 18]),
+            "VRRP's multicast group MAC"
+        );
+    }
+
+    #[test]
+    fn a_vrrp_macvlan_counts_when_up_with_a_virtual_mac() {
+        let vmac = [0, 0, 0x5e, 0, 1, 51];
+        assert_eq!(
+            vrrp_macvlan(&link_message(9, true, macvlan(2, vmac))),
+            Some((9, 2, vmac))
+        );
+        assert_eq!(
+            vrrp_macvlan(&link_message(9, false, macvlan(2, vmac))),
+            None,
+            "down"
+        );
+        let other = [0x02, 0, 0, 0, 0, 7];
+        assert_eq!(
+            vrrp_macvlan(&link_message(9, true, macvlan(2, other))),
+            None,
+            "no VRRP MAC"
+        );
+        let mut veth = macvlan(2, vmac);
+        veth.pop();
+        assert_eq!(
+            vrrp_macvlan(&link_message(9, true, veth)),
+            None,
+            "not a macvlan"
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //!
 //! Cases of its own pin the rules about the director host's own addresses:
 //! answers and ICMP errors to them stay with the kernel even when they come
-//! from a NAT real server's endpoint. Loading BPF needs root: without it the
+//! from a NAT real server's endpoint; and the rule about destination MACs:
+//! only frames to the director's own (or a held VRRP virtual MAC) are
+//! redirected, the others passed and counted. Loading BPF needs root: without it the
 //! tests fail, unless `XVS_NETNS_SKIP=1` asks to skip them.
 
 use std::collections::HashSet;
@@ -22,8 +24,9 @@ use std::net::IpAddr;
 use super::golden::{self, case, Case, EXT, INT};
 use super::testnet::*;
 use super::{DropReason, Verdict};
+use crate::packet::MacAddr;
 use crate::packet::{parse, Frame, ParseError, Transport, ETH_HEADER_LEN};
-use crate::xsk::prog::{Endpoint, LocalAddr, Steering, SteeringProgram};
+use crate::xsk::prog::{Endpoint, LocalAddr, OwnMac, SteerCounter, Steering, SteeringProgram};
 use crate::Millis;
 
 /// True as root. Otherwise the test fails, saying why, unless
@@ -65,7 +68,14 @@ fn program() -> SteeringProgram {
     prog.sync_nat_reals(&nat_reals).expect("nat_reals");
     let local: HashSet<LocalAddr> = local_addrs().into_iter().map(LocalAddr::new).collect();
     prog.sync_local_addrs(&local).expect("local_addrs");
+    // One program stands for both ports here: it answers to both MACs.
+    prog.sync_own_macs(&own_macs(&[EXT_MAC, INT_MAC]))
+        .expect("own_macs");
     prog
+}
+
+fn own_macs(macs: &[MacAddr]) -> HashSet<OwnMac> {
+    macs.iter().copied().map(OwnMac::new).collect()
 }
 
 /// What the program does with `frame`. The kernel test-runs no frame
@@ -342,4 +352,89 @@ fn steering_agrees_with_the_pipeline_ipv6() {
     cases.push((golden::icmp_in_the_other_ip(&n), None));
     cases.extend(pinned(own_address_cases(&n)));
     check("steering_agrees_with_the_pipeline_ipv6", cases);
+}
+
+/// Frames the other rules would redirect go to xvs only when sent to one of
+/// the director's unicast MACs; the others are passed and counted, and what
+/// is not xvs's anyway is not counted.
+#[test]
+fn only_frames_to_the_directors_macs_are_redirected() {
+    if !root_or_skip("only_frames_to_the_directors_macs_are_redirected") {
+        return;
+    }
+    let mut prog = program();
+    let vmac: MacAddr = [0, 0, 0x5e, 0, 1, 51];
+    let other: MacAddr = [2, 0, 0, 0, 0, 0x77];
+    let mut count = 0;
+    for n in [v4(), v6()] {
+        let syn = |dst: MacAddr| Pkt::tcp(n.client, 40000, n.vip, PORT_NAT, SYN).macs(GW_MAC, dst);
+        let answer = |dst: MacAddr| {
+            Pkt::tcp(n.rs_nat, RPORT_NAT, n.client, 40000, SYN | ACK).macs(RS_NAT_MAC, dst)
+        };
+        let multicast: MacAddr = if n.vip.is_ipv4() {
+            [0x01, 0, 0x5e, 0, 0, 1]
+        } else {
+            [0x33, 0x33, 0, 0, 0, 1]
+        };
+        let cases = [
+            (
+                "to the VIP, the external port's MAC",
+                syn(EXT_MAC),
+                Steering::Redirect,
+                0,
+            ),
+            (
+                "NAT answer, the internal port's MAC",
+                answer(INT_MAC),
+                Steering::Redirect,
+                0,
+            ),
+            (
+                "to the VIP, another host's MAC",
+                syn(other),
+                Steering::Pass,
+                1,
+            ),
+            (
+                "NAT answer, another host's MAC",
+                answer(other),
+                Steering::Pass,
+                1,
+            ),
+            ("to the VIP, broadcast", syn([0xff; 6]), Steering::Pass, 1),
+            ("to the VIP, multicast", syn(multicast), Steering::Pass, 1),
+            (
+                "to the VIP, a virtual MAC not held",
+                syn(vmac),
+                Steering::Pass,
+                1,
+            ),
+            (
+                "not a service, another host's MAC",
+                Pkt::tcp(n.client, 40000, n.ext, 22, SYN).macs(GW_MAC, other),
+                Steering::Pass,
+                0,
+            ),
+        ];
+        for (what, pkt, want, counted) in cases {
+            let got = prog.classify(&pkt.bytes()).expect("BPF_PROG_TEST_RUN");
+            assert_eq!(got, want, "{what}");
+            count += counted;
+            assert_eq!(
+                prog.counter(SteerCounter::NotForUs).expect("not_for_us"),
+                count,
+                "{what}"
+            );
+        }
+    }
+    // Held (keepalived's master): frames to the virtual MAC are xvs's.
+    prog.sync_own_macs(&own_macs(&[EXT_MAC, INT_MAC, vmac]))
+        .expect("own_macs");
+    let syn = Pkt::tcp(v4().client, 40000, v4().vip, PORT_NAT, SYN).macs(GW_MAC, vmac);
+    assert_eq!(prog.classify(&syn.bytes()).unwrap(), Steering::Redirect);
+    // Released again (backup): passed.
+    prog.sync_own_macs(&own_macs(&[EXT_MAC, INT_MAC]))
+        .expect("own_macs");
+    assert_eq!(prog.classify(&syn.bytes()).unwrap(), Steering::Pass);
+    assert_eq!(prog.counter(SteerCounter::NotForUs).unwrap(), count + 1);
 }

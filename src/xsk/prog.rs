@@ -3,7 +3,9 @@
 //! One instance of the program is loaded per director interface, so each has
 //! its own `xsks` map (rx queue → AF_XDP socket of that interface) while the
 //! control plane writes the same `services`, `nat_reals` and `local_addrs`
-//! sets into all. Attaching prefers native (driver) mode and falls back to
+//! sets into all. Each also has its own `own_macs` (the unicast MACs its
+//! interface answers to: frames to other MACs are not redirected) and its
+//! own [`SteerCounter`]s. Attaching prefers native (driver) mode and falls back to
 //! generic mode; a program left attached by a crashed run is replaced, with
 //! a message. Dropping a [`SteeringProgram`] detaches it.
 //!
@@ -18,8 +20,8 @@ use std::io;
 use std::net::IpAddr;
 use std::os::raw::{c_int, c_void};
 
-use crate::limits::{MAX_LOCAL_ADDRS, MAX_NAT_ENDPOINTS, MAX_SERVICES};
-use crate::packet::L4Proto;
+use crate::limits::{MAX_LOCAL_ADDRS, MAX_NAT_ENDPOINTS, MAX_OWN_MACS, MAX_SERVICES};
+use crate::packet::{L4Proto, MacAddr};
 
 /// The program, compiled by build.rs from `steer.bpf.c`.
 static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/steer.bpf.o"));
@@ -82,6 +84,44 @@ impl LocalAddr {
             family,
             pad: [0; 3],
             addr: a,
+        }
+    }
+}
+
+/// The key of the `own_macs` map; `struct own_mac` in C.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OwnMac {
+    addr: MacAddr,
+    pad: [u8; 2],
+}
+
+impl OwnMac {
+    pub fn new(addr: MacAddr) -> OwnMac {
+        OwnMac { addr, pad: [0; 2] }
+    }
+}
+
+/// The steering program's counters (the per-CPU `counters` map, by slot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SteerCounter {
+    /// Frames the rules would give xvs, passed because their destination
+    /// MAC is not the director's.
+    NotForUs = 0,
+    /// Frames for xvs dropped because their rx queue has no socket (no
+    /// worker serves it, or xvs died and left the program attached).
+    NoSocket = 1,
+}
+
+impl SteerCounter {
+    pub const ALL: [SteerCounter; 2] = [SteerCounter::NotForUs, SteerCounter::NoSocket];
+
+    /// The name in the exit summary and, with `xvs_steering_` before and
+    /// `_total` after, in the metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            SteerCounter::NotForUs => "not_for_us",
+            SteerCounter::NoSocket => "no_socket",
         }
     }
 }
@@ -161,11 +201,14 @@ pub struct SteeringProgram {
     services_fd: c_int,
     nat_reals_fd: c_int,
     local_addrs_fd: c_int,
+    own_macs_fd: c_int,
+    counters_fd: c_int,
     /// The test entry `xvs_steer_probe`; -1 unless loaded with it.
     probe_fd: c_int,
     services: HashSet<Endpoint>,
     nat_reals: HashSet<Endpoint>,
     local_addrs: HashSet<LocalAddr>,
+    own_macs: HashSet<OwnMac>,
     attached: Option<(u32, u32, String)>,
 }
 
@@ -215,10 +258,13 @@ impl SteeringProgram {
             services_fd: -1,
             nat_reals_fd: -1,
             local_addrs_fd: -1,
+            own_macs_fd: -1,
+            counters_fd: -1,
             probe_fd: -1,
             services: HashSet::new(),
             nat_reals: HashSet::new(),
             local_addrs: HashSet::new(),
+            own_macs: HashSet::new(),
             attached: None,
         };
         let probe_name = CString::new("xvs_steer_probe").expect("no NUL");
@@ -252,6 +298,8 @@ impl SteeringProgram {
         p.services_fd = p.map_fd("services")?;
         p.nat_reals_fd = p.map_fd("nat_reals")?;
         p.local_addrs_fd = p.map_fd("local_addrs")?;
+        p.own_macs_fd = p.map_fd("own_macs")?;
+        p.counters_fd = p.map_fd("counters")?;
         if with_probe {
             // SAFETY: probe belongs to the loaded obj.
             p.probe_fd = unsafe { libxdp_sys::bpf_program__fd(probe) };
@@ -342,6 +390,36 @@ impl SteeringProgram {
             .map_err(|e| ProgError::Map("local_addrs", e))
     }
 
+    /// Makes the `own_macs` map equal to `want`: the unicast MACs whose
+    /// frames may be xvs's on this interface. Until it holds the
+    /// interface's own MAC, no frame is redirected. More than
+    /// [`MAX_OWN_MACS`] is refused before any change.
+    pub fn sync_own_macs(&mut self, want: &HashSet<OwnMac>) -> Result<(), ProgError> {
+        fits("own_macs", want, MAX_OWN_MACS)?;
+        sync(self.own_macs_fd, &mut self.own_macs, want).map_err(|e| ProgError::Map("own_macs", e))
+    }
+
+    /// Counter `c` since the program was loaded, summed over CPUs.
+    pub fn counter(&self, c: SteerCounter) -> Result<u64, ProgError> {
+        let cpus = possible_cpus().map_err(|e| ProgError::Map("counters", e))?;
+        let mut values = vec![0u64; cpus];
+        let key = c as u32;
+        // SAFETY: a per-CPU array of u64 values fills one 8-byte slot per
+        // possible CPU: `values` has exactly that many, and the key is the
+        // map's u32.
+        let ret = unsafe {
+            libxdp_sys::bpf_map_lookup_elem(
+                self.counters_fd,
+                &key as *const u32 as *const c_void,
+                values.as_mut_ptr() as *mut c_void,
+            )
+        };
+        if ret != 0 {
+            return Err(ProgError::Map("counters", last_error(ret)));
+        }
+        Ok(values.iter().sum())
+    }
+
     /// What the program does with `frame` given the maps as they are now:
     /// one `BPF_PROG_TEST_RUN` of the test entry, which runs the same
     /// classifier as the attached one. Needs [`load_with_probe`](Self::load_with_probe).
@@ -398,6 +476,13 @@ impl Drop for SteeringProgram {
         // SAFETY: obj came from bpf_object__open_mem and is closed once.
         unsafe { libxdp_sys::bpf_object__close(self.obj) };
     }
+}
+
+/// How many CPUs the kernel may ever bring up: the slots of a per-CPU map.
+fn possible_cpus() -> io::Result<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    let cpus = crate::cpus::parse_list(text.trim()).map_err(io::Error::other)?;
+    Ok(cpus.iter().max().map_or(1, |m| m + 1))
 }
 
 /// The id of the XDP program attached to `ifindex`, if any.
@@ -489,6 +574,13 @@ mod tests {
     }
 
     #[test]
+    fn own_mac_layout_matches_the_c_struct() {
+        assert_eq!(std::mem::size_of::<OwnMac>(), 8);
+        let m = OwnMac::new([0, 0, 0x5e, 0, 1, 51]);
+        assert_eq!((m.addr, m.pad), ([0, 0, 0x5e, 0, 1, 51], [0; 2]));
+    }
+
+    #[test]
     fn local_addr_layout_matches_the_c_struct() {
         assert_eq!(std::mem::size_of::<LocalAddr>(), 20);
         let a = LocalAddr::new("198.51.100.1".parse().unwrap());
@@ -529,6 +621,14 @@ mod tests {
             .collect();
         p.sync_local_addrs(&addrs)
             .expect("as many local addresses as allowed");
+        let macs: HashSet<OwnMac> = (0..MAX_OWN_MACS as u32)
+            .map(|i| {
+                let [_, _, a, b] = i.to_be_bytes();
+                OwnMac::new([0x02, 0, 0, 0, a, b])
+            })
+            .collect();
+        p.sync_own_macs(&macs)
+            .expect("every VRRP virtual MAC and the interface's own");
         let too_many = endpoints([192, 0, 2], MAX_SERVICES + 1);
         assert_eq!(too_many.len(), MAX_SERVICES + 1);
         let e = p.sync_services(&too_many).unwrap_err().to_string();

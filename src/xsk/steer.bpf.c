@@ -20,8 +20,22 @@
 // Everything else — ARP, neighbour discovery, the host's own traffic, later
 // IP fragments, other protocols — goes to the kernel (XDP_PASS), so the
 // director stays an ordinary, manageable Linux host. The control plane keeps
-// the maps equal to its configuration and to the host's addresses; a frame
-// whose queue has no socket is passed too.
+// the maps equal to its configuration and to the host's addresses.
+//
+// A frame the rules give xvs whose rx queue has no AF_XDP socket is dropped
+// and counted (`no_socket`), not passed: the kernel could only reset the
+// connection (or forward a NAT answer untranslated). That is the case of a
+// crashed xvs, whose program stays attached while its sockets are gone: its
+// connections' packets are lost until the other director takes over, and
+// TCP retransmits them there, instead of being reset by this host.
+//
+// Only what is addressed to this director: a frame the rules above would
+// redirect goes to xvs only if its destination MAC is in `own_macs` (the
+// interface's own address and the VRRP virtual MACs the director holds on
+// it); broadcast, multicast and other hosts' frames (a switch flooding
+// frames meant for the other director) are passed to the kernel, which
+// drops what is not its own, and counted in `not_for_us`. The test is made
+// last, so frames that are not xvs's anyway cost nothing more.
 //
 // `xvs_steer` is what is attached. `xvs_steer_probe` runs the same classifier
 // and returns XDP_TX for "redirect", XDP_PASS otherwise: the tests run it
@@ -54,7 +68,8 @@ struct endpoint {
 // Map sizes are the director's limits (src/limits.rs), which build.rs passes
 // as -D defines: the service model never takes more than the maps hold.
 #if !defined(XVS_MAX_QUEUES) || !defined(XVS_MAX_SERVICES) || \
-	!defined(XVS_MAX_NAT_ENDPOINTS) || !defined(XVS_MAX_LOCAL_ADDRS)
+	!defined(XVS_MAX_NAT_ENDPOINTS) || !defined(XVS_MAX_LOCAL_ADDRS) || \
+	!defined(XVS_MAX_OWN_MACS)
 #error "build.rs defines the map sizes from src/limits.rs"
 #endif
 
@@ -95,6 +110,41 @@ struct {
 	__type(key, struct local_addr);
 	__type(value, __u8);
 } local_addrs SEC(".maps");
+
+// Must match `xsk::prog::OwnMac` byte for byte.
+struct own_mac {
+	__u8 addr[6];
+	__u8 pad[2];
+};
+
+// The unicast MACs this interface's frames must carry to be xvs's.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XVS_MAX_OWN_MACS);
+	__type(key, struct own_mac);
+	__type(value, __u8);
+} own_macs SEC(".maps");
+
+// Per CPU, summed by the director: slot 0 (`not_for_us`) counts frames the
+// rules would have redirected but whose destination MAC is not in
+// `own_macs`; slot 1 (`no_socket`), frames for xvs dropped because their rx
+// queue had no socket. Must match `xsk::prog::SteerCounter`.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+#define COUNT_NOT_FOR_US 0
+#define COUNT_NO_SOCKET 1
+
+INLINE void count(__u32 slot)
+{
+	__u64 *n = bpf_map_lookup_elem(&counters, &slot);
+	if (n)
+		*n += 1;
+}
 
 #define VLAN_MAX 2
 #define IPV6_EXT_MAX 4
@@ -275,18 +325,53 @@ INLINE int steer(struct xdp_md *ctx)
 	return 0;
 }
 
+// 1: the destination MAC is one of this director's unicast addresses.
+INLINE int addressed_to_us(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct own_mac k = {};
+
+	if ((void *)(eth + 1) > end)
+		return 0;
+	// The group bit: broadcast and multicast are nobody's in particular.
+	if (eth->h_dest[0] & 1)
+		return 0;
+	__builtin_memcpy(k.addr, eth->h_dest, 6);
+	return bpf_map_lookup_elem(&own_macs, &k) != 0;
+}
+
+// 1: xvs handles the frame; 0: the kernel does. steer(), then the
+// destination MAC, counting the frames that fail only the latter.
+INLINE int decide(struct xdp_md *ctx)
+{
+	if (!steer(ctx))
+		return 0;
+	if (addressed_to_us(ctx))
+		return 1;
+	count(COUNT_NOT_FOR_US);
+	return 0;
+}
+
 SEC("xdp")
 int xvs_steer(struct xdp_md *ctx)
 {
-	if (steer(ctx))
-		return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
-	return XDP_PASS;
+	long verdict;
+
+	if (!decide(ctx))
+		return XDP_PASS;
+	// The flags' low bits are what a queue without a socket gets.
+	verdict = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_DROP);
+	if (verdict == XDP_DROP)
+		count(COUNT_NO_SOCKET);
+	return verdict;
 }
 
 SEC("xdp")
 int xvs_steer_probe(struct xdp_md *ctx)
 {
-	return steer(ctx) ? XDP_TX : XDP_PASS;
+	return decide(ctx) ? XDP_TX : XDP_PASS;
 }
 
 char _license[] SEC("license") = "GPL";

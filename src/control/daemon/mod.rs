@@ -47,6 +47,7 @@ use super::protocol::Response;
 use crate::director::{Director, DirectorError, DirectorOptions};
 use crate::health::CheckConfig;
 use crate::service::{ServiceKey, ServiceModel, ServicePolicy};
+use crate::xsk::prog::SteerCounter;
 use crate::xsk::worker::WorkerStats;
 
 pub use drain::Drains;
@@ -348,6 +349,15 @@ impl Daemon<Director> {
     pub fn stop(self) -> Vec<Arc<WorkerStats>> {
         drop(self.health);
         let stats = self.plane.worker_stats().to_vec();
+        // Read before the programs (and their counters) go.
+        for (iface, counts) in Plane::steering(&self.plane) {
+            let counts: Vec<String> = SteerCounter::ALL
+                .iter()
+                .zip(counts)
+                .map(|(c, n)| format!("{} {n}", c.name()))
+                .collect();
+            tracing::info!("steering {iface}: {}", counts.join(" "));
+        }
         self.plane.stop();
         stats
     }

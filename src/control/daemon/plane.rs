@@ -41,6 +41,11 @@ pub trait Plane {
     fn workers(&self) -> Vec<WorkerMetrics>;
     /// The connection table's counters and its slots (IPv4 and IPv6).
     fn table(&self) -> (TableStats, usize);
+    /// Per director interface (its name), the steering program's counters
+    /// by [`SteerCounter::ALL`](crate::xsk::prog::SteerCounter::ALL).
+    fn steering(&self) -> Vec<(String, [u64; 2])> {
+        Vec::new()
+    }
     /// `--start-daemon`: starts connection sync in a role.
     fn start_daemon(&mut self, cfg: DaemonConfig) -> Result<(), String> {
         let _ = cfg;
@@ -130,6 +135,10 @@ impl Plane for Director {
     fn table(&self) -> (TableStats, usize) {
         let (v4, v6) = self.conns().capacity();
         (self.conns().stats(), v4 + v6)
+    }
+
+    fn steering(&self) -> Vec<(String, [u64; 2])> {
+        self.steering_counters()
     }
 
     fn start_daemon(&mut self, cfg: DaemonConfig) -> Result<(), String> {

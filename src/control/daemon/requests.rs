@@ -422,6 +422,7 @@ impl Control {
             table,
             table_capacity,
             health: Default::default(),
+            steering: plane.steering(),
             sync: plane.sync_metrics(),
         }
     }

@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::Scrape;
+use crate::xsk::prog::SteerCounter;
 
 pub(super) type Labels = Vec<(&'static str, String)>;
 
@@ -165,6 +166,18 @@ pub fn encode(s: &Scrape) -> String {
     ] {
         set(&b.counter(name, help), none(), v);
     }
+    for (i, c) in SteerCounter::ALL.iter().enumerate() {
+        let help = match c {
+            SteerCounter::NotForUs => {
+                "Service frames left to the kernel: addressed to another host's MAC"
+            }
+            SteerCounter::NoSocket => "Service frames dropped: their rx queue has no socket",
+        };
+        let f = b.counter(&format!("xvs_steering_{}", c.name()), help);
+        for (iface, counts) in &s.steering {
+            set(&f, vec![("interface", iface.clone())], counts[i]);
+        }
+    }
 
     let mut out = String::new();
     // Writing to a String cannot fail.
@@ -247,6 +260,7 @@ mod tests {
                     h
                 })],
             },
+            steering: vec![("eth0".into(), [4, 2])],
             sync: None,
         }
     }
@@ -283,6 +297,8 @@ mod tests {
             "xvs_conntrack_connections 3",
             "xvs_conntrack_capacity 1000",
             "xvs_conntrack_table_full_total 0",
+            "xvs_steering_not_for_us_total{interface=\"eth0\"} 4",
+            "xvs_steering_no_socket_total{interface=\"eth0\"} 2",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }

@@ -48,6 +48,12 @@
 //! `xvs_conntrack_half_open`, `xvs_conntrack_capacity`,
 //! `xvs_conntrack_table_full_total`, `xvs_conntrack_reply_conflicts_total`,
 //! `xvs_conntrack_template_gone_total`, `xvs_conntrack_released_total`.
+//! Per director interface (`interface="eth0"`):
+//! `xvs_steering_not_for_us_total`, service frames the steering program
+//! left to the kernel because their destination MAC was another host's
+//! (a switch flooding the other director's frames), and
+//! `xvs_steering_no_socket_total`, frames for xvs it dropped because their
+//! rx queue had no socket (no worker serves that queue).
 //!
 //! Connection sync, while it runs: `xvs_sync_*` ([`sync`]).
 //!

@@ -16,6 +16,9 @@ pub struct Scrape {
     pub table: TableStats,
     pub table_capacity: usize,
     pub health: HealthMetrics,
+    /// Per director interface (its name): the steering program's counters
+    /// by [`SteerCounter::ALL`](crate::xsk::prog::SteerCounter::ALL).
+    pub steering: Vec<(String, [u64; 2])>,
     /// Connection sync's counters, while the sync thread runs.
     pub sync: Option<SyncMetrics>,
 }
