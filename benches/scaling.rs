@@ -149,7 +149,12 @@ fn main() {
                     .collect()
             }
             "--runs" => runs = args.next().and_then(|s| s.parse().ok()).expect("--runs N"),
-            "--frames" => frames = args.next().and_then(|s| s.parse().ok()).expect("--frames N"),
+            "--frames" => {
+                frames = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("--frames N")
+            }
             // cargo bench passes --bench; nothing else is ours.
             _ => {}
         }

@@ -387,7 +387,12 @@ impl ConnEntry {
     }
 }
 
+/// The table's shared counters, written on every insert and release by
+/// every worker: a line (and its prefetched neighbour) of their own, so
+/// that those writes do not evict the read-mostly fields beside them
+/// (timeouts, the flood threshold) that every worker reads per packet.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 struct Counters {
     conns: AtomicUsize,
     templates: AtomicUsize,
