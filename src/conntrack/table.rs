@@ -498,7 +498,10 @@ impl Layout {
     pub fn of(v6: bool, capacity: usize) -> Option<Layout> {
         let buckets = capacity.div_ceil(TAGS).max(PROBE);
         let slots = buckets.checked_mul(TAGS)?;
-        let ref_buckets = (slots.checked_mul(5)? / 4).div_ceil(REFS).max(PROBE);
+        // One reply reference per slot at most (NAT entries have one), and
+        // 1/16 more room than that, so that an all-NAT table still fills
+        // to 85% of its slots before the reply index's probes run out.
+        let ref_buckets = (slots.checked_mul(17)? / 16).div_ceil(REFS).max(PROBE);
         let stride = if v6 { 10 } else { 5 };
         Some(Layout {
             buckets,

@@ -793,11 +793,14 @@ fn fills_to_85_percent_of_its_slots() {
 }
 
 #[test]
-fn memory_per_connection_is_within_64_bytes_for_ipv4() {
+fn memory_per_connection_is_within_64_bytes_for_ipv4_at_85_percent() {
     let loads = Arc::new(RealLoads::new(1));
     let t = ConnTable::with_v6_capacity(1 << 20, 0, Timeouts::default(), loads);
     let (v4, v6) = t.capacity();
-    let per_conn = t.memory_bytes() as f64 / (v4 + v6) as f64;
+    // The table fills to 85% of its slots (fills_to_85_percent_of_its_slots):
+    // what each of those connections costs.
+    let per_conn = t.memory_bytes() as f64 / ((v4 + v6) as f64 * 0.85);
+    eprintln!("{per_conn:.1} bytes per connection at 85%");
     assert!(per_conn <= 64.0, "{per_conn} bytes per connection");
 }
 

@@ -1,0 +1,160 @@
+//! Instructions per frame of the sans-IO core, counted by callgrind
+//! (gungraun): one `Pipeline::process` call on the test network
+//! (src/pipeline/testnet.rs), a 64-byte IPv4 TCP frame of one flow, the copy
+//! of the frame into the receive buffer included, as the worker's frame
+//! arrives in a fresh buffer. Each case is the frame after its set-up (the
+//! connection opened, the table warm), so only the frame's own work counts:
+//! - `established::dr|nat|tun`: a data segment of an open connection;
+//! - `nat_reply`: the NAT real server's answer to it;
+//! - `not_a_service`: a frame for the host itself (parse, service lookup,
+//!   reply lookup miss);
+//! - `new_connection::nat`: a SYN of a new flow (miss, scheduling, insert,
+//!   rewrite), on a table already holding 1024 connections.
+//!
+//! Run with `cargo bench --bench instructions` (needs valgrind and
+//! `gungraun-runner` of the crate's version, see BENCHMARKS.md).
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+
+use gungraun::{library_benchmark, library_benchmark_group, main};
+use xvs::packet::Frame;
+use xvs::pipeline::testnet::{self, Pkt, ACK, SYN};
+use xvs::pipeline::Pipeline;
+use xvs::verdict::Verdict;
+use xvs::Millis;
+
+/// A pipeline, the frame to process and the buffer it is copied into.
+struct Case {
+    p: Pipeline,
+    frame: Vec<u8>,
+    buf: Vec<u8>,
+    port: u8,
+}
+
+/// Headroom in front of the frame: none, as in the worker, whose UMEM
+/// frames start at the packet (so TUN moves the packet to open its gap).
+const HEADROOM: usize = 0;
+
+fn process(p: &mut Pipeline, buf: &mut [u8], frame: &[u8], port: u8, now: u64) -> Verdict {
+    buf[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
+    let mut f = Frame::new(buf, HEADROOM, frame.len());
+    p.process(Millis(now), port, &mut f)
+}
+
+fn syn(p: &mut Pipeline, buf: &mut [u8], client: IpAddr, sport: u16, dport: u16) {
+    let n = testnet::v4();
+    let f = Pkt::tcp(client, sport, n.vip, dport, SYN).bytes();
+    let v = process(p, buf, &f, 0, 1);
+    assert!(matches!(v, Verdict::Transmit { .. }), "set-up SYN: {v:?}");
+}
+
+/// A pipeline with 1024 other connections open, and the connection of the
+/// measured flow on `dport` open too unless `open` is false.
+fn warm(dport: u16, open: bool) -> (Pipeline, Vec<u8>) {
+    let n = testnet::v4();
+    let mut p = testnet::pipeline_with_room_for(8192);
+    let mut buf = vec![0u8; 2048];
+    for k in 0..1024u16 {
+        let client = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 100));
+        syn(&mut p, &mut buf, client, 20000 + k, 80);
+    }
+    if open {
+        syn(&mut p, &mut buf, n.client, 40000, dport);
+    }
+    (p, buf)
+}
+
+fn established(dport: u16) -> Box<Case> {
+    let n = testnet::v4();
+    let (mut p, mut buf) = warm(dport, true);
+    let frame = Pkt::tcp(n.client, 40000, n.vip, dport, ACK)
+        .payload(vec![0; 10])
+        .bytes();
+    assert_eq!(frame.len(), 64);
+    // Once, so that the connection is established and the frame is the
+    // steady state.
+    assert!(matches!(
+        process(&mut p, &mut buf, &frame, 0, 2),
+        Verdict::Transmit { .. }
+    ));
+    Box::new(Case {
+        p,
+        frame,
+        buf,
+        port: 0,
+    })
+}
+
+fn nat_reply() -> Box<Case> {
+    let n = testnet::v4();
+    let (mut p, mut buf) = warm(testnet::PORT_NAT, true);
+    let frame = Pkt::tcp(n.rs_nat, testnet::RPORT_NAT, n.client, 40000, ACK)
+        .macs(testnet::RS_NAT_MAC, testnet::INT_MAC)
+        .payload(vec![0; 10])
+        .bytes();
+    assert_eq!(frame.len(), 64);
+    assert!(matches!(
+        process(&mut p, &mut buf, &frame, 1, 2),
+        Verdict::Transmit { .. }
+    ));
+    Box::new(Case {
+        p,
+        frame,
+        buf,
+        port: 1,
+    })
+}
+
+fn not_a_service() -> Box<Case> {
+    let n = testnet::v4();
+    let (p, buf) = warm(testnet::PORT_NAT, false);
+    let frame = Pkt::tcp(n.client, 40000, n.ext, 22, ACK)
+        .payload(vec![0; 10])
+        .bytes();
+    assert_eq!(frame.len(), 64);
+    Box::new(Case {
+        p,
+        frame,
+        buf,
+        port: 0,
+    })
+}
+
+fn new_connection() -> Box<Case> {
+    let n = testnet::v4();
+    let (p, buf) = warm(testnet::PORT_NAT, false);
+    let frame = Pkt::tcp(n.client, 40000, n.vip, testnet::PORT_NAT, SYN)
+        .payload(vec![0; 10])
+        .bytes();
+    assert_eq!(frame.len(), 64);
+    Box::new(Case {
+        p,
+        frame,
+        buf,
+        port: 0,
+    })
+}
+
+// One frame through the pipeline; the case is handed back, boxed, so that
+// neither its drop nor moving it is counted.
+#[library_benchmark]
+#[bench::dr(setup = established, args = (testnet::PORT_DR))]
+#[bench::nat(setup = established, args = (testnet::PORT_NAT))]
+#[bench::tun(setup = established, args = (testnet::PORT_TUN))]
+fn established_frame(mut c: Box<Case>) -> (Verdict, Box<Case>) {
+    let v = process(&mut c.p, &mut c.buf, black_box(&c.frame), c.port, 3);
+    (black_box(v), c)
+}
+
+#[library_benchmark]
+#[bench::nat_reply(setup = nat_reply)]
+#[bench::not_a_service(setup = not_a_service)]
+#[bench::new_nat_connection(setup = new_connection)]
+fn other_frame(mut c: Box<Case>) -> (Verdict, Box<Case>) {
+    let v = process(&mut c.p, &mut c.buf, black_box(&c.frame), c.port, 3);
+    (black_box(v), c)
+}
+
+library_benchmark_group!(name = frames; benchmarks = established_frame, other_frame);
+main!(library_benchmark_groups = frames);

@@ -1,0 +1,191 @@
+//! Sans-IO scaling: N threads, each with its own `Pipeline`, over one shared
+//! connection table and one set of real-server counters, as the director's
+//! workers share them; frames per second of all threads together against
+//! one thread alone. Two workloads on the test network
+//! (src/pipeline/testnet.rs), 64-byte IPv4 TCP frames to the NAT service:
+//! - `established`: each thread cycles through 1024 flows of its own, opened
+//!   before the clock starts;
+//! - `new`: every frame a SYN of a new flow (each thread its own clients),
+//!   on a table sized so that it never fills, its pages touched first by as
+//!   many other new flows.
+//!
+//! One clock for all threads: the time a frame is processed at is a function
+//! of its index in its thread's run (1 ms per 1024 frames), the same for
+//! every thread, so the table ages alike per frame however fast a thread
+//! runs; each thread calls `end_batch` every 64 frames, as a worker does.
+//!
+//! `cargo bench --bench scaling -- [--threads 1,2] [--runs 5] [--frames N]`
+//! prints each run and, per workload and thread count, the median rate, its
+//! spread and the ratio to one thread's median.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Barrier};
+use std::time::Instant;
+
+use xvs::conntrack::{ConnTable, Timeouts};
+use xvs::packet::Frame;
+use xvs::pipeline::testnet::{self, Pkt, ACK, SYN};
+use xvs::pipeline::Pipeline;
+use xvs::service::RealLoads;
+use xvs::verdict::Verdict;
+use xvs::Millis;
+
+const FLOWS: usize = 1024;
+const BATCH: u64 = 64;
+const FRAMES_PER_MS: u64 = 1024;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Load {
+    Established,
+    New,
+}
+
+/// Client address and port of flow `k` of thread `t`: disjoint per thread.
+fn client(t: usize, k: u64) -> (IpAddr, u16) {
+    let a = Ipv4Addr::from(0xc000_0000 + ((t as u32) << 16) + (k >> 15) as u32 % 65536);
+    (a.into(), 1024 + (k & 0x7fff) as u16)
+}
+
+fn frame(t: usize, k: u64, flags: u8) -> Vec<u8> {
+    let n = testnet::v4();
+    let (ip, port) = client(t, k);
+    Pkt::tcp(ip, port, n.vip, testnet::PORT_NAT, flags)
+        .payload(vec![0; 10])
+        .bytes()
+}
+
+/// Frames per second of `threads` threads, `frames` frames each.
+fn run(load: Load, threads: usize, frames: u64) -> f64 {
+    let snap = Arc::new(testnet::snapshot());
+    let loads = Arc::new(RealLoads::new(64));
+    let capacity = match load {
+        Load::Established => 64 * 1024,
+        Load::New => (threads as u64 * frames * 4) as usize,
+    };
+    let conns = Arc::new(ConnTable::new(capacity, Timeouts::default(), loads.clone()));
+    let start = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (snap, conns, loads, start) =
+                (snap.clone(), conns.clone(), loads.clone(), start.clone());
+            std::thread::spawn(move || {
+                let mut p = Pipeline::new(snap, conns, loads, t as u16);
+                let mut buf = vec![0u8; 2048];
+                let mut go = |p: &mut Pipeline, f: &[u8], now: u64| {
+                    buf[256..256 + f.len()].copy_from_slice(f);
+                    p.process(Millis(now), 0, &mut Frame::new(&mut buf, 256, f.len()))
+                };
+                // Established flows are opened (and the pages touched)
+                // before the clock starts; new flows are built beforehand.
+                let set: Vec<Vec<u8>> = match load {
+                    Load::Established => (0..FLOWS as u64)
+                        .map(|k| {
+                            let v = go(&mut p, &frame(t, k, SYN), 1);
+                            assert!(matches!(v, Verdict::Transmit { .. }), "{v:?}");
+                            frame(t, k, ACK)
+                        })
+                        .collect(),
+                    Load::New => {
+                        // As many other new flows first, untimed, so that
+                        // the table's pages are touched (its allocation is
+                        // lazily zeroed): the run measures the table, not
+                        // the kernel's page faults.
+                        for k in frames..2 * frames {
+                            go(&mut p, &frame(t, k, SYN), 1);
+                        }
+                        (0..frames).map(|k| frame(t, k, SYN)).collect()
+                    }
+                };
+                start.wait();
+                let mut sent = 0u64;
+                for i in 0..frames {
+                    let now = 2 + i / FRAMES_PER_MS;
+                    let f = match load {
+                        Load::Established => &set[i as usize % FLOWS],
+                        Load::New => &set[i as usize],
+                    };
+                    if let Verdict::Transmit { .. } = go(&mut p, f, now) {
+                        sent += 1;
+                    }
+                    if i % BATCH == BATCH - 1 {
+                        p.end_batch(Millis(now));
+                    }
+                }
+                assert_eq!(sent, frames, "every frame was forwarded");
+            })
+        })
+        .collect();
+    start.wait();
+    let t0 = Instant::now();
+    for h in handles {
+        h.join().expect("a bench thread");
+    }
+    (threads as u64 * frames) as f64 / t0.elapsed().as_secs_f64()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn main() {
+    let mut threads = vec![1usize, 2];
+    let mut runs = 5usize;
+    let mut frames = 2_000_000u64;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--threads" => {
+                threads = args
+                    .next()
+                    .expect("--threads 1,2,...")
+                    .split(',')
+                    .map(|s| s.parse().expect("a thread count"))
+                    .collect()
+            }
+            "--runs" => runs = args.next().and_then(|s| s.parse().ok()).expect("--runs N"),
+            "--frames" => {
+                frames = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("--frames N")
+            }
+            // cargo bench passes --bench; nothing else is ours.
+            _ => {}
+        }
+    }
+    for (name, load, frames) in [
+        ("established", Load::Established, frames),
+        ("new", Load::New, frames / 4),
+    ] {
+        let mut medians = Vec::new();
+        for &n in &threads {
+            // Runs of each thread count alternate with nothing: one count's
+            // runs in a row, so a passing load shows in its spread.
+            let mut rates: Vec<f64> = (0..runs).map(|_| run(load, n, frames)).collect();
+            let line: Vec<String> = rates.iter().map(|r| format!("{:.3}", r / 1e6)).collect();
+            println!("{name} threads={n} Mframes/s runs: {}", line.join(" "));
+            let (lo, hi) = (
+                rates.iter().cloned().fold(f64::MAX, f64::min),
+                rates.iter().cloned().fold(0.0, f64::max),
+            );
+            let m = median(&mut rates);
+            medians.push((n, m, lo, hi));
+        }
+        let one = medians.iter().find(|m| m.0 == 1).map(|m| m.1);
+        for (n, m, lo, hi) in medians {
+            let x = one.map_or(String::new(), |o| format!("  {:.2}x one thread", m / o));
+            println!(
+                "{name:<12} threads {n}: median {:.3} Mframes/s ({:.3}-{:.3}){x}",
+                m / 1e6,
+                lo / 1e6,
+                hi / 1e6
+            );
+        }
+    }
+}
