@@ -17,8 +17,10 @@
 //! - [`xsk`] moves frames between AF_XDP rings and the pipeline (the only
 //!   `unsafe`), [`director`] starts and upkeeps the data plane, and
 //!   [`control`] runs the daemon that owns the model, with its front ends
-//!   (ipvsadm, the TOML config) and servers (control socket, metrics);
-//!   [`sync`] keeps a peer director's connection table in step with ours.
+//!   (ipvsadm, the TOML config, keepalived.conf) and servers (control
+//!   socket, metrics); [`health`] checks the real servers and reports
+//!   transitions to the daemon; [`sync`] keeps a peer director's
+//!   connection table in step with ours.
 
 pub mod conntrack;
 pub mod control;

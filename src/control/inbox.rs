@@ -8,8 +8,10 @@
 //!
 //! Today's senders: the control socket (an `xvs ipvsadm` request, or one
 //! of xvs's own commands), the metrics endpoint (a scrape) and the health
-//! checks (a real server up or down). Meant to come: connection sync
-//! ("connections to install"), as a variant of its own once it exists.
+//! checks (a real server up or down). Connection sync installs peers'
+//! connections in the table itself (a resync must not queue here); its
+//! peers' health records reach the daemon through the data plane
+//! (`Plane::peer_health`), read each round.
 //!
 //! The inbox is bounded ([`CAPACITY`]): a sender waits for room until its
 //! deadline, so a stuck daemon turns into timely errors, not memory.

@@ -4,7 +4,8 @@
 //! The model itself is not here: [`crate::service::ServiceModel`] owns the
 //! virtual services, real servers and their ids, and applies
 //! [`crate::service::Edit`]s. The front ends here produce those edits:
-//! [`ipvsadm`] and [`config`] (and later health checks and sync).
+//! [`ipvsadm`], [`config`] and [`keepalived`]; the health checks
+//! ([`crate::health`]) and sync ([`crate::sync`]) post theirs to the daemon.
 //!
 //! [`ipvsadm`] is the pure half: ipvsadm's command line parsed into a
 //! [`ipvsadm::Command`] (a configuration change wraps an `Edit`), `-R`

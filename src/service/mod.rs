@@ -4,7 +4,8 @@
 //! - The value types (this file): [`ServiceKey`], [`VirtualService`],
 //!   [`RealServer`], [`ForwardMethod`], [`SchedulerKind`], [`RealId`], ...
 //! - [`ServiceModel`] ([`model`]): the editable model the daemon owns.
-//!   Front ends (ipvsadm, the TOML config, later health checks and sync)
+//!   Front ends (ipvsadm, the TOML config, keepalived.conf, health checks
+//!   and sync)
 //!   produce [`Edit`]s; the model checks each with IPVS's semantics and
 //!   error wording ([`ApplyError`]), applies one or a [`Transaction`] of
 //!   several all or nothing, allocates the [`RealId`]s, and keeps each real

@@ -2,7 +2,7 @@
 //! real servers' ids and health, and the edits that change them.
 //!
 //! The daemon owns one [`ServiceModel`]; front ends (ipvsadm, the TOML
-//! config, later health checks and sync) only produce [`Edit`]s. Semantics
+//! config, keepalived.conf, health checks and sync) only produce [`Edit`]s. Semantics
 //! and error wording are IPVS's (`ip_vs_ctl.c` through libipvs's
 //! `ipvs_strerror`), so ipvsadm prints a refused edit's [`ApplyError`] as it
 //! is. A failed edit changes nothing; a [`Transaction`] applies several

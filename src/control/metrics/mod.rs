@@ -55,7 +55,7 @@
 //! `xvs_steering_no_socket_total`, frames for xvs it dropped because their
 //! rx queue had no socket (no worker serves that queue).
 //!
-//! Connection sync, while it runs: `xvs_sync_*` ([`sync`]).
+//! Connection sync, while it runs: `xvs_sync_*` (`metrics::sync`).
 //!
 //! `tools/grafana/xvs.json` is a dashboard over these; a test in
 //! [`encode`] fails if it queries a name or label the encoder does not emit.
