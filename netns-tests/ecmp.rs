@@ -7,8 +7,9 @@
 //!   client addresses spread over the three directors (the split, from each
 //!   director's `--stats`, is printed; each gets a tenth at least). Twelve
 //!   keep-alive connections asking every 0.2 s run while the director that
-//!   carries most of them is killed (-9): its route leaves the router
-//!   within seconds (the time is printed), and every connection carries on
+//!   carries most of them is killed (-9): its announcer withdraws the
+//!   route while the BGP session stays up, the route leaves the router
+//!   (the time is printed), and every connection carries on
 //!   through the others with the same real server (the longest stall is
 //!   printed). The director comes back while they run: its route returns,
 //!   new flows reach it again, and no connection breaks.
@@ -404,6 +405,15 @@ fn flows_spread_and_survive_a_director_loss() {
     );
     assert!(withdrawn, "{gone} still a next hop\n{}", lab.logs());
     assert_eq!(lab.next_hops().len(), 2, "{:?}", lab.next_hops());
+    // The announcer withdrew it, not BGP's hold time: the session is up.
+    let log = std::fs::read_to_string(lab.announce_log(victim)).unwrap_or_default();
+    assert!(log.contains("disable: vip: disabled"), "{}", lab.logs());
+    let sessions = sh(&format!(
+        "birdc -s {} show protocols d{}",
+        lab.work.join("rt.ctl").display(),
+        victim + 1
+    ));
+    assert!(sessions.contains("Established"), "{sessions}");
 
     // (3) It comes back while the connections run.
     std::thread::sleep(Duration::from_secs(2));
