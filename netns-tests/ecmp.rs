@@ -18,6 +18,12 @@
 //!   added on every director, and after it is removed again: adding moves
 //!   at most 1/4 + 10 % of the clients (Maglev's bound), removing it brings
 //!   every client back to the server it had (the fractions are printed).
+//! - `synced_directors_keep_connections_whose_server_mh_no_longer_picks`:
+//!   the directors sync active-active (both roles, unicast to each other);
+//!   with twelve long connections open, the real server of most of one
+//!   director's connections is quiesced everywhere and that director is
+//!   killed: the others forward its connections from their synced entries
+//!   to the quiesced server, where mh alone would now pick another.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -119,6 +125,9 @@ impl Director {
 struct EcmpLab {
     prefix: String,
     work: PathBuf,
+    /// Whether the directors sync connections, active-active (unicast to
+    /// each other, both roles on each).
+    sync: bool,
     router_bird: Option<Child>,
     dirs: Vec<Director>,
     router: Netns,
@@ -128,7 +137,7 @@ struct EcmpLab {
 }
 
 impl EcmpLab {
-    fn up() -> EcmpLab {
+    fn up(sync: bool) -> EcmpLab {
         let prefix = format!(
             "xvse-{}-{}",
             std::process::id(),
@@ -162,7 +171,13 @@ impl EcmpLab {
                 .collect(),
             prefix,
             work,
+            sync,
         };
+        // The shared sync key: random, readable by its owner only.
+        sh(&format!(
+            "umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {}",
+            lab.work.join("sync.key").display()
+        ));
         std::fs::write(
             lab.work.join("rules"),
             "-A -t 192.0.2.10:80 -s mh\n\
@@ -243,27 +258,43 @@ impl EcmpLab {
         self.work.join(format!("d{}.announce.log", self.dirs[i].n))
     }
 
-    /// Starts xvs on director `i` (DR, mh, sloppy TCP).
+    /// Starts xvs on director `i` (DR, mh, sloppy TCP), with both sync
+    /// roles toward the other two when the lab syncs.
     fn start_xvs(&mut self, i: usize) {
         let rules = self.work.join("rules").display().to_string();
+        let key = self.work.join("sync.key").display().to_string();
+        let peers: Vec<String> = self
+            .dirs
+            .iter()
+            .filter(|d| d.n != self.dirs[i].n)
+            .map(|d| format!("{}:8848", d.addr()))
+            .collect();
         let d = &mut self.dirs[i];
         let socket = d.socket.display().to_string();
-        d.xvs = Some(DirectorProc::start(
-            &d.ns,
-            &[
-                "-i",
-                "d0",
-                "--workers",
-                "1",
-                "--conn-table-size",
-                "65536",
-                "--sloppy-tcp",
-                "--services",
-                &rules,
-                "--control-socket",
-                &socket,
-            ],
-        ));
+        let mut args = vec![
+            "-i",
+            "d0",
+            "--workers",
+            "1",
+            "--conn-table-size",
+            "65536",
+            "--sloppy-tcp",
+            "--services",
+            &rules,
+            "--control-socket",
+            &socket,
+        ];
+        if self.sync {
+            args.extend(["--sync-key-file", &key]);
+            for p in &peers {
+                args.extend(["--sync-peer", p]);
+            }
+        }
+        d.xvs = Some(DirectorProc::start(&d.ns, &args));
+        if self.sync {
+            d.ipvsadm("--start-daemon master --mcast-interface d0 --syncid 1");
+            d.ipvsadm("--start-daemon backup --mcast-interface d0 --syncid 1");
+        }
     }
 
     /// The router's next hops toward the VIP now.
@@ -351,7 +382,7 @@ fn flows_spread_and_survive_a_director_loss() {
     if !root_or_skip("flows_spread_and_survive_a_director_loss") {
         return;
     }
-    let mut lab = EcmpLab::up();
+    let mut lab = EcmpLab::up(false);
 
     // (1) The split of 100 short connections.
     let before = lab.conn_counts();
@@ -477,7 +508,7 @@ fn a_real_server_change_moves_few_flows() {
     if !root_or_skip("a_real_server_change_moves_few_flows") {
         return;
     }
-    let lab = EcmpLab::up();
+    let lab = EcmpLab::up(false);
     const CLIENTS: usize = 120;
     let moved = |a: &BTreeMap<String, String>, b: &BTreeMap<String, String>| {
         a.iter().filter(|(k, v)| b.get(*k) != Some(v)).count()
@@ -517,5 +548,82 @@ fn a_real_server_change_moves_few_flows() {
         moved(&first, &removed),
         0,
         "the same three servers must give every client the server it had"
+    );
+}
+
+#[test]
+fn synced_directors_keep_connections_whose_server_mh_no_longer_picks() {
+    if !root_or_skip("synced_directors_keep_connections_whose_server_mh_no_longer_picks") {
+        return;
+    }
+    let mut lab = EcmpLab::up(true);
+    let before = lab.conn_counts();
+    let hold = Command::new("ip")
+        .args(["netns", "exec", &lab.client.name, &tool("conns")])
+        .args(["hold", VIP, "203.0.113.201", "12", "16"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("conns hold");
+    // Every director holds all twelve (its own and its peers' entries).
+    let long_ones = |d: &Director| {
+        d.ipvsadm("-L -n -c")
+            .lines()
+            .filter(|l| l.contains("ESTABLISHED") && l.contains(" 203.0.113.2"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let synced = wait_for(Duration::from_secs(10), || {
+        lab.dirs.iter().all(|d| long_ones(d).len() >= 12)
+    });
+    assert!(synced, "the directors' tables differ");
+    // Who scheduled how many: the Conns counters count a director's own.
+    let carried: Vec<u64> = lab
+        .conn_counts()
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a - b)
+        .collect();
+    let victim = (0..3).max_by_key(|&i| carried[i]).expect("a director");
+    // All but the real server with the fewest of them quiesced everywhere:
+    // mh sends those clients to that one now, so only the synced entries
+    // keep the connections that move off the victim where they are.
+    let mut per_real: BTreeMap<String, usize> = ["192.0.2.2:80", "192.0.2.3:80", "192.0.2.4:80"]
+        .iter()
+        .map(|r| (r.to_string(), 0))
+        .collect();
+    for l in long_ones(&lab.dirs[victim]) {
+        if let Some(r) = l.split_whitespace().nth(5) {
+            *per_real.entry(r.to_string()).or_default() += 1;
+        }
+    }
+    let keep = per_real
+        .iter()
+        .min_by_key(|(_, n)| **n)
+        .map(|(r, _)| r.clone())
+        .expect("real servers");
+    let quiesced: Vec<&String> = per_real.keys().filter(|r| **r != keep).collect();
+    for d in &lab.dirs {
+        for r in &quiesced {
+            d.ipvsadm(&format!("-e {SERVICE} -r {r} -g -w 0"));
+        }
+    }
+    lab.dirs[victim].xvs.take().expect("running").crash();
+    println!(
+        "ecmp sync: scheduled per director {carried:?}; d{} killed; {} of 12 on the quiesced {quiesced:?}",
+        victim + 1,
+        12 - per_real[&keep]
+    );
+    let out = hold.wait_with_output().expect("conns hold");
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    let survived = text.lines().filter(|l| l.contains(" requests ")).count();
+    println!("ecmp sync: {survived} of 12 long connections survived");
+    assert_eq!(
+        survived,
+        12,
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
