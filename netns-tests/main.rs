@@ -6,6 +6,7 @@ mod clusters;
 mod common;
 mod control;
 mod decap;
+mod ecmp;
 mod ha;
 mod health;
 mod keepalived;
