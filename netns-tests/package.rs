@@ -163,6 +163,10 @@ fn the_package_holds_the_binary_unit_config_man_pages_and_completions() {
         "./usr/share/bash-completion/completions/xvs",
         "./usr/share/zsh/vendor-completions/_xvs",
         "./usr/share/fish/vendor_completions.d/xvs.fish",
+        "./usr/lib/xvs/xvs-notify",
+        "./usr/lib/xvs/xvs-announce",
+        "./usr/share/doc/xvs/examples/keepalived-nat.conf",
+        "./usr/share/doc/xvs/examples/bird-director.conf",
     ] {
         assert!(
             listing.lines().any(|l| l.ends_with(&format!(" {path}"))),
