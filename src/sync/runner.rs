@@ -35,6 +35,7 @@ enum Command {
     Start(DaemonConfig, Sender<Result<(), String>>),
     Stop(DaemonRole, Sender<Result<(), String>>),
     Entry(Entry),
+    Services(Vec<u8>),
 }
 
 /// The running sync thread, as the director holds it.
@@ -69,6 +70,7 @@ impl SyncHandle {
         if let Some(s) = opts.refresh_secs {
             cfg.refresh_ms = s.max(1) * 1000;
         }
+        cfg.services = opts.services;
         let session = Session::new(
             cfg,
             key.clone().unwrap_or_else(|_| super::Key::insecure()),
@@ -157,6 +159,30 @@ impl SyncHandle {
     /// Sends `entry` (a health change) to the peers if the master runs.
     pub fn send_entry(&self, entry: Entry) {
         let _ = self.cmd.try_send(Command::Entry(entry));
+    }
+
+    /// Whether the service configuration travels (`[sync] services`).
+    pub fn syncs_services(&self) -> bool {
+        self.options.services
+    }
+
+    /// This director's service configuration (`ipvsadm -S -n` of its
+    /// configured model) after a change: sent to the peers as a new
+    /// generation if it differs and the master runs (`services` on).
+    pub fn send_services(&self, text: String) {
+        if self.options.services {
+            let _ = self.cmd.try_send(Command::Services(text.into_bytes()));
+        }
+    }
+
+    /// Counts what became of a peer's service configuration here: applied
+    /// (it changed the services), the same as ours already, or refused.
+    pub fn count_services(&self, outcome: Result<bool, super::Refused>) {
+        match outcome {
+            Ok(true) => SyncStats::add(&self.stats.services_applied, 1),
+            Ok(false) => {}
+            Err(r) => self.stats.refuse(r),
+        }
     }
 
     /// Waits, up to `timeout`, until a running backup holds its peers'
@@ -290,6 +316,7 @@ impl SyncThread {
                 let _ = reply.send(Ok(()));
             }
             Command::Entry(e) => self.session.send_entry(e, now),
+            Command::Services(text) => self.session.set_services(text, now),
         }
     }
 }
@@ -454,6 +481,7 @@ mod tests {
             conns: Arc::clone(&conns),
             services: Arc::new(ArcSwap::from_pointee(services())),
             health: None,
+            peer_services: None,
         };
         (SyncHandle::spawn(opts, rx, table).unwrap(), tx, conns)
     }
@@ -537,6 +565,7 @@ mod tests {
                 conns,
                 services: Arc::new(ArcSwap::from_pointee(services())),
                 health: None,
+                peer_services: None,
             },
         )
         .unwrap();
