@@ -13,7 +13,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,12 +35,17 @@ enum Command {
     Start(DaemonConfig, Sender<Result<(), String>>),
     Stop(DaemonRole, Sender<Result<(), String>>),
     Entry(Entry),
-    Services(Vec<u8>),
 }
+
+/// The latest service configuration given to the sync thread, taken by
+/// it each round: a newer one replaces one not yet taken, none is lost to
+/// a full command queue.
+type ServicesSlot = Arc<Mutex<Option<Vec<u8>>>>;
 
 /// The running sync thread, as the director holds it.
 pub struct SyncHandle {
     cmd: Sender<Command>,
+    services: ServicesSlot,
     stats: Arc<SyncStats>,
     daemons: Vec<DaemonConfig>,
     stop: Arc<AtomicBool>,
@@ -78,7 +83,9 @@ impl SyncHandle {
         );
         let (cmd, cmds) = bounded(16);
         let stop = Arc::new(AtomicBool::new(false));
+        let services = ServicesSlot::default();
         let mut thread = SyncThread {
+            services: Arc::clone(&services),
             session,
             table,
             events,
@@ -95,6 +102,7 @@ impl SyncHandle {
             .map_err(|e| format!("cannot start the sync thread: {e}"))?;
         let mut h = SyncHandle {
             cmd,
+            services,
             stats,
             daemons: Vec::new(),
             stop,
@@ -171,7 +179,9 @@ impl SyncHandle {
     /// generation if it differs and the master runs (`services` on).
     pub fn send_services(&self, text: String) {
         if self.options.services {
-            let _ = self.cmd.try_send(Command::Services(text.into_bytes()));
+            if let Ok(mut slot) = self.services.lock() {
+                *slot = Some(text.into_bytes());
+            }
         }
     }
 
@@ -233,6 +243,7 @@ impl Drop for SyncHandle {
 }
 
 struct SyncThread {
+    services: ServicesSlot,
     session: Session,
     table: ConnSync,
     events: Receiver<Event>,
@@ -254,6 +265,10 @@ impl SyncThread {
             };
             while let Ok(c) = self.cmds.try_recv() {
                 self.command(c, now);
+            }
+            let text = self.services.lock().ok().and_then(|mut s| s.take());
+            if let Some(text) = text {
+                self.session.set_services(text, now);
             }
             for _ in 0..EVENTS_A_ROUND {
                 let Ok(e) = self.events.try_recv() else { break };
@@ -316,7 +331,6 @@ impl SyncThread {
                 let _ = reply.send(Ok(()));
             }
             Command::Entry(e) => self.session.send_entry(e, now),
-            Command::Services(text) => self.session.set_services(text, now),
         }
     }
 }

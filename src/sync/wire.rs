@@ -51,7 +51,8 @@ pub const HEADER_LEN: usize = 32;
 pub const TAG_LEN: usize = 32;
 /// The smallest datagram: a header and a tag.
 pub const MIN_LEN: usize = HEADER_LEN + TAG_LEN;
-/// The largest entry (IPv6 connection with a template).
+/// The largest connection entry (IPv6, with a template); a
+/// [`ServicesChunk`] is cut to fit the datagram it rides in.
 pub const MAX_ENTRY_LEN: usize = 16 + 4 * 16;
 
 /// What a datagram is.

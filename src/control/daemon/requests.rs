@@ -238,7 +238,23 @@ impl Control {
                 }
             }
         }
-        self.commit(plane, next, &outcome.removed)
+        // `-C` frees every real server; one the lines add back under the
+        // same service gets its id back and is no removal (its
+        // connections and counters stay).
+        let place = |m: &ServiceModel| -> HashMap<RealId, (ServiceKey, SocketAddr)> {
+            m.services()
+                .iter()
+                .flat_map(|s| {
+                    s.reals
+                        .iter()
+                        .map(|r| (r.id, (s.key, SocketAddr::new(r.addr, r.port))))
+                })
+                .collect()
+        };
+        let (was, is) = (place(&self.model), place(&next));
+        let mut removed = outcome.removed;
+        removed.retain(|id| was.get(id) != is.get(id));
+        self.commit(plane, next, &removed)
             .map_err(|r| refuse(r.stderr.trim_end().to_string()))?;
         let reals: usize = self.model.services().iter().map(|s| s.reals.len()).sum();
         tracing::info!(
@@ -610,7 +626,15 @@ mod tests {
             text: text.to_string(),
         };
         let published = p.published.len();
+        p.expire_nodest = true;
+        let kept = c.model().service(&key).unwrap().reals[0].id;
         assert_eq!(c.peer_services(&mut p, &update(4, master)), Ok(true));
+        assert_eq!(c.model().service(&key).unwrap().reals[0].id, kept);
+        assert!(
+            p.expired.borrow().iter().all(|ids| !ids.contains(&kept)),
+            "a real server that stays keeps its connections: {:?}",
+            p.expired
+        );
         assert_eq!(p.published.len(), published + 1, "published once");
         assert_eq!(c.configured_save(), master, "weights as configured");
         let s = c.model().service(&key).unwrap();
