@@ -786,7 +786,12 @@ impl Session {
             } else {
                 let index = job.datagrams;
                 job.datagrams += 1;
-                job.sent += entries.len() as u32;
+                // BulkEnd counts the table's entries, not the services'.
+                let table_entries = entries
+                    .iter()
+                    .filter(|e| !matches!(e, Entry::Services(_)))
+                    .count();
+                job.sent += table_entries as u32;
                 SyncStats::add(&self.stats.bulk_entries, entries.len() as u64);
                 Some(Body::Bulk {
                     target,

@@ -698,6 +698,7 @@ fn a_restarted_backup_gets_the_service_configuration_with_its_resync() {
     assert_eq!(n.tb.services.len(), 1, "the bulk carried it");
     assert_eq!(n.tb.services[0].text.as_bytes(), &saved(2)[..]);
     assert_eq!(n.tb.conns.len(), 1);
+    assert_eq!(n.sb.read().resync_entries, 1, "connections, not chunks");
 }
 
 #[test]
