@@ -15,6 +15,9 @@
 //!   resent).
 //! - A backup restarted while the master serves takes the full table by
 //!   resync (its log says so) before it declares itself ready.
+//! - With `--sync-services` on both, the master's `ipvsadm -A/-a/-e/-d`
+//!   appear on the backup's `ipvsadm -L -n`; a backup without it leaves its
+//!   services alone and counts what came as refused (`services_off`).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -47,11 +50,18 @@ struct Pair {
 
 impl Pair {
     fn up() -> Pair {
+        Pair::up_with(&[], &[])
+    }
+
+    /// As [`Pair::up`], with more flags for the master and the backup.
+    fn up_with(master_extra: &[&str], backup_extra: &[&str]) -> Pair {
         let key = temp_path("sync-key");
         std::fs::write(&key, "a shared secret of the two directors\n").expect("key");
         sh(&format!("chmod 600 {}", key.display()));
         let keyarg = key.display().to_string();
-        let lab = Lab::up_with_args("nat", "on", &["--sync-key-file", &keyarg, "--sync-id", "1"]);
+        let mut master_args = vec!["--sync-key-file", &keyarg, "--sync-id", "1"];
+        master_args.extend(master_extra);
+        let lab = Lab::up_with_args("nat", "on", &master_args);
         let switch = Netns::new("sysw");
         switch.ip("link add br0 type bridge");
         switch.ip("link set br0 up");
@@ -86,7 +96,7 @@ impl Pair {
             backup_socket: temp_path("ctl-b").with_extension("sock"),
             backup_config: temp_path("backup").with_extension("toml"),
         };
-        p.start_backup(&[]);
+        p.start_backup(backup_extra);
         p.lab.configure(80, "rr", [1, 1, 1], "");
         p.backup_script(SERVICES);
         p.lab.ipvsadm("--start-daemon master --mcast-interface s0");
@@ -401,4 +411,77 @@ fn sync_converges_under_loss_and_a_restarted_backup_resyncs() {
     for mut h in holds {
         let _ = h.wait();
     }
+}
+
+/// `-L -n`'s weight of `real` in the service listed as `service`, if both
+/// are listed.
+fn listed_weight(listing: &str, service: &str, real: &str) -> Option<u32> {
+    let mut in_service = false;
+    for l in listing.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        match f.as_slice() {
+            ["TCP" | "UDP", s, ..] => in_service = *s == service,
+            ["->", r, _, w, ..] if in_service && *r == real => return w.parse().ok(),
+            _ => {}
+        }
+    }
+    None
+}
+
+#[test]
+fn sync_services_the_masters_edits_reach_a_backup_that_asks_for_them() {
+    if !root_or_skip("sync_services_the_masters_edits_reach_a_backup_that_asks_for_them") {
+        return;
+    }
+    let mut p = Pair::up_with(&["--sync-services"], &["--sync-services"]);
+    let (svc, real) = ("192.0.2.10:8080", "198.51.100.1:8080");
+    let within = Duration::from_secs(10);
+    let backup_has = |want: Option<u32>| -> (bool, String) {
+        let mut listing = String::new();
+        let ok = wait_for(within, || {
+            listing = p.backup_ipvsadm("-L -n");
+            listed_weight(&listing, svc, real) == want
+        });
+        (ok, listing)
+    };
+    p.lab.ipvsadm(&format!("-A -t {svc} -s wlc"));
+    p.lab.ipvsadm(&format!("-a -t {svc} -r {real} -m -w 2"));
+    let (ok, listing) = backup_has(Some(2));
+    assert!(ok, "-a did not reach the backup:\n{listing}");
+    p.lab.ipvsadm(&format!("-e -t {svc} -r {real} -m -w 5"));
+    let (ok, listing) = backup_has(Some(5));
+    assert!(ok, "-e -w did not reach the backup:\n{listing}");
+    p.lab.ipvsadm(&format!("-d -t {svc} -r {real}"));
+    let (ok, listing) = backup_has(None);
+    assert!(ok, "-d did not reach the backup:\n{listing}");
+    assert!(listing.contains("TCP  192.0.2.10:8080 wlc"), "{listing}");
+    assert_eq!(
+        p.backup_ipvsadm("-S -n"),
+        p.lab.ipvsadm("-S -n"),
+        "the backup's services are the master's"
+    );
+    assert!(p.metric("xvs_sync_services_applied_total") >= 3);
+    let log = p.backup.as_ref().map(|b| b.log_text()).unwrap_or_default();
+    assert!(
+        log.contains(&format!("sync: services from {MASTER_SYNC}: generation")),
+        "{log}"
+    );
+
+    // The backup again, without the switch: its own services stay.
+    p.backup.take().map(DirectorProc::stop);
+    p.start_backup(&[]);
+    p.backup_script(SERVICES);
+    p.backup_ipvsadm("--start-daemon backup --mcast-interface s0");
+    let own = p.backup_ipvsadm("-S -n");
+    p.lab.ipvsadm(&format!("-a -t {svc} -r {real} -m -w 7"));
+    let refused = wait_for(within, || {
+        p.metric("xvs_sync_refused_total{reason=\"services_off\"}") >= 2
+    });
+    assert!(refused, "the backup counted no refused configuration");
+    assert_eq!(
+        p.backup_ipvsadm("-S -n"),
+        own,
+        "the backup's services changed"
+    );
+    assert_eq!(p.metric("xvs_sync_services_applied_total"), 0);
 }

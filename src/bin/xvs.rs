@@ -217,6 +217,10 @@ struct DirectorArgs {
     /// each start).
     #[arg(long)]
     sync_id: Option<u32>,
+    /// Sync the service configuration too: as master, send it after every
+    /// change; as backup, replace this director's services with it.
+    #[arg(long)]
+    sync_services: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -265,6 +269,7 @@ fn settings(args: &DirectorArgs) -> Result<Settings, String> {
             insecure: args.sync_insecure.then_some(true),
             peers: some_vec(&args.sync_peers),
             sender_id: args.sync_id,
+            services: args.sync_services.then_some(true),
             ..SyncConfig::default()
         })
         .filter(|s| *s != SyncConfig::default()),

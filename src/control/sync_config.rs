@@ -15,7 +15,14 @@
 //! mcast_port = 8848
 //! mcast_ttl = 1
 //! refresh_secs = 60               # the whole table again, this often
+//! services = false                # true: the service configuration too
 //! ```
+//!
+//! With `services = true` a director whose master daemon runs sends its
+//! configured services (`ipvsadm -S -n`) after every change and with every
+//! refresh; one whose backup daemon runs replaces its own with them. A
+//! backup without it leaves its services alone and counts what it gets as
+//! refused (`xvs_sync_refused_total{reason="services_off"}`).
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
@@ -47,6 +54,7 @@ pub struct SyncConfig {
     pub mcast_port: Option<u16>,
     pub mcast_ttl: Option<u8>,
     pub refresh_secs: Option<u64>,
+    pub services: Option<bool>,
 }
 
 impl SyncConfig {
@@ -65,6 +73,7 @@ impl SyncConfig {
             mcast_port: over.mcast_port.or(self.mcast_port),
             mcast_ttl: over.mcast_ttl.or(self.mcast_ttl),
             refresh_secs: over.refresh_secs.or(self.refresh_secs),
+            services: over.services.or(self.services),
         }
     }
 
@@ -74,6 +83,7 @@ impl SyncConfig {
             insecure: self.insecure.unwrap_or(false),
             sender_id: self.sender_id,
             refresh_secs: self.refresh_secs,
+            services: self.services.unwrap_or(false),
             ..SyncOptions::default()
         };
         if let Some(path) = &self.key_file {
@@ -183,6 +193,11 @@ mod tests {
         assert_eq!(o.start.len(), 1);
         assert_eq!(o.start[0].mcast_interface.as_deref(), Some("eth2"));
         assert_eq!((o.sender_id, o.refresh_secs), (Some(1), Some(60)));
+        assert!(!o.services, "services sync is off unless asked for");
+        let on = parse("services = true\ninsecure = true").resolve().unwrap();
+        assert!(on.services);
+        let off = parse("services = true").overridden_by(parse("services = false"));
+        assert!(!off.resolve().unwrap().services);
     }
 
     #[test]

@@ -40,7 +40,7 @@ use crate::pipeline::{Policy, Snapshot};
 use crate::service::RealTraffic;
 use crate::service::ServiceKey;
 use crate::service::{RealId, RealLoads, ServiceTable};
-use crate::sync::{HealthRecord, SyncHandle, SyncOptions};
+use crate::sync::{HealthRecord, Refused, ServicesUpdate, SyncHandle, SyncOptions};
 use crate::xsk::prog::XdpMode;
 use crate::xsk::worker::WorkerStats;
 use crate::Millis;
@@ -335,6 +335,23 @@ impl Director {
     /// master daemon runs).
     pub fn health_changed(&self, service: ServiceKey, real: SocketAddr, up: bool) {
         self.sync.send_health(HealthRecord { service, real, up });
+    }
+
+    /// A peer's whole service configuration (`[sync] services`), for the
+    /// daemon to apply; `None` when none waits.
+    pub fn peer_services(&self) -> Option<ServicesUpdate> {
+        self.sync.services_report()
+    }
+
+    /// Gives sync this director's service configuration (`ipvsadm -S -n`
+    /// text) after a change of the model (sent while the master runs).
+    pub fn services_changed(&self, text: String) {
+        self.sync.send_services(text);
+    }
+
+    /// Counts what became of a peer's service configuration here.
+    pub fn services_applied(&self, outcome: Result<bool, Refused>) {
+        self.sync.count_services(outcome);
     }
 
     fn halt(&mut self) {

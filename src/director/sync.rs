@@ -17,7 +17,7 @@ use crate::pipeline::Event;
 use crate::service::ServiceTable;
 use crate::sync::table::ConnSync;
 use crate::sync::wire::Entry;
-use crate::sync::{HealthRecord, SyncHandle, SyncOptions};
+use crate::sync::{HealthRecord, Refused, ServicesUpdate, SyncHandle, SyncOptions};
 
 /// Connection events waiting for the sync thread at most.
 const EVENTS: usize = 1 << 14;
@@ -28,6 +28,8 @@ pub(super) struct Syncer {
     handle: Option<SyncHandle>,
     /// Peers' health reports, for the daemon to apply.
     health: Option<Receiver<HealthRecord>>,
+    /// Peers' service configurations, for the daemon to apply.
+    peer_services: Option<Receiver<ServicesUpdate>>,
 }
 
 impl Syncer {
@@ -37,6 +39,7 @@ impl Syncer {
             channel: None,
             handle: None,
             health: None,
+            peer_services: None,
         }
     }
 
@@ -64,12 +67,16 @@ impl Syncer {
             return Ok(());
         };
         let (htx, hrx) = bounded(1024);
+        // A few whole configurations: the daemon takes them every round.
+        let (stx, srx) = bounded(4);
         let table = ConnSync {
             conns: Arc::clone(conns),
             services: Arc::clone(&self.services),
             health: Some(htx),
+            peer_services: opts.services.then_some(stx),
         };
         self.health = Some(hrx);
+        self.peer_services = Some(srx);
         self.handle = Some(SyncHandle::spawn(opts.clone(), rx, table).map_err(err)?);
         Ok(())
     }
@@ -94,6 +101,25 @@ impl Syncer {
     pub fn send_health(&self, h: HealthRecord) {
         if let Some(s) = &self.handle {
             s.send_entry(Entry::Health(h));
+        }
+    }
+
+    /// The next whole service configuration a peer sent, if any.
+    pub fn services_report(&self) -> Option<ServicesUpdate> {
+        self.peer_services.as_ref()?.try_recv().ok()
+    }
+
+    /// This director's service configuration after a change of the model.
+    pub fn send_services(&self, text: String) {
+        if let Some(s) = &self.handle {
+            s.send_services(text);
+        }
+    }
+
+    /// Counts what became of a peer's service configuration.
+    pub fn count_services(&self, outcome: Result<bool, Refused>) {
+        if let Some(s) = &self.handle {
+            s.count_services(outcome);
         }
     }
 

@@ -20,10 +20,14 @@
 //!   this director's ids through its current services, and counts what it
 //!   cannot place ([`stats::Refused`]). Nothing a peer sends touches the
 //!   table before it is authenticated, fresh and new.
+//! - With `services` on ([`SyncOptions::services`]) the master's service
+//!   configuration travels too ([`services`]), and a backup replaces its
+//!   own with it; off, a backup counts what it receives as refused.
 //! - Without a key sync refuses to start, unless the director was started
 //!   with `--sync-insecure` (then datagrams carry a tag of the empty key:
 //!   checked for damage, not authenticated; said loudly at start).
 
+pub mod services;
 pub mod session;
 pub mod stats;
 pub mod table;
@@ -37,6 +41,7 @@ mod tests;
 use std::net::{Ipv4Addr, SocketAddr};
 
 pub use runner::SyncHandle;
+pub use services::ServicesUpdate;
 pub use session::{Now, Roles, Session, SessionConfig};
 pub use stats::{Refused, SyncMetrics, SyncStats};
 pub use wire::{HealthRecord, Key, Reject};
@@ -123,6 +128,9 @@ pub struct SyncOptions {
     pub start: Vec<DaemonConfig>,
     /// Seconds between refreshes of the whole table to peers.
     pub refresh_secs: Option<u64>,
+    /// `--sync-services` (`[sync] services`): a master sends its service
+    /// configuration, a backup applies the one it receives.
+    pub services: bool,
 }
 
 impl SyncOptions {

@@ -13,7 +13,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -37,9 +37,15 @@ enum Command {
     Entry(Entry),
 }
 
+/// The latest service configuration given to the sync thread, taken by
+/// it each round: a newer one replaces one not yet taken, none is lost to
+/// a full command queue.
+type ServicesSlot = Arc<Mutex<Option<Vec<u8>>>>;
+
 /// The running sync thread, as the director holds it.
 pub struct SyncHandle {
     cmd: Sender<Command>,
+    services: ServicesSlot,
     stats: Arc<SyncStats>,
     daemons: Vec<DaemonConfig>,
     stop: Arc<AtomicBool>,
@@ -69,6 +75,7 @@ impl SyncHandle {
         if let Some(s) = opts.refresh_secs {
             cfg.refresh_ms = s.max(1) * 1000;
         }
+        cfg.services = opts.services;
         let session = Session::new(
             cfg,
             key.clone().unwrap_or_else(|_| super::Key::insecure()),
@@ -76,7 +83,9 @@ impl SyncHandle {
         );
         let (cmd, cmds) = bounded(16);
         let stop = Arc::new(AtomicBool::new(false));
+        let services = ServicesSlot::default();
         let mut thread = SyncThread {
+            services: Arc::clone(&services),
             session,
             table,
             events,
@@ -93,6 +102,7 @@ impl SyncHandle {
             .map_err(|e| format!("cannot start the sync thread: {e}"))?;
         let mut h = SyncHandle {
             cmd,
+            services,
             stats,
             daemons: Vec::new(),
             stop,
@@ -159,6 +169,32 @@ impl SyncHandle {
         let _ = self.cmd.try_send(Command::Entry(entry));
     }
 
+    /// Whether the service configuration travels (`[sync] services`).
+    pub fn syncs_services(&self) -> bool {
+        self.options.services
+    }
+
+    /// This director's service configuration (`ipvsadm -S -n` of its
+    /// configured model) after a change: sent to the peers as a new
+    /// generation if it differs and the master runs (`services` on).
+    pub fn send_services(&self, text: String) {
+        if self.options.services {
+            if let Ok(mut slot) = self.services.lock() {
+                *slot = Some(text.into_bytes());
+            }
+        }
+    }
+
+    /// Counts what became of a peer's service configuration here: applied
+    /// (it changed the services), the same as ours already, or refused.
+    pub fn count_services(&self, outcome: Result<bool, super::Refused>) {
+        match outcome {
+            Ok(true) => SyncStats::add(&self.stats.services_applied, 1),
+            Ok(false) => {}
+            Err(r) => self.stats.refuse(r),
+        }
+    }
+
     /// Waits, up to `timeout`, until a running backup holds its peers'
     /// table (at once if no backup runs); whether it does.
     pub fn wait_ready(&self, timeout: Duration) -> bool {
@@ -207,6 +243,7 @@ impl Drop for SyncHandle {
 }
 
 struct SyncThread {
+    services: ServicesSlot,
     session: Session,
     table: ConnSync,
     events: Receiver<Event>,
@@ -228,6 +265,10 @@ impl SyncThread {
             };
             while let Ok(c) = self.cmds.try_recv() {
                 self.command(c, now);
+            }
+            let text = self.services.lock().ok().and_then(|mut s| s.take());
+            if let Some(text) = text {
+                self.session.set_services(text, now);
             }
             for _ in 0..EVENTS_A_ROUND {
                 let Ok(e) = self.events.try_recv() else { break };
@@ -454,6 +495,7 @@ mod tests {
             conns: Arc::clone(&conns),
             services: Arc::new(ArcSwap::from_pointee(services())),
             health: None,
+            peer_services: None,
         };
         (SyncHandle::spawn(opts, rx, table).unwrap(), tx, conns)
     }
@@ -537,6 +579,7 @@ mod tests {
                 conns,
                 services: Arc::new(ArcSwap::from_pointee(services())),
                 health: None,
+                peer_services: None,
             },
         )
         .unwrap();

@@ -25,14 +25,26 @@
 //!   [`Window`]); each refusal is counted by reason ([`SyncStats`]).
 //! - Both roles may be on at once (active-active); switching one off keeps
 //!   the table as it is.
+//! - With `services` on, [`Session::set_services`] gives the session this
+//!   director's service configuration (`ipvsadm -S -n` text); each change
+//!   is a new generation, sent by a master in the stream as
+//!   [`ServicesChunk`](super::wire::ServicesChunk)s, and again before the
+//!   connections of every bulk. A backup with `services` on puts a
+//!   generation together ([`Assembler`]) and hands it whole to
+//!   [`Table::services`]; with it off, every chunk is counted refused
+//!   ([`Refused::ServicesOff`]) and nothing else happens.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::services::{self, Assembler, Fed, ServicesUpdate};
 use super::stats::{Refused, SyncStats};
 use super::window::Window;
-use super::wire::{self, Body, ConnRecord, Entry, Header, Key, Kind, Reject, HEADER_LEN, TAG_LEN};
+use super::wire::{
+    self, Body, ConnRecord, Entry, Header, Key, Kind, Reject, ServicesChunk, HEADER_LEN,
+    SERVICES_CHUNK_HEADER, TAG_LEN,
+};
 use crate::conntrack::ConnState;
 use crate::packet::FlowKey;
 use crate::pipeline::Event;
@@ -52,6 +64,13 @@ pub trait Table {
     fn apply(&mut self, e: &Entry, now: Millis) -> Result<(), Refused>;
     /// Every live entry: templates first, then connections.
     fn walk(&mut self, now: Millis) -> Vec<Entry>;
+    /// A peer's whole service configuration, for this director to apply
+    /// (only ever called with `services` on). A table that takes none
+    /// refuses it.
+    fn services(&mut self, update: ServicesUpdate) -> Result<(), Refused> {
+        let _ = update;
+        Err(Refused::ServicesOff)
+    }
 }
 
 /// Where a datagram goes.
@@ -91,6 +110,9 @@ pub struct SessionConfig {
     /// Stream datagrams kept to resend.
     pub ring: usize,
     pub max_skew_ms: u64,
+    /// `[sync] services`: send (as master) and apply (as backup) the
+    /// service configuration.
+    pub services: bool,
 }
 
 impl SessionConfig {
@@ -110,6 +132,7 @@ impl SessionConfig {
             heartbeat_ms: 1000,
             ring: 1024,
             max_skew_ms: 60_000,
+            services: false,
         }
     }
 }
@@ -203,6 +226,10 @@ pub struct Session {
     wall_ms: u64,
     now_mono: Millis,
     stats: Arc<SyncStats>,
+    /// This director's service configuration and its generation.
+    services: Option<(u32, Vec<u8>)>,
+    /// Peers' service configurations being put together.
+    assembler: Assembler,
 }
 
 impl Session {
@@ -229,6 +256,8 @@ impl Session {
             wall_ms: 0,
             now_mono: Millis(0),
             stats,
+            services: None,
+            assembler: Assembler::default(),
         }
     }
 
@@ -257,8 +286,60 @@ impl Session {
             self.jobs.clear();
         } else if !self.roles.master {
             self.next_refresh = Some(now.mono + self.cfg.refresh_ms);
+            self.roles.master = true;
+            self.push_services(now);
         }
         self.roles.master = on;
+    }
+
+    /// This director's service configuration (`ipvsadm -S -n` of its
+    /// configured model) as it is now: if it differs from the last, it is
+    /// the next generation, and a master sends it. Ignored with `services`
+    /// off.
+    pub fn set_services(&mut self, text: Vec<u8>, now: Now) {
+        if !self.cfg.services || self.services.as_ref().is_some_and(|(_, t)| *t == text) {
+            return;
+        }
+        let generation = self.services.as_ref().map_or(1, |(g, _)| g.wrapping_add(1));
+        self.services = Some((generation, text));
+        self.push_services(now);
+    }
+
+    /// The current generation's chunks, sized so one fits a datagram of
+    /// any kind that carries entries.
+    fn services_chunks(&self) -> Vec<Entry> {
+        let Some((generation, text)) = &self.services else {
+            return Vec::new();
+        };
+        let room = self.cfg.maxlen
+            - HEADER_LEN
+            - wire::body_prefix_len(Kind::Bulk)
+            - SERVICES_CHUNK_HEADER
+            - TAG_LEN;
+        match services::split(*generation, text, room) {
+            Some(chunks) => chunks.into_iter().map(Entry::Services).collect(),
+            None => {
+                tracing::warn!(
+                    "sync: the service configuration ({} bytes) is too large to sync; not sent",
+                    text.len()
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    /// Queues the current generation for the stream, if master.
+    fn push_services(&mut self, now: Now) {
+        if !self.roles.master {
+            return;
+        }
+        let chunks = self.services_chunks();
+        if !chunks.is_empty() {
+            SyncStats::add(&self.stats.services_sent, 1);
+        }
+        for c in chunks {
+            self.push(c, now);
+        }
     }
 
     /// Starts receiving, and asks the peers for the full table: not
@@ -369,11 +450,16 @@ impl Session {
                 entries,
             } => {
                 let order = track_stream(peer, stream_seq, now.mono, &self.stats);
+                let mut chunks = Vec::new();
                 if self.roles.backup && order != Order::Seen {
                     for e in &entries {
                         let key = match e {
                             Entry::Conn(c) => Some(c.key),
                             Entry::Closed(k) => Some(*k),
+                            Entry::Services(c) => {
+                                chunks.push(c);
+                                continue;
+                            }
                             Entry::Template(_) | Entry::Health(_) => None,
                         };
                         if let Some(k) = key {
@@ -397,6 +483,9 @@ impl Session {
                         peer.recent.clear();
                     }
                 }
+                for c in chunks {
+                    self.services_chunk(h.sender, from, c, table);
+                }
             }
             Body::Nack { target, ranges } => {
                 if target == self.cfg.sender && self.roles.master {
@@ -418,7 +507,7 @@ impl Session {
                     self.bulk_heard(&h, from, bulk_id, entries.len() as u32, now.mono);
                 }
                 if self.roles.backup && (target == self.cfg.sender || target == 0) {
-                    self.install(&entries, now.mono, table);
+                    self.install(h.sender, from, &entries, now.mono, table);
                 }
             }
             Body::BulkEnd {
@@ -468,6 +557,8 @@ impl Session {
         let mono = now.mono;
         self.peers
             .retain(|_, p| mono.saturating_sub(p.heard) < 600_000 || !p.missing.is_empty());
+        let peers = &self.peers;
+        self.assembler.retain(|s| peers.contains_key(&s));
     }
 
     /// The next datagram to send.
@@ -544,11 +635,56 @@ impl Session {
         self.out.push_back(Transmit { dest, bytes });
     }
 
-    fn install(&mut self, entries: &[Entry], now: Millis, table: &mut impl Table) {
+    fn install(
+        &mut self,
+        sender: u32,
+        from: SocketAddr,
+        entries: &[Entry],
+        now: Millis,
+        table: &mut impl Table,
+    ) {
         for e in entries {
+            if let Entry::Services(c) = e {
+                self.services_chunk(sender, from, c, table);
+                continue;
+            }
             match table.apply(e, now) {
                 Ok(()) => SyncStats::add(&self.stats.installed, 1),
                 Err(r) => self.stats.refuse(r),
+            }
+        }
+    }
+
+    /// A backup's part of a peer's service configuration: refused with the
+    /// switch off, else put together and handed whole to the table.
+    fn services_chunk(
+        &mut self,
+        sender: u32,
+        from: SocketAddr,
+        c: &ServicesChunk,
+        table: &mut impl Table,
+    ) {
+        if !self.cfg.services {
+            self.stats.refuse(Refused::ServicesOff);
+            return;
+        }
+        match self.assembler.feed(sender, c) {
+            Fed::Partial => {}
+            Fed::Old => self.stats.refuse(Refused::ServicesOld),
+            Fed::Whole(text) => {
+                let Ok(text) = String::from_utf8(text) else {
+                    self.stats.refuse(Refused::ServicesInvalid);
+                    return;
+                };
+                let update = ServicesUpdate {
+                    from,
+                    generation: c.generation,
+                    text,
+                };
+                match table.services(update) {
+                    Ok(()) => SyncStats::add(&self.stats.services_received, 1),
+                    Err(r) => self.stats.refuse(r),
+                }
             }
         }
     }
@@ -609,7 +745,10 @@ impl Session {
     fn start_bulk(&mut self, dest: Dest, target: u32, now: Millis, table: &mut impl Table) {
         self.jobs
             .retain(|j| !(j.target == target && j.dest == dest));
-        let entries = table.walk(now);
+        // The services first: a backup that applies them can place the
+        // connections that follow.
+        let mut entries = self.services_chunks();
+        entries.extend(table.walk(now));
         let bulk_id = self.next_bulk_id;
         self.next_bulk_id = self.next_bulk_id.wrapping_add(1).max(1);
         self.jobs.push_back(BulkJob {
@@ -637,7 +776,7 @@ impl Session {
                     break;
                 }
                 len += e.len();
-                entries.push(*e);
+                entries.push(e.clone());
                 job.entries.next();
             }
             let (dest, target, bulk_id) = (job.dest, job.target, job.bulk_id);
@@ -647,7 +786,12 @@ impl Session {
             } else {
                 let index = job.datagrams;
                 job.datagrams += 1;
-                job.sent += entries.len() as u32;
+                // BulkEnd counts the table's entries, not the services'.
+                let table_entries = entries
+                    .iter()
+                    .filter(|e| !matches!(e, Entry::Services(_)))
+                    .count();
+                job.sent += table_entries as u32;
                 SyncStats::add(&self.stats.bulk_entries, entries.len() as u64);
                 Some(Body::Bulk {
                     target,

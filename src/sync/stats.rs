@@ -13,10 +13,25 @@ pub enum Refused {
     NoReal,
     /// The connection table refused it (full, a reply conflict...).
     Table,
+    /// A service configuration chunk on a backup whose `[sync] services`
+    /// switch is off: its services are left alone.
+    ServicesOff,
+    /// A service configuration chunk of an older generation than the one
+    /// being put together (or of too many chunks).
+    ServicesOld,
+    /// A whole service configuration that did not parse or apply.
+    ServicesInvalid,
 }
 
 impl Refused {
-    pub const ALL: [Refused; 3] = [Refused::NoService, Refused::NoReal, Refused::Table];
+    pub const ALL: [Refused; 6] = [
+        Refused::NoService,
+        Refused::NoReal,
+        Refused::Table,
+        Refused::ServicesOff,
+        Refused::ServicesOld,
+        Refused::ServicesInvalid,
+    ];
 
     /// The metrics label.
     pub fn name(self) -> &'static str {
@@ -24,6 +39,9 @@ impl Refused {
             Refused::NoService => "no_service",
             Refused::NoReal => "no_real_server",
             Refused::Table => "table",
+            Refused::ServicesOff => "services_off",
+            Refused::ServicesOld => "services_old",
+            Refused::ServicesInvalid => "services_invalid",
         }
     }
 }
@@ -94,6 +112,13 @@ sync_counters! {
     ready,
     /// Connection events the sync thread took from the workers.
     events,
+    /// Generations of this director's service configuration sent.
+    services_sent,
+    /// Whole service configurations received from peers.
+    services_received,
+    /// Received service configurations that changed this director's
+    /// services (one that equals them already changes nothing).
+    services_applied,
 }
 
 impl SyncStats {

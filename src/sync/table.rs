@@ -7,6 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use crossbeam::channel::Sender;
 
+use super::services::ServicesUpdate;
 use super::session::Table;
 use super::stats::Refused;
 use super::wire::{ConnRecord, Entry, HealthRecord, TemplateRecord};
@@ -23,6 +24,9 @@ pub struct ConnSync {
     /// Where a peer's health reports go ([`HealthRecord`]): the daemon's
     /// hook to mark a real server up or down (`service::Edit::SetHealth`).
     pub health: Option<Sender<HealthRecord>>,
+    /// Where a peer's whole service configuration goes: the daemon's hook
+    /// to replace this director's services with it.
+    pub peer_services: Option<Sender<ServicesUpdate>>,
 }
 
 impl ConnSync {
@@ -127,6 +131,16 @@ impl Table for ConnSync {
                 }
                 Ok(())
             }
+            // The session puts these together and hands them to
+            // `services`.
+            Entry::Services(_) => Ok(()),
+        }
+    }
+
+    fn services(&mut self, update: ServicesUpdate) -> Result<(), Refused> {
+        match &self.peer_services {
+            Some(tx) => tx.try_send(update).map_err(|_| Refused::ServicesOff),
+            None => Err(Refused::ServicesOff),
         }
     }
 

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use super::services::ServicesUpdate;
 use super::session::{Dest, Now, Session, SessionConfig, Table, Transmit};
 use super::stats::{Refused, SyncStats};
 use super::wire::{self, Body, ConnRecord, Entry, Key, Reject};
@@ -23,6 +24,8 @@ struct FakeTable {
     conns: HashMap<FlowKey, ConnRecord>,
     /// What `walk` returns (the master's side).
     all: Vec<Entry>,
+    /// Whole service configurations handed up.
+    services: Vec<ServicesUpdate>,
 }
 
 impl Table for FakeTable {
@@ -35,13 +38,18 @@ impl Table for FakeTable {
             Entry::Closed(k) => {
                 self.conns.remove(k);
             }
-            Entry::Template(_) | Entry::Health(_) => {}
+            Entry::Template(_) | Entry::Health(_) | Entry::Services(_) => {}
         }
         Ok(())
     }
 
     fn walk(&mut self, _now: Millis) -> Vec<Entry> {
         self.all.clone()
+    }
+
+    fn services(&mut self, update: ServicesUpdate) -> Result<(), Refused> {
+        self.services.push(update);
+        Ok(())
     }
 }
 
@@ -566,6 +574,7 @@ fn entries_install_by_real_server_address_and_walk_back() {
         conns: Arc::clone(&conns),
         services: Arc::new(ArcSwap::from_pointee(services.clone())),
         health: None,
+        peer_services: None,
     };
     let now = Millis(1000);
     let mut rec = match record(5) {
@@ -596,7 +605,7 @@ fn entries_install_by_real_server_address_and_walk_back() {
     let walked = t.walk(now);
     assert_eq!(walked.len(), 2, "{walked:?}");
     assert!(matches!(walked[0], Entry::Template(_)));
-    match walked[1] {
+    match &walked[1] {
         Entry::Conn(c) => {
             assert_eq!(
                 (c.key, c.real, c.template),
@@ -607,4 +616,117 @@ fn entries_install_by_real_server_address_and_walk_back() {
     }
     assert_eq!(t.apply(&Entry::Closed(key(5)), now), Ok(()));
     assert!(conns.lookup_original(&key(5), now).is_none());
+}
+
+/// `ipvsadm -S -n` text of `n` services, each with one real server.
+fn saved(n: u16) -> Vec<u8> {
+    (0..n)
+        .map(|i| {
+            format!(
+                "-A -t 192.0.2.10:{p} -s rr\n-a -t 192.0.2.10:{p} -r 198.51.100.2:{p} -m -w 1\n",
+                p = 1000 + i
+            )
+        })
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn services_chunks(t: &Transmit) -> usize {
+    let entries = match wire::decode(&t.bytes, &Key::new(b"a shared secret of both")) {
+        Ok((_, Body::Stream { entries, .. } | Body::Bulk { entries, .. })) => entries,
+        _ => return 0,
+    };
+    entries
+        .iter()
+        .filter(|e| matches!(e, Entry::Services(_)))
+        .count()
+}
+
+#[test]
+fn the_service_configuration_travels_in_chunks_and_survives_a_lost_datagram() {
+    let mut n = Net::new(|c| {
+        c.services = true;
+        c.maxlen = 300;
+    })
+    .with_backup();
+    let text = saved(20);
+    let now = n.now();
+    n.a.set_services(text.clone(), now);
+    // The same text again is no new generation.
+    n.a.set_services(text.clone(), now);
+    n.tick(20);
+    // The second datagram with chunks is lost.
+    let mut with_chunks = 0;
+    n.carry(|t| {
+        let c = services_chunks(t) > 0;
+        with_chunks += c as u32;
+        c && with_chunks == 2
+    });
+    let chunks: usize = n.from_a.iter().map(services_chunks).sum();
+    assert!(chunks > 4, "{} bytes in {chunks} chunks", text.len());
+    assert!(n.from_a.iter().all(|t| t.bytes.len() <= 300));
+    assert!(n.tb.services.is_empty(), "a chunk is missing");
+    // The NACK brings it again: whole, once.
+    n.tick(60);
+    n.carry(|_| false);
+    assert_eq!(n.tb.services.len(), 1);
+    let got = &n.tb.services[0];
+    assert_eq!((got.generation, got.text.as_bytes()), (1, &text[..]));
+    assert_eq!(got.from, addr(A));
+    assert_eq!(n.sa.read().services_sent, 1);
+    assert_eq!(n.sb.read().services_received, 1);
+    // A change is generation 2, and replaces it.
+    let now = n.now();
+    n.a.set_services(saved(3), now);
+    n.tick(20);
+    n.carry(|_| false);
+    assert_eq!(n.tb.services.len(), 2);
+    assert_eq!(n.tb.services[1].generation, 2);
+    assert_eq!(n.tb.services[1].text.as_bytes(), &saved(3)[..]);
+}
+
+#[test]
+fn a_restarted_backup_gets_the_service_configuration_with_its_resync() {
+    let mut n = Net::new(|c| c.services = true);
+    let now = n.now();
+    n.a.set_services(saved(2), now);
+    n.tick(20);
+    n.carry(|_| false);
+    assert!(n.tb.services.is_empty(), "B is no backup yet");
+    n.ta.all = vec![record(1)];
+    let n = n.with_backup();
+    assert_eq!(n.tb.services.len(), 1, "the bulk carried it");
+    assert_eq!(n.tb.services[0].text.as_bytes(), &saved(2)[..]);
+    assert_eq!(n.tb.conns.len(), 1);
+    assert_eq!(n.sb.read().resync_entries, 1, "connections, not chunks");
+}
+
+#[test]
+fn a_backup_without_the_switch_refuses_and_counts_the_configuration() {
+    let mut n = Net::new(|c| c.services = true);
+    // B has it off.
+    let stats = Arc::new(SyncStats::default());
+    n.sb = Arc::clone(&stats);
+    n.b = Session::new(
+        SessionConfig::new(0xb),
+        Key::new(b"a shared secret of both"),
+        stats,
+    );
+    let mut n = n.with_backup();
+    let now = n.now();
+    n.a.set_services(saved(1), now);
+    n.tick(20);
+    n.carry(|_| false);
+    assert!(n.tb.services.is_empty());
+    let chunks: usize = n.from_a.iter().map(services_chunks).sum();
+    assert_eq!(chunks, 1);
+    assert_eq!(n.sb.read().refused_for(Refused::ServicesOff), 1);
+    assert_eq!(n.sb.read().services_received, 0);
+    // A master without the switch sends none at all.
+    let mut off = Net::new(|_| {}).with_backup();
+    let now = off.now();
+    off.a.set_services(saved(1), now);
+    off.tick(20);
+    off.carry(|_| false);
+    assert_eq!(off.from_a.iter().map(services_chunks).sum::<usize>(), 0);
 }

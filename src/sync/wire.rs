@@ -26,7 +26,10 @@
 //! - [`Kind::BulkEnd`]: `target, bulk_id, datagrams, entries` (u32 each).
 //!
 //! Entries are self-delimiting (a kind byte, a flags byte whose bit 0 says
-//! IPv6); addresses are 4 or 16 bytes. A connection entry carries the real
+//! IPv6); addresses are 4 or 16 bytes. A [`ServicesChunk`] is one piece of
+//! the sender's service configuration (`ipvsadm -S -n` text):
+//! `kind, 0, 0, 0, generation: u32, index: u16, count: u16, len: u16, 0: u16`,
+//! then `len` bytes of text. A connection entry carries the real
 //! server by address and port, never by [`crate::service::RealId`]: ids are
 //! each director's own.
 //!
@@ -48,7 +51,8 @@ pub const HEADER_LEN: usize = 32;
 pub const TAG_LEN: usize = 32;
 /// The smallest datagram: a header and a tag.
 pub const MIN_LEN: usize = HEADER_LEN + TAG_LEN;
-/// The largest entry (IPv6 connection with a template).
+/// The largest connection entry (IPv6, with a template); a
+/// [`ServicesChunk`] is cut to fit the datagram it rides in.
 pub const MAX_ENTRY_LEN: usize = 16 + 4 * 16;
 
 /// What a datagram is.
@@ -164,20 +168,37 @@ pub struct HealthRecord {
     pub up: bool,
 }
 
+/// Piece `index` of `count` of generation `generation` of the sender's
+/// service configuration, as `ipvsadm -S -n` prints its configured model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicesChunk {
+    /// One up for every change of the sender's configuration.
+    pub generation: u32,
+    pub index: u16,
+    /// At least 1; `index < count`.
+    pub count: u16,
+    pub bytes: Vec<u8>,
+}
+
+/// The fixed part of a [`ServicesChunk`] entry, before its bytes.
+pub const SERVICES_CHUNK_HEADER: usize = 16;
+
 /// One thing a datagram tells.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entry {
     Conn(ConnRecord),
     Template(TemplateRecord),
     /// The connection of this client → VIP key ended.
     Closed(FlowKey),
     Health(HealthRecord),
+    Services(ServicesChunk),
 }
 
 const E_CONN: u8 = 1;
 const E_TEMPLATE: u8 = 2;
 const E_CLOSED: u8 = 3;
 const E_HEALTH: u8 = 4;
+const E_SERVICES: u8 = 5;
 const F_V6: u8 = 1;
 const F_TEMPLATE: u8 = 2;
 
@@ -193,6 +214,7 @@ impl Entry {
             Entry::Template(t) => 12 + 3 * a(t.client.is_ipv6()),
             Entry::Closed(k) => 8 + 2 * a(k.src.is_ipv6()),
             Entry::Health(h) => 8 + 2 * a(h.real.is_ipv6()),
+            Entry::Services(c) => SERVICES_CHUNK_HEADER + c.bytes.len(),
         }
     }
 
@@ -258,6 +280,15 @@ impl Entry {
                 put_addr(out, v6, h.service.addr);
                 put_addr(out, v6, h.real.ip());
             }
+            Entry::Services(c) => {
+                out.extend_from_slice(&[E_SERVICES, 0, 0, 0]);
+                out.extend_from_slice(&c.generation.to_be_bytes());
+                out.extend_from_slice(&c.index.to_be_bytes());
+                out.extend_from_slice(&c.count.to_be_bytes());
+                out.extend_from_slice(&(c.bytes.len() as u16).to_be_bytes());
+                out.extend_from_slice(&[0, 0]);
+                out.extend_from_slice(&c.bytes);
+            }
         }
     }
 
@@ -265,6 +296,22 @@ impl Entry {
     fn decode(r: &mut Reader<'_>) -> Option<Entry> {
         let kind = r.u8()?;
         let flags = r.u8()?;
+        if kind == E_SERVICES {
+            r.take(2)?;
+            let generation = r.u32()?;
+            let (index, count, len) = (r.u16()?, r.u16()?, r.u16()?);
+            r.take(2)?;
+            if index >= count {
+                return None;
+            }
+            let bytes = r.take(len as usize)?.to_vec();
+            return Some(Entry::Services(ServicesChunk {
+                generation,
+                index,
+                count,
+                bytes,
+            }));
+        }
         let v6 = flags & F_V6 != 0;
         let proto = proto_from(r.u8()?)?;
         Some(match kind {
@@ -769,6 +816,12 @@ mod tests {
                 },
                 real: "198.51.100.2:8080".parse().unwrap(),
                 up: false,
+            }),
+            Entry::Services(ServicesChunk {
+                generation: 7,
+                index: 1,
+                count: 3,
+                bytes: b"-A -t 192.0.2.10:80 -s rr\n".to_vec(),
             }),
         ];
         for e in &entries {

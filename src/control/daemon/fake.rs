@@ -29,6 +29,14 @@ pub struct Fake {
     pub health_sent: Vec<(crate::service::ServiceKey, std::net::SocketAddr, bool)>,
     /// Health records "from a sync peer", taken one a call.
     pub peer_reports: std::collections::VecDeque<crate::sync::HealthRecord>,
+    /// Whether services sync is on.
+    pub syncs_services: bool,
+    /// Configurations given to sync.
+    pub services_sent: Vec<String>,
+    /// Configurations "from a sync peer", taken one a call.
+    pub peer_services: std::collections::VecDeque<crate::sync::ServicesUpdate>,
+    /// What became of each.
+    pub services_outcomes: Vec<Result<bool, crate::sync::Refused>>,
 }
 
 impl Fake {
@@ -53,6 +61,22 @@ impl Plane for Fake {
         up: bool,
     ) {
         self.health_sent.push((service, real, up));
+    }
+
+    fn syncs_services(&self) -> bool {
+        self.syncs_services
+    }
+
+    fn services_changed(&mut self, text: String) {
+        self.services_sent.push(text);
+    }
+
+    fn peer_services(&mut self) -> Option<crate::sync::ServicesUpdate> {
+        self.peer_services.pop_front()
+    }
+
+    fn services_applied(&mut self, outcome: Result<bool, crate::sync::Refused>) {
+        self.services_outcomes.push(outcome);
     }
 
     fn raw_totals(&self, id: RealId) -> TotalStats {

@@ -73,6 +73,8 @@ pub struct Daemon<P: Plane = Director> {
     pace: Pace,
     health: Option<HealthChecks>,
     drains: Drains,
+    /// The model generation whose configuration sync was last given.
+    services_told: Option<u64>,
 }
 
 impl<P: Plane> Daemon<P> {
@@ -86,6 +88,7 @@ impl<P: Plane> Daemon<P> {
             pace: Pace::new(Instant::now()),
             health: None,
             drains: Drains::default(),
+            services_told: None,
         }
     }
 
@@ -142,13 +145,29 @@ impl<P: Plane> Daemon<P> {
                 self.control.peer_health(&mut self.plane, &h);
             }
         }
+        while let Some(u) = self.plane.peer_services() {
+            let outcome = self.control.peer_services(&mut self.plane, &u);
+            self.plane.services_applied(outcome);
+        }
         self.apply_reports();
         if self.drains.busy() {
             self.drains
                 .advance(&mut self.control, &mut self.plane, Instant::now());
         }
         self.follow_model();
+        self.tell_services();
         self.control.tick(&self.plane);
+    }
+
+    /// Gives sync the configured services after a change of the model
+    /// (sync sends them only if they differ from the last: a health change
+    /// sends nothing).
+    fn tell_services(&mut self) {
+        let generation = self.control.generation();
+        if self.services_told != Some(generation) && self.plane.syncs_services() {
+            self.services_told = Some(generation);
+            self.plane.services_changed(self.control.configured_save());
+        }
     }
 
     /// The health reports waiting, applied and published together.
@@ -532,6 +551,45 @@ mod tests {
             inbox.ipvsadm(request("-L -n"), soon).err(),
             Some(Unanswered::NotPosted)
         );
+    }
+
+    /// With services sync on, the configured services go to sync after
+    /// a change of them (not after a health-only change), and a peer's
+    /// are applied in a round and counted.
+    #[test]
+    fn configured_services_go_to_sync_and_a_peers_are_applied() {
+        use crate::service::{Edit, Health};
+        let (inbox, mailbox) = inbox::channel();
+        let mut plane = Fake::new();
+        plane.syncs_services = true;
+        let mut d = Daemon::new(plane, ServiceModel::new(4), mailbox);
+        d.round();
+        assert_eq!(d.plane().services_sent, vec![String::new()]);
+        ipvsadm(&mut d, &inbox, "-A -t 192.0.2.10:80 -s rr");
+        ipvsadm(&mut d, &inbox, "-a -t 192.0.2.10:80 -r 198.51.100.2:80 -m");
+        let sent = d.plane().services_sent.clone();
+        assert_eq!(sent.len(), 3, "{sent:?}");
+        assert!(sent[2].contains("-r 198.51.100.2:80 -m -w 1"), "{sent:?}");
+        // A health change: sync is told again and finds the text the same.
+        let key = d.control().model().services()[0].key;
+        let at = "198.51.100.2:80".parse().unwrap();
+        d.control
+            .apply_edits(&mut d.plane, &[Edit::SetHealth(key, at, Health::Down)])
+            .unwrap();
+        d.round();
+        let sent = &d.plane().services_sent;
+        assert_eq!(sent[sent.len() - 1], sent[2], "weights as configured");
+        d.plane
+            .peer_services
+            .push_back(crate::sync::ServicesUpdate {
+                from: "192.0.2.1:8848".parse().unwrap(),
+                generation: 2,
+                text: "-A -t 192.0.2.11:80 -s wrr\n".into(),
+            });
+        d.round();
+        assert_eq!(d.plane().services_outcomes, vec![Ok(true)]);
+        let model = d.control().model();
+        assert_eq!(model.services()[0].key.addr.to_string(), "192.0.2.11");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::control::metrics::WorkerMetrics;
 use crate::director::Director;
 use crate::service::{RealCounts, TotalStats};
 use crate::service::{RealId, ServiceKey, ServiceTable};
-use crate::sync::{DaemonConfig, DaemonRole, HealthRecord, SyncMetrics};
+use crate::sync::{DaemonConfig, DaemonRole, HealthRecord, Refused, ServicesUpdate, SyncMetrics};
 
 /// What the daemon needs from the data plane; the [`Director`] in the
 /// daemon, a plain fake in tests.
@@ -71,6 +71,25 @@ pub trait Plane {
     /// A real server's health changed here: tell the sync peers.
     fn health_changed(&mut self, service: ServiceKey, real: SocketAddr, up: bool) {
         let _ = (service, real, up);
+    }
+    /// The next whole service configuration a sync peer sent, if any
+    /// (`[sync] services`).
+    fn peer_services(&mut self) -> Option<ServicesUpdate> {
+        None
+    }
+    /// Whether sync carries the service configuration (`[sync] services`).
+    fn syncs_services(&self) -> bool {
+        false
+    }
+    /// This director's configured services changed (`ipvsadm -S -n`
+    /// text): tell the sync peers.
+    fn services_changed(&mut self, text: String) {
+        let _ = text;
+    }
+    /// What became of a peer's service configuration: applied (`true`),
+    /// the same as ours already (`false`), or refused.
+    fn services_applied(&mut self, outcome: Result<bool, Refused>) {
+        let _ = outcome;
     }
 }
 
@@ -170,6 +189,22 @@ impl Plane for Director {
 
     fn health_changed(&mut self, service: ServiceKey, real: SocketAddr, up: bool) {
         Director::health_changed(self, service, real, up);
+    }
+
+    fn peer_services(&mut self) -> Option<ServicesUpdate> {
+        Director::peer_services(self)
+    }
+
+    fn syncs_services(&self) -> bool {
+        self.sync_ref().is_some_and(|s| s.syncs_services())
+    }
+
+    fn services_changed(&mut self, text: String) {
+        Director::services_changed(self, text);
+    }
+
+    fn services_applied(&mut self, outcome: Result<bool, Refused>) {
+        Director::services_applied(self, outcome);
     }
 }
 

@@ -38,7 +38,7 @@ use crate::control::metrics::{RealMetrics, Scrape, ServiceMetrics};
 use crate::control::protocol::{Request, Response};
 use crate::service::{ApplyError, Edit, Health, RealCounts, ServiceModel, TotalStats};
 use crate::service::{RealId, ServiceKey};
-use crate::sync::HealthRecord;
+use crate::sync::{HealthRecord, Refused, ServicesUpdate};
 
 /// The model and what the daemon keeps beside it: counter baselines,
 /// retired counts, rates.
@@ -188,6 +188,83 @@ impl Control {
         if next.apply_with(&edit, &|id| reusable(plane, id)).is_ok() {
             let _ = self.commit(plane, next, &[]);
         }
+    }
+
+    /// The configured model as `ipvsadm -S -n` prints it: weights as
+    /// configured, not as health checks left them. What services sync
+    /// sends, and what a peer's is compared with.
+    pub fn configured_save(&self) -> String {
+        save::save(self.model.services(), true, self.names)
+    }
+
+    /// A sync peer's whole service configuration (`[sync] services`):
+    /// unless it is ours already (`Ok(false)`), it replaces our services
+    /// as one transaction, `-C` and then its lines, published once
+    /// (`Ok(true)`). Real servers that remain keep their health here. One
+    /// that does not parse or apply changes nothing and is refused.
+    pub fn peer_services(
+        &mut self,
+        plane: &mut impl Plane,
+        u: &ServicesUpdate,
+    ) -> Result<bool, Refused> {
+        if u.text == self.configured_save() {
+            return Ok(false);
+        }
+        let refuse = |why: String| {
+            tracing::warn!(
+                "sync: services from {}: generation {} refused: {why}",
+                u.from.ip(),
+                u.generation
+            );
+            Refused::ServicesInvalid
+        };
+        let lines = parse_restore(&u.text, self.names).map_err(|e| refuse(e.message))?;
+        let mut script = vec![ipvsadm::ScriptLine {
+            line: 0,
+            command: Command::Edit(Edit::Clear),
+        }];
+        script.extend(lines);
+        let mut next = self.model.clone();
+        let outcome = save::restore(&mut next, &script, &|id| reusable(plane, id))
+            .map_err(|e| refuse(e.to_string()))?;
+        // A real server that remains keeps the health our checks (or a
+        // peer's word) gave it.
+        for s in self.model.services() {
+            for r in &s.reals {
+                let health = self.model.health(r.id);
+                if health == Health::Down {
+                    let at = SocketAddr::new(r.addr, r.port);
+                    let _ = next.apply(&Edit::SetHealth(s.key, at, health));
+                }
+            }
+        }
+        // `-C` frees every real server; one the lines add back under the
+        // same service gets its id back and is no removal (its
+        // connections and counters stay).
+        let place = |m: &ServiceModel| -> HashMap<RealId, (ServiceKey, SocketAddr)> {
+            m.services()
+                .iter()
+                .flat_map(|s| {
+                    s.reals
+                        .iter()
+                        .map(|r| (r.id, (s.key, SocketAddr::new(r.addr, r.port))))
+                })
+                .collect()
+        };
+        let (was, is) = (place(&self.model), place(&next));
+        let mut removed = outcome.removed;
+        removed.retain(|id| was.get(id) != is.get(id));
+        self.commit(plane, next, &removed)
+            .map_err(|r| refuse(r.stderr.trim_end().to_string()))?;
+        let reals: usize = self.model.services().iter().map(|s| s.reals.len()).sum();
+        tracing::info!(
+            "sync: services from {}: generation {} applied ({} services, {} real servers)",
+            u.from.ip(),
+            u.generation,
+            self.model.services().len(),
+            reals
+        );
+        Ok(true)
     }
 
     /// Publishes `next` and makes it the model; on failure puts the old one
@@ -515,6 +592,66 @@ mod tests {
         assert_eq!(p.health_sent.len(), 2);
         c.peer_health(&mut p, &h);
         assert_eq!(p.health_sent.len(), 2, "no change, nothing sent");
+    }
+
+    /// A peer's configuration replaces ours in one transaction: one
+    /// publish, a real server that stays keeps its health here, the same
+    /// configuration again changes nothing, a bad one nothing either.
+    #[test]
+    fn a_peers_services_replace_ours_once_and_keep_health() {
+        let (mut c, mut p) = setup();
+        run(&mut c, &mut p, "-A -t 192.0.2.10:80 -s rr");
+        run(
+            &mut c,
+            &mut p,
+            "-a -t 192.0.2.10:80 -r 198.51.100.2:80 -m -w 3",
+        );
+        run(&mut c, &mut p, "-A -u 192.0.2.10:53 -s rr");
+        let key = ServiceKey {
+            proto: crate::packet::L4Proto::Tcp,
+            addr: "192.0.2.10".parse().unwrap(),
+            port: 80,
+        };
+        let down: SocketAddr = "198.51.100.2:80".parse().unwrap();
+        c.apply_edits(&mut p, &[Edit::SetHealth(key, down, Health::Down)])
+            .unwrap();
+        let master = "\
+-A -t 192.0.2.10:80 -s wlc -p 300
+-a -t 192.0.2.10:80 -r 198.51.100.2:80 -m -w 5
+-a -t 192.0.2.10:80 -r 198.51.100.3:80 -g -w 2 -x 100
+";
+        let update = |generation, text: &str| ServicesUpdate {
+            from: "192.0.2.1:8848".parse().unwrap(),
+            generation,
+            text: text.to_string(),
+        };
+        let published = p.published.len();
+        p.expire_nodest = true;
+        let kept = c.model().service(&key).unwrap().reals[0].id;
+        assert_eq!(c.peer_services(&mut p, &update(4, master)), Ok(true));
+        assert_eq!(c.model().service(&key).unwrap().reals[0].id, kept);
+        assert!(
+            p.expired.borrow().iter().all(|ids| !ids.contains(&kept)),
+            "a real server that stays keeps its connections: {:?}",
+            p.expired
+        );
+        assert_eq!(p.published.len(), published + 1, "published once");
+        assert_eq!(c.configured_save(), master, "weights as configured");
+        let s = c.model().service(&key).unwrap();
+        assert_eq!(c.model().services().len(), 1, "the UDP service is gone");
+        assert_eq!(c.model().health(s.reals[0].id), Health::Down, "kept");
+        assert_eq!(c.model().health(s.reals[1].id), Health::Up);
+        assert_eq!(c.model().snapshot().services()[0].reals[0].weight, 0);
+        assert_eq!(c.peer_services(&mut p, &update(4, master)), Ok(false));
+        assert_eq!(p.published.len(), published + 1, "the same: nothing");
+        let bad = "-A -t 192.0.2.10:80 -s nosuch\n";
+        assert_eq!(
+            c.peer_services(&mut p, &update(5, bad)),
+            Err(Refused::ServicesInvalid)
+        );
+        assert_eq!(c.configured_save(), master, "a bad one changes nothing");
+        assert_eq!(c.peer_services(&mut p, &update(6, "")), Ok(true));
+        assert!(c.model().services().is_empty(), "an empty one clears");
     }
 
     #[test]

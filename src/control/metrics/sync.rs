@@ -3,11 +3,13 @@
 //! `xvs_sync_sent_entries_total`, `xvs_sync_received_datagrams_total`,
 //! `xvs_sync_received_bytes_total`, `xvs_sync_installed_total`,
 //! `xvs_sync_rejected_total{reason="truncated|malformed|bad_mac|replayed|stale|syncid"}`,
-//! `xvs_sync_refused_total{reason="no_service|no_real_server|table"}`,
+//! `xvs_sync_refused_total{reason="no_service|no_real_server|table|services_off|services_old|services_invalid"}`,
 //! `xvs_sync_gaps_total`, `xvs_sync_gaps_repaired_total`,
 //! `xvs_sync_gaps_lost_total`, `xvs_sync_resent_total`,
 //! `xvs_sync_bulk_entries_total`, `xvs_sync_resyncs_total`,
-//! `xvs_sync_events_total`, and gauges `xvs_sync_resync_duration_seconds`,
+//! `xvs_sync_events_total`, `xvs_sync_services_sent_total`,
+//! `xvs_sync_services_received_total`, `xvs_sync_services_applied_total`
+//! (the service configuration, `[sync] services`), and gauges `xvs_sync_resync_duration_seconds`,
 //! `xvs_sync_resync_connections`, `xvs_sync_lag_seconds` (the last
 //! datagram's age on arrival) and `xvs_sync_ready`.
 
@@ -73,6 +75,21 @@ pub(super) fn encode(b: &mut Builder, m: &SyncMetrics) {
             "xvs_sync_events",
             "Connection events taken from the workers",
             m.events,
+        ),
+        (
+            "xvs_sync_services_sent",
+            "Generations of the service configuration sent",
+            m.services_sent,
+        ),
+        (
+            "xvs_sync_services_received",
+            "Whole service configurations received from peers",
+            m.services_received,
+        ),
+        (
+            "xvs_sync_services_applied",
+            "Received service configurations that changed the services",
+            m.services_applied,
         ),
     ] {
         set(&b.counter(name, help), none(), v);
@@ -150,6 +167,8 @@ mod tests {
             "xvs_sync_rejected_total{reason=\"bad_mac\"} 2",
             "xvs_sync_rejected_total{reason=\"replayed\"} 0",
             "xvs_sync_refused_total{reason=\"no_real_server\"} 0",
+            "xvs_sync_refused_total{reason=\"services_off\"} 0",
+            "xvs_sync_services_applied_total 0",
             "xvs_sync_lag_seconds 1.5",
             "xvs_sync_ready 1",
         ] {
