@@ -540,8 +540,14 @@ fn a_target_that_starts_down_is_reported_at_once() {
     let first = reports.wait(1);
     assert!(!first[0].up);
     assert!(first[0].reason.contains("alpha"), "{first:?}");
-    let up = reports.wait(1);
-    assert!(up[0].up);
+    // The warmup is a random part of 200 ms: the first success may have
+    // come already, in the same take.
+    let up = if first.len() > 1 {
+        first[1..].to_vec()
+    } else {
+        reports.wait(1)
+    };
+    assert!(up[0].up, "{up:?}");
     monitor.stop();
 }
 
