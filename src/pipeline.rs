@@ -231,6 +231,8 @@ struct Engine {
     outbox: Outbox,
     /// The next hop the frame in hand was rewritten for without its MAC.
     waiting: Option<IpAddr>,
+    /// Next hops toward clients resolved under the current snapshot.
+    hops: HopCache,
     /// This worker's per-real-server traffic, read by the control plane.
     traffic: Arc<RealTraffic>,
     /// IPv4 identification of non-DF tunnel packets.
@@ -258,6 +260,7 @@ impl Pipeline {
                 stats: WorkerCounters::default(),
                 outbox: Outbox::new(),
                 waiting: None,
+                hops: HopCache::new(),
                 traffic,
                 ip_id: worker.wrapping_mul(0x1000),
                 swept: Millis(0),
@@ -281,6 +284,7 @@ impl Pipeline {
     /// Swaps in a new configuration snapshot; connections are unaffected.
     pub fn set_snapshot(&mut self, snap: Arc<Snapshot>) {
         self.snap = snap;
+        self.engine.hops.clear();
     }
 
     pub fn snapshot(&self) -> &Arc<Snapshot> {
@@ -704,7 +708,7 @@ impl Engine {
         if state != conn.state() {
             self.changed(&conn, state, now, false);
         }
-        let hop = self.hop(snap, snap.next_hops.resolve(conn.client().ip()))?;
+        let hop = self.hop_toward(snap, conn.client().ip())?;
         nat::to_client(
             frame.data_mut(),
             p,
@@ -760,7 +764,7 @@ impl Engine {
             }
             // Quote: client → RIP, a packet NAT sent on; the error goes to the client.
             Direction::Reply => {
-                let hop = self.hop(snap, snap.next_hops.resolve(conn.client().ip()))?;
+                let hop = self.hop_toward(snap, conn.client().ip())?;
                 nat::icmp_to_client(
                     frame.data_mut(),
                     p,
@@ -820,6 +824,20 @@ impl Engine {
     /// route says which port it is on, stands in with a blank destination
     /// MAC: the frame is then held ([`Verdict::Hold`]) rather than dropped,
     /// as the kernel queues packets on an unresolved neighbour.
+    /// The next hop toward `addr` under `snap`, from the cache where the
+    /// address was resolved before.
+    #[inline]
+    fn hop_toward(&mut self, snap: &Snapshot, addr: IpAddr) -> Result<NextHop, DropReason> {
+        if let Some(hop) = self.hops.get(addr) {
+            return Ok(hop);
+        }
+        let hop = snap.next_hops.resolve(addr);
+        if let Ok(h) = hop {
+            self.hops.put(addr, h);
+        }
+        self.hop(snap, hop)
+    }
+
     fn hop(
         &mut self,
         snap: &Snapshot,
@@ -846,6 +864,55 @@ impl Engine {
             src_mac,
             dst_mac: [0; 6],
         })
+    }
+}
+
+/// A direct-mapped cache of resolved next hops by destination address: a
+/// NAT reply or ICMP error to a client costs a route scan and a neighbour
+/// search otherwise. Only resolved hops are kept (an unresolved one must
+/// reach `Engine::hop` each time, which asks for it); the cache holds for
+/// one snapshot, whose next hops never change, and is cleared with it.
+struct HopCache {
+    slots: Box<[Option<(IpAddr, NextHop)>; HOP_CACHE_SLOTS]>,
+}
+
+/// Slots of [`HopCache`], a power of two.
+const HOP_CACHE_SLOTS: usize = 256;
+
+impl HopCache {
+    fn new() -> HopCache {
+        HopCache {
+            slots: Box::new([None; HOP_CACHE_SLOTS]),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.slots.fill(None);
+    }
+
+    #[inline]
+    fn slot(addr: IpAddr) -> usize {
+        let folded = match addr {
+            IpAddr::V4(a) => u64::from(a.to_bits()),
+            IpAddr::V6(a) => {
+                let b = a.to_bits();
+                (b as u64) ^ ((b >> 64) as u64)
+            }
+        };
+        (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - HOP_CACHE_SLOTS.trailing_zeros()))
+            as usize
+    }
+
+    #[inline]
+    fn get(&self, addr: IpAddr) -> Option<NextHop> {
+        match self.slots[Self::slot(addr)] {
+            Some((a, hop)) if a == addr => Some(hop),
+            _ => None,
+        }
+    }
+
+    fn put(&mut self, addr: IpAddr, hop: NextHop) {
+        self.slots[Self::slot(addr)] = Some((addr, hop));
     }
 }
 

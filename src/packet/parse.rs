@@ -161,8 +161,122 @@ impl Parsed {
 }
 
 /// Parses `frame`, which starts with an Ethernet header.
+///
+/// The fast path's frames (untagged IPv4 without options or IPv6 without
+/// extension headers, carrying TCP or UDP, neither a fragment) are read
+/// directly by [`parse_lean`]; every other frame, and every frame that
+/// fails one of its checks, goes through [`parse_full`], so the result,
+/// errors included, is the same as `parse_full`'s.
 #[inline(always)]
 pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
+    match parse_lean(frame) {
+        Some(p) => Ok(p),
+        None => parse_full(frame),
+    }
+}
+
+/// The fast path's headers read with fixed offsets: `Some` only where every
+/// check [`parse_full`] makes passes and it would return the same `Parsed`.
+#[inline(always)]
+fn parse_lean(frame: &[u8]) -> Option<Parsed> {
+    const L3: usize = ETH_HEADER_LEN;
+    let eth: &[u8; L3 + 1] = frame.get(..L3 + 1)?.try_into().ok()?;
+    let (version, l4, ip_len, proto, src, dst, ttl, dont_fragment) =
+        match (u16::from_be_bytes([eth[12], eth[13]]), eth[L3]) {
+            // IPv4, IHL 5: no options.
+            (0x0800, 0x45) => {
+                let ip: &[u8; 20] = frame.get(L3..L3 + 20)?.try_into().ok()?;
+                let ip_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+                if ip_len < 20 || frame.len() - L3 < ip_len {
+                    return None;
+                }
+                if checksum::fold(checksum::sum(ip, 0)) != 0xffff {
+                    return None;
+                }
+                // Flags and fragment offset: DF alone, or nothing.
+                let dont_fragment = match [ip[6], ip[7]] {
+                    [0x40, 0] => true,
+                    [0, 0] => false,
+                    _ => return None,
+                };
+                let src: [u8; 4] = ip[12..16].try_into().ok()?;
+                let dst: [u8; 4] = ip[16..20].try_into().ok()?;
+                (
+                    IpVersion::V4,
+                    L3 + 20,
+                    ip_len,
+                    ip[9],
+                    IpAddr::V4(Ipv4Addr::from(src)),
+                    IpAddr::V4(Ipv4Addr::from(dst)),
+                    ip[8],
+                    dont_fragment,
+                )
+            }
+            (0x86dd, b) if b >> 4 == 6 => {
+                let ip: &[u8; 40] = frame.get(L3..L3 + 40)?.try_into().ok()?;
+                let payload_len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+                if payload_len == 0 || frame.len() - L3 - 40 < payload_len {
+                    return None;
+                }
+                let src: [u8; 16] = ip[8..24].try_into().ok()?;
+                let dst: [u8; 16] = ip[24..40].try_into().ok()?;
+                (
+                    IpVersion::V6,
+                    L3 + 40,
+                    40 + payload_len,
+                    ip[6],
+                    IpAddr::V6(Ipv6Addr::from(src)),
+                    IpAddr::V6(Ipv6Addr::from(dst)),
+                    ip[7],
+                    true,
+                )
+            }
+            _ => return None,
+        };
+    let seg = frame.get(l4..L3 + ip_len)?;
+    let transport = match proto {
+        6 => {
+            let offset = usize::from(*seg.get(12)? >> 4) * 4;
+            if offset < 20 || seg.len() < offset {
+                return None;
+            }
+            Transport::Tcp {
+                flags: TcpFlags(seg[13]),
+            }
+        }
+        17 => {
+            if seg.len() < 8 {
+                return None;
+            }
+            let udp_len = usize::from(checksum::read_u16(seg, 4));
+            if udp_len < 8 || udp_len > seg.len() {
+                return None;
+            }
+            Transport::Udp
+        }
+        _ => return None,
+    };
+    Some(Parsed {
+        l3: L3,
+        version,
+        l4,
+        ip_len,
+        proto,
+        src,
+        dst,
+        sport: checksum::read_u16(seg, 0),
+        dport: checksum::read_u16(seg, 2),
+        ttl,
+        dont_fragment,
+        first_fragment: false,
+        transport,
+    })
+}
+
+/// Parses `frame` with every header xvs understands walked by etherparse
+/// and checked here: VLAN tags, IPv4 options, IPv6 extension headers,
+/// fragments, ICMP errors.
+pub fn parse_full(frame: &[u8]) -> Result<Parsed, ParseError> {
     let eth = Ethernet2HeaderSlice::from_slice(frame).map_err(|_| ParseError::Truncated)?;
     let mut ether_type = eth.ether_type();
     let mut l3 = ETH_HEADER_LEN;
@@ -432,4 +546,102 @@ fn quoted(
             checksum::read_u16(l4, 2),
         ),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An untagged TCP or UDP frame of either family with a valid IPv4
+    /// header checksum, the lean parser's input.
+    fn frame(v6: bool, udp: bool, payload: usize) -> Vec<u8> {
+        let l4_len = if udp { 8 } else { 20 } + payload;
+        let mut f = vec![0u8; 14];
+        f[12..14].copy_from_slice(if v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
+        let proto = if udp { 17 } else { 6 };
+        if v6 {
+            f.extend_from_slice(&[0x60, 0, 0, 0]);
+            f.extend_from_slice(&(l4_len as u16).to_be_bytes());
+            f.extend_from_slice(&[proto, 64]);
+            f.extend((0..32).map(|i| 0x20 + i as u8));
+        } else {
+            f.extend_from_slice(&[0x45, 0]);
+            f.extend_from_slice(&(20 + l4_len as u16).to_be_bytes());
+            f.extend_from_slice(&[
+                0, 1, 0x40, 0, 64, proto, 0, 0, 192, 0, 2, 1, 198, 51, 100, 7,
+            ]);
+            let c = checksum::finish(checksum::sum(&f[14..34], 0));
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+        }
+        f.extend_from_slice(&[0x30, 0x39, 0, 80]);
+        if udp {
+            f.extend_from_slice(&(l4_len as u16).to_be_bytes());
+            f.extend_from_slice(&[0, 0]);
+        } else {
+            f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+        }
+        f.extend(std::iter::repeat_n(0xab, payload));
+        f
+    }
+
+    #[test]
+    fn lean_parse_takes_the_fast_path_frames() {
+        for (v6, udp) in [(false, false), (false, true), (true, false), (true, true)] {
+            let f = frame(v6, udp, 6);
+            let lean = parse_lean(&f).expect("a fast-path frame");
+            assert_eq!(Ok(lean), parse_full(&f));
+            assert_eq!((lean.sport, lean.dport), (12345, 80));
+        }
+    }
+
+    #[test]
+    fn lean_parse_leaves_the_rest_to_the_full_parse() {
+        // IPv4 options, a fragment, a VLAN tag, ICMP: not the fast path.
+        let mut options = frame(false, false, 0);
+        options[14] = 0x46;
+        let mut fragment = frame(false, true, 0);
+        fragment[20] = 0x20;
+        let mut vlan = frame(false, false, 0);
+        vlan.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+        let mut icmp = frame(false, true, 0);
+        icmp[23] = 1;
+        for f in [options, fragment, vlan, icmp] {
+            assert_eq!(parse_lean(&f), None);
+        }
+    }
+
+    proptest! {
+        /// Whatever a fast-path frame is changed into, the lean parse
+        /// either declines it or agrees with the full parse.
+        #[test]
+        fn lean_parse_agrees_with_the_full_parse(
+            v6 in any::<bool>(),
+            udp in any::<bool>(),
+            payload in 0usize..24,
+            edits in proptest::collection::vec((0usize..96, any::<u8>()), 0..4),
+            fix_checksum in any::<bool>(),
+            cut in 0usize..8,
+            pad in 0usize..4,
+        ) {
+            let mut f = frame(v6, udp, payload);
+            for (at, b) in edits {
+                if let Some(x) = f.get_mut(at) {
+                    *x = b;
+                }
+            }
+            if fix_checksum && !v6 && f[14] & 0x0f == 5 {
+                f[24..26].fill(0);
+                let c = checksum::finish(checksum::sum(&f[14..34], 0));
+                f[24..26].copy_from_slice(&c.to_be_bytes());
+            }
+            // Cut into the headers, or Ethernet padding after the packet.
+            f.truncate(f.len().saturating_sub(cut));
+            f.resize(f.len() + pad, 0);
+            if let Some(lean) = parse_lean(&f) {
+                prop_assert_eq!(Ok(lean), parse_full(&f));
+            }
+            prop_assert_eq!(parse(&f), parse_full(&f));
+        }
+    }
 }

@@ -266,6 +266,7 @@ fn adjust_transport_checksum(frame: &mut [u8], at: usize, proto: L4Proto, d: u32
 /// sender never leaves a fragmented datagram's checksum partial.
 ///
 /// Only the pseudo-header sum is computed for a packet that needs nothing.
+#[inline]
 pub fn complete_partial_checksum(frame: &mut [u8], p: &Parsed) -> bool {
     let (at, proto) = match p.transport {
         Transport::Tcp { .. } => (p.l4 + 16, 6u8),

@@ -1415,3 +1415,33 @@ fn end_batch_expires_connections_once_per_millisecond() {
     );
     assert_eq!(p.conns().stats().conns, 0, "expired");
 }
+
+#[test]
+fn a_new_snapshot_takes_the_next_hops_cached_under_the_old() {
+    // A NAT reply's next hop is cached per snapshot: a snapshot whose
+    // neighbours moved must be seen by the very next reply.
+    let n = v4();
+    let mut p = pipeline();
+    let syn = Pkt::tcp(n.client, 40000, n.vip, PORT_NAT, SYN);
+    assert_eq!(
+        send(&mut p, 1000, &syn, EXT).0,
+        Verdict::Transmit { port: 1 }
+    );
+    let synack =
+        Pkt::tcp(n.rs_nat, RPORT_NAT, n.client, 40000, SYN | ACK).macs(RS_NAT_MAC, INT_MAC);
+    let (v, out) = send(&mut p, 1001, &synack, INT);
+    assert_eq!(v, Verdict::Transmit { port: 0 });
+    assert_eq!(out[..6], GW_MAC);
+    let moved: MacAddr = [2, 0, 0, 0, 0, 0xfd];
+    let base = snapshot();
+    let hops = crate::neigh::NextHops::new(
+        vec![EXT_MAC, INT_MAC],
+        base.next_hops.routes().to_vec(),
+        vec![(n.gw, moved), (n.rs_nat, RS_NAT_MAC)],
+    );
+    let cfg = super::Snapshot::new(base.services, base.ports.clone(), hops, Default::default());
+    p.set_snapshot(std::sync::Arc::new(cfg));
+    let (v, out) = send(&mut p, 1002, &synack, INT);
+    assert_eq!(v, Verdict::Transmit { port: 0 });
+    assert_eq!(out[..6], moved);
+}
