@@ -37,7 +37,9 @@ pub enum ConnState {
 pub(super) const STATES: usize = 12;
 
 impl ConnState {
-    pub(super) fn from_code(code: u8) -> Option<ConnState> {
+    /// The state whose discriminant (`state as u8`) is `code`: how an entry
+    /// stores it and how sync carries it.
+    pub fn from_code(code: u8) -> Option<ConnState> {
         use ConnState::*;
         Some(match code {
             0 => None,

@@ -317,7 +317,7 @@ impl Entry {
         Some(match kind {
             E_CONN => {
                 let method = method_from(r.u8()?)?;
-                let state = state_from(r.u8()?)?;
+                let state = ConnState::from_code(r.u8()?)?;
                 r.u8()?;
                 let (sport, dport, rport) = (r.u16()?, r.u16()?, r.u16()?);
                 let timeout_ms = r.u32()?;
@@ -698,25 +698,6 @@ fn method_from(c: u8) -> Option<ForwardMethod> {
         2 => Some(ForwardMethod::Dr),
         _ => None,
     }
-}
-
-fn state_from(c: u8) -> Option<ConnState> {
-    use ConnState::*;
-    Some(match c {
-        0 => None,
-        1 => Established,
-        2 => SynSent,
-        3 => SynRecv,
-        4 => FinWait,
-        5 => TimeWait,
-        6 => Close,
-        7 => CloseWait,
-        8 => LastAck,
-        9 => Listen,
-        10 => SynAck,
-        11 => Udp,
-        _ => return Option::None,
-    })
 }
 
 #[cfg(test)]
