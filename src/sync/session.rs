@@ -161,6 +161,9 @@ struct Peer {
     addr: SocketAddr,
     heard: Millis,
     next_stream: Option<u64>,
+    /// The first stream number heard, while a bulk from this peer is
+    /// awaited to say where its stream stood (see [`place_stream`]).
+    first_stream: Option<u64>,
     /// Missing stream numbers, each with when it was found missing.
     missing: BTreeMap<u64, Millis>,
     /// While some are missing: the stream number that last spoke of each
@@ -174,6 +177,8 @@ struct BulkJob {
     dest: Dest,
     target: u32,
     bulk_id: u32,
+    /// The stream number the table was taken at.
+    stream_seq: u64,
     entries: std::vec::IntoIter<Entry>,
     datagrams: u32,
     sent: u32,
@@ -431,6 +436,7 @@ impl Session {
             addr: from,
             heard: now.mono,
             next_stream: None,
+            first_stream: None,
             missing: BTreeMap::new(),
             recent: HashMap::new(),
             last_nack: None,
@@ -441,6 +447,17 @@ impl Session {
         }
         peer.addr = from;
         peer.heard = now.mono;
+        if let Body::Bulk {
+            target, stream_seq, ..
+        }
+        | Body::BulkEnd {
+            target, stream_seq, ..
+        } = body
+        {
+            if self.roles.backup && (target == self.cfg.sender || target == 0) {
+                place_stream(peer, stream_seq, now.mono, &self.stats);
+            }
+        }
         SyncStats::add(&self.stats.received_datagrams, 1);
         SyncStats::add(&self.stats.received_bytes, bytes.len() as u64);
         SyncStats::set(&self.stats.lag_ms, now.wall_ms.saturating_sub(h.time_ms));
@@ -449,7 +466,8 @@ impl Session {
                 stream_seq,
                 entries,
             } => {
-                let order = track_stream(peer, stream_seq, now.mono, &self.stats);
+                let awaiting_bulk = !matches!(self.resync, Resync::Idle);
+                let order = track_stream(peer, stream_seq, awaiting_bulk, now.mono, &self.stats);
                 let mut chunks = Vec::new();
                 if self.roles.backup && order != Order::Seen {
                     for e in &entries {
@@ -515,6 +533,7 @@ impl Session {
                 bulk_id,
                 datagrams,
                 entries,
+                ..
             } => {
                 if target == self.cfg.sender {
                     self.bulk_ended(&h, bulk_id, datagrams, entries, now.mono);
@@ -755,6 +774,7 @@ impl Session {
             dest,
             target,
             bulk_id,
+            stream_seq: self.stream_seq,
             entries: entries.into_iter(),
             datagrams: 0,
             sent: 0,
@@ -779,7 +799,8 @@ impl Session {
                 entries.push(e.clone());
                 job.entries.next();
             }
-            let (dest, target, bulk_id) = (job.dest, job.target, job.bulk_id);
+            let (dest, target, bulk_id, stream_seq) =
+                (job.dest, job.target, job.bulk_id, job.stream_seq);
             let done = job.entries.as_slice().is_empty();
             let body = if entries.is_empty() {
                 None
@@ -797,6 +818,7 @@ impl Session {
                     target,
                     bulk_id,
                     index,
+                    stream_seq,
                     entries,
                 })
             };
@@ -805,6 +827,7 @@ impl Session {
                 bulk_id,
                 datagrams: job.datagrams,
                 entries: job.sent,
+                stream_seq,
             });
             for b in body.iter().chain(end.iter()) {
                 let bytes = self.datagram(b);
@@ -1020,9 +1043,29 @@ enum Order {
 }
 
 /// Notes a stream datagram's number.
-fn track_stream(peer: &mut Peer, s: u64, now: Millis, stats: &SyncStats) -> Order {
+///
+/// A peer's stream starts at 0 (a restarted director has a new sender id),
+/// so the first number heard of a peer, if not 0, says that the ones before
+/// it were lost: they are missing, to be NACKed. Unless a bulk is awaited:
+/// it holds the table as it was at some stream number, which
+/// [`place_stream`] then takes for where the stream starts.
+fn track_stream(
+    peer: &mut Peer,
+    s: u64,
+    awaiting_bulk: bool,
+    now: Millis,
+    stats: &SyncStats,
+) -> Order {
     match peer.next_stream {
-        None => peer.next_stream = Some(s + 1),
+        None if s == 0 => peer.next_stream = Some(1),
+        None if awaiting_bulk => {
+            peer.next_stream = Some(s + 1);
+            peer.first_stream = Some(s);
+        }
+        None => {
+            peer.next_stream = Some(0);
+            return track_stream(peer, s, false, now, stats);
+        }
         Some(n) if s == n => peer.next_stream = Some(s + 1),
         Some(n) if s > n => {
             let gap = s - n;
@@ -1052,6 +1095,24 @@ fn track_stream(peer: &mut Peer, s: u64, now: Millis, stats: &SyncStats) -> Orde
         }
     }
     Order::Next
+}
+
+/// A bulk from `peer` says its table was taken at stream number `s`: the
+/// stream from `s` on is what it lacks. A peer not heard streaming yet is
+/// expected at `s`; one first heard at `f` past `s` (while the bulk was
+/// awaited) is missing `s..f`. Later bulks (refreshes) change nothing.
+fn place_stream(peer: &mut Peer, s: u64, now: Millis, stats: &SyncStats) {
+    match (peer.next_stream, peer.first_stream.take()) {
+        (None, _) => peer.next_stream = Some(s),
+        (Some(_), Some(f)) if s < f => {
+            let from = s.max(f.saturating_sub(MAX_MISSING));
+            SyncStats::add(&stats.gaps, f - from);
+            for k in from..f {
+                peer.missing.entry(k).or_insert(now);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// IPVS sends a state change when it matters to a backup: established,

@@ -21,9 +21,12 @@
 //! - [`Kind::Nack`]: `target: u32`, then `count` ranges `(from, to)` of
 //!   stream sequence numbers (inclusive) the sender misses of `target`.
 //! - [`Kind::ResyncRequest`]: `target: u32` (0: any master).
-//! - [`Kind::Bulk`]: `target: u32, bulk_id: u32, index: u32`, then `count`
-//!   entries: part of a full table for `target` (0: a refresh for all).
-//! - [`Kind::BulkEnd`]: `target, bulk_id, datagrams, entries` (u32 each).
+//! - [`Kind::Bulk`]: `target: u32, bulk_id: u32, index: u32, stream_seq:
+//!   u64`, then `count` entries: part of a full table for `target` (0: a
+//!   refresh for all). `stream_seq` is the sender's next stream number when
+//!   it took the table: the stream from there on is what the bulk lacks.
+//! - [`Kind::BulkEnd`]: `target, bulk_id, datagrams, entries` (u32 each),
+//!   then `stream_seq: u64` as in its bulk.
 //!
 //! Entries are self-delimiting (a kind byte, a flags byte whose bit 0 says
 //! IPv6); addresses are 4 or 16 bytes. A [`ServicesChunk`] is one piece of
@@ -46,7 +49,7 @@ use crate::packet::{FlowKey, L4Proto};
 use crate::service::{ForwardMethod, ServiceKey};
 
 pub const MAGIC: [u8; 2] = *b"XS";
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 32;
 pub const TAG_LEN: usize = 32;
 /// The smallest datagram: a header and a tag.
@@ -396,6 +399,7 @@ pub enum Body {
         target: u32,
         bulk_id: u32,
         index: u32,
+        stream_seq: u64,
         entries: Vec<Entry>,
     },
     BulkEnd {
@@ -403,6 +407,7 @@ pub enum Body {
         bulk_id: u32,
         datagrams: u32,
         entries: u32,
+        stream_seq: u64,
     },
 }
 
@@ -431,8 +436,8 @@ pub fn body_prefix_len(kind: Kind) -> usize {
     match kind {
         Kind::Stream => 8,
         Kind::Nack | Kind::ResyncRequest => 4,
-        Kind::Bulk => 12,
-        Kind::BulkEnd => 16,
+        Kind::Bulk => 20,
+        Kind::BulkEnd => 24,
     }
 }
 
@@ -506,11 +511,13 @@ pub fn encode(header: &Header, body: &Body, key: &Key) -> Vec<u8> {
             target,
             bulk_id,
             index,
+            stream_seq,
             entries,
         } => {
             for n in [target, bulk_id, index] {
                 out.extend_from_slice(&n.to_be_bytes());
             }
+            out.extend_from_slice(&stream_seq.to_be_bytes());
             entries.iter().for_each(|e| e.encode(&mut out));
         }
         Body::BulkEnd {
@@ -518,10 +525,12 @@ pub fn encode(header: &Header, body: &Body, key: &Key) -> Vec<u8> {
             bulk_id,
             datagrams,
             entries,
+            stream_seq,
         } => {
             for n in [target, bulk_id, datagrams, entries] {
                 out.extend_from_slice(&n.to_be_bytes());
             }
+            out.extend_from_slice(&stream_seq.to_be_bytes());
         }
     }
     let len = (out.len() + TAG_LEN) as u16;
@@ -607,6 +616,7 @@ fn decode_body(kind: Kind, count: usize, r: &mut Reader<'_>) -> Option<Body> {
             target: r.u32()?,
             bulk_id: r.u32()?,
             index: r.u32()?,
+            stream_seq: r.u64()?,
             entries: entries(r)?,
         },
         Kind::BulkEnd => Body::BulkEnd {
@@ -614,6 +624,7 @@ fn decode_body(kind: Kind, count: usize, r: &mut Reader<'_>) -> Option<Body> {
             bulk_id: r.u32()?,
             datagrams: r.u32()?,
             entries: r.u32()?,
+            stream_seq: r.u64()?,
         },
     })
 }
@@ -732,7 +743,7 @@ mod tests {
 
     /// A stream datagram with one IPv4 connection, made with key "k".
     static STREAM_BYTES: [u8; 100] = [
-        b'X', b'S', 1, 1, 7, 0, 0, 100, 0, 1, 0, 0, // magic ver kind syncid 0 len count 0
+        b'X', b'S', 2, 1, 7, 0, 0, 100, 0, 1, 0, 0, // magic ver kind syncid 0 len count 0
         1, 2, 3, 4, // sender
         0, 0, 0, 0, 0, 0, 0, 5, // seq
         0, 0, 1, 0x90, 0, 0, 0, 0, // time
@@ -824,6 +835,7 @@ mod tests {
                 target: 3,
                 bulk_id: 4,
                 index: 5,
+                stream_seq: 7,
                 entries,
             },
             Body::BulkEnd {
@@ -831,6 +843,7 @@ mod tests {
                 bulk_id: 4,
                 datagrams: 6,
                 entries: 60,
+                stream_seq: u64::MAX,
             },
         ];
         for body in bodies {
