@@ -243,12 +243,7 @@ where
         .filter(|c| c.latency.iter().any(Option::is_some))
         .collect();
     let names: Vec<String> = measured.iter().map(|c| c.name.clone()).collect();
-    let all = measured.iter().flat_map(|c| c.latency.iter().flatten());
-    let (lo, hi) = all.fold((f64::MAX, 1.0f64), |(lo, hi), l| {
-        (lo.min(l.p50), hi.max(l.p999))
-    });
-    let lo = 10f64.powf(lo.max(1.0).log10().floor());
-    let hi = 10f64.powf(hi.log10().ceil());
+    let (lo, hi) = latency_range(&measured);
     let panels = root.split_evenly((1, 2));
     for (at, (panel, load)) in panels.iter().zip(["50%", "90%"]).enumerate() {
         let mut chart = ChartBuilder::on(panel)
@@ -264,7 +259,7 @@ where
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(names.len())
+            .x_labels(names.len().max(1))
             .x_label_formatter(&label)
             .x_label_style(("sans-serif", 11))
             .y_desc("µs (log)")
@@ -312,6 +307,22 @@ where
     }
     root.present()?;
     Ok(())
+}
+
+/// The latency axis: whole decades from the lowest p50 to the highest
+/// p99.9, at least 1 µs and one decade; 1-10 µs when nothing was measured
+/// (a bench run without latency runs), so the axis is never empty.
+fn latency_range(measured: &[&Case]) -> (f64, f64) {
+    let all = measured.iter().flat_map(|c| c.latency.iter().flatten());
+    let Some((lo, hi)) = all.fold(None, |acc: Option<(f64, f64)>, l| {
+        let (lo, hi) = acc.unwrap_or((l.p50, l.p999));
+        Some((lo.min(l.p50), hi.max(l.p999)))
+    }) else {
+        return (1.0, 10.0);
+    };
+    let lo = 10f64.powf(lo.max(1.0).log10().floor());
+    let hi = 10f64.powf(hi.max(lo).log10().ceil()).max(lo * 10.0);
+    (lo, hi)
 }
 
 /// The charts of `summary`, as (file name, SVG text).
@@ -421,5 +432,23 @@ nft-syn,0.201,0.185,0.207,0.0,,,,,,,,
         assert!(lat.contains("\nxvs-dr\n</text>") && !lat.contains("\nnft-syn\n</text>"));
         assert!(lat.contains("p99.9"));
         assert!(rate.starts_with("<svg") && lat.starts_with("<svg"));
+    }
+
+    #[test]
+    fn a_run_without_latency_runs_has_a_latency_axis_all_the_same() {
+        // `--lat-runs 0`: no case has latency; the axis once went from
+        // 1e308 down to 1 and drawing it never ended.
+        let only_rate = "\
+# now
+case,mpps,mpps_min,mpps_max,loss_pct,lat50_p50_us,lat50_p99_us,lat50_p999_us,lat50_loss_pct,lat90_p50_us,lat90_p99_us,lat90_p999_us,lat90_loss_pct
+testpmd,0.066,0.062,0.070,60.1,,,,,,,,
+";
+        let s = parse(only_rate).unwrap();
+        assert_eq!(latency_range(&[]), (1.0, 10.0));
+        let charts = render(&s).unwrap();
+        assert_eq!(charts.len(), 2);
+        let sample = parse(SAMPLE).unwrap();
+        let measured: Vec<&Case> = sample.cases.iter().collect();
+        assert_eq!(latency_range(&measured), (10.0, 100_000.0));
     }
 }
