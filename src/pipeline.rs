@@ -732,7 +732,7 @@ impl Engine {
     ) -> Result<Verdict, DropReason> {
         // The quoted packet travelled the other way: its reversed tuple is the
         // direction of the connection this error travels along.
-        let Some(conn) = self.conns.lookup(&q.key.reversed(), now) else {
+        let Some(conn) = self.conns.lookup(&q.key(frame.data()).reversed(), now) else {
             return Err(DropReason::IcmpNoConnection);
         };
         match conn.dir {

@@ -122,18 +122,18 @@ pub fn rewrite_quoted_endpoint(
     addr: IpAddr,
     port: u16,
 ) -> Result<(), FamilyMismatch> {
-    let csum_at = pseudo_checksum_field(q.key.proto, q.l4).filter(|at| at + 2 <= q.l4 + q.l4_len);
-    let port_at = q.l4 + if side == Side::Src { 0 } else { 2 };
+    let csum_at = pseudo_checksum_field(q.proto, q.l4()).filter(|at| at + 2 <= q.l4() + q.l4_len());
+    let port_at = q.l4() + if side == Side::Src { 0 } else { 2 };
     set_endpoint(
         frame,
         p.version,
-        q.l3,
+        q.l3(),
         side,
         addr,
         port_at,
         port,
         csum_at,
-        q.key.proto,
+        q.proto,
     )
 }
 
