@@ -530,8 +530,8 @@ impl Engine {
             }
             None => self.new_conn(rx.now, snap, si, svc, key, flags)?,
         };
-        let path = snap.paths[si as usize][ri];
-        let v = self.forward(snap, rx.ingress, p, &svc.reals[ri], &path, frame)?;
+        let path = &snap.paths[si as usize][ri];
+        let v = self.forward(snap, rx.ingress, p, &svc.reals[ri], path, frame)?;
         self.traffic.count_in(conn.real_id(), p.ip_len);
         Ok(v)
     }
@@ -654,6 +654,7 @@ impl Engine {
 
     /// Applies the real server's forwarding method to a client → VIP packet
     /// (or to an ICMP error about that connection).
+    #[inline]
     fn forward(
         &mut self,
         snap: &Snapshot,
@@ -750,7 +751,7 @@ impl Engine {
                     return Err(DropReason::DestGone);
                 };
                 let real = &svc.reals[ri];
-                let path = snap.paths[si as usize][ri];
+                let path = &snap.paths[si as usize][ri];
                 match real.method {
                     ForwardMethod::Nat => {
                         let hop = self.hop(snap, path.hop)?;
@@ -758,7 +759,7 @@ impl Engine {
                         Ok(Verdict::Transmit { port: hop.port })
                     }
                     ForwardMethod::Dr | ForwardMethod::Tun => {
-                        self.forward(snap, ingress, p, real, &path, frame)
+                        self.forward(snap, ingress, p, real, path, frame)
                     }
                 }
             }
@@ -820,10 +821,6 @@ impl Engine {
         }
     }
 
-    /// The next hop to rewrite for. An unresolved one is asked for and, if a
-    /// route says which port it is on, stands in with a blank destination
-    /// MAC: the frame is then held ([`Verdict::Hold`]) rather than dropped,
-    /// as the kernel queues packets on an unresolved neighbour.
     /// The next hop toward `addr` under `snap`, from the cache where the
     /// address was resolved before.
     #[inline]
@@ -838,15 +835,26 @@ impl Engine {
         self.hop(snap, hop)
     }
 
+    /// The next hop to rewrite for. An unresolved one is asked for and, if a
+    /// route says which port it is on, stands in with a blank destination
+    /// MAC: the frame is then held ([`Verdict::Hold`]) rather than dropped,
+    /// as the kernel queues packets on an unresolved neighbour.
+    #[inline]
     fn hop(
         &mut self,
         snap: &Snapshot,
         hop: Result<NextHop, Unresolved>,
     ) -> Result<NextHop, DropReason> {
-        let Unresolved(addr) = match hop {
-            Ok(h) => return Ok(h),
-            Err(u) => u,
-        };
+        match hop {
+            Ok(h) => Ok(h),
+            Err(Unresolved(addr)) => self.unresolved(snap, addr),
+        }
+    }
+
+    /// [`Engine::hop`] for a next hop not resolved yet: off the fast path.
+    #[cold]
+    #[inline(never)]
+    fn unresolved(&mut self, snap: &Snapshot, addr: IpAddr) -> Result<NextHop, DropReason> {
         if !self.outbox.resolve(addr) {
             self.stats.outbox_overflow += 1;
         }
