@@ -83,7 +83,7 @@ pub fn encapsulate(
             h[16..20].copy_from_slice(&t.octets());
             let c = checksum::finish(checksum::sum(&h, 0));
             write_u16(&mut h, 10, c);
-            outer.copy_from_slice(&h);
+            outer[..IPV4_HEADER_LEN].copy_from_slice(&h);
         }
         (IpAddr::V6(s), IpAddr::V6(t)) => {
             let traffic_class = (inner[0] << 4) | (inner[1] >> 4);
