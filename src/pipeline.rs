@@ -657,7 +657,7 @@ impl Engine {
 
     /// Applies the real server's forwarding method to a client → VIP packet
     /// (or to an ICMP error about that connection).
-    #[inline]
+    #[inline(always)]
     fn forward(
         &mut self,
         snap: &Snapshot,
@@ -671,22 +671,37 @@ impl Engine {
         match real.method {
             ForwardMethod::Nat => nat::to_real(frame.data_mut(), p, real.addr, real.port, &hop)?,
             ForwardMethod::Dr => dr::to_real(frame.data_mut(), &hop),
-            ForwardMethod::Tun => {
-                let src = path.tunnel_src.ok_or(DropReason::NoTunnelSource)?;
-                if !p.dont_fragment {
-                    self.ip_id = self.ip_id.wrapping_add(1);
-                }
-                if tun::to_real(frame, p, src, real.addr, &hop, path.mtu, self.ip_id)?
-                    == tun::TunOutcome::TooBig
-                {
-                    // The frame is now an ICMP error for the sender: back
-                    // where it came from, with the MACs it came with, so it
-                    // waits for no neighbour.
-                    self.waiting = None;
-                    self.stats.icmp_too_big += 1;
-                    return Ok(Verdict::Transmit { port: ingress });
-                }
-            }
+            ForwardMethod::Tun => return self.tunnel(ingress, p, real, path, &hop, frame),
+        }
+        Ok(Verdict::Transmit { port: hop.port })
+    }
+
+    /// [`Engine::forward`]'s TUN case, a call of its own: the encapsulation
+    /// and the too-big error are more code than DR's and NAT's rewrites,
+    /// which are inlined into the frame's path.
+    #[inline(never)]
+    fn tunnel(
+        &mut self,
+        ingress: PortId,
+        p: &Parsed,
+        real: &RealServer,
+        path: &RealPath,
+        hop: &NextHop,
+        frame: &mut Frame<'_>,
+    ) -> Result<Verdict, DropReason> {
+        let src = path.tunnel_src.ok_or(DropReason::NoTunnelSource)?;
+        if !p.dont_fragment {
+            self.ip_id = self.ip_id.wrapping_add(1);
+        }
+        if tun::to_real(frame, p, src, real.addr, hop, path.mtu, self.ip_id)?
+            == tun::TunOutcome::TooBig
+        {
+            // The frame is now an ICMP error for the sender: back where it
+            // came from, with the MACs it came with, so it waits for no
+            // neighbour.
+            self.waiting = None;
+            self.stats.icmp_too_big += 1;
+            return Ok(Verdict::Transmit { port: ingress });
         }
         Ok(Verdict::Transmit { port: hop.port })
     }
