@@ -430,9 +430,12 @@ impl Engine {
         ingress: PortId,
         frame: &mut Frame<'_>,
     ) -> Verdict {
-        let p = match parse(frame.data()) {
+        // Borrowed where it lies: a move of the parse's result costs more
+        // than the fields this frame reads.
+        let parsed = parse(frame.data());
+        let p = match &parsed {
             Ok(p) => p,
-            Err(e) => return Verdict::Drop(e.into()),
+            Err(e) => return Verdict::Drop((*e).into()),
         };
         let result = match p.transport {
             Transport::Tcp { .. } | Transport::Udp => {
@@ -441,14 +444,14 @@ impl Engine {
                     return Verdict::Drop(DropReason::OtherProtocol);
                 };
                 // Before any rewrite: incremental updates assume a full checksum.
-                if rewrite::complete_partial_checksum(frame.data_mut(), &p) {
+                if rewrite::complete_partial_checksum(frame.data_mut(), p) {
                     self.stats.checksums_completed += 1;
                 }
                 // RFC 8200: an IPv6 UDP checksum is never 0, service packet
                 // or NAT answer alike.
                 if p.version == IpVersion::V6
                     && p.transport == Transport::Udp
-                    && rewrite::udp_checksum(frame.data(), &p) == 0
+                    && rewrite::udp_checksum(frame.data(), p) == 0
                 {
                     return Verdict::Drop(DropReason::UdpZeroChecksum);
                 }
@@ -458,15 +461,15 @@ impl Engine {
                     port: key.dport,
                 };
                 if let Some(found) = snap.services.find(&skey) {
-                    match self.service_packet(rx, snap, found, &p, &key, frame) {
-                        Err(DropReason::TcpNotSyn) => self.reset(rx, &p, frame),
+                    match self.service_packet(rx, snap, found, p, &key, frame) {
+                        Err(DropReason::TcpNotSyn) => self.reset(rx, p, frame),
                         other => other,
                     }
                 } else {
-                    self.nat_reply(now, snap, &p, &key, frame)
+                    self.nat_reply(now, snap, p, &key, frame)
                 }
             }
-            Transport::IcmpError(q) => self.icmp_error(now, ingress, snap, &p, &q, frame),
+            Transport::IcmpError(q) => self.icmp_error(now, ingress, snap, p, &q, frame),
             Transport::Other => Err(DropReason::OtherProtocol),
         };
         result.unwrap_or_else(Verdict::Drop)
@@ -530,8 +533,8 @@ impl Engine {
             }
             None => self.new_conn(rx.now, snap, si, svc, key, flags)?,
         };
-        let path = snap.paths[si as usize][ri];
-        let v = self.forward(snap, rx.ingress, p, &svc.reals[ri], &path, frame)?;
+        let path = &snap.paths[si as usize][ri];
+        let v = self.forward(snap, rx.ingress, p, &svc.reals[ri], path, frame)?;
         self.traffic.count_in(conn.real_id(), p.ip_len);
         Ok(v)
     }
@@ -654,6 +657,7 @@ impl Engine {
 
     /// Applies the real server's forwarding method to a client → VIP packet
     /// (or to an ICMP error about that connection).
+    #[inline(always)]
     fn forward(
         &mut self,
         snap: &Snapshot,
@@ -667,22 +671,37 @@ impl Engine {
         match real.method {
             ForwardMethod::Nat => nat::to_real(frame.data_mut(), p, real.addr, real.port, &hop)?,
             ForwardMethod::Dr => dr::to_real(frame.data_mut(), &hop),
-            ForwardMethod::Tun => {
-                let src = path.tunnel_src.ok_or(DropReason::NoTunnelSource)?;
-                if !p.dont_fragment {
-                    self.ip_id = self.ip_id.wrapping_add(1);
-                }
-                if tun::to_real(frame, p, src, real.addr, &hop, path.mtu, self.ip_id)?
-                    == tun::TunOutcome::TooBig
-                {
-                    // The frame is now an ICMP error for the sender: back
-                    // where it came from, with the MACs it came with, so it
-                    // waits for no neighbour.
-                    self.waiting = None;
-                    self.stats.icmp_too_big += 1;
-                    return Ok(Verdict::Transmit { port: ingress });
-                }
-            }
+            ForwardMethod::Tun => return self.tunnel(ingress, p, real, path, &hop, frame),
+        }
+        Ok(Verdict::Transmit { port: hop.port })
+    }
+
+    /// [`Engine::forward`]'s TUN case, a call of its own: the encapsulation
+    /// and the too-big error are more code than DR's and NAT's rewrites,
+    /// which are inlined into the frame's path.
+    #[inline(never)]
+    fn tunnel(
+        &mut self,
+        ingress: PortId,
+        p: &Parsed,
+        real: &RealServer,
+        path: &RealPath,
+        hop: &NextHop,
+        frame: &mut Frame<'_>,
+    ) -> Result<Verdict, DropReason> {
+        let src = path.tunnel_src.ok_or(DropReason::NoTunnelSource)?;
+        if !p.dont_fragment {
+            self.ip_id = self.ip_id.wrapping_add(1);
+        }
+        if tun::to_real(frame, p, src, real.addr, hop, path.mtu, self.ip_id)?
+            == tun::TunOutcome::TooBig
+        {
+            // The frame is now an ICMP error for the sender: back where it
+            // came from, with the MACs it came with, so it waits for no
+            // neighbour.
+            self.waiting = None;
+            self.stats.icmp_too_big += 1;
+            return Ok(Verdict::Transmit { port: ingress });
         }
         Ok(Verdict::Transmit { port: hop.port })
     }
@@ -732,7 +751,7 @@ impl Engine {
     ) -> Result<Verdict, DropReason> {
         // The quoted packet travelled the other way: its reversed tuple is the
         // direction of the connection this error travels along.
-        let Some(conn) = self.conns.lookup(&q.key.reversed(), now) else {
+        let Some(conn) = self.conns.lookup(&q.key(frame.data()).reversed(), now) else {
             return Err(DropReason::IcmpNoConnection);
         };
         match conn.dir {
@@ -750,7 +769,7 @@ impl Engine {
                     return Err(DropReason::DestGone);
                 };
                 let real = &svc.reals[ri];
-                let path = snap.paths[si as usize][ri];
+                let path = &snap.paths[si as usize][ri];
                 match real.method {
                     ForwardMethod::Nat => {
                         let hop = self.hop(snap, path.hop)?;
@@ -758,7 +777,7 @@ impl Engine {
                         Ok(Verdict::Transmit { port: hop.port })
                     }
                     ForwardMethod::Dr | ForwardMethod::Tun => {
-                        self.forward(snap, ingress, p, real, &path, frame)
+                        self.forward(snap, ingress, p, real, path, frame)
                     }
                 }
             }
@@ -820,10 +839,6 @@ impl Engine {
         }
     }
 
-    /// The next hop to rewrite for. An unresolved one is asked for and, if a
-    /// route says which port it is on, stands in with a blank destination
-    /// MAC: the frame is then held ([`Verdict::Hold`]) rather than dropped,
-    /// as the kernel queues packets on an unresolved neighbour.
     /// The next hop toward `addr` under `snap`, from the cache where the
     /// address was resolved before.
     #[inline]
@@ -838,15 +853,26 @@ impl Engine {
         self.hop(snap, hop)
     }
 
+    /// The next hop to rewrite for. An unresolved one is asked for and, if a
+    /// route says which port it is on, stands in with a blank destination
+    /// MAC: the frame is then held ([`Verdict::Hold`]) rather than dropped,
+    /// as the kernel queues packets on an unresolved neighbour.
+    #[inline]
     fn hop(
         &mut self,
         snap: &Snapshot,
         hop: Result<NextHop, Unresolved>,
     ) -> Result<NextHop, DropReason> {
-        let Unresolved(addr) = match hop {
-            Ok(h) => return Ok(h),
-            Err(u) => u,
-        };
+        match hop {
+            Ok(h) => Ok(h),
+            Err(Unresolved(addr)) => self.unresolved(snap, addr),
+        }
+    }
+
+    /// [`Engine::hop`] for a next hop not resolved yet: off the fast path.
+    #[cold]
+    #[inline(never)]
+    fn unresolved(&mut self, snap: &Snapshot, addr: IpAddr) -> Result<NextHop, DropReason> {
         if !self.outbox.resolve(addr) {
             self.stats.outbox_overflow += 1;
         }

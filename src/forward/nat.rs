@@ -35,8 +35,10 @@ pub fn to_real(
     rport: u16,
     hop: &NextHop,
 ) -> Result<(), DropReason> {
-    route(frame, p, hop)?;
-    rewrite::rewrite_endpoint(frame, p, Side::Dst, rip, rport)?;
+    if p.ttl <= 1 {
+        return Err(DropReason::TtlExpired);
+    }
+    rewrite::route_endpoint(frame, p, Side::Dst, rip, rport, hop.src_mac, hop.dst_mac)?;
     Ok(())
 }
 
@@ -48,8 +50,10 @@ pub fn to_client(
     vport: u16,
     hop: &NextHop,
 ) -> Result<(), DropReason> {
-    route(frame, p, hop)?;
-    rewrite::rewrite_endpoint(frame, p, Side::Src, vip, vport)?;
+    if p.ttl <= 1 {
+        return Err(DropReason::TtlExpired);
+    }
+    rewrite::route_endpoint(frame, p, Side::Src, vip, vport, hop.src_mac, hop.dst_mac)?;
     Ok(())
 }
 

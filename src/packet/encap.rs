@@ -68,19 +68,22 @@ pub fn encapsulate(
     let (outer, inner) = d[p.l3..].split_at_mut(n);
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(t)) => {
+            // Built in an array of its own length, so that neither the
+            // writes nor the checksum's sum index a slice of run-time length.
             let df = p.dont_fragment;
-            outer[0] = 0x45;
-            outer[1] = inner[1];
-            write_u16(outer, 2, (n + p.ip_len) as u16);
-            write_u16(outer, 4, if df { 0 } else { ip_id });
-            write_u16(outer, 6, if df { 0x4000 } else { 0 });
-            outer[8] = OUTER_TTL;
-            outer[9] = PROTO_IPIP;
-            write_u16(outer, 10, 0);
-            outer[12..16].copy_from_slice(&s.octets());
-            outer[16..20].copy_from_slice(&t.octets());
-            let c = checksum::finish(checksum::sum(outer, 0));
-            write_u16(outer, 10, c);
+            let mut h = [0u8; IPV4_HEADER_LEN];
+            h[0] = 0x45;
+            h[1] = inner[1];
+            write_u16(&mut h, 2, (n + p.ip_len) as u16);
+            write_u16(&mut h, 4, if df { 0 } else { ip_id });
+            write_u16(&mut h, 6, if df { 0x4000 } else { 0 });
+            h[8] = OUTER_TTL;
+            h[9] = PROTO_IPIP;
+            h[12..16].copy_from_slice(&s.octets());
+            h[16..20].copy_from_slice(&t.octets());
+            let c = checksum::finish(checksum::sum(&h, 0));
+            write_u16(&mut h, 10, c);
+            outer[..IPV4_HEADER_LEN].copy_from_slice(&h);
         }
         (IpAddr::V6(s), IpAddr::V6(t)) => {
             let traffic_class = (inner[0] << 4) | (inner[1] >> 4);

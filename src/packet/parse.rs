@@ -86,18 +86,71 @@ impl TcpFlags {
     }
 }
 
-/// The packet an ICMP error quotes (the packet that caused the error).
+/// The packet an ICMP error quotes (the packet that caused the error): where
+/// its headers are in the frame, and its protocol. Small, so that a
+/// [`Parsed`] is cheap to move; its addresses and ports are read from the
+/// frame by [`Quoted::key`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Quoted {
     /// Offset of the quoted IP header in the frame.
-    pub l3: usize,
+    l3: u32,
     /// Offset of the quoted transport header in the frame.
-    pub l4: usize,
+    l4: u32,
     /// Quoted transport bytes present (at least 8).
-    pub l4_len: usize,
-    /// The quoted packet's own tuple: for an error about a packet the director
-    /// sent to a client, `src` is the VIP and `dst` the client.
-    pub key: FlowKey,
+    l4_len: u32,
+    /// The quoted packet's IP version (the error's own).
+    version: IpVersion,
+    /// TCP or UDP.
+    pub proto: L4Proto,
+}
+
+impl Quoted {
+    /// Offset of the quoted IP header in the frame.
+    pub fn l3(&self) -> usize {
+        self.l3 as usize
+    }
+
+    /// Offset of the quoted transport header in the frame.
+    pub fn l4(&self) -> usize {
+        self.l4 as usize
+    }
+
+    /// Quoted transport bytes present (at least 8).
+    pub fn l4_len(&self) -> usize {
+        self.l4_len as usize
+    }
+
+    /// The quoted packet's own tuple, read from `frame`, the frame this
+    /// quote was parsed from (before any rewrite of the quote): for an
+    /// error about a packet the director sent to a client, `src` is the VIP
+    /// and `dst` the client.
+    pub fn key(&self, frame: &[u8]) -> FlowKey {
+        let (l3, l4) = (self.l3(), self.l4());
+        let (src, dst) = match self.version {
+            IpVersion::V4 => (
+                IpAddr::V4(Ipv4Addr::from(read_array::<4>(frame, l3 + 12))),
+                IpAddr::V4(Ipv4Addr::from(read_array::<4>(frame, l3 + 16))),
+            ),
+            IpVersion::V6 => (
+                IpAddr::V6(Ipv6Addr::from(read_array::<16>(frame, l3 + 8))),
+                IpAddr::V6(Ipv6Addr::from(read_array::<16>(frame, l3 + 24))),
+            ),
+        };
+        FlowKey::new(
+            self.proto,
+            src,
+            checksum::read_u16(frame, l4),
+            dst,
+            checksum::read_u16(frame, l4 + 2),
+        )
+    }
+}
+
+/// `N` bytes of `frame` at `at`, which parsing put in bounds.
+fn read_array<const N: usize>(frame: &[u8], at: usize) -> [u8; N] {
+    let mut a = [0; N];
+    a.copy_from_slice(&frame[at..at + N]);
+    a
 }
 
 /// What follows the IP header(s).
@@ -493,35 +546,21 @@ fn quoted(
 ) -> Result<Transport, ParseError> {
     let q = &frame[start..end];
     let version = q.first().map(|b| b >> 4).ok_or(ParseError::BadIcmpQuote)?;
-    let (header_len, proto, src, dst) = match (outer, version) {
+    let (header_len, proto) = match (outer, version) {
         (IpVersion::V4, 4) => {
             let ihl = usize::from(q[0] & 0x0f) * 4;
             if ihl < 20 || q.len() < ihl {
                 return Err(ParseError::BadIcmpQuote);
             }
-            let src: [u8; 4] = q[12..16].try_into().map_err(|_| ParseError::BadIcmpQuote)?;
-            let dst: [u8; 4] = q[16..20].try_into().map_err(|_| ParseError::BadIcmpQuote)?;
-            (
-                ihl,
-                q[9],
-                IpAddr::V4(Ipv4Addr::from(src)),
-                IpAddr::V4(Ipv4Addr::from(dst)),
-            )
+            (ihl, q[9])
         }
         (IpVersion::V6, 6) => {
             if q.len() < 40 {
                 return Err(ParseError::BadIcmpQuote);
             }
-            let src: [u8; 16] = q[8..24].try_into().map_err(|_| ParseError::BadIcmpQuote)?;
-            let dst: [u8; 16] = q[24..40].try_into().map_err(|_| ParseError::BadIcmpQuote)?;
             // Quoted extension headers are walked leniently: the quote may cut them.
             let (_, proto, rest, _) = Ipv6ExtensionsSlice::from_slice_lax(IpNumber(q[6]), &q[40..]);
-            (
-                q.len() - rest.len(),
-                proto.0,
-                IpAddr::V6(Ipv6Addr::from(src)),
-                IpAddr::V6(Ipv6Addr::from(dst)),
-            )
+            (q.len() - rest.len(), proto.0)
         }
         _ => return Err(ParseError::BadIcmpQuote),
     };
@@ -533,18 +572,13 @@ fn quoted(
     if l4_len < 8 {
         return Err(ParseError::BadIcmpQuote);
     }
-    let l4 = &q[header_len..];
+    // Offsets into one frame, which is far shorter than 4 GiB.
     Ok(Transport::IcmpError(Quoted {
-        l3: start,
-        l4: start + header_len,
-        l4_len,
-        key: FlowKey::new(
-            proto,
-            src,
-            checksum::read_u16(l4, 0),
-            dst,
-            checksum::read_u16(l4, 2),
-        ),
+        l3: start as u32,
+        l4: (start + header_len) as u32,
+        l4_len: l4_len as u32,
+        version: outer,
+        proto,
     }))
 }
 

@@ -75,29 +75,76 @@ fn pseudo_checksum_field(proto: L4Proto, l4: usize) -> Option<usize> {
     }
 }
 
-/// Rewrites one end (address and port) of a TCP or UDP packet: NAT's core.
+/// NAT's whole rewrite of a TCP or UDP packet routed on: the TTL (or hop
+/// limit) decremented, the MACs set toward the next hop, and one end's
+/// address and port replaced. Each checksum is updated once: the IPv4
+/// header's by the TTL and address deltas together, the transport's by the
+/// address and port deltas together. An IPv4 UDP checksum of zero (none
+/// sent) stays zero, and a computed UDP checksum of zero is sent as 0xffff
+/// (RFC 768).
 ///
-/// The IPv4 header checksum and the transport checksum are updated; an IPv4
-/// UDP checksum of zero (none sent) stays zero, and a computed UDP checksum of
-/// zero is sent as 0xffff (RFC 768).
+/// The caller has checked that the TTL may be decremented (`p.ttl > 1`,
+/// see [`decrement_ttl`]); a packet that is not TCP or UDP is left as it is.
+#[allow(clippy::too_many_arguments)]
 #[inline]
-pub fn rewrite_endpoint(
+pub fn route_endpoint(
     frame: &mut [u8],
     p: &Parsed,
     side: Side,
     addr: IpAddr,
     port: u16,
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
 ) -> Result<(), FamilyMismatch> {
-    let proto = match p.transport {
-        Transport::Tcp { .. } => L4Proto::Tcp,
-        Transport::Udp => L4Proto::Udp,
+    let (csum_at, hdr_len, proto) = match p.transport {
+        Transport::Tcp { .. } => (16, 18, L4Proto::Tcp),
+        Transport::Udp => (6, 8, L4Proto::Udp),
         _ => return Ok(()),
     };
-    let port_at = p.l4 + if side == Side::Src { 0 } else { 2 };
-    let csum_at = pseudo_checksum_field(proto, p.l4);
-    set_endpoint(
-        frame, p.version, p.l3, side, addr, port_at, port, csum_at, proto,
-    )
+    debug_assert!(p.ttl > 1);
+    let (head, seg) = frame.split_at_mut(p.l4);
+    let seg = &mut seg[..hdr_len];
+    let d_addr = match (p.version, addr) {
+        (IpVersion::V4, IpAddr::V4(a)) => {
+            let ip = &mut head[p.l3..p.l3 + 20];
+            let at = if side == Side::Src { 12 } else { 16 };
+            let new = a.octets();
+            let d_addr = checksum::delta(&ip[at..at + 4], &new);
+            ip[at..at + 4].copy_from_slice(&new);
+            // TTL shares its 16-bit word with the protocol byte.
+            let ttl_word = read_u16(ip, 8);
+            write_u16(ip, 8, ttl_word - 0x0100);
+            let d_ttl = checksum::delta_u16(ttl_word, ttl_word - 0x0100);
+            write_u16(ip, 10, checksum::apply(read_u16(ip, 10), d_ttl + d_addr));
+            d_addr
+        }
+        (IpVersion::V6, IpAddr::V6(a)) => {
+            let ip = &mut head[p.l3..p.l3 + 40];
+            let at = if side == Side::Src { 8 } else { 24 };
+            let new = a.octets();
+            let d_addr = checksum::delta(&ip[at..at + 16], &new);
+            ip[at..at + 16].copy_from_slice(&new);
+            ip[7] -= 1;
+            d_addr
+        }
+        _ => return Err(FamilyMismatch),
+    };
+    head[0..6].copy_from_slice(&dst_mac);
+    head[6..12].copy_from_slice(&src_mac);
+    let port_at = if side == Side::Src { 0 } else { 2 };
+    let old_port = read_u16(seg, port_at);
+    write_u16(seg, port_at, port);
+    let c = read_u16(seg, csum_at);
+    // IPv4 UDP without checksum; IPv6 zero checksums never get this far.
+    if proto == L4Proto::Udp && c == 0 {
+        return Ok(());
+    }
+    let mut n = checksum::apply(c, d_addr + checksum::delta_u16(old_port, port));
+    if proto == L4Proto::Udp && n == 0 {
+        n = 0xffff;
+    }
+    write_u16(seg, csum_at, n);
+    Ok(())
 }
 
 /// Rewrites only the address of one end, for packets without ports (the outer
@@ -122,18 +169,18 @@ pub fn rewrite_quoted_endpoint(
     addr: IpAddr,
     port: u16,
 ) -> Result<(), FamilyMismatch> {
-    let csum_at = pseudo_checksum_field(q.key.proto, q.l4).filter(|at| at + 2 <= q.l4 + q.l4_len);
-    let port_at = q.l4 + if side == Side::Src { 0 } else { 2 };
+    let csum_at = pseudo_checksum_field(q.proto, q.l4()).filter(|at| at + 2 <= q.l4() + q.l4_len());
+    let port_at = q.l4() + if side == Side::Src { 0 } else { 2 };
     set_endpoint(
         frame,
         p.version,
-        q.l3,
+        q.l3(),
         side,
         addr,
         port_at,
         port,
         csum_at,
-        q.key.proto,
+        q.proto,
     )
 }
 

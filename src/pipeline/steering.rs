@@ -131,7 +131,7 @@ fn hangs_on_connection_state(frame: &[u8], r: DropReason) -> bool {
                     .is_some_and(|k| nat_reals.contains(&Endpoint::new(k.proto, k.src, k.sport)))
         }
         (Transport::IcmpError(q), DropReason::IcmpNoConnection) => {
-            let k = q.key;
+            let k = q.key(frame);
             vips.contains(&Endpoint::new(k.proto, k.src, k.sport))
                 || (!to_host && nat_reals.contains(&Endpoint::new(k.proto, k.dst, k.dport)))
         }
