@@ -436,6 +436,92 @@ fn probe_limit(h: u64) -> usize {
     }
 }
 
+/// Bit `p` set for each position `p` (1..=15) of `bucket` whose tag is
+/// `tag`: every tag loaded and compared without a branch, so the scan is
+/// a straight run of loads whatever the bucket holds.
+#[inline]
+fn tag_mask(bucket: &TagBucket, tag: u32) -> u32 {
+    let mut m = 0;
+    for p in 1..=TAGS {
+        m |= ((bucket.0[p].load(Ordering::Relaxed) == tag) as u32) << p;
+    }
+    m
+}
+
+/// A forward key as the words of an entry hold it, for comparing in place.
+struct FwdKey {
+    /// `meta`'s LIVE, TEMPLATE and protocol bits.
+    meta: u64,
+    /// Word 2's high half: client port, virtual port.
+    ports: u64,
+    /// Word 3 (IPv4: client, VIP), or words 3..7 (IPv6: client, VIP).
+    addr: [u64; 4],
+}
+
+impl FwdKey {
+    const META_MASK: u64 = LIVE | TEMPLATE | 3 << PROTO_SHIFT;
+
+    #[inline]
+    fn of(v6: bool, t: &Tuple) -> FwdKey {
+        let template = if t.kind == Kind::Template {
+            TEMPLATE
+        } else {
+            0
+        };
+        let addr = if v6 {
+            [
+                t.a as u64,
+                (t.a >> 64) as u64,
+                t.b as u64,
+                (t.b >> 64) as u64,
+            ]
+        } else {
+            [(t.a as u64) << 32 | (t.b as u32 as u64), 0, 0, 0]
+        };
+        FwdKey {
+            meta: LIVE | template | ((t.proto & 3) as u64) << PROTO_SHIFT,
+            ports: (t.ap as u64) << 16 | t.bp as u64,
+            addr,
+        }
+    }
+}
+
+/// A reply key (`real:rport → client:cport`) as the words of a NAT
+/// connection entry hold it, for comparing in place.
+struct ReplyKey {
+    /// `meta`'s LIVE, TEMPLATE (clear), protocol and method (NAT) bits.
+    meta: u64,
+    /// Word 2's client and real server ports.
+    ports: u64,
+    /// The client's address (IPv4: the low half; IPv6: low, high words).
+    client: [u64; 2],
+    /// The real server's address, as `client`.
+    real: [u64; 2],
+}
+
+impl ReplyKey {
+    const META_MASK: u64 = LIVE | TEMPLATE | 3 << PROTO_SHIFT | 3 << METHOD_SHIFT;
+    const PORTS_MASK: u64 = 0xffff << 48 | 0xffff << 16;
+
+    #[inline]
+    fn of(v6: bool, t: &Tuple) -> ReplyKey {
+        let nat = method_code(ForwardMethod::Nat) as u64;
+        let split = |x: u128| {
+            if v6 {
+                [x as u64, (x >> 64) as u64]
+            } else {
+                [x as u32 as u64, 0]
+            }
+        };
+        ReplyKey {
+            meta: LIVE | ((t.proto & 3) as u64) << PROTO_SHIFT | nat << METHOD_SHIFT,
+            ports: (t.bp as u64) << 48 | (t.ap as u64) << 16,
+            client: split(t.b),
+            real: split(t.a),
+        }
+    }
+}
+
 fn spill_add32(w: &AtomicU32, i: usize) {
     let _ = w.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
         Some(spill_plus(h as u64, i) as u32)
@@ -615,27 +701,122 @@ impl Shard {
 
     /// The first entry of forward tuple `t` that `take` accepts; `take`
     /// sees every entry of that tuple until then.
-    fn find_fwd_where(&self, t: &Tuple, mut take: impl FnMut(&Snap) -> bool) -> Option<Snap> {
-        let h = self.hash(t);
+    #[inline]
+    fn find_fwd_where(&self, t: &Tuple, take: impl FnMut(&Snap) -> bool) -> Option<Snap> {
+        self.find_fwd_hashed(t, self.hash(t), take)
+    }
+
+    /// [`Shard::find_fwd_where`] with `t`'s hash `h` already computed.
+    #[inline]
+    fn find_fwd_hashed(
+        &self,
+        t: &Tuple,
+        h: u64,
+        mut take: impl FnMut(&Snap) -> bool,
+    ) -> Option<Snap> {
         let n = self.tags.len();
         let home = range(h, n);
         let tag = (h as u32) | 2;
+        let key = FwdKey::of(self.v6, t);
         let limit = probe_limit(self.tags[home].0[0].load(Ordering::Relaxed) as u64);
         for i in 0..limit {
             let b = bucket_at(h, n, i);
-            let bucket = &self.tags[b].0;
-            for (p, word) in bucket.iter().enumerate().skip(1) {
-                if word.load(Ordering::Acquire) == tag {
-                    let slot = (b * TAGS + p - 1) as u32;
-                    if let Some(s) = self.read(slot) {
-                        if s.fwd_tuple() == *t && take(&s) {
-                            return Some(s);
-                        }
+            let mut m = tag_mask(&self.tags[b], tag);
+            while m != 0 {
+                let p = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let slot = (b * TAGS + p - 1) as u32;
+                if let Some(s) = self.read_fwd(slot, &key) {
+                    if take(&s) {
+                        return Some(s);
                     }
                 }
             }
         }
         None
+    }
+
+    /// The entry in `slot` if it is LIVE and its forward key is `key`, read
+    /// consistently under its generation. The key words are compared in
+    /// place first, so a tag collision costs a few loads, not a copy.
+    #[inline]
+    fn read_fwd(&self, slot: u32, key: &FwdKey) -> Option<Snap> {
+        let base = slot as usize * self.stride;
+        let words = self.words.get(base..base + self.stride)?;
+        let m1 = words[0].load(Ordering::Acquire);
+        // The words of a LIVE generation never change, so a mismatch read
+        // under it means another entry (or one being replaced): not ours.
+        if m1 & FwdKey::META_MASK != key.meta
+            || words[2].load(Ordering::Relaxed) >> 32 != key.ports
+            || words[3].load(Ordering::Relaxed) != key.addr[0]
+        {
+            return None;
+        }
+        if self.v6 {
+            let rest = [key.addr[1], key.addr[2], key.addr[3]];
+            if words[4..7]
+                .iter()
+                .zip(rest)
+                .any(|(w, k)| w.load(Ordering::Relaxed) != k)
+            {
+                return None;
+            }
+        }
+        let mut w = [0u64; 10];
+        for (dst, src) in w.iter_mut().zip(words.iter()).skip(1) {
+            *dst = src.load(Ordering::Relaxed);
+        }
+        fence(Ordering::Acquire);
+        if words[0].load(Ordering::Relaxed) != m1 {
+            return None;
+        }
+        w[0] = m1;
+        Some(Snap {
+            v6: self.v6,
+            slot,
+            w,
+        })
+    }
+
+    /// The entry in `slot` if it is a LIVE NAT connection whose reply key
+    /// is `key`, compared in place before the copy as in
+    /// [`Shard::read_fwd`].
+    #[inline]
+    fn read_reply(&self, slot: u32, key: &ReplyKey) -> Option<Snap> {
+        let base = slot as usize * self.stride;
+        let words = self.words.get(base..base + self.stride)?;
+        let m1 = words[0].load(Ordering::Acquire);
+        if m1 & ReplyKey::META_MASK != key.meta
+            || words[2].load(Ordering::Relaxed) & ReplyKey::PORTS_MASK != key.ports
+        {
+            return None;
+        }
+        let addrs_match = if self.v6 {
+            [(3, key.client[0]), (4, key.client[1])]
+                .into_iter()
+                .chain([(7, key.real[0]), (8, key.real[1])])
+                .all(|(i, k)| words[i].load(Ordering::Relaxed) == k)
+        } else {
+            words[3].load(Ordering::Relaxed) >> 32 == key.client[0]
+                && words[4].load(Ordering::Relaxed) >> 32 == key.real[0]
+        };
+        if !addrs_match {
+            return None;
+        }
+        let mut w = [0u64; 10];
+        for (dst, src) in w.iter_mut().zip(words.iter()).skip(1) {
+            *dst = src.load(Ordering::Relaxed);
+        }
+        fence(Ordering::Acquire);
+        if words[0].load(Ordering::Relaxed) != m1 {
+            return None;
+        }
+        w[0] = m1;
+        Some(Snap {
+            v6: self.v6,
+            slot,
+            w,
+        })
     }
 
     /// Loads the home bucket of `t`'s index so that a lookup shortly after
@@ -694,18 +875,24 @@ impl Shard {
 
     #[inline]
     fn find_reply_where(&self, t: &Tuple, ok: impl Fn(&Snap) -> bool) -> Option<Snap> {
-        let h = self.hash(t);
+        self.find_reply_hashed(t, self.hash(t), ok)
+    }
+
+    /// [`Shard::find_reply_where`] with `t`'s hash `h` already computed.
+    #[inline]
+    fn find_reply_hashed(&self, t: &Tuple, h: u64, ok: impl Fn(&Snap) -> bool) -> Option<Snap> {
         let n = self.refs.len();
         let home = range(h, n);
         let tag = (h as u32) | 1;
+        let key = ReplyKey::of(self.v6, t);
         let limit = probe_limit(self.refs[home].0[0].load(Ordering::Relaxed));
         for i in 0..limit {
             let b = bucket_at(h, n, i);
             for word in self.refs[b].0.iter().skip(1) {
-                let v = word.load(Ordering::Acquire);
+                let v = word.load(Ordering::Relaxed);
                 if (v >> 32) as u32 == tag && v as u32 != 0 {
-                    if let Some(s) = self.read(v as u32 - 1) {
-                        if s.has_reply_key() && s.reply_tuple() == *t && ok(&s) {
+                    if let Some(s) = self.read_reply(v as u32 - 1, &key) {
+                        if ok(&s) {
                             return Some(s);
                         }
                     }
