@@ -436,13 +436,24 @@ fn probe_limit(h: u64) -> usize {
     }
 }
 
+/// The first position (1..=15) of `bucket` whose tag is `tag`, or 0: an
+/// unrolled run of a load, a compare and a branch per tag.
+#[inline]
+fn first_tag(bucket: &TagBucket, tag: u32) -> usize {
+    for p in 1..TAGS + 1 {
+        if bucket.0[p].load(Ordering::Relaxed) == tag {
+            return p;
+        }
+    }
+    0
+}
+
 /// Bit `p` set for each position `p` (1..=15) of `bucket` whose tag is
-/// `tag`: every tag loaded and compared without a branch, so the scan is
-/// a straight run of loads whatever the bucket holds.
+/// `tag`, for the rare scan past a tag collision.
 #[inline]
 fn tag_mask(bucket: &TagBucket, tag: u32) -> u32 {
     let mut m = 0;
-    for p in 1..=TAGS {
+    for p in 1..TAGS + 1 {
         m |= ((bucket.0[p].load(Ordering::Relaxed) == tag) as u32) << p;
     }
     m
@@ -721,16 +732,27 @@ impl Shard {
         let limit = probe_limit(self.tags[home].0[0].load(Ordering::Relaxed) as u64);
         for i in 0..limit {
             let b = bucket_at(h, n, i);
-            let mut m = tag_mask(&self.tags[b], tag);
-            while m != 0 {
-                let p = m.trailing_zeros() as usize;
-                m &= m - 1;
+            let bucket = &self.tags[b];
+            // Most buckets hold the key's tag once or not at all: the first
+            // match is found by branches, the rest only after a collision.
+            let mut p = first_tag(bucket, tag);
+            if p == 0 {
+                continue;
+            }
+            let mut later: Option<u32> = None;
+            loop {
                 let slot = (b * TAGS + p - 1) as u32;
                 if let Some(s) = self.read_fwd(slot, &key) {
                     if take(&s) {
                         return Some(s);
                     }
                 }
+                let m = later.get_or_insert_with(|| tag_mask(bucket, tag) & !((2 << p) - 1));
+                if *m == 0 {
+                    break;
+                }
+                p = m.trailing_zeros() as usize;
+                *m &= *m - 1;
             }
         }
         None
@@ -984,7 +1006,7 @@ impl Shard {
         };
         for i in 0..PROBE {
             let b = bucket_at(h, n, i);
-            for p in 1..=TAGS {
+            for p in 1..TAGS + 1 {
                 if self.tags[b].0[p].load(Ordering::Relaxed) == EMPTY && try_claim(b, p) {
                     return Some((i, b, p));
                 }
