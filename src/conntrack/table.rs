@@ -533,6 +533,36 @@ impl ReplyKey {
     }
 }
 
+/// Loads words `1..` of an entry (`words`: its 5 or 10) into `w`, each at
+/// a fixed index: no loop and no bounds check per word.
+#[inline(always)]
+fn load_words(words: &[AtomicU64], w: &mut [u64; 10]) {
+    if let Ok(a) = <&[AtomicU64; 5]>::try_from(words) {
+        for i in 1..5 {
+            w[i] = a[i].load(Ordering::Relaxed);
+        }
+    } else if let Ok(a) = <&[AtomicU64; 10]>::try_from(words) {
+        for i in 1..10 {
+            w[i] = a[i].load(Ordering::Relaxed);
+        }
+    }
+}
+
+/// Stores `w`'s words `1..` into an entry's 5 or 10 `words`, as
+/// [`load_words`] loads them.
+#[inline(always)]
+fn store_words(words: &[AtomicU64], w: &[u64; 10]) {
+    if let Ok(a) = <&[AtomicU64; 5]>::try_from(words) {
+        for i in 1..5 {
+            a[i].store(w[i], Ordering::Relaxed);
+        }
+    } else if let Ok(a) = <&[AtomicU64; 10]>::try_from(words) {
+        for i in 1..10 {
+            a[i].store(w[i], Ordering::Relaxed);
+        }
+    }
+}
+
 fn spill_add32(w: &AtomicU32, i: usize) {
     let _ = w.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
         Some(spill_plus(h as u64, i) as u32)
@@ -689,9 +719,7 @@ impl Shard {
             return None;
         }
         let mut w = [0u64; 10];
-        for (dst, src) in w.iter_mut().zip(words.iter()).skip(1) {
-            *dst = src.load(Ordering::Relaxed);
-        }
+        load_words(words, &mut w);
         fence(Ordering::Acquire);
         if words[0].load(Ordering::Relaxed) != m1 {
             return None;
@@ -785,9 +813,7 @@ impl Shard {
             }
         }
         let mut w = [0u64; 10];
-        for (dst, src) in w.iter_mut().zip(words.iter()).skip(1) {
-            *dst = src.load(Ordering::Relaxed);
-        }
+        load_words(words, &mut w);
         fence(Ordering::Acquire);
         if words[0].load(Ordering::Relaxed) != m1 {
             return None;
@@ -826,9 +852,7 @@ impl Shard {
             return None;
         }
         let mut w = [0u64; 10];
-        for (dst, src) in w.iter_mut().zip(words.iter()).skip(1) {
-            *dst = src.load(Ordering::Relaxed);
-        }
+        load_words(words, &mut w);
         fence(Ordering::Acquire);
         if words[0].load(Ordering::Relaxed) != m1 {
             return None;
@@ -1064,10 +1088,10 @@ impl Shard {
         // Readers still holding this slot's previous generation must see
         // the generation change if they see any of the new words.
         fence(Ordering::Release);
-        for (i, v) in w.iter().enumerate().take(self.stride).skip(1) {
-            self.word(slot, i).store(*v, Ordering::Relaxed);
-        }
-        self.word(slot, 0).store(w[0], Ordering::Release);
+        let base = slot as usize * self.stride;
+        let words = &self.words[base..base + self.stride];
+        store_words(words, &w);
+        words[0].store(w[0], Ordering::Release);
         w[1] = Timer::pack(f.state as u64, gen, 0, deadline).0;
         Snap {
             v6: self.v6,
