@@ -983,7 +983,7 @@ impl Shard {
         // could still re-arm it, and the key would have two live entries. If
         // a release loses to such a re-arm, the re-armed entry is the answer.
         let mut lost = false;
-        let live = self.find_fwd_where(&f.fwd, |s| {
+        let live = self.find_fwd_hashed(&f.fwd, h, |s| {
             if s.alive(now) {
                 return true;
             }
@@ -1112,7 +1112,7 @@ impl Shard {
             // A connection still being inserted under another client key
             // holds its reply key already.
             let taken = |s: &Snap| s.alive(now) || s.timer().state_code() == INSERTING;
-            if self.find_reply_where(&t, taken).is_some() {
+            if self.find_reply_hashed(&t, h, taken).is_some() {
                 return Err(Refused::ReplyConflict);
             }
             for i in 0..PROBE {
