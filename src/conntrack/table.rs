@@ -1255,3 +1255,148 @@ pub(super) mod timer {
         t.with(t.state_code(), t.refs(), d)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh(sport: u16) -> Fresh {
+        Fresh {
+            fwd: Tuple {
+                proto: 0,
+                kind: Kind::Conn,
+                a: 0xc000_0201,
+                ap: sport,
+                b: 0xc633_6401,
+                bp: 80,
+            },
+            method: ForwardMethod::Nat,
+            real: 0xcb00_7105,
+            rport: 8080,
+            real_id: 1,
+            link: 0,
+            persist_secs: 0,
+            state: ConnState::Established,
+            timeout_ms: 60_000,
+        }
+    }
+
+    fn inserted(shard: &Shard, f: &Fresh) -> Snap {
+        match shard.insert(f, Millis(0), |_| false) {
+            Ok(Placed::New(s)) => s,
+            _ => panic!("insert refused"),
+        }
+    }
+
+    /// A tag collision ahead of the key's own position (another entry
+    /// with the same tag) is passed over, for both the forward key and
+    /// the reply key.
+    #[test]
+    fn lookups_go_on_past_a_tag_collision() {
+        let shard = Shard::try_new(false, Layout::of(false, 64).unwrap()).unwrap();
+        let a = fresh(1000);
+        let s = inserted(&shard, &a);
+        let (b, p) = (s.slot as usize / TAGS, s.slot as usize % TAGS + 1);
+        assert_eq!(p, 1, "a fresh bucket fills from its first position");
+        // Move the entry to position 5 and leave an entry of another key
+        // under the same tag at position 1.
+        let tag = shard.tags[b].0[1].load(Ordering::Relaxed);
+        let moved = (b * TAGS + 4) as u32;
+        for i in 0..shard.stride {
+            let v = shard.word(s.slot, i).load(Ordering::Relaxed);
+            shard.word(moved, i).store(v, Ordering::Relaxed);
+        }
+        shard.tags[b].0[5].store(tag, Ordering::Relaxed);
+        let other = shard.word(s.slot, 3).load(Ordering::Relaxed) ^ 1 << 40;
+        shard.word(s.slot, 3).store(other, Ordering::Relaxed);
+        let found = shard
+            .find_fwd(&a.fwd, Millis(1))
+            .expect("found past the collision");
+        assert_eq!(found.slot, moved);
+        assert_eq!(found.fwd_tuple(), a.fwd);
+        // The reply index still names the old slot, whose words now hold
+        // another client: the reply lookup must refuse it.
+        assert!(shard.find_reply(&found.reply_tuple(), Millis(1)).is_none());
+        // A key that only shares the tag is not found.
+        let mut c = a.fwd;
+        c.a ^= 1 << 8;
+        assert!(shard.find_fwd(&c, Millis(1)).is_none());
+    }
+
+    /// The in-place key compare matches exactly the tuple the entry holds:
+    /// every field of the forward and reply keys counts.
+    #[test]
+    fn in_place_compare_checks_every_key_field() {
+        for v6 in [false, true] {
+            let shard = Shard::try_new(v6, Layout::of(v6, 64).unwrap()).unwrap();
+            let mut f = fresh(2000);
+            if v6 {
+                f.fwd.a |= 0x2001_0db8 << 96;
+                f.fwd.b |= 0x2001_0db8_0000_0001 << 64;
+                f.real |= 0x2001_0db8_0000_0002 << 64;
+            }
+            let s = inserted(&shard, &f);
+            let now = Millis(1);
+            assert_eq!(shard.find_fwd(&f.fwd, now).map(|x| x.slot), Some(s.slot));
+            let r = s.reply_tuple();
+            assert_eq!(shard.find_reply(&r, now).map(|x| x.slot), Some(s.slot));
+            let fwd_variants = [
+                Tuple { proto: 1, ..f.fwd },
+                Tuple {
+                    kind: Kind::Template,
+                    ..f.fwd
+                },
+                Tuple {
+                    a: f.fwd.a ^ 1,
+                    ..f.fwd
+                },
+                Tuple {
+                    ap: f.fwd.ap ^ 1,
+                    ..f.fwd
+                },
+                Tuple {
+                    b: f.fwd.b ^ 1,
+                    ..f.fwd
+                },
+                Tuple {
+                    bp: f.fwd.bp ^ 1,
+                    ..f.fwd
+                },
+            ];
+            for t in fwd_variants {
+                // Read the slot directly: a lookup would miss on the hash.
+                assert!(
+                    shard.read_fwd(s.slot, &FwdKey::of(v6, &t)).is_none(),
+                    "{t:?}"
+                );
+            }
+            assert!(shard.read_fwd(s.slot, &FwdKey::of(v6, &f.fwd)).is_some());
+            let reply_variants = [
+                Tuple { proto: 1, ..r },
+                Tuple { a: r.a ^ 1, ..r },
+                Tuple { ap: r.ap ^ 1, ..r },
+                Tuple { b: r.b ^ 1, ..r },
+                Tuple { bp: r.bp ^ 1, ..r },
+            ];
+            for t in reply_variants {
+                assert!(
+                    shard.read_reply(s.slot, &ReplyKey::of(v6, &t)).is_none(),
+                    "{t:?}"
+                );
+            }
+            assert!(shard.read_reply(s.slot, &ReplyKey::of(v6, &r)).is_some());
+            if v6 {
+                let high = Tuple {
+                    a: r.a ^ 1 << 100,
+                    ..r
+                };
+                assert!(shard.read_reply(s.slot, &ReplyKey::of(v6, &high)).is_none());
+                let high = Tuple {
+                    b: f.fwd.b ^ 1 << 70,
+                    ..f.fwd
+                };
+                assert!(shard.read_fwd(s.slot, &FwdKey::of(v6, &high)).is_none());
+            }
+        }
+    }
+}
