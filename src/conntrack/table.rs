@@ -887,7 +887,7 @@ impl Shard {
         let h = self.hash(t);
         if t.kind == Kind::Reply {
             let tag = (h as u32) | 1;
-            for w in self.refs[range(h, self.refs.len())].0.iter().skip(1) {
+            for w in self.refs[range(h, self.refs.len())].0[1..].iter() {
                 let v = w.load(Ordering::Relaxed);
                 if (v >> 32) as u32 == tag && v as u32 != 0 {
                     self.touch_slot((v as u32 - 1) as usize);
@@ -896,9 +896,9 @@ impl Shard {
         } else {
             let b = range(h, self.tags.len());
             let tag = (h as u32) | 2;
-            for (p, w) in self.tags[b].0.iter().enumerate().skip(1) {
+            for (p, w) in self.tags[b].0[1..].iter().enumerate() {
                 if w.load(Ordering::Relaxed) == tag {
-                    self.touch_slot(b * TAGS + p - 1);
+                    self.touch_slot(b * TAGS + p);
                 }
             }
         }
@@ -934,7 +934,7 @@ impl Shard {
         let limit = probe_limit(self.refs[home].0[0].load(Ordering::Relaxed));
         for i in 0..limit {
             let b = bucket_at(h, n, i);
-            for word in self.refs[b].0.iter().skip(1) {
+            for word in self.refs[b].0[1..].iter() {
                 let v = word.load(Ordering::Relaxed);
                 if (v >> 32) as u32 == tag && v as u32 != 0 {
                     if let Some(s) = self.read_reply(v as u32 - 1, &key) {
@@ -1038,7 +1038,7 @@ impl Shard {
         }
         for i in 0..PROBE {
             let b = bucket_at(h, n, i);
-            for p in 1..=TAGS {
+            for p in 1..TAGS + 1 {
                 if self.tags[b].0[p].load(Ordering::Relaxed) <= BUSY {
                     continue;
                 }
@@ -1117,7 +1117,7 @@ impl Shard {
             }
             for i in 0..PROBE {
                 let b = bucket_at(h, n, i);
-                for word in self.refs[b].0.iter().skip(1) {
+                for word in self.refs[b].0[1..].iter() {
                     if word.load(Ordering::Relaxed) == 0
                         && word
                             .compare_exchange(0, value, Ordering::Release, Ordering::Relaxed)
@@ -1144,7 +1144,7 @@ impl Shard {
         let value = ((h as u32 | 1) as u64) << 32 | (s.slot as u64 + 1);
         for i in 0..PROBE {
             let b = bucket_at(h, n, i);
-            for word in self.refs[b].0.iter().skip(1) {
+            for word in self.refs[b].0[1..].iter() {
                 if word
                     .compare_exchange(value, 0, Ordering::Release, Ordering::Relaxed)
                     .is_ok()
