@@ -789,7 +789,7 @@ impl Shard {
     /// The entry in `slot` if it is LIVE and its forward key is `key`, read
     /// consistently under its generation. The key words are compared in
     /// place first, so a tag collision costs a few loads, not a copy.
-    #[inline]
+    #[inline(always)]
     fn read_fwd(&self, slot: u32, key: &FwdKey) -> Option<Snap> {
         let base = slot as usize * self.stride;
         let words = self.words.get(base..base + self.stride)?;
@@ -829,7 +829,7 @@ impl Shard {
     /// The entry in `slot` if it is a LIVE NAT connection whose reply key
     /// is `key`, compared in place before the copy as in
     /// [`Shard::read_fwd`].
-    #[inline]
+    #[inline(always)]
     fn read_reply(&self, slot: u32, key: &ReplyKey) -> Option<Snap> {
         let base = slot as usize * self.stride;
         let words = self.words.get(base..base + self.stride)?;
