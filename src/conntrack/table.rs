@@ -692,12 +692,19 @@ impl Shard {
     #[inline]
     pub fn hash(&self, t: &Tuple) -> u64 {
         let s = &self.seed;
-        let x = fold(t.a as u64 ^ s[0], (t.a >> 64) as u64 ^ s[1]);
-        let y = fold(t.b as u64 ^ s[2], (t.b >> 64) as u64 ^ s[3]);
         let z = (t.ap as u64) << 32 | (t.bp as u64) << 16 | (t.proto as u64) << 8 | t.kind as u64;
+        let mixed = if self.v6 {
+            let x = fold(t.a as u64 ^ s[0], (t.a >> 64) as u64 ^ s[1]);
+            let y = fold(t.b as u64 ^ s[2], (t.b >> 64) as u64 ^ s[3]);
+            fold(x ^ z, y ^ s[4])
+        } else {
+            // Both IPv4 addresses fit one word: one multiply mixes them
+            // with the ports and the seed.
+            fold((t.a as u64) << 32 ^ t.b as u64 ^ s[0], z ^ s[4])
+        };
         // The second multiply spreads the few bits that vary between flows
         // of one client (the port) over the whole word.
-        fold(fold(x ^ z, y ^ s[4]), 0x9e37_79b9_7f4a_7c15)
+        fold(mixed, 0x9e37_79b9_7f4a_7c15)
     }
 
     #[inline]
