@@ -459,6 +459,29 @@ fn tag_mask(bucket: &TagBucket, tag: u32) -> u32 {
     m
 }
 
+/// The first position (1..=7) of `bucket` whose reference carries `tag`,
+/// or 0, as [`first_tag`].
+#[inline]
+fn first_ref(bucket: &RefBucket, tag: u32) -> usize {
+    for q in 1..REFS + 1 {
+        if (bucket.0[q].load(Ordering::Relaxed) >> 32) as u32 == tag {
+            return q;
+        }
+    }
+    0
+}
+
+/// Bit `q` set for each position of `bucket` whose reference carries
+/// `tag`, as [`tag_mask`].
+#[inline]
+fn ref_mask(bucket: &RefBucket, tag: u32) -> u32 {
+    let mut m = 0;
+    for q in 1..REFS + 1 {
+        m |= (((bucket.0[q].load(Ordering::Relaxed) >> 32) as u32 == tag) as u32) << q;
+    }
+    m
+}
+
 /// A forward key as the words of an entry hold it, for comparing in place.
 struct FwdKey {
     /// `meta`'s LIVE, TEMPLATE and protocol bits.
@@ -763,7 +786,6 @@ impl Shard {
         let n = self.tags.len();
         let home = range(h, n);
         let tag = (h as u32) | 2;
-        let key = FwdKey::of(self.v6, t);
         let limit = probe_limit(self.tags[home].0[0].load(Ordering::Relaxed) as u64);
         for i in 0..limit {
             let b = bucket_at(h, n, i);
@@ -774,6 +796,7 @@ impl Shard {
             if p == 0 {
                 continue;
             }
+            let key = FwdKey::of(self.v6, t);
             let mut later: Option<u32> = None;
             loop {
                 let slot = (b * TAGS + p - 1) as u32;
@@ -937,19 +960,35 @@ impl Shard {
         let n = self.refs.len();
         let home = range(h, n);
         let tag = (h as u32) | 1;
-        let key = ReplyKey::of(self.v6, t);
         let limit = probe_limit(self.refs[home].0[0].load(Ordering::Relaxed));
         for i in 0..limit {
             let b = bucket_at(h, n, i);
-            for word in self.refs[b].0[1..].iter() {
-                let v = word.load(Ordering::Relaxed);
-                if (v >> 32) as u32 == tag && v as u32 != 0 {
-                    if let Some(s) = self.read_reply(v as u32 - 1, &key) {
+            let bucket = &self.refs[b];
+            // As the forward lookup: the first match by branches, the key
+            // built only then, the rest of the bucket only after a collision.
+            let mut q = first_ref(bucket, tag);
+            if q == 0 {
+                continue;
+            }
+            let key = ReplyKey::of(self.v6, t);
+            let mut later: Option<u32> = None;
+            loop {
+                // Reloaded: the word may have changed since the scan, and
+                // the slot is checked against the key in any case.
+                let v = bucket.0[q].load(Ordering::Relaxed);
+                if let Some(slot) = (v as u32).checked_sub(1) {
+                    if let Some(s) = self.read_reply(slot, &key) {
                         if ok(&s) {
                             return Some(s);
                         }
                     }
                 }
+                let m = later.get_or_insert_with(|| ref_mask(bucket, tag) & !((2 << q) - 1));
+                if *m == 0 {
+                    break;
+                }
+                q = m.trailing_zeros() as usize;
+                *m &= *m - 1;
             }
         }
         None
@@ -1324,6 +1363,19 @@ mod tests {
         // The reply index still names the old slot, whose words now hold
         // another client: the reply lookup must refuse it.
         assert!(shard.find_reply(&found.reply_tuple(), Millis(1)).is_none());
+        // A second reference of the same tag, after the first, to the moved
+        // entry: the reply lookup goes on past the collision to it.
+        let (rb, rq) = (0..shard.refs.len())
+            .flat_map(|rb| (1..REFS + 1).map(move |rq| (rb, rq)))
+            .find(|&(rb, rq)| shard.refs[rb].0[rq].load(Ordering::Relaxed) as u32 == s.slot + 1)
+            .expect("the entry's reply reference");
+        let rtag = shard.refs[rb].0[rq].load(Ordering::Relaxed) >> 32;
+        let free = (rq + 1..REFS + 1)
+            .find(|&q| shard.refs[rb].0[q].load(Ordering::Relaxed) == 0)
+            .expect("room after it");
+        shard.refs[rb].0[free].store(rtag << 32 | (moved as u64 + 1), Ordering::Relaxed);
+        let r = shard.find_reply(&found.reply_tuple(), Millis(1));
+        assert_eq!(r.map(|r| r.slot), Some(moved));
         // A key that only shares the tag is not found.
         let mut c = a.fwd;
         c.a ^= 1 << 8;
