@@ -786,6 +786,7 @@ impl Shard {
         let n = self.tags.len();
         let home = range(h, n);
         let tag = (h as u32) | 2;
+        let key = FwdKey::of(self.v6, t);
         let limit = probe_limit(self.tags[home].0[0].load(Ordering::Relaxed) as u64);
         for i in 0..limit {
             let b = bucket_at(h, n, i);
@@ -796,7 +797,6 @@ impl Shard {
             if p == 0 {
                 continue;
             }
-            let key = FwdKey::of(self.v6, t);
             let mut later: Option<u32> = None;
             loop {
                 let slot = (b * TAGS + p - 1) as u32;
@@ -960,17 +960,17 @@ impl Shard {
         let n = self.refs.len();
         let home = range(h, n);
         let tag = (h as u32) | 1;
+        let key = ReplyKey::of(self.v6, t);
         let limit = probe_limit(self.refs[home].0[0].load(Ordering::Relaxed));
         for i in 0..limit {
             let b = bucket_at(h, n, i);
             let bucket = &self.refs[b];
-            // As the forward lookup: the first match by branches, the key
-            // built only then, the rest of the bucket only after a collision.
+            // As the forward lookup: the first match by branches, the rest
+            // of the bucket only after a collision.
             let mut q = first_ref(bucket, tag);
             if q == 0 {
                 continue;
             }
-            let key = ReplyKey::of(self.v6, t);
             let mut later: Option<u32> = None;
             loop {
                 // Reloaded: the word may have changed since the scan, and
