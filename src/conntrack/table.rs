@@ -436,6 +436,156 @@ fn probe_limit(h: u64) -> usize {
     }
 }
 
+/// The first position (1..=15) of `bucket` whose tag is `tag`, or 0: an
+/// unrolled run of a load, a compare and a branch per tag.
+#[inline]
+fn first_tag(bucket: &TagBucket, tag: u32) -> usize {
+    for p in 1..TAGS + 1 {
+        if bucket.0[p].load(Ordering::Relaxed) == tag {
+            return p;
+        }
+    }
+    0
+}
+
+/// Bit `p` set for each position `p` (1..=15) of `bucket` whose tag is
+/// `tag`, for the rare scan past a tag collision.
+#[inline]
+fn tag_mask(bucket: &TagBucket, tag: u32) -> u32 {
+    let mut m = 0;
+    for p in 1..TAGS + 1 {
+        m |= ((bucket.0[p].load(Ordering::Relaxed) == tag) as u32) << p;
+    }
+    m
+}
+
+/// The first position (1..=7) of `bucket` whose reference carries `tag`,
+/// or 0, as [`first_tag`].
+#[inline]
+fn first_ref(bucket: &RefBucket, tag: u32) -> usize {
+    for q in 1..REFS + 1 {
+        if (bucket.0[q].load(Ordering::Relaxed) >> 32) as u32 == tag {
+            return q;
+        }
+    }
+    0
+}
+
+/// Bit `q` set for each position of `bucket` whose reference carries
+/// `tag`, as [`tag_mask`].
+#[inline]
+fn ref_mask(bucket: &RefBucket, tag: u32) -> u32 {
+    let mut m = 0;
+    for q in 1..REFS + 1 {
+        m |= (((bucket.0[q].load(Ordering::Relaxed) >> 32) as u32 == tag) as u32) << q;
+    }
+    m
+}
+
+/// A forward key as the words of an entry hold it, for comparing in place.
+struct FwdKey {
+    /// `meta`'s LIVE, TEMPLATE and protocol bits.
+    meta: u64,
+    /// Word 2's high half: client port, virtual port.
+    ports: u64,
+    /// Word 3 (IPv4: client, VIP), or words 3..7 (IPv6: client, VIP).
+    addr: [u64; 4],
+}
+
+impl FwdKey {
+    const META_MASK: u64 = LIVE | TEMPLATE | 3 << PROTO_SHIFT;
+
+    #[inline]
+    fn of(v6: bool, t: &Tuple) -> FwdKey {
+        let template = if t.kind == Kind::Template {
+            TEMPLATE
+        } else {
+            0
+        };
+        let addr = if v6 {
+            [
+                t.a as u64,
+                (t.a >> 64) as u64,
+                t.b as u64,
+                (t.b >> 64) as u64,
+            ]
+        } else {
+            [(t.a as u64) << 32 | (t.b as u32 as u64), 0, 0, 0]
+        };
+        FwdKey {
+            meta: LIVE | template | ((t.proto & 3) as u64) << PROTO_SHIFT,
+            ports: (t.ap as u64) << 16 | t.bp as u64,
+            addr,
+        }
+    }
+}
+
+/// A reply key (`real:rport → client:cport`) as the words of a NAT
+/// connection entry hold it, for comparing in place.
+struct ReplyKey {
+    /// `meta`'s LIVE, TEMPLATE (clear), protocol and method (NAT) bits.
+    meta: u64,
+    /// Word 2's client and real server ports.
+    ports: u64,
+    /// The client's address (IPv4: the low half; IPv6: low, high words).
+    client: [u64; 2],
+    /// The real server's address, as `client`.
+    real: [u64; 2],
+}
+
+impl ReplyKey {
+    const META_MASK: u64 = LIVE | TEMPLATE | 3 << PROTO_SHIFT | 3 << METHOD_SHIFT;
+    const PORTS_MASK: u64 = 0xffff << 48 | 0xffff << 16;
+
+    #[inline]
+    fn of(v6: bool, t: &Tuple) -> ReplyKey {
+        let nat = method_code(ForwardMethod::Nat) as u64;
+        let split = |x: u128| {
+            if v6 {
+                [x as u64, (x >> 64) as u64]
+            } else {
+                [x as u32 as u64, 0]
+            }
+        };
+        ReplyKey {
+            meta: LIVE | ((t.proto & 3) as u64) << PROTO_SHIFT | nat << METHOD_SHIFT,
+            ports: (t.bp as u64) << 48 | (t.ap as u64) << 16,
+            client: split(t.b),
+            real: split(t.a),
+        }
+    }
+}
+
+/// Loads words `1..` of an entry (`words`: its 5 or 10) into `w`, each at
+/// a fixed index: no loop and no bounds check per word.
+#[inline(always)]
+fn load_words(words: &[AtomicU64], w: &mut [u64; 10]) {
+    if let Ok(a) = <&[AtomicU64; 5]>::try_from(words) {
+        for i in 1..5 {
+            w[i] = a[i].load(Ordering::Relaxed);
+        }
+    } else if let Ok(a) = <&[AtomicU64; 10]>::try_from(words) {
+        for i in 1..10 {
+            w[i] = a[i].load(Ordering::Relaxed);
+        }
+    }
+}
+
+/// Stores `w`'s words `1..` into an entry's 5 or 10 `words`, as
+/// [`load_words`] loads them.
+#[inline(always)]
+fn store_words(words: &[AtomicU64], w: &[u64; 10]) {
+    if let Ok(a) = <&[AtomicU64; 5]>::try_from(words) {
+        for i in 1..5 {
+            a[i].store(w[i], Ordering::Relaxed);
+        }
+    } else if let Ok(a) = <&[AtomicU64; 10]>::try_from(words) {
+        for i in 1..10 {
+            a[i].store(w[i], Ordering::Relaxed);
+        }
+    }
+}
+
 fn spill_add32(w: &AtomicU32, i: usize) {
     let _ = w.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
         Some(spill_plus(h as u64, i) as u32)
@@ -565,12 +715,19 @@ impl Shard {
     #[inline]
     pub fn hash(&self, t: &Tuple) -> u64 {
         let s = &self.seed;
-        let x = fold(t.a as u64 ^ s[0], (t.a >> 64) as u64 ^ s[1]);
-        let y = fold(t.b as u64 ^ s[2], (t.b >> 64) as u64 ^ s[3]);
         let z = (t.ap as u64) << 32 | (t.bp as u64) << 16 | (t.proto as u64) << 8 | t.kind as u64;
+        let mixed = if self.v6 {
+            let x = fold(t.a as u64 ^ s[0], (t.a >> 64) as u64 ^ s[1]);
+            let y = fold(t.b as u64 ^ s[2], (t.b >> 64) as u64 ^ s[3]);
+            fold(x ^ z, y ^ s[4])
+        } else {
+            // Both IPv4 addresses fit one word: one multiply mixes them
+            // with the ports and the seed.
+            fold((t.a as u64) << 32 ^ t.b as u64 ^ s[0], z ^ s[4])
+        };
         // The second multiply spreads the few bits that vary between flows
         // of one client (the port) over the whole word.
-        fold(fold(x ^ z, y ^ s[4]), 0x9e37_79b9_7f4a_7c15)
+        fold(mixed, 0x9e37_79b9_7f4a_7c15)
     }
 
     #[inline]
@@ -592,9 +749,7 @@ impl Shard {
             return None;
         }
         let mut w = [0u64; 10];
-        for (dst, src) in w.iter_mut().zip(words.iter()).skip(1) {
-            *dst = src.load(Ordering::Relaxed);
-        }
+        load_words(words, &mut w);
         fence(Ordering::Acquire);
         if words[0].load(Ordering::Relaxed) != m1 {
             return None;
@@ -615,27 +770,129 @@ impl Shard {
 
     /// The first entry of forward tuple `t` that `take` accepts; `take`
     /// sees every entry of that tuple until then.
-    fn find_fwd_where(&self, t: &Tuple, mut take: impl FnMut(&Snap) -> bool) -> Option<Snap> {
-        let h = self.hash(t);
+    #[inline]
+    fn find_fwd_where(&self, t: &Tuple, take: impl FnMut(&Snap) -> bool) -> Option<Snap> {
+        self.find_fwd_hashed(t, self.hash(t), take)
+    }
+
+    /// [`Shard::find_fwd_where`] with `t`'s hash `h` already computed.
+    #[inline]
+    fn find_fwd_hashed(
+        &self,
+        t: &Tuple,
+        h: u64,
+        mut take: impl FnMut(&Snap) -> bool,
+    ) -> Option<Snap> {
         let n = self.tags.len();
         let home = range(h, n);
         let tag = (h as u32) | 2;
+        let key = FwdKey::of(self.v6, t);
         let limit = probe_limit(self.tags[home].0[0].load(Ordering::Relaxed) as u64);
         for i in 0..limit {
             let b = bucket_at(h, n, i);
-            let bucket = &self.tags[b].0;
-            for (p, word) in bucket.iter().enumerate().skip(1) {
-                if word.load(Ordering::Acquire) == tag {
-                    let slot = (b * TAGS + p - 1) as u32;
-                    if let Some(s) = self.read(slot) {
-                        if s.fwd_tuple() == *t && take(&s) {
-                            return Some(s);
-                        }
+            let bucket = &self.tags[b];
+            // Most buckets hold the key's tag once or not at all: the first
+            // match is found by branches, the rest only after a collision.
+            let mut p = first_tag(bucket, tag);
+            if p == 0 {
+                continue;
+            }
+            let mut later: Option<u32> = None;
+            loop {
+                let slot = (b * TAGS + p - 1) as u32;
+                if let Some(s) = self.read_fwd(slot, &key) {
+                    if take(&s) {
+                        return Some(s);
                     }
                 }
+                let m = later.get_or_insert_with(|| tag_mask(bucket, tag) & !((2 << p) - 1));
+                if *m == 0 {
+                    break;
+                }
+                p = m.trailing_zeros() as usize;
+                *m &= *m - 1;
             }
         }
         None
+    }
+
+    /// The entry in `slot` if it is LIVE and its forward key is `key`, read
+    /// consistently under its generation. The key words are compared in
+    /// place first, so a tag collision costs a few loads, not a copy.
+    #[inline(always)]
+    fn read_fwd(&self, slot: u32, key: &FwdKey) -> Option<Snap> {
+        let base = slot as usize * self.stride;
+        let words = self.words.get(base..base + self.stride)?;
+        let m1 = words[0].load(Ordering::Acquire);
+        // The words of a LIVE generation never change, so a mismatch read
+        // under it means another entry (or one being replaced): not ours.
+        if m1 & FwdKey::META_MASK != key.meta
+            || words[2].load(Ordering::Relaxed) >> 32 != key.ports
+            || words[3].load(Ordering::Relaxed) != key.addr[0]
+        {
+            return None;
+        }
+        if self.v6 {
+            let rest = [key.addr[1], key.addr[2], key.addr[3]];
+            if words[4..7]
+                .iter()
+                .zip(rest)
+                .any(|(w, k)| w.load(Ordering::Relaxed) != k)
+            {
+                return None;
+            }
+        }
+        let mut w = [0u64; 10];
+        load_words(words, &mut w);
+        fence(Ordering::Acquire);
+        if words[0].load(Ordering::Relaxed) != m1 {
+            return None;
+        }
+        w[0] = m1;
+        Some(Snap {
+            v6: self.v6,
+            slot,
+            w,
+        })
+    }
+
+    /// The entry in `slot` if it is a LIVE NAT connection whose reply key
+    /// is `key`, compared in place before the copy as in
+    /// [`Shard::read_fwd`].
+    #[inline(always)]
+    fn read_reply(&self, slot: u32, key: &ReplyKey) -> Option<Snap> {
+        let base = slot as usize * self.stride;
+        let words = self.words.get(base..base + self.stride)?;
+        let m1 = words[0].load(Ordering::Acquire);
+        if m1 & ReplyKey::META_MASK != key.meta
+            || words[2].load(Ordering::Relaxed) & ReplyKey::PORTS_MASK != key.ports
+        {
+            return None;
+        }
+        let addrs_match = if self.v6 {
+            [(3, key.client[0]), (4, key.client[1])]
+                .into_iter()
+                .chain([(7, key.real[0]), (8, key.real[1])])
+                .all(|(i, k)| words[i].load(Ordering::Relaxed) == k)
+        } else {
+            words[3].load(Ordering::Relaxed) >> 32 == key.client[0]
+                && words[4].load(Ordering::Relaxed) >> 32 == key.real[0]
+        };
+        if !addrs_match {
+            return None;
+        }
+        let mut w = [0u64; 10];
+        load_words(words, &mut w);
+        fence(Ordering::Acquire);
+        if words[0].load(Ordering::Relaxed) != m1 {
+            return None;
+        }
+        w[0] = m1;
+        Some(Snap {
+            v6: self.v6,
+            slot,
+            w,
+        })
     }
 
     /// Loads the home bucket of `t`'s index so that a lookup shortly after
@@ -660,7 +917,7 @@ impl Shard {
         let h = self.hash(t);
         if t.kind == Kind::Reply {
             let tag = (h as u32) | 1;
-            for w in self.refs[range(h, self.refs.len())].0.iter().skip(1) {
+            for w in self.refs[range(h, self.refs.len())].0[1..].iter() {
                 let v = w.load(Ordering::Relaxed);
                 if (v >> 32) as u32 == tag && v as u32 != 0 {
                     self.touch_slot((v as u32 - 1) as usize);
@@ -669,9 +926,9 @@ impl Shard {
         } else {
             let b = range(h, self.tags.len());
             let tag = (h as u32) | 2;
-            for (p, w) in self.tags[b].0.iter().enumerate().skip(1) {
+            for (p, w) in self.tags[b].0[1..].iter().enumerate() {
                 if w.load(Ordering::Relaxed) == tag {
-                    self.touch_slot(b * TAGS + p - 1);
+                    self.touch_slot(b * TAGS + p);
                 }
             }
         }
@@ -694,22 +951,44 @@ impl Shard {
 
     #[inline]
     fn find_reply_where(&self, t: &Tuple, ok: impl Fn(&Snap) -> bool) -> Option<Snap> {
-        let h = self.hash(t);
+        self.find_reply_hashed(t, self.hash(t), ok)
+    }
+
+    /// [`Shard::find_reply_where`] with `t`'s hash `h` already computed.
+    #[inline]
+    fn find_reply_hashed(&self, t: &Tuple, h: u64, ok: impl Fn(&Snap) -> bool) -> Option<Snap> {
         let n = self.refs.len();
         let home = range(h, n);
         let tag = (h as u32) | 1;
+        let key = ReplyKey::of(self.v6, t);
         let limit = probe_limit(self.refs[home].0[0].load(Ordering::Relaxed));
         for i in 0..limit {
             let b = bucket_at(h, n, i);
-            for word in self.refs[b].0.iter().skip(1) {
-                let v = word.load(Ordering::Acquire);
-                if (v >> 32) as u32 == tag && v as u32 != 0 {
-                    if let Some(s) = self.read(v as u32 - 1) {
-                        if s.has_reply_key() && s.reply_tuple() == *t && ok(&s) {
+            let bucket = &self.refs[b];
+            // As the forward lookup: the first match by branches, the rest
+            // of the bucket only after a collision.
+            let mut q = first_ref(bucket, tag);
+            if q == 0 {
+                continue;
+            }
+            let mut later: Option<u32> = None;
+            loop {
+                // Reloaded: the word may have changed since the scan, and
+                // the slot is checked against the key in any case.
+                let v = bucket.0[q].load(Ordering::Relaxed);
+                if let Some(slot) = (v as u32).checked_sub(1) {
+                    if let Some(s) = self.read_reply(slot, &key) {
+                        if ok(&s) {
                             return Some(s);
                         }
                     }
                 }
+                let m = later.get_or_insert_with(|| ref_mask(bucket, tag) & !((2 << q) - 1));
+                if *m == 0 {
+                    break;
+                }
+                q = m.trailing_zeros() as usize;
+                *m &= *m - 1;
             }
         }
         None
@@ -750,7 +1029,7 @@ impl Shard {
         // could still re-arm it, and the key would have two live entries. If
         // a release loses to such a re-arm, the re-armed entry is the answer.
         let mut lost = false;
-        let live = self.find_fwd_where(&f.fwd, |s| {
+        let live = self.find_fwd_hashed(&f.fwd, h, |s| {
             if s.alive(now) {
                 return true;
             }
@@ -797,7 +1076,7 @@ impl Shard {
         };
         for i in 0..PROBE {
             let b = bucket_at(h, n, i);
-            for p in 1..=TAGS {
+            for p in 1..TAGS + 1 {
                 if self.tags[b].0[p].load(Ordering::Relaxed) == EMPTY && try_claim(b, p) {
                     return Some((i, b, p));
                 }
@@ -805,7 +1084,7 @@ impl Shard {
         }
         for i in 0..PROBE {
             let b = bucket_at(h, n, i);
-            for p in 1..=TAGS {
+            for p in 1..TAGS + 1 {
                 if self.tags[b].0[p].load(Ordering::Relaxed) <= BUSY {
                     continue;
                 }
@@ -855,10 +1134,10 @@ impl Shard {
         // Readers still holding this slot's previous generation must see
         // the generation change if they see any of the new words.
         fence(Ordering::Release);
-        for (i, v) in w.iter().enumerate().take(self.stride).skip(1) {
-            self.word(slot, i).store(*v, Ordering::Relaxed);
-        }
-        self.word(slot, 0).store(w[0], Ordering::Release);
+        let base = slot as usize * self.stride;
+        let words = &self.words[base..base + self.stride];
+        store_words(words, &w);
+        words[0].store(w[0], Ordering::Release);
         w[1] = Timer::pack(f.state as u64, gen, 0, deadline).0;
         Snap {
             v6: self.v6,
@@ -879,12 +1158,12 @@ impl Shard {
             // A connection still being inserted under another client key
             // holds its reply key already.
             let taken = |s: &Snap| s.alive(now) || s.timer().state_code() == INSERTING;
-            if self.find_reply_where(&t, taken).is_some() {
+            if self.find_reply_hashed(&t, h, taken).is_some() {
                 return Err(Refused::ReplyConflict);
             }
             for i in 0..PROBE {
                 let b = bucket_at(h, n, i);
-                for word in self.refs[b].0.iter().skip(1) {
+                for word in self.refs[b].0[1..].iter() {
                     if word.load(Ordering::Relaxed) == 0
                         && word
                             .compare_exchange(0, value, Ordering::Release, Ordering::Relaxed)
@@ -911,7 +1190,7 @@ impl Shard {
         let value = ((h as u32 | 1) as u64) << 32 | (s.slot as u64 + 1);
         for i in 0..PROBE {
             let b = bucket_at(h, n, i);
-            for word in self.refs[b].0.iter().skip(1) {
+            for word in self.refs[b].0[1..].iter() {
                 if word
                     .compare_exchange(value, 0, Ordering::Release, Ordering::Relaxed)
                     .is_ok()
@@ -1020,5 +1299,163 @@ pub(super) mod timer {
             t.deadline()
         };
         t.with(t.state_code(), t.refs(), d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh(sport: u16) -> Fresh {
+        Fresh {
+            fwd: Tuple {
+                proto: 0,
+                kind: Kind::Conn,
+                a: 0xc000_0201,
+                ap: sport,
+                b: 0xc633_6401,
+                bp: 80,
+            },
+            method: ForwardMethod::Nat,
+            real: 0xcb00_7105,
+            rport: 8080,
+            real_id: 1,
+            link: 0,
+            persist_secs: 0,
+            state: ConnState::Established,
+            timeout_ms: 60_000,
+        }
+    }
+
+    fn inserted(shard: &Shard, f: &Fresh) -> Snap {
+        match shard.insert(f, Millis(0), |_| false) {
+            Ok(Placed::New(s)) => s,
+            _ => panic!("insert refused"),
+        }
+    }
+
+    /// A tag collision ahead of the key's own position (another entry
+    /// with the same tag) is passed over, for both the forward key and
+    /// the reply key.
+    #[test]
+    fn lookups_go_on_past_a_tag_collision() {
+        let shard = Shard::try_new(false, Layout::of(false, 64).unwrap()).unwrap();
+        let a = fresh(1000);
+        let s = inserted(&shard, &a);
+        let (b, p) = (s.slot as usize / TAGS, s.slot as usize % TAGS + 1);
+        assert_eq!(p, 1, "a fresh bucket fills from its first position");
+        // Move the entry to position 5 and leave an entry of another key
+        // under the same tag at position 1.
+        let tag = shard.tags[b].0[1].load(Ordering::Relaxed);
+        let moved = (b * TAGS + 4) as u32;
+        for i in 0..shard.stride {
+            let v = shard.word(s.slot, i).load(Ordering::Relaxed);
+            shard.word(moved, i).store(v, Ordering::Relaxed);
+        }
+        shard.tags[b].0[5].store(tag, Ordering::Relaxed);
+        let other = shard.word(s.slot, 3).load(Ordering::Relaxed) ^ 1 << 40;
+        shard.word(s.slot, 3).store(other, Ordering::Relaxed);
+        let found = shard
+            .find_fwd(&a.fwd, Millis(1))
+            .expect("found past the collision");
+        assert_eq!(found.slot, moved);
+        assert_eq!(found.fwd_tuple(), a.fwd);
+        // The reply index still names the old slot, whose words now hold
+        // another client: the reply lookup must refuse it.
+        assert!(shard.find_reply(&found.reply_tuple(), Millis(1)).is_none());
+        // A second reference of the same tag, after the first, to the moved
+        // entry: the reply lookup goes on past the collision to it.
+        let (rb, rq) = (0..shard.refs.len())
+            .flat_map(|rb| (1..REFS + 1).map(move |rq| (rb, rq)))
+            .find(|&(rb, rq)| shard.refs[rb].0[rq].load(Ordering::Relaxed) as u32 == s.slot + 1)
+            .expect("the entry's reply reference");
+        let rtag = shard.refs[rb].0[rq].load(Ordering::Relaxed) >> 32;
+        let free = (rq + 1..REFS + 1)
+            .find(|&q| shard.refs[rb].0[q].load(Ordering::Relaxed) == 0)
+            .expect("room after it");
+        shard.refs[rb].0[free].store(rtag << 32 | (moved as u64 + 1), Ordering::Relaxed);
+        let r = shard.find_reply(&found.reply_tuple(), Millis(1));
+        assert_eq!(r.map(|r| r.slot), Some(moved));
+        // A key that only shares the tag is not found.
+        let mut c = a.fwd;
+        c.a ^= 1 << 8;
+        assert!(shard.find_fwd(&c, Millis(1)).is_none());
+    }
+
+    /// The in-place key compare matches exactly the tuple the entry holds:
+    /// every field of the forward and reply keys counts.
+    #[test]
+    fn in_place_compare_checks_every_key_field() {
+        for v6 in [false, true] {
+            let shard = Shard::try_new(v6, Layout::of(v6, 64).unwrap()).unwrap();
+            let mut f = fresh(2000);
+            if v6 {
+                f.fwd.a |= 0x2001_0db8 << 96;
+                f.fwd.b |= 0x2001_0db8_0000_0001 << 64;
+                f.real |= 0x2001_0db8_0000_0002 << 64;
+            }
+            let s = inserted(&shard, &f);
+            let now = Millis(1);
+            assert_eq!(shard.find_fwd(&f.fwd, now).map(|x| x.slot), Some(s.slot));
+            let r = s.reply_tuple();
+            assert_eq!(shard.find_reply(&r, now).map(|x| x.slot), Some(s.slot));
+            let fwd_variants = [
+                Tuple { proto: 1, ..f.fwd },
+                Tuple {
+                    kind: Kind::Template,
+                    ..f.fwd
+                },
+                Tuple {
+                    a: f.fwd.a ^ 1,
+                    ..f.fwd
+                },
+                Tuple {
+                    ap: f.fwd.ap ^ 1,
+                    ..f.fwd
+                },
+                Tuple {
+                    b: f.fwd.b ^ 1,
+                    ..f.fwd
+                },
+                Tuple {
+                    bp: f.fwd.bp ^ 1,
+                    ..f.fwd
+                },
+            ];
+            for t in fwd_variants {
+                // Read the slot directly: a lookup would miss on the hash.
+                assert!(
+                    shard.read_fwd(s.slot, &FwdKey::of(v6, &t)).is_none(),
+                    "{t:?}"
+                );
+            }
+            assert!(shard.read_fwd(s.slot, &FwdKey::of(v6, &f.fwd)).is_some());
+            let reply_variants = [
+                Tuple { proto: 1, ..r },
+                Tuple { a: r.a ^ 1, ..r },
+                Tuple { ap: r.ap ^ 1, ..r },
+                Tuple { b: r.b ^ 1, ..r },
+                Tuple { bp: r.bp ^ 1, ..r },
+            ];
+            for t in reply_variants {
+                assert!(
+                    shard.read_reply(s.slot, &ReplyKey::of(v6, &t)).is_none(),
+                    "{t:?}"
+                );
+            }
+            assert!(shard.read_reply(s.slot, &ReplyKey::of(v6, &r)).is_some());
+            if v6 {
+                let high = Tuple {
+                    a: r.a ^ 1 << 100,
+                    ..r
+                };
+                assert!(shard.read_reply(s.slot, &ReplyKey::of(v6, &high)).is_none());
+                let high = Tuple {
+                    b: f.fwd.b ^ 1 << 70,
+                    ..f.fwd
+                };
+                assert!(shard.read_fwd(s.slot, &FwdKey::of(v6, &high)).is_none());
+            }
+        }
     }
 }
