@@ -14,9 +14,12 @@
 //! every thread, so the table ages alike per frame however fast a thread
 //! runs; each thread calls `end_batch` every 64 frames, as a worker does.
 //!
-//! `cargo bench --bench scaling -- [--threads 1,2] [--runs 5] [--frames N]`
-//! prints each run and, per workload and thread count, the median rate, its
-//! spread and the ratio to one thread's median.
+//! `cargo bench --bench scaling -- [--threads 1,2] [--runs 5] [--frames N]
+//! [--load established|new]` runs the thread counts interleaved (1, 2, 1, 2,
+//! ...: each round every count once, so the ratios come from the same
+//! machine state), prints each round, and per workload and thread count the
+//! median rate, its spread and the ratio to one thread's median, and the
+//! median of the rounds' own ratios; the load average before and after.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Barrier};
@@ -133,10 +136,25 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// The 1-, 5- and 15-minute load averages, as /proc/loadavg has them.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn spread(v: &[f64]) -> (f64, f64) {
+    (
+        v.iter().cloned().fold(f64::MAX, f64::min),
+        v.iter().cloned().fold(0.0, f64::max),
+    )
+}
+
 fn main() {
     let mut threads = vec![1usize, 2];
     let mut runs = 5usize;
     let mut frames = 2_000_000u64;
+    let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -155,31 +173,58 @@ fn main() {
                     .and_then(|s| s.parse().ok())
                     .expect("--frames N")
             }
+            "--load" => only = Some(args.next().expect("--load established|new")),
             // cargo bench passes --bench; nothing else is ours.
             _ => {}
         }
     }
+    println!("load average before: {}", loadavg());
     for (name, load, frames) in [
         ("established", Load::Established, frames),
         ("new", Load::New, frames / 4),
     ] {
-        let mut medians = Vec::new();
-        for &n in &threads {
-            // Runs of each thread count alternate with nothing: one count's
-            // runs in a row, so a passing load shows in its spread.
-            let mut rates: Vec<f64> = (0..runs).map(|_| run(load, n, frames)).collect();
-            let line: Vec<String> = rates.iter().map(|r| format!("{:.3}", r / 1e6)).collect();
-            println!("{name} threads={n} Mframes/s runs: {}", line.join(" "));
-            let (lo, hi) = (
-                rates.iter().cloned().fold(f64::MAX, f64::min),
-                rates.iter().cloned().fold(0.0, f64::max),
-            );
-            let m = median(&mut rates);
-            medians.push((n, m, lo, hi));
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
         }
-        let one = medians.iter().find(|m| m.0 == 1).map(|m| m.1);
-        for (n, m, lo, hi) in medians {
-            let x = one.map_or(String::new(), |o| format!("  {:.2}x one thread", m / o));
+        // Rounds: every thread count once, in order, so that a passing load
+        // falls on every count alike and each round gives its own ratio.
+        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); threads.len()];
+        for round in 0..runs {
+            let line: Vec<String> = threads
+                .iter()
+                .enumerate()
+                .map(|(j, &n)| {
+                    let r = run(load, n, frames);
+                    rates[j].push(r);
+                    format!("{n}: {:.3}", r / 1e6)
+                })
+                .collect();
+            println!(
+                "{name} round {round} Mframes/s  {}  (load {})",
+                line.join("  "),
+                loadavg()
+            );
+        }
+        let one = threads.iter().position(|&n| n == 1);
+        let m1 = one.map(|j| median(&mut rates[j].clone()));
+        for (j, &n) in threads.iter().enumerate() {
+            let (lo, hi) = spread(&rates[j]);
+            let m = median(&mut rates[j].clone());
+            let x = match (one, m1) {
+                (Some(o), Some(m1)) if o != j => {
+                    let mut paired: Vec<f64> =
+                        rates[j].iter().zip(&rates[o]).map(|(a, b)| a / b).collect();
+                    let (plo, phi) = spread(&paired);
+                    format!(
+                        "  {:.2}x one thread (rounds' ratios: median {:.2}, {:.2}-{:.2})",
+                        m / m1,
+                        median(&mut paired),
+                        plo,
+                        phi
+                    )
+                }
+                _ => String::new(),
+            };
             println!(
                 "{name:<12} threads {n}: median {:.3} Mframes/s ({:.3}-{:.3}){x}",
                 m / 1e6,
@@ -188,4 +233,5 @@ fn main() {
             );
         }
     }
+    println!("load average after: {}", loadavg());
 }
