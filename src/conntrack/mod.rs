@@ -463,7 +463,11 @@ impl Counters {
             .fold(0usize, |a, s| {
                 a.wrapping_add(field(s).load(Ordering::Relaxed))
             });
-        sum.min(isize::MAX as usize)
+        if (sum as isize) < 0 {
+            0
+        } else {
+            sum
+        }
     }
 
     /// Whether the half-open connections exceed `threshold` (the flood
