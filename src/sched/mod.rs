@@ -26,7 +26,8 @@
 //!   IPVS's `-x`/`-y` hysteresis, maintained by [`update_overload`], which the
 //!   pipeline calls for a service with thresholds just before it schedules a
 //!   new connection there (the counts it reads are the live ones).
-//! - Connection-count schedulers read the live ActiveConn/InActConn counts;
+//! - Connection-count schedulers read the live ActiveConn/InActConn counts
+//!   (each a sum of the [`RealLoads`]' stripes in use, one per worker);
 //!   IPVS's overhead is `active * 256 + inactive` (lc, wlc, lblc, lblcr, twos),
 //!   sed and nq use `active + 1`.
 
