@@ -14,13 +14,22 @@
 //! every thread, so the table ages alike per frame however fast a thread
 //! runs; each thread calls `end_batch` every 64 frames, as a worker does.
 //!
-//! `cargo bench --bench scaling -- [--threads 1,2] [--runs 5] [--frames N]`
-//! prints each run and, per workload and thread count, the median rate, its
-//! spread and the ratio to one thread's median.
+//! `cargo bench --bench scaling -- [--threads 1,2] [--runs 5] [--frames N]
+//! [--load established|new]` runs the thread counts interleaved (1, 2, 1, 2,
+//! ...: each round every count once, so the ratios come from the same
+//! machine state), prints each round, and per workload and thread count the
+//! median rate, its spread and the ratio to one thread's median, and the
+//! median of the rounds' own ratios; the load average before and after.
+//! Each rate twice: per second of wall-clock time, and per second of the
+//! threads' CPU time (what a frame costs, steadier on a shared machine,
+//! where other tasks take cores from the wall-clock rate), with the share
+//! of their cores the threads got.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Barrier};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use nix::sys::resource::{getrusage, UsageWho};
 
 use xvs::conntrack::{ConnTable, Timeouts};
 use xvs::packet::Frame;
@@ -54,8 +63,32 @@ fn frame(t: usize, k: u64, flags: u8) -> Vec<u8> {
         .bytes()
 }
 
+/// CPU time the calling thread has used (user and system).
+fn thread_cpu() -> Duration {
+    let u = getrusage(UsageWho::RUSAGE_THREAD).expect("getrusage of this thread");
+    let t =
+        |v: nix::sys::time::TimeVal| Duration::new(v.tv_sec() as u64, v.tv_usec() as u32 * 1000);
+    t(u.user_time()) + t(u.system_time())
+}
+
+/// One run of `threads` threads.
+struct Run {
+    /// Frames per second of wall-clock time, all threads together.
+    rate: f64,
+    /// Frames per second of CPU time of the threads, all together: what
+    /// each frame costs, whether or not the threads had a core each. On a
+    /// shared machine this is the steadier measure: a busy machine takes
+    /// cores from the wall-clock rate, while what threads do to each other
+    /// (a line handed from core to core) shows as CPU time per frame.
+    cpu_rate: f64,
+    /// The threads' CPU time over `threads` × the wall-clock time: 1.0 when
+    /// every thread had its core throughout. Two threads ran at once at
+    /// least `2 × share − 1` of the time; only then can they contend.
+    share: f64,
+}
+
 /// Frames per second of `threads` threads, `frames` frames each.
-fn run(load: Load, threads: usize, frames: u64) -> f64 {
+fn run(load: Load, threads: usize, frames: u64) -> Run {
     let snap = Arc::new(testnet::snapshot());
     let loads = Arc::new(RealLoads::new(64));
     let capacity = match load {
@@ -97,6 +130,7 @@ fn run(load: Load, threads: usize, frames: u64) -> f64 {
                     }
                 };
                 start.wait();
+                let cpu0 = thread_cpu();
                 let mut sent = 0u64;
                 for i in 0..frames {
                     let now = 2 + i / FRAMES_PER_MS;
@@ -111,16 +145,25 @@ fn run(load: Load, threads: usize, frames: u64) -> f64 {
                         p.end_batch(Millis(now));
                     }
                 }
+                let cpu = thread_cpu() - cpu0;
                 assert_eq!(sent, frames, "every frame was forwarded");
+                cpu
             })
         })
         .collect();
     start.wait();
     let t0 = Instant::now();
-    for h in handles {
-        h.join().expect("a bench thread");
+    let cpu: Duration = handles
+        .into_iter()
+        .map(|h| h.join().expect("a bench thread"))
+        .sum();
+    let wall = t0.elapsed().as_secs_f64();
+    let all = (threads as u64 * frames) as f64;
+    Run {
+        rate: all / wall,
+        cpu_rate: all / cpu.as_secs_f64(),
+        share: cpu.as_secs_f64() / (threads as f64 * wall),
     }
-    (threads as u64 * frames) as f64 / t0.elapsed().as_secs_f64()
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -133,10 +176,25 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// The 1-, 5- and 15-minute load averages, as /proc/loadavg has them.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn spread(v: &[f64]) -> (f64, f64) {
+    (
+        v.iter().cloned().fold(f64::MAX, f64::min),
+        v.iter().cloned().fold(0.0, f64::max),
+    )
+}
+
 fn main() {
     let mut threads = vec![1usize, 2];
     let mut runs = 5usize;
     let mut frames = 2_000_000u64;
+    let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -155,37 +213,83 @@ fn main() {
                     .and_then(|s| s.parse().ok())
                     .expect("--frames N")
             }
+            "--load" => only = Some(args.next().expect("--load established|new")),
             // cargo bench passes --bench; nothing else is ours.
             _ => {}
         }
     }
+    println!("load average before: {}", loadavg());
     for (name, load, frames) in [
         ("established", Load::Established, frames),
         ("new", Load::New, frames / 4),
     ] {
-        let mut medians = Vec::new();
-        for &n in &threads {
-            // Runs of each thread count alternate with nothing: one count's
-            // runs in a row, so a passing load shows in its spread.
-            let mut rates: Vec<f64> = (0..runs).map(|_| run(load, n, frames)).collect();
-            let line: Vec<String> = rates.iter().map(|r| format!("{:.3}", r / 1e6)).collect();
-            println!("{name} threads={n} Mframes/s runs: {}", line.join(" "));
-            let (lo, hi) = (
-                rates.iter().cloned().fold(f64::MAX, f64::min),
-                rates.iter().cloned().fold(0.0, f64::max),
-            );
-            let m = median(&mut rates);
-            medians.push((n, m, lo, hi));
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
         }
-        let one = medians.iter().find(|m| m.0 == 1).map(|m| m.1);
-        for (n, m, lo, hi) in medians {
-            let x = one.map_or(String::new(), |o| format!("  {:.2}x one thread", m / o));
+        // Rounds: every thread count once, in order, so that a passing load
+        // falls on every count alike and each round gives its own ratio.
+        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); threads.len()];
+        let mut cpu_rates: Vec<Vec<f64>> = vec![Vec::new(); threads.len()];
+        let mut shares: Vec<Vec<f64>> = vec![Vec::new(); threads.len()];
+        for round in 0..runs {
+            let line: Vec<String> = threads
+                .iter()
+                .enumerate()
+                .map(|(j, &n)| {
+                    let r = run(load, n, frames);
+                    rates[j].push(r.rate);
+                    cpu_rates[j].push(r.cpu_rate);
+                    shares[j].push(r.share);
+                    format!(
+                        "{n}: {:.3} ({:.3}/cpu-s, share {:.2})",
+                        r.rate / 1e6,
+                        r.cpu_rate / 1e6,
+                        r.share
+                    )
+                })
+                .collect();
             println!(
-                "{name:<12} threads {n}: median {:.3} Mframes/s ({:.3}-{:.3}){x}",
-                m / 1e6,
-                lo / 1e6,
-                hi / 1e6
+                "{name} round {round} Mframes/s  {}  (load {})",
+                line.join("  "),
+                loadavg()
+            );
+        }
+        let one = threads.iter().position(|&n| n == 1);
+        // The median of a set, its spread, and against one thread's: the
+        // ratio of the medians and the median of the rounds' own ratios.
+        let summary = |v: &[Vec<f64>], j: usize| {
+            let (lo, hi) = spread(&v[j]);
+            let m = median(&mut v[j].clone());
+            let x = match one {
+                Some(o) if o != j => {
+                    let mut paired: Vec<f64> = v[j].iter().zip(&v[o]).map(|(a, b)| a / b).collect();
+                    let (plo, phi) = spread(&paired);
+                    format!(
+                        "  {:.2}x one thread (rounds' ratios: median {:.2}, {:.2}-{:.2})",
+                        m / median(&mut v[o].clone()),
+                        median(&mut paired),
+                        plo,
+                        phi
+                    )
+                }
+                _ => String::new(),
+            };
+            format!("median {:.3} ({:.3}-{:.3}){x}", m / 1e6, lo / 1e6, hi / 1e6)
+        };
+        for (j, &n) in threads.iter().enumerate() {
+            println!(
+                "{name:<12} threads {n}: wall    Mframes/s {}",
+                summary(&rates, j)
+            );
+            println!(
+                "{name:<12} threads {n}: per CPU Mframes/s {}",
+                summary(&cpu_rates, j)
+            );
+            println!(
+                "{name:<12} threads {n}: share of {n} cores: median {:.2}",
+                median(&mut shares[j].clone())
             );
         }
     }
+    println!("load average after: {}", loadavg());
 }

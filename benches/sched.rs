@@ -10,16 +10,14 @@
 //! - `build/mh/{16,256}`: building the Maglev table (control plane, once per
 //!   change), for scale.
 
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::Ordering;
-
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use xvs::packet::{FlowKey, L4Proto};
 use xvs::sched::Scheduler;
 use xvs::service::{
-    ForwardMethod, RealId, RealLoads, RealServer, SchedFlags, SchedulerKind, ServiceKey,
-    VirtualService,
+    ForwardMethod, RealCounts, RealId, RealLoads, RealServer, SchedFlags, SchedulerKind,
+    ServiceKey, VirtualService,
 };
 
 const KEYS: usize = 1024;
@@ -55,10 +53,11 @@ fn loads(n: usize) -> RealLoads {
     let d = RealLoads::new(n);
     for i in 0..n {
         let c = d.get(RealId(i as u32)).expect("sized for n");
-        c.active_conns
-            .store(1 + (i as u32 * 13) % 12, Ordering::Relaxed);
-        c.inact_conns
-            .store((i as u32 * 29) % 100, Ordering::Relaxed);
+        c.set(RealCounts {
+            active_conns: 1 + (i as u32 * 13) % 12,
+            inact_conns: (i as u32 * 29) % 100,
+            persist_conns: 0,
+        });
     }
     d
 }
@@ -101,8 +100,7 @@ fn bench_picks(c: &mut Criterion) {
     for i in (0..n).step_by(4) {
         d.get(RealId(i as u32))
             .expect("sized for n")
-            .overloaded
-            .store(true, Ordering::Relaxed);
+            .set_overloaded(true);
     }
     let s = Scheduler::new(&svc);
     let mut k = 0;

@@ -29,7 +29,7 @@
 //! - Persistence: [`ConnTable::template`] / [`ConnTable::insert_template`]
 //!   for `(protocol, masked client, VIP, vport)` → real server; a template
 //!   lives while connections it placed live, or until its own timeout since
-//!   last used (IPVS), and counts in `RealLoad::persist_conns`.
+//!   last used (IPVS), and counts in the real server's PersistConn.
 //! - [`ConnTable::import`] is a connection-sync receiver's insert: it
 //!   installs a connection the master reported (key, real server, method,
 //!   state, remaining timeout, template) or refreshes the live entry of its
@@ -135,6 +135,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::packet::{FlowKey, L4Proto, TcpFlags};
+use crate::service::counters::{stripe, stripes_in_use, STRIPES};
 use crate::service::{ForwardMethod, RealId, RealLoad, RealLoads};
 use crate::Millis;
 
@@ -387,20 +388,118 @@ impl ConnEntry {
     }
 }
 
-/// The table's shared counters, written on every insert and release by
-/// every worker: a line (and its prefetched neighbour) of their own, so
-/// that those writes do not evict the read-mostly fields beside them
-/// (timeouts, the flood threshold) that every worker reads per packet.
-#[derive(Debug, Default)]
-#[repr(align(128))]
+/// The table's counters. Those every new connection and every release
+/// writes are striped: each thread counts into its own [`Stripe`] (the
+/// stripe of `crate::service::counters::stripe`), so that workers opening
+/// connections at once do not hand one line from core to core; a read sums
+/// the stripes in use. The refusal counters, written only when an insert
+/// fails, share one line apart from them.
+#[derive(Debug)]
 struct Counters {
+    stripes: [Stripe; STRIPES],
+    rare: Refusals,
+}
+
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters {
+            stripes: std::array::from_fn(|_| Stripe::default()),
+            rare: Refusals::default(),
+        }
+    }
+}
+
+/// One stripe of the table's counts: wrapping deltas (a connection may be
+/// counted in on one thread's stripe and out on another's), whose wrapping
+/// sum over the stripes is the count. A line and its prefetched neighbour
+/// of its own.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Stripe {
     conns: AtomicUsize,
     templates: AtomicUsize,
     half_open: AtomicUsize,
+    released: AtomicU64,
+    /// The flood check's view of the other stripes' half-open count
+    /// (`others_half_open`) as of millisecond `seen_ms`: written by this
+    /// stripe's thread, at most once a millisecond.
+    seen_ms: AtomicU64,
+    others_half_open: AtomicUsize,
+}
+
+impl Default for Stripe {
+    fn default() -> Stripe {
+        Stripe {
+            conns: AtomicUsize::new(0),
+            templates: AtomicUsize::new(0),
+            half_open: AtomicUsize::new(0),
+            released: AtomicU64::new(0),
+            seen_ms: AtomicU64::new(u64::MAX),
+            others_half_open: AtomicUsize::new(0),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Refusals {
     table_full: AtomicU64,
     reply_conflicts: AtomicU64,
     template_gone: AtomicU64,
-    released: AtomicU64,
+}
+
+impl Counters {
+    /// The calling thread's stripe.
+    #[inline]
+    fn mine(&self) -> &Stripe {
+        &self.stripes[stripe()]
+    }
+
+    /// The sum of `field` over the stripes in use, 0 if the stripes read
+    /// one by one while others move add up below 0.
+    fn sum(&self, field: impl Fn(&Stripe) -> &AtomicUsize) -> usize {
+        let sum = self.stripes[..stripes_in_use()]
+            .iter()
+            .fold(0usize, |a, s| {
+                a.wrapping_add(field(s).load(Ordering::Relaxed))
+            });
+        if (sum as isize) < 0 {
+            0
+        } else {
+            sum
+        }
+    }
+
+    /// Whether the half-open connections exceed `threshold` (the flood
+    /// check of every update to SYN_RECV). Exact for the calling thread's
+    /// own stripe; the others' sum is re-read once per millisecond of
+    /// `now` per stripe, so what other workers added in the current
+    /// millisecond is seen in the next one. (Threads sharing a stripe may
+    /// overwrite each other's view: it stays one of a recent millisecond.)
+    #[inline]
+    fn half_open_above(&self, threshold: usize, now: Millis) -> bool {
+        let me = stripe();
+        let s = &self.stripes[me];
+        let others = if s.seen_ms.load(Ordering::Relaxed) == now.0 {
+            s.others_half_open.load(Ordering::Relaxed)
+        } else {
+            let o = self.others_half_open(me);
+            s.others_half_open.store(o, Ordering::Relaxed);
+            s.seen_ms.store(now.0, Ordering::Relaxed);
+            o
+        };
+        let n = others.wrapping_add(s.half_open.load(Ordering::Relaxed)) as isize;
+        n > threshold as isize
+    }
+
+    #[cold]
+    fn others_half_open(&self, me: usize) -> usize {
+        (0..stripes_in_use())
+            .filter(|&i| i != me)
+            .fold(0usize, |a, i| {
+                a.wrapping_add(self.stripes[i].half_open.load(Ordering::Relaxed))
+            })
+    }
 }
 
 /// The connection table shared by every worker (wrap it in an `Arc`).
@@ -555,16 +654,21 @@ impl ConnTable {
         self.timeouts.set_ipvsadm(tcp, tcpfin, udp);
     }
 
+    /// The counters, each summed over the stripes (exact when nothing
+    /// moves; the set is not one instant's).
     pub fn stats(&self) -> TableStats {
         let c = &self.counters;
+        let released = c.stripes[..stripes_in_use()].iter().fold(0u64, |a, s| {
+            a.wrapping_add(s.released.load(Ordering::Relaxed))
+        });
         TableStats {
-            conns: c.conns.load(Ordering::Relaxed),
-            templates: c.templates.load(Ordering::Relaxed),
-            half_open: c.half_open.load(Ordering::Relaxed),
-            table_full: c.table_full.load(Ordering::Relaxed),
-            reply_conflicts: c.reply_conflicts.load(Ordering::Relaxed),
-            template_gone: c.template_gone.load(Ordering::Relaxed),
-            released: c.released.load(Ordering::Relaxed),
+            conns: c.sum(|s| &s.conns),
+            templates: c.sum(|s| &s.templates),
+            half_open: c.sum(|s| &s.half_open),
+            table_full: c.rare.table_full.load(Ordering::Relaxed),
+            reply_conflicts: c.rare.reply_conflicts.load(Ordering::Relaxed),
+            template_gone: c.rare.template_gone.load(Ordering::Relaxed),
+            released,
         }
     }
 
@@ -576,7 +680,7 @@ impl ConnTable {
         }
     }
 
-    fn load(&self, id: u32) -> Option<&RealLoad> {
+    fn load(&self, id: u32) -> Option<RealLoad<'_>> {
         self.loads.get(RealId(id))
     }
 
@@ -739,7 +843,10 @@ impl ConnTable {
         let link = match template {
             Some(t) => {
                 if t.v6 != v6 || !self.bind(&t, now) {
-                    self.counters.template_gone.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .rare
+                        .template_gone
+                        .fetch_add(1, Ordering::Relaxed);
                     return Err(InsertError::TemplateGone);
                 }
                 t.slot + 1
@@ -766,16 +873,13 @@ impl ConnTable {
 
     /// Counts a new connection entry placed in `state`.
     fn counted_new(&self, real_id: u32, state: ConnState) {
-        self.counters.conns.fetch_add(1, Ordering::Relaxed);
+        let c = self.counters.mine();
+        c.conns.fetch_add(1, Ordering::Relaxed);
         if state.is_half_open() {
-            self.counters.half_open.fetch_add(1, Ordering::Relaxed);
+            c.half_open.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(d) = self.load(real_id) {
-            if state.is_active() {
-                d.active_conns.fetch_add(1, Ordering::Relaxed);
-            } else {
-                d.inact_conns.fetch_add(1, Ordering::Relaxed);
-            }
+            d.opened(state.is_active());
         }
     }
 
@@ -784,11 +888,15 @@ impl ConnTable {
         let placed = shard.insert(fresh, now, |s| self.kill(shard, s, now, Kill::IfExpired));
         placed.map_err(|e| match e {
             Refused::Full => {
-                self.counters.table_full.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .rare
+                    .table_full
+                    .fetch_add(1, Ordering::Relaxed);
                 InsertError::TableFull
             }
             Refused::ReplyConflict => {
                 self.counters
+                    .rare
                     .reply_conflicts
                     .fetch_add(1, Ordering::Relaxed);
                 InsertError::ReplyConflict
@@ -825,8 +933,8 @@ impl ConnTable {
                 (L4Proto::Tcp, Some(f)) => tcp_next(old, table, f),
                 _ => old,
             };
-            let flood = new.is_half_open()
-                && self.counters.half_open.load(Ordering::Relaxed) > self.flood_threshold;
+            let flood =
+                new.is_half_open() && self.counters.half_open_above(self.flood_threshold, now);
             let ms = self.timeouts.ms(new, flood);
             if new == old && !timer::worth_touch(t, now, ms) {
                 return Some(old);
@@ -845,10 +953,11 @@ impl ConnTable {
     /// Count changes for a state change this thread made by CAS.
     fn moved(&self, real_id: u32, old: ConnState, new: ConnState) {
         if old.is_half_open() != new.is_half_open() {
+            let h = &self.counters.mine().half_open;
             if new.is_half_open() {
-                self.counters.half_open.fetch_add(1, Ordering::Relaxed);
+                h.fetch_add(1, Ordering::Relaxed);
             } else {
-                self.counters.half_open.fetch_sub(1, Ordering::Relaxed);
+                h.fetch_sub(1, Ordering::Relaxed);
             }
         }
         if old.is_active() == new.is_active() {
@@ -857,13 +966,7 @@ impl ConnTable {
         // A concurrent release may subtract the new state's count before we
         // add it: the counter is briefly off by one, never for longer.
         if let Some(d) = self.load(real_id) {
-            if new.is_active() {
-                d.active_conns.fetch_add(1, Ordering::Relaxed);
-                d.inact_conns.fetch_sub(1, Ordering::Relaxed);
-            } else {
-                d.inact_conns.fetch_add(1, Ordering::Relaxed);
-                d.active_conns.fetch_sub(1, Ordering::Relaxed);
-            }
+            d.moved(new.is_active());
         }
     }
 
@@ -896,30 +999,30 @@ impl ConnTable {
         }
         self.release_counts(shard, s, t);
         shard.release(s);
-        self.counters.released.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .mine()
+            .released
+            .fetch_add(1, Ordering::Relaxed);
         true
     }
 
     fn release_counts(&self, shard: &Shard, s: &Snap, t: Timer) {
         let d = self.load(s.real_id());
+        let c = self.counters.mine();
         if s.is_template() {
-            self.counters.templates.fetch_sub(1, Ordering::Relaxed);
+            c.templates.fetch_sub(1, Ordering::Relaxed);
             if let Some(d) = d {
-                d.persist_conns.fetch_sub(1, Ordering::Relaxed);
+                d.template(false);
             }
             return;
         }
-        self.counters.conns.fetch_sub(1, Ordering::Relaxed);
+        c.conns.fetch_sub(1, Ordering::Relaxed);
         let state = t.state().unwrap_or(ConnState::Close);
         if state.is_half_open() {
-            self.counters.half_open.fetch_sub(1, Ordering::Relaxed);
+            c.half_open.fetch_sub(1, Ordering::Relaxed);
         }
         if let Some(d) = d {
-            if state.is_active() {
-                d.active_conns.fetch_sub(1, Ordering::Relaxed);
-            } else {
-                d.inact_conns.fetch_sub(1, Ordering::Relaxed);
-            }
+            d.closed(state.is_active());
         }
         if s.link() != 0 {
             self.unbind(shard.is_v6(), s.link() - 1);
@@ -1020,9 +1123,12 @@ impl ConnTable {
         };
         let s = match self.place(v6, &fresh, now)? {
             Placed::New(s) => {
-                self.counters.templates.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .mine()
+                    .templates
+                    .fetch_add(1, Ordering::Relaxed);
                 if let Some(d) = self.load(real_id.0) {
-                    d.persist_conns.fetch_add(1, Ordering::Relaxed);
+                    d.template(true);
                 }
                 s
             }

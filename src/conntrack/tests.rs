@@ -1247,3 +1247,37 @@ fn import_refuses_what_the_table_cannot_hold() {
     }
     assert_eq!(refused, Some(ImportError::Refused(InsertError::TableFull)));
 }
+
+/// The table's counts are striped per thread: a connection opened on one
+/// thread and released on another leaves the sums exact, and a sum that
+/// stripes make negative (read while others move) shows as 0.
+#[test]
+fn counts_opened_and_released_on_different_threads_sum_exactly() {
+    use ForwardMethod::Dr;
+    let (t, d) = table(15 * 16);
+    let conns: Vec<Conn> = std::thread::scope(|s| {
+        s.spawn(|| {
+            (0..10)
+                .map(|p| {
+                    let c = open(&t, client_key(L4Proto::Tcp, p), Dr, 1, Millis(0));
+                    t.update(&c.handle, Direction::Original, Some(SYN), Millis(0));
+                    c
+                })
+                .collect()
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!((t.stats().conns, t.stats().half_open), (10, 10));
+    assert_eq!(counts(&d, 1), (10, 0, 0));
+    for c in &conns[..4] {
+        assert!(t.remove(&c.handle, Millis(1)));
+    }
+    assert_eq!((t.stats().conns, t.stats().half_open), (6, 6));
+    assert_eq!(t.stats().released, 4);
+    assert_eq!(counts(&d, 1), (6, 0, 0));
+
+    let c = Counters::default();
+    c.mine().conns.fetch_sub(1, Ordering::Relaxed);
+    assert_eq!(c.sum(|s| &s.conns), 0);
+}

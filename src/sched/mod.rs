@@ -26,7 +26,8 @@
 //!   IPVS's `-x`/`-y` hysteresis, maintained by [`update_overload`], which the
 //!   pipeline calls for a service with thresholds just before it schedules a
 //!   new connection there (the counts it reads are the live ones).
-//! - Connection-count schedulers read the live ActiveConn/InActConn counts;
+//! - Connection-count schedulers read the live ActiveConn/InActConn counts
+//!   (each a sum of the [`RealLoads`]' stripes in use, one per worker);
 //!   IPVS's overhead is `active * 256 + inactive` (lc, wlc, lblc, lblcr, twos),
 //!   sed and nq use `active + 1`.
 
@@ -46,7 +47,6 @@ mod wlc;
 mod wrr;
 
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 
 use crate::packet::{FlowKey, L4Proto};
 use crate::service::{RealLoad, RealLoads, RealServer, SchedulerKind, VirtualService};
@@ -192,11 +192,11 @@ impl Scheduler {
 /// falls below the lower threshold (`-y`), or, with no lower threshold, below
 /// 3/4 of the upper one. A server without an upper threshold is never
 /// overloaded.
-pub fn update_overload(counters: &RealLoad, real: &RealServer) -> bool {
+pub fn update_overload(counters: RealLoad<'_>, real: &RealServer) -> bool {
     let total = u64::from(counters.active()) + u64::from(counters.inactive());
     let upper = u64::from(real.upper_threshold);
     let lower = u64::from(real.lower_threshold);
-    let flagged = counters.overloaded.load(Ordering::Relaxed);
+    let flagged = counters.overloaded();
     let overloaded = if upper != 0 && total >= upper {
         true
     } else if !flagged {
@@ -209,7 +209,7 @@ pub fn update_overload(counters: &RealLoad, real: &RealServer) -> bool {
         false
     };
     if overloaded != flagged {
-        counters.overloaded.store(overloaded, Ordering::Relaxed);
+        counters.set_overloaded(overloaded);
     }
     overloaded
 }
@@ -217,12 +217,12 @@ pub fn update_overload(counters: &RealLoad, real: &RealServer) -> bool {
 /// The counters of `real` if it may take a new connection: weight above 0,
 /// counters present, not overloaded.
 #[inline]
-fn available<'a>(real: &RealServer, loads: &'a RealLoads) -> Option<&'a RealLoad> {
+fn available<'a>(real: &RealServer, loads: &'a RealLoads) -> Option<RealLoad<'a>> {
     if real.weight == 0 {
         return None;
     }
     let counters = loads.get(real.id)?;
-    if counters.overloaded.load(Ordering::Relaxed) {
+    if counters.overloaded() {
         return None;
     }
     Some(counters)
@@ -241,7 +241,7 @@ fn usable(i: usize, reals: &[RealServer], loads: &RealLoads) -> Option<usize> {
 /// IPVS's `ip_vs_dest_conn_overhead`: an active connection costs 256 times an
 /// inactive one.
 #[inline]
-fn conn_overhead(counters: &RealLoad) -> u64 {
+fn conn_overhead(counters: RealLoad<'_>) -> u64 {
     (u64::from(counters.active()) << 8) + u64::from(counters.inactive())
 }
 
@@ -262,7 +262,7 @@ fn weighted_least(
     reals: &[RealServer],
     candidates: impl IntoIterator<Item = usize>,
     loads: &RealLoads,
-    overhead: impl Fn(&RealLoad) -> u64,
+    overhead: impl Fn(RealLoad<'_>) -> u64,
 ) -> Option<usize> {
     let mut least: Option<(usize, u64, u32)> = None;
     for i in candidates {
@@ -336,12 +336,11 @@ pub(crate) mod testutil {
     //! documentation address ranges.
 
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    use std::sync::atomic::Ordering;
 
     use crate::packet::{FlowKey, L4Proto};
     use crate::service::{
-        ForwardMethod, RealId, RealLoads, RealServer, SchedFlags, SchedulerKind, ServiceKey,
-        VirtualService,
+        ForwardMethod, RealCounts, RealId, RealLoads, RealServer, SchedFlags, SchedulerKind,
+        ServiceKey, VirtualService,
     };
     use crate::Millis;
 
@@ -394,15 +393,18 @@ pub(crate) mod testutil {
         let c = loads
             .get(RealId(i as u32))
             .expect("test load table too small");
-        c.active_conns.store(active, Ordering::Relaxed);
-        c.inact_conns.store(inactive, Ordering::Relaxed);
+        c.set(RealCounts {
+            active_conns: active,
+            inact_conns: inactive,
+            persist_conns: c.persistent(),
+        });
     }
 
     pub fn set_overloaded(loads: &RealLoads, i: usize, on: bool) {
         let c = loads
             .get(RealId(i as u32))
             .expect("test load table too small");
-        c.overloaded.store(on, Ordering::Relaxed);
+        c.set_overloaded(on);
     }
 
     /// Client `n`: 198.51.100.x with a port derived from `n`.
@@ -490,7 +492,7 @@ mod tests {
         ] {
             set_conns(&loads, 0, active, inactive);
             assert_eq!(update_overload(c, &r), expect, "{active}+{inactive}");
-            assert_eq!(c.overloaded.load(Ordering::Relaxed), expect);
+            assert_eq!(c.overloaded(), expect);
         }
     }
 

@@ -6,7 +6,7 @@ use super::weighted_least;
 use crate::service::{RealLoad, RealLoads, RealServer};
 
 /// IPVS's sed/nq overhead: the delay a new connection would see.
-fn overhead(counters: &RealLoad) -> u64 {
+fn overhead(counters: RealLoad<'_>) -> u64 {
     u64::from(counters.active()) + 1
 }
 

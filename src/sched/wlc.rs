@@ -15,7 +15,6 @@ mod tests {
     use crate::sched::testutil::*;
     use crate::service::{RealId, SchedulerKind};
     use proptest::prelude::*;
-    use std::sync::atomic::Ordering;
 
     #[test]
     fn overhead_is_divided_by_weight() {
@@ -49,7 +48,7 @@ mod tests {
             for _ in 0..picks {
                 match schedule(&svc.reals, &d) {
                     Some(i) => {
-                        d.get(RealId(i as u32)).unwrap().active_conns.fetch_add(1, Ordering::Relaxed);
+                        d.get(RealId(i as u32)).unwrap().opened(true);
                     }
                     None => prop_assert_eq!(total, 0),
                 }

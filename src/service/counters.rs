@@ -6,15 +6,18 @@
 //! (`minus`, for `-Z` baselines). Two sets, both indexed by [`RealId`] and
 //! allocated once at start, so what they count outlives every
 //! [`super::ServiceTable`]:
-//! - [`RealLoad`] / [`RealCounts`]: ActiveConn, InActConn, PersistConn. One
+//! - [`RealLoads`] / [`RealCounts`]: ActiveConn, InActConn, PersistConn. One
 //!   [`RealLoads`] is shared by every worker: connections update it as they
-//!   open, change state and close, and schedulers read it.
+//!   open, change state and close, and schedulers read it. It is striped
+//!   ([`stripe`]): each thread counts into a copy of its own, on lines no
+//!   other worker writes, and a read sums the stripes.
 //! - [`RealTrafficSlot`] / [`TotalStats`]: what `ipvsadm -L --stats` shows.
 //!   Each worker writes its own [`RealTraffic`] (a load and a store, no
 //!   read-modify-write on a shared line); the control plane sums the
 //!   workers' tables.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::RealId;
 
@@ -76,17 +79,11 @@ counter_set! {
     /// A real server's live connection counts, as `ipvsadm -L` shows them.
     pub struct RealCounts(u32);
 
-    /// Live connection counts of one real server, shared by every worker.
-    ///
-    /// ActiveConn counts connections in ESTABLISHED state, InActConn all
-    /// others, exactly as `ipvsadm -L` shows them; PersistConn counts
-    /// persistence templates.
-    pub struct RealLoad(AtomicU32) {
-        /// Set once the server reached its upper threshold; cleared when it
-        /// drops below the lower one (IPVS's `IP_VS_DEST_F_OVERLOAD`
-        /// hysteresis).
-        pub overloaded: AtomicBool,
-    }
+    /// One stripe's share of one real server's counts: wrapping deltas (a
+    /// connection may open on one stripe and close on another, leaving one
+    /// at +1 and the other at -1), whose wrapping sum over the stripes is
+    /// the count.
+    pub struct StripeCounts(AtomicU32) {}
 
     counters {
         /// ActiveConn.
@@ -120,42 +117,238 @@ counter_set! {
     }
 }
 
-impl RealLoad {
-    pub fn active(&self) -> u32 {
-        self.active_conns.load(Ordering::Relaxed)
-    }
+/// Stripes of the shared connection counts: [`RealLoads`]' and the
+/// connection table's. Up to this many threads count each on lines of its
+/// own; more share them (still exact, only contended again).
+pub const STRIPES: usize = 8;
 
-    pub fn inactive(&self) -> u32 {
-        self.inact_conns.load(Ordering::Relaxed)
-    }
+/// Stripes handed out so far (see [`stripe`]); only ever grows.
+static ASSIGNED: AtomicUsize = AtomicUsize::new(0);
 
-    pub fn persistent(&self) -> u32 {
-        self.persist_conns.load(Ordering::Relaxed)
+thread_local! {
+    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// The calling thread's stripe, below [`STRIPES`]: assigned at the thread's
+/// first call, in order of first calls (0, 1, ..., wrapping), and the same
+/// for the thread's life and for every striped counter set. So each of the
+/// director's workers, started together, writes lines of its own; a thread
+/// that writes rarely (the control plane's, sync's) may share a worker's.
+#[inline]
+pub fn stripe() -> usize {
+    STRIPE.with(|s| match s.get() {
+        usize::MAX => assign_stripe(s),
+        i => i,
+    })
+}
+
+#[cold]
+fn assign_stripe(s: &Cell<usize>) -> usize {
+    let i = ASSIGNED.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    s.set(i);
+    i
+}
+
+/// How many stripes any thread may have written (those below this index):
+/// a sum over these is the whole count. A thread takes its stripe before
+/// its first write, so a stripe is never written before it counts here.
+#[inline]
+pub fn stripes_in_use() -> usize {
+    ASSIGNED.load(Ordering::Relaxed).min(STRIPES)
+}
+
+/// A count summed from wrapping stripe deltas, read while others may be
+/// changing them: read stripe by stripe, a close seen before its open
+/// could make the sum briefly negative, and that shows as 0.
+#[inline]
+fn at_least_zero(sum: u32) -> u32 {
+    if (sum as i32) < 0 {
+        0
+    } else {
+        sum
     }
 }
 
 /// Connection counts of every real server, indexed by [`RealId`], allocated
 /// once at start and shared by every worker.
+///
+/// Striped: the counts of a real server are [`STRIPES`] wrapping deltas,
+/// each thread writing those of its [`stripe`], so that new connections on
+/// different workers do not hand a real server's line from core to core. A
+/// read sums the stripes in use ([`stripes_in_use`]): exact when nothing
+/// moves, never below 0 while something does. The overload flag is one per
+/// server, apart from the counts (read by every scheduler, written only when
+/// it changes).
 #[derive(Debug)]
 pub struct RealLoads {
-    slots: Box<[RealLoad]>,
+    capacity: usize,
+    /// Stripe `s`'s counts of server `id` at `s * capacity + id`: each
+    /// stripe's a run of lines of its own.
+    stripes: Box<[StripeCounts]>,
+    /// Set once a server reached its upper threshold; cleared when it drops
+    /// below the lower one (IPVS's `IP_VS_DEST_F_OVERLOAD` hysteresis).
+    overloaded: Box<[AtomicBool]>,
 }
 
 impl RealLoads {
     pub fn new(capacity: usize) -> RealLoads {
         RealLoads {
-            slots: (0..capacity).map(|_| RealLoad::default()).collect(),
+            capacity,
+            stripes: (0..capacity * STRIPES)
+                .map(|_| StripeCounts::default())
+                .collect(),
+            overloaded: (0..capacity).map(|_| AtomicBool::new(false)).collect(),
         }
     }
 
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.capacity
     }
 
     /// Counters of `id`; ids come from the control plane, which never hands
     /// out one past the capacity.
-    pub fn get(&self, id: RealId) -> Option<&RealLoad> {
-        self.slots.get(id.0 as usize)
+    #[inline]
+    pub fn get(&self, id: RealId) -> Option<RealLoad<'_>> {
+        let id = id.0 as usize;
+        (id < self.capacity).then_some(RealLoad { loads: self, id })
+    }
+}
+
+/// One real server's connection counts in a [`RealLoads`]: the sums of its
+/// stripes, and the changes a connection makes to them, counted in the
+/// calling thread's stripe.
+#[derive(Clone, Copy, Debug)]
+pub struct RealLoad<'a> {
+    loads: &'a RealLoads,
+    id: usize,
+}
+
+impl<'a> RealLoad<'a> {
+    #[inline]
+    fn sum(&self, field: impl Fn(&StripeCounts) -> &AtomicU32) -> u32 {
+        let cap = self.loads.capacity;
+        let mut sum = 0u32;
+        for s in 0..stripes_in_use() {
+            sum = sum.wrapping_add(
+                field(&self.loads.stripes[s * cap + self.id]).load(Ordering::Relaxed),
+            );
+        }
+        at_least_zero(sum)
+    }
+
+    /// The calling thread's stripe of these counts.
+    #[inline]
+    fn mine(&self) -> &'a StripeCounts {
+        &self.loads.stripes[stripe() * self.loads.capacity + self.id]
+    }
+
+    /// ActiveConn.
+    #[inline]
+    pub fn active(&self) -> u32 {
+        self.sum(|c| &c.active_conns)
+    }
+
+    /// InActConn.
+    #[inline]
+    pub fn inactive(&self) -> u32 {
+        self.sum(|c| &c.inact_conns)
+    }
+
+    /// PersistConn.
+    #[inline]
+    pub fn persistent(&self) -> u32 {
+        self.sum(|c| &c.persist_conns)
+    }
+
+    /// Every count, each summed once (each exact when nothing moves; the
+    /// set is not one instant's).
+    pub fn read(&self) -> RealCounts {
+        let mut sum = RealCounts::default();
+        let cap = self.loads.capacity;
+        for s in 0..stripes_in_use() {
+            sum.add(&self.loads.stripes[s * cap + self.id].read());
+        }
+        RealCounts {
+            active_conns: at_least_zero(sum.active_conns),
+            inact_conns: at_least_zero(sum.inact_conns),
+            persist_conns: at_least_zero(sum.persist_conns),
+        }
+    }
+
+    /// A connection opened, active or not.
+    #[inline]
+    pub fn opened(&self, active: bool) {
+        let c = self.mine();
+        let n = if active {
+            &c.active_conns
+        } else {
+            &c.inact_conns
+        };
+        n.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection closed that was active or not.
+    #[inline]
+    pub fn closed(&self, active: bool) {
+        let c = self.mine();
+        let n = if active {
+            &c.active_conns
+        } else {
+            &c.inact_conns
+        };
+        n.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A connection went from inactive to active (`true`) or back.
+    #[inline]
+    pub fn moved(&self, to_active: bool) {
+        let c = self.mine();
+        let (to, from) = if to_active {
+            (&c.active_conns, &c.inact_conns)
+        } else {
+            (&c.inact_conns, &c.active_conns)
+        };
+        to.fetch_add(1, Ordering::Relaxed);
+        from.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A persistence template was created (`true`) or released.
+    #[inline]
+    pub fn template(&self, added: bool) {
+        let c = &self.mine().persist_conns;
+        if added {
+            c.fetch_add(1, Ordering::Relaxed);
+        } else {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The overload flag ([`crate::sched::update_overload`] keeps it).
+    #[inline]
+    pub fn overloaded(&self) -> bool {
+        self.loads.overloaded[self.id].load(Ordering::Relaxed)
+    }
+
+    pub fn set_overloaded(&self, on: bool) {
+        self.loads.overloaded[self.id].store(on, Ordering::Relaxed);
+    }
+
+    /// Sets the counts to `counts` (tests and benches that stage a load):
+    /// the calling thread's stripe takes them, the others are cleared.
+    pub fn set(&self, counts: RealCounts) {
+        let cap = self.loads.capacity;
+        let me = stripe();
+        for s in 0..STRIPES {
+            let c = &self.loads.stripes[s * cap + self.id];
+            let v = if s == me {
+                counts
+            } else {
+                RealCounts::default()
+            };
+            c.active_conns.store(v.active_conns, Ordering::Relaxed);
+            c.inact_conns.store(v.inact_conns, Ordering::Relaxed);
+            c.persist_conns.store(v.persist_conns, Ordering::Relaxed);
+        }
     }
 }
 
@@ -244,8 +437,11 @@ mod tests {
 
         let loads = RealLoads::new(1);
         let l = loads.get(RealId(0)).unwrap();
-        l.active_conns.store(2, Ordering::Relaxed);
-        l.persist_conns.store(1, Ordering::Relaxed);
+        l.set(RealCounts {
+            active_conns: 2,
+            inact_conns: 0,
+            persist_conns: 1,
+        });
         assert_eq!(
             l.read(),
             RealCounts {
@@ -255,5 +451,54 @@ mod tests {
             }
         );
         assert_eq!((l.active(), l.inactive(), l.persistent()), (2, 0, 1));
+        assert!(loads.get(RealId(1)).is_none());
+    }
+
+    /// Threads count into stripes of their own; the sums are the counts,
+    /// also when a connection opens on one stripe and closes on another,
+    /// and a stripe that went below zero never shows.
+    #[test]
+    fn stripes_sum_to_the_counts() {
+        let loads = RealLoads::new(3);
+        let l = loads.get(RealId(2)).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        l.opened(false);
+                        l.moved(true);
+                    }
+                    l.template(true);
+                });
+            }
+        });
+        assert_eq!((l.active(), l.inactive(), l.persistent()), (4000, 0, 4));
+        // Closed on other threads than they opened on.
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for _ in 0..1500 {
+                        l.closed(true);
+                    }
+                    l.template(false);
+                });
+            }
+        });
+        assert_eq!(
+            l.read(),
+            RealCounts {
+                active_conns: 1000,
+                inact_conns: 0,
+                persist_conns: 2,
+            }
+        );
+        assert_eq!(loads.get(RealId(1)).unwrap().read(), RealCounts::default());
+        // This thread's stripe alone below zero: the sum shows 0, not 2^32 - 1.
+        let m = loads.get(RealId(0)).unwrap();
+        m.closed(false);
+        assert_eq!(m.inactive(), 0);
+        m.opened(false);
+        m.opened(false);
+        assert_eq!(m.inactive(), 1);
     }
 }
