@@ -739,15 +739,11 @@ impl Shard {
         self.word(slot, 1)
     }
 
-    /// The entry in `slot`, if LIVE, read consistently under its generation.
-    #[inline]
-    pub fn read(&self, slot: u32) -> Option<Snap> {
-        let base = slot as usize * self.stride;
-        let words = self.words.get(base..base + self.stride)?;
-        let m1 = words[0].load(Ordering::Acquire);
-        if m1 & LIVE == 0 {
-            return None;
-        }
+    /// The entry whose `meta` read `m1` (LIVE) in `slot`'s `words`, copied
+    /// out, if `meta` still reads `m1` after the copy: the seqlock's read
+    /// side, shared by every lookup.
+    #[inline(always)]
+    fn snap_under(&self, slot: u32, words: &[AtomicU64], m1: u64) -> Option<Snap> {
         let mut w = [0u64; 10];
         load_words(words, &mut w);
         fence(Ordering::Acquire);
@@ -760,6 +756,18 @@ impl Shard {
             slot,
             w,
         })
+    }
+
+    /// The entry in `slot`, if LIVE, read consistently under its generation.
+    #[inline]
+    pub fn read(&self, slot: u32) -> Option<Snap> {
+        let base = slot as usize * self.stride;
+        let words = self.words.get(base..base + self.stride)?;
+        let m1 = words[0].load(Ordering::Acquire);
+        if m1 & LIVE == 0 {
+            return None;
+        }
+        self.snap_under(slot, words, m1)
     }
 
     /// The live entry (connection or template) with forward key `t`.
@@ -842,18 +850,7 @@ impl Shard {
                 return None;
             }
         }
-        let mut w = [0u64; 10];
-        load_words(words, &mut w);
-        fence(Ordering::Acquire);
-        if words[0].load(Ordering::Relaxed) != m1 {
-            return None;
-        }
-        w[0] = m1;
-        Some(Snap {
-            v6: self.v6,
-            slot,
-            w,
-        })
+        self.snap_under(slot, words, m1)
     }
 
     /// The entry in `slot` if it is a LIVE NAT connection whose reply key
@@ -881,18 +878,7 @@ impl Shard {
         if !addrs_match {
             return None;
         }
-        let mut w = [0u64; 10];
-        load_words(words, &mut w);
-        fence(Ordering::Acquire);
-        if words[0].load(Ordering::Relaxed) != m1 {
-            return None;
-        }
-        w[0] = m1;
-        Some(Snap {
-            v6: self.v6,
-            slot,
-            w,
-        })
+        self.snap_under(slot, words, m1)
     }
 
     /// Loads the home bucket of `t`'s index so that a lookup shortly after
