@@ -179,6 +179,21 @@ impl Net {
         self
     }
 
+    /// `rounds` rounds of ten new connections each, one stream datagram a
+    /// round; the second of them never arrives.
+    fn rounds_losing_the_second_datagram(&mut self, rounds: u16) {
+        let mut sent = 0;
+        for round in 0..rounds {
+            self.open(round * 10..round * 10 + 10);
+            self.tick(20);
+            self.carry(|t| {
+                let s = stream_seq(t).is_some();
+                sent += s as u32;
+                s && sent == 2
+            });
+        }
+    }
+
     fn open(&mut self, ports: std::ops::Range<u16>) {
         let now = self.now();
         for p in ports {
@@ -250,17 +265,7 @@ fn entries_are_batched_into_datagrams_of_at_most_maxlen() {
 #[test]
 fn a_gap_is_nacked_and_repaired_from_the_ring() {
     let mut n = Net::new(|_| {}).with_backup();
-    let mut sent = 0;
-    for round in 0..5 {
-        n.open(round * 10..round * 10 + 10);
-        n.tick(20);
-        // The second stream datagram is lost.
-        n.carry(|t| {
-            let s = stream_seq(t).is_some();
-            sent += s as u32;
-            s && sent == 2
-        });
-    }
+    n.rounds_losing_the_second_datagram(5);
     assert_eq!(n.tb.conns.len(), 40, "one datagram of ten entries lost");
     assert_eq!(n.sb.read().gaps, 1);
     // After the grace time B asks, A resends, B has everything.
@@ -412,16 +417,7 @@ fn a_gap_older_than_the_ring_is_repaired_by_a_bulk() {
 #[test]
 fn nacks_that_go_unanswered_end_in_a_resync_request() {
     let mut n = Net::new(|_| {}).with_backup();
-    let mut sent = 0;
-    for round in 0..3 {
-        n.open(round * 10..round * 10 + 10);
-        n.tick(20);
-        n.carry(|t| {
-            let s = stream_seq(t).is_some();
-            sent += s as u32;
-            s && sent == 2
-        });
-    }
+    n.rounds_losing_the_second_datagram(3);
     // A is gone: nothing B sends reaches it any more.
     let mut asked = Vec::new();
     for _ in 0..20 {
