@@ -49,7 +49,8 @@ use crate::counters::WorkerCounters;
 use crate::forward::{dr, nat, tun};
 use crate::neigh::{NextHop, NextHops, PortId, Unresolved};
 use crate::packet::{
-    parse, reset, rewrite, FlowKey, Frame, IpVersion, L4Proto, Parsed, Quoted, TcpFlags, Transport,
+    parse, parse_flow, reset, rewrite, FlowKey, Frame, IpVersion, L4Proto, Parsed, Quoted,
+    TcpFlags, Transport,
 };
 use crate::sched::Scheduler;
 use crate::service::{
@@ -409,73 +410,136 @@ impl Pipeline {
     }
 
     /// Handles one frame that arrived on `ingress`, rewriting it in place.
+    ///
+    /// The common frame (see [`parse_flow`]) is read at fixed offsets and
+    /// goes straight to [`Engine::flow`]; every other frame takes
+    /// [`Engine::classify`], out of line, which parses it in full and
+    /// reaches the same `flow` for TCP and UDP: both give one verdict and
+    /// the same bytes for a frame either would take.
     pub fn process(&mut self, now: Millis, ingress: PortId, frame: &mut Frame<'_>) -> Verdict {
         let snap = &*self.snap;
         let e = &mut self.engine;
         e.stats.rx += 1;
-        let mut v = e.classify(snap, now, ingress, frame);
-        if let (Verdict::Transmit { port }, Some(next_hop)) = (v, e.waiting.take()) {
-            v = Verdict::Hold { port, next_hop };
-        }
-        count(&mut e.stats, v);
-        v
+        let rx = Rx { now, ingress };
+        let result = match parse_flow(frame.data()) {
+            Some((p, key)) => e.flow(snap, rx, &p, &key, frame),
+            None => e.classify(snap, rx, frame),
+        };
+        e.verdict(result)
     }
-}
 
-impl Engine {
-    fn classify(
+    /// [`Pipeline::process`] without the fast path: every frame through
+    /// [`Engine::classify`], for tests holding the two paths to one result.
+    #[cfg(test)]
+    pub(crate) fn process_general(
         &mut self,
-        snap: &Snapshot,
         now: Millis,
         ingress: PortId,
         frame: &mut Frame<'_>,
     ) -> Verdict {
+        let snap = &*self.snap;
+        let e = &mut self.engine;
+        e.stats.rx += 1;
+        let result = e.classify(snap, Rx { now, ingress }, frame);
+        e.verdict(result)
+    }
+}
+
+impl Engine {
+    /// The frame's verdict, counted: a transmit with its next hop known
+    /// inline, everything else (drops, holds) in [`Engine::rare_verdict`].
+    #[inline(always)]
+    fn verdict(&mut self, result: Result<Verdict, DropReason>) -> Verdict {
+        match result {
+            Ok(v @ Verdict::Transmit { .. }) if self.waiting.is_none() => {
+                count(&mut self.stats, v);
+                v
+            }
+            other => self.rare_verdict(other),
+        }
+    }
+
+    /// A drop, or a frame rewritten for a next hop without its MAC, which
+    /// is held ([`Verdict::Hold`]).
+    #[cold]
+    #[inline(never)]
+    fn rare_verdict(&mut self, result: Result<Verdict, DropReason>) -> Verdict {
+        let mut v = result.unwrap_or_else(Verdict::Drop);
+        if let (Verdict::Transmit { port }, Some(next_hop)) = (v, self.waiting.take()) {
+            v = Verdict::Hold { port, next_hop };
+        }
+        count(&mut self.stats, v);
+        v
+    }
+
+    /// Every frame [`parse_flow`] does not take, parsed in full; TCP and
+    /// UDP go on to [`Engine::flow`] as the fast path's frames do.
+    #[inline(never)]
+    fn classify(
+        &mut self,
+        snap: &Snapshot,
+        rx: Rx,
+        frame: &mut Frame<'_>,
+    ) -> Result<Verdict, DropReason> {
         // Borrowed where it lies: a move of the parse's result costs more
         // than the fields this frame reads.
         let parsed = parse(frame.data());
         let p = match &parsed {
             Ok(p) => p,
-            Err(e) => return Verdict::Drop((*e).into()),
+            Err(e) => return Err((*e).into()),
         };
-        let result = match p.transport {
+        match p.transport {
             Transport::Tcp { .. } | Transport::Udp => {
-                let rx = Rx { now, ingress };
                 let Some(key) = p.key() else {
-                    return Verdict::Drop(DropReason::OtherProtocol);
+                    return Err(DropReason::OtherProtocol);
                 };
-                // Before any rewrite: incremental updates assume a full checksum.
-                if rewrite::complete_partial_checksum(frame.data_mut(), p) {
-                    self.stats.checksums_completed += 1;
-                }
-                // RFC 8200: an IPv6 UDP checksum is never 0, service packet
-                // or NAT answer alike.
-                if p.version == IpVersion::V6
-                    && p.transport == Transport::Udp
-                    && rewrite::udp_checksum(frame.data(), p) == 0
-                {
-                    return Verdict::Drop(DropReason::UdpZeroChecksum);
-                }
-                let skey = ServiceKey {
-                    proto: key.proto,
-                    addr: key.dst,
-                    port: key.dport,
-                };
-                if let Some(found) = snap.services.find(&skey) {
-                    match self.service_packet(rx, snap, found, p, &key, frame) {
-                        Err(DropReason::TcpNotSyn) => self.reset(rx, p, frame),
-                        other => other,
-                    }
-                } else {
-                    self.nat_reply(now, snap, p, &key, frame)
-                }
+                self.flow(snap, rx, p, &key, frame)
             }
-            Transport::IcmpError(q) => self.icmp_error(now, ingress, snap, p, &q, frame),
+            Transport::IcmpError(q) => self.icmp_error(rx.now, rx.ingress, snap, p, &q, frame),
             Transport::Other => Err(DropReason::OtherProtocol),
+        }
+    }
+
+    /// A TCP or UDP packet of flow `key`, parsed as `p`: to a virtual
+    /// service, or a NAT real server's answer, or not ours.
+    #[inline(always)]
+    fn flow(
+        &mut self,
+        snap: &Snapshot,
+        rx: Rx,
+        p: &Parsed,
+        key: &FlowKey,
+        frame: &mut Frame<'_>,
+    ) -> Result<Verdict, DropReason> {
+        // Before any rewrite: incremental updates assume a full checksum.
+        if rewrite::complete_partial_checksum(frame.data_mut(), p) {
+            self.stats.checksums_completed += 1;
+        }
+        // RFC 8200: an IPv6 UDP checksum is never 0, service packet
+        // or NAT answer alike.
+        if p.version == IpVersion::V6
+            && p.transport == Transport::Udp
+            && rewrite::udp_checksum(frame.data(), p) == 0
+        {
+            return Err(DropReason::UdpZeroChecksum);
+        }
+        let skey = ServiceKey {
+            proto: key.proto,
+            addr: key.dst,
+            port: key.dport,
         };
-        result.unwrap_or_else(Verdict::Drop)
+        if let Some(found) = snap.services.find(&skey) {
+            match self.service_packet(rx, snap, found, p, key, frame) {
+                Err(DropReason::TcpNotSyn) => self.reset(rx, p, frame),
+                other => other,
+            }
+        } else {
+            self.nat_reply(rx.now, snap, p, key, frame)
+        }
     }
 
     /// A TCP/UDP packet of flow `key` to the virtual service `found`.
+    #[inline(always)]
     fn service_packet(
         &mut self,
         rx: Rx,
@@ -493,45 +557,36 @@ impl Engine {
             return Err(DropReason::ZeroPort);
         }
         let flags = tcp_flags(p);
-        let opens = flags.is_some_and(|f| f.is_connection_start());
-        let existing = self.conns.lookup_original(key, rx.now).filter(|c| {
+        let existing = match self.conns.lookup_original(key, rx.now) {
             // A SYN reusing the ports of a finished connection starts a
             // new one, scheduled afresh (IPVS's conn_reuse_mode).
-            let finished = matches!(c.state(), ConnState::TimeWait | ConnState::Close);
-            if opens && finished {
-                if self.conns.remove(&c.handle, rx.now) {
-                    self.closed(c);
-                }
-                return false;
+            Some(c)
+                if flags.is_some_and(|f| f.is_connection_start())
+                    && matches!(c.state(), ConnState::TimeWait | ConnState::Close) =>
+            {
+                self.end_finished(&c, rx.now);
+                None
             }
-            true
-        });
-        let (conn, ri) = match existing {
-            Some(c) => {
+            other => other,
+        };
+        let (conn, ri) = 'placed: {
+            if let Some(c) = existing {
                 let Some(ri) = snap.services.real_position(si, c.real_id()) else {
-                    // The real server is not in the service now. As IPVS:
-                    // drop without touching the entry's state or timer, so
-                    // the connection resumes if the server comes back, or
-                    // ends it with expire_nodest_conn.
-                    if snap.policy.expire_nodest_conn && self.conns.remove(&c.handle, rx.now) {
-                        self.closed(&c);
-                    }
-                    return Err(DropReason::DestGone);
+                    return Err(self.dest_gone(snap, &c, rx.now));
                 };
-                match self
-                    .conns
-                    .update(&c.handle, Direction::Original, flags, rx.now)
+                // An entry that expired or was released since the lookup
+                // is a miss.
+                if let Some(state) =
+                    self.conns
+                        .update(&c.handle, Direction::Original, flags, rx.now)
                 {
-                    Some(state) => {
-                        if state != c.state() {
-                            self.changed(&c, state, rx.now, false);
-                        }
-                        (c, ri)
+                    if state != c.state() {
+                        self.changed(&c, state, rx.now, false);
                     }
-                    None => self.new_conn(rx.now, snap, si, svc, key, flags)?,
+                    break 'placed (c, ri);
                 }
             }
-            None => self.new_conn(rx.now, snap, si, svc, key, flags)?,
+            self.new_conn(rx.now, snap, si, svc, key, flags)?
         };
         let path = &snap.paths[si as usize][ri];
         let v = self.forward(snap, rx.ingress, p, &svc.reals[ri], path, frame)?;
@@ -539,8 +594,32 @@ impl Engine {
         Ok(v)
     }
 
+    /// Ends the finished connection `c` a new SYN reuses the ports of.
+    #[cold]
+    #[inline(never)]
+    fn end_finished(&mut self, c: &Conn, now: Millis) {
+        if self.conns.remove(&c.handle, now) {
+            self.closed(c);
+        }
+    }
+
+    /// A packet of connection `c`, whose real server is not in the service
+    /// now. As IPVS: dropped without touching the entry's state or timer,
+    /// so the connection resumes if the server comes back, or ended with
+    /// `expire_nodest_conn`.
+    #[cold]
+    #[inline(never)]
+    fn dest_gone(&mut self, snap: &Snapshot, c: &Conn, now: Millis) -> DropReason {
+        if snap.policy.expire_nodest_conn && self.conns.remove(&c.handle, now) {
+            self.closed(c);
+        }
+        DropReason::DestGone
+    }
+
     /// Answers a segment of no connection with a reset, back where it came
     /// from, within the per-millisecond budget.
+    #[cold]
+    #[inline(never)]
     fn reset(&mut self, rx: Rx, p: &Parsed, frame: &mut Frame<'_>) -> Result<Verdict, DropReason> {
         if rx.now != self.reset_ms {
             self.reset_ms = rx.now;
@@ -557,6 +636,7 @@ impl Engine {
     /// Places a new connection: on the persistence template's real server if
     /// the service is persistent and the client has one, else where the
     /// scheduler says.
+    #[inline(never)]
     fn new_conn(
         &mut self,
         now: Millis,
@@ -707,6 +787,7 @@ impl Engine {
     }
 
     /// A TCP/UDP packet not to a service: a NAT real server's answer, or not ours.
+    #[inline(always)]
     fn nat_reply(
         &mut self,
         now: Millis,
@@ -978,6 +1059,8 @@ pub mod testnet;
 
 #[cfg(test)]
 mod driving;
+#[cfg(test)]
+mod fastpath;
 #[cfg(test)]
 mod golden;
 #[cfg(test)]

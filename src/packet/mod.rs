@@ -13,6 +13,6 @@ pub mod rewrite;
 pub use flow::{FlowKey, L4Proto};
 pub use frame::{Frame, NoRoom};
 pub use parse::{
-    parse, IpVersion, ParseError, Parsed, Quoted, TcpFlags, Transport, ETH_HEADER_LEN,
+    parse, parse_flow, IpVersion, ParseError, Parsed, Quoted, TcpFlags, Transport, ETH_HEADER_LEN,
 };
 pub use rewrite::{MacAddr, Side};

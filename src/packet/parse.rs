@@ -228,6 +228,110 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
     }
 }
 
+/// Bytes [`parse_flow`] reads at fixed offsets: Ethernet, an IPv4 header
+/// without options and a TCP header's first 20 bytes (a UDP header's 8).
+const FLOW_HEADERS: usize = ETH_HEADER_LEN + 20 + 20;
+
+/// The pipeline's common frame read straight from its bytes, with its flow
+/// key: an untagged IPv4 packet without options, not a fragment (DF or no
+/// flags), with a valid header checksum and a total length within the
+/// frame, carrying TCP or UDP whose header fits that length, in a frame of
+/// at least 54 bytes (one bounds check, then constant offsets). `Some`
+/// only where [`parse`] returns the same `Parsed` and [`Parsed::key`] the
+/// same key; every other frame (IPv6, tags, options, fragments, ICMP,
+/// short frames, every failed check) is `None`, for [`parse`] to take.
+#[inline(always)]
+pub fn parse_flow(frame: &[u8]) -> Option<(Parsed, FlowKey)> {
+    const L3: usize = ETH_HEADER_LEN;
+    const L4: usize = L3 + 20;
+    let h: &[u8; FLOW_HEADERS] = frame.first_chunk()?;
+    // EtherType IPv4; version 4, IHL 5.
+    if [h[12], h[13], h[L3]] != [0x08, 0x00, 0x45] {
+        return None;
+    }
+    let ip_len = usize::from(u16::from_be_bytes([h[L3 + 2], h[L3 + 3]]));
+    if frame.len() - L3 < ip_len {
+        return None;
+    }
+    // Flags and fragment offset: DF alone, or nothing.
+    let frag = u16::from_be_bytes([h[L3 + 6], h[L3 + 7]]);
+    if frag & 0xbfff != 0 {
+        return None;
+    }
+    let (proto, transport) = match h[L3 + 9] {
+        6 => {
+            // The data offset's header lies within the IP length.
+            if usize::from(h[L4 + 12] >> 4) < 5 || ip_len < 20 + usize::from(h[L4 + 12] >> 4) * 4 {
+                return None;
+            }
+            (
+                L4Proto::Tcp,
+                Transport::Tcp {
+                    flags: TcpFlags(h[L4 + 13]),
+                },
+            )
+        }
+        17 => {
+            let udp_len = usize::from(u16::from_be_bytes([h[L4 + 4], h[L4 + 5]]));
+            if udp_len < 8 || ip_len < 20 + udp_len {
+                return None;
+            }
+            (L4Proto::Udp, Transport::Udp)
+        }
+        _ => return None,
+    };
+    let ip: &[u8; 20] = h[L3..L4].try_into().ok()?;
+    if !ipv4_header_verifies(ip) {
+        return None;
+    }
+    let src = IpAddr::V4(Ipv4Addr::new(
+        h[L3 + 12],
+        h[L3 + 13],
+        h[L3 + 14],
+        h[L3 + 15],
+    ));
+    let dst = IpAddr::V4(Ipv4Addr::new(
+        h[L3 + 16],
+        h[L3 + 17],
+        h[L3 + 18],
+        h[L3 + 19],
+    ));
+    let sport = u16::from_be_bytes([h[L4], h[L4 + 1]]);
+    let dport = u16::from_be_bytes([h[L4 + 2], h[L4 + 3]]);
+    let p = Parsed {
+        l3: L3,
+        version: IpVersion::V4,
+        l4: L4,
+        ip_len,
+        proto: h[L3 + 9],
+        src,
+        dst,
+        sport,
+        dport,
+        ttl: h[L3 + 8],
+        dont_fragment: frag != 0,
+        first_fragment: false,
+        transport,
+    };
+    Some((p, FlowKey::new(proto, src, sport, dst, dport)))
+}
+
+/// Whether an IPv4 header without options carries a valid checksum: its
+/// ten 16-bit words add up (one's complement) to 0xffff. Added as five
+/// native-endian 32-bit words, whose folded sum is the same up to the
+/// order of its two bytes (RFC 1071 §2(B)), which 0xffff does not see.
+#[inline(always)]
+fn ipv4_header_verifies(ip: &[u8; 20]) -> bool {
+    let w = |i: usize| u64::from(u32::from_ne_bytes([ip[i], ip[i + 1], ip[i + 2], ip[i + 3]]));
+    let s = w(0) + w(4) + w(8) + w(12) + w(16);
+    // Below 2^35; then below 2^33, 2^18, 2^16 + 3, and 16 bits.
+    let s = (s & 0xffff_ffff) + (s >> 32);
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
+    s == 0xffff
+}
+
 /// The fast path's headers read with fixed offsets: `Some` only where every
 /// check [`parse_full`] makes passes and it would return the same `Parsed`.
 #[inline(always)]
@@ -630,6 +734,20 @@ mod tests {
     }
 
     #[test]
+    fn flow_parse_takes_ipv4_tcp_and_udp_with_their_keys() {
+        for udp in [false, true] {
+            let f = frame(false, udp, 12);
+            let (p, key) = parse_flow(&f).expect("a fast-path frame");
+            assert_eq!(Ok(p), parse_full(&f));
+            assert_eq!(Some(key), p.key());
+        }
+        // IPv6, and a frame shorter than the headers read at fixed offsets.
+        assert_eq!(parse_flow(&frame(true, false, 12)), None);
+        assert_eq!(parse_flow(&frame(false, true, 11)), None);
+        assert!(parse_lean(&frame(false, true, 11)).is_some());
+    }
+
+    #[test]
     fn lean_parse_leaves_the_rest_to_the_full_parse() {
         // IPv4 options, a fragment, a VLAN tag, ICMP: not the fast path.
         let mut options = frame(false, false, 0);
@@ -642,6 +760,7 @@ mod tests {
         icmp[23] = 1;
         for f in [options, fragment, vlan, icmp] {
             assert_eq!(parse_lean(&f), None);
+            assert_eq!(parse_flow(&f), None);
         }
     }
 
@@ -674,6 +793,10 @@ mod tests {
             f.resize(f.len() + pad, 0);
             if let Some(lean) = parse_lean(&f) {
                 prop_assert_eq!(Ok(lean), parse_full(&f));
+            }
+            if let Some((p, key)) = parse_flow(&f) {
+                prop_assert_eq!(Ok(p), parse_full(&f));
+                prop_assert_eq!(Some(key), p.key());
             }
             prop_assert_eq!(parse(&f), parse_full(&f));
         }
