@@ -557,22 +557,22 @@ impl Engine {
             return Err(DropReason::ZeroPort);
         }
         let flags = tcp_flags(p);
-        let existing = match self.conns.lookup_original(key, rx.now) {
+        let mut existing = self.conns.lookup_original(key, rx.now);
+        if let Some(c) = &existing {
             // A SYN reusing the ports of a finished connection starts a
             // new one, scheduled afresh (IPVS's conn_reuse_mode).
-            Some(c)
-                if flags.is_some_and(|f| f.is_connection_start())
-                    && matches!(c.state(), ConnState::TimeWait | ConnState::Close) =>
+            if flags.is_some_and(|f| f.is_connection_start())
+                && matches!(c.state(), ConnState::TimeWait | ConnState::Close)
             {
-                self.end_finished(&c, rx.now);
-                None
+                self.end_finished(c, rx.now);
+                existing = None;
             }
-            other => other,
-        };
-        let (conn, ri) = 'placed: {
-            if let Some(c) = existing {
+        }
+        // Only the real server goes on: the entry itself is not read again.
+        let (real_id, ri) = 'placed: {
+            if let Some(c) = &existing {
                 let Some(ri) = snap.services.real_position(si, c.real_id()) else {
-                    return Err(self.dest_gone(snap, &c, rx.now));
+                    return Err(self.dest_gone(snap, c, rx.now));
                 };
                 // An entry that expired or was released since the lookup
                 // is a miss.
@@ -581,16 +581,17 @@ impl Engine {
                         .update(&c.handle, Direction::Original, flags, rx.now)
                 {
                     if state != c.state() {
-                        self.changed(&c, state, rx.now, false);
+                        self.changed(c, state, rx.now, false);
                     }
-                    break 'placed (c, ri);
+                    break 'placed (c.real_id(), ri);
                 }
             }
-            self.new_conn(rx.now, snap, si, svc, key, flags)?
+            let (c, ri) = self.new_conn(rx.now, snap, si, svc, key, flags)?;
+            (c.real_id(), ri)
         };
         let path = &snap.paths[si as usize][ri];
         let v = self.forward(snap, rx.ingress, p, &svc.reals[ri], path, frame)?;
-        self.traffic.count_in(conn.real_id(), p.ip_len);
+        self.traffic.count_in(real_id, p.ip_len);
         Ok(v)
     }
 

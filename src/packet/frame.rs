@@ -32,10 +32,12 @@ impl<'a> Frame<'a> {
         Frame::new(buf, 0, len)
     }
 
+    #[inline]
     pub fn data(&self) -> &[u8] {
         &self.buf[self.start..self.start + self.len]
     }
 
+    #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
         &mut self.buf[self.start..self.start + self.len]
     }
