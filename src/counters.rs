@@ -105,7 +105,8 @@ worker_counters! {
     /// ICMP "too big" errors sent to clients for oversize TUN packets.
     icmp_too_big => "xvs_worker_icmp_too_big",
         "ICMP fragmentation-needed / packet-too-big sent", Some("icmp_too_big");
-    /// TCP/UDP checksums a sender's offload left partial, finished here.
+    /// TCP/UDP checksums a sender's offload left partial, finished here:
+    /// of packets to a service and of NAT answers (the frames xvs claims).
     checksums_completed => "xvs_worker_checksums_completed",
         "TCP/UDP checksums a sender's offload left partial, finished by xvs",
         Some("checksums_completed");

@@ -511,12 +511,9 @@ impl Engine {
         key: &FlowKey,
         frame: &mut Frame<'_>,
     ) -> Result<Verdict, DropReason> {
-        // Before any rewrite: incremental updates assume a full checksum.
-        if rewrite::complete_partial_checksum(frame.data_mut(), p) {
-            self.stats.checksums_completed += 1;
-        }
         // RFC 8200: an IPv6 UDP checksum is never 0, service packet
-        // or NAT answer alike.
+        // or NAT answer alike. (A partial checksum is never 0 either: it
+        // is a folded pseudo-header sum, so its completion can wait.)
         if p.version == IpVersion::V6
             && p.transport == Transport::Udp
             && rewrite::udp_checksum(frame.data(), p) == 0
@@ -538,6 +535,17 @@ impl Engine {
         }
     }
 
+    /// Completes a checksum the sender's offload left partial, before any
+    /// rewrite (incremental updates assume a full one). Only frames xvs
+    /// claims pay for the check: a frame to no service and of no
+    /// connection is dropped as it came.
+    #[inline(always)]
+    fn complete_checksum(&mut self, p: &Parsed, frame: &mut Frame<'_>) {
+        if rewrite::complete_partial_checksum(frame.data_mut(), p) {
+            self.stats.checksums_completed += 1;
+        }
+    }
+
     /// A TCP/UDP packet of flow `key` to the virtual service `found`.
     #[inline(always)]
     fn service_packet(
@@ -550,6 +558,7 @@ impl Engine {
         frame: &mut Frame<'_>,
     ) -> Result<Verdict, DropReason> {
         let (si, svc) = found;
+        self.complete_checksum(p, frame);
         if is_martian(p.src) {
             return Err(DropReason::Martian);
         }
@@ -800,6 +809,7 @@ impl Engine {
         let Some(conn) = self.conns.lookup_reply(key, now) else {
             return Err(DropReason::NoConnection);
         };
+        self.complete_checksum(p, frame);
         let Some(state) = self
             .conns
             .update(&conn.handle, Direction::Reply, tcp_flags(p), now)
