@@ -13,9 +13,12 @@ use crate::Millis;
 const EXT: u8 = 0;
 const INT: u8 = 1;
 
+/// A frame and the port it arrives on.
+type Arrival = (Vec<u8>, u8);
+
 /// The frames of the test network's flows: set-up SYNs, then the frames
 /// of the cases the fast path is for and of those it leaves alone.
-fn frames() -> (Vec<(Vec<u8>, u8)>, Vec<(Vec<u8>, u8)>) {
+fn frames() -> (Vec<Arrival>, Vec<Arrival>) {
     let mut setup = Vec::new();
     let mut cases = Vec::new();
     for n in [testnet::v4(), testnet::v6()] {
@@ -59,7 +62,7 @@ fn run(p: &mut Pipeline, general: bool, now: u64, bytes: &[u8], port: u8) -> (Ve
 }
 
 /// Two pipelines with the same connections open, one driven by each path.
-fn pair(setup: &[(Vec<u8>, u8)]) -> (Pipeline, Pipeline) {
+fn pair(setup: &[Arrival]) -> (Pipeline, Pipeline) {
     let (mut fast, mut general) = (pipeline(), pipeline());
     for (f, port) in setup {
         assert_eq!(
