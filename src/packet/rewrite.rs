@@ -312,7 +312,11 @@ fn adjust_transport_checksum(frame: &mut [u8], at: usize, proto: L4Proto, d: u32
 /// as it is. Fragments are left too: their payload is not all here, and a
 /// sender never leaves a fragmented datagram's checksum partial.
 ///
-/// Only the pseudo-header sum is computed for a packet that needs nothing.
+/// Only the pseudo-header sum is computed for a packet that needs nothing:
+/// from the address words in the frame's own byte order (RFC 1071 §2(B):
+/// the sum of native words is the byte swap of the sum of big-endian ones,
+/// so it is compared with the field read the same way), with one bounds
+/// check for the header and one for the field.
 #[inline]
 pub fn complete_partial_checksum(frame: &mut [u8], p: &Parsed) -> bool {
     let (at, proto) = match p.transport {
@@ -324,20 +328,44 @@ pub fn complete_partial_checksum(frame: &mut [u8], p: &Parsed) -> bool {
         return false;
     }
     let end = p.ip_end();
-    let stored = read_u16(frame, at);
-    // The pseudo-header from the frame's own address bytes, contiguous in
-    // both IP versions: source then destination.
-    let addrs = match p.version {
-        IpVersion::V4 => frame.get(p.l3 + 12..p.l3 + 20),
-        IpVersion::V6 => frame.get(p.l3 + 8..p.l3 + 40),
-    };
-    let (Some(addrs), Some(len)) = (addrs, end.checked_sub(p.l4)) else {
+    let Some(len) = end.checked_sub(p.l4) else {
         return false;
     };
-    let pseudo = checksum::pseudo_header_sum_of(addrs, proto, len as u32);
-    if stored != checksum::fold(pseudo) {
+    // Protocol and length as one big-endian word pair, in native order.
+    let rest = u64::from((u32::from(proto) + len as u32).to_be());
+    let words = match p.version {
+        IpVersion::V4 => {
+            let Some(ip) = frame.get(p.l3..p.l3 + 20) else {
+                return false;
+            };
+            ne32(ip, 12) + ne32(ip, 16)
+        }
+        IpVersion::V6 => {
+            let Some(ip) = frame.get(p.l3..p.l3 + 40) else {
+                return false;
+            };
+            (8..40).step_by(4).map(|i| ne32(ip, i)).sum()
+        }
+    };
+    let Some(field) = frame.get(at..at + 2) else {
+        return false;
+    };
+    let stored = u16::from_ne_bytes([field[0], field[1]]);
+    if stored != checksum::fold(checksum::fold64(words + rest)) {
         return false;
     }
+    complete(frame, p, at, proto, end, len)
+}
+
+/// [`complete_partial_checksum`] once the field holds the pseudo-header sum.
+#[cold]
+#[inline(never)]
+fn complete(frame: &mut [u8], p: &Parsed, at: usize, proto: u8, end: usize, len: usize) -> bool {
+    let addrs = match p.version {
+        IpVersion::V4 => &frame[p.l3 + 12..p.l3 + 20],
+        IpVersion::V6 => &frame[p.l3 + 8..p.l3 + 40],
+    };
+    let pseudo = checksum::pseudo_header_sum_of(addrs, proto, len as u32);
     // The field holds the pseudo-header sum, so the segment's own sum
     // (field included) is already pseudo-header + segment.
     let Some(segment) = frame.get(p.l4..end).map(|s| checksum::sum(s, 0)) else {
@@ -352,6 +380,12 @@ pub fn complete_partial_checksum(frame: &mut [u8], p: &Parsed) -> bool {
     }
     write_u16(frame, at, c);
     true
+}
+
+/// The 32-bit word at `at` of `b`, in native byte order.
+#[inline(always)]
+fn ne32(b: &[u8], at: usize) -> u64 {
+    u64::from(u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]))
 }
 
 /// The UDP checksum field of a parsed UDP packet.
