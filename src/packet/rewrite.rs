@@ -92,7 +92,7 @@ fn pseudo_checksum_field(proto: L4Proto, l4: usize) -> Option<usize> {
 /// (`p.ttl > 1`, see [`decrement_ttl`]); a packet that is not TCP or UDP
 /// is left as it is.
 #[allow(clippy::too_many_arguments)]
-#[inline]
+#[inline(always)]
 pub fn route_endpoint(
     frame: &mut [u8],
     p: &Parsed,
@@ -145,10 +145,10 @@ pub fn route_endpoint(
     };
     set_macs(head, src_mac, dst_mac);
     let port_at = if side == Side::Src { 0 } else { 2 };
-    let old_port = u16::from_ne_bytes([seg[port_at], seg[port_at + 1]]);
+    let old_port = ne16(seg, port_at);
     let new_port = u16::from_ne_bytes(port.to_be_bytes());
     seg[port_at..port_at + 2].copy_from_slice(&new_port.to_ne_bytes());
-    let c = u16::from_ne_bytes([seg[csum_at], seg[csum_at + 1]]);
+    let c = ne16(seg, csum_at);
     // IPv4 UDP without checksum; IPv6 zero checksums never get this far.
     if udp && c == 0 {
         return Ok(());
@@ -403,6 +403,14 @@ fn complete(frame: &mut [u8], p: &Parsed, at: usize, proto: u8, end: usize, len:
     }
     write_u16(frame, at, c);
     true
+}
+
+/// The 16-bit word at `at` of `b`, in native byte order, after one bounds
+/// check.
+#[inline(always)]
+fn ne16(b: &[u8], at: usize) -> u16 {
+    let w: &[u8; 2] = b[at..at + 2].try_into().unwrap();
+    u16::from_ne_bytes(*w)
 }
 
 /// The 32-bit word at `at` of `b`, in native byte order.
