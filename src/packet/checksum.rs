@@ -5,7 +5,8 @@
 //! same for a 64-byte and a 9000-byte frame. Full computation is used where a
 //! packet is built from scratch (ICMP errors, outer tunnel headers) and by tests.
 
-/// One's complement sum of `data` as big-endian 16-bit words, added to `initial`.
+/// One's complement sum of `data` as big-endian 16-bit words, added to `initial`,
+/// folded to 16 bits (so that a few sums add up in a `u32` without a carry lost).
 /// An odd trailing byte is padded with zero, as RFC 1071 says.
 #[inline]
 pub fn sum(data: &[u8], initial: u32) -> u32 {
@@ -27,23 +28,27 @@ pub fn sum(data: &[u8], initial: u32) -> u32 {
         acc += u64::from(*last);
     }
     let le = fold(fold64(acc));
-    fold64(u64::from(initial) + u64::from(le.swap_bytes()))
+    u32::from(fold(fold64(
+        u64::from(initial) + u64::from(le.swap_bytes()),
+    )))
 }
 
+/// Folds a 64-bit one's complement sum to 32 bits with the end-around
+/// carry: the upper half of `acc + acc.rotate_right(32)` is the two halves'
+/// sum with its carry added back in.
 #[inline]
-fn fold64(acc: u64) -> u32 {
-    // Down to 17 bits: the sum of two 32-bit halves, then of two 16-bit ones.
-    let s = (acc & 0xffff_ffff) + (acc >> 32);
-    let s = (s & 0xffff) + ((s >> 16) & 0xffff) + (s >> 32);
-    s as u32
+pub fn fold64(acc: u64) -> u32 {
+    (acc.wrapping_add(acc.rotate_right(32)) >> 32) as u32
 }
 
-/// Folds a 32-bit one's complement sum to 16 bits.
+/// Folds a 32-bit one's complement sum to 16 bits: 0 only for 0, otherwise
+/// the representative in 1..=0xffff, as adding the halves with their
+/// end-around carry until it fits gives. The upper half of `s +
+/// s.rotate_right(16)` is that sum in one add (RFC 1071's fold, as a
+/// rotate).
 #[inline]
 pub fn fold(s: u32) -> u16 {
-    let s = (s & 0xffff) + (s >> 16);
-    let s = (s & 0xffff) + (s >> 16);
-    s as u16
+    (s.wrapping_add(s.rotate_right(16)) >> 16) as u16
 }
 
 /// The checksum field value for data whose one's complement sum is `s`.
@@ -51,16 +56,19 @@ pub fn finish(s: u32) -> u16 {
     !fold(s)
 }
 
-/// Sum of the pseudo-header TCP, UDP (and ICMPv6) checksums cover.
+/// Sum of the pseudo-header TCP, UDP (and ICMPv6) checksums cover, folded
+/// to 16 bits.
 pub fn pseudo_header_sum(src: &[u8], dst: &[u8], proto: u8, l4_len: u32) -> u32 {
-    fold64(be_words(src) + be_words(dst) + pseudo_rest(proto, l4_len))
+    u32::from(fold(fold64(
+        be_words(src) + be_words(dst) + pseudo_rest(proto, l4_len),
+    )))
 }
 
 /// [`pseudo_header_sum`] over the address bytes as an IP header holds
 /// them: source then destination, 8 bytes (IPv4) or 32 (IPv6).
 #[inline]
 pub fn pseudo_header_sum_of(addrs: &[u8], proto: u8, l4_len: u32) -> u32 {
-    fold64(be_words(addrs) + pseudo_rest(proto, l4_len))
+    u32::from(fold(fold64(be_words(addrs) + pseudo_rest(proto, l4_len))))
 }
 
 #[inline]
@@ -196,6 +204,22 @@ mod properties {
         ) {
             let (a, b) = (fold(sum(&data, initial)), naive(&data, initial));
             prop_assert!(a == b || (a, b) == (0xffff, 0) || (a, b) == (0, 0xffff), "{a:04x} {b:04x}");
+        }
+
+        /// The rotate folds give what adding the halves with their carry
+        /// until the value fits gives.
+        #[test]
+        fn folds_equal_repeated_addition(s in any::<u32>(), acc in any::<u64>()) {
+            let mut t = u64::from(s);
+            while t > 0xffff {
+                t = (t & 0xffff) + (t >> 16);
+            }
+            prop_assert_eq!(u64::from(fold(s)), t);
+            let mut t = acc;
+            while t > 0xffff_ffff {
+                t = (t & 0xffff_ffff) + (t >> 32);
+            }
+            prop_assert_eq!(u64::from(fold64(acc)), t);
         }
 
         #[test]

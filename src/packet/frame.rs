@@ -70,6 +70,7 @@ impl<'a> Frame<'a> {
 
     /// Opens `n` bytes at offset `at` of the frame; the frame grows by `n` and
     /// what was at `at` is now at `at + n`. The gap's contents are unspecified.
+    #[inline(always)]
     pub fn insert_gap(&mut self, at: usize, n: usize) -> Result<(), NoRoom> {
         if at > self.len {
             return Err(NoRoom);

@@ -28,8 +28,10 @@ pub struct FamilyMismatch;
 /// Sets the Ethernet source and destination MACs.
 #[inline]
 pub fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
-    frame[0..6].copy_from_slice(&dst);
-    frame[6..12].copy_from_slice(&src);
+    // One bounds check for the twelve bytes.
+    let macs: &mut [u8; 12] = (&mut frame[..12]).try_into().unwrap();
+    macs[..6].copy_from_slice(&dst);
+    macs[6..].copy_from_slice(&src);
 }
 
 /// Decrements the IPv4 TTL (fixing the header checksum) or the IPv6 hop limit.
@@ -83,10 +85,14 @@ fn pseudo_checksum_field(proto: L4Proto, l4: usize) -> Option<usize> {
 /// sent) stays zero, and a computed UDP checksum of zero is sent as 0xffff
 /// (RFC 768).
 ///
-/// The caller has checked that the TTL may be decremented (`p.ttl > 1`,
-/// see [`decrement_ttl`]); a packet that is not TCP or UDP is left as it is.
+/// The deltas are taken over words in the frame's own byte order and
+/// applied to checksums read and written the same way (RFC 1071 §2(B),
+/// RFC 1624 alike): no byte swaps but the new port's. The TTL's delta is a
+/// constant, since the caller has checked that it may be decremented
+/// (`p.ttl > 1`, see [`decrement_ttl`]); a packet that is not TCP or UDP
+/// is left as it is.
 #[allow(clippy::too_many_arguments)]
-#[inline]
+#[inline(always)]
 pub fn route_endpoint(
     frame: &mut [u8],
     p: &Parsed,
@@ -96,9 +102,9 @@ pub fn route_endpoint(
     src_mac: MacAddr,
     dst_mac: MacAddr,
 ) -> Result<(), FamilyMismatch> {
-    let (csum_at, hdr_len, proto) = match p.transport {
-        Transport::Tcp { .. } => (16, 18, L4Proto::Tcp),
-        Transport::Udp => (6, 8, L4Proto::Udp),
+    let (csum_at, hdr_len, udp) = match p.transport {
+        Transport::Tcp { .. } => (16, 18, false),
+        Transport::Udp => (6, 8, true),
         _ => return Ok(()),
     };
     debug_assert!(p.ttl > 1);
@@ -106,45 +112,62 @@ pub fn route_endpoint(
     let seg = &mut seg[..hdr_len];
     let d_addr = match (p.version, addr) {
         (IpVersion::V4, IpAddr::V4(a)) => {
-            let ip = &mut head[p.l3..p.l3 + 20];
+            let ip: &mut [u8; 20] = (&mut head[p.l3..p.l3 + 20]).try_into().unwrap();
             let at = if side == Side::Src { 12 } else { 16 };
-            let new = a.octets();
-            let d_addr = checksum::delta(&ip[at..at + 4], &new);
-            ip[at..at + 4].copy_from_slice(&new);
-            // TTL shares its 16-bit word with the protocol byte.
-            let ttl_word = read_u16(ip, 8);
-            write_u16(ip, 8, ttl_word - 0x0100);
-            let d_ttl = checksum::delta_u16(ttl_word, ttl_word - 0x0100);
-            write_u16(ip, 10, checksum::apply(read_u16(ip, 10), d_ttl + d_addr));
+            let new = u32::from_ne_bytes(a.octets());
+            let old = u32::from_ne_bytes([ip[at], ip[at + 1], ip[at + 2], ip[at + 3]]);
+            ip[at..at + 4].copy_from_slice(&new.to_ne_bytes());
+            let d_addr = u64::from(!old) + u64::from(new);
+            // The TTL is the first byte of its 16-bit word: one less is
+            // this constant change of the word.
+            ip[8] -= 1;
+            let d_ttl = u64::from(!u16::from_ne_bytes([1, 0]));
+            let c = u16::from_ne_bytes([ip[10], ip[11]]);
+            ip[10..12].copy_from_slice(&apply_ne(c, d_addr + d_ttl).to_ne_bytes());
             d_addr
         }
         (IpVersion::V6, IpAddr::V6(a)) => {
-            let ip = &mut head[p.l3..p.l3 + 40];
+            let ip: &mut [u8; 40] = (&mut head[p.l3..p.l3 + 40]).try_into().unwrap();
             let at = if side == Side::Src { 8 } else { 24 };
             let new = a.octets();
-            let d_addr = checksum::delta(&ip[at..at + 16], &new);
+            let mut d_addr = 0u64;
+            for i in (0..16).step_by(4) {
+                let o = &ip[at + i..at + i + 4];
+                let old = u32::from_ne_bytes([o[0], o[1], o[2], o[3]]);
+                let n = u32::from_ne_bytes([new[i], new[i + 1], new[i + 2], new[i + 3]]);
+                d_addr += u64::from(!old) + u64::from(n);
+            }
             ip[at..at + 16].copy_from_slice(&new);
             ip[7] -= 1;
             d_addr
         }
         _ => return Err(FamilyMismatch),
     };
-    head[0..6].copy_from_slice(&dst_mac);
-    head[6..12].copy_from_slice(&src_mac);
+    set_macs(head, src_mac, dst_mac);
     let port_at = if side == Side::Src { 0 } else { 2 };
-    let old_port = read_u16(seg, port_at);
-    write_u16(seg, port_at, port);
-    let c = read_u16(seg, csum_at);
+    let old_port = ne16(seg, port_at);
+    let new_port = u16::from_ne_bytes(port.to_be_bytes());
+    seg[port_at..port_at + 2].copy_from_slice(&new_port.to_ne_bytes());
+    let c = ne16(seg, csum_at);
     // IPv4 UDP without checksum; IPv6 zero checksums never get this far.
-    if proto == L4Proto::Udp && c == 0 {
+    if udp && c == 0 {
         return Ok(());
     }
-    let mut n = checksum::apply(c, d_addr + checksum::delta_u16(old_port, port));
-    if proto == L4Proto::Udp && n == 0 {
+    let d_port = u64::from(!old_port) + u64::from(new_port);
+    let mut n = apply_ne(c, d_addr + d_port);
+    // 0 and 0xffff are their own byte swaps.
+    if udp && n == 0 {
         n = 0xffff;
     }
-    write_u16(seg, csum_at, n);
+    seg[csum_at..csum_at + 2].copy_from_slice(&n.to_ne_bytes());
     Ok(())
+}
+
+/// A checksum after a change whose unfolded delta is `d`, both in the same
+/// byte order.
+#[inline(always)]
+fn apply_ne(checksum: u16, d: u64) -> u16 {
+    !checksum::fold(checksum::fold64(u64::from(!checksum) + d))
 }
 
 /// Rewrites only the address of one end, for packets without ports (the outer
@@ -312,7 +335,11 @@ fn adjust_transport_checksum(frame: &mut [u8], at: usize, proto: L4Proto, d: u32
 /// as it is. Fragments are left too: their payload is not all here, and a
 /// sender never leaves a fragmented datagram's checksum partial.
 ///
-/// Only the pseudo-header sum is computed for a packet that needs nothing.
+/// Only the pseudo-header sum is computed for a packet that needs nothing:
+/// from the address words in the frame's own byte order (RFC 1071 §2(B):
+/// the sum of native words is the byte swap of the sum of big-endian ones,
+/// so it is compared with the field read the same way), with one bounds
+/// check for the header and one for the field.
 #[inline]
 pub fn complete_partial_checksum(frame: &mut [u8], p: &Parsed) -> bool {
     let (at, proto) = match p.transport {
@@ -324,20 +351,44 @@ pub fn complete_partial_checksum(frame: &mut [u8], p: &Parsed) -> bool {
         return false;
     }
     let end = p.ip_end();
-    let stored = read_u16(frame, at);
-    // The pseudo-header from the frame's own address bytes, contiguous in
-    // both IP versions: source then destination.
-    let addrs = match p.version {
-        IpVersion::V4 => frame.get(p.l3 + 12..p.l3 + 20),
-        IpVersion::V6 => frame.get(p.l3 + 8..p.l3 + 40),
-    };
-    let (Some(addrs), Some(len)) = (addrs, end.checked_sub(p.l4)) else {
+    let Some(len) = end.checked_sub(p.l4) else {
         return false;
     };
-    let pseudo = checksum::pseudo_header_sum_of(addrs, proto, len as u32);
-    if stored != checksum::fold(pseudo) {
+    // Protocol and length as one big-endian word pair, in native order.
+    let rest = u64::from((u32::from(proto) + len as u32).to_be());
+    let words = match p.version {
+        IpVersion::V4 => {
+            let Some(ip) = frame.get(p.l3..p.l3 + 20) else {
+                return false;
+            };
+            ne32(ip, 12) + ne32(ip, 16)
+        }
+        IpVersion::V6 => {
+            let Some(ip) = frame.get(p.l3..p.l3 + 40) else {
+                return false;
+            };
+            (8..40).step_by(4).map(|i| ne32(ip, i)).sum()
+        }
+    };
+    let Some(field) = frame.get(at..at + 2) else {
+        return false;
+    };
+    let stored = u16::from_ne_bytes([field[0], field[1]]);
+    if stored != checksum::fold(checksum::fold64(words + rest)) {
         return false;
     }
+    complete(frame, p, at, proto, end, len)
+}
+
+/// [`complete_partial_checksum`] once the field holds the pseudo-header sum.
+#[cold]
+#[inline(never)]
+fn complete(frame: &mut [u8], p: &Parsed, at: usize, proto: u8, end: usize, len: usize) -> bool {
+    let addrs = match p.version {
+        IpVersion::V4 => &frame[p.l3 + 12..p.l3 + 20],
+        IpVersion::V6 => &frame[p.l3 + 8..p.l3 + 40],
+    };
+    let pseudo = checksum::pseudo_header_sum_of(addrs, proto, len as u32);
     // The field holds the pseudo-header sum, so the segment's own sum
     // (field included) is already pseudo-header + segment.
     let Some(segment) = frame.get(p.l4..end).map(|s| checksum::sum(s, 0)) else {
@@ -352,6 +403,20 @@ pub fn complete_partial_checksum(frame: &mut [u8], p: &Parsed) -> bool {
     }
     write_u16(frame, at, c);
     true
+}
+
+/// The 16-bit word at `at` of `b`, in native byte order, after one bounds
+/// check.
+#[inline(always)]
+fn ne16(b: &[u8], at: usize) -> u16 {
+    let w: &[u8; 2] = b[at..at + 2].try_into().unwrap();
+    u16::from_ne_bytes(*w)
+}
+
+/// The 32-bit word at `at` of `b`, in native byte order.
+#[inline(always)]
+fn ne32(b: &[u8], at: usize) -> u64 {
+    u64::from(u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]))
 }
 
 /// The UDP checksum field of a parsed UDP packet.
