@@ -139,7 +139,7 @@ use crate::service::counters::{stripe, stripes_in_use, STRIPES};
 use crate::service::{ForwardMethod, RealId, RealLoad, RealLoads};
 use crate::Millis;
 
-use state::{tcp_next, LiveTimeouts, TcpTable};
+use state::{tcp_next, tcp_stays, LiveTimeouts, TcpTable, STATES};
 pub use state::{ConnState, Timeouts};
 use table::{addr_bits, proto_code, proto_from_code, timer, Fresh, Kind, Placed, Refused};
 use table::{Layout, Shard, Snap, Timer, Tuple, MAX_ID};
@@ -916,14 +916,38 @@ impl ConnTable {
         flags: Option<TcpFlags>,
         now: Millis,
     ) -> Option<ConnState> {
+        let t = self.shard(conn.v6).load_timer(conn.slot)?;
+        let code = t.state_code();
+        // The common case, inline: a live entry that this packet leaves in
+        // its state and whose deadline would move by less than COARSE_TICKS
+        // has nothing to write. SYN_RECV's timeout depends on the flood
+        // check; it, and every other case, takes the general path.
+        if (code as usize) < STATES
+            && code != ConnState::SynRecv as u64
+            && t.gen_matches(conn.gen)
+            && !t.expired(now)
+            && stays(conn.flags, dir, flags, code)
+            && !timer::worth_touch(t, now, self.timeouts.ms_of_code(code as usize))
+        {
+            return ConnState::from_code(code as u8);
+        }
+        self.update_slow(conn, dir, flags, now, t)
+    }
+
+    /// [`ConnTable::update`] from the timer word `t` on: the state change,
+    /// the flood check and the CAS that re-arms the deadline.
+    #[inline(never)]
+    fn update_slow(
+        &self,
+        conn: &ConnRef,
+        dir: Direction,
+        flags: Option<TcpFlags>,
+        now: Millis,
+        mut t: Timer,
+    ) -> Option<ConnState> {
         let shard = self.shard(conn.v6);
         let proto = proto_from_code(conn.flags >> 2);
-        let table = match (table_method(conn.flags), dir) {
-            (ForwardMethod::Nat, Direction::Original) => TcpTable::Input,
-            (ForwardMethod::Nat, Direction::Reply) => TcpTable::Output,
-            _ => TcpTable::InputOnly,
-        };
-        let mut t = shard.load_timer(conn.slot)?;
+        let table = tcp_table(conn.flags, dir);
         let (old, new) = loop {
             if t.is_untouchable() || !t.gen_matches(conn.gen) || t.expired(now) {
                 return None;
@@ -1286,6 +1310,29 @@ fn entry_of(s: &Snap, now: Millis) -> ConnEntry {
 
 fn table_method(flags: u8) -> ForwardMethod {
     table::method_from_code(flags >> 4)
+}
+
+/// The TCP table a packet of an entry with `meta_flags` goes through in
+/// direction `dir`.
+#[inline]
+fn tcp_table(meta_flags: u8, dir: Direction) -> TcpTable {
+    match (table_method(meta_flags), dir) {
+        (ForwardMethod::Nat, Direction::Original) => TcpTable::Input,
+        (ForwardMethod::Nat, Direction::Reply) => TcpTable::Output,
+        _ => TcpTable::InputOnly,
+    }
+}
+
+/// Whether a packet with `flags` in direction `dir` leaves an entry with
+/// `meta_flags` in state code `code` (below 16) in that state.
+#[inline]
+fn stays(meta_flags: u8, dir: Direction, flags: Option<TcpFlags>, code: u64) -> bool {
+    match flags {
+        Some(f) if proto_from_code(meta_flags >> 2) == L4Proto::Tcp => {
+            tcp_stays(code, tcp_table(meta_flags, dir), f)
+        }
+        _ => true,
+    }
 }
 
 fn fwd_tuple(key: &FlowKey, kind: Kind) -> Tuple {

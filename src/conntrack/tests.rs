@@ -145,6 +145,29 @@ fn every_tcp_transition_matches_ipvs() {
     );
 }
 
+/// The update's unchanged-state test agrees with the transition tables for
+/// every flag byte, table and state code (codes without a TCP state, and
+/// UDP's, stay as `tcp_next` keeps them).
+#[test]
+fn stays_test_agrees_with_every_transition() {
+    for table in [TcpTable::Input, TcpTable::Output, TcpTable::InputOnly] {
+        for code in 0..16u8 {
+            for f in 0..=255u8 {
+                let flags = TcpFlags(f);
+                let expect = match ConnState::from_code(code) {
+                    Some(s) => tcp_next(s, table, flags) == s,
+                    None => true,
+                };
+                assert_eq!(
+                    state::tcp_stays(code as u64, table, flags),
+                    expect,
+                    "{table:?} code {code} flags {f:#04x}"
+                );
+            }
+        }
+    }
+}
+
 /// Drives a connection through `steps` and checks state and Active/InAct
 /// (IPVS's `tcp_state_active_table`: SYN_RECV counts as active too).
 fn drive(method: ForwardMethod, steps: &[(Direction, TcpFlags, &str, (u32, u32))]) {
