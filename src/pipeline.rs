@@ -609,9 +609,9 @@ impl Engine {
             None => self.schedule(snap, si, svc, key)?,
         };
         let real = &svc.reals[ri];
-        let conn = self
+        let (conn, state) = self
             .conns
-            .insert(
+            .open(
                 &NewConn {
                     key: *key,
                     real_id: real.id,
@@ -619,12 +619,10 @@ impl Engine {
                     real: SocketAddr::new(real.addr, real.port),
                     template,
                 },
+                flags,
                 now,
             )
             .map_err(insert_drop)?;
-        let state = self
-            .conns
-            .update(&conn.handle, Direction::Original, flags, now);
         if let Some(state) = state {
             self.changed(&conn, state, now, true);
         }

@@ -752,6 +752,55 @@ impl ConnTable {
         }
     }
 
+    /// [`ConnTable::insert`] and then [`ConnTable::update`] with the packet
+    /// that opens the connection (`flags`, as `update` takes them), in one
+    /// step: a new entry is written in the state that packet leads to, with
+    /// that state's timeout (SYN_RECV's flood check included) and counted
+    /// once. If another worker's entry of the key won the race, that entry
+    /// is updated with the packet instead. Returns the entry and the state
+    /// `update` would have returned (`None`: the present entry expired or
+    /// was released meanwhile).
+    pub fn open(
+        &self,
+        new: &NewConn,
+        flags: Option<TcpFlags>,
+        now: Millis,
+    ) -> Result<(Conn, Option<ConnState>), InsertError> {
+        check_new(&new.key, new.real, new.real_id)?;
+        let state = match new.key.proto {
+            L4Proto::Tcp => match flags {
+                Some(f) => tcp_next(
+                    ConnState::None,
+                    table_for(new.method, Direction::Original),
+                    f,
+                ),
+                None => ConnState::None,
+            },
+            L4Proto::Udp => ConnState::Udp,
+            L4Proto::Icmp | L4Proto::Icmpv6 => return Err(InsertError::Protocol),
+        };
+        let flood =
+            state.is_half_open() && self.counters.half_open_above(self.flood_threshold, now);
+        let placed = self.place_conn(
+            new.key,
+            (new.real_id, new.method, new.real),
+            new.template,
+            (state, self.timeouts.ms(state, flood)),
+            now,
+        );
+        match placed? {
+            Placed::New(s) => {
+                self.counted_new(new.real_id.0, state);
+                Ok((Conn::of(&s, Direction::Original), Some(state)))
+            }
+            Placed::Existing(s) => {
+                let c = Conn::of(&s, Direction::Original);
+                let state = self.update(&c.handle, Direction::Original, flags, now);
+                Ok((c, state))
+            }
+        }
+    }
+
     /// Installs a connection a sync receiver was told about, or refreshes
     /// the live entry of its key: state and deadline as given, with the
     /// real server's ActiveConn/InActConn (and the half-open count) moved
@@ -1316,7 +1365,14 @@ fn table_method(flags: u8) -> ForwardMethod {
 /// direction `dir`.
 #[inline]
 fn tcp_table(meta_flags: u8, dir: Direction) -> TcpTable {
-    match (table_method(meta_flags), dir) {
+    table_for(table_method(meta_flags), dir)
+}
+
+/// The TCP table a packet of a connection forwarded by `method` goes
+/// through in direction `dir`.
+#[inline]
+fn table_for(method: ForwardMethod, dir: Direction) -> TcpTable {
+    match (method, dir) {
         (ForwardMethod::Nat, Direction::Original) => TcpTable::Input,
         (ForwardMethod::Nat, Direction::Reply) => TcpTable::Output,
         _ => TcpTable::InputOnly,

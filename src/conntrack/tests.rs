@@ -168,6 +168,68 @@ fn stays_test_agrees_with_every_transition() {
     }
 }
 
+/// `open` leaves the table as `insert` then `update` with the same packet
+/// do: state, deadline, the table's and the real server's counts, for a
+/// SYN (SYN_RECV, also under flood pressure), a sloppy ACK, a segment with
+/// no flag IPVS reads and UDP; a key already present gets the update.
+#[test]
+fn open_is_insert_then_update() {
+    let cases = [
+        (L4Proto::Tcp, ForwardMethod::Nat, Some(SYN)),
+        (L4Proto::Tcp, ForwardMethod::Dr, Some(SYN)),
+        (L4Proto::Tcp, ForwardMethod::Tun, Some(ACK)),
+        (L4Proto::Tcp, ForwardMethod::Nat, Some(TcpFlags(0))),
+        (L4Proto::Tcp, ForwardMethod::Nat, None),
+        (L4Proto::Udp, ForwardMethod::Nat, None),
+    ];
+    // 270 slots in all: 40 half-open entries are above the flood
+    // threshold (an eighth of them).
+    for crowd in [0u16, 40] {
+        for (proto, method, flags) in cases {
+            let (a, da) = table(150);
+            let (b, db) = table(150);
+            let now = Millis(5_000);
+            for i in 0..crowd {
+                let k = client_key(L4Proto::Tcp, 20_000 + i);
+                for t in [&a, &b] {
+                    let c = t.insert(&new_conn(k, ForwardMethod::Dr, 0), now).unwrap();
+                    t.update(&c.handle, Direction::Original, Some(SYN), now);
+                }
+            }
+            let key = client_key(proto, 1000);
+            let n = new_conn(key, method, 1);
+            let c = a.insert(&n, now).unwrap();
+            let sa = a.update(&c.handle, Direction::Original, flags, now);
+            let (o, sb) = b.open(&n, flags, now).unwrap();
+            let what = format!("{proto:?} {method:?} {flags:?} crowd {crowd}");
+            assert_eq!(sa, sb, "{what}");
+            assert_eq!(o.state(), sb.unwrap(), "{what}");
+            assert_eq!(a.stats(), b.stats(), "{what}");
+            assert_eq!(counts(&da, 1), counts(&db, 1), "{what}");
+            assert_eq!(
+                a.remaining_ms(&c.handle, now),
+                b.remaining_ms(&o.handle, now),
+                "{what}"
+            );
+            // The key is present now: open updates that entry.
+            // Within the shortest timeout (NONE, the flood's SYN_RECV: 2 s).
+            let later = Millis(6_000);
+            let sa = a.update(&c.handle, Direction::Original, Some(ACK), later);
+            let (o2, sb) = b.open(&n, Some(ACK), later).unwrap();
+            assert_eq!(o2.handle, o.handle, "{what}");
+            assert_eq!(sa, sb, "{what}");
+            assert_eq!(a.stats(), b.stats(), "{what}");
+            assert_eq!(counts(&da, 1), counts(&db, 1), "{what}");
+        }
+    }
+    let (t, _) = table(150);
+    let icmp = new_conn(client_key(L4Proto::Icmp, 1), ForwardMethod::Nat, 1);
+    assert_eq!(
+        t.open(&icmp, None, Millis(1)).map(|_| ()),
+        Err(InsertError::Protocol)
+    );
+}
+
 /// Drives a connection through `steps` and checks state and Active/InAct
 /// (IPVS's `tcp_state_active_table`: SYN_RECV counts as active too).
 fn drive(method: ForwardMethod, steps: &[(Direction, TcpFlags, &str, (u32, u32))]) {
