@@ -44,7 +44,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::conntrack::{Conn, ConnState, ConnTable, Direction, InsertError, NewConn, TemplateKey};
+use crate::conntrack::{
+    Conn, ConnState, ConnTable, Direction, InsertError, NewConn, Probe, TemplateKey,
+};
 use crate::counters::WorkerCounters;
 use crate::forward::{dr, nat, tun};
 use crate::neigh::{NextHop, NextHops, PortId, Unresolved};
@@ -363,8 +365,8 @@ impl Pipeline {
     /// errors, are skipped.
     pub fn prefetch<'f>(&self, frames: impl IntoIterator<Item = &'f [u8]>) {
         let conns = &*self.engine.conns;
-        let mut keys = [None; PREFETCH_BATCH];
-        for (slot, data) in keys.iter_mut().zip(frames) {
+        let mut probes = [None; PREFETCH_BATCH];
+        for (slot, data) in probes.iter_mut().zip(frames) {
             let Some(key) = parse(data).ok().and_then(|p| p.key()) else {
                 continue;
             };
@@ -378,15 +380,16 @@ impl Pipeline {
             } else {
                 Direction::Reply
             };
-            *slot = Some((key, dir));
+            // Hashed once for both stages.
+            *slot = Some(conns.probe(&key, dir));
         }
         // Each stage a tight loop of its own: the loads are plain loads, and
         // between parses they would fill the reorder buffer and queue.
-        for (key, dir) in keys.iter().flatten() {
-            conns.prefetch(key, *dir);
+        for probe in probes.iter().flatten() {
+            conns.prefetch_probe(probe);
         }
-        for (key, dir) in keys.iter().flatten() {
-            conns.prefetch_entry(key, *dir);
+        for probe in probes.iter().flatten() {
+            conns.prefetch_entry_probe(probe);
         }
     }
 
@@ -494,7 +497,8 @@ impl Engine {
         }
         let flags = tcp_flags(p);
         let opens = flags.is_some_and(|f| f.is_connection_start());
-        let existing = self.conns.lookup_original(key, rx.now).filter(|c| {
+        let probe = self.conns.probe(key, Direction::Original);
+        let existing = self.conns.lookup_probe(&probe, rx.now).filter(|c| {
             // A SYN reusing the ports of a finished connection starts a
             // new one, scheduled afresh (IPVS's conn_reuse_mode).
             let finished = matches!(c.state(), ConnState::TimeWait | ConnState::Close);
@@ -528,10 +532,10 @@ impl Engine {
                         }
                         (c, ri)
                     }
-                    None => self.new_conn(rx.now, snap, si, svc, key, flags)?,
+                    None => self.new_conn(rx.now, snap, si, svc, &probe, key, flags)?,
                 }
             }
-            None => self.new_conn(rx.now, snap, si, svc, key, flags)?,
+            None => self.new_conn(rx.now, snap, si, svc, &probe, key, flags)?,
         };
         let path = &snap.paths[si as usize][ri];
         let v = self.forward(snap, rx.ingress, p, &svc.reals[ri], path, frame)?;
@@ -556,13 +560,15 @@ impl Engine {
 
     /// Places a new connection: on the persistence template's real server if
     /// the service is persistent and the client has one, else where the
-    /// scheduler says.
+    /// scheduler says. `probe` is the lookup's, reused by the insert.
+    #[allow(clippy::too_many_arguments)]
     fn new_conn(
         &mut self,
         now: Millis,
         snap: &Snapshot,
         si: ServiceIndex,
         svc: &VirtualService,
+        probe: &Probe,
         key: &FlowKey,
         flags: Option<TcpFlags>,
     ) -> Result<(Conn, usize), DropReason> {
@@ -611,7 +617,7 @@ impl Engine {
         let real = &svc.reals[ri];
         let (conn, state) = self
             .conns
-            .open(
+            .open_probed(
                 &NewConn {
                     key: *key,
                     real_id: real.id,
@@ -619,6 +625,7 @@ impl Engine {
                     real: SocketAddr::new(real.addr, real.port),
                     template,
                 },
+                Some(probe),
                 flags,
                 now,
             )

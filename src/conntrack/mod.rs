@@ -45,21 +45,22 @@
 //! # Use from the pipeline
 //! ```text
 //! // Pipeline::prefetch, per batch of up to 64 frames: overlap the misses
-//! for frame in batch { table.prefetch(&key, dir) }        // index lines
-//! for frame in batch { table.prefetch_entry(&key, dir) }  // their entries
+//! // dir: Original for packets to a VIP, Reply for packets from a NAT RS
+//! for frame in batch { probe = table.probe(&key, dir) }   // hashed once
+//! for frame in batch { table.prefetch_probe(&probe) }     // index lines
+//! for frame in batch { table.prefetch_entry_probe(&probe) } // their entries
 //! for frame in batch {
-//!     // dir: Original for packets to a VIP, Reply for packets from a NAT RS
-//!     let hit = match dir { Original => table.lookup_original(&key, now),
-//!                           Reply => table.lookup_reply(&key, now) };
+//!     let probe = table.probe(&key, dir);
+//!     let hit = table.lookup_probe(&probe, now);  // or lookup_original/_reply
 //!     match hit.filter(|c| table.update(&c.handle, c.dir, tcp_flags, now).is_some()) {
 //!         Some(c) => forward per c.method(), c.real() / c.virt(), c.real_id(),
 //!         None if opening packet => {
 //!             // persistent service: tk = TemplateKey::for_flow(&key, prefix_len);
 //!             //   table.template(&tk, now) gives the real_id, or schedule and
 //!             //   table.insert_template(&tk, real_id, real, timeout, now)
-//!             let c = table.insert(&NewConn { key, real_id, method, real, template },
-//!                                  now)?;                 // Err: drop + counter
-//!             table.update(&c.handle, Direction::Original, tcp_flags, now);
+//!             // insert + update with the opening packet, in one step:
+//!             let (c, state) = table.open_probed(&NewConn { key, real_id, method,
+//!                 real, template }, Some(&probe), tcp_flags, now)?; // Err: drop + counter
 //!         }
 //!         None => drop,
 //!     }
@@ -231,6 +232,23 @@ impl Conn {
     pub fn state(&self) -> ConnState {
         self.snap.timer().state().unwrap_or(ConnState::Close)
     }
+}
+
+/// A flow key's place in the table for one direction ([`ConnTable::probe`]):
+/// its index tuple and seeded hash, so that a worker hashes a frame's key
+/// once for the batch prefetch ([`ConnTable::prefetch_probe`],
+/// [`ConnTable::prefetch_entry_probe`]), the lookup
+/// ([`ConnTable::lookup_probe`]) and a new connection's insert
+/// ([`ConnTable::open_probed`]). Meant for the table that made it: another
+/// table's probe misses in lookups and is hashed afresh by an insert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    v6: bool,
+    dir: Direction,
+    tuple: Tuple,
+    hash: u64,
+    /// Which shard's seed `hash` is of.
+    seed: u64,
 }
 
 /// A connection the scheduler just placed.
@@ -708,6 +726,46 @@ impl ConnTable {
             .touch_entry(&index_tuple(key, dir));
     }
 
+    /// The probe of `key` looked up in direction `dir`: its index tuple and
+    /// hash, computed once for a frame's prefetch, lookup and insert.
+    #[inline]
+    pub fn probe(&self, key: &FlowKey, dir: Direction) -> Probe {
+        let v6 = key.is_ipv6();
+        let tuple = index_tuple(key, dir);
+        let shard = self.shard(v6);
+        Probe {
+            v6,
+            dir,
+            hash: shard.hash(&tuple),
+            seed: shard.seed_id(),
+            tuple,
+        }
+    }
+
+    /// [`ConnTable::prefetch`] of a probe.
+    #[inline]
+    pub fn prefetch_probe(&self, p: &Probe) {
+        self.shard(p.v6).touch_hashed(p.tuple.kind, p.hash);
+    }
+
+    /// [`ConnTable::prefetch_entry`] of a probe.
+    #[inline]
+    pub fn prefetch_entry_probe(&self, p: &Probe) {
+        self.shard(p.v6).touch_entry_hashed(p.tuple.kind, p.hash);
+    }
+
+    /// The live connection of the probe's key in its direction:
+    /// [`ConnTable::lookup_original`] or [`ConnTable::lookup_reply`].
+    #[inline]
+    pub fn lookup_probe(&self, p: &Probe, now: Millis) -> Option<Conn> {
+        let shard = self.shard(p.v6);
+        let s = match p.dir {
+            Direction::Original => shard.find_fwd_hashed(&p.tuple, p.hash, |s| s.alive(now)),
+            Direction::Reply => shard.find_reply_hashed(&p.tuple, p.hash, |s| s.alive(now)),
+        }?;
+        Some(Conn::of(&s, p.dir))
+    }
+
     /// The live connection whose client→VIP key is `key`.
     #[inline]
     pub fn lookup_original(&self, key: &FlowKey, now: Millis) -> Option<Conn> {
@@ -741,6 +799,7 @@ impl ConnTable {
             (new.real_id, new.method, new.real),
             new.template,
             (state, self.timeouts.ms(state, false)),
+            None,
             now,
         );
         match placed? {
@@ -766,6 +825,20 @@ impl ConnTable {
         flags: Option<TcpFlags>,
         now: Millis,
     ) -> Result<(Conn, Option<ConnState>), InsertError> {
+        self.open_probed(new, None, flags, now)
+    }
+
+    /// [`ConnTable::open`] with the probe of the frame's lookup
+    /// ([`ConnTable::probe`] of `new.key`, [`Direction::Original`]): the
+    /// insert's locked re-check and placement reuse its hash. A probe of
+    /// another key is ignored (the key is hashed again).
+    pub fn open_probed(
+        &self,
+        new: &NewConn,
+        probe: Option<&Probe>,
+        flags: Option<TcpFlags>,
+        now: Millis,
+    ) -> Result<(Conn, Option<ConnState>), InsertError> {
         check_new(&new.key, new.real, new.real_id)?;
         let state = match new.key.proto {
             L4Proto::Tcp => match flags {
@@ -786,6 +859,7 @@ impl ConnTable {
             (new.real_id, new.method, new.real),
             new.template,
             (state, self.timeouts.ms(state, flood)),
+            probe,
             now,
         );
         match placed? {
@@ -835,6 +909,7 @@ impl ConnTable {
             (c.real_id, c.method, c.real),
             c.template,
             (c.state, c.timeout_ms),
+            None,
             now,
         );
         match placed? {
@@ -886,6 +961,7 @@ impl ConnTable {
         (real_id, method, real): (RealId, ForwardMethod, SocketAddr),
         template: Option<ConnRef>,
         (state, timeout_ms): (ConnState, u64),
+        probe: Option<&Probe>,
         now: Millis,
     ) -> Result<Placed, InsertError> {
         let v6 = key.is_ipv6();
@@ -913,7 +989,7 @@ impl ConnTable {
             state,
             timeout_ms,
         };
-        let placed = self.place(v6, &fresh, now);
+        let placed = self.place(v6, &fresh, probe, now);
         if !matches!(placed, Ok(Placed::New(_))) && link != 0 {
             self.unbind(v6, link - 1);
         }
@@ -932,9 +1008,22 @@ impl ConnTable {
         }
     }
 
-    fn place(&self, v6: bool, fresh: &Fresh, now: Millis) -> Result<Placed, InsertError> {
+    /// Places `fresh` in the shard of `v6`; `probe`, if it is of
+    /// `fresh`'s key, spares hashing that key again.
+    fn place(
+        &self,
+        v6: bool,
+        fresh: &Fresh,
+        probe: Option<&Probe>,
+        now: Millis,
+    ) -> Result<Placed, InsertError> {
         let shard = self.shard(v6);
-        let placed = shard.insert(fresh, now, |s| self.kill(shard, s, now, Kill::IfExpired));
+        let h = match probe {
+            Some(p) if p.v6 == v6 && p.seed == shard.seed_id() && p.tuple == fresh.fwd => p.hash,
+            _ => shard.hash(&fresh.fwd),
+        };
+        let placed =
+            shard.insert_hashed(fresh, h, now, |s| self.kill(shard, s, now, Kill::IfExpired));
         placed.map_err(|e| match e {
             Refused::Full => {
                 self.counters
@@ -1194,7 +1283,7 @@ impl ConnTable {
             state: ConnState::None,
             timeout_ms: secs as u64 * 1000,
         };
-        let s = match self.place(v6, &fresh, now)? {
+        let s = match self.place(v6, &fresh, None, now)? {
             Placed::New(s) => {
                 self.counters
                     .mine()

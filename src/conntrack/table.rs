@@ -730,6 +730,12 @@ impl Shard {
         fold(mixed, 0x9e37_79b9_7f4a_7c15)
     }
 
+    /// A word of this shard's seed: tells its hashes from another shard's.
+    #[inline]
+    pub fn seed_id(&self) -> u64 {
+        self.seed[0]
+    }
+
     #[inline]
     fn word(&self, slot: u32, i: usize) -> &AtomicU64 {
         &self.words[slot as usize * self.stride + i]
@@ -785,7 +791,7 @@ impl Shard {
 
     /// [`Shard::find_fwd_where`] with `t`'s hash `h` already computed.
     #[inline]
-    fn find_fwd_hashed(
+    pub fn find_fwd_hashed(
         &self,
         t: &Tuple,
         h: u64,
@@ -885,8 +891,13 @@ impl Shard {
     /// finds it in cache; for batches, where the misses then overlap.
     #[inline]
     pub fn touch(&self, t: &Tuple) {
-        let h = self.hash(t);
-        if t.kind == Kind::Reply {
+        self.touch_hashed(t.kind, self.hash(t))
+    }
+
+    /// [`Shard::touch`] of a tuple of kind `kind` whose hash is `h`.
+    #[inline]
+    pub fn touch_hashed(&self, kind: Kind, h: u64) {
+        if kind == Kind::Reply {
             let b = &self.refs[range(h, self.refs.len())].0[0];
             std::hint::black_box(b.load(Ordering::Relaxed));
         } else {
@@ -900,8 +911,13 @@ impl Shard {
     /// batch prefetch.
     #[inline]
     pub fn touch_entry(&self, t: &Tuple) {
-        let h = self.hash(t);
-        if t.kind == Kind::Reply {
+        self.touch_entry_hashed(t.kind, self.hash(t))
+    }
+
+    /// [`Shard::touch_entry`] of a tuple of kind `kind` whose hash is `h`.
+    #[inline]
+    pub fn touch_entry_hashed(&self, kind: Kind, h: u64) {
+        if kind == Kind::Reply {
             let tag = (h as u32) | 1;
             for w in self.refs[range(h, self.refs.len())].0[1..].iter() {
                 let v = w.load(Ordering::Relaxed);
@@ -942,7 +958,7 @@ impl Shard {
 
     /// [`Shard::find_reply_where`] with `t`'s hash `h` already computed.
     #[inline]
-    fn find_reply_hashed(&self, t: &Tuple, h: u64, ok: impl Fn(&Snap) -> bool) -> Option<Snap> {
+    pub fn find_reply_hashed(&self, t: &Tuple, h: u64, ok: impl Fn(&Snap) -> bool) -> Option<Snap> {
         let n = self.refs.len();
         let home = range(h, n);
         let tag = (h as u32) | 1;
@@ -983,13 +999,24 @@ impl Shard {
     /// Inserts `f` unless its forward key is present and alive (then returns
     /// that entry). `reclaim` releases an expired entry so its position can
     /// be reused; it returns whether it released it.
+    #[cfg(test)]
     pub fn insert(
         &self,
         f: &Fresh,
         now: Millis,
+        reclaim: impl FnMut(&Snap) -> bool,
+    ) -> Result<Placed, Refused> {
+        self.insert_hashed(f, self.hash(&f.fwd), now, reclaim)
+    }
+
+    /// [`Shard::insert`] with the forward key's hash `h` already computed.
+    pub fn insert_hashed(
+        &self,
+        f: &Fresh,
+        h: u64,
+        now: Millis,
         mut reclaim: impl FnMut(&Snap) -> bool,
     ) -> Result<Placed, Refused> {
-        let h = self.hash(&f.fwd);
         let n = self.tags.len();
         let home = range(h, n);
         let tag = (h as u32) | 2;

@@ -230,6 +230,75 @@ fn open_is_insert_then_update() {
     );
 }
 
+/// A probe finds what the key finds, in both directions and families, and
+/// an insert given a probe of another key, or of another table, places the
+/// entry where lookups of its own key find it.
+#[test]
+fn probes_find_what_keys_find() {
+    let (t, _) = table(600);
+    let (other, _) = table(600);
+    let now = Millis(1);
+    for (i, v6) in [(0u16, false), (1, true)] {
+        let key = if v6 {
+            FlowKey::new(
+                L4Proto::Tcp,
+                ip("2001:db8:1::7"),
+                1000,
+                ip("2001:db8::10"),
+                80,
+            )
+        } else {
+            client_key(L4Proto::Tcp, 1000)
+        };
+        let n = new_conn(key, ForwardMethod::Nat, 1);
+        let probe = t.probe(&key, Direction::Original);
+        assert!(t.lookup_probe(&probe, now).is_none());
+        let (c, _) = t.open_probed(&n, Some(&probe), Some(SYN), now).unwrap();
+        assert_eq!(t.lookup_probe(&probe, now), t.lookup_original(&key, now));
+        assert_eq!(
+            t.lookup_probe(&probe, now).map(|c| c.handle),
+            Some(c.handle)
+        );
+        let reply = key.reply_from(n.real.ip(), n.real.port());
+        let rp = t.probe(&reply, Direction::Reply);
+        assert_eq!(t.lookup_probe(&rp, now), t.lookup_reply(&reply, now));
+        assert_eq!(
+            t.lookup_probe(&rp, now).map(|c| c.dir),
+            Some(Direction::Reply)
+        );
+        // Probes that are not of the key inserted: ignored by the insert.
+        for (j, wrong) in [
+            t.probe(&client_key(L4Proto::Tcp, 7), Direction::Original),
+            other.probe(&key, Direction::Original),
+            t.probe(&key, Direction::Reply),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let k = if v6 {
+                FlowKey::new(
+                    L4Proto::Tcp,
+                    ip("2001:db8:1::7"),
+                    2000 + j as u16,
+                    ip("2001:db8::10"),
+                    80,
+                )
+            } else {
+                client_key(L4Proto::Tcp, 2000 + i * 10 + j as u16)
+            };
+            let (c, _) = t
+                .open_probed(
+                    &new_conn(k, ForwardMethod::Dr, 1),
+                    Some(&wrong),
+                    Some(SYN),
+                    now,
+                )
+                .unwrap();
+            assert_eq!(t.lookup_original(&k, now).map(|c| c.handle), Some(c.handle));
+        }
+    }
+}
+
 /// Drives a connection through `steps` and checks state and Active/InAct
 /// (IPVS's `tcp_state_active_table`: SYN_RECV counts as active too).
 fn drive(method: ForwardMethod, steps: &[(Direction, TcpFlags, &str, (u32, u32))]) {
