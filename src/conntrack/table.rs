@@ -764,6 +764,15 @@ impl Shard {
         })
     }
 
+    /// The `stride` words of `slot` in a shard of family `V6` (whose
+    /// stride is 10 words, else 5), at a length known when compiling.
+    #[inline(always)]
+    fn entry<const V6: bool>(&self, slot: u32) -> Option<&[AtomicU64]> {
+        let stride = if V6 { 10 } else { 5 };
+        let base = slot as usize * stride;
+        self.words.get(base..base + stride)
+    }
+
     /// The entry in `slot`, if LIVE, read consistently under its generation.
     #[inline]
     pub fn read(&self, slot: u32) -> Option<Snap> {
@@ -795,12 +804,29 @@ impl Shard {
         &self,
         t: &Tuple,
         h: u64,
+        take: impl FnMut(&Snap) -> bool,
+    ) -> Option<Snap> {
+        // One body per family: the IPv4 one compares and copies its five
+        // words without the IPv6 branches.
+        if self.v6 {
+            self.find_fwd_in::<true>(t, h, take)
+        } else {
+            self.find_fwd_in::<false>(t, h, take)
+        }
+    }
+
+    /// [`Shard::find_fwd_hashed`] in a shard of family `V6`.
+    #[inline(always)]
+    fn find_fwd_in<const V6: bool>(
+        &self,
+        t: &Tuple,
+        h: u64,
         mut take: impl FnMut(&Snap) -> bool,
     ) -> Option<Snap> {
         let n = self.tags.len();
         let home = range(h, n);
         let tag = (h as u32) | 2;
-        let key = FwdKey::of(self.v6, t);
+        let key = FwdKey::of(V6, t);
         let limit = probe_limit(self.tags[home].0[0].load(Ordering::Relaxed) as u64);
         for i in 0..limit {
             let b = bucket_at(h, n, i);
@@ -814,7 +840,7 @@ impl Shard {
             let mut later: Option<u32> = None;
             loop {
                 let slot = (b * TAGS + p - 1) as u32;
-                if let Some(s) = self.read_fwd(slot, &key) {
+                if let Some(s) = self.read_fwd_in::<V6>(slot, &key) {
                     if take(&s) {
                         return Some(s);
                     }
@@ -834,9 +860,19 @@ impl Shard {
     /// consistently under its generation. The key words are compared in
     /// place first, so a tag collision costs a few loads, not a copy.
     #[inline(always)]
+    #[cfg(test)]
     fn read_fwd(&self, slot: u32, key: &FwdKey) -> Option<Snap> {
-        let base = slot as usize * self.stride;
-        let words = self.words.get(base..base + self.stride)?;
+        if self.v6 {
+            self.read_fwd_in::<true>(slot, key)
+        } else {
+            self.read_fwd_in::<false>(slot, key)
+        }
+    }
+
+    /// [`Shard::read_fwd`] in a shard of family `V6`.
+    #[inline(always)]
+    fn read_fwd_in<const V6: bool>(&self, slot: u32, key: &FwdKey) -> Option<Snap> {
+        let words = self.entry::<V6>(slot)?;
         let m1 = words[0].load(Ordering::Acquire);
         // The words of a LIVE generation never change, so a mismatch read
         // under it means another entry (or one being replaced): not ours.
@@ -846,7 +882,7 @@ impl Shard {
         {
             return None;
         }
-        if self.v6 {
+        if V6 {
             let rest = [key.addr[1], key.addr[2], key.addr[3]];
             if words[4..7]
                 .iter()
@@ -863,16 +899,26 @@ impl Shard {
     /// is `key`, compared in place before the copy as in
     /// [`Shard::read_fwd`].
     #[inline(always)]
+    #[cfg(test)]
     fn read_reply(&self, slot: u32, key: &ReplyKey) -> Option<Snap> {
-        let base = slot as usize * self.stride;
-        let words = self.words.get(base..base + self.stride)?;
+        if self.v6 {
+            self.read_reply_in::<true>(slot, key)
+        } else {
+            self.read_reply_in::<false>(slot, key)
+        }
+    }
+
+    /// [`Shard::read_reply`] in a shard of family `V6`.
+    #[inline(always)]
+    fn read_reply_in<const V6: bool>(&self, slot: u32, key: &ReplyKey) -> Option<Snap> {
+        let words = self.entry::<V6>(slot)?;
         let m1 = words[0].load(Ordering::Acquire);
         if m1 & ReplyKey::META_MASK != key.meta
             || words[2].load(Ordering::Relaxed) & ReplyKey::PORTS_MASK != key.ports
         {
             return None;
         }
-        let addrs_match = if self.v6 {
+        let addrs_match = if V6 {
             [(3, key.client[0]), (4, key.client[1])]
                 .into_iter()
                 .chain([(7, key.real[0]), (8, key.real[1])])
@@ -959,10 +1005,25 @@ impl Shard {
     /// [`Shard::find_reply_where`] with `t`'s hash `h` already computed.
     #[inline]
     pub fn find_reply_hashed(&self, t: &Tuple, h: u64, ok: impl Fn(&Snap) -> bool) -> Option<Snap> {
+        if self.v6 {
+            self.find_reply_in::<true>(t, h, ok)
+        } else {
+            self.find_reply_in::<false>(t, h, ok)
+        }
+    }
+
+    /// [`Shard::find_reply_hashed`] in a shard of family `V6`.
+    #[inline(always)]
+    fn find_reply_in<const V6: bool>(
+        &self,
+        t: &Tuple,
+        h: u64,
+        ok: impl Fn(&Snap) -> bool,
+    ) -> Option<Snap> {
         let n = self.refs.len();
         let home = range(h, n);
         let tag = (h as u32) | 1;
-        let key = ReplyKey::of(self.v6, t);
+        let key = ReplyKey::of(V6, t);
         let limit = probe_limit(self.refs[home].0[0].load(Ordering::Relaxed));
         for i in 0..limit {
             let b = bucket_at(h, n, i);
@@ -979,7 +1040,7 @@ impl Shard {
                 // the slot is checked against the key in any case.
                 let v = bucket.0[q].load(Ordering::Relaxed);
                 if let Some(slot) = (v as u32).checked_sub(1) {
-                    if let Some(s) = self.read_reply(slot, &key) {
+                    if let Some(s) = self.read_reply_in::<V6>(slot, &key) {
                         if ok(&s) {
                             return Some(s);
                         }
