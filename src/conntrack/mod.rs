@@ -1046,7 +1046,7 @@ impl ConnTable {
     /// ignored for UDP/ICMP; `None` = no flags) and re-arms the timeout.
     /// Returns the new state, or `None` if the entry has expired or been
     /// released — treat the packet as a miss.
-    #[inline]
+    #[inline(always)]
     pub fn update(
         &self,
         conn: &ConnRef,

@@ -164,7 +164,8 @@ pub(super) fn tcp_next(state: ConnState, table: TcpTable, flags: TcpFlags) -> Co
 fn tcp_event(flags: TcpFlags) -> usize {
     // FIN, SYN and RST are bits 0..3 and ACK bit 4: folded into 4 bits.
     let f = flags.0 as usize;
-    EVENTS[(f & 7) | (f >> 1 & 8)] as usize
+    // Masked: the compiler then knows the index is in STAYS's row.
+    EVENTS[(f & 7) | (f >> 1 & 8)] as usize & 7
 }
 
 /// [`tcp_event`] of each folded flag set.
@@ -189,10 +190,10 @@ const EVENTS: [u8; 16] = {
 };
 
 /// `STAYS[table][event]`: bit `s` set where the event leaves state code `s`
-/// as it is ([`tcp_next`] returns it). Event 4 (no flag IPVS reads) and the
-/// codes past SYNACK leave every state.
-const STAYS: [[u16; 5]; 3] = {
-    let mut out = [[u16::MAX; 5]; 3];
+/// as it is ([`tcp_next`] returns it). Event 4 (no flag IPVS reads), the
+/// unused rows 5..8 and the codes past SYNACK leave every state.
+const STAYS: [[u16; 8]; 3] = {
+    let mut out = [[u16::MAX; 8]; 3];
     let mut t = 0;
     while t < 3 {
         let mut e = 0;
