@@ -15,6 +15,10 @@
 //!   look-alike keys none is refused up to 80% of the slots full, 0–5 in
 //!   52 000 at 85%, about 1 in 2 200 at 90% (`fills_to_85_percent_of_its_slots`):
 //!   size `--conn-table-size` with 20% headroom.
+//! - [`ConnTable::open`] is an insert and the update of the packet that
+//!   opened the connection in one step (the entry is published in the
+//!   state that packet leads to); [`ConnTable::probe`] hashes a frame's
+//!   key once for the batch prefetch, the lookup and that insert.
 //! - [`ConnTable::update`] runs one packet through IPVS's TCP state machine
 //!   (NAT: input/output tables; DR/TUN: the input-only table), re-arms the
 //!   timeout, and keeps the real server's ActiveConn/InActConn exact. An
