@@ -44,7 +44,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::conntrack::{Conn, ConnState, ConnTable, Direction, InsertError, NewConn, TemplateKey};
+use crate::conntrack::{
+    Conn, ConnState, ConnTable, Direction, InsertError, NewConn, Probe, TemplateKey,
+};
 use crate::counters::WorkerCounters;
 use crate::forward::{dr, nat, tun};
 use crate::neigh::{NextHop, NextHops, PortId, Unresolved};
@@ -364,8 +366,8 @@ impl Pipeline {
     /// errors, are skipped.
     pub fn prefetch<'f>(&self, frames: impl IntoIterator<Item = &'f [u8]>) {
         let conns = &*self.engine.conns;
-        let mut keys = [None; PREFETCH_BATCH];
-        for (slot, data) in keys.iter_mut().zip(frames) {
+        let mut probes = [None; PREFETCH_BATCH];
+        for (slot, data) in probes.iter_mut().zip(frames) {
             let Some(key) = parse(data).ok().and_then(|p| p.key()) else {
                 continue;
             };
@@ -379,15 +381,16 @@ impl Pipeline {
             } else {
                 Direction::Reply
             };
-            *slot = Some((key, dir));
+            // Hashed once for both stages.
+            *slot = Some(conns.probe(&key, dir));
         }
         // Each stage a tight loop of its own: the loads are plain loads, and
         // between parses they would fill the reorder buffer and queue.
-        for (key, dir) in keys.iter().flatten() {
-            conns.prefetch(key, *dir);
+        for probe in probes.iter().flatten() {
+            conns.prefetch_probe(probe);
         }
-        for (key, dir) in keys.iter().flatten() {
-            conns.prefetch_entry(key, *dir);
+        for probe in probes.iter().flatten() {
+            conns.prefetch_entry_probe(probe);
         }
     }
 
@@ -566,7 +569,8 @@ impl Engine {
             return Err(DropReason::ZeroPort);
         }
         let flags = tcp_flags(p);
-        let mut existing = self.conns.lookup_original(key, rx.now);
+        let probe = self.conns.probe(key, Direction::Original);
+        let mut existing = self.conns.lookup_probe(&probe, rx.now);
         if let Some(c) = &existing {
             // A SYN reusing the ports of a finished connection starts a
             // new one, scheduled afresh (IPVS's conn_reuse_mode).
@@ -595,7 +599,7 @@ impl Engine {
                     break 'placed (c.real_id(), ri);
                 }
             }
-            let (c, ri) = self.new_conn(rx.now, snap, si, svc, key, flags)?;
+            let (c, ri) = self.new_conn(rx.now, snap, si, svc, &probe, key, flags)?;
             (c.real_id(), ri)
         };
         let path = &snap.paths[si as usize][ri];
@@ -645,14 +649,16 @@ impl Engine {
 
     /// Places a new connection: on the persistence template's real server if
     /// the service is persistent and the client has one, else where the
-    /// scheduler says.
+    /// scheduler says. `probe` is the lookup's, reused by the insert.
     #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
     fn new_conn(
         &mut self,
         now: Millis,
         snap: &Snapshot,
         si: ServiceIndex,
         svc: &VirtualService,
+        probe: &Probe,
         key: &FlowKey,
         flags: Option<TcpFlags>,
     ) -> Result<(Conn, usize), DropReason> {
@@ -699,9 +705,9 @@ impl Engine {
             None => self.schedule(snap, si, svc, key)?,
         };
         let real = &svc.reals[ri];
-        let conn = self
+        let (conn, state) = self
             .conns
-            .insert(
+            .open_probed(
                 &NewConn {
                     key: *key,
                     real_id: real.id,
@@ -709,12 +715,11 @@ impl Engine {
                     real: SocketAddr::new(real.addr, real.port),
                     template,
                 },
+                Some(probe),
+                flags,
                 now,
             )
             .map_err(insert_drop)?;
-        let state = self
-            .conns
-            .update(&conn.handle, Direction::Original, flags, now);
         if let Some(state) = state {
             self.changed(&conn, state, now, true);
         }

@@ -15,6 +15,10 @@
 //!   look-alike keys none is refused up to 80% of the slots full, 0–5 in
 //!   52 000 at 85%, about 1 in 2 200 at 90% (`fills_to_85_percent_of_its_slots`):
 //!   size `--conn-table-size` with 20% headroom.
+//! - [`ConnTable::open`] is an insert and the update of the packet that
+//!   opened the connection in one step (the entry is published in the
+//!   state that packet leads to); [`ConnTable::probe`] hashes a frame's
+//!   key once for the batch prefetch, the lookup and that insert.
 //! - [`ConnTable::update`] runs one packet through IPVS's TCP state machine
 //!   (NAT: input/output tables; DR/TUN: the input-only table), re-arms the
 //!   timeout, and keeps the real server's ActiveConn/InActConn exact. An
@@ -45,21 +49,22 @@
 //! # Use from the pipeline
 //! ```text
 //! // Pipeline::prefetch, per batch of up to 64 frames: overlap the misses
-//! for frame in batch { table.prefetch(&key, dir) }        // index lines
-//! for frame in batch { table.prefetch_entry(&key, dir) }  // their entries
+//! // dir: Original for packets to a VIP, Reply for packets from a NAT RS
+//! for frame in batch { probe = table.probe(&key, dir) }   // hashed once
+//! for frame in batch { table.prefetch_probe(&probe) }     // index lines
+//! for frame in batch { table.prefetch_entry_probe(&probe) } // their entries
 //! for frame in batch {
-//!     // dir: Original for packets to a VIP, Reply for packets from a NAT RS
-//!     let hit = match dir { Original => table.lookup_original(&key, now),
-//!                           Reply => table.lookup_reply(&key, now) };
+//!     let probe = table.probe(&key, dir);
+//!     let hit = table.lookup_probe(&probe, now);  // or lookup_original/_reply
 //!     match hit.filter(|c| table.update(&c.handle, c.dir, tcp_flags, now).is_some()) {
 //!         Some(c) => forward per c.method(), c.real() / c.virt(), c.real_id(),
 //!         None if opening packet => {
 //!             // persistent service: tk = TemplateKey::for_flow(&key, prefix_len);
 //!             //   table.template(&tk, now) gives the real_id, or schedule and
 //!             //   table.insert_template(&tk, real_id, real, timeout, now)
-//!             let c = table.insert(&NewConn { key, real_id, method, real, template },
-//!                                  now)?;                 // Err: drop + counter
-//!             table.update(&c.handle, Direction::Original, tcp_flags, now);
+//!             // insert + update with the opening packet, in one step:
+//!             let (c, state) = table.open_probed(&NewConn { key, real_id, method,
+//!                 real, template }, Some(&probe), tcp_flags, now)?; // Err: drop + counter
 //!         }
 //!         None => drop,
 //!     }
@@ -139,7 +144,7 @@ use crate::service::counters::{stripe, stripes_in_use, STRIPES};
 use crate::service::{ForwardMethod, RealId, RealLoad, RealLoads};
 use crate::Millis;
 
-use state::{tcp_next, LiveTimeouts, TcpTable};
+use state::{tcp_next, tcp_stays, LiveTimeouts, TcpTable, STATES};
 pub use state::{ConnState, Timeouts};
 use table::{addr_bits, proto_code, proto_from_code, timer, Fresh, Kind, Placed, Refused};
 use table::{Layout, Shard, Snap, Timer, Tuple, MAX_ID};
@@ -231,6 +236,23 @@ impl Conn {
     pub fn state(&self) -> ConnState {
         self.snap.timer().state().unwrap_or(ConnState::Close)
     }
+}
+
+/// A flow key's place in the table for one direction ([`ConnTable::probe`]):
+/// its index tuple and seeded hash, so that a worker hashes a frame's key
+/// once for the batch prefetch ([`ConnTable::prefetch_probe`],
+/// [`ConnTable::prefetch_entry_probe`]), the lookup
+/// ([`ConnTable::lookup_probe`]) and a new connection's insert
+/// ([`ConnTable::open_probed`]). Meant for the table that made it: another
+/// table's probe misses in lookups and is hashed afresh by an insert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    v6: bool,
+    dir: Direction,
+    tuple: Tuple,
+    hash: u64,
+    /// Which shard's seed `hash` is of.
+    seed: u64,
 }
 
 /// A connection the scheduler just placed.
@@ -708,6 +730,46 @@ impl ConnTable {
             .touch_entry(&index_tuple(key, dir));
     }
 
+    /// The probe of `key` looked up in direction `dir`: its index tuple and
+    /// hash, computed once for a frame's prefetch, lookup and insert.
+    #[inline]
+    pub fn probe(&self, key: &FlowKey, dir: Direction) -> Probe {
+        let v6 = key.is_ipv6();
+        let tuple = index_tuple(key, dir);
+        let shard = self.shard(v6);
+        Probe {
+            v6,
+            dir,
+            hash: shard.hash(&tuple),
+            seed: shard.seed_id(),
+            tuple,
+        }
+    }
+
+    /// [`ConnTable::prefetch`] of a probe.
+    #[inline]
+    pub fn prefetch_probe(&self, p: &Probe) {
+        self.shard(p.v6).touch_hashed(p.tuple.kind, p.hash);
+    }
+
+    /// [`ConnTable::prefetch_entry`] of a probe.
+    #[inline]
+    pub fn prefetch_entry_probe(&self, p: &Probe) {
+        self.shard(p.v6).touch_entry_hashed(p.tuple.kind, p.hash);
+    }
+
+    /// The live connection of the probe's key in its direction:
+    /// [`ConnTable::lookup_original`] or [`ConnTable::lookup_reply`].
+    #[inline]
+    pub fn lookup_probe(&self, p: &Probe, now: Millis) -> Option<Conn> {
+        let shard = self.shard(p.v6);
+        let s = match p.dir {
+            Direction::Original => shard.find_fwd_hashed(&p.tuple, p.hash, |s| s.alive(now)),
+            Direction::Reply => shard.find_reply_hashed(&p.tuple, p.hash, |s| s.alive(now)),
+        }?;
+        Some(Conn::of(&s, p.dir))
+    }
+
     /// The live connection whose client→VIP key is `key`.
     #[inline]
     pub fn lookup_original(&self, key: &FlowKey, now: Millis) -> Option<Conn> {
@@ -741,6 +803,7 @@ impl ConnTable {
             (new.real_id, new.method, new.real),
             new.template,
             (state, self.timeouts.ms(state, false)),
+            None,
             now,
         );
         match placed? {
@@ -749,6 +812,70 @@ impl ConnTable {
                 Ok(Conn::of(&s, Direction::Original))
             }
             Placed::Existing(s) => Ok(Conn::of(&s, Direction::Original)),
+        }
+    }
+
+    /// [`ConnTable::insert`] and then [`ConnTable::update`] with the packet
+    /// that opens the connection (`flags`, as `update` takes them), in one
+    /// step: a new entry is written in the state that packet leads to, with
+    /// that state's timeout (SYN_RECV's flood check included) and counted
+    /// once. If another worker's entry of the key won the race, that entry
+    /// is updated with the packet instead. Returns the entry and the state
+    /// `update` would have returned (`None`: the present entry expired or
+    /// was released meanwhile).
+    pub fn open(
+        &self,
+        new: &NewConn,
+        flags: Option<TcpFlags>,
+        now: Millis,
+    ) -> Result<(Conn, Option<ConnState>), InsertError> {
+        self.open_probed(new, None, flags, now)
+    }
+
+    /// [`ConnTable::open`] with the probe of the frame's lookup
+    /// ([`ConnTable::probe`] of `new.key`, [`Direction::Original`]): the
+    /// insert's locked re-check and placement reuse its hash. A probe of
+    /// another key is ignored (the key is hashed again).
+    pub fn open_probed(
+        &self,
+        new: &NewConn,
+        probe: Option<&Probe>,
+        flags: Option<TcpFlags>,
+        now: Millis,
+    ) -> Result<(Conn, Option<ConnState>), InsertError> {
+        check_new(&new.key, new.real, new.real_id)?;
+        let state = match new.key.proto {
+            L4Proto::Tcp => match flags {
+                Some(f) => tcp_next(
+                    ConnState::None,
+                    table_for(new.method, Direction::Original),
+                    f,
+                ),
+                None => ConnState::None,
+            },
+            L4Proto::Udp => ConnState::Udp,
+            L4Proto::Icmp | L4Proto::Icmpv6 => return Err(InsertError::Protocol),
+        };
+        let flood =
+            state.is_half_open() && self.counters.half_open_above(self.flood_threshold, now);
+        let placed = self.place_conn(
+            new.key,
+            (new.real_id, new.method, new.real),
+            new.template,
+            (state, self.timeouts.ms(state, flood)),
+            probe,
+            now,
+        );
+        match placed? {
+            Placed::New(s) => {
+                self.counted_new(new.real_id.0, state);
+                Ok((Conn::of(&s, Direction::Original), Some(state)))
+            }
+            Placed::Existing(s) => {
+                let c = Conn::of(&s, Direction::Original);
+                let state = self.update(&c.handle, Direction::Original, flags, now);
+                Ok((c, state))
+            }
         }
     }
 
@@ -786,6 +913,7 @@ impl ConnTable {
             (c.real_id, c.method, c.real),
             c.template,
             (c.state, c.timeout_ms),
+            None,
             now,
         );
         match placed? {
@@ -837,6 +965,7 @@ impl ConnTable {
         (real_id, method, real): (RealId, ForwardMethod, SocketAddr),
         template: Option<ConnRef>,
         (state, timeout_ms): (ConnState, u64),
+        probe: Option<&Probe>,
         now: Millis,
     ) -> Result<Placed, InsertError> {
         let v6 = key.is_ipv6();
@@ -864,7 +993,7 @@ impl ConnTable {
             state,
             timeout_ms,
         };
-        let placed = self.place(v6, &fresh, now);
+        let placed = self.place(v6, &fresh, probe, now);
         if !matches!(placed, Ok(Placed::New(_))) && link != 0 {
             self.unbind(v6, link - 1);
         }
@@ -883,9 +1012,22 @@ impl ConnTable {
         }
     }
 
-    fn place(&self, v6: bool, fresh: &Fresh, now: Millis) -> Result<Placed, InsertError> {
+    /// Places `fresh` in the shard of `v6`; `probe`, if it is of
+    /// `fresh`'s key, spares hashing that key again.
+    fn place(
+        &self,
+        v6: bool,
+        fresh: &Fresh,
+        probe: Option<&Probe>,
+        now: Millis,
+    ) -> Result<Placed, InsertError> {
         let shard = self.shard(v6);
-        let placed = shard.insert(fresh, now, |s| self.kill(shard, s, now, Kill::IfExpired));
+        let h = match probe {
+            Some(p) if p.v6 == v6 && p.seed == shard.seed_id() && p.tuple == fresh.fwd => p.hash,
+            _ => shard.hash(&fresh.fwd),
+        };
+        let placed =
+            shard.insert_hashed(fresh, h, now, |s| self.kill(shard, s, now, Kill::IfExpired));
         placed.map_err(|e| match e {
             Refused::Full => {
                 self.counters
@@ -908,7 +1050,7 @@ impl ConnTable {
     /// ignored for UDP/ICMP; `None` = no flags) and re-arms the timeout.
     /// Returns the new state, or `None` if the entry has expired or been
     /// released — treat the packet as a miss.
-    #[inline]
+    #[inline(always)]
     pub fn update(
         &self,
         conn: &ConnRef,
@@ -916,14 +1058,38 @@ impl ConnTable {
         flags: Option<TcpFlags>,
         now: Millis,
     ) -> Option<ConnState> {
+        let t = self.shard(conn.v6).load_timer(conn.slot)?;
+        let code = t.state_code();
+        // The common case, inline: a live entry that this packet leaves in
+        // its state and whose deadline would move by less than COARSE_TICKS
+        // has nothing to write. SYN_RECV's timeout depends on the flood
+        // check; it, and every other case, takes the general path.
+        if (code as usize) < STATES
+            && code != ConnState::SynRecv as u64
+            && t.gen_matches(conn.gen)
+            && !t.expired(now)
+            && stays(conn.flags, dir, flags, code)
+            && !timer::worth_touch(t, now, self.timeouts.ms_of_code(code as usize))
+        {
+            return ConnState::from_code(code as u8);
+        }
+        self.update_slow(conn, dir, flags, now, t)
+    }
+
+    /// [`ConnTable::update`] from the timer word `t` on: the state change,
+    /// the flood check and the CAS that re-arms the deadline.
+    #[inline(never)]
+    fn update_slow(
+        &self,
+        conn: &ConnRef,
+        dir: Direction,
+        flags: Option<TcpFlags>,
+        now: Millis,
+        mut t: Timer,
+    ) -> Option<ConnState> {
         let shard = self.shard(conn.v6);
         let proto = proto_from_code(conn.flags >> 2);
-        let table = match (table_method(conn.flags), dir) {
-            (ForwardMethod::Nat, Direction::Original) => TcpTable::Input,
-            (ForwardMethod::Nat, Direction::Reply) => TcpTable::Output,
-            _ => TcpTable::InputOnly,
-        };
-        let mut t = shard.load_timer(conn.slot)?;
+        let table = tcp_table(conn.flags, dir);
         let (old, new) = loop {
             if t.is_untouchable() || !t.gen_matches(conn.gen) || t.expired(now) {
                 return None;
@@ -1121,7 +1287,7 @@ impl ConnTable {
             state: ConnState::None,
             timeout_ms: secs as u64 * 1000,
         };
-        let s = match self.place(v6, &fresh, now)? {
+        let s = match self.place(v6, &fresh, None, now)? {
             Placed::New(s) => {
                 self.counters
                     .mine()
@@ -1286,6 +1452,36 @@ fn entry_of(s: &Snap, now: Millis) -> ConnEntry {
 
 fn table_method(flags: u8) -> ForwardMethod {
     table::method_from_code(flags >> 4)
+}
+
+/// The TCP table a packet of an entry with `meta_flags` goes through in
+/// direction `dir`.
+#[inline]
+fn tcp_table(meta_flags: u8, dir: Direction) -> TcpTable {
+    table_for(table_method(meta_flags), dir)
+}
+
+/// The TCP table a packet of a connection forwarded by `method` goes
+/// through in direction `dir`.
+#[inline]
+fn table_for(method: ForwardMethod, dir: Direction) -> TcpTable {
+    match (method, dir) {
+        (ForwardMethod::Nat, Direction::Original) => TcpTable::Input,
+        (ForwardMethod::Nat, Direction::Reply) => TcpTable::Output,
+        _ => TcpTable::InputOnly,
+    }
+}
+
+/// Whether a packet with `flags` in direction `dir` leaves an entry with
+/// `meta_flags` in state code `code` (below 16) in that state.
+#[inline]
+fn stays(meta_flags: u8, dir: Direction, flags: Option<TcpFlags>, code: u64) -> bool {
+    match flags {
+        Some(f) if proto_from_code(meta_flags >> 2) == L4Proto::Tcp => {
+            tcp_stays(code, tcp_table(meta_flags, dir), f)
+        }
+        _ => true,
+    }
 }
 
 fn fwd_tuple(key: &FlowKey, kind: Kind) -> Tuple {

@@ -158,6 +158,68 @@ pub(super) fn tcp_next(state: ConnState, table: TcpTable, flags: TcpFlags) -> Co
     }
 }
 
+/// The event index of `flags` in [`TCP`]: the first of RST, SYN, FIN, ACK
+/// it carries, 4 for none of them.
+#[inline]
+fn tcp_event(flags: TcpFlags) -> usize {
+    // FIN, SYN and RST are bits 0..3 and ACK bit 4: folded into 4 bits.
+    let f = flags.0 as usize;
+    // Masked: the compiler then knows the index is in STAYS's row.
+    EVENTS[(f & 7) | (f >> 1 & 8)] as usize & 7
+}
+
+/// [`tcp_event`] of each folded flag set.
+const EVENTS: [u8; 16] = {
+    let mut out = [4u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        out[i] = if i & 4 != 0 {
+            3
+        } else if i & 2 != 0 {
+            0
+        } else if i & 1 != 0 {
+            1
+        } else if i & 8 != 0 {
+            2
+        } else {
+            4
+        };
+        i += 1;
+    }
+    out
+};
+
+/// `STAYS[table][event]`: bit `s` set where the event leaves state code `s`
+/// as it is ([`tcp_next`] returns it). Event 4 (no flag IPVS reads), the
+/// unused rows 5..8 and the codes past SYNACK leave every state.
+const STAYS: [[u16; 8]; 3] = {
+    let mut out = [[u16::MAX; 8]; 3];
+    let mut t = 0;
+    while t < 3 {
+        let mut e = 0;
+        while e < 4 {
+            let mut s = 0;
+            while s < 11 {
+                if TCP[t][e][s] as usize != s {
+                    out[t][e] &= !(1 << s);
+                }
+                s += 1;
+            }
+            e += 1;
+        }
+        t += 1;
+    }
+    out
+};
+
+/// Whether a segment with `flags` through `table` leaves state code `code`
+/// (below 16) unchanged: `tcp_next(state, table, flags) == state`, one
+/// table load and a bit test.
+#[inline]
+pub(super) fn tcp_stays(code: u64, table: TcpTable, flags: TcpFlags) -> bool {
+    STAYS[table as usize][tcp_event(flags)] >> (code & 15) & 1 != 0
+}
+
 /// Timeouts in seconds, per state. `Default` gives IPVS's values except where
 /// noted; `tcp`, `tcpfin` and `udp` are what `ipvsadm --set` changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -280,6 +342,13 @@ impl LiveTimeouts {
         } else {
             normal
         }
+    }
+
+    /// Timeout in ms of the state whose code is `code` (below [`STATES`]),
+    /// without the flood check: for a state that is not half-open.
+    #[inline]
+    pub(super) fn ms_of_code(&self, code: usize) -> u64 {
+        self.ms[code].load(Ordering::Relaxed)
     }
 
     /// `ipvsadm --set tcp tcpfin udp`: a zero leaves that value unchanged.

@@ -730,6 +730,12 @@ impl Shard {
         fold(mixed, 0x9e37_79b9_7f4a_7c15)
     }
 
+    /// A word of this shard's seed: tells its hashes from another shard's.
+    #[inline]
+    pub fn seed_id(&self) -> u64 {
+        self.seed[0]
+    }
+
     #[inline]
     fn word(&self, slot: u32, i: usize) -> &AtomicU64 {
         &self.words[slot as usize * self.stride + i]
@@ -756,6 +762,15 @@ impl Shard {
             slot,
             w,
         })
+    }
+
+    /// The `stride` words of `slot` in a shard of family `V6` (whose
+    /// stride is 10 words, else 5), at a length known when compiling.
+    #[inline(always)]
+    fn entry<const V6: bool>(&self, slot: u32) -> Option<&[AtomicU64]> {
+        let stride = if V6 { 10 } else { 5 };
+        let base = slot as usize * stride;
+        self.words.get(base..base + stride)
     }
 
     /// The entry in `slot`, if LIVE, read consistently under its generation.
@@ -785,7 +800,24 @@ impl Shard {
 
     /// [`Shard::find_fwd_where`] with `t`'s hash `h` already computed.
     #[inline]
-    fn find_fwd_hashed(
+    pub fn find_fwd_hashed(
+        &self,
+        t: &Tuple,
+        h: u64,
+        take: impl FnMut(&Snap) -> bool,
+    ) -> Option<Snap> {
+        // One body per family: the IPv4 one compares and copies its five
+        // words without the IPv6 branches.
+        if self.v6 {
+            self.find_fwd_in::<true>(t, h, take)
+        } else {
+            self.find_fwd_in::<false>(t, h, take)
+        }
+    }
+
+    /// [`Shard::find_fwd_hashed`] in a shard of family `V6`.
+    #[inline(always)]
+    fn find_fwd_in<const V6: bool>(
         &self,
         t: &Tuple,
         h: u64,
@@ -794,7 +826,7 @@ impl Shard {
         let n = self.tags.len();
         let home = range(h, n);
         let tag = (h as u32) | 2;
-        let key = FwdKey::of(self.v6, t);
+        let key = FwdKey::of(V6, t);
         let limit = probe_limit(self.tags[home].0[0].load(Ordering::Relaxed) as u64);
         for i in 0..limit {
             let b = bucket_at(h, n, i);
@@ -808,7 +840,7 @@ impl Shard {
             let mut later: Option<u32> = None;
             loop {
                 let slot = (b * TAGS + p - 1) as u32;
-                if let Some(s) = self.read_fwd(slot, &key) {
+                if let Some(s) = self.read_fwd_in::<V6>(slot, &key) {
                     if take(&s) {
                         return Some(s);
                     }
@@ -828,9 +860,19 @@ impl Shard {
     /// consistently under its generation. The key words are compared in
     /// place first, so a tag collision costs a few loads, not a copy.
     #[inline(always)]
+    #[cfg(test)]
     fn read_fwd(&self, slot: u32, key: &FwdKey) -> Option<Snap> {
-        let base = slot as usize * self.stride;
-        let words = self.words.get(base..base + self.stride)?;
+        if self.v6 {
+            self.read_fwd_in::<true>(slot, key)
+        } else {
+            self.read_fwd_in::<false>(slot, key)
+        }
+    }
+
+    /// [`Shard::read_fwd`] in a shard of family `V6`.
+    #[inline(always)]
+    fn read_fwd_in<const V6: bool>(&self, slot: u32, key: &FwdKey) -> Option<Snap> {
+        let words = self.entry::<V6>(slot)?;
         let m1 = words[0].load(Ordering::Acquire);
         // The words of a LIVE generation never change, so a mismatch read
         // under it means another entry (or one being replaced): not ours.
@@ -840,7 +882,7 @@ impl Shard {
         {
             return None;
         }
-        if self.v6 {
+        if V6 {
             let rest = [key.addr[1], key.addr[2], key.addr[3]];
             if words[4..7]
                 .iter()
@@ -857,16 +899,26 @@ impl Shard {
     /// is `key`, compared in place before the copy as in
     /// [`Shard::read_fwd`].
     #[inline(always)]
+    #[cfg(test)]
     fn read_reply(&self, slot: u32, key: &ReplyKey) -> Option<Snap> {
-        let base = slot as usize * self.stride;
-        let words = self.words.get(base..base + self.stride)?;
+        if self.v6 {
+            self.read_reply_in::<true>(slot, key)
+        } else {
+            self.read_reply_in::<false>(slot, key)
+        }
+    }
+
+    /// [`Shard::read_reply`] in a shard of family `V6`.
+    #[inline(always)]
+    fn read_reply_in<const V6: bool>(&self, slot: u32, key: &ReplyKey) -> Option<Snap> {
+        let words = self.entry::<V6>(slot)?;
         let m1 = words[0].load(Ordering::Acquire);
         if m1 & ReplyKey::META_MASK != key.meta
             || words[2].load(Ordering::Relaxed) & ReplyKey::PORTS_MASK != key.ports
         {
             return None;
         }
-        let addrs_match = if self.v6 {
+        let addrs_match = if V6 {
             [(3, key.client[0]), (4, key.client[1])]
                 .into_iter()
                 .chain([(7, key.real[0]), (8, key.real[1])])
@@ -885,8 +937,13 @@ impl Shard {
     /// finds it in cache; for batches, where the misses then overlap.
     #[inline]
     pub fn touch(&self, t: &Tuple) {
-        let h = self.hash(t);
-        if t.kind == Kind::Reply {
+        self.touch_hashed(t.kind, self.hash(t))
+    }
+
+    /// [`Shard::touch`] of a tuple of kind `kind` whose hash is `h`.
+    #[inline]
+    pub fn touch_hashed(&self, kind: Kind, h: u64) {
+        if kind == Kind::Reply {
             let b = &self.refs[range(h, self.refs.len())].0[0];
             std::hint::black_box(b.load(Ordering::Relaxed));
         } else {
@@ -900,8 +957,13 @@ impl Shard {
     /// batch prefetch.
     #[inline]
     pub fn touch_entry(&self, t: &Tuple) {
-        let h = self.hash(t);
-        if t.kind == Kind::Reply {
+        self.touch_entry_hashed(t.kind, self.hash(t))
+    }
+
+    /// [`Shard::touch_entry`] of a tuple of kind `kind` whose hash is `h`.
+    #[inline]
+    pub fn touch_entry_hashed(&self, kind: Kind, h: u64) {
+        if kind == Kind::Reply {
             let tag = (h as u32) | 1;
             for w in self.refs[range(h, self.refs.len())].0[1..].iter() {
                 let v = w.load(Ordering::Relaxed);
@@ -942,11 +1004,26 @@ impl Shard {
 
     /// [`Shard::find_reply_where`] with `t`'s hash `h` already computed.
     #[inline]
-    fn find_reply_hashed(&self, t: &Tuple, h: u64, ok: impl Fn(&Snap) -> bool) -> Option<Snap> {
+    pub fn find_reply_hashed(&self, t: &Tuple, h: u64, ok: impl Fn(&Snap) -> bool) -> Option<Snap> {
+        if self.v6 {
+            self.find_reply_in::<true>(t, h, ok)
+        } else {
+            self.find_reply_in::<false>(t, h, ok)
+        }
+    }
+
+    /// [`Shard::find_reply_hashed`] in a shard of family `V6`.
+    #[inline(always)]
+    fn find_reply_in<const V6: bool>(
+        &self,
+        t: &Tuple,
+        h: u64,
+        ok: impl Fn(&Snap) -> bool,
+    ) -> Option<Snap> {
         let n = self.refs.len();
         let home = range(h, n);
         let tag = (h as u32) | 1;
-        let key = ReplyKey::of(self.v6, t);
+        let key = ReplyKey::of(V6, t);
         let limit = probe_limit(self.refs[home].0[0].load(Ordering::Relaxed));
         for i in 0..limit {
             let b = bucket_at(h, n, i);
@@ -963,7 +1040,7 @@ impl Shard {
                 // the slot is checked against the key in any case.
                 let v = bucket.0[q].load(Ordering::Relaxed);
                 if let Some(slot) = (v as u32).checked_sub(1) {
-                    if let Some(s) = self.read_reply(slot, &key) {
+                    if let Some(s) = self.read_reply_in::<V6>(slot, &key) {
                         if ok(&s) {
                             return Some(s);
                         }
@@ -983,13 +1060,24 @@ impl Shard {
     /// Inserts `f` unless its forward key is present and alive (then returns
     /// that entry). `reclaim` releases an expired entry so its position can
     /// be reused; it returns whether it released it.
+    #[cfg(test)]
     pub fn insert(
         &self,
         f: &Fresh,
         now: Millis,
+        reclaim: impl FnMut(&Snap) -> bool,
+    ) -> Result<Placed, Refused> {
+        self.insert_hashed(f, self.hash(&f.fwd), now, reclaim)
+    }
+
+    /// [`Shard::insert`] with the forward key's hash `h` already computed.
+    pub fn insert_hashed(
+        &self,
+        f: &Fresh,
+        h: u64,
+        now: Millis,
         mut reclaim: impl FnMut(&Snap) -> bool,
     ) -> Result<Placed, Refused> {
-        let h = self.hash(&f.fwd);
         let n = self.tags.len();
         let home = range(h, n);
         let tag = (h as u32) | 2;

@@ -145,6 +145,160 @@ fn every_tcp_transition_matches_ipvs() {
     );
 }
 
+/// The update's unchanged-state test agrees with the transition tables for
+/// every flag byte, table and state code (codes without a TCP state, and
+/// UDP's, stay as `tcp_next` keeps them).
+#[test]
+fn stays_test_agrees_with_every_transition() {
+    for table in [TcpTable::Input, TcpTable::Output, TcpTable::InputOnly] {
+        for code in 0..16u8 {
+            for f in 0..=255u8 {
+                let flags = TcpFlags(f);
+                let expect = match ConnState::from_code(code) {
+                    Some(s) => tcp_next(s, table, flags) == s,
+                    None => true,
+                };
+                assert_eq!(
+                    state::tcp_stays(code as u64, table, flags),
+                    expect,
+                    "{table:?} code {code} flags {f:#04x}"
+                );
+            }
+        }
+    }
+}
+
+/// `open` leaves the table as `insert` then `update` with the same packet
+/// do: state, deadline, the table's and the real server's counts, for a
+/// SYN (SYN_RECV, also under flood pressure), a sloppy ACK, a segment with
+/// no flag IPVS reads and UDP; a key already present gets the update.
+#[test]
+fn open_is_insert_then_update() {
+    let cases = [
+        (L4Proto::Tcp, ForwardMethod::Nat, Some(SYN)),
+        (L4Proto::Tcp, ForwardMethod::Dr, Some(SYN)),
+        (L4Proto::Tcp, ForwardMethod::Tun, Some(ACK)),
+        (L4Proto::Tcp, ForwardMethod::Nat, Some(TcpFlags(0))),
+        (L4Proto::Tcp, ForwardMethod::Nat, None),
+        (L4Proto::Udp, ForwardMethod::Nat, None),
+    ];
+    // 270 slots in all: 40 half-open entries are above the flood
+    // threshold (an eighth of them).
+    for crowd in [0u16, 40] {
+        for (proto, method, flags) in cases {
+            let (a, da) = table(150);
+            let (b, db) = table(150);
+            let now = Millis(5_000);
+            for i in 0..crowd {
+                let k = client_key(L4Proto::Tcp, 20_000 + i);
+                for t in [&a, &b] {
+                    let c = t.insert(&new_conn(k, ForwardMethod::Dr, 0), now).unwrap();
+                    t.update(&c.handle, Direction::Original, Some(SYN), now);
+                }
+            }
+            let key = client_key(proto, 1000);
+            let n = new_conn(key, method, 1);
+            let c = a.insert(&n, now).unwrap();
+            let sa = a.update(&c.handle, Direction::Original, flags, now);
+            let (o, sb) = b.open(&n, flags, now).unwrap();
+            let what = format!("{proto:?} {method:?} {flags:?} crowd {crowd}");
+            assert_eq!(sa, sb, "{what}");
+            assert_eq!(o.state(), sb.unwrap(), "{what}");
+            assert_eq!(a.stats(), b.stats(), "{what}");
+            assert_eq!(counts(&da, 1), counts(&db, 1), "{what}");
+            assert_eq!(
+                a.remaining_ms(&c.handle, now),
+                b.remaining_ms(&o.handle, now),
+                "{what}"
+            );
+            // The key is present now: open updates that entry.
+            // Within the shortest timeout (NONE, the flood's SYN_RECV: 2 s).
+            let later = Millis(6_000);
+            let sa = a.update(&c.handle, Direction::Original, Some(ACK), later);
+            let (o2, sb) = b.open(&n, Some(ACK), later).unwrap();
+            assert_eq!(o2.handle, o.handle, "{what}");
+            assert_eq!(sa, sb, "{what}");
+            assert_eq!(a.stats(), b.stats(), "{what}");
+            assert_eq!(counts(&da, 1), counts(&db, 1), "{what}");
+        }
+    }
+    let (t, _) = table(150);
+    let icmp = new_conn(client_key(L4Proto::Icmp, 1), ForwardMethod::Nat, 1);
+    assert_eq!(
+        t.open(&icmp, None, Millis(1)).map(|_| ()),
+        Err(InsertError::Protocol)
+    );
+}
+
+/// A probe finds what the key finds, in both directions and families, and
+/// an insert given a probe of another key, or of another table, places the
+/// entry where lookups of its own key find it.
+#[test]
+fn probes_find_what_keys_find() {
+    let (t, _) = table(600);
+    let (other, _) = table(600);
+    let now = Millis(1);
+    for (i, v6) in [(0u16, false), (1, true)] {
+        let key = if v6 {
+            FlowKey::new(
+                L4Proto::Tcp,
+                ip("2001:db8:1::7"),
+                1000,
+                ip("2001:db8::10"),
+                80,
+            )
+        } else {
+            client_key(L4Proto::Tcp, 1000)
+        };
+        let n = new_conn(key, ForwardMethod::Nat, 1);
+        let probe = t.probe(&key, Direction::Original);
+        assert!(t.lookup_probe(&probe, now).is_none());
+        let (c, _) = t.open_probed(&n, Some(&probe), Some(SYN), now).unwrap();
+        assert_eq!(t.lookup_probe(&probe, now), t.lookup_original(&key, now));
+        assert_eq!(
+            t.lookup_probe(&probe, now).map(|c| c.handle),
+            Some(c.handle)
+        );
+        let reply = key.reply_from(n.real.ip(), n.real.port());
+        let rp = t.probe(&reply, Direction::Reply);
+        assert_eq!(t.lookup_probe(&rp, now), t.lookup_reply(&reply, now));
+        assert_eq!(
+            t.lookup_probe(&rp, now).map(|c| c.dir),
+            Some(Direction::Reply)
+        );
+        // Probes that are not of the key inserted: ignored by the insert.
+        for (j, wrong) in [
+            t.probe(&client_key(L4Proto::Tcp, 7), Direction::Original),
+            other.probe(&key, Direction::Original),
+            t.probe(&key, Direction::Reply),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let k = if v6 {
+                FlowKey::new(
+                    L4Proto::Tcp,
+                    ip("2001:db8:1::7"),
+                    2000 + j as u16,
+                    ip("2001:db8::10"),
+                    80,
+                )
+            } else {
+                client_key(L4Proto::Tcp, 2000 + i * 10 + j as u16)
+            };
+            let (c, _) = t
+                .open_probed(
+                    &new_conn(k, ForwardMethod::Dr, 1),
+                    Some(&wrong),
+                    Some(SYN),
+                    now,
+                )
+                .unwrap();
+            assert_eq!(t.lookup_original(&k, now).map(|c| c.handle), Some(c.handle));
+        }
+    }
+}
+
 /// Drives a connection through `steps` and checks state and Active/InAct
 /// (IPVS's `tcp_state_active_table`: SYN_RECV counts as active too).
 fn drive(method: ForwardMethod, steps: &[(Direction, TcpFlags, &str, (u32, u32))]) {
