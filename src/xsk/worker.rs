@@ -36,6 +36,13 @@ use crate::Millis;
 pub const FRAME_SIZE: u32 = 4096;
 /// Rounds without a frame before the worker sleeps in poll().
 const IDLE_ROUNDS: u32 = 256;
+/// And how long since its last frame, at least: the worker polls its rings
+/// (spins) through short pauses in the traffic instead of sleeping, since a
+/// sleeping worker's next frame waits for its wakeup, and on a busy core for
+/// whatever runs there meanwhile (up to a scheduler slice, milliseconds).
+/// Bounded, so that an idle worker still leaves its core to others.
+const IDLE_SPIN: Duration = Duration::from_micros(IDLE_SPIN_US);
+const IDLE_SPIN_US: u64 = 1000;
 /// How long an idle worker sleeps before it looks at the stop flag again.
 const IDLE_POLL_MS: i32 = 20;
 /// Extra sendto() kicks per port and round while the kernel has not yet
@@ -374,6 +381,8 @@ impl Worker {
         // of ArcSwap's full protocol.
         let mut config = arc_swap::Cache::new(&shared.snapshot);
         let mut idle = 0u32;
+        // The start of the last round that received frames.
+        let mut last_rx = epoch;
         let mut tx_ring_full = 0u64;
         let mut bad_port = 0u64;
         while !shared.stop.load(Ordering::Relaxed) {
@@ -482,10 +491,11 @@ impl Worker {
             }
             if received > 0 {
                 idle = 0;
+                last_rx = started;
                 busy_round = Some(started);
             } else {
                 idle += 1;
-                if idle > IDLE_ROUNDS {
+                if idle > IDLE_ROUNDS && started.duration_since(last_rx) >= IDLE_SPIN {
                     self.sleep_until_rx();
                 }
             }
