@@ -41,8 +41,7 @@ const IDLE_ROUNDS: u32 = 256;
 /// sleeping worker's next frame waits for its wakeup, and on a busy core for
 /// whatever runs there meanwhile (up to a scheduler slice, milliseconds).
 /// Bounded, so that an idle worker still leaves its core to others.
-const IDLE_SPIN: Duration = Duration::from_micros(IDLE_SPIN_US);
-const IDLE_SPIN_US: u64 = 1000;
+const IDLE_SPIN: Duration = Duration::from_millis(1);
 /// How long an idle worker sleeps before it looks at the stop flag again.
 const IDLE_POLL_MS: i32 = 20;
 /// Extra sendto() kicks per port and round while the kernel has not yet
@@ -50,10 +49,11 @@ const IDLE_POLL_MS: i32 = 20;
 /// [`TX_KICK_FRAMES`] per call).
 const TX_KICKS: u32 = 4;
 /// Frames waiting unkicked in a TX ring that make a kick due at once: the
-/// kernel's copy-mode budget of one sendto() (32 frames). Each call costs a
-/// system call, and on veth runs the receiving peer's softirq on this core
-/// (a chance for it to overrun into `ksoftirqd`), so in copy mode a call
-/// carries as many frames as one call may send rather than one round's.
+/// kernel's copy-mode budget of one sendto() (32 frames). Each call is a
+/// system call and a pass over the socket's TX path, so a call carries as
+/// many frames as it may rather than one short round's. (The receiving
+/// peer's softirq, which veth runs on this core, runs once per frame
+/// whatever the call's size: BENCHMARKS.md.)
 const TX_KICK_FRAMES: u32 = 32;
 /// How long the oldest unkicked frame of a TX ring may wait for more to
 /// join it while every round brings frames (a round that brings none kicks
