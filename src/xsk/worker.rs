@@ -36,10 +36,31 @@ use crate::Millis;
 pub const FRAME_SIZE: u32 = 4096;
 /// Rounds without a frame before the worker sleeps in poll().
 const IDLE_ROUNDS: u32 = 256;
+/// And how long since its last frame, at least: the worker polls its rings
+/// (spins) through short pauses in the traffic instead of sleeping, since a
+/// sleeping worker's next frame waits for its wakeup, and on a busy core for
+/// whatever runs there meanwhile (up to a scheduler slice, milliseconds).
+/// Bounded, so that an idle worker still leaves its core to others.
+const IDLE_SPIN: Duration = Duration::from_millis(1);
 /// How long an idle worker sleeps before it looks at the stop flag again.
 const IDLE_POLL_MS: i32 = 20;
-/// Extra sendto() kicks per port and round while frames wait in a TX ring.
+/// Extra sendto() kicks per port and round while the kernel has not yet
+/// taken every descriptor of a TX ring (in copy mode it takes at most
+/// [`TX_KICK_FRAMES`] per call).
 const TX_KICKS: u32 = 4;
+/// Frames waiting unkicked in a TX ring that make a kick due at once: the
+/// kernel's copy-mode budget of one sendto() (32 frames). Each call is a
+/// system call and a pass over the socket's TX path, so a call carries as
+/// many frames as it may rather than one short round's. (The receiving
+/// peer's softirq, which veth runs on this core, runs once per frame
+/// whatever the call's size: BENCHMARKS.md.)
+const TX_KICK_FRAMES: u32 = 32;
+/// How long the oldest unkicked frame of a TX ring may wait for more to
+/// join it while every round brings frames (a round that brings none kicks
+/// at once): bounds the latency coalescing adds. Short against the
+/// director's one-way p50 of tens of microseconds at 90 % load; at full rate
+/// (about a frame every 2 µs on veth) enough for the batch to fill first.
+const TX_KICK_AFTER: Duration = Duration::from_micros(50);
 /// How often the batch-latency histogram is published.
 const HISTOGRAM_PUBLISH: Duration = Duration::from_secs(1);
 
@@ -163,6 +184,59 @@ struct PortSocket {
     in_fill: u64,
     /// Frames sent on this port not yet completed.
     in_tx: u64,
+    /// The TX ring's frames not yet kicked.
+    kick: TxKick,
+}
+
+/// The frames of one TX ring put there since its last kick (sendto()), and
+/// when a kick is due: TX kick coalescing ([`TX_KICK_FRAMES`],
+/// [`TX_KICK_AFTER`]).
+#[derive(Clone, Copy, Debug)]
+struct TxKick {
+    waiting: u32,
+    /// The start of the round that put the oldest of them there.
+    since: Instant,
+}
+
+impl TxKick {
+    fn new(now: Instant) -> TxKick {
+        TxKick {
+            waiting: 0,
+            since: now,
+        }
+    }
+
+    /// Counts `n` frames put on the ring in the round that started at `now`.
+    fn add(&mut self, n: u32, now: Instant) {
+        if n == 0 {
+            return;
+        }
+        if self.waiting == 0 {
+            self.since = now;
+        }
+        self.waiting = self.waiting.saturating_add(n);
+    }
+
+    /// Whether frames wait for a kick.
+    fn any(&self) -> bool {
+        self.waiting > 0
+    }
+
+    /// Whether the waiting frames are to be kicked in the round that
+    /// started at `now`, `idle` if it brought no frame: once a call's worth
+    /// waits, once nothing comes to join them, or once the oldest has
+    /// waited [`TX_KICK_AFTER`].
+    fn due(&self, now: Instant, idle: bool) -> bool {
+        self.waiting > 0
+            && (self.waiting >= TX_KICK_FRAMES
+                || idle
+                || now.saturating_duration_since(self.since) >= TX_KICK_AFTER)
+    }
+
+    /// The frames were kicked, or need no kick.
+    fn clear(&mut self) {
+        self.waiting = 0;
+    }
 }
 
 /// A worker ready to run.
@@ -245,6 +319,7 @@ impl Worker {
                 comp,
                 in_fill: 0,
                 in_tx: 0,
+                kick: TxKick::new(Instant::now()),
             });
         }
         let total = descs.len() as u64;
@@ -306,6 +381,8 @@ impl Worker {
         // of ArcSwap's full protocol.
         let mut config = arc_swap::Cache::new(&shared.snapshot);
         let mut idle = 0u32;
+        // The start of the last round that received frames.
+        let mut last_rx = epoch;
         let mut tx_ring_full = 0u64;
         let mut bad_port = 0u64;
         while !shared.stop.load(Ordering::Relaxed) {
@@ -349,37 +426,54 @@ impl Worker {
                 }
             }
             for (p, list) in tx_lists.iter_mut().enumerate() {
-                if list.is_empty() {
+                let port = &mut self.ports[p];
+                if !list.is_empty() {
+                    let room = port.tx.nb_free(list.len() as u32) as usize;
+                    let k = room.min(list.len());
+                    // SAFETY: these frames came off rx rings of this UMEM and are
+                    // owned by the worker until their completion comes back.
+                    let sent = unsafe { port.tx.produce(&list[..k]) };
+                    port.in_tx += sent as u64;
+                    tx_ring_full += (list.len() - sent) as u64;
+                    self.free.extend_from_slice(&list[sent..]);
+                    list.clear();
+                    port.kick.add(sent as u32, started);
+                }
+                if !port.kick.any() {
                     continue;
                 }
-                let port = &mut self.ports[p];
-                let room = port.tx.nb_free(list.len() as u32) as usize;
-                let k = room.min(list.len());
-                // SAFETY: these frames came off rx rings of this UMEM and are
-                // owned by the worker until their completion comes back.
-                let sent = unsafe { port.tx.produce(&list[..k]) };
-                port.in_tx += sent as u64;
-                tx_ring_full += (list.len() - sent) as u64;
-                self.free.extend_from_slice(&list[sent..]);
-                list.clear();
-                if port.tx.needs_wakeup() {
+                if !port.tx.needs_wakeup() {
+                    // The kernel sends these by itself (zero copy, its
+                    // NAPI running): nothing waits on a kick.
+                    port.kick.clear();
+                } else if port.kick.due(started, received == 0) {
                     let _ = port.tx.wakeup();
+                    port.kick.clear();
                 }
             }
+            let ring = self.setup.ring_size;
             for p in 0..self.ports.len() {
                 let port = &mut self.ports[p];
                 // In copy mode (veth, generic XDP) the kernel sends only
-                // inside sendto(), at most 32 frames per call: kick again
-                // while frames wait, or they sit in the TX ring until the
-                // next frame for this port arrives (latency) and the ring
-                // fills at full rate (drops).
+                // inside sendto(), at most 32 frames per call: after a kick,
+                // kick again while it has not taken every descriptor, or
+                // they sit in the TX ring until the next kick (latency) and
+                // the ring fills at full rate (drops). Not while frames wait
+                // unkicked on purpose (coalescing, above), nor for frames
+                // the kernel took but has not completed yet: a kick does
+                // not hurry those.
                 for kick in 0..=TX_KICKS {
                     // SAFETY: every port's rings belong to this worker's one
                     // UMEM; comp_descs are scratch descriptors the ring overwrites.
                     let c = unsafe { port.comp.consume(&mut comp_descs) };
                     port.in_tx -= c as u64;
                     self.free.extend_from_slice(&comp_descs[..c]);
-                    if port.in_tx == 0 || kick == TX_KICKS || !port.tx.needs_wakeup() {
+                    if port.in_tx == 0
+                        || kick == TX_KICKS
+                        || port.kick.any()
+                        || port.tx.nb_free_exact() == ring
+                        || !port.tx.needs_wakeup()
+                    {
                         break;
                     }
                     let _ = port.tx.wakeup();
@@ -397,10 +491,11 @@ impl Worker {
             }
             if received > 0 {
                 idle = 0;
+                last_rx = started;
                 busy_round = Some(started);
             } else {
                 idle += 1;
-                if idle > IDLE_ROUNDS {
+                if idle > IDLE_ROUNDS && started.duration_since(last_rx) >= IDLE_SPIN {
                     self.sleep_until_rx();
                 }
             }
@@ -591,5 +686,60 @@ impl Worker {
         for (a, v) in stats.xsk.iter().zip([dropped, full, empty, invalid]) {
             a.store(v, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+
+    #[test]
+    fn a_kick_waits_while_rounds_bring_frames_and_the_batch_is_short() {
+        let t0 = Instant::now();
+        let mut k = TxKick::new(t0);
+        assert!(!k.any());
+        assert!(!k.due(t0, true), "nothing waits: no kick even when idle");
+        k.add(5, t0);
+        assert!(k.any());
+        assert!(!k.due(t0 + us(1), false));
+        k.add(26, t0 + us(1));
+        assert!(!k.due(t0 + us(2), false), "31 frames, still busy");
+        k.add(1, t0 + us(2));
+        assert!(k.due(t0 + us(2), false), "a call's worth waits");
+        k.clear();
+        assert!(!k.any());
+        assert!(!k.due(t0 + us(3), true));
+    }
+
+    #[test]
+    fn a_round_that_brings_nothing_kicks_what_waits() {
+        let t0 = Instant::now();
+        let mut k = TxKick::new(t0);
+        k.add(1, t0);
+        assert!(!k.due(t0, false));
+        assert!(k.due(t0, true));
+    }
+
+    #[test]
+    fn the_oldest_frame_bounds_the_wait() {
+        let t0 = Instant::now();
+        let mut k = TxKick::new(t0);
+        k.add(0, t0);
+        assert!(!k.any(), "adding nothing starts no wait");
+        let t1 = t0 + us(7);
+        k.add(1, t1);
+        // Later frames do not move the oldest one's start.
+        k.add(1, t1 + TX_KICK_AFTER / 2);
+        assert!(!k.due(t1 + TX_KICK_AFTER - us(1), false));
+        assert!(k.due(t1 + TX_KICK_AFTER, false));
+        k.clear();
+        // After a kick the next frame starts a new wait.
+        let t2 = t1 + TX_KICK_AFTER * 3;
+        k.add(1, t2);
+        assert!(!k.due(t2 + us(1), false));
     }
 }
