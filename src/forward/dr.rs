@@ -6,6 +6,7 @@ use crate::neigh::NextHop;
 use crate::packet::rewrite;
 
 /// Readdresses the frame to the real server's MAC, from the egress port's MAC.
+#[inline(always)]
 pub fn to_real(frame: &mut [u8], hop: &NextHop) {
     rewrite::set_macs(frame, hop.src_mac, hop.dst_mac);
 }

@@ -340,7 +340,7 @@ fn adjust_transport_checksum(frame: &mut [u8], at: usize, proto: L4Proto, d: u32
 /// the sum of native words is the byte swap of the sum of big-endian ones,
 /// so it is compared with the field read the same way), with one bounds
 /// check for the header and one for the field.
-#[inline]
+#[inline(always)]
 pub fn complete_partial_checksum(frame: &mut [u8], p: &Parsed) -> bool {
     let (at, proto) = match p.transport {
         Transport::Tcp { .. } => (p.l4 + 16, 6u8),
