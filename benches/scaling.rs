@@ -24,6 +24,14 @@
 //! threads' CPU time (what a frame costs, steadier on a shared machine,
 //! where other tasks take cores from the wall-clock rate), with the share
 //! of their cores the threads got.
+//!
+//! The control: every thread count above one runs twice a round, once
+//! sharing the table and the counters (`shared`) and once with a table,
+//! counters and snapshot of each thread's own (`apart`, the table's
+//! capacity split between them). Apart, the threads share nothing xvs
+//! writes, so what `apart` loses against N × one thread is the machine's
+//! (caches, memory, cores it does not really have), and `shared` against
+//! `apart` is what sharing costs xvs.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Barrier};
@@ -34,7 +42,7 @@ use nix::sys::resource::{getrusage, UsageWho};
 use xvs::conntrack::{ConnTable, Timeouts};
 use xvs::packet::Frame;
 use xvs::pipeline::testnet::{self, Pkt, ACK, SYN};
-use xvs::pipeline::Pipeline;
+use xvs::pipeline::{Pipeline, Snapshot};
 use xvs::service::RealLoads;
 use xvs::verdict::Verdict;
 use xvs::Millis;
@@ -47,6 +55,15 @@ const FRAMES_PER_MS: u64 = 1024;
 enum Load {
     Established,
     New,
+}
+
+/// What the threads of a run share.
+#[derive(Clone, Copy, PartialEq)]
+enum Share {
+    /// One table, one set of counters, one snapshot: as the workers.
+    Table,
+    /// Nothing: each thread its own, the table's capacity split.
+    Apart,
 }
 
 /// Client address and port of flow `k` of thread `t`: disjoint per thread.
@@ -87,21 +104,32 @@ struct Run {
     share: f64,
 }
 
-/// Frames per second of `threads` threads, `frames` frames each.
-fn run(load: Load, threads: usize, frames: u64) -> Run {
-    let snap = Arc::new(testnet::snapshot());
+/// A table of `capacity` entries, its counters and the test network.
+fn state(capacity: usize) -> (Arc<Snapshot>, Arc<ConnTable>, Arc<RealLoads>) {
     let loads = Arc::new(RealLoads::new(64));
+    let conns = Arc::new(ConnTable::new(capacity, Timeouts::default(), loads.clone()));
+    (Arc::new(testnet::snapshot()), conns, loads)
+}
+
+/// Frames per second of `threads` threads, `frames` frames each.
+fn run(load: Load, share: Share, threads: usize, frames: u64) -> Run {
     let capacity = match load {
         Load::Established => 64 * 1024,
         Load::New => (threads as u64 * frames * 4) as usize,
     };
-    let conns = Arc::new(ConnTable::new(capacity, Timeouts::default(), loads.clone()));
+    let shared = state(capacity);
     let start = Arc::new(Barrier::new(threads + 1));
     let handles: Vec<_> = (0..threads)
         .map(|t| {
-            let (snap, conns, loads, start) =
-                (snap.clone(), conns.clone(), loads.clone(), start.clone());
+            let shared = shared.clone();
+            let start = start.clone();
             std::thread::spawn(move || {
+                // Apart, the thread builds its own on its own core (so its
+                // pages are its own NUMA node's, as a worker's would be).
+                let (snap, conns, loads) = match share {
+                    Share::Table => shared,
+                    Share::Apart => state(capacity / threads),
+                };
                 let mut p = Pipeline::new(snap, conns, loads, t as u16);
                 let mut buf = vec![0u8; 2048];
                 let mut go = |p: &mut Pipeline, f: &[u8], now: u64| {
@@ -226,22 +254,35 @@ fn main() {
         if only.as_deref().is_some_and(|o| o != name) {
             continue;
         }
-        // Rounds: every thread count once, in order, so that a passing load
-        // falls on every count alike and each round gives its own ratio.
-        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); threads.len()];
-        let mut cpu_rates: Vec<Vec<f64>> = vec![Vec::new(); threads.len()];
-        let mut shares: Vec<Vec<f64>> = vec![Vec::new(); threads.len()];
+        // Rounds: every column once, in order, so that a passing load
+        // falls on every column alike and each round gives its own ratio.
+        // A column: a thread count and what its threads share.
+        let cols: Vec<(usize, Share)> = threads
+            .iter()
+            .flat_map(|&n| {
+                let apart = (n > 1).then_some((n, Share::Apart));
+                std::iter::once((n, Share::Table)).chain(apart)
+            })
+            .collect();
+        let label = |&(n, s): &(usize, Share)| match s {
+            Share::Table => format!("{n}"),
+            Share::Apart => format!("{n} apart"),
+        };
+        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); cols.len()];
+        let mut cpu_rates: Vec<Vec<f64>> = vec![Vec::new(); cols.len()];
+        let mut shares: Vec<Vec<f64>> = vec![Vec::new(); cols.len()];
         for round in 0..runs {
-            let line: Vec<String> = threads
+            let line: Vec<String> = cols
                 .iter()
                 .enumerate()
-                .map(|(j, &n)| {
-                    let r = run(load, n, frames);
+                .map(|(j, c)| {
+                    let r = run(load, c.1, c.0, frames);
                     rates[j].push(r.rate);
                     cpu_rates[j].push(r.cpu_rate);
                     shares[j].push(r.share);
                     format!(
-                        "{n}: {:.3} ({:.3}/cpu-s, share {:.2})",
+                        "{}: {:.3} ({:.3}/cpu-s, share {:.2})",
+                        label(c),
                         r.rate / 1e6,
                         r.cpu_rate / 1e6,
                         r.share
@@ -254,39 +295,50 @@ fn main() {
                 loadavg()
             );
         }
-        let one = threads.iter().position(|&n| n == 1);
-        // The median of a set, its spread, and against one thread's: the
-        // ratio of the medians and the median of the rounds' own ratios.
+        let one = cols.iter().position(|&c| c == (1, Share::Table));
+        // The ratio of two columns' medians and the median of the rounds'
+        // own ratios, with their spread.
+        let against = |v: &[Vec<f64>], j: usize, o: usize, what: &str| {
+            let mut paired: Vec<f64> = v[j].iter().zip(&v[o]).map(|(a, b)| a / b).collect();
+            let (plo, phi) = spread(&paired);
+            format!(
+                "  {:.2}x {what} (rounds' ratios: median {:.2}, {:.2}-{:.2})",
+                median(&mut v[j].clone()) / median(&mut v[o].clone()),
+                median(&mut paired),
+                plo,
+                phi
+            )
+        };
+        // The median of a column, its spread, against one thread's, and a
+        // shared column against its apart control.
         let summary = |v: &[Vec<f64>], j: usize| {
             let (lo, hi) = spread(&v[j]);
             let m = median(&mut v[j].clone());
-            let x = match one {
-                Some(o) if o != j => {
-                    let mut paired: Vec<f64> = v[j].iter().zip(&v[o]).map(|(a, b)| a / b).collect();
-                    let (plo, phi) = spread(&paired);
-                    format!(
-                        "  {:.2}x one thread (rounds' ratios: median {:.2}, {:.2}-{:.2})",
-                        m / median(&mut v[o].clone()),
-                        median(&mut paired),
-                        plo,
-                        phi
-                    )
-                }
+            let mut x = match one {
+                Some(o) if o != j => against(v, j, o, "one thread"),
                 _ => String::new(),
             };
+            let (n, s) = cols[j];
+            if s == Share::Table && n > 1 {
+                if let Some(a) = cols.iter().position(|&c| c == (n, Share::Apart)) {
+                    x += &against(v, j, a, "apart");
+                }
+            }
             format!("median {:.3} ({:.3}-{:.3}){x}", m / 1e6, lo / 1e6, hi / 1e6)
         };
-        for (j, &n) in threads.iter().enumerate() {
+        for (j, c) in cols.iter().enumerate() {
+            let l = label(c);
             println!(
-                "{name:<12} threads {n}: wall    Mframes/s {}",
+                "{name:<12} threads {l}: wall    Mframes/s {}",
                 summary(&rates, j)
             );
             println!(
-                "{name:<12} threads {n}: per CPU Mframes/s {}",
+                "{name:<12} threads {l}: per CPU Mframes/s {}",
                 summary(&cpu_rates, j)
             );
             println!(
-                "{name:<12} threads {n}: share of {n} cores: median {:.2}",
+                "{name:<12} threads {l}: share of {} cores: median {:.2}",
+                c.0,
                 median(&mut shares[j].clone())
             );
         }
