@@ -45,7 +45,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::conntrack::{
-    Conn, ConnState, ConnTable, Direction, InsertError, NewConn, Probe, TemplateKey,
+    Conn, ConnState, ConnTable, Direction, Hit, InsertError, NewConn, Probe, TemplateKey,
 };
 use crate::counters::WorkerCounters;
 use crate::forward::{dr, nat, tun};
@@ -570,14 +570,14 @@ impl Engine {
         }
         let flags = tcp_flags(p);
         let probe = self.conns.probe(key, Direction::Original);
-        let mut existing = self.conns.lookup_probe(&probe, rx.now);
+        let mut existing: Option<Hit> = self.conns.find_probe(&probe, rx.now);
         if let Some(c) = &existing {
             // A SYN reusing the ports of a finished connection starts a
             // new one, scheduled afresh (IPVS's conn_reuse_mode).
             if flags.is_some_and(|f| f.is_connection_start())
                 && matches!(c.state(), ConnState::TimeWait | ConnState::Close)
             {
-                self.end_finished(c, rx.now);
+                self.end_finished(&c.conn(), rx.now);
                 existing = None;
             }
         }
@@ -585,16 +585,13 @@ impl Engine {
         let (real_id, ri) = 'placed: {
             if let Some(c) = &existing {
                 let Some(ri) = snap.services.real_position(si, c.real_id()) else {
-                    return Err(self.dest_gone(snap, c, rx.now));
+                    return Err(self.dest_gone(snap, &c.conn(), rx.now));
                 };
                 // An entry that expired or was released since the lookup
                 // is a miss.
-                if let Some(state) =
-                    self.conns
-                        .update(&c.handle, Direction::Original, flags, rx.now)
-                {
+                if let Some(state) = self.conns.update_hit(c, flags, rx.now) {
                     if state != c.state() {
-                        self.changed(c, state, rx.now, false);
+                        self.changed(&c.conn(), state, rx.now, false);
                     }
                     break 'placed (c.real_id(), ri);
                 }
@@ -811,18 +808,15 @@ impl Engine {
         key: &FlowKey,
         frame: &mut Frame<'_>,
     ) -> Result<Verdict, DropReason> {
-        let Some(conn) = self.conns.lookup_reply(key, now) else {
+        let Some(conn) = self.conns.find_reply(key, now) else {
             return Err(DropReason::NoConnection);
         };
         self.complete_checksum(p, frame);
-        let Some(state) = self
-            .conns
-            .update(&conn.handle, Direction::Reply, tcp_flags(p), now)
-        else {
+        let Some(state) = self.conns.update_hit(&conn, tcp_flags(p), now) else {
             return Err(DropReason::NoConnection);
         };
         if state != conn.state() {
-            self.changed(&conn, state, now, false);
+            self.changed(&conn.conn(), state, now, false);
         }
         let hop = self.hop_toward(snap, conn.client().ip())?;
         nat::to_client(

@@ -238,6 +238,70 @@ impl Conn {
     }
 }
 
+/// A connection as the pipeline's per-frame lookups find it
+/// ([`ConnTable::find_probe`], [`ConnTable::find_reply`]): the handle and
+/// the entry's words as read under its generation, timer word included.
+/// A value the compiler can keep in registers when the lookup is inlined
+/// into its caller; [`Hit::conn`] builds the [`Conn`] the rarer uses
+/// (events, removal) take, where they need it, so that the frame's path
+/// stores nothing of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hit {
+    pub handle: ConnRef,
+    /// Which key matched: the packet's direction.
+    pub dir: Direction,
+    snap: Snap,
+}
+
+impl Hit {
+    #[inline(always)]
+    fn of(s: &Snap, dir: Direction) -> Hit {
+        Hit {
+            handle: ConnRef::of(s),
+            dir,
+            snap: *s,
+        }
+    }
+
+    /// The [`Conn`] of this hit, as [`ConnTable::lookup_probe`] gives it.
+    #[inline(always)]
+    pub fn conn(&self) -> Conn {
+        Conn::of(&self.snap, self.dir)
+    }
+
+    /// The state when the entry was read.
+    #[inline(always)]
+    pub fn state(&self) -> ConnState {
+        self.snap.timer().state().unwrap_or(ConnState::Close)
+    }
+
+    #[inline(always)]
+    pub fn real_id(&self) -> RealId {
+        RealId(self.snap.real_id())
+    }
+
+    pub fn client(&self) -> SocketAddr {
+        self.snap.client()
+    }
+
+    /// The virtual service address (VIP:vport): a NAT reply's new source.
+    #[inline(always)]
+    pub fn virt(&self) -> SocketAddr {
+        self.snap.virt()
+    }
+
+    /// The real server (RIP:rport): where the director forwards to.
+    #[inline(always)]
+    pub fn real(&self) -> SocketAddr {
+        self.snap.real()
+    }
+
+    #[inline(always)]
+    pub fn method(&self) -> ForwardMethod {
+        self.snap.method()
+    }
+}
+
 /// A flow key's place in the table for one direction ([`ConnTable::probe`]):
 /// its index tuple and seeded hash, so that a worker hashes a frame's key
 /// once for the batch prefetch ([`ConnTable::prefetch_probe`],
@@ -732,15 +796,21 @@ impl ConnTable {
 
     /// The probe of `key` looked up in direction `dir`: its index tuple and
     /// hash, computed once for a frame's prefetch, lookup and insert.
-    #[inline]
+    #[inline(always)]
     pub fn probe(&self, key: &FlowKey, dir: Direction) -> Probe {
         let v6 = key.is_ipv6();
         let tuple = index_tuple(key, dir);
-        let shard = self.shard(v6);
+        // Each family hashed by its own body: a caller whose key is known
+        // to be IPv4 when compiling (the pipeline's fast path) gets one.
+        let (shard, hash) = if v6 {
+            (&self.v6, self.v6.hash_in::<true>(&tuple))
+        } else {
+            (&self.v4, self.v4.hash_in::<false>(&tuple))
+        };
         Probe {
             v6,
             dir,
-            hash: shard.hash(&tuple),
+            hash,
             seed: shard.seed_id(),
             tuple,
         }
@@ -768,6 +838,51 @@ impl ConnTable {
             Direction::Reply => shard.find_reply_hashed(&p.tuple, p.hash, |s| s.alive(now)),
         }?;
         Some(Conn::of(&s, p.dir))
+    }
+
+    /// [`ConnTable::lookup_probe`] for the pipeline's frame path, inlined
+    /// into it: an IPv4 probe's lookup is compiled in place, so its hit
+    /// stays in registers; IPv6 takes an out-of-line call.
+    #[inline(always)]
+    pub fn find_probe(&self, p: &Probe, now: Millis) -> Option<Hit> {
+        if p.v6 {
+            return self.find_probe_v6(p, now);
+        }
+        let s = match p.dir {
+            Direction::Original => {
+                self.v4
+                    .find_fwd_in::<false>(&p.tuple, p.hash, |s| s.alive(now))
+            }
+            Direction::Reply => {
+                self.v4
+                    .find_reply_in::<false>(&p.tuple, p.hash, |s| s.alive(now))
+            }
+        }?;
+        Some(Hit::of(&s, p.dir))
+    }
+
+    /// [`ConnTable::find_probe`] of an IPv6 probe.
+    #[inline(never)]
+    fn find_probe_v6(&self, p: &Probe, now: Millis) -> Option<Hit> {
+        let s = match p.dir {
+            Direction::Original => {
+                self.v6
+                    .find_fwd_in::<true>(&p.tuple, p.hash, |s| s.alive(now))
+            }
+            Direction::Reply => {
+                self.v6
+                    .find_reply_in::<true>(&p.tuple, p.hash, |s| s.alive(now))
+            }
+        }?;
+        Some(Hit::of(&s, p.dir))
+    }
+
+    /// [`ConnTable::lookup_reply`] for the pipeline's frame path, as
+    /// [`ConnTable::find_probe`]: the live NAT connection whose real
+    /// server→client key is `key`.
+    #[inline(always)]
+    pub fn find_reply(&self, key: &FlowKey, now: Millis) -> Option<Hit> {
+        self.find_probe(&self.probe(key, Direction::Reply), now)
     }
 
     /// The live connection whose client→VIP key is `key`.
@@ -1074,6 +1189,43 @@ impl ConnTable {
             return ConnState::from_code(code as u8);
         }
         self.update_slow(conn, dir, flags, now, t)
+    }
+
+    /// [`ConnTable::update`] of a lookup's hit, in its direction, deciding
+    /// the common case from the timer word the lookup read: the hit was
+    /// live at `now` (the lookup checked it), so a packet that leaves its
+    /// state and moves its deadline by less than `COARSE_TICKS` has
+    /// nothing to write, as `update` finds from a fresh load. Everything
+    /// else is `update`, out of line.
+    #[inline(always)]
+    pub fn update_hit(
+        &self,
+        hit: &Hit,
+        flags: Option<TcpFlags>,
+        now: Millis,
+    ) -> Option<ConnState> {
+        let t = hit.snap.timer();
+        let code = t.state_code();
+        if (code as usize) < STATES
+            && code != ConnState::SynRecv as u64
+            && stays(hit.handle.flags, hit.dir, flags, code)
+            && !timer::worth_touch(t, now, self.timeouts.ms_of_code(code as usize))
+        {
+            return ConnState::from_code(code as u8);
+        }
+        self.update_out_of_line(&hit.handle, hit.dir, flags, now)
+    }
+
+    /// [`ConnTable::update`], a call: the rest of [`ConnTable::update_hit`].
+    #[inline(never)]
+    fn update_out_of_line(
+        &self,
+        conn: &ConnRef,
+        dir: Direction,
+        flags: Option<TcpFlags>,
+        now: Millis,
+    ) -> Option<ConnState> {
+        self.update(conn, dir, flags, now)
     }
 
     /// [`ConnTable::update`] from the timer word `t` on: the state change,

@@ -714,9 +714,20 @@ impl Shard {
 
     #[inline]
     pub fn hash(&self, t: &Tuple) -> u64 {
+        if self.v6 {
+            self.hash_in::<true>(t)
+        } else {
+            self.hash_in::<false>(t)
+        }
+    }
+
+    /// [`Shard::hash`] in a shard of family `V6`: the caller that knows
+    /// the family when compiling gets one body without the other's branch.
+    #[inline(always)]
+    pub fn hash_in<const V6: bool>(&self, t: &Tuple) -> u64 {
         let s = &self.seed;
         let z = (t.ap as u64) << 32 | (t.bp as u64) << 16 | (t.proto as u64) << 8 | t.kind as u64;
-        let mixed = if self.v6 {
+        let mixed = if V6 {
             let x = fold(t.a as u64 ^ s[0], (t.a >> 64) as u64 ^ s[1]);
             let y = fold(t.b as u64 ^ s[2], (t.b >> 64) as u64 ^ s[3]);
             fold(x ^ z, y ^ s[4])
@@ -817,7 +828,7 @@ impl Shard {
 
     /// [`Shard::find_fwd_hashed`] in a shard of family `V6`.
     #[inline(always)]
-    fn find_fwd_in<const V6: bool>(
+    pub fn find_fwd_in<const V6: bool>(
         &self,
         t: &Tuple,
         h: u64,
@@ -1014,7 +1025,7 @@ impl Shard {
 
     /// [`Shard::find_reply_hashed`] in a shard of family `V6`.
     #[inline(always)]
-    fn find_reply_in<const V6: bool>(
+    pub fn find_reply_in<const V6: bool>(
         &self,
         t: &Tuple,
         h: u64,
