@@ -596,7 +596,9 @@ impl Engine {
                     break 'placed (c.real_id(), ri);
                 }
             }
-            let (c, ri) = self.new_conn(rx.now, snap, si, svc, &probe, key, flags)?;
+            // A copy for the call: the lookup's probe stays in registers.
+            let reuse = probe;
+            let (c, ri) = self.new_conn(rx.now, snap, si, svc, &reuse, key, flags)?;
             (c.real_id(), ri)
         };
         let path = &snap.paths[si as usize][ri];

@@ -170,6 +170,7 @@ pub struct ConnRef {
 }
 
 impl ConnRef {
+    #[inline(always)]
     fn of(s: &Snap) -> ConnRef {
         ConnRef {
             v6: s.v6,
@@ -192,6 +193,7 @@ pub struct Conn {
 }
 
 impl Conn {
+    #[inline(always)]
     fn of(s: &Snap, dir: Direction) -> Conn {
         Conn {
             handle: ConnRef::of(s),
@@ -1213,19 +1215,21 @@ impl ConnTable {
         {
             return ConnState::from_code(code as u8);
         }
-        self.update_out_of_line(&hit.handle, hit.dir, flags, now)
+        self.update_out_of_line(hit.handle, hit.dir, flags, now)
     }
 
     /// [`ConnTable::update`], a call: the rest of [`ConnTable::update_hit`].
+    /// The handle by value: a reference would make the caller keep its
+    /// hit in memory.
     #[inline(never)]
     fn update_out_of_line(
         &self,
-        conn: &ConnRef,
+        conn: ConnRef,
         dir: Direction,
         flags: Option<TcpFlags>,
         now: Millis,
     ) -> Option<ConnState> {
-        self.update(conn, dir, flags, now)
+        self.update(&conn, dir, flags, now)
     }
 
     /// [`ConnTable::update`] from the timer word `t` on: the state change,
