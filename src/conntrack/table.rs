@@ -407,10 +407,13 @@ fn bucket_at(h: u64, n: usize, i: usize) -> usize {
 }
 
 // Bucket header: bit 0 the insert guard; bits 1..4 the highest probe index
-// a key homed here was spilled to; bits 4.. how many such keys are live. A
-// lookup probes past the home bucket only while that count is non-zero, and
-// only as far as that index: most misses read one cache line.
+// a key homed here was spilled to; bits 4..11 how many such keys are live
+// (at most the 7 other buckets' 105 slots). A lookup probes past the home
+// bucket only while that count is non-zero, and only as far as that index:
+// most misses read one cache line. A reply bucket's header also holds its
+// filter (bits 11..59, see `filter_one`).
 const SPILL_ONE: u64 = 16;
+const SPILL_COUNT: u64 = 0x7f << 4;
 
 fn spill_plus(h: u64, i: usize) -> u64 {
     let max = ((h >> 1) & 7).max(i as u64 & 7);
@@ -418,22 +421,45 @@ fn spill_plus(h: u64, i: usize) -> u64 {
 }
 
 fn spill_minus(h: u64) -> u64 {
-    let count = (h >> 4).saturating_sub(1);
+    let count = ((h & SPILL_COUNT) >> 4).saturating_sub(1);
     if count == 0 {
-        h & 1
+        h & !(SPILL_COUNT | 7 << 1)
     } else {
-        (h & 0xf) | count << 4
+        (h & !SPILL_COUNT) | count << 4
     }
 }
 
 /// How many of a key's probe buckets a lookup must read.
 #[inline]
 fn probe_limit(h: u64) -> usize {
-    if h >> 4 == 0 {
+    if h & SPILL_COUNT == 0 {
         1
     } else {
         ((h >> 1) & 7) as usize + 1
     }
+}
+
+// The reply index's filter, so that a miss (every frame for the host
+// itself) costs a header test, not a scan: 16 counters of 3 bits in each
+// reply bucket's header, bits 11..59, counter `v` the number of references
+// in that bucket whose tag has `v` in bits 1..5. An insert adds to it
+// after placing its reference, a removal subtracts before clearing it, so
+// a counter never exceeds the 7 references a bucket holds, and it counts
+// every reference whose insert has finished and whose entry is not being
+// released: a counter at 0 means no such reference, exactly.
+const FILTER_SHIFT: u32 = 11;
+
+/// What a reference with `tag` adds to its bucket's header.
+#[inline]
+fn filter_one(tag: u32) -> u64 {
+    1 << (FILTER_SHIFT + 3 * ((tag >> 1) & 15))
+}
+
+/// Whether a reply bucket whose header reads `h` may hold a reference
+/// with `tag`.
+#[inline(always)]
+fn filter_may_hold(h: u64, tag: u32) -> bool {
+    (h >> (FILTER_SHIFT + 3 * ((tag >> 1) & 15))) & 7 != 0
 }
 
 /// The first position (1..=15) of `bucket` whose tag is `tag`, or 0: an
@@ -1035,10 +1061,19 @@ impl Shard {
         let home = range(h, n);
         let tag = (h as u32) | 1;
         let key = ReplyKey::of(V6, t);
-        let limit = probe_limit(self.refs[home].0[0].load(Ordering::Relaxed));
+        let head = self.refs[home].0[0].load(Ordering::Relaxed);
+        let limit = probe_limit(head);
         for i in 0..limit {
             let b = bucket_at(h, n, i);
             let bucket = &self.refs[b];
+            let bucket_head = if i == 0 {
+                head
+            } else {
+                bucket.0[0].load(Ordering::Relaxed)
+            };
+            if !filter_may_hold(bucket_head, tag) {
+                continue;
+            }
             // As the forward lookup: the first match by branches, the rest
             // of the bucket only after a collision.
             let mut q = first_ref(bucket, tag);
@@ -1236,7 +1271,8 @@ impl Shard {
         let h = self.hash(&t);
         let n = self.refs.len();
         let home = range(h, n);
-        let value = ((h as u32 | 1) as u64) << 32 | (s.slot as u64 + 1);
+        let value_tag = h as u32 | 1;
+        let value = (value_tag as u64) << 32 | (s.slot as u64 + 1);
         let guard = &self.refs[home].0[0];
         lock64(guard);
         let result = (|| {
@@ -1254,6 +1290,8 @@ impl Shard {
                             .compare_exchange(0, value, Ordering::Release, Ordering::Relaxed)
                             .is_ok()
                     {
+                        // The lookup side's filter (see `filter_one`).
+                        self.refs[b].0[0].fetch_add(filter_one(value_tag), Ordering::Release);
                         if b != home {
                             spill_add64(&self.refs[home].0[0], i);
                         }
@@ -1272,10 +1310,18 @@ impl Shard {
         let h = self.hash(&t);
         let n = self.refs.len();
         let home = range(h, n);
-        let value = ((h as u32 | 1) as u64) << 32 | (s.slot as u64 + 1);
+        let value_tag = h as u32 | 1;
+        let value = (value_tag as u64) << 32 | (s.slot as u64 + 1);
         for i in 0..PROBE {
             let b = bucket_at(h, n, i);
             for word in self.refs[b].0[1..].iter() {
+                // The filter first (see `filter_one`): only this release
+                // clears this reference, so the word found stays until then.
+                if word.load(Ordering::Relaxed) != value {
+                    continue;
+                }
+                let head = &self.refs[b].0[0];
+                head.fetch_sub(filter_one(value_tag), Ordering::Relaxed);
                 if word
                     .compare_exchange(value, 0, Ordering::Release, Ordering::Relaxed)
                     .is_ok()
@@ -1285,6 +1331,7 @@ impl Shard {
                     }
                     return;
                 }
+                head.fetch_add(filter_one(value_tag), Ordering::Relaxed);
             }
         }
     }
@@ -1459,12 +1506,61 @@ mod tests {
             .find(|&q| shard.refs[rb].0[q].load(Ordering::Relaxed) == 0)
             .expect("room after it");
         shard.refs[rb].0[free].store(rtag << 32 | (moved as u64 + 1), Ordering::Relaxed);
+        shard.refs[rb].0[0].fetch_add(filter_one(rtag as u32), Ordering::Relaxed);
         let r = shard.find_reply(&found.reply_tuple(), Millis(1));
         assert_eq!(r.map(|r| r.slot), Some(moved));
         // A key that only shares the tag is not found.
         let mut c = a.fwd;
         c.a ^= 1 << 8;
         assert!(shard.find_fwd(&c, Millis(1)).is_none());
+    }
+
+    /// The reply filter's counters: each of a header's 16 is its own, the
+    /// spill count's changes leave them alone, and after inserts and
+    /// releases each counts exactly its bucket's references of its tag
+    /// bits, while every live entry's reply key is still found.
+    #[test]
+    fn reply_filter_counts_each_bucket_exactly() {
+        for v in 0..16u32 {
+            let tag = v << 1 | 1;
+            let h = filter_one(tag);
+            assert!(filter_may_hold(h, tag));
+            for w in (0..16u32).filter(|&w| w != v) {
+                assert!(!filter_may_hold(h, w << 1 | 1));
+            }
+            let seven = h * 7 | 1;
+            assert!(filter_may_hold(seven, tag));
+            let spilled = spill_plus(seven, 3);
+            assert_eq!(probe_limit(spilled), 4);
+            assert_eq!(spilled & !(SPILL_COUNT | 7 << 1), seven);
+            assert_eq!(spill_minus(spilled), seven);
+        }
+        let shard = Shard::try_new(false, Layout::of(false, 64).unwrap()).unwrap();
+        let mut live = Vec::new();
+        for sport in 0..60u16 {
+            let s = inserted(&shard, &fresh(3000 + sport));
+            live.push(s);
+            if sport % 3 == 2 {
+                let gone = live.remove(live.len() / 2);
+                shard.release(&gone);
+            }
+        }
+        for b in shard.refs.iter() {
+            let head = b.0[0].load(Ordering::Relaxed);
+            for v in 0..16u64 {
+                let counted = head >> (FILTER_SHIFT as u64 + 3 * v) & 7;
+                let held = b.0[1..]
+                    .iter()
+                    .map(|w| w.load(Ordering::Relaxed))
+                    .filter(|&w| w != 0 && (w >> 33) & 15 == v)
+                    .count() as u64;
+                assert_eq!(counted, held);
+            }
+        }
+        for s in &live {
+            let r = shard.find_reply(&s.reply_tuple(), Millis(1));
+            assert_eq!(r.map(|r| r.slot), Some(s.slot));
+        }
     }
 
     /// The in-place key compare matches exactly the tuple the entry holds:
