@@ -56,6 +56,8 @@
 //! for frame in batch {
 //!     let probe = table.probe(&key, dir);
 //!     let hit = table.lookup_probe(&probe, now);  // or lookup_original/_reply
+//!     // (the frame's path: find_probe / find_reply give a Hit, update_hit
+//!     // updates it, Hit::conn is the Conn for events and removal)
 //!     match hit.filter(|c| table.update(&c.handle, c.dir, tcp_flags, now).is_some()) {
 //!         Some(c) => forward per c.method(), c.real() / c.virt(), c.real_id(),
 //!         None if opening packet => {
@@ -851,14 +853,12 @@ impl ConnTable {
             return self.find_probe_v6(p, now);
         }
         let s = match p.dir {
-            Direction::Original => {
-                self.v4
-                    .find_fwd_in::<false>(&p.tuple, p.hash, |s| s.alive(now))
-            }
-            Direction::Reply => {
-                self.v4
-                    .find_reply_in::<false>(&p.tuple, p.hash, |s| s.alive(now))
-            }
+            Direction::Original => self
+                .v4
+                .find_fwd_in::<false>(&p.tuple, p.hash, |s| s.alive(now)),
+            Direction::Reply => self
+                .v4
+                .find_reply_in::<false>(&p.tuple, p.hash, |s| s.alive(now)),
         }?;
         Some(Hit::of(&s, p.dir))
     }
@@ -867,14 +867,12 @@ impl ConnTable {
     #[inline(never)]
     fn find_probe_v6(&self, p: &Probe, now: Millis) -> Option<Hit> {
         let s = match p.dir {
-            Direction::Original => {
-                self.v6
-                    .find_fwd_in::<true>(&p.tuple, p.hash, |s| s.alive(now))
-            }
-            Direction::Reply => {
-                self.v6
-                    .find_reply_in::<true>(&p.tuple, p.hash, |s| s.alive(now))
-            }
+            Direction::Original => self
+                .v6
+                .find_fwd_in::<true>(&p.tuple, p.hash, |s| s.alive(now)),
+            Direction::Reply => self
+                .v6
+                .find_reply_in::<true>(&p.tuple, p.hash, |s| s.alive(now)),
         }?;
         Some(Hit::of(&s, p.dir))
     }
@@ -1197,15 +1195,12 @@ impl ConnTable {
     /// the common case from the timer word the lookup read: the hit was
     /// live at `now` (the lookup checked it), so a packet that leaves its
     /// state and moves its deadline by less than `COARSE_TICKS` has
-    /// nothing to write, as `update` finds from a fresh load. Everything
-    /// else is `update`, out of line.
+    /// nothing to write, as `update` finds from a fresh load (an entry
+    /// released since the lookup is released just after this packet, as
+    /// it would be a moment later). Everything else is `update`, out of
+    /// line.
     #[inline(always)]
-    pub fn update_hit(
-        &self,
-        hit: &Hit,
-        flags: Option<TcpFlags>,
-        now: Millis,
-    ) -> Option<ConnState> {
+    pub fn update_hit(&self, hit: &Hit, flags: Option<TcpFlags>, now: Millis) -> Option<ConnState> {
         let t = hit.snap.timer();
         let code = t.state_code();
         if (code as usize) < STATES

@@ -852,7 +852,11 @@ impl Shard {
         }
     }
 
-    /// [`Shard::find_fwd_hashed`] in a shard of family `V6`.
+    /// [`Shard::find_fwd_hashed`] in a shard of family `V6`: the home
+    /// bucket's first matching tag inline, where nearly every lookup ends;
+    /// what follows a tag collision, and the buckets a key may have spilled
+    /// to, in [`Shard::find_fwd_rest`], a call, so that the inlined code
+    /// stays small.
     #[inline(always)]
     pub fn find_fwd_in<const V6: bool>(
         &self,
@@ -864,33 +868,68 @@ impl Shard {
         let home = range(h, n);
         let tag = (h as u32) | 2;
         let key = FwdKey::of(V6, t);
-        let limit = probe_limit(self.tags[home].0[0].load(Ordering::Relaxed) as u64);
+        let bucket = &self.tags[home];
+        let limit = probe_limit(bucket.0[0].load(Ordering::Relaxed) as u64);
+        let p = first_tag(bucket, tag);
+        if p != 0 {
+            let slot = (home * TAGS + p - 1) as u32;
+            if let Some(s) = self.read_fwd_in::<V6>(slot, &key) {
+                if take(&s) {
+                    return Some(s);
+                }
+            }
+        } else if limit == 1 {
+            return None;
+        }
+        // Past position `p` of the home bucket (all of it when `p` is 0).
+        // The key goes by value and the entry comes back in a place of
+        // this branch's own: a reference to either would keep this
+        // function's values in memory on the inline path too.
+        let after = if p == 0 { TAGS } else { p };
+        let mut found = Snap {
+            v6: V6,
+            slot: 0,
+            w: [0; 10],
+        };
+        self.find_fwd_rest::<V6>(key, (h, tag), after, limit, &mut take, &mut found)
+            .then_some(found)
+    }
+
+    /// The rest of [`Shard::find_fwd_in`]: the home bucket's tags after
+    /// position `after`, then the other `limit - 1` probe buckets, in
+    /// order, each entry of the key shown to `take` until it accepts one,
+    /// which is put in `found`.
+    #[inline(never)]
+    fn find_fwd_rest<const V6: bool>(
+        &self,
+        key: FwdKey,
+        (h, tag): (u64, u32),
+        after: usize,
+        limit: usize,
+        take: &mut impl FnMut(&Snap) -> bool,
+        found: &mut Snap,
+    ) -> bool {
+        let n = self.tags.len();
         for i in 0..limit {
             let b = bucket_at(h, n, i);
             let bucket = &self.tags[b];
-            // Most buckets hold the key's tag once or not at all: the first
-            // match is found by branches, the rest only after a collision.
-            let mut p = first_tag(bucket, tag);
-            if p == 0 {
-                continue;
+            let mut m = tag_mask(bucket, tag);
+            if i == 0 {
+                m &= !((2 << after) - 1);
             }
-            let mut later: Option<u32> = None;
-            loop {
+            while m != 0 {
+                let p = m.trailing_zeros() as usize;
+                m &= m - 1;
                 let slot = (b * TAGS + p - 1) as u32;
                 if let Some(s) = self.read_fwd_in::<V6>(slot, &key) {
                     if take(&s) {
-                        return Some(s);
+                        *found = s;
+                        return true;
                     }
                 }
-                let m = later.get_or_insert_with(|| tag_mask(bucket, tag) & !((2 << p) - 1));
-                if *m == 0 {
-                    break;
-                }
-                p = m.trailing_zeros() as usize;
-                *m &= *m - 1;
             }
         }
-        None
+        false
     }
 
     /// The entry in `slot` if it is LIVE and its forward key is `key`, read
@@ -1049,7 +1088,9 @@ impl Shard {
         }
     }
 
-    /// [`Shard::find_reply_hashed`] in a shard of family `V6`.
+    /// [`Shard::find_reply_hashed`] in a shard of family `V6`, as
+    /// [`Shard::find_fwd_in`]: the home bucket's filter and first matching
+    /// reference inline, the rest in [`Shard::find_reply_rest`].
     #[inline(always)]
     pub fn find_reply_in<const V6: bool>(
         &self,
@@ -1060,47 +1101,79 @@ impl Shard {
         let n = self.refs.len();
         let home = range(h, n);
         let tag = (h as u32) | 1;
-        let key = ReplyKey::of(V6, t);
-        let head = self.refs[home].0[0].load(Ordering::Relaxed);
+        let bucket = &self.refs[home];
+        let head = bucket.0[0].load(Ordering::Relaxed);
         let limit = probe_limit(head);
+        let q = if filter_may_hold(head, tag) {
+            first_ref(bucket, tag)
+        } else {
+            0
+        };
+        let key = ReplyKey::of(V6, t);
+        if q != 0 {
+            // Reloaded: the word may have changed since the scan, and the
+            // slot is checked against the key in any case.
+            let v = bucket.0[q].load(Ordering::Relaxed);
+            if let Some(slot) = (v as u32).checked_sub(1) {
+                if let Some(s) = self.read_reply_in::<V6>(slot, &key) {
+                    if ok(&s) {
+                        return Some(s);
+                    }
+                }
+            }
+        } else if limit == 1 {
+            return None;
+        }
+        // By value and into a place of its own, as in `find_fwd_in`.
+        let after = if q == 0 { REFS } else { q };
+        let mut found = Snap {
+            v6: V6,
+            slot: 0,
+            w: [0; 10],
+        };
+        self.find_reply_rest::<V6>(key, (h, tag), after, limit, &ok, &mut found)
+            .then_some(found)
+    }
+
+    /// The rest of [`Shard::find_reply_in`], as [`Shard::find_fwd_rest`]:
+    /// the home bucket's references after position `after`, then the other
+    /// probe buckets whose filter may hold `tag`.
+    #[inline(never)]
+    fn find_reply_rest<const V6: bool>(
+        &self,
+        key: ReplyKey,
+        (h, tag): (u64, u32),
+        after: usize,
+        limit: usize,
+        ok: &impl Fn(&Snap) -> bool,
+        found: &mut Snap,
+    ) -> bool {
+        let n = self.refs.len();
         for i in 0..limit {
             let b = bucket_at(h, n, i);
             let bucket = &self.refs[b];
-            let bucket_head = if i == 0 {
-                head
-            } else {
-                bucket.0[0].load(Ordering::Relaxed)
-            };
-            if !filter_may_hold(bucket_head, tag) {
+            if !filter_may_hold(bucket.0[0].load(Ordering::Relaxed), tag) {
                 continue;
             }
-            // As the forward lookup: the first match by branches, the rest
-            // of the bucket only after a collision.
-            let mut q = first_ref(bucket, tag);
-            if q == 0 {
-                continue;
+            let mut m = ref_mask(bucket, tag);
+            if i == 0 {
+                m &= !((2 << after) - 1);
             }
-            let mut later: Option<u32> = None;
-            loop {
-                // Reloaded: the word may have changed since the scan, and
-                // the slot is checked against the key in any case.
+            while m != 0 {
+                let q = m.trailing_zeros() as usize;
+                m &= m - 1;
                 let v = bucket.0[q].load(Ordering::Relaxed);
                 if let Some(slot) = (v as u32).checked_sub(1) {
                     if let Some(s) = self.read_reply_in::<V6>(slot, &key) {
                         if ok(&s) {
-                            return Some(s);
+                            *found = s;
+                            return true;
                         }
                     }
                 }
-                let m = later.get_or_insert_with(|| ref_mask(bucket, tag) & !((2 << q) - 1));
-                if *m == 0 {
-                    break;
-                }
-                q = m.trailing_zeros() as usize;
-                *m &= *m - 1;
             }
         }
-        None
+        false
     }
 
     /// Inserts `f` unless its forward key is present and alive (then returns
@@ -1528,7 +1601,7 @@ mod tests {
             for w in (0..16u32).filter(|&w| w != v) {
                 assert!(!filter_may_hold(h, w << 1 | 1));
             }
-            let seven = h * 7 | 1;
+            let seven = (h * 7) | 1;
             assert!(filter_may_hold(seven, tag));
             let spilled = spill_plus(seven, 3);
             assert_eq!(probe_limit(spilled), 4);
