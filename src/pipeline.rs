@@ -786,8 +786,9 @@ impl Engine {
     /// [`Engine::forward`]'s TUN case. An IPv4 packet that fits, toward a
     /// real server with a header template, is encapsulated from the
     /// template; any other (IPv6, too big, no template) takes
-    /// [`Engine::tunnel_general`].
-    #[inline(never)]
+    /// [`Engine::tunnel_general`]. Inlined into the frame's path, the
+    /// general path a cold call.
+    #[inline(always)]
     fn tunnel(
         &mut self,
         ingress: PortId,
