@@ -5,6 +5,8 @@
 //! arrives in a fresh buffer. Each case is the frame after its set-up (the
 //! connection opened, the table warm), so only the frame's own work counts:
 //! - `established::dr|nat|tun`: a data segment of an open connection;
+//!   `tun_1494` the same with a 1494-byte frame (the packet TUN moves grows
+//!   with it);
 //! - `nat_reply`: the NAT real server's answer to it;
 //! - `not_a_service`: a frame for the host itself (parse, service lookup,
 //!   reply lookup miss);
@@ -66,12 +68,17 @@ fn warm(dport: u16, open: bool) -> (Pipeline, Vec<u8>) {
 }
 
 fn established(dport: u16) -> Box<Case> {
+    established_of(dport, 64)
+}
+
+/// `established` with a frame of `len` bytes.
+fn established_of(dport: u16, len: usize) -> Box<Case> {
     let n = testnet::v4();
     let (mut p, mut buf) = warm(dport, true);
     let frame = Pkt::tcp(n.client, 40000, n.vip, dport, ACK)
-        .payload(vec![0; 10])
+        .payload(vec![0; len - 54])
         .bytes();
-    assert_eq!(frame.len(), 64);
+    assert_eq!(frame.len(), len);
     // Once, so that the connection is established and the frame is the
     // steady state.
     assert!(matches!(
@@ -142,6 +149,8 @@ fn new_connection() -> Box<Case> {
 #[bench::dr(setup = established, args = (testnet::PORT_DR))]
 #[bench::nat(setup = established, args = (testnet::PORT_NAT))]
 #[bench::tun(setup = established, args = (testnet::PORT_TUN))]
+// The largest frame TUN forwards at an MTU of 1500 (1480 bytes of IP).
+#[bench::tun_1494(setup = established_of, args = (testnet::PORT_TUN, 1494))]
 fn established_frame(mut c: Box<Case>) -> (Verdict, Box<Case>) {
     let v = process(&mut c.p, &mut c.buf, black_box(&c.frame), c.port, 3);
     (black_box(v), c)

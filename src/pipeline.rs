@@ -98,6 +98,9 @@ struct RealPath {
     hop: Result<NextHop, Unresolved>,
     mtu: u32,
     tunnel_src: Option<IpAddr>,
+    /// For an IPv4 TUN real server with a resolved next hop and an IPv4
+    /// tunnel source: its frames' headers, precomputed.
+    tun4: Option<tun::Template4>,
 }
 
 /// The director-wide switches IPVS keeps as sysctls.
@@ -197,15 +200,24 @@ impl Snapshot {
 fn real_path(real: &RealServer, ports: &[PortConfig], hops: &NextHops) -> RealPath {
     let hop = hops.resolve(real.addr);
     let port = hop.ok().and_then(|h| ports.get(usize::from(h.port)));
+    let mtu = port.map_or(1500, |p| p.mtu);
+    let tunnel_src = port.and_then(|p| {
+        p.addrs
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() == real.addr.is_ipv4())
+    });
+    let tun4 = match (real.method, hop, tunnel_src, real.addr) {
+        (ForwardMethod::Tun, Ok(h), Some(IpAddr::V4(src)), IpAddr::V4(rip)) => {
+            Some(tun::Template4::new(src, rip, &h, mtu))
+        }
+        _ => None,
+    };
     RealPath {
         hop,
-        mtu: port.map_or(1500, |p| p.mtu),
-        tunnel_src: port.and_then(|p| {
-            p.addrs
-                .iter()
-                .copied()
-                .find(|a| a.is_ipv4() == real.addr.is_ipv4())
-        }),
+        mtu,
+        tunnel_src,
+        tun4,
     }
 }
 
@@ -770,11 +782,38 @@ impl Engine {
         Ok(Verdict::Transmit { port: hop.port })
     }
 
-    /// [`Engine::forward`]'s TUN case, a call of its own: the encapsulation
-    /// and the too-big error are more code than DR's and NAT's rewrites,
-    /// which are inlined into the frame's path.
-    #[inline(never)]
+    /// [`Engine::forward`]'s TUN case. An IPv4 packet that fits, toward a
+    /// real server with a header template, is encapsulated from the
+    /// template; any other (IPv6, too big, no template) takes
+    /// [`Engine::tunnel_general`]. Inlined into the frame's path, the
+    /// general path a cold call.
+    #[inline(always)]
     fn tunnel(
+        &mut self,
+        ingress: PortId,
+        p: &Parsed,
+        real: &RealServer,
+        path: &RealPath,
+        hop: &NextHop,
+        frame: &mut Frame<'_>,
+    ) -> Result<Verdict, DropReason> {
+        if let Some(t) = &path.tun4 {
+            if t.fits(p) {
+                if !p.dont_fragment {
+                    self.ip_id = self.ip_id.wrapping_add(1);
+                }
+                tun::to_real4(frame, p, t, self.ip_id)?;
+                return Ok(Verdict::Transmit { port: hop.port });
+            }
+        }
+        self.tunnel_general(ingress, p, real, path, hop, frame)
+    }
+
+    /// [`Engine::tunnel`] by the general path: the MTU and too-big
+    /// decision, either family, the tunnel source checked.
+    #[cold]
+    #[inline(never)]
+    fn tunnel_general(
         &mut self,
         ingress: PortId,
         p: &Parsed,

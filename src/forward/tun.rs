@@ -7,11 +7,11 @@
 //! IPVS does; without DF it is dropped and counted, since xvs does not
 //! fragment (IPVS lets the kernel fragment the outer packet instead).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::neigh::NextHop;
 use crate::packet::encap::{self, EncapError};
-use crate::packet::{icmp, rewrite, Frame, Parsed};
+use crate::packet::{icmp, rewrite, Frame, IpVersion, Parsed};
 use crate::verdict::DropReason;
 
 /// What became of the frame.
@@ -50,4 +50,56 @@ pub fn to_real(
     })?;
     rewrite::set_macs(frame.data_mut(), hop.src_mac, hop.dst_mac);
     Ok(TunOutcome::Encapsulated)
+}
+
+/// The frame headers toward one IPv4 TUN real server whose next hop is
+/// resolved, precomputed with the snapshot: the frame path of
+/// [`to_real4`], which writes them without choosing anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Template4 {
+    /// Destination then source MAC, as they lie in the Ethernet header.
+    macs: [u8; 12],
+    outer: encap::Outer4,
+    /// The longest inner IPv4 packet that fits the egress MTU once
+    /// encapsulated.
+    max_inner: u32,
+}
+
+impl Template4 {
+    /// The headers from `tunnel_src` to `rip` by `hop`, out of a port of
+    /// `egress_mtu`.
+    pub fn new(tunnel_src: Ipv4Addr, rip: Ipv4Addr, hop: &NextHop, egress_mtu: u32) -> Template4 {
+        let mut macs = [0; 12];
+        rewrite::set_macs(&mut macs, hop.src_mac, hop.dst_mac);
+        Template4 {
+            macs,
+            outer: encap::Outer4::new(tunnel_src, rip),
+            max_inner: egress_mtu.saturating_sub(encap::IPV4_HEADER_LEN as u32),
+        }
+    }
+
+    /// Whether [`to_real4`] takes the packet: IPv4, and not too big once
+    /// encapsulated. Any other goes through [`to_real`].
+    #[inline(always)]
+    pub fn fits(&self, p: &Parsed) -> bool {
+        p.version == IpVersion::V4 && p.ip_len <= self.max_inner as usize
+    }
+}
+
+/// [`to_real`] of a packet that `t` [fits](Template4::fits), with the
+/// template of the same tunnel source, real server, next hop and MTU: the
+/// same frame, [`TunOutcome::Encapsulated`] being the only outcome.
+#[inline(always)]
+pub fn to_real4(
+    frame: &mut Frame<'_>,
+    p: &Parsed,
+    t: &Template4,
+    ip_id: u16,
+) -> Result<(), DropReason> {
+    encap::encapsulate4(frame, p, &t.outer, ip_id).map_err(|_| DropReason::NoRoom)?;
+    // Always there: the frame holds an IP packet behind its Ethernet header.
+    if let Some(macs) = frame.data_mut().first_chunk_mut::<12>() {
+        *macs = t.macs;
+    }
+    Ok(())
 }

@@ -10,7 +10,7 @@
 //! inner addresses and ports (RFC 6438), so ECMP on the path keeps a flow on
 //! one path while spreading flows.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::checksum::{self, write_u16};
 use super::frame::{Frame, NoRoom};
@@ -114,6 +114,72 @@ pub fn encapsulate(
     Ok(())
 }
 
+/// The outer IPv4 header toward one real server, what of it does not
+/// depend on the packet: the addresses, and the one's complement sum of
+/// the constant words (TTL and protocol, the addresses; version and IHL
+/// are summed with the TOS per packet, being in the same word). Built once
+/// per snapshot, so that a packet's header is five word stores and a sum
+/// of its TOS, length, ID and DF words (RFC 1071 2(B): in native order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outer4 {
+    /// Source then destination, as they lie in the header.
+    addrs: [u8; 8],
+    /// Native-order sum of the TTL/protocol word and the addresses, folded
+    /// to 32 bits.
+    sum: u32,
+}
+
+impl Outer4 {
+    pub fn new(src: Ipv4Addr, dst: Ipv4Addr) -> Outer4 {
+        let (s, t) = (src.octets(), dst.octets());
+        let sum = u64::from(u32::from_ne_bytes([OUTER_TTL, PROTO_IPIP, 0, 0]))
+            + u64::from(u32::from_ne_bytes(s))
+            + u64::from(u32::from_ne_bytes(t));
+        Outer4 {
+            addrs: [s[0], s[1], s[2], s[3], t[0], t[1], t[2], t[3]],
+            sum: checksum::fold64(sum),
+        }
+    }
+}
+
+/// [`encapsulate`] of an IPv4 packet (`p.version` must be V4) with the
+/// outer header from `outer`: the same header, byte for byte. Fails with
+/// [`NoRoom`] only where `encapsulate` does, before the frame changes.
+#[inline(always)]
+pub fn encapsulate4(
+    frame: &mut Frame<'_>,
+    p: &Parsed,
+    outer: &Outer4,
+    ip_id: u16,
+) -> Result<(), NoRoom> {
+    frame.truncate(p.ip_end());
+    frame.insert_gap(p.l3, IPV4_HEADER_LEN)?;
+    // The outer header and the inner one's TOS byte, in one bounds check
+    // (the gap and the inner header behind it are there).
+    let Some(h) = frame
+        .data_mut()
+        .get_mut(p.l3..)
+        .and_then(|d| d.first_chunk_mut::<{ IPV4_HEADER_LEN + 2 }>())
+    else {
+        return Err(NoRoom);
+    };
+    let len = ((IPV4_HEADER_LEN + p.ip_len) as u16).to_be_bytes();
+    let w0 = u32::from_ne_bytes([0x45, h[IPV4_HEADER_LEN + 1], len[0], len[1]]);
+    let w1 = if p.dont_fragment {
+        u32::from_ne_bytes([0, 0, 0x40, 0])
+    } else {
+        let id = ip_id.to_be_bytes();
+        u32::from_ne_bytes([id[0], id[1], 0, 0])
+    };
+    let sum = u64::from(outer.sum) + u64::from(w0) + u64::from(w1);
+    let c = (!checksum::fold(checksum::fold64(sum))).to_ne_bytes();
+    h[0..4].copy_from_slice(&w0.to_ne_bytes());
+    h[4..8].copy_from_slice(&w1.to_ne_bytes());
+    h[8..12].copy_from_slice(&[OUTER_TTL, PROTO_IPIP, c[0], c[1]]);
+    h[12..20].copy_from_slice(&outer.addrs);
+    Ok(())
+}
+
 /// RFC 6438 flow label: a hash of the inner addresses and ports, 20 bits, never 0.
 fn flow_label(p: &Parsed, inner: &[u8]) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
@@ -180,6 +246,44 @@ mod tests {
             roundtrip(&testnet::v4(), head);
             roundtrip(&testnet::v6(), head);
         }
+    }
+
+    #[test]
+    fn the_template_writes_the_general_header() {
+        let n = testnet::v4();
+        let (IpAddr::V4(src), IpAddr::V4(dst)) = (n.int, n.rs_tun) else {
+            unreachable!("testnet::v4 is IPv4");
+        };
+        let outer = Outer4::new(src, dst);
+        for (df, tos, id, vlan, payload, head) in [
+            (true, 0, 7, None, 9, 0),
+            (false, 0xb8, 0xfffe, None, 0, 64),
+            (false, 0x03, 1, Some(5), 1400, 0),
+            (true, 0xff, 0, Some(7), 3, 64),
+        ] {
+            let mut pkt = Pkt::udp(n.client, 5301, n.vip, 7).payload(vec![0xa5; payload]);
+            (pkt.df, pkt.tos, pkt.vlan) = (df, tos, vlan);
+            let mut input = pkt.bytes();
+            // Ethernet padding is dropped by both.
+            input.extend_from_slice(&[0; 6]);
+            let mut a = vec![0u8; 2048];
+            a[head..head + input.len()].copy_from_slice(&input);
+            let mut b = a.clone();
+            let mut fa = Frame::new(&mut a, head, input.len());
+            let mut fb = Frame::new(&mut b, head, input.len());
+            let p = parse(fa.data()).unwrap();
+            encapsulate(&mut fa, &p, n.int, n.rs_tun, id).unwrap();
+            encapsulate4(&mut fb, &p, &outer, id).unwrap();
+            assert_eq!(fa.data(), fb.data(), "df {df} tos {tos:#x} id {id}");
+            verify_checksums(fb.data()).unwrap();
+        }
+        // No room: refused before the frame changes.
+        let input = Pkt::tcp(n.client, 40000, n.vip, 82, SYN).bytes();
+        let mut tight = input.clone();
+        let mut f = Frame::whole(&mut tight);
+        let p = parse(f.data()).unwrap();
+        assert_eq!(encapsulate4(&mut f, &p, &outer, 0), Err(NoRoom));
+        assert_eq!(f.data(), &input[..]);
     }
 
     #[test]
