@@ -51,8 +51,7 @@ use crate::counters::WorkerCounters;
 use crate::forward::{dr, nat, tun};
 use crate::neigh::{NextHop, NextHops, PortId, Unresolved};
 use crate::packet::{
-    parse, parse_flow, reset, rewrite, FlowKey, Frame, IpVersion, L4Proto, Parsed, Quoted,
-    TcpFlags, Transport,
+    parse, parse_flow, reset, FlowKey, Frame, L4Proto, Parsed, Quoted, TcpFlags, Transport,
 };
 use crate::sched::Scheduler;
 use crate::service::{
@@ -425,7 +424,7 @@ impl Pipeline {
         e.stats.rx += 1;
         let rx = Rx { now, ingress };
         let result = match parse_flow(frame.data()) {
-            Some((p, key)) => e.flow(snap, rx, &p, &key, frame),
+            Some(f) => e.flow(snap, rx, &f, frame),
             None => e.classify(snap, rx, frame),
         };
         e.verdict(result)
@@ -496,45 +495,37 @@ impl Engine {
                 let Some(key) = p.key() else {
                     return Err(DropReason::OtherProtocol);
                 };
-                self.flow(snap, rx, p, &key, frame)
+                self.flow(snap, rx, &General { p, key }, frame)
             }
             Transport::IcmpError(q) => self.icmp_error(rx.now, rx.ingress, snap, p, &q, frame),
             Transport::Other => Err(DropReason::OtherProtocol),
         }
     }
 
-    /// A TCP or UDP packet of flow `key`, parsed as `p`: to a virtual
-    /// service, or a NAT real server's answer, or not ours.
+    /// A TCP or UDP packet `p`, in either of its forms (the fast path's or
+    /// the general one, see [`FlowPacket`]): to a virtual service, or a
+    /// NAT real server's answer, or not ours.
     #[inline(always)]
-    fn flow(
+    fn flow<P: FlowPacket>(
         &mut self,
         snap: &Snapshot,
         rx: Rx,
-        p: &Parsed,
-        key: &FlowKey,
+        p: &P,
         frame: &mut Frame<'_>,
     ) -> Result<Verdict, DropReason> {
         // RFC 8200: an IPv6 UDP checksum is never 0, service packet
         // or NAT answer alike. (A partial checksum is never 0 either: it
         // is a folded pseudo-header sum, so its completion can wait.)
-        if p.version == IpVersion::V6
-            && p.transport == Transport::Udp
-            && rewrite::udp_checksum(frame.data(), p) == 0
-        {
+        if p.is_v6_udp_without_checksum(frame.data()) {
             return Err(DropReason::UdpZeroChecksum);
         }
-        let skey = ServiceKey {
-            proto: key.proto,
-            addr: key.dst,
-            port: key.dport,
-        };
-        if let Some(found) = snap.services.find(&skey) {
-            match self.service_packet(rx, snap, found, p, key, frame) {
-                Err(DropReason::TcpNotSyn) => self.reset(rx, p, frame),
+        if let Some(found) = snap.services.find(&p.service_key()) {
+            match self.service_packet(rx, snap, found, p, frame) {
+                Err(DropReason::TcpNotSyn) => p.with_parsed(|q| self.reset(rx, q, frame)),
                 other => other,
             }
         } else {
-            self.nat_reply(rx.now, snap, p, key, frame)
+            self.nat_reply(rx.now, snap, p, frame)
         }
     }
 
@@ -543,32 +534,32 @@ impl Engine {
     /// claims pay for the check: a frame to no service and of no
     /// connection is dropped as it came.
     #[inline(always)]
-    fn complete_checksum(&mut self, p: &Parsed, frame: &mut Frame<'_>) {
-        if rewrite::complete_partial_checksum(frame.data_mut(), p) {
+    fn complete_checksum(&mut self, p: &impl FlowPacket, frame: &mut Frame<'_>) {
+        if p.complete_partial_checksum(frame.data_mut()) {
             self.stats.checksums_completed += 1;
         }
     }
 
-    /// A TCP/UDP packet of flow `key` to the virtual service `found`.
+    /// A TCP/UDP packet `p` to the virtual service `found`.
     #[inline(always)]
-    fn service_packet(
+    fn service_packet<P: FlowPacket>(
         &mut self,
         rx: Rx,
         snap: &Snapshot,
         found: (ServiceIndex, &VirtualService),
-        p: &Parsed,
-        key: &FlowKey,
+        p: &P,
         frame: &mut Frame<'_>,
     ) -> Result<Verdict, DropReason> {
         let (si, svc) = found;
         self.complete_checksum(p, frame);
-        if is_martian(p.src) {
+        if is_martian(p.src()) {
             return Err(DropReason::Martian);
         }
-        if p.sport == 0 || p.dport == 0 {
+        if p.sport() == 0 || p.dport() == 0 {
             return Err(DropReason::ZeroPort);
         }
-        let flags = tcp_flags(p);
+        let flags = p.flags();
+        let key = &p.key();
         let probe = self.conns.probe(key, Direction::Original);
         let mut existing = self.conns.lookup_probe(&probe, rx.now);
         if let Some(c) = &existing {
@@ -604,7 +595,7 @@ impl Engine {
         };
         let path = &snap.paths[si as usize][ri];
         let v = self.forward(snap, rx.ingress, p, &svc.reals[ri], path, frame)?;
-        self.traffic.count_in(real_id, p.ip_len);
+        self.traffic.count_in(real_id, p.ip_len());
         Ok(v)
     }
 
@@ -757,16 +748,18 @@ impl Engine {
         &mut self,
         snap: &Snapshot,
         ingress: PortId,
-        p: &Parsed,
+        p: &impl FlowPacket,
         real: &RealServer,
         path: &RealPath,
         frame: &mut Frame<'_>,
     ) -> Result<Verdict, DropReason> {
         let hop = self.hop(snap, path.hop)?;
         match real.method {
-            ForwardMethod::Nat => nat::to_real(frame.data_mut(), p, real.addr, real.port, &hop)?,
+            ForwardMethod::Nat => p.nat_to_real(frame.data_mut(), real.addr, real.port, &hop)?,
             ForwardMethod::Dr => dr::to_real(frame.data_mut(), &hop),
-            ForwardMethod::Tun => return self.tunnel(ingress, p, real, path, &hop, frame),
+            ForwardMethod::Tun => {
+                return p.with_parsed(|q| self.tunnel(ingress, q, real, path, &hop, frame))
+            }
         }
         Ok(Verdict::Transmit { port: hop.port })
     }
@@ -807,17 +800,16 @@ impl Engine {
         &mut self,
         now: Millis,
         snap: &Snapshot,
-        p: &Parsed,
-        key: &FlowKey,
+        p: &impl FlowPacket,
         frame: &mut Frame<'_>,
     ) -> Result<Verdict, DropReason> {
-        let Some(conn) = self.conns.lookup_reply(key, now) else {
+        let Some(conn) = self.conns.lookup_reply(&p.key(), now) else {
             return Err(DropReason::NoConnection);
         };
         self.complete_checksum(p, frame);
         let Some(state) = self
             .conns
-            .update(&conn.handle, Direction::Reply, tcp_flags(p), now)
+            .update(&conn.handle, Direction::Reply, p.flags(), now)
         else {
             return Err(DropReason::NoConnection);
         };
@@ -825,14 +817,8 @@ impl Engine {
             self.changed(&conn, state, now, false);
         }
         let hop = self.hop_toward(snap, conn.client().ip())?;
-        nat::to_client(
-            frame.data_mut(),
-            p,
-            conn.virt().ip(),
-            conn.virt().port(),
-            &hop,
-        )?;
-        self.traffic.count_out(conn.real_id(), p.ip_len);
+        p.nat_to_client(frame.data_mut(), conn.virt().ip(), conn.virt().port(), &hop)?;
+        self.traffic.count_out(conn.real_id(), p.ip_len());
         Ok(Verdict::Transmit { port: hop.port })
     }
 
@@ -873,8 +859,14 @@ impl Engine {
                         nat::icmp_to_real(frame.data_mut(), p, q, real.addr, real.port, &hop)?;
                         Ok(Verdict::Transmit { port: hop.port })
                     }
-                    ForwardMethod::Dr | ForwardMethod::Tun => {
-                        self.forward(snap, ingress, p, real, path, frame)
+                    ForwardMethod::Dr => {
+                        let hop = self.hop(snap, path.hop)?;
+                        dr::to_real(frame.data_mut(), &hop);
+                        Ok(Verdict::Transmit { port: hop.port })
+                    }
+                    ForwardMethod::Tun => {
+                        let hop = self.hop(snap, path.hop)?;
+                        self.tunnel(ingress, p, real, path, &hop, frame)
                     }
                 }
             }
@@ -1039,14 +1031,6 @@ impl HopCache {
     }
 }
 
-/// The TCP flags of `p`, if it is TCP.
-fn tcp_flags(p: &Parsed) -> Option<TcpFlags> {
-    match p.transport {
-        Transport::Tcp { flags } => Some(flags),
-        _ => None,
-    }
-}
-
 fn insert_drop(e: InsertError) -> DropReason {
     match e {
         InsertError::AddressFamily => DropReason::AddressFamily,
@@ -1066,6 +1050,8 @@ fn is_martian(addr: IpAddr) -> bool {
     }
 }
 
+mod flow_packet;
+use flow_packet::{FlowPacket, General};
 mod outbox;
 use outbox::Outbox;
 pub use outbox::{ConnClosed, ConnEvent, Event, CONN_EVENTS, RESOLVE_SLOTS};
