@@ -423,11 +423,18 @@ impl Pipeline {
         let e = &mut self.engine;
         e.stats.rx += 1;
         let rx = Rx { now, ingress };
-        let result = match parse_flow(frame.data()) {
-            Some(f) => e.flow(snap, rx, &f, frame),
-            None => e.classify(snap, rx, frame),
-        };
-        e.verdict(result)
+        // Each path counts its own verdict: the fast path's result stays
+        // in registers, apart from the one `classify` returns in memory.
+        match parse_flow(frame.data()) {
+            Some(f) => {
+                let result = e.flow(snap, rx, &f, frame);
+                e.verdict(result)
+            }
+            None => {
+                let result = e.classify(snap, rx, frame);
+                e.verdict(result)
+            }
+        }
     }
 
     /// [`Pipeline::process`] without the fast path: every frame through
@@ -559,8 +566,7 @@ impl Engine {
             return Err(DropReason::ZeroPort);
         }
         let flags = p.flags();
-        let key = &p.key();
-        let probe = self.conns.probe(key, Direction::Original);
+        let probe = self.conns.probe(&p.key(), Direction::Original);
         let mut existing = self.conns.lookup_probe(&probe, rx.now);
         if let Some(c) = &existing {
             // A SYN reusing the ports of a finished connection starts a
@@ -590,7 +596,9 @@ impl Engine {
                     break 'placed (c.real_id(), ri);
                 }
             }
-            let (c, ri) = self.new_conn(rx.now, snap, si, svc, &probe, key, flags)?;
+            // The key made again here, where the call needs it in memory,
+            // rather than kept there across the lookup.
+            let (c, ri) = self.new_conn(rx.now, snap, si, svc, &probe, &p.key(), flags)?;
             (c.real_id(), ri)
         };
         let path = &snap.paths[si as usize][ri];
@@ -753,12 +761,20 @@ impl Engine {
         path: &RealPath,
         frame: &mut Frame<'_>,
     ) -> Result<Verdict, DropReason> {
-        let hop = self.hop(snap, path.hop)?;
+        // Borrowed from the snapshot where it is resolved, not copied out.
+        let unresolved;
+        let hop = match &path.hop {
+            Ok(h) => h,
+            Err(Unresolved(addr)) => {
+                unresolved = self.unresolved(snap, *addr)?;
+                &unresolved
+            }
+        };
         match real.method {
-            ForwardMethod::Nat => p.nat_to_real(frame.data_mut(), real.addr, real.port, &hop)?,
-            ForwardMethod::Dr => dr::to_real(frame.data_mut(), &hop),
+            ForwardMethod::Nat => p.nat_to_real(frame.data_mut(), real.addr, real.port, hop)?,
+            ForwardMethod::Dr => dr::to_real(frame.data_mut(), hop),
             ForwardMethod::Tun => {
-                return p.with_parsed(|q| self.tunnel(ingress, q, real, path, &hop, frame))
+                return p.with_parsed(|q| self.tunnel(ingress, q, real, path, hop, frame))
             }
         }
         Ok(Verdict::Transmit { port: hop.port })

@@ -434,7 +434,11 @@ pub fn complete_partial_checksum(frame: &mut [u8], p: &Parsed) -> bool {
     if stored != checksum::fold(checksum::fold64(words + rest)) {
         return false;
     }
-    complete(frame, p, at, proto, end, len)
+    let addrs = match p.version {
+        IpVersion::V4 => p.l3 + 12..p.l3 + 20,
+        IpVersion::V6 => p.l3 + 8..p.l3 + 40,
+    };
+    complete(frame, addrs, p.l4..end, at, proto)
 }
 
 /// [`complete_partial_checksum`] for the fast path's frame `f` (see
@@ -460,29 +464,26 @@ pub fn complete_partial_checksum_v4(frame: &mut [u8], f: &V4Flow) -> bool {
     if stored != checksum::fold(checksum::fold64(words + rest)) {
         return false;
     }
-    complete_v4(frame, f, at, proto, len)
+    complete(frame, 26..34, L4..L4 + len, at, proto)
 }
 
-/// [`complete_partial_checksum_v4`] once the field holds the pseudo-header
-/// sum.
+/// [`complete_partial_checksum`] once the field at `at` holds the
+/// pseudo-header sum of the addresses at `addrs`, `proto` and the length
+/// of the segment at `seg`.
 #[cold]
 #[inline(never)]
-fn complete_v4(frame: &mut [u8], f: &V4Flow, at: usize, proto: u8, len: usize) -> bool {
-    complete(frame, &f.parsed(), at, proto, 34 + len, len)
-}
-
-/// [`complete_partial_checksum`] once the field holds the pseudo-header sum.
-#[cold]
-#[inline(never)]
-fn complete(frame: &mut [u8], p: &Parsed, at: usize, proto: u8, end: usize, len: usize) -> bool {
-    let addrs = match p.version {
-        IpVersion::V4 => &frame[p.l3 + 12..p.l3 + 20],
-        IpVersion::V6 => &frame[p.l3 + 8..p.l3 + 40],
-    };
-    let pseudo = checksum::pseudo_header_sum_of(addrs, proto, len as u32);
+fn complete(
+    frame: &mut [u8],
+    addrs: std::ops::Range<usize>,
+    seg: std::ops::Range<usize>,
+    at: usize,
+    proto: u8,
+) -> bool {
+    let len = seg.len();
+    let pseudo = checksum::pseudo_header_sum_of(&frame[addrs], proto, len as u32);
     // The field holds the pseudo-header sum, so the segment's own sum
     // (field included) is already pseudo-header + segment.
-    let Some(segment) = frame.get(p.l4..end).map(|s| checksum::sum(s, 0)) else {
+    let Some(segment) = frame.get(seg).map(|s| checksum::sum(s, 0)) else {
         return false;
     };
     if checksum::fold(segment + pseudo) == 0xffff {
