@@ -70,6 +70,21 @@ pub const PREFETCH_BATCH: usize = 64;
 /// reflected at line rate).
 const RESETS_PER_MS: u32 = 10;
 
+/// What a frame's path decided: sent by this port (held instead, where
+/// `Engine::waiting` names a next hop whose MAC is not known yet), or
+/// dropped. A port rather than a [`Verdict`], so that it fits a register;
+/// [`Engine::verdict`] makes the verdict.
+type Sent = Result<PortId, DropReason>;
+
+/// A verdict as [`Sent`]: the port of a transmit or a hold (a hold's next
+/// hop is in `Engine::waiting`).
+fn port_of(v: Result<Verdict, DropReason>) -> Sent {
+    match v? {
+        Verdict::Transmit { port } | Verdict::Hold { port, .. } => Ok(port),
+        Verdict::Drop(r) => Err(r),
+    }
+}
+
 /// Adds a verdict to the counters: the one place a frame's fate is counted.
 fn count(stats: &mut WorkerCounters, v: Verdict) {
     match v {
@@ -458,11 +473,11 @@ impl Engine {
     /// The frame's verdict, counted: a transmit with its next hop known
     /// inline, everything else (drops, holds) in [`Engine::rare_verdict`].
     #[inline(always)]
-    fn verdict(&mut self, result: Result<Verdict, DropReason>) -> Verdict {
+    fn verdict(&mut self, result: Sent) -> Verdict {
         match result {
-            Ok(v @ Verdict::Transmit { .. }) if self.waiting.is_none() => {
-                count(&mut self.stats, v);
-                v
+            Ok(port) if self.waiting.is_none() => {
+                self.stats.tx += 1;
+                Verdict::Transmit { port }
             }
             other => self.rare_verdict(other),
         }
@@ -472,11 +487,12 @@ impl Engine {
     /// is held ([`Verdict::Hold`]).
     #[cold]
     #[inline(never)]
-    fn rare_verdict(&mut self, result: Result<Verdict, DropReason>) -> Verdict {
-        let mut v = result.unwrap_or_else(Verdict::Drop);
-        if let (Verdict::Transmit { port }, Some(next_hop)) = (v, self.waiting.take()) {
-            v = Verdict::Hold { port, next_hop };
-        }
+    fn rare_verdict(&mut self, result: Sent) -> Verdict {
+        let v = match (result, self.waiting.take()) {
+            (Ok(port), Some(next_hop)) => Verdict::Hold { port, next_hop },
+            (Ok(port), None) => Verdict::Transmit { port },
+            (Err(r), _) => Verdict::Drop(r),
+        };
         count(&mut self.stats, v);
         v
     }
@@ -484,12 +500,7 @@ impl Engine {
     /// Every frame [`parse_flow`] does not take, parsed in full; TCP and
     /// UDP go on to [`Engine::flow`] as the fast path's frames do.
     #[inline(never)]
-    fn classify(
-        &mut self,
-        snap: &Snapshot,
-        rx: Rx,
-        frame: &mut Frame<'_>,
-    ) -> Result<Verdict, DropReason> {
+    fn classify(&mut self, snap: &Snapshot, rx: Rx, frame: &mut Frame<'_>) -> Sent {
         // Borrowed where it lies: a move of the parse's result costs more
         // than the fields this frame reads.
         let parsed = parse(frame.data());
@@ -519,7 +530,7 @@ impl Engine {
         rx: Rx,
         p: &P,
         frame: &mut Frame<'_>,
-    ) -> Result<Verdict, DropReason> {
+    ) -> Sent {
         // RFC 8200: an IPv6 UDP checksum is never 0, service packet
         // or NAT answer alike. (A partial checksum is never 0 either: it
         // is a folded pseudo-header sum, so its completion can wait.)
@@ -556,7 +567,7 @@ impl Engine {
         found: (ServiceIndex, &VirtualService),
         p: &P,
         frame: &mut Frame<'_>,
-    ) -> Result<Verdict, DropReason> {
+    ) -> Sent {
         let (si, svc) = found;
         self.complete_checksum(p, frame);
         if is_martian(p.src()) {
@@ -633,7 +644,7 @@ impl Engine {
     /// from, within the per-millisecond budget.
     #[cold]
     #[inline(never)]
-    fn reset(&mut self, rx: Rx, p: &Parsed, frame: &mut Frame<'_>) -> Result<Verdict, DropReason> {
+    fn reset(&mut self, rx: Rx, p: &Parsed, frame: &mut Frame<'_>) -> Sent {
         if rx.now != self.reset_ms {
             self.reset_ms = rx.now;
             self.resets_in_ms = 0;
@@ -643,7 +654,7 @@ impl Engine {
         }
         self.resets_in_ms += 1;
         self.stats.resets_sent += 1;
-        Ok(Verdict::Transmit { port: rx.ingress })
+        Ok(rx.ingress)
     }
 
     /// Places a new connection: on the persistence template's real server if
@@ -760,7 +771,7 @@ impl Engine {
         real: &RealServer,
         path: &RealPath,
         frame: &mut Frame<'_>,
-    ) -> Result<Verdict, DropReason> {
+    ) -> Sent {
         // Borrowed from the snapshot where it is resolved, not copied out.
         let unresolved;
         let hop = match &path.hop {
@@ -774,10 +785,11 @@ impl Engine {
             ForwardMethod::Nat => p.nat_to_real(frame.data_mut(), real.addr, real.port, hop)?,
             ForwardMethod::Dr => dr::to_real(frame.data_mut(), hop),
             ForwardMethod::Tun => {
-                return p.with_parsed(|q| self.tunnel(ingress, q, real, path, hop, frame))
+                let v = p.with_parsed(|q| self.tunnel(ingress, q, real, path, hop, frame));
+                return port_of(v);
             }
         }
-        Ok(Verdict::Transmit { port: hop.port })
+        Ok(hop.port)
     }
 
     /// [`Engine::forward`]'s TUN case, a call of its own: the encapsulation
@@ -818,7 +830,7 @@ impl Engine {
         snap: &Snapshot,
         p: &impl FlowPacket,
         frame: &mut Frame<'_>,
-    ) -> Result<Verdict, DropReason> {
+    ) -> Sent {
         let Some(conn) = self.conns.lookup_reply(&p.key(), now) else {
             return Err(DropReason::NoConnection);
         };
@@ -835,7 +847,7 @@ impl Engine {
         let hop = self.hop_toward(snap, conn.client().ip())?;
         p.nat_to_client(frame.data_mut(), conn.virt().ip(), conn.virt().port(), &hop)?;
         self.traffic.count_out(conn.real_id(), p.ip_len());
-        Ok(Verdict::Transmit { port: hop.port })
+        Ok(hop.port)
     }
 
     /// An ICMP error: forwarded where the connection it is about goes.
@@ -847,7 +859,7 @@ impl Engine {
         p: &Parsed,
         q: &Quoted,
         frame: &mut Frame<'_>,
-    ) -> Result<Verdict, DropReason> {
+    ) -> Sent {
         // The quoted packet travelled the other way: its reversed tuple is the
         // direction of the connection this error travels along.
         let Some(conn) = self.conns.lookup(&q.key(frame.data()).reversed(), now) else {
@@ -873,16 +885,16 @@ impl Engine {
                     ForwardMethod::Nat => {
                         let hop = self.hop(snap, path.hop)?;
                         nat::icmp_to_real(frame.data_mut(), p, q, real.addr, real.port, &hop)?;
-                        Ok(Verdict::Transmit { port: hop.port })
+                        Ok(hop.port)
                     }
                     ForwardMethod::Dr => {
                         let hop = self.hop(snap, path.hop)?;
                         dr::to_real(frame.data_mut(), &hop);
-                        Ok(Verdict::Transmit { port: hop.port })
+                        Ok(hop.port)
                     }
                     ForwardMethod::Tun => {
                         let hop = self.hop(snap, path.hop)?;
-                        self.tunnel(ingress, p, real, path, &hop, frame)
+                        port_of(self.tunnel(ingress, p, real, path, &hop, frame))
                     }
                 }
             }
@@ -898,7 +910,7 @@ impl Engine {
                     conn.virt().port(),
                     &hop,
                 )?;
-                Ok(Verdict::Transmit { port: hop.port })
+                Ok(hop.port)
             }
         }
     }
