@@ -471,7 +471,8 @@ impl Pipeline {
 
 impl Engine {
     /// The frame's verdict, counted: a transmit with its next hop known
-    /// inline, everything else (drops, holds) in [`Engine::rare_verdict`].
+    /// and a drop inline (a frame for the host is dropped as often as a
+    /// frame of a service is sent), a hold in [`Engine::rare_verdict`].
     #[inline(always)]
     fn verdict(&mut self, result: Sent) -> Verdict {
         match result {
@@ -479,12 +480,16 @@ impl Engine {
                 self.stats.tx += 1;
                 Verdict::Transmit { port }
             }
+            Err(r) if self.waiting.is_none() => {
+                self.stats.drops[r as usize] += 1;
+                Verdict::Drop(r)
+            }
             other => self.rare_verdict(other),
         }
     }
 
-    /// A drop, or a frame rewritten for a next hop without its MAC, which
-    /// is held ([`Verdict::Hold`]).
+    /// A frame rewritten for a next hop without its MAC, which is held
+    /// ([`Verdict::Hold`]), or dropped after all.
     #[cold]
     #[inline(never)]
     fn rare_verdict(&mut self, result: Sent) -> Verdict {
@@ -844,8 +849,17 @@ impl Engine {
         if state != conn.state() {
             self.changed(&conn, state, now, false);
         }
-        let hop = self.hop_toward(snap, conn.client().ip())?;
-        p.nat_to_client(frame.data_mut(), conn.virt().ip(), conn.virt().port(), &hop)?;
+        // Borrowed from the cache where it is there, not copied out.
+        let client = conn.client().ip();
+        let missed;
+        let hop = match self.hops.get_ref(client) {
+            Some(h) => h,
+            None => {
+                missed = self.hop_toward(snap, client)?;
+                &missed
+            }
+        };
+        p.nat_to_client(frame.data_mut(), conn.virt().ip(), conn.virt().port(), hop)?;
         self.traffic.count_out(conn.real_id(), p.ip_len());
         Ok(hop.port)
     }
@@ -1048,8 +1062,13 @@ impl HopCache {
 
     #[inline]
     fn get(&self, addr: IpAddr) -> Option<NextHop> {
-        match self.slots[Self::slot(addr)] {
-            Some((a, hop)) if a == addr => Some(hop),
+        self.get_ref(addr).copied()
+    }
+
+    #[inline]
+    fn get_ref(&self, addr: IpAddr) -> Option<&NextHop> {
+        match &self.slots[Self::slot(addr)] {
+            Some((a, hop)) if *a == addr => Some(hop),
             _ => None,
         }
     }
