@@ -51,8 +51,7 @@ use crate::counters::WorkerCounters;
 use crate::forward::{dr, nat, tun};
 use crate::neigh::{NextHop, NextHops, PortId, Unresolved};
 use crate::packet::{
-    parse, parse_flow, reset, rewrite, FlowKey, Frame, IpVersion, L4Proto, Parsed, Quoted,
-    TcpFlags, Transport,
+    parse, parse_flow, reset, FlowKey, Frame, L4Proto, Parsed, Quoted, TcpFlags, Transport,
 };
 use crate::sched::Scheduler;
 use crate::service::{
@@ -70,6 +69,21 @@ pub const PREFETCH_BATCH: usize = 64;
 /// budget are dropped as `tcp_not_syn` (a flood of stray segments is not
 /// reflected at line rate).
 const RESETS_PER_MS: u32 = 10;
+
+/// What a frame's path decided: sent by this port (held instead, where
+/// `Engine::waiting` names a next hop whose MAC is not known yet), or
+/// dropped. A port rather than a [`Verdict`], so that it fits a register;
+/// [`Engine::verdict`] makes the verdict.
+type Sent = Result<PortId, DropReason>;
+
+/// A verdict as [`Sent`]: the port of a transmit or a hold (a hold's next
+/// hop is in `Engine::waiting`).
+fn port_of(v: Result<Verdict, DropReason>) -> Sent {
+    match v? {
+        Verdict::Transmit { port } | Verdict::Hold { port, .. } => Ok(port),
+        Verdict::Drop(r) => Err(r),
+    }
+}
 
 /// Adds a verdict to the counters: the one place a frame's fate is counted.
 fn count(stats: &mut WorkerCounters, v: Verdict) {
@@ -436,11 +450,18 @@ impl Pipeline {
         let e = &mut self.engine;
         e.stats.rx += 1;
         let rx = Rx { now, ingress };
-        let result = match parse_flow(frame.data()) {
-            Some((p, key)) => e.flow(snap, rx, &p, &key, frame),
-            None => e.classify(snap, rx, frame),
-        };
-        e.verdict(result)
+        // Each path counts its own verdict: the fast path's result stays
+        // in registers, apart from the one `classify` returns in memory.
+        match parse_flow(frame.data()) {
+            Some(f) => {
+                let result = e.flow(snap, rx, &f, frame);
+                e.verdict(result)
+            }
+            None => {
+                let result = e.classify(snap, rx, frame);
+                e.verdict(result)
+            }
+        }
     }
 
     /// [`Pipeline::process`] without the fast path: every frame through
@@ -462,27 +483,33 @@ impl Pipeline {
 
 impl Engine {
     /// The frame's verdict, counted: a transmit with its next hop known
-    /// inline, everything else (drops, holds) in [`Engine::rare_verdict`].
+    /// and a drop inline (a frame for the host is dropped as often as a
+    /// frame of a service is sent), a hold in [`Engine::rare_verdict`].
     #[inline(always)]
-    fn verdict(&mut self, result: Result<Verdict, DropReason>) -> Verdict {
+    fn verdict(&mut self, result: Sent) -> Verdict {
         match result {
-            Ok(v @ Verdict::Transmit { .. }) if self.waiting.is_none() => {
-                count(&mut self.stats, v);
-                v
+            Ok(port) if self.waiting.is_none() => {
+                self.stats.tx += 1;
+                Verdict::Transmit { port }
+            }
+            Err(r) if self.waiting.is_none() => {
+                self.stats.drops[r as usize] += 1;
+                Verdict::Drop(r)
             }
             other => self.rare_verdict(other),
         }
     }
 
-    /// A drop, or a frame rewritten for a next hop without its MAC, which
-    /// is held ([`Verdict::Hold`]).
+    /// A frame rewritten for a next hop without its MAC, which is held
+    /// ([`Verdict::Hold`]), or dropped after all.
     #[cold]
     #[inline(never)]
-    fn rare_verdict(&mut self, result: Result<Verdict, DropReason>) -> Verdict {
-        let mut v = result.unwrap_or_else(Verdict::Drop);
-        if let (Verdict::Transmit { port }, Some(next_hop)) = (v, self.waiting.take()) {
-            v = Verdict::Hold { port, next_hop };
-        }
+    fn rare_verdict(&mut self, result: Sent) -> Verdict {
+        let v = match (result, self.waiting.take()) {
+            (Ok(port), Some(next_hop)) => Verdict::Hold { port, next_hop },
+            (Ok(port), None) => Verdict::Transmit { port },
+            (Err(r), _) => Verdict::Drop(r),
+        };
         count(&mut self.stats, v);
         v
     }
@@ -490,12 +517,7 @@ impl Engine {
     /// Every frame [`parse_flow`] does not take, parsed in full; TCP and
     /// UDP go on to [`Engine::flow`] as the fast path's frames do.
     #[inline(never)]
-    fn classify(
-        &mut self,
-        snap: &Snapshot,
-        rx: Rx,
-        frame: &mut Frame<'_>,
-    ) -> Result<Verdict, DropReason> {
+    fn classify(&mut self, snap: &Snapshot, rx: Rx, frame: &mut Frame<'_>) -> Sent {
         // Borrowed where it lies: a move of the parse's result costs more
         // than the fields this frame reads.
         let parsed = parse(frame.data());
@@ -508,45 +530,37 @@ impl Engine {
                 let Some(key) = p.key() else {
                     return Err(DropReason::OtherProtocol);
                 };
-                self.flow(snap, rx, p, &key, frame)
+                self.flow(snap, rx, &General { p, key }, frame)
             }
             Transport::IcmpError(q) => self.icmp_error(rx.now, rx.ingress, snap, p, &q, frame),
             Transport::Other => Err(DropReason::OtherProtocol),
         }
     }
 
-    /// A TCP or UDP packet of flow `key`, parsed as `p`: to a virtual
-    /// service, or a NAT real server's answer, or not ours.
+    /// A TCP or UDP packet `p`, in either of its forms (the fast path's or
+    /// the general one, see [`FlowPacket`]): to a virtual service, or a
+    /// NAT real server's answer, or not ours.
     #[inline(always)]
-    fn flow(
+    fn flow<P: FlowPacket>(
         &mut self,
         snap: &Snapshot,
         rx: Rx,
-        p: &Parsed,
-        key: &FlowKey,
+        p: &P,
         frame: &mut Frame<'_>,
-    ) -> Result<Verdict, DropReason> {
+    ) -> Sent {
         // RFC 8200: an IPv6 UDP checksum is never 0, service packet
         // or NAT answer alike. (A partial checksum is never 0 either: it
         // is a folded pseudo-header sum, so its completion can wait.)
-        if p.version == IpVersion::V6
-            && p.transport == Transport::Udp
-            && rewrite::udp_checksum(frame.data(), p) == 0
-        {
+        if p.is_v6_udp_without_checksum(frame.data()) {
             return Err(DropReason::UdpZeroChecksum);
         }
-        let skey = ServiceKey {
-            proto: key.proto,
-            addr: key.dst,
-            port: key.dport,
-        };
-        if let Some(found) = snap.services.find(&skey) {
-            match self.service_packet(rx, snap, found, p, key, frame) {
-                Err(DropReason::TcpNotSyn) => self.reset(rx, p, frame),
+        if let Some(found) = snap.services.find(&p.service_key()) {
+            match self.service_packet(rx, snap, found, p, frame) {
+                Err(DropReason::TcpNotSyn) => p.with_parsed(|q| self.reset(rx, q, frame)),
                 other => other,
             }
         } else {
-            self.nat_reply(rx.now, snap, p, key, frame)
+            self.nat_reply(rx.now, snap, p, frame)
         }
     }
 
@@ -555,33 +569,32 @@ impl Engine {
     /// claims pay for the check: a frame to no service and of no
     /// connection is dropped as it came.
     #[inline(always)]
-    fn complete_checksum(&mut self, p: &Parsed, frame: &mut Frame<'_>) {
-        if rewrite::complete_partial_checksum(frame.data_mut(), p) {
+    fn complete_checksum(&mut self, p: &impl FlowPacket, frame: &mut Frame<'_>) {
+        if p.complete_partial_checksum(frame.data_mut()) {
             self.stats.checksums_completed += 1;
         }
     }
 
-    /// A TCP/UDP packet of flow `key` to the virtual service `found`.
+    /// A TCP/UDP packet `p` to the virtual service `found`.
     #[inline(always)]
-    fn service_packet(
+    fn service_packet<P: FlowPacket>(
         &mut self,
         rx: Rx,
         snap: &Snapshot,
         found: (ServiceIndex, &VirtualService),
-        p: &Parsed,
-        key: &FlowKey,
+        p: &P,
         frame: &mut Frame<'_>,
-    ) -> Result<Verdict, DropReason> {
+    ) -> Sent {
         let (si, svc) = found;
         self.complete_checksum(p, frame);
-        if is_martian(p.src) {
+        if is_martian(p.src()) {
             return Err(DropReason::Martian);
         }
-        if p.sport == 0 || p.dport == 0 {
+        if p.sport() == 0 || p.dport() == 0 {
             return Err(DropReason::ZeroPort);
         }
-        let flags = tcp_flags(p);
-        let probe = self.conns.probe(key, Direction::Original);
+        let flags = p.flags();
+        let probe = self.conns.probe(&p.key(), Direction::Original);
         let mut existing: Option<Hit> = self.conns.find_probe(&probe, rx.now);
         if let Some(c) = &existing {
             // A SYN reusing the ports of a finished connection starts a
@@ -608,14 +621,16 @@ impl Engine {
                     break 'placed (c.real_id(), ri);
                 }
             }
-            // A copy for the call: the lookup's probe stays in registers.
+            // Copies for the call, made here on the miss path: the lookup's
+            // probe stays in registers, the key is made again where the
+            // call needs it in memory.
             let reuse = probe;
-            let (c, ri) = self.new_conn(rx.now, snap, si, svc, &reuse, key, flags)?;
+            let (c, ri) = self.new_conn(rx.now, snap, si, svc, &reuse, &p.key(), flags)?;
             (c.real_id(), ri)
         };
         let path = &snap.paths[si as usize][ri];
         let v = self.forward(snap, rx.ingress, p, &svc.reals[ri], path, frame)?;
-        self.traffic.count_in(real_id, p.ip_len);
+        self.traffic.count_in(real_id, p.ip_len());
         Ok(v)
     }
 
@@ -645,7 +660,7 @@ impl Engine {
     /// from, within the per-millisecond budget.
     #[cold]
     #[inline(never)]
-    fn reset(&mut self, rx: Rx, p: &Parsed, frame: &mut Frame<'_>) -> Result<Verdict, DropReason> {
+    fn reset(&mut self, rx: Rx, p: &Parsed, frame: &mut Frame<'_>) -> Sent {
         if rx.now != self.reset_ms {
             self.reset_ms = rx.now;
             self.resets_in_ms = 0;
@@ -655,7 +670,7 @@ impl Engine {
         }
         self.resets_in_ms += 1;
         self.stats.resets_sent += 1;
-        Ok(Verdict::Transmit { port: rx.ingress })
+        Ok(rx.ingress)
     }
 
     /// Places a new connection: on the persistence template's real server if
@@ -768,18 +783,29 @@ impl Engine {
         &mut self,
         snap: &Snapshot,
         ingress: PortId,
-        p: &Parsed,
+        p: &impl FlowPacket,
         real: &RealServer,
         path: &RealPath,
         frame: &mut Frame<'_>,
-    ) -> Result<Verdict, DropReason> {
-        let hop = self.hop(snap, path.hop)?;
+    ) -> Sent {
+        // Borrowed from the snapshot where it is resolved, not copied out.
+        let unresolved;
+        let hop = match &path.hop {
+            Ok(h) => h,
+            Err(Unresolved(addr)) => {
+                unresolved = self.unresolved(snap, *addr)?;
+                &unresolved
+            }
+        };
         match real.method {
-            ForwardMethod::Nat => nat::to_real(frame.data_mut(), p, real.addr, real.port, &hop)?,
-            ForwardMethod::Dr => dr::to_real(frame.data_mut(), &hop),
-            ForwardMethod::Tun => return self.tunnel(ingress, p, real, path, &hop, frame),
+            ForwardMethod::Nat => p.nat_to_real(frame.data_mut(), real.addr, real.port, hop)?,
+            ForwardMethod::Dr => dr::to_real(frame.data_mut(), hop),
+            ForwardMethod::Tun => {
+                let v = p.with_parsed(|q| self.tunnel(ingress, q, real, path, hop, frame));
+                return port_of(v);
+            }
         }
-        Ok(Verdict::Transmit { port: hop.port })
+        Ok(hop.port)
     }
 
     /// [`Engine::forward`]'s TUN case. An IPv4 packet that fits, toward a
@@ -845,30 +871,32 @@ impl Engine {
         &mut self,
         now: Millis,
         snap: &Snapshot,
-        p: &Parsed,
-        key: &FlowKey,
+        p: &impl FlowPacket,
         frame: &mut Frame<'_>,
-    ) -> Result<Verdict, DropReason> {
-        let Some(conn) = self.conns.find_reply(key, now) else {
+    ) -> Sent {
+        let Some(conn) = self.conns.find_reply(&p.key(), now) else {
             return Err(DropReason::NoConnection);
         };
         self.complete_checksum(p, frame);
-        let Some(state) = self.conns.update_hit(&conn, tcp_flags(p), now) else {
+        let Some(state) = self.conns.update_hit(&conn, p.flags(), now) else {
             return Err(DropReason::NoConnection);
         };
         if state != conn.state() {
             self.changed(&conn.conn(), state, now, false);
         }
-        let hop = self.hop_toward(snap, conn.client().ip())?;
-        nat::to_client(
-            frame.data_mut(),
-            p,
-            conn.virt().ip(),
-            conn.virt().port(),
-            &hop,
-        )?;
-        self.traffic.count_out(conn.real_id(), p.ip_len);
-        Ok(Verdict::Transmit { port: hop.port })
+        // Borrowed from the cache where it is there, not copied out.
+        let client = conn.client().ip();
+        let missed;
+        let hop = match self.hops.get_ref(client) {
+            Some(h) => h,
+            None => {
+                missed = self.hop_toward(snap, client)?;
+                &missed
+            }
+        };
+        p.nat_to_client(frame.data_mut(), conn.virt().ip(), conn.virt().port(), hop)?;
+        self.traffic.count_out(conn.real_id(), p.ip_len());
+        Ok(hop.port)
     }
 
     /// An ICMP error: forwarded where the connection it is about goes.
@@ -880,7 +908,7 @@ impl Engine {
         p: &Parsed,
         q: &Quoted,
         frame: &mut Frame<'_>,
-    ) -> Result<Verdict, DropReason> {
+    ) -> Sent {
         // The quoted packet travelled the other way: its reversed tuple is the
         // direction of the connection this error travels along.
         let Some(conn) = self.conns.lookup(&q.key(frame.data()).reversed(), now) else {
@@ -906,10 +934,16 @@ impl Engine {
                     ForwardMethod::Nat => {
                         let hop = self.hop(snap, path.hop)?;
                         nat::icmp_to_real(frame.data_mut(), p, q, real.addr, real.port, &hop)?;
-                        Ok(Verdict::Transmit { port: hop.port })
+                        Ok(hop.port)
                     }
-                    ForwardMethod::Dr | ForwardMethod::Tun => {
-                        self.forward(snap, ingress, p, real, path, frame)
+                    ForwardMethod::Dr => {
+                        let hop = self.hop(snap, path.hop)?;
+                        dr::to_real(frame.data_mut(), &hop);
+                        Ok(hop.port)
+                    }
+                    ForwardMethod::Tun => {
+                        let hop = self.hop(snap, path.hop)?;
+                        port_of(self.tunnel(ingress, p, real, path, &hop, frame))
                     }
                 }
             }
@@ -925,7 +959,7 @@ impl Engine {
                     conn.virt().port(),
                     &hop,
                 )?;
-                Ok(Verdict::Transmit { port: hop.port })
+                Ok(hop.port)
             }
         }
     }
@@ -1063,22 +1097,19 @@ impl HopCache {
 
     #[inline]
     fn get(&self, addr: IpAddr) -> Option<NextHop> {
-        match self.slots[Self::slot(addr)] {
-            Some((a, hop)) if a == addr => Some(hop),
+        self.get_ref(addr).copied()
+    }
+
+    #[inline]
+    fn get_ref(&self, addr: IpAddr) -> Option<&NextHop> {
+        match &self.slots[Self::slot(addr)] {
+            Some((a, hop)) if *a == addr => Some(hop),
             _ => None,
         }
     }
 
     fn put(&mut self, addr: IpAddr, hop: NextHop) {
         self.slots[Self::slot(addr)] = Some((addr, hop));
-    }
-}
-
-/// The TCP flags of `p`, if it is TCP.
-fn tcp_flags(p: &Parsed) -> Option<TcpFlags> {
-    match p.transport {
-        Transport::Tcp { flags } => Some(flags),
-        _ => None,
     }
 }
 
@@ -1101,6 +1132,8 @@ fn is_martian(addr: IpAddr) -> bool {
     }
 }
 
+mod flow_packet;
+use flow_packet::{FlowPacket, General};
 mod outbox;
 use outbox::Outbox;
 pub use outbox::{ConnClosed, ConnEvent, Event, CONN_EVENTS, RESOLVE_SLOTS};

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use crate::neigh::NextHop;
 use crate::packet::rewrite::{self, FamilyMismatch};
-use crate::packet::{Parsed, Quoted, Side};
+use crate::packet::{Parsed, Quoted, Side, V4Flow};
 use crate::verdict::DropReason;
 
 impl From<FamilyMismatch> for DropReason {
@@ -54,6 +54,44 @@ pub fn to_client(
         return Err(DropReason::TtlExpired);
     }
     rewrite::route_endpoint(frame, p, Side::Src, vip, vport, hop.src_mac, hop.dst_mac)?;
+    Ok(())
+}
+
+/// [`to_real`] for the fast path's frame `f`, at constant offsets.
+#[inline(always)]
+pub fn to_real_v4(
+    frame: &mut [u8],
+    f: &V4Flow,
+    rip: IpAddr,
+    rport: u16,
+    hop: &NextHop,
+) -> Result<(), DropReason> {
+    if f.ttl <= 1 {
+        return Err(DropReason::TtlExpired);
+    }
+    let IpAddr::V4(rip) = rip else {
+        return Err(DropReason::AddressFamily);
+    };
+    rewrite::route_endpoint_v4(frame, f, Side::Dst, rip, rport, hop.src_mac, hop.dst_mac);
+    Ok(())
+}
+
+/// [`to_client`] for the fast path's frame `f`, at constant offsets.
+#[inline(always)]
+pub fn to_client_v4(
+    frame: &mut [u8],
+    f: &V4Flow,
+    vip: IpAddr,
+    vport: u16,
+    hop: &NextHop,
+) -> Result<(), DropReason> {
+    if f.ttl <= 1 {
+        return Err(DropReason::TtlExpired);
+    }
+    let IpAddr::V4(vip) = vip else {
+        return Err(DropReason::AddressFamily);
+    };
+    rewrite::route_endpoint_v4(frame, f, Side::Src, vip, vport, hop.src_mac, hop.dst_mac);
     Ok(())
 }
 

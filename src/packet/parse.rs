@@ -230,18 +230,94 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
 
 /// Bytes [`parse_flow`] reads at fixed offsets: Ethernet, an IPv4 header
 /// without options and a TCP header's first 20 bytes (a UDP header's 8).
-const FLOW_HEADERS: usize = ETH_HEADER_LEN + 20 + 20;
+pub const FLOW_HEADERS: usize = ETH_HEADER_LEN + 20 + 20;
 
-/// The pipeline's common frame read straight from its bytes, with its flow
-/// key: an untagged IPv4 packet without options, not a fragment (DF or no
-/// flags), with a valid header checksum and a total length within the
-/// frame, carrying TCP or UDP whose header fits that length, in a frame of
-/// at least 54 bytes (one bounds check, then constant offsets). `Some`
-/// only where [`parse`] returns the same `Parsed` and [`Parsed::key`] the
-/// same key; every other frame (IPv6, tags, options, fragments, ICMP,
-/// short frames, every failed check) is `None`, for [`parse`] to take.
+/// The fast path's frame as [`parse_flow`] found it: an untagged IPv4
+/// packet without options at [`ETH_HEADER_LEN`], its transport header at
+/// 34, in a frame of at least [`FLOW_HEADERS`] bytes, not a fragment,
+/// carrying TCP or UDP whose header fits the IP length `ip_len`, which
+/// fits the frame. Its fields are the frame's, read once; what it proves
+/// lets the fast path's checks and rewrites
+/// ([`rewrite::complete_partial_checksum_v4`](super::rewrite::complete_partial_checksum_v4),
+/// [`rewrite::route_endpoint_v4`](super::rewrite::route_endpoint_v4)) read and write the frame
+/// at constant offsets. Small enough to live in registers; the general
+/// [`Parsed`] is made from it ([`V4Flow::parsed`]) only where a rare path
+/// needs one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct V4Flow {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub sport: u16,
+    pub dport: u16,
+    /// The IPv4 total length.
+    pub ip_len: u16,
+    /// TCP or UDP.
+    pub proto: L4Proto,
+    /// The TCP flags byte; 0 for UDP.
+    pub tcp_flags: u8,
+    pub ttl: u8,
+    pub dont_fragment: bool,
+}
+
+impl V4Flow {
+    /// Whether the packet is UDP (else TCP).
+    #[inline(always)]
+    pub fn is_udp(&self) -> bool {
+        self.proto == L4Proto::Udp
+    }
+
+    /// The TCP flags, if it is TCP.
+    #[inline(always)]
+    pub fn flags(&self) -> Option<TcpFlags> {
+        (!self.is_udp()).then_some(TcpFlags(self.tcp_flags))
+    }
+
+    /// The flow this packet belongs to.
+    #[inline(always)]
+    pub fn key(&self) -> FlowKey {
+        FlowKey::new(
+            self.proto,
+            IpAddr::V4(self.src),
+            self.sport,
+            IpAddr::V4(self.dst),
+            self.dport,
+        )
+    }
+
+    /// The [`Parsed`] that [`parse`] gives the same frame.
+    pub fn parsed(&self) -> Parsed {
+        Parsed {
+            l3: ETH_HEADER_LEN,
+            version: IpVersion::V4,
+            l4: ETH_HEADER_LEN + 20,
+            ip_len: usize::from(self.ip_len),
+            proto: self.proto.number(),
+            src: IpAddr::V4(self.src),
+            dst: IpAddr::V4(self.dst),
+            sport: self.sport,
+            dport: self.dport,
+            ttl: self.ttl,
+            dont_fragment: self.dont_fragment,
+            first_fragment: false,
+            transport: match self.flags() {
+                Some(flags) => Transport::Tcp { flags },
+                None => Transport::Udp,
+            },
+        }
+    }
+}
+
+/// The pipeline's common frame read straight from its bytes: an untagged
+/// IPv4 packet without options, not a fragment (DF or no flags), with a
+/// valid header checksum and a total length within the frame, carrying
+/// TCP or UDP whose header fits that length, in a frame of at least 54
+/// bytes (one bounds check, then constant offsets). `Some` only where
+/// [`parse`] returns the [`Parsed`] that [`V4Flow::parsed`] makes and
+/// [`Parsed::key`] the key [`V4Flow::key`] makes; every other frame (IPv6,
+/// tags, options, fragments, ICMP, short frames, every failed check) is
+/// `None`, for [`parse`] to take.
 #[inline(always)]
-pub fn parse_flow(frame: &[u8]) -> Option<(Parsed, FlowKey)> {
+pub fn parse_flow(frame: &[u8]) -> Option<V4Flow> {
     const L3: usize = ETH_HEADER_LEN;
     const L4: usize = L3 + 20;
     let h: &[u8; FLOW_HEADERS] = frame.first_chunk()?;
@@ -249,8 +325,8 @@ pub fn parse_flow(frame: &[u8]) -> Option<(Parsed, FlowKey)> {
     if [h[12], h[13], h[L3]] != [0x08, 0x00, 0x45] {
         return None;
     }
-    let ip_len = usize::from(u16::from_be_bytes([h[L3 + 2], h[L3 + 3]]));
-    if frame.len() - L3 < ip_len {
+    let ip_len = u16::from_be_bytes([h[L3 + 2], h[L3 + 3]]);
+    if frame.len() - L3 < usize::from(ip_len) {
         return None;
     }
     // Flags and fragment offset: DF alone, or nothing.
@@ -258,25 +334,21 @@ pub fn parse_flow(frame: &[u8]) -> Option<(Parsed, FlowKey)> {
     if frag & 0xbfff != 0 {
         return None;
     }
-    let (proto, transport) = match h[L3 + 9] {
+    let (proto, tcp_flags) = match h[L3 + 9] {
         6 => {
             // The data offset's header lies within the IP length.
-            if usize::from(h[L4 + 12] >> 4) < 5 || ip_len < 20 + usize::from(h[L4 + 12] >> 4) * 4 {
+            let offset = u16::from(h[L4 + 12] >> 4);
+            if offset < 5 || ip_len < 20 + offset * 4 {
                 return None;
             }
-            (
-                L4Proto::Tcp,
-                Transport::Tcp {
-                    flags: TcpFlags(h[L4 + 13]),
-                },
-            )
+            (L4Proto::Tcp, h[L4 + 13])
         }
         17 => {
-            let udp_len = usize::from(u16::from_be_bytes([h[L4 + 4], h[L4 + 5]]));
-            if udp_len < 8 || ip_len < 20 + udp_len {
+            let udp_len = u16::from_be_bytes([h[L4 + 4], h[L4 + 5]]);
+            if udp_len < 8 || u32::from(ip_len) < 20 + u32::from(udp_len) {
                 return None;
             }
-            (L4Proto::Udp, Transport::Udp)
+            (L4Proto::Udp, 0)
         }
         _ => return None,
     };
@@ -284,36 +356,17 @@ pub fn parse_flow(frame: &[u8]) -> Option<(Parsed, FlowKey)> {
     if !ipv4_header_verifies(ip) {
         return None;
     }
-    let src = IpAddr::V4(Ipv4Addr::new(
-        h[L3 + 12],
-        h[L3 + 13],
-        h[L3 + 14],
-        h[L3 + 15],
-    ));
-    let dst = IpAddr::V4(Ipv4Addr::new(
-        h[L3 + 16],
-        h[L3 + 17],
-        h[L3 + 18],
-        h[L3 + 19],
-    ));
-    let sport = u16::from_be_bytes([h[L4], h[L4 + 1]]);
-    let dport = u16::from_be_bytes([h[L4 + 2], h[L4 + 3]]);
-    let p = Parsed {
-        l3: L3,
-        version: IpVersion::V4,
-        l4: L4,
+    Some(V4Flow {
+        src: Ipv4Addr::new(h[L3 + 12], h[L3 + 13], h[L3 + 14], h[L3 + 15]),
+        dst: Ipv4Addr::new(h[L3 + 16], h[L3 + 17], h[L3 + 18], h[L3 + 19]),
+        sport: u16::from_be_bytes([h[L4], h[L4 + 1]]),
+        dport: u16::from_be_bytes([h[L4 + 2], h[L4 + 3]]),
         ip_len,
-        proto: h[L3 + 9],
-        src,
-        dst,
-        sport,
-        dport,
+        proto,
+        tcp_flags,
         ttl: h[L3 + 8],
         dont_fragment: frag != 0,
-        first_fragment: false,
-        transport,
-    };
-    Some((p, FlowKey::new(proto, src, sport, dst, dport)))
+    })
 }
 
 /// Whether an IPv4 header without options carries a valid checksum: its
@@ -691,6 +744,13 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn tcp_flags(p: &Parsed) -> Option<TcpFlags> {
+        match p.transport {
+            Transport::Tcp { flags } => Some(flags),
+            _ => None,
+        }
+    }
+
     /// An untagged TCP or UDP frame of either family with a valid IPv4
     /// header checksum, the lean parser's input.
     fn frame(v6: bool, udp: bool, payload: usize) -> Vec<u8> {
@@ -737,9 +797,10 @@ mod tests {
     fn flow_parse_takes_ipv4_tcp_and_udp_with_their_keys() {
         for udp in [false, true] {
             let f = frame(false, udp, 12);
-            let (p, key) = parse_flow(&f).expect("a fast-path frame");
-            assert_eq!(Ok(p), parse_full(&f));
-            assert_eq!(Some(key), p.key());
+            let v = parse_flow(&f).expect("a fast-path frame");
+            assert_eq!(Ok(v.parsed()), parse_full(&f));
+            assert_eq!(Some(v.key()), v.parsed().key());
+            assert_eq!(v.flags(), tcp_flags(&v.parsed()));
         }
         // IPv6, and a frame shorter than the headers read at fixed offsets.
         assert_eq!(parse_flow(&frame(true, false, 12)), None);
@@ -794,9 +855,10 @@ mod tests {
             if let Some(lean) = parse_lean(&f) {
                 prop_assert_eq!(Ok(lean), parse_full(&f));
             }
-            if let Some((p, key)) = parse_flow(&f) {
-                prop_assert_eq!(Ok(p), parse_full(&f));
-                prop_assert_eq!(Some(key), p.key());
+            if let Some(v) = parse_flow(&f) {
+                prop_assert_eq!(Ok(v.parsed()), parse_full(&f));
+                prop_assert_eq!(Some(v.key()), v.parsed().key());
+                prop_assert_eq!(v.flags(), tcp_flags(&v.parsed()));
             }
             prop_assert_eq!(parse(&f), parse_full(&f));
         }

@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 
 use super::checksum::{self, read_u16, write_u16};
-use super::parse::{IpVersion, Parsed, Quoted, Transport};
+use super::parse::{IpVersion, Parsed, Quoted, Transport, V4Flow, FLOW_HEADERS};
 use super::L4Proto;
 
 /// An Ethernet MAC address.
@@ -161,6 +161,63 @@ pub fn route_endpoint(
     }
     seg[csum_at..csum_at + 2].copy_from_slice(&n.to_ne_bytes());
     Ok(())
+}
+
+/// [`route_endpoint`] for the fast path's frame `f` (see [`V4Flow`]): the
+/// same bytes, written at constant offsets of the frame's first
+/// [`FLOW_HEADERS`] bytes. The caller has checked that the TTL may be
+/// decremented (`f.ttl > 1`). A frame shorter than the headers (not one
+/// `f` was parsed from) is left as it is.
+#[inline(always)]
+pub fn route_endpoint_v4(
+    frame: &mut [u8],
+    f: &V4Flow,
+    side: Side,
+    addr: std::net::Ipv4Addr,
+    port: u16,
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+) {
+    const L3: usize = 14;
+    const L4: usize = L3 + 20;
+    let Some(h) = frame.first_chunk_mut::<FLOW_HEADERS>() else {
+        return;
+    };
+    debug_assert!(f.ttl > 1);
+    let (csum_at, udp) = if f.is_udp() {
+        (L4 + 6, true)
+    } else {
+        (L4 + 16, false)
+    };
+    let at = L3 + if side == Side::Src { 12 } else { 16 };
+    let new = u32::from_ne_bytes(addr.octets());
+    let old = u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    h[at..at + 4].copy_from_slice(&new.to_ne_bytes());
+    let d_addr = u64::from(!old) + u64::from(new);
+    // The TTL is the first byte of its 16-bit word: one less is this
+    // constant change of the word.
+    h[L3 + 8] = f.ttl - 1;
+    let d_ttl = u64::from(!u16::from_ne_bytes([1, 0]));
+    let c = u16::from_ne_bytes([h[L3 + 10], h[L3 + 11]]);
+    h[L3 + 10..L3 + 12].copy_from_slice(&apply_ne(c, d_addr + d_ttl).to_ne_bytes());
+    h[..6].copy_from_slice(&dst_mac);
+    h[6..12].copy_from_slice(&src_mac);
+    let port_at = L4 + if side == Side::Src { 0 } else { 2 };
+    let old_port = u16::from_ne_bytes([h[port_at], h[port_at + 1]]);
+    let new_port = u16::from_ne_bytes(port.to_be_bytes());
+    h[port_at..port_at + 2].copy_from_slice(&new_port.to_ne_bytes());
+    let c = u16::from_ne_bytes([h[csum_at], h[csum_at + 1]]);
+    // IPv4 UDP without checksum.
+    if udp && c == 0 {
+        return;
+    }
+    let d_port = u64::from(!old_port) + u64::from(new_port);
+    let mut n = apply_ne(c, d_addr + d_port);
+    // 0 and 0xffff are their own byte swaps.
+    if udp && n == 0 {
+        n = 0xffff;
+    }
+    h[csum_at..csum_at + 2].copy_from_slice(&n.to_ne_bytes());
 }
 
 /// A checksum after a change whose unfolded delta is `d`, both in the same
@@ -377,21 +434,56 @@ pub fn complete_partial_checksum(frame: &mut [u8], p: &Parsed) -> bool {
     if stored != checksum::fold(checksum::fold64(words + rest)) {
         return false;
     }
-    complete(frame, p, at, proto, end, len)
+    let addrs = match p.version {
+        IpVersion::V4 => p.l3 + 12..p.l3 + 20,
+        IpVersion::V6 => p.l3 + 8..p.l3 + 40,
+    };
+    complete(frame, addrs, p.l4..end, at, proto)
 }
 
-/// [`complete_partial_checksum`] once the field holds the pseudo-header sum.
+/// [`complete_partial_checksum`] for the fast path's frame `f` (see
+/// [`V4Flow`]): the pseudo-header sum from the address words at their
+/// constant offsets and the length `f` carries, compared with the field
+/// read the same way; the completion is the general one's.
+#[inline(always)]
+pub fn complete_partial_checksum_v4(frame: &mut [u8], f: &V4Flow) -> bool {
+    const L4: usize = 34;
+    let Some(h) = frame.first_chunk::<FLOW_HEADERS>() else {
+        return false;
+    };
+    let (at, proto) = if f.is_udp() {
+        (L4 + 6, 17u8)
+    } else {
+        (L4 + 16, 6u8)
+    };
+    // The IP length covers the header and the transport header.
+    let len = usize::from(f.ip_len) - 20;
+    let rest = u64::from((u32::from(proto) + len as u32).to_be());
+    let words = ne32(h, 26) + ne32(h, 30);
+    let stored = u16::from_ne_bytes([h[at], h[at + 1]]);
+    if stored != checksum::fold(checksum::fold64(words + rest)) {
+        return false;
+    }
+    complete(frame, 26..34, L4..L4 + len, at, proto)
+}
+
+/// [`complete_partial_checksum`] once the field at `at` holds the
+/// pseudo-header sum of the addresses at `addrs`, `proto` and the length
+/// of the segment at `seg`.
 #[cold]
 #[inline(never)]
-fn complete(frame: &mut [u8], p: &Parsed, at: usize, proto: u8, end: usize, len: usize) -> bool {
-    let addrs = match p.version {
-        IpVersion::V4 => &frame[p.l3 + 12..p.l3 + 20],
-        IpVersion::V6 => &frame[p.l3 + 8..p.l3 + 40],
-    };
-    let pseudo = checksum::pseudo_header_sum_of(addrs, proto, len as u32);
+fn complete(
+    frame: &mut [u8],
+    addrs: std::ops::Range<usize>,
+    seg: std::ops::Range<usize>,
+    at: usize,
+    proto: u8,
+) -> bool {
+    let len = seg.len();
+    let pseudo = checksum::pseudo_header_sum_of(&frame[addrs], proto, len as u32);
     // The field holds the pseudo-header sum, so the segment's own sum
     // (field included) is already pseudo-header + segment.
-    let Some(segment) = frame.get(p.l4..end).map(|s| checksum::sum(s, 0)) else {
+    let Some(segment) = frame.get(seg).map(|s| checksum::sum(s, 0)) else {
         return false;
     };
     if checksum::fold(segment + pseudo) == 0xffff {

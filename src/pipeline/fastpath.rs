@@ -39,6 +39,7 @@ fn frames() -> (Vec<Arrival>, Vec<Arrival>) {
             .macs(testnet::RS_NAT_MAC, testnet::INT_MAC)
             .payload(vec![9; 12]);
         cases.push((reply.bytes(), INT));
+        cases.push((reply.clone().ttl(1).bytes(), INT));
         cases.push((reply.partial_checksum().bytes(), INT));
         let dns = Pkt::udp(n.client, 5000, n.vip, PORT_DNS).payload(vec![1; 20]);
         cases.push((dns.bytes(), EXT));
