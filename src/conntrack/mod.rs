@@ -474,7 +474,14 @@ impl Counters {
     /// The calling thread's stripe.
     #[inline]
     fn mine(&self) -> &Stripe {
-        &self.stripes[stripe()]
+        self.on(stripe())
+    }
+
+    /// Stripe `me` (a [`stripe`] the caller looked up once for several
+    /// counts), masked into range so the index needs no bounds check.
+    #[inline]
+    fn on(&self, me: usize) -> &Stripe {
+        &self.stripes[me % STRIPES]
     }
 
     /// The sum of `field` over the stripes in use, 0 if the stripes read
@@ -500,7 +507,13 @@ impl Counters {
     /// overwrite each other's view: it stays one of a recent millisecond.)
     #[inline]
     fn half_open_above(&self, threshold: usize, now: Millis) -> bool {
-        let me = stripe();
+        self.half_open_above_on(stripe(), threshold, now)
+    }
+
+    /// [`Counters::half_open_above`] for the calling thread's stripe `me`.
+    #[inline]
+    fn half_open_above_on(&self, me: usize, threshold: usize, now: Millis) -> bool {
+        let me = me % STRIPES;
         let s = &self.stripes[me];
         let others = if s.seen_ms.load(Ordering::Relaxed) == now.0 {
             s.others_half_open.load(Ordering::Relaxed)
@@ -808,7 +821,7 @@ impl ConnTable {
         );
         match placed? {
             Placed::New(s) => {
-                self.counted_new(new.real_id.0, state);
+                self.counted_new(stripe(), new.real_id.0, state);
                 Ok(Conn::of(&s, Direction::Original))
             }
             Placed::Existing(s) => Ok(Conn::of(&s, Direction::Original)),
@@ -856,8 +869,12 @@ impl ConnTable {
             L4Proto::Udp => ConnState::Udp,
             L4Proto::Icmp | L4Proto::Icmpv6 => return Err(InsertError::Protocol),
         };
-        let flood =
-            state.is_half_open() && self.counters.half_open_above(self.flood_threshold, now);
+        // One stripe look-up for the flood check and the counts.
+        let me = stripe();
+        let flood = state.is_half_open()
+            && self
+                .counters
+                .half_open_above_on(me, self.flood_threshold, now);
         let placed = self.place_conn(
             new.key,
             (new.real_id, new.method, new.real),
@@ -868,7 +885,7 @@ impl ConnTable {
         );
         match placed? {
             Placed::New(s) => {
-                self.counted_new(new.real_id.0, state);
+                self.counted_new(me, new.real_id.0, state);
                 Ok((Conn::of(&s, Direction::Original), Some(state)))
             }
             Placed::Existing(s) => {
@@ -918,7 +935,7 @@ impl ConnTable {
         );
         match placed? {
             Placed::New(s) => {
-                self.counted_new(c.real_id.0, c.state);
+                self.counted_new(stripe(), c.real_id.0, c.state);
                 Ok(Conn::of(&s, Direction::Original))
             }
             // Another thread placed the key meanwhile: refresh that one.
@@ -1000,15 +1017,17 @@ impl ConnTable {
         placed
     }
 
-    /// Counts a new connection entry placed in `state`.
-    fn counted_new(&self, real_id: u32, state: ConnState) {
-        let c = self.counters.mine();
+    /// Counts a new connection entry placed in `state`, in the calling
+    /// thread's stripe `me`.
+    #[inline]
+    fn counted_new(&self, me: usize, real_id: u32, state: ConnState) {
+        let c = self.counters.on(me);
         c.conns.fetch_add(1, Ordering::Relaxed);
         if state.is_half_open() {
             c.half_open.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(d) = self.load(real_id) {
-            d.opened(state.is_active());
+            d.opened_on(me, state.is_active());
         }
     }
 
