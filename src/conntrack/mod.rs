@@ -812,7 +812,7 @@ impl ConnTable {
             L4Proto::Icmp | L4Proto::Icmpv6 => return Err(InsertError::Protocol),
         };
         let placed = self.place_conn(
-            new.key,
+            &new.key,
             (new.real_id, new.method, new.real),
             new.template,
             (state, self.timeouts.ms(state, false)),
@@ -876,7 +876,7 @@ impl ConnTable {
                 .counters
                 .half_open_above_on(me, self.flood_threshold, now);
         let placed = self.place_conn(
-            new.key,
+            &new.key,
             (new.real_id, new.method, new.real),
             new.template,
             (state, self.timeouts.ms(state, flood)),
@@ -926,7 +926,7 @@ impl ConnTable {
             }
         }
         let placed = self.place_conn(
-            c.key,
+            &c.key,
             (c.real_id, c.method, c.real),
             c.template,
             (c.state, c.timeout_ms),
@@ -976,9 +976,10 @@ impl ConnTable {
     /// in `(state, timeout_ms)`, linked to `template` (bound first, and
     /// unbound again unless a new entry took the link): what an insert and
     /// an import both write.
+    #[inline(always)]
     fn place_conn(
         &self,
-        key: FlowKey,
+        key: &FlowKey,
         (real_id, method, real): (RealId, ForwardMethod, SocketAddr),
         template: Option<ConnRef>,
         (state, timeout_ms): (ConnState, u64),
@@ -1000,7 +1001,7 @@ impl ConnTable {
             None => 0,
         };
         let fresh = Fresh {
-            fwd: fwd_tuple(&key, Kind::Conn),
+            fwd: fwd_tuple(key, Kind::Conn),
             method,
             real: addr_bits(real.ip()),
             rport: real.port(),
@@ -1033,6 +1034,7 @@ impl ConnTable {
 
     /// Places `fresh` in the shard of `v6`; `probe`, if it is of
     /// `fresh`'s key, spares hashing that key again.
+    #[inline(always)]
     fn place(
         &self,
         v6: bool,
@@ -1047,7 +1049,14 @@ impl ConnTable {
         };
         let placed =
             shard.insert_hashed(fresh, h, now, |s| self.kill(shard, s, now, Kill::IfExpired));
-        placed.map_err(|e| match e {
+        placed.map_err(|e| self.refused(e))
+    }
+
+    /// Counts an insert's refusal and says why in the table's terms.
+    #[cold]
+    #[inline(never)]
+    fn refused(&self, e: Refused) -> InsertError {
+        match e {
             Refused::Full => {
                 self.counters
                     .rare
@@ -1062,7 +1071,7 @@ impl ConnTable {
                     .fetch_add(1, Ordering::Relaxed);
                 InsertError::ReplyConflict
             }
-        })
+        }
     }
 
     /// One packet of connection `conn`: moves the TCP state (flags are
