@@ -1044,7 +1044,11 @@ impl ConnTable {
     ) -> Result<Placed, InsertError> {
         let shard = self.shard(v6);
         let h = match probe {
-            Some(p) if p.v6 == v6 && p.seed == shard.seed_id() && p.tuple == fresh.fwd => p.hash,
+            Some(p)
+                if p.v6 == v6 && p.seed == shard.seed_id() && same_tuple(&p.tuple, &fresh.fwd) =>
+            {
+                p.hash
+            }
             _ => shard.hash(&fresh.fwd),
         };
         let placed =
@@ -1521,6 +1525,14 @@ fn fwd_tuple(key: &FlowKey, kind: Kind) -> Tuple {
         b: addr_bits(key.dst),
         bp: key.dport,
     }
+}
+
+/// `a == b` by word compares: the derived `==` of the two `u128`s and
+/// the small fields compiles to a `memcmp` call.
+#[inline(always)]
+fn same_tuple(a: &Tuple, b: &Tuple) -> bool {
+    (a.a ^ b.a) | (a.b ^ b.b) == 0
+        && (a.ap, a.bp, a.proto, a.kind as u8) == (b.ap, b.bp, b.proto, b.kind as u8)
 }
 
 fn index_tuple(key: &FlowKey, dir: Direction) -> Tuple {
