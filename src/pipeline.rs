@@ -56,8 +56,8 @@ use crate::packet::{
 };
 use crate::sched::Scheduler;
 use crate::service::{
-    ForwardMethod, RealLoads, RealServer, RealTraffic, ServiceIndex, ServiceKey, ServiceTable,
-    VirtualService,
+    ForwardMethod, RealId, RealLoads, RealServer, RealTraffic, ServiceIndex, ServiceKey,
+    ServiceTable, VirtualService,
 };
 use crate::verdict::{DropReason, Verdict};
 use crate::Millis;
@@ -599,8 +599,7 @@ impl Engine {
                     break 'placed (c.real_id(), ri);
                 }
             }
-            let (c, ri) = self.new_conn(rx.now, snap, si, svc, &probe, key, flags)?;
-            (c.real_id(), ri)
+            self.new_conn(rx.now, snap, si, svc, &probe, key, flags)?
         };
         let path = &snap.paths[si as usize][ri];
         let v = self.forward(snap, rx.ingress, p, &svc.reals[ri], path, frame)?;
@@ -650,6 +649,8 @@ impl Engine {
     /// Places a new connection: on the persistence template's real server if
     /// the service is persistent and the client has one, else where the
     /// scheduler says. `probe` is the lookup's, reused by the insert.
+    /// Returns the entry's real server (another worker's, if its entry of
+    /// the key won the race) and the scheduled server's position.
     #[inline(never)]
     #[allow(clippy::too_many_arguments)]
     fn new_conn(
@@ -661,7 +662,7 @@ impl Engine {
         probe: &Probe,
         key: &FlowKey,
         flags: Option<TcpFlags>,
-    ) -> Result<(Conn, usize), DropReason> {
+    ) -> Result<(RealId, usize), DropReason> {
         if key.proto == L4Proto::Tcp
             && !flags.is_some_and(|f| f.is_connection_start())
             && !snap.policy.sloppy_tcp
@@ -705,27 +706,24 @@ impl Engine {
             None => self.schedule(snap, si, svc, key)?,
         };
         let real = &svc.reals[ri];
-        let (conn, state) = self
-            .conns
-            .open_probed(
-                &NewConn {
-                    key: *key,
-                    real_id: real.id,
-                    method: real.method,
-                    real: SocketAddr::new(real.addr, real.port),
-                    template,
-                },
-                Some(probe),
-                flags,
-                now,
-            )
-            .map_err(insert_drop)?;
+        let new = NewConn {
+            key: *key,
+            real_id: real.id,
+            method: real.method,
+            real: SocketAddr::new(real.addr, real.port),
+            template,
+        };
+        // Matched, not `map_err`: the entry stays where the table wrote it.
+        let (conn, state) = match self.conns.open_probed(&new, Some(probe), flags, now) {
+            Ok(opened) => opened,
+            Err(e) => return Err(insert_drop(e)),
+        };
         if let Some(state) = state {
             self.changed(&conn, state, now, true);
         }
         self.stats.new_conns += 1;
         self.traffic.count_conn(real.id);
-        Ok((conn, ri))
+        Ok((conn.real_id(), ri))
     }
 
     fn schedule(
@@ -1047,6 +1045,7 @@ fn tcp_flags(p: &Parsed) -> Option<TcpFlags> {
     }
 }
 
+#[cold]
 fn insert_drop(e: InsertError) -> DropReason {
     match e {
         InsertError::AddressFamily => DropReason::AddressFamily,
