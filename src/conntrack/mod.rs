@@ -511,7 +511,7 @@ impl Counters {
     }
 
     /// [`Counters::half_open_above`] for the calling thread's stripe `me`.
-    #[inline]
+    #[inline(always)]
     fn half_open_above_on(&self, me: usize, threshold: usize, now: Millis) -> bool {
         let me = me % STRIPES;
         let s = &self.stripes[me];

@@ -1095,7 +1095,9 @@ impl Shard {
     }
 
     /// [`Shard::insert`] with the forward key's hash `h` already computed.
-    #[inline]
+    /// Inlined into its few callers, so that what it writes is built where
+    /// the caller keeps it.
+    #[inline(always)]
     pub fn insert_hashed(
         &self,
         f: &Fresh,
