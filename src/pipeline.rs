@@ -726,6 +726,10 @@ impl Engine {
         Ok((conn.real_id(), ri))
     }
 
+    /// The position in `svc` of the real server the service's scheduler
+    /// picks for `key` (overload flags brought up to date first where the
+    /// service has thresholds). Inlined into `new_conn`'s two calls.
+    #[inline(always)]
     fn schedule(
         &self,
         snap: &Snapshot,
