@@ -55,8 +55,8 @@ use crate::packet::{
 };
 use crate::sched::Scheduler;
 use crate::service::{
-    ForwardMethod, RealLoads, RealServer, RealTraffic, ServiceIndex, ServiceKey, ServiceTable,
-    VirtualService,
+    ForwardMethod, RealId, RealLoads, RealServer, RealTraffic, ServiceIndex, ServiceKey,
+    ServiceTable, VirtualService,
 };
 use crate::verdict::{DropReason, Verdict};
 use crate::Millis;
@@ -625,8 +625,7 @@ impl Engine {
             // probe stays in registers, the key is made again where the
             // call needs it in memory.
             let reuse = probe;
-            let (c, ri) = self.new_conn(rx.now, snap, si, svc, &reuse, &p.key(), flags)?;
-            (c.real_id(), ri)
+            self.new_conn(rx.now, snap, si, svc, &reuse, &p.key(), flags)?
         };
         let path = &snap.paths[si as usize][ri];
         let v = self.forward(snap, rx.ingress, p, &svc.reals[ri], path, frame)?;
@@ -676,6 +675,8 @@ impl Engine {
     /// Places a new connection: on the persistence template's real server if
     /// the service is persistent and the client has one, else where the
     /// scheduler says. `probe` is the lookup's, reused by the insert.
+    /// Returns the entry's real server (another worker's, if its entry of
+    /// the key won the race) and the scheduled server's position.
     #[inline(never)]
     #[allow(clippy::too_many_arguments)]
     fn new_conn(
@@ -687,7 +688,7 @@ impl Engine {
         probe: &Probe,
         key: &FlowKey,
         flags: Option<TcpFlags>,
-    ) -> Result<(Conn, usize), DropReason> {
+    ) -> Result<(RealId, usize), DropReason> {
         if key.proto == L4Proto::Tcp
             && !flags.is_some_and(|f| f.is_connection_start())
             && !snap.policy.sloppy_tcp
@@ -731,29 +732,30 @@ impl Engine {
             None => self.schedule(snap, si, svc, key)?,
         };
         let real = &svc.reals[ri];
-        let (conn, state) = self
-            .conns
-            .open_probed(
-                &NewConn {
-                    key: *key,
-                    real_id: real.id,
-                    method: real.method,
-                    real: SocketAddr::new(real.addr, real.port),
-                    template,
-                },
-                Some(probe),
-                flags,
-                now,
-            )
-            .map_err(insert_drop)?;
+        let new = NewConn {
+            key: *key,
+            real_id: real.id,
+            method: real.method,
+            real: SocketAddr::new(real.addr, real.port),
+            template,
+        };
+        // Matched, not `map_err`: the entry stays where the table wrote it.
+        let (conn, state) = match self.conns.open_probed(&new, Some(probe), flags, now) {
+            Ok(opened) => opened,
+            Err(e) => return Err(insert_drop(e)),
+        };
         if let Some(state) = state {
             self.changed(&conn, state, now, true);
         }
         self.stats.new_conns += 1;
         self.traffic.count_conn(real.id);
-        Ok((conn, ri))
+        Ok((conn.real_id(), ri))
     }
 
+    /// The position in `svc` of the real server the service's scheduler
+    /// picks for `key` (overload flags brought up to date first where the
+    /// service has thresholds). Inlined into `new_conn`'s two calls.
+    #[inline(always)]
     fn schedule(
         &self,
         snap: &Snapshot,
@@ -1113,6 +1115,7 @@ impl HopCache {
     }
 }
 
+#[cold]
 fn insert_drop(e: InsertError) -> DropReason {
     match e {
         InsertError::AddressFamily => DropReason::AddressFamily,

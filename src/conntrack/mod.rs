@@ -542,7 +542,14 @@ impl Counters {
     /// The calling thread's stripe.
     #[inline]
     fn mine(&self) -> &Stripe {
-        &self.stripes[stripe()]
+        self.on(stripe())
+    }
+
+    /// Stripe `me` (a [`stripe`] the caller looked up once for several
+    /// counts), masked into range so the index needs no bounds check.
+    #[inline]
+    fn on(&self, me: usize) -> &Stripe {
+        &self.stripes[me % STRIPES]
     }
 
     /// The sum of `field` over the stripes in use, 0 if the stripes read
@@ -568,7 +575,13 @@ impl Counters {
     /// overwrite each other's view: it stays one of a recent millisecond.)
     #[inline]
     fn half_open_above(&self, threshold: usize, now: Millis) -> bool {
-        let me = stripe();
+        self.half_open_above_on(stripe(), threshold, now)
+    }
+
+    /// [`Counters::half_open_above`] for the calling thread's stripe `me`.
+    #[inline(always)]
+    fn half_open_above_on(&self, me: usize, threshold: usize, now: Millis) -> bool {
+        let me = me % STRIPES;
         let s = &self.stripes[me];
         let others = if s.seen_ms.load(Ordering::Relaxed) == now.0 {
             s.others_half_open.load(Ordering::Relaxed)
@@ -914,7 +927,7 @@ impl ConnTable {
             L4Proto::Icmp | L4Proto::Icmpv6 => return Err(InsertError::Protocol),
         };
         let placed = self.place_conn(
-            new.key,
+            &new.key,
             (new.real_id, new.method, new.real),
             new.template,
             (state, self.timeouts.ms(state, false)),
@@ -923,7 +936,7 @@ impl ConnTable {
         );
         match placed? {
             Placed::New(s) => {
-                self.counted_new(new.real_id.0, state);
+                self.counted_new(stripe(), new.real_id.0, state);
                 Ok(Conn::of(&s, Direction::Original))
             }
             Placed::Existing(s) => Ok(Conn::of(&s, Direction::Original)),
@@ -971,10 +984,14 @@ impl ConnTable {
             L4Proto::Udp => ConnState::Udp,
             L4Proto::Icmp | L4Proto::Icmpv6 => return Err(InsertError::Protocol),
         };
-        let flood =
-            state.is_half_open() && self.counters.half_open_above(self.flood_threshold, now);
+        // One stripe look-up for the flood check and the counts.
+        let me = stripe();
+        let flood = state.is_half_open()
+            && self
+                .counters
+                .half_open_above_on(me, self.flood_threshold, now);
         let placed = self.place_conn(
-            new.key,
+            &new.key,
             (new.real_id, new.method, new.real),
             new.template,
             (state, self.timeouts.ms(state, flood)),
@@ -983,7 +1000,7 @@ impl ConnTable {
         );
         match placed? {
             Placed::New(s) => {
-                self.counted_new(new.real_id.0, state);
+                self.counted_new(me, new.real_id.0, state);
                 Ok((Conn::of(&s, Direction::Original), Some(state)))
             }
             Placed::Existing(s) => {
@@ -1024,7 +1041,7 @@ impl ConnTable {
             }
         }
         let placed = self.place_conn(
-            c.key,
+            &c.key,
             (c.real_id, c.method, c.real),
             c.template,
             (c.state, c.timeout_ms),
@@ -1033,7 +1050,7 @@ impl ConnTable {
         );
         match placed? {
             Placed::New(s) => {
-                self.counted_new(c.real_id.0, c.state);
+                self.counted_new(stripe(), c.real_id.0, c.state);
                 Ok(Conn::of(&s, Direction::Original))
             }
             // Another thread placed the key meanwhile: refresh that one.
@@ -1074,9 +1091,10 @@ impl ConnTable {
     /// in `(state, timeout_ms)`, linked to `template` (bound first, and
     /// unbound again unless a new entry took the link): what an insert and
     /// an import both write.
+    #[inline(always)]
     fn place_conn(
         &self,
-        key: FlowKey,
+        key: &FlowKey,
         (real_id, method, real): (RealId, ForwardMethod, SocketAddr),
         template: Option<ConnRef>,
         (state, timeout_ms): (ConnState, u64),
@@ -1098,7 +1116,7 @@ impl ConnTable {
             None => 0,
         };
         let fresh = Fresh {
-            fwd: fwd_tuple(&key, Kind::Conn),
+            fwd: fwd_tuple(key, Kind::Conn),
             method,
             real: addr_bits(real.ip()),
             rport: real.port(),
@@ -1115,20 +1133,23 @@ impl ConnTable {
         placed
     }
 
-    /// Counts a new connection entry placed in `state`.
-    fn counted_new(&self, real_id: u32, state: ConnState) {
-        let c = self.counters.mine();
+    /// Counts a new connection entry placed in `state`, in the calling
+    /// thread's stripe `me`.
+    #[inline]
+    fn counted_new(&self, me: usize, real_id: u32, state: ConnState) {
+        let c = self.counters.on(me);
         c.conns.fetch_add(1, Ordering::Relaxed);
         if state.is_half_open() {
             c.half_open.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(d) = self.load(real_id) {
-            d.opened(state.is_active());
+            d.opened_on(me, state.is_active());
         }
     }
 
     /// Places `fresh` in the shard of `v6`; `probe`, if it is of
     /// `fresh`'s key, spares hashing that key again.
+    #[inline(always)]
     fn place(
         &self,
         v6: bool,
@@ -1138,12 +1159,23 @@ impl ConnTable {
     ) -> Result<Placed, InsertError> {
         let shard = self.shard(v6);
         let h = match probe {
-            Some(p) if p.v6 == v6 && p.seed == shard.seed_id() && p.tuple == fresh.fwd => p.hash,
+            Some(p)
+                if p.v6 == v6 && p.seed == shard.seed_id() && same_tuple(&p.tuple, &fresh.fwd) =>
+            {
+                p.hash
+            }
             _ => shard.hash(&fresh.fwd),
         };
         let placed =
             shard.insert_hashed(fresh, h, now, |s| self.kill(shard, s, now, Kill::IfExpired));
-        placed.map_err(|e| match e {
+        placed.map_err(|e| self.refused(e))
+    }
+
+    /// Counts an insert's refusal and says why in the table's terms.
+    #[cold]
+    #[inline(never)]
+    fn refused(&self, e: Refused) -> InsertError {
+        match e {
             Refused::Full => {
                 self.counters
                     .rare
@@ -1158,7 +1190,7 @@ impl ConnTable {
                     .fetch_add(1, Ordering::Relaxed);
                 InsertError::ReplyConflict
             }
-        })
+        }
     }
 
     /// One packet of connection `conn`: moves the TCP state (flags are
@@ -1644,6 +1676,14 @@ fn fwd_tuple(key: &FlowKey, kind: Kind) -> Tuple {
         b: addr_bits(key.dst),
         bp: key.dport,
     }
+}
+
+/// `a == b` by word compares: the derived `==` of the two `u128`s and
+/// the small fields compiles to a `memcmp` call.
+#[inline(always)]
+fn same_tuple(a: &Tuple, b: &Tuple) -> bool {
+    (a.a ^ b.a) | (a.b ^ b.b) == 0
+        && (a.ap, a.bp, a.proto, a.kind as u8) == (b.ap, b.bp, b.proto, b.kind as u8)
 }
 
 fn index_tuple(key: &FlowKey, dir: Direction) -> Tuple {

@@ -357,6 +357,30 @@ pub(super) struct Fresh {
     pub timeout_ms: u64,
 }
 
+impl Fresh {
+    /// Whether the entry gets a reply key: a NAT connection (as
+    /// [`Snap::has_reply_key`] of what is written).
+    #[inline]
+    fn has_reply_key(&self) -> bool {
+        self.fwd.kind != Kind::Template && self.method == ForwardMethod::Nat
+    }
+
+    /// The reply key of the entry (as [`Snap::reply_tuple`] of what is
+    /// written), taken from the insert's own fields instead of decoded back
+    /// from the written words.
+    #[inline]
+    fn reply_tuple(&self) -> Tuple {
+        Tuple {
+            proto: self.fwd.proto,
+            kind: Kind::Reply,
+            a: self.real,
+            ap: self.rport,
+            b: self.fwd.a,
+            bp: self.fwd.ap,
+        }
+    }
+}
+
 /// Why an insert did not create an entry (the shard-level part).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Refused {
@@ -1190,6 +1214,9 @@ impl Shard {
     }
 
     /// [`Shard::insert`] with the forward key's hash `h` already computed.
+    /// Inlined into its few callers, so that what it writes is built where
+    /// the caller keeps it.
+    #[inline(always)]
     pub fn insert_hashed(
         &self,
         f: &Fresh,
@@ -1197,25 +1224,27 @@ impl Shard {
         now: Millis,
         mut reclaim: impl FnMut(&Snap) -> bool,
     ) -> Result<Placed, Refused> {
-        let n = self.tags.len();
-        let home = range(h, n);
+        let home = range(h, self.tags.len());
         let tag = (h as u32) | 2;
         let guard = &self.tags[home].0[0];
         lock(guard);
-        let result = self.insert_locked(f, now, h, tag, &mut reclaim);
+        let result = self.insert_locked(f, now, (h, home), tag, &mut reclaim);
         unlock(guard);
         result
     }
 
+    /// The insert under the home bucket's guard: the re-check, the claim,
+    /// the write and both keys' publication. Inlined, so that the entry
+    /// written is built where the caller keeps it, not copied out.
+    #[inline(always)]
     fn insert_locked(
         &self,
         f: &Fresh,
         now: Millis,
-        h: u64,
+        (h, home): (u64, usize),
         tag: u32,
         reclaim: &mut impl FnMut(&Snap) -> bool,
     ) -> Result<Placed, Refused> {
-        let home = range(h, self.tags.len());
         // The key's live entry is the answer. One past its deadline but not
         // collected yet is released here, before a new one is placed: left
         // to the sweep, a worker whose clock is a little behind this one's
@@ -1233,11 +1262,11 @@ impl Shard {
         if let Some(s) = live.or_else(|| lost.then(|| self.find_fwd(&f.fwd, now)).flatten()) {
             return Ok(Placed::Existing(s));
         }
-        let (i, b, p) = self.claim(h, now, reclaim).ok_or(Refused::Full)?;
+        let (i, b, p) = self.claim((h, home), now, reclaim).ok_or(Refused::Full)?;
         let slot = (b * TAGS + p - 1) as u32;
         let snap = self.write(slot, f, now);
-        if snap.has_reply_key() {
-            if let Err(e) = self.insert_reply(&snap, now) {
+        if f.has_reply_key() {
+            if let Err(e) = self.insert_reply(f, slot, now) {
                 self.free(&snap, (b, p), home);
                 return Err(e);
             }
@@ -1253,9 +1282,39 @@ impl Shard {
         Ok(Placed::New(snap))
     }
 
-    /// Claims an empty position for a key of hash `h`, reclaiming an
-    /// expired entry if there is no empty one.
+    /// Claims an empty position for a key of hash `h` homed in bucket
+    /// `home`, reclaiming an expired entry if there is no empty one.
+    #[inline(always)]
     fn claim(
+        &self,
+        (h, home): (u64, usize),
+        now: Millis,
+        reclaim: &mut impl FnMut(&Snap) -> bool,
+    ) -> Option<(usize, usize, usize)> {
+        // Inserts fill a bucket from the front: the home bucket's first
+        // empty position is the usual answer.
+        if let Some(p) = self.claim_in(home) {
+            return Some((0, home, p));
+        }
+        self.claim_beyond(h, now, reclaim)
+    }
+
+    /// The first empty position of bucket `b`, claimed (BUSY).
+    #[inline(always)]
+    fn claim_in(&self, b: usize) -> Option<usize> {
+        let bucket = &self.tags[b].0;
+        (1..TAGS + 1).find(|&p| {
+            bucket[p].load(Ordering::Relaxed) == EMPTY
+                && bucket[p]
+                    .compare_exchange(EMPTY, BUSY, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+        })
+    }
+
+    /// [`Shard::claim`] past a full home bucket: an empty position in the
+    /// key's other buckets, else an expired entry's, reclaimed.
+    #[inline(never)]
+    fn claim_beyond(
         &self,
         h: u64,
         now: Millis,
@@ -1267,12 +1326,9 @@ impl Shard {
                 .compare_exchange(EMPTY, BUSY, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
         };
-        for i in 0..PROBE {
-            let b = bucket_at(h, n, i);
-            for p in 1..TAGS + 1 {
-                if self.tags[b].0[p].load(Ordering::Relaxed) == EMPTY && try_claim(b, p) {
-                    return Some((i, b, p));
-                }
+        for i in 1..PROBE {
+            if let Some(p) = self.claim_in(bucket_at(h, n, i)) {
+                return Some((i, bucket_at(h, n, i), p));
             }
         }
         for i in 0..PROBE {
@@ -1293,6 +1349,7 @@ impl Shard {
     }
 
     /// Fills a claimed slot and makes it LIVE; returns what was written.
+    #[inline(always)]
     fn write(&self, slot: u32, f: &Fresh, now: Millis) -> Snap {
         let gen = (self.word(slot, 0).load(Ordering::Acquire) >> META_GEN_SHIFT) as u32;
         let mut w = [0u64; 10];
@@ -1339,13 +1396,16 @@ impl Shard {
         }
     }
 
-    fn insert_reply(&self, s: &Snap, now: Millis) -> Result<(), Refused> {
-        let t = s.reply_tuple();
+    /// Publishes the reply key of `f`, written in `slot`, unless a live
+    /// entry (or one still being inserted) holds that key already.
+    #[inline]
+    fn insert_reply(&self, f: &Fresh, slot: u32, now: Millis) -> Result<(), Refused> {
+        let t = f.reply_tuple();
         let h = self.hash(&t);
         let n = self.refs.len();
         let home = range(h, n);
         let value_tag = h as u32 | 1;
-        let value = (value_tag as u64) << 32 | (s.slot as u64 + 1);
+        let value = (value_tag as u64) << 32 | (slot as u64 + 1);
         let guard = &self.refs[home].0[0];
         lock64(guard);
         let result = (|| {

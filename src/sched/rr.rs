@@ -60,21 +60,37 @@ impl Rr {
         }
         let ticket = self.cursor.fetch_add(1, Ordering::Relaxed);
         let first = ticket % n;
-        for step in 0..n {
+        // The common case: the server whose turn it is takes it.
+        if available(&reals[first], loads).is_some() {
+            return Some(first);
+        }
+        self.skip(reals, loads, ticket, first)
+    }
+
+    /// [`Rr::schedule`] when the server at `first` (of `ticket`) is not
+    /// available: the next one that is, and the cursor moved past it.
+    #[cold]
+    fn skip(
+        &self,
+        reals: &[RealServer],
+        loads: &RealLoads,
+        ticket: usize,
+        first: usize,
+    ) -> Option<usize> {
+        let n = reals.len();
+        for step in 1..n {
             let mut i = first + step;
             if i >= n {
                 i -= n;
             }
             if available(&reals[i], loads).is_some() {
-                if step > 0 {
-                    let next = ticket.wrapping_add(1);
-                    let _ = self.cursor.compare_exchange(
-                        next,
-                        next.wrapping_add(step),
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
-                }
+                let next = ticket.wrapping_add(1);
+                let _ = self.cursor.compare_exchange(
+                    next,
+                    next.wrapping_add(step),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
                 return Some(i);
             }
         }

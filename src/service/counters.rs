@@ -239,7 +239,14 @@ impl<'a> RealLoad<'a> {
     /// The calling thread's stripe of these counts.
     #[inline]
     fn mine(&self) -> &'a StripeCounts {
-        &self.loads.stripes[stripe() * self.loads.capacity + self.id]
+        self.on(stripe())
+    }
+
+    /// Stripe `me`'s counts (a [`stripe`] the caller looked up once),
+    /// masked into range.
+    #[inline]
+    fn on(&self, me: usize) -> &'a StripeCounts {
+        &self.loads.stripes[(me % STRIPES) * self.loads.capacity + self.id]
     }
 
     /// ActiveConn.
@@ -278,7 +285,14 @@ impl<'a> RealLoad<'a> {
     /// A connection opened, active or not.
     #[inline]
     pub fn opened(&self, active: bool) {
-        let c = self.mine();
+        self.opened_on(stripe(), active)
+    }
+
+    /// [`RealLoad::opened`] counted in stripe `me`, the calling thread's
+    /// [`stripe`] looked up once for all of a new connection's counts.
+    #[inline]
+    pub fn opened_on(&self, me: usize, active: bool) {
+        let c = self.on(me);
         let n = if active {
             &c.active_conns
         } else {
