@@ -726,6 +726,12 @@ impl ConnTable {
         self.v4.swept()
     }
 
+    /// Whether the IPv4 table's entries are on transparent huge pages where
+    /// the kernel has them (it took the advice: see [`crate::xsk::huge`]).
+    pub fn huge_pages(&self) -> bool {
+        self.v4.huge_pages()
+    }
+
     pub fn capacity(&self) -> (usize, usize) {
         (self.v4.capacity(), self.v6.capacity())
     }

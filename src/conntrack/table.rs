@@ -21,13 +21,13 @@
 //! in that bucket*, which is what makes two concurrent inserts of one key
 //! yield one entry. Lookups, per-packet updates and expiry never take it.
 
-use std::collections::TryReserveError;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::packet::L4Proto;
 use crate::service::ForwardMethod;
+use crate::xsk::huge::HugeSlice;
 use crate::Millis;
 
 use super::state::ConnState;
@@ -398,9 +398,9 @@ pub(super) struct Shard {
     v6: bool,
     stride: usize,
     seed: [u64; 5],
-    tags: Box<[TagBucket]>,
-    refs: Box<[RefBucket]>,
-    words: Box<[AtomicU64]>,
+    tags: HugeSlice<TagBucket>,
+    refs: HugeSlice<RefBucket>,
+    words: HugeSlice<AtomicU64>,
     cursor: AtomicUsize,
 }
 
@@ -720,30 +720,22 @@ impl Layout {
     }
 }
 
-/// `n` values from `f` in one allocation that may fail instead of aborting.
-fn try_boxed<T>(n: usize, f: impl FnMut() -> T) -> Result<Box<[T]>, TryReserveError> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n)?;
-    v.extend(std::iter::repeat_with(f).take(n));
-    Ok(v.into_boxed_slice())
-}
-
 impl Shard {
     /// A shard laid out as `l` (from [`Layout::of`]), or the allocator's
     /// refusal.
-    pub fn try_new(v6: bool, l: Layout) -> Result<Shard, TryReserveError> {
+    pub fn try_new(v6: bool, l: Layout) -> std::io::Result<Shard> {
         let rs = std::collections::hash_map::RandomState::new();
         Ok(Shard {
             v6,
             stride: l.stride,
             seed: std::array::from_fn(|i| rs.hash_one(i) | 1),
-            tags: try_boxed(l.buckets, || {
+            tags: HugeSlice::new(l.buckets, || {
                 TagBucket(std::array::from_fn(|_| AtomicU32::new(0)))
             })?,
-            refs: try_boxed(l.ref_buckets, || {
+            refs: HugeSlice::new(l.ref_buckets, || {
                 RefBucket(std::array::from_fn(|_| AtomicU64::new(0)))
             })?,
-            words: try_boxed(l.words, || AtomicU64::new(0))?,
+            words: HugeSlice::new(l.words, || AtomicU64::new(0))?,
             cursor: AtomicUsize::new(0),
         })
     }
@@ -1488,6 +1480,12 @@ impl Shard {
         if was_published && b != home {
             spill_sub32(&self.tags[home].0[0]);
         }
+    }
+
+    /// Whether the kernel took the advice to put this shard's entry words,
+    /// its largest array, on huge pages (`false` under 2 MiB).
+    pub fn huge_pages(&self) -> bool {
+        self.words.advised_huge()
     }
 
     /// Buckets handed out for sweeping so far (wrapping included).

@@ -177,6 +177,11 @@ impl Director {
             ConnTable::try_new(opts.conn_table_size, opts.timeouts, Arc::clone(&loads))
                 .map_err(|e| err(format!("{e}: give a smaller conn_table_size")))?,
         );
+        tracing::info!(
+            capacity = opts.conn_table_size,
+            huge_pages = conns.huge_pages(),
+            "connection table allocated"
+        );
 
         let programs = Programs::attach(&ifaces)?;
         let (hops, resolve_tx) = Hops::open(ifaces, &opts.static_neighbours)?;

@@ -7,11 +7,15 @@
 //!   queue sharing that UMEM (a frame received on one interface leaves by
 //!   another without a copy), and the rx → pipeline → tx loop with
 //!   fill/completion accounting that never loses a frame.
+//! - [`huge`]: large arrays on transparent huge pages (the connection
+//!   table's memory), mapped and advised here with the other system calls
+//!   that need `unsafe`.
 //! - `sys`: the system calls xsk-rs does not wrap (busy poll, poll, euid).
 //!
 //! Every `unsafe` block says why it holds in a `// SAFETY:` comment.
 
 pub mod bench;
+pub mod huge;
 pub mod prog;
 mod sys;
 pub mod worker;
