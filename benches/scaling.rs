@@ -27,11 +27,12 @@
 //!
 //! The control: every thread count above one runs twice a round, once
 //! sharing the table and the counters (`shared`) and once with a table,
-//! counters and snapshot of each thread's own (`apart`, the table's
-//! capacity split between them). Apart, the threads share nothing xvs
-//! writes, so what `apart` loses against N × one thread is the machine's
-//! (caches, memory, cores it does not really have), and `shared` against
-//! `apart` is what sharing costs xvs.
+//! counters and snapshot of each thread's own (`apart`, each table of the
+//! shared one's capacity, so that a thread's entries lie as far apart in
+//! memory as they do shared, and meet the same caches and TLB). Apart, the
+//! threads share nothing xvs writes, so what `apart` loses against N × one
+//! thread is the machine's (caches, memory, cores it does not really
+//! have), and `shared` against `apart` is what sharing costs xvs.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Barrier};
@@ -62,7 +63,7 @@ enum Load {
 enum Share {
     /// One table, one set of counters, one snapshot: as the workers.
     Table,
-    /// Nothing: each thread its own, the table's capacity split.
+    /// Nothing: each thread its own, a table of the same capacity.
     Apart,
 }
 
@@ -128,7 +129,7 @@ fn run(load: Load, share: Share, threads: usize, frames: u64) -> Run {
                 // pages are its own NUMA node's, as a worker's would be).
                 let (snap, conns, loads) = match share {
                     Share::Table => shared,
-                    Share::Apart => state(capacity / threads),
+                    Share::Apart => state(capacity),
                 };
                 let mut p = Pipeline::new(snap, conns, loads, t as u16);
                 let mut buf = vec![0u8; 2048];

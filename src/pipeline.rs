@@ -61,7 +61,8 @@ use crate::service::{
 use crate::verdict::{DropReason, Verdict};
 use crate::Millis;
 
-/// Buckets of the connection table each worker sweeps per batch.
+/// Buckets of the connection table swept per millisecond, by whichever
+/// worker ends a batch first in that millisecond.
 const EXPIRE_BUDGET: usize = 64;
 /// Frames whose connection entries [`Pipeline::prefetch`] brings in together.
 pub const PREFETCH_BATCH: usize = 64;
@@ -325,11 +326,13 @@ impl Pipeline {
     }
 
     /// Per-batch housekeeping: expires a slice of the connection table, at
-    /// most once per millisecond of `now`. The worker loop calls it after
+    /// most once per millisecond of `now` for all the workers sharing it
+    /// ([`ConnTable::expire_paced_with`]). The worker loop calls it after
     /// every batch; sweeping a slice per batch would cost the most exactly
     /// when batches are small, and timeouts are seconds long, so a slice per
-    /// millisecond (all of a 1M-entry table in about a second per worker) is
-    /// plenty.
+    /// millisecond (all of a 1M-entry table in about a second, however many
+    /// workers) is plenty. A worker's own millisecond check comes first, so
+    /// the table's shared one is read at most once a millisecond.
     pub fn end_batch(&mut self, now: Millis) {
         let e = &mut self.engine;
         if now <= e.swept {
@@ -337,11 +340,11 @@ impl Pipeline {
         }
         e.swept = now;
         if !e.outbox.conn_events() {
-            e.conns.expire_step(now, EXPIRE_BUDGET);
+            e.conns.expire_paced_with(now, EXPIRE_BUDGET, |_| {});
             return;
         }
         let (outbox, stats) = (&mut e.outbox, &mut e.stats);
-        e.conns.expire_step_with(now, EXPIRE_BUDGET, |entry| {
+        e.conns.expire_paced_with(now, EXPIRE_BUDGET, |entry| {
             if entry.template {
                 return;
             }

@@ -24,8 +24,11 @@
 //!   timeout, and keeps the real server's ActiveConn/InActConn exact. An
 //!   unchanged state rewrites its deadline only when it moves by ≥ 1 s, so a
 //!   busy flow does not write its shared cache line on every packet.
-//! - [`ConnTable::expire_step`] is called by each worker once per batch with a
-//!   budget of buckets; concurrent callers sweep disjoint slices. Released
+//! - [`ConnTable::expire_step`] sweeps a budget of buckets; concurrent
+//!   callers sweep disjoint slices. The workers call
+//!   [`ConnTable::expire_paced_with`] once per batch, which takes one step a
+//!   millisecond for all of them together, so the sweep's work does not
+//!   grow with the number of workers. Released
 //!   entries give back their real server's counts and their template
 //!   reference; [`ConnTable::expire_step_with`] also shows the caller each
 //!   entry it released (connection sync's "closed"), allocating nothing.
@@ -614,6 +617,10 @@ pub struct ConnTable {
     counters: Counters,
     /// Half-open entries above which SYN_RECV gets the flood timeout.
     flood_threshold: usize,
+    /// The millisecond of the last paced sweep step
+    /// ([`ConnTable::expire_paced_with`]), on a line of its own: every
+    /// worker reads it once a millisecond, one writes it.
+    swept_ms: crossbeam::utils::CachePadded<AtomicU64>,
 }
 
 fn layouts(v4: usize, v6: usize) -> Option<(Layout, Layout)> {
@@ -716,6 +723,7 @@ impl ConnTable {
             timeouts: LiveTimeouts::new(&timeouts),
             counters: Counters::default(),
             flood_threshold,
+            swept_ms: Default::default(),
         })
     }
 
@@ -1525,6 +1533,32 @@ impl ConnTable {
             }
         }
         n
+    }
+
+    /// [`ConnTable::expire_step_with`] paced by the callers' clock, for all
+    /// of them together: of the calls in one millisecond of `now`, the
+    /// first sweeps `budget` buckets and the others return 0 at once (one
+    /// load). So the table is swept `budget` buckets a millisecond however
+    /// many workers share it: N workers do one sweep between them, not N,
+    /// and an entry is released within the same time of its expiry as
+    /// with one worker (a pass over the table takes its buckets / `budget`
+    /// milliseconds of calls).
+    pub fn expire_paced_with(
+        &self,
+        now: Millis,
+        budget: usize,
+        released: impl FnMut(&ConnEntry),
+    ) -> usize {
+        let last = self.swept_ms.load(Ordering::Relaxed);
+        if now.0 <= last
+            || self
+                .swept_ms
+                .compare_exchange(last, now.0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return 0;
+        }
+        self.expire_step_with(now, budget, released)
     }
 
     /// Milliseconds until `conn` expires; `None` once it is released.

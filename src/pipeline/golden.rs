@@ -1417,6 +1417,38 @@ fn end_batch_expires_connections_once_per_millisecond() {
 }
 
 #[test]
+fn workers_sharing_a_table_sweep_it_once_per_millisecond_between_them() {
+    // Four pipelines over one table, as four workers: each ends a batch
+    // every millisecond, and the table is swept one step a millisecond,
+    // not four; a millisecond none of them has ended a batch in yet still
+    // gets its step from whichever comes first.
+    use crate::conntrack::{ConnTable, Timeouts};
+    use std::sync::Arc;
+    let loads = Arc::new(crate::service::RealLoads::new(64));
+    let conns = Arc::new(ConnTable::new(1024, Timeouts::default(), loads.clone()));
+    let snap = Arc::new(snapshot());
+    let mut ps: Vec<super::Pipeline> = (0..4u16)
+        .map(|w| super::Pipeline::new(snap.clone(), conns.clone(), loads.clone(), w))
+        .collect();
+    let before = conns.swept_buckets();
+    for ms in 1..=10 {
+        for p in &mut ps {
+            p.end_batch(Millis(5000 + ms));
+        }
+    }
+    assert_eq!(
+        conns.swept_buckets() - before,
+        10 * super::EXPIRE_BUDGET,
+        "ten milliseconds, four workers: ten steps"
+    );
+    // Worker 3 alone in the next milliseconds: still a step each.
+    for ms in 11..=13 {
+        ps[3].end_batch(Millis(5000 + ms));
+    }
+    assert_eq!(conns.swept_buckets() - before, 13 * super::EXPIRE_BUDGET);
+}
+
+#[test]
 fn a_new_snapshot_takes_the_next_hops_cached_under_the_old() {
     // A NAT reply's next hop is cached per snapshot: a snapshot whose
     // neighbours moved must be seen by the very next reply.
