@@ -221,9 +221,17 @@ impl Timer {
         let gen = ((self.0 >> GEN_SHIFT) & GEN_MASK) as u32;
         Timer::pack(state, gen, refs, deadline)
     }
-    /// Whether moving the deadline to `d` is worth a write.
+    /// Whether moving the deadline to `d` is worth a write: whether
+    /// `serial_diff(d, deadline)` is at least COARSE_TICKS either way.
+    /// Computed in the word's top 28 bits, where wrapping arithmetic is
+    /// the deadline's serial arithmetic: the difference plus
+    /// COARSE_TICKS - 1 is below 2 COARSE_TICKS - 1 exactly when the
+    /// difference is within COARSE_TICKS of zero.
+    #[inline(always)]
     fn moves(self, d: u64) -> bool {
-        serial_diff(d, self.deadline()).unsigned_abs() >= COARSE_TICKS
+        let diff = (d << DEADLINE_SHIFT).wrapping_sub(self.0 & DEADLINE_MASK << DEADLINE_SHIFT);
+        diff.wrapping_add((COARSE_TICKS - 1) << DEADLINE_SHIFT)
+            >= (2 * COARSE_TICKS - 1) << DEADLINE_SHIFT
     }
 }
 
@@ -1570,6 +1578,28 @@ pub(super) mod timer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Timer::moves` is `serial_diff`'s distance compared with
+    /// COARSE_TICKS, for deadlines on both sides of the 28-bit wrap.
+    #[test]
+    fn moves_is_the_serial_distance() {
+        let edges = [0, 1, 15, 16, 17, MAX_TIMEOUT_TICKS - 1, MAX_TIMEOUT_TICKS];
+        let mut old = vec![];
+        for e in edges {
+            old.push(e);
+            old.push(DEADLINE_MASK - e);
+        }
+        for &o in &old {
+            let t = Timer::pack(1, 7, 3, o);
+            for delta in (0..40u64).chain(MAX_TIMEOUT_TICKS - 20..MAX_TIMEOUT_TICKS + 20) {
+                for d in [o.wrapping_add(delta), o.wrapping_sub(delta)] {
+                    let d = d & DEADLINE_MASK;
+                    let expect = serial_diff(d, o).unsigned_abs() >= COARSE_TICKS;
+                    assert_eq!(t.moves(d), expect, "deadline {o} to {d}");
+                }
+            }
+        }
+    }
 
     fn fresh(sport: u16) -> Fresh {
         Fresh {

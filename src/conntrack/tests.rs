@@ -168,6 +168,36 @@ fn stays_test_agrees_with_every_transition() {
     }
 }
 
+/// `KEEPS`, the table `update` and `update_hit` test, agrees with `stays`
+/// (held to the transitions above) for every flag byte and no flags,
+/// direction, protocol and method, and state code, less SYN_RECV and the
+/// codes without a state.
+#[test]
+fn keeps_agree_with_stays() {
+    for dir in [Direction::Original, Direction::Reply] {
+        for proto in [L4Proto::Tcp, L4Proto::Udp, L4Proto::Icmp, L4Proto::Icmpv6] {
+            for method in [ForwardMethod::Nat, ForwardMethod::Tun, ForwardMethod::Dr] {
+                let meta = table::proto_code(proto) << 2 | table::method_code(method) << 4;
+                let bytes = (0..=255u8).map(|f| Some(TcpFlags(f)));
+                for flags in bytes.chain([None]) {
+                    let f = state::folded(flags.unwrap_or(TcpFlags(0)));
+                    let keep = KEEPS[dir as usize][(meta >> 2 & 15) as usize][f];
+                    for code in 0..16u64 {
+                        let expect = (code as usize) < STATES
+                            && code != ConnState::SynRecv as u64
+                            && stays(meta, dir, flags, code);
+                        assert_eq!(
+                            keep >> code & 1 != 0,
+                            expect,
+                            "{dir:?} {proto:?} {method:?} {flags:?} code {code}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `open` leaves the table as `insert` then `update` with the same packet
 /// do: state, deadline, the table's and the real server's counts, for a
 /// SYN (SYN_RECV, also under flood pressure), a sloppy ACK, a segment with
