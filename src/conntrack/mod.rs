@@ -321,6 +321,12 @@ pub struct Probe {
     hash: u64,
     /// Which shard's seed `hash` is of.
     seed: u64,
+    /// What [`ConnTable::find_probe`] leaves for the insert after a miss
+    /// that found no entry of the key at all: its home bucket's header as
+    /// read before the search (see [`Shard::find_fwd_vacant`]). The
+    /// insert that finds the header unchanged under the bucket's guard
+    /// knows the key still absent and skips its re-check.
+    vacancy: Option<u32>,
 }
 
 /// A connection the scheduler just placed.
@@ -830,6 +836,7 @@ impl ConnTable {
             hash,
             seed: shard.seed_id(),
             tuple,
+            vacancy: None,
         }
     }
 
@@ -859,16 +866,18 @@ impl ConnTable {
 
     /// [`ConnTable::lookup_probe`] for the pipeline's frame path, inlined
     /// into it: an IPv4 probe's lookup is compiled in place, so its hit
-    /// stays in registers; IPv6 takes an out-of-line call.
+    /// stays in registers; IPv6 takes an out-of-line call. A miss of an
+    /// IPv4 client→VIP key that found no entry of the key leaves in `p`
+    /// what spares [`ConnTable::open_probed`]'s insert its re-check.
     #[inline(always)]
-    pub fn find_probe(&self, p: &Probe, now: Millis) -> Option<Hit> {
+    pub fn find_probe(&self, p: &mut Probe, now: Millis) -> Option<Hit> {
         if p.v6 {
             return self.find_probe_v6(p, now);
         }
         let s = match p.dir {
             Direction::Original => self
                 .v4
-                .find_fwd_in::<false>(&p.tuple, p.hash, |s| s.alive(now)),
+                .find_fwd_vacant(&p.tuple, p.hash, now, &mut p.vacancy),
             Direction::Reply => self
                 .v4
                 .find_reply_in::<false>(&p.tuple, p.hash, |s| s.alive(now)),
@@ -895,7 +904,7 @@ impl ConnTable {
     /// server→client key is `key`.
     #[inline(always)]
     pub fn find_reply(&self, key: &FlowKey, now: Millis) -> Option<Hit> {
-        self.find_probe(&self.probe(key, Direction::Reply), now)
+        self.find_probe(&mut self.probe(key, Direction::Reply), now)
     }
 
     /// The live connection whose client→VIP key is `key`.
@@ -1158,16 +1167,17 @@ impl ConnTable {
         now: Millis,
     ) -> Result<Placed, InsertError> {
         let shard = self.shard(v6);
-        let h = match probe {
+        let (h, vacancy) = match probe {
             Some(p)
                 if p.v6 == v6 && p.seed == shard.seed_id() && same_tuple(&p.tuple, &fresh.fwd) =>
             {
-                p.hash
+                (p.hash, p.vacancy)
             }
-            _ => shard.hash(&fresh.fwd),
+            _ => (shard.hash(&fresh.fwd), None),
         };
-        let placed =
-            shard.insert_hashed(fresh, h, now, |s| self.kill(shard, s, now, Kill::IfExpired));
+        let placed = shard.insert_hashed(fresh, (h, vacancy), now, |s| {
+            self.kill(shard, s, now, Kill::IfExpired)
+        });
         placed.map_err(|e| self.refused(e))
     }
 
