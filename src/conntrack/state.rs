@@ -160,7 +160,7 @@ pub(super) fn tcp_next(state: ConnState, table: TcpTable, flags: TcpFlags) -> Co
 
 /// The event index of `flags` in [`TCP`]: the first of RST, SYN, FIN, ACK
 /// it carries, 4 for none of them.
-#[inline]
+#[cfg(test)]
 fn tcp_event(flags: TcpFlags) -> usize {
     // Masked: the compiler then knows the index is in STAYS's row.
     EVENTS[folded(flags)] as usize & 7
@@ -228,7 +228,7 @@ const STAYS: [[u16; 8]; 3] = {
 /// Whether a segment with `flags` through `table` leaves state code `code`
 /// (below 16) unchanged: `tcp_next(state, table, flags) == state`, one
 /// table load and a bit test.
-#[inline]
+#[cfg(test)]
 pub(super) fn tcp_stays(code: u64, table: TcpTable, flags: TcpFlags) -> bool {
     STAYS[table as usize][tcp_event(flags)] >> (code & 15) & 1 != 0
 }
