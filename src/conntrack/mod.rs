@@ -57,7 +57,9 @@
 //!     let probe = table.probe(&key, dir);
 //!     let hit = table.lookup_probe(&probe, now);  // or lookup_original/_reply
 //!     // (the frame's path: find_probe / find_reply give a Hit, update_hit
-//!     // updates it, Hit::conn is the Conn for events and removal)
+//!     // updates it, Hit::conn is the Conn for events and removal; a miss
+//!     // of find_probe(&mut probe) leaves in the probe what spares
+//!     // open_probed's insert its re-check)
 //!     match hit.filter(|c| table.update(&c.handle, c.dir, tcp_flags, now).is_some()) {
 //!         Some(c) => forward per c.method(), c.real() / c.virt(), c.real_id(),
 //!         None if opening packet => {

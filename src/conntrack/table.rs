@@ -447,8 +447,9 @@ fn bucket_at(h: u64, n: usize, i: usize) -> usize {
 // how many times its guard was released, wrapping (`unlock`), so that an
 // insert can tell that nothing was placed since a lookup's miss
 // (`Shard::find_fwd_vacant`). It wraps after 2^21 inserts of keys homed in
-// that one bucket: between one frame's lookup and its insert, none of a
-// worker's own cases.
+// that one bucket, which a worker would have to sleep through between one
+// frame's lookup and its insert (and the header then read the same in
+// every other bit) for the insert to skip a re-check it needed.
 const SPILL_ONE: u64 = 16;
 const INSERT_ONE: u32 = 1 << 11;
 const SPILL_COUNT: u64 = 0x7f << 4;
