@@ -597,8 +597,8 @@ impl Engine {
             return Err(DropReason::ZeroPort);
         }
         let flags = p.flags();
-        let probe = self.conns.probe(&p.key(), Direction::Original);
-        let mut existing: Option<Hit> = self.conns.find_probe(&probe, rx.now);
+        let mut probe = self.conns.probe(&p.key(), Direction::Original);
+        let mut existing: Option<Hit> = self.conns.find_probe(&mut probe, rx.now);
         if let Some(c) = &existing {
             // A SYN reusing the ports of a finished connection starts a
             // new one, scheduled afresh (IPVS's conn_reuse_mode).

@@ -60,7 +60,9 @@
 //!     let probe = table.probe(&key, dir);
 //!     let hit = table.lookup_probe(&probe, now);  // or lookup_original/_reply
 //!     // (the frame's path: find_probe / find_reply give a Hit, update_hit
-//!     // updates it, Hit::conn is the Conn for events and removal)
+//!     // updates it, Hit::conn is the Conn for events and removal; a miss
+//!     // of find_probe(&mut probe) leaves in the probe what spares
+//!     // open_probed's insert its re-check)
 //!     match hit.filter(|c| table.update(&c.handle, c.dir, tcp_flags, now).is_some()) {
 //!         Some(c) => forward per c.method(), c.real() / c.virt(), c.real_id(),
 //!         None if opening packet => {
@@ -149,7 +151,7 @@ use crate::service::counters::{stripe, stripes_in_use, STRIPES};
 use crate::service::{ForwardMethod, RealId, RealLoad, RealLoads};
 use crate::Millis;
 
-use state::{tcp_next, tcp_stays, LiveTimeouts, TcpTable, STATES};
+use state::{tcp_next, LiveTimeouts, TcpTable, STATES};
 pub use state::{ConnState, Timeouts};
 use table::{addr_bits, proto_code, proto_from_code, timer, Fresh, Kind, Placed, Refused};
 use table::{Layout, Shard, Snap, Timer, Tuple, MAX_ID};
@@ -324,6 +326,12 @@ pub struct Probe {
     hash: u64,
     /// Which shard's seed `hash` is of.
     seed: u64,
+    /// What [`ConnTable::find_probe`] leaves for the insert after a miss
+    /// that found no entry of the key at all: its home bucket's header as
+    /// read before the search (see [`Shard::find_fwd_vacant`]). The
+    /// insert that finds the header unchanged under the bucket's guard
+    /// knows the key still absent and skips its re-check.
+    vacancy: Option<u32>,
 }
 
 /// A connection the scheduler just placed.
@@ -844,6 +852,7 @@ impl ConnTable {
             hash,
             seed: shard.seed_id(),
             tuple,
+            vacancy: None,
         }
     }
 
@@ -873,16 +882,18 @@ impl ConnTable {
 
     /// [`ConnTable::lookup_probe`] for the pipeline's frame path, inlined
     /// into it: an IPv4 probe's lookup is compiled in place, so its hit
-    /// stays in registers; IPv6 takes an out-of-line call.
+    /// stays in registers; IPv6 takes an out-of-line call. A miss of an
+    /// IPv4 client→VIP key that found no entry of the key leaves in `p`
+    /// what spares [`ConnTable::open_probed`]'s insert its re-check.
     #[inline(always)]
-    pub fn find_probe(&self, p: &Probe, now: Millis) -> Option<Hit> {
+    pub fn find_probe(&self, p: &mut Probe, now: Millis) -> Option<Hit> {
         if p.v6 {
             return self.find_probe_v6(p, now);
         }
         let s = match p.dir {
             Direction::Original => self
                 .v4
-                .find_fwd_in::<false>(&p.tuple, p.hash, |s| s.alive(now)),
+                .find_fwd_vacant(&p.tuple, p.hash, now, &mut p.vacancy),
             Direction::Reply => self
                 .v4
                 .find_reply_in::<false>(&p.tuple, p.hash, |s| s.alive(now)),
@@ -909,7 +920,7 @@ impl ConnTable {
     /// server→client key is `key`.
     #[inline(always)]
     pub fn find_reply(&self, key: &FlowKey, now: Millis) -> Option<Hit> {
-        self.find_probe(&self.probe(key, Direction::Reply), now)
+        self.find_probe(&mut self.probe(key, Direction::Reply), now)
     }
 
     /// The live connection whose client→VIP key is `key`.
@@ -1172,16 +1183,17 @@ impl ConnTable {
         now: Millis,
     ) -> Result<Placed, InsertError> {
         let shard = self.shard(v6);
-        let h = match probe {
+        let (h, vacancy) = match probe {
             Some(p)
                 if p.v6 == v6 && p.seed == shard.seed_id() && same_tuple(&p.tuple, &fresh.fwd) =>
             {
-                p.hash
+                (p.hash, p.vacancy)
             }
-            _ => shard.hash(&fresh.fwd),
+            _ => (shard.hash(&fresh.fwd), None),
         };
-        let placed =
-            shard.insert_hashed(fresh, h, now, |s| self.kill(shard, s, now, Kill::IfExpired));
+        let placed = shard.insert_hashed(fresh, (h, vacancy), now, |s| {
+            self.kill(shard, s, now, Kill::IfExpired)
+        });
         placed.map_err(|e| self.refused(e))
     }
 
@@ -1220,21 +1232,41 @@ impl ConnTable {
         now: Millis,
     ) -> Option<ConnState> {
         let t = self.shard(conn.v6).load_timer(conn.slot)?;
-        let code = t.state_code();
         // The common case, inline: a live entry that this packet leaves in
         // its state and whose deadline would move by less than COARSE_TICKS
-        // has nothing to write. SYN_RECV's timeout depends on the flood
-        // check; it, and every other case, takes the general path.
-        if (code as usize) < STATES
-            && code != ConnState::SynRecv as u64
-            && t.gen_matches(conn.gen)
+        // has nothing to write. Every other case takes the general path.
+        if t.gen_matches(conn.gen)
             && !t.expired(now)
-            && stays(conn.flags, dir, flags, code)
-            && !timer::worth_touch(t, now, self.timeouts.ms_of_code(code as usize))
+            && self.unchanged(t, conn.flags, dir, flags, now)
         {
-            return ConnState::from_code(code as u8);
+            return ConnState::from_code(t.state_code() as u8);
         }
         self.update_slow(conn, dir, flags, now, t)
+    }
+
+    /// Whether a packet with `flags` in direction `dir` leaves a live
+    /// entry with `meta_flags` and timer word `t` as it is: its state a
+    /// [`ConnState`] other than SYN_RECV (whose timeout depends on the
+    /// flood check) that the packet keeps, and its deadline one that
+    /// `now` plus the state's timeout moves by less than COARSE_TICKS.
+    /// One table load and bit test for the state, one compare for the
+    /// deadline.
+    #[inline(always)]
+    fn unchanged(
+        &self,
+        t: Timer,
+        meta_flags: u8,
+        dir: Direction,
+        flags: Option<TcpFlags>,
+        now: Millis,
+    ) -> bool {
+        let code = t.state_code();
+        // No flags reads as a segment without FIN, SYN, RST or ACK: both
+        // leave every state as it is.
+        let f = state::folded(flags.unwrap_or(TcpFlags(0)));
+        let keep = KEEPS[dir as usize][(meta_flags >> 2 & 15) as usize][f];
+        keep >> code & 1 != 0
+            && !timer::worth_touch(t, now, self.timeouts.ms_of_code(code as usize))
     }
 
     /// [`ConnTable::update`] of a lookup's hit, in its direction, deciding
@@ -1248,13 +1280,8 @@ impl ConnTable {
     #[inline(always)]
     pub fn update_hit(&self, hit: &Hit, flags: Option<TcpFlags>, now: Millis) -> Option<ConnState> {
         let t = hit.snap.timer();
-        let code = t.state_code();
-        if (code as usize) < STATES
-            && code != ConnState::SynRecv as u64
-            && stays(hit.handle.flags, hit.dir, flags, code)
-            && !timer::worth_touch(t, now, self.timeouts.ms_of_code(code as usize))
-        {
-            return ConnState::from_code(code as u8);
+        if self.unchanged(t, hit.handle.flags, hit.dir, flags, now) {
+            return ConnState::from_code(t.state_code() as u8);
         }
         self.update_out_of_line(hit.handle, hit.dir, flags, now)
     }
@@ -1697,15 +1724,51 @@ fn table_for(method: ForwardMethod, dir: Direction) -> TcpTable {
 
 /// Whether a packet with `flags` in direction `dir` leaves an entry with
 /// `meta_flags` in state code `code` (below 16) in that state.
-#[inline]
+#[cfg(test)]
 fn stays(meta_flags: u8, dir: Direction, flags: Option<TcpFlags>, code: u64) -> bool {
     match flags {
         Some(f) if proto_from_code(meta_flags >> 2) == L4Proto::Tcp => {
-            tcp_stays(code, tcp_table(meta_flags, dir), f)
+            state::tcp_stays(code, tcp_table(meta_flags, dir), f)
         }
         _ => true,
     }
 }
+
+/// `KEEPS[dir][meta_flags >> 2 & 15][folded flags]`: bit `s` set where
+/// such a packet leaves an entry of that protocol and method (the index's
+/// two fields of two bits) in state code `s`, [`stays`], and `s` is a
+/// state other than SYN_RECV, so that [`ConnTable::unchanged`] tests all
+/// of that with one load. A test holds it to `stays` for every flag byte.
+const KEEPS: [[[u16; 16]; 16]; 2] = {
+    let usable = ((1u16 << STATES) - 1) & !(1 << ConnState::SynRecv as u16);
+    let mut out = [[[0u16; 16]; 16]; 2];
+    let mut dir = 0;
+    while dir < 2 {
+        let mut m = 0;
+        while m < 16 {
+            // Bits 0..2 the protocol's code (TCP 0), bits 2..4 the
+            // method's (NAT 0), as `proto_code` and `method_code` give them.
+            let table = match (m >> 2, dir) {
+                (0, 0) => TcpTable::Input,
+                (0, _) => TcpTable::Output,
+                _ => TcpTable::InputOnly,
+            };
+            let mut f = 0;
+            while f < 16 {
+                let stays = if m & 3 == 0 {
+                    state::stays_bits(table, f)
+                } else {
+                    u16::MAX
+                };
+                out[dir][m][f] = stays & usable;
+                f += 1;
+            }
+            m += 1;
+        }
+        dir += 1;
+    }
+    out
+};
 
 fn fwd_tuple(key: &FlowKey, kind: Kind) -> Tuple {
     Tuple {

@@ -160,12 +160,25 @@ pub(super) fn tcp_next(state: ConnState, table: TcpTable, flags: TcpFlags) -> Co
 
 /// The event index of `flags` in [`TCP`]: the first of RST, SYN, FIN, ACK
 /// it carries, 4 for none of them.
-#[inline]
+#[cfg(test)]
 fn tcp_event(flags: TcpFlags) -> usize {
-    // FIN, SYN and RST are bits 0..3 and ACK bit 4: folded into 4 bits.
-    let f = flags.0 as usize;
     // Masked: the compiler then knows the index is in STAYS's row.
-    EVENTS[(f & 7) | (f >> 1 & 8)] as usize & 7
+    EVENTS[folded(flags)] as usize & 7
+}
+
+/// The four flags an event depends on, folded into 4 bits: FIN, SYN and
+/// RST (bits 0..3) as they are, ACK (bit 4) moved to bit 3.
+#[inline(always)]
+pub(super) fn folded(flags: TcpFlags) -> usize {
+    let f = flags.0 as usize;
+    (f & 7) | (f >> 1 & 8)
+}
+
+/// [`STAYS`]'s bits of `table` for the folded flag set `folded` (see
+/// [`folded`]): bit `s` set where such a segment leaves state code `s`
+/// as it is.
+pub(super) const fn stays_bits(table: TcpTable, folded: usize) -> u16 {
+    STAYS[table as usize][EVENTS[folded & 15] as usize & 7]
 }
 
 /// [`tcp_event`] of each folded flag set.
@@ -215,7 +228,7 @@ const STAYS: [[u16; 8]; 3] = {
 /// Whether a segment with `flags` through `table` leaves state code `code`
 /// (below 16) unchanged: `tcp_next(state, table, flags) == state`, one
 /// table load and a bit test.
-#[inline]
+#[cfg(test)]
 pub(super) fn tcp_stays(code: u64, table: TcpTable, flags: TcpFlags) -> bool {
     STAYS[table as usize][tcp_event(flags)] >> (code & 15) & 1 != 0
 }
@@ -290,7 +303,9 @@ impl Timeouts {
 /// Stored in milliseconds; a change applies from each entry's next update.
 #[derive(Debug)]
 pub(super) struct LiveTimeouts {
-    ms: [AtomicU64; STATES],
+    /// Per state code, all 16 of them (those past [`STATES`] unused): a
+    /// code masked to 4 bits indexes it without a bounds check.
+    ms: [AtomicU64; 16],
     syn_flood_ms: AtomicU64,
 }
 
@@ -344,11 +359,12 @@ impl LiveTimeouts {
         }
     }
 
-    /// Timeout in ms of the state whose code is `code` (below [`STATES`]),
-    /// without the flood check: for a state that is not half-open.
+    /// Timeout in ms of the state whose code is `code` (below [`STATES`];
+    /// 0 for the other codes up to 15), without the flood check: for a
+    /// state that is not half-open.
     #[inline]
     pub(super) fn ms_of_code(&self, code: usize) -> u64 {
-        self.ms[code].load(Ordering::Relaxed)
+        self.ms[code & 15].load(Ordering::Relaxed)
     }
 
     /// `ipvsadm --set tcp tcpfin udp`: a zero leaves that value unchanged.

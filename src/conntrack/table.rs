@@ -221,9 +221,17 @@ impl Timer {
         let gen = ((self.0 >> GEN_SHIFT) & GEN_MASK) as u32;
         Timer::pack(state, gen, refs, deadline)
     }
-    /// Whether moving the deadline to `d` is worth a write.
+    /// Whether moving the deadline to `d` is worth a write: whether
+    /// `serial_diff(d, deadline)` is at least COARSE_TICKS either way.
+    /// Computed in the word's top 28 bits, where wrapping arithmetic is
+    /// the deadline's serial arithmetic: the difference plus
+    /// COARSE_TICKS - 1 is below 2 COARSE_TICKS - 1 exactly when the
+    /// difference is within COARSE_TICKS of zero.
+    #[inline(always)]
     fn moves(self, d: u64) -> bool {
-        serial_diff(d, self.deadline()).unsigned_abs() >= COARSE_TICKS
+        let diff = (d << DEADLINE_SHIFT).wrapping_sub(self.0 & DEADLINE_MASK << DEADLINE_SHIFT);
+        diff.wrapping_add((COARSE_TICKS - 1) << DEADLINE_SHIFT)
+            >= (2 * COARSE_TICKS - 1) << DEADLINE_SHIFT
     }
 }
 
@@ -435,8 +443,15 @@ fn bucket_at(h: u64, n: usize, i: usize) -> usize {
 // (at most the 7 other buckets' 105 slots). A lookup probes past the home
 // bucket only while that count is non-zero, and only as far as that index:
 // most misses read one cache line. A reply bucket's header also holds its
-// filter (bits 11..59, see `filter_one`).
+// filter (bits 11..59, see `filter_one`); a tag bucket's, in bits 11..32,
+// how many times its guard was released, wrapping (`unlock`), so that an
+// insert can tell that nothing was placed since a lookup's miss
+// (`Shard::find_fwd_vacant`). It wraps after 2^21 inserts of keys homed in
+// that one bucket, which a worker would have to sleep through between one
+// frame's lookup and its insert (and the header then read the same in
+// every other bit) for the insert to skip a re-check it needed.
 const SPILL_ONE: u64 = 16;
+const INSERT_ONE: u32 = 1 << 11;
 const SPILL_COUNT: u64 = 0x7f << 4;
 
 fn spill_plus(h: u64, i: usize) -> u64 {
@@ -660,16 +675,24 @@ fn spill_sub64(w: &AtomicU64) {
     });
 }
 
-fn lock(word: &AtomicU32) {
-    while word.fetch_or(1, Ordering::Acquire) & 1 != 0 {
+/// Takes a tag bucket's guard; returns the header as it was just before
+/// (guard clear).
+fn lock(word: &AtomicU32) -> u32 {
+    loop {
+        let was = word.fetch_or(1, Ordering::Acquire);
+        if was & 1 == 0 {
+            return was;
+        }
         while word.load(Ordering::Relaxed) & 1 != 0 {
             std::hint::spin_loop();
         }
     }
 }
 
+/// Releases a tag bucket's guard, moving the header's insert count on in
+/// the same step (the guard bit is set: adding `INSERT_ONE - 1` clears it).
 fn unlock(word: &AtomicU32) {
-    word.fetch_and(!1, Ordering::Release);
+    word.fetch_add(INSERT_ONE - 1, Ordering::Release);
 }
 
 fn lock64(word: &AtomicU64) {
@@ -878,14 +901,46 @@ impl Shard {
         &self,
         t: &Tuple,
         h: u64,
+        take: impl FnMut(&Snap) -> bool,
+    ) -> Option<Snap> {
+        self.find_fwd_seen::<V6>(t, h, take, &mut None)
+    }
+
+    /// [`Shard::find_fwd_in`] of a live entry in an IPv4 shard that, when
+    /// it finds no entry of the key at all (no tag of it in the home
+    /// bucket, nothing spilled from there), puts in `vacancy` the home
+    /// bucket's header as read before the search. An insert of the key
+    /// that finds the header unchanged under the guard needs no re-check:
+    /// the header is read with acquire ordering, so an insert it does not
+    /// show yet changes it before that insert's guard is released.
+    #[inline(always)]
+    pub fn find_fwd_vacant(
+        &self,
+        t: &Tuple,
+        h: u64,
+        now: Millis,
+        vacancy: &mut Option<u32>,
+    ) -> Option<Snap> {
+        self.find_fwd_seen::<false>(t, h, |s| s.alive(now), vacancy)
+    }
+
+    /// [`Shard::find_fwd_in`], the home bucket's header put in `vacancy`
+    /// on a miss that saw no entry of the key.
+    #[inline(always)]
+    fn find_fwd_seen<const V6: bool>(
+        &self,
+        t: &Tuple,
+        h: u64,
         mut take: impl FnMut(&Snap) -> bool,
+        vacancy: &mut Option<u32>,
     ) -> Option<Snap> {
         let n = self.tags.len();
         let home = range(h, n);
         let tag = (h as u32) | 2;
         let key = FwdKey::of(V6, t);
         let bucket = &self.tags[home];
-        let limit = probe_limit(bucket.0[0].load(Ordering::Relaxed) as u64);
+        let head = bucket.0[0].load(Ordering::Acquire);
+        let limit = probe_limit(head as u64);
         let p = first_tag(bucket, tag);
         if p != 0 {
             let slot = (home * TAGS + p - 1) as u32;
@@ -895,6 +950,7 @@ impl Shard {
                 }
             }
         } else if limit == 1 {
+            *vacancy = Some(head);
             return None;
         }
         // Past position `p` of the home bucket (all of it when `p` is 0).
@@ -1202,25 +1258,29 @@ impl Shard {
         now: Millis,
         reclaim: impl FnMut(&Snap) -> bool,
     ) -> Result<Placed, Refused> {
-        self.insert_hashed(f, self.hash(&f.fwd), now, reclaim)
+        self.insert_hashed(f, (self.hash(&f.fwd), None), now, reclaim)
     }
 
-    /// [`Shard::insert`] with the forward key's hash `h` already computed.
-    /// Inlined into its few callers, so that what it writes is built where
-    /// the caller keeps it.
+    /// [`Shard::insert`] with the forward key's hash `h` already computed,
+    /// and the vacancy a lookup of the key found, if any
+    /// ([`Shard::find_fwd_vacant`]). Inlined into its few callers, so that
+    /// what it writes is built where the caller keeps it.
     #[inline(always)]
     pub fn insert_hashed(
         &self,
         f: &Fresh,
-        h: u64,
+        (h, vacancy): (u64, Option<u32>),
         now: Millis,
         mut reclaim: impl FnMut(&Snap) -> bool,
     ) -> Result<Placed, Refused> {
         let home = range(h, self.tags.len());
         let tag = (h as u32) | 2;
         let guard = &self.tags[home].0[0];
-        lock(guard);
-        let result = self.insert_locked(f, now, (h, home), tag, &mut reclaim);
+        // The header unchanged since the lookup's miss: no key homed here
+        // was placed since (every insert's unlock moves the header's
+        // insert count), so the key is still absent.
+        let absent = lock(guard) == vacancy.unwrap_or(u32::MAX);
+        let result = self.insert_locked(f, now, (h, home), (tag, absent), &mut reclaim);
         unlock(guard);
         result
     }
@@ -1234,7 +1294,7 @@ impl Shard {
         f: &Fresh,
         now: Millis,
         (h, home): (u64, usize),
-        tag: u32,
+        (tag, absent): (u32, bool),
         reclaim: &mut impl FnMut(&Snap) -> bool,
     ) -> Result<Placed, Refused> {
         // The key's live entry is the answer. One past its deadline but not
@@ -1242,17 +1302,12 @@ impl Shard {
         // to the sweep, a worker whose clock is a little behind this one's
         // could still re-arm it, and the key would have two live entries. If
         // a release loses to such a re-arm, the re-armed entry is the answer.
-        let mut lost = false;
-        let live = self.find_fwd_hashed(&f.fwd, h, |s| {
-            if s.alive(now) {
-                return true;
+        // A key known absent (no entry of it at the lookup, nothing placed
+        // since) has neither.
+        if !absent {
+            if let Some(s) = self.present(f, h, now, reclaim) {
+                return Ok(Placed::Existing(s));
             }
-            // Refused: already released by someone else, or re-armed.
-            lost |= !reclaim(s);
-            false
-        });
-        if let Some(s) = live.or_else(|| lost.then(|| self.find_fwd(&f.fwd, now)).flatten()) {
-            return Ok(Placed::Existing(s));
         }
         let (i, b, p) = self.claim((h, home), now, reclaim).ok_or(Refused::Full)?;
         let slot = (b * TAGS + p - 1) as u32;
@@ -1272,6 +1327,28 @@ impl Shard {
         self.timer_word(slot)
             .store(snap.timer().0, Ordering::Release);
         Ok(Placed::New(snap))
+    }
+
+    /// The live entry of `f`'s key, under its home bucket's guard, expired
+    /// ones released on the way ([`Shard::insert_locked`]'s re-check).
+    #[inline(always)]
+    fn present(
+        &self,
+        f: &Fresh,
+        h: u64,
+        now: Millis,
+        reclaim: &mut impl FnMut(&Snap) -> bool,
+    ) -> Option<Snap> {
+        let mut lost = false;
+        let live = self.find_fwd_hashed(&f.fwd, h, |s| {
+            if s.alive(now) {
+                return true;
+            }
+            // Refused: already released by someone else, or re-armed.
+            lost |= !reclaim(s);
+            false
+        });
+        live.or_else(|| lost.then(|| self.find_fwd(&f.fwd, now)).flatten())
     }
 
     /// Claims an empty position for a key of hash `h` homed in bucket
@@ -1568,6 +1645,109 @@ pub(super) mod timer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
+
+    /// Flow `i` of case `c` of `ipv4_hash_spreads_ports_and_addresses`.
+    fn spread_case(c: usize, i: u32) -> Tuple {
+        match c {
+            0 => Tuple {
+                proto: 0,
+                kind: Kind::Conn,
+                a: 0xc000_0201,
+                ap: 1024 + i as u16,
+                b: 0xc633_6401,
+                bp: 80,
+            },
+            1 => Tuple {
+                proto: 0,
+                kind: Kind::Conn,
+                a: 0xcb00_0000 | i as u128,
+                ap: 40000,
+                b: 0xc633_6401,
+                bp: 443,
+            },
+            _ => Tuple {
+                proto: 1,
+                kind: Kind::Reply,
+                a: 0xc633_6400 | (i & 0xff) as u128,
+                ap: 8000 + (i >> 8) as u16,
+                b: 0xc000_0201,
+                bp: 5353,
+            },
+        }
+    }
+
+    /// The IPv4 hash spreads the flows of one client over the buckets as
+    /// it does many clients' (chi-square of the bucket loads within a
+    /// generous bound of its expectation, no bucket much above the mean),
+    /// and gives the flows sharing a bucket distinct tags: for the
+    /// client's ports in order, the clients of a /16 on one port, and the
+    /// real servers' replies to one client.
+    #[test]
+    fn ipv4_hash_spreads_ports_and_addresses() {
+        let layout = Layout::of(false, 15 * 1024).unwrap();
+        let flows = 12_000u32;
+        for round in 0..8 {
+            let shard = Shard::try_new(false, layout).unwrap();
+            let n = shard.tags.len();
+            let cases = [
+                "one client's ports",
+                "clients of a /16",
+                "replies to one client",
+            ];
+            for (c, what) in cases.into_iter().enumerate() {
+                let mut load = vec![0u32; n];
+                let mut tags = HashSet::new();
+                let mut same_tag = 0;
+                for i in 0..flows {
+                    let h = shard.hash(&spread_case(c, i));
+                    let b = range(h, n);
+                    load[b] += 1;
+                    same_tag += !tags.insert((b, h as u32 | 2)) as u32;
+                }
+                let mean = flows as f64 / n as f64;
+                let chi2: f64 = load.iter().map(|&l| (l as f64 - mean).powi(2) / mean).sum();
+                let max = *load.iter().max().unwrap();
+                // Chi-square over n - 1 degrees of freedom: mean n - 1,
+                // deviation about sqrt(2n); 1.3 n is about 7 deviations out.
+                assert!(
+                    chi2 < 1.3 * n as f64,
+                    "{what}, round {round}: chi2 {chi2:.0} over {n} buckets"
+                );
+                assert!(
+                    (max as f64) < 3.0 * mean + 10.0,
+                    "{what}, round {round}: a bucket of {max}"
+                );
+                // 31 bits of tag: a shared one in a bucket is a 1 in 2^31 event per pair.
+                assert!(
+                    same_tag <= 1,
+                    "{what}, round {round}: {same_tag} shared tags"
+                );
+            }
+        }
+    }
+
+    /// `Timer::moves` is `serial_diff`'s distance compared with
+    /// COARSE_TICKS, for deadlines on both sides of the 28-bit wrap.
+    #[test]
+    fn moves_is_the_serial_distance() {
+        let edges = [0, 1, 15, 16, 17, MAX_TIMEOUT_TICKS - 1, MAX_TIMEOUT_TICKS];
+        let mut old = vec![];
+        for e in edges {
+            old.push(e);
+            old.push(DEADLINE_MASK - e);
+        }
+        for &o in &old {
+            let t = Timer::pack(1, 7, 3, o);
+            for delta in (0..40u64).chain(MAX_TIMEOUT_TICKS - 20..MAX_TIMEOUT_TICKS + 20) {
+                for d in [o.wrapping_add(delta), o.wrapping_sub(delta)] {
+                    let d = d & DEADLINE_MASK;
+                    let expect = serial_diff(d, o).unsigned_abs() >= COARSE_TICKS;
+                    assert_eq!(t.moves(d), expect, "deadline {o} to {d}");
+                }
+            }
+        }
+    }
 
     fn fresh(sport: u16) -> Fresh {
         Fresh {

@@ -168,6 +168,36 @@ fn stays_test_agrees_with_every_transition() {
     }
 }
 
+/// `KEEPS`, the table `update` and `update_hit` test, agrees with `stays`
+/// (held to the transitions above) for every flag byte and no flags,
+/// direction, protocol and method, and state code, less SYN_RECV and the
+/// codes without a state.
+#[test]
+fn keeps_agree_with_stays() {
+    for dir in [Direction::Original, Direction::Reply] {
+        for proto in [L4Proto::Tcp, L4Proto::Udp, L4Proto::Icmp, L4Proto::Icmpv6] {
+            for method in [ForwardMethod::Nat, ForwardMethod::Tun, ForwardMethod::Dr] {
+                let meta = table::proto_code(proto) << 2 | table::method_code(method) << 4;
+                let bytes = (0..=255u8).map(|f| Some(TcpFlags(f)));
+                for flags in bytes.chain([None]) {
+                    let f = state::folded(flags.unwrap_or(TcpFlags(0)));
+                    let keep = KEEPS[dir as usize][(meta >> 2 & 15) as usize][f];
+                    for code in 0..16u64 {
+                        let expect = (code as usize) < STATES
+                            && code != ConnState::SynRecv as u64
+                            && stays(meta, dir, flags, code);
+                        assert_eq!(
+                            keep >> code & 1 != 0,
+                            expect,
+                            "{dir:?} {proto:?} {method:?} {flags:?} code {code}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `open` leaves the table as `insert` then `update` with the same packet
 /// do: state, deadline, the table's and the real server's counts, for a
 /// SYN (SYN_RECV, also under flood pressure), a sloppy ACK, a segment with
@@ -956,6 +986,96 @@ fn memory_per_connection_is_within_64_bytes_for_ipv4_at_85_percent() {
     let per_conn = t.memory_bytes() as f64 / ((v4 + v6) as f64 * 0.85);
     eprintln!("{per_conn:.1} bytes per connection at 85%");
     assert!(per_conn <= 64.0, "{per_conn} bytes per connection");
+}
+
+/// The pipeline's path, probe, lookup and `open_probed` with the miss's
+/// vacancy, from two threads that both miss before either inserts: one
+/// entry, both threads get it.
+#[test]
+fn concurrent_opens_after_one_miss_give_one_entry() {
+    let (t, d) = table(6000);
+    let t = Arc::new(t);
+    let rounds = if cfg!(miri) { 5 } else { 2000 };
+    for round in 0..rounds {
+        let key = client_key(L4Proto::Tcp, round as u16);
+        let barrier = Arc::new(Barrier::new(2));
+        let got: Vec<Conn> = (0..2u32)
+            .map(|i| {
+                let (t, barrier) = (t.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let now = Millis(0);
+                    let mut probe = t.probe(&key, Direction::Original);
+                    assert!(t.find_probe(&mut probe, now).is_none());
+                    barrier.wait();
+                    let n = new_conn(key, ForwardMethod::Nat, i);
+                    t.open_probed(&n, Some(&probe), Some(SYN), now).unwrap().0
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        assert_eq!(got[0].handle, got[1].handle, "round {round}");
+        assert_eq!(got[0].real_id(), got[1].real_id());
+    }
+    let (a0, i0, _) = counts(&d, 0);
+    let (a1, i1, _) = counts(&d, 1);
+    assert_eq!(a0 + i0 + a1 + i1, rounds);
+    assert_eq!(t.stats().conns, rounds as usize);
+    check_consistent(&t, &d, Millis(0));
+}
+
+/// A miss's vacancy spares the insert its re-check only while nothing was
+/// placed in the key's home bucket since: replayed after an insert of the
+/// key, the probe finds that entry; a lookup that saw an entry of the key
+/// (here an expired one) leaves no vacancy.
+#[test]
+fn a_vacancy_holds_only_until_the_next_insert() {
+    let (t, d) = table(1000);
+    let now = Millis(1);
+    let key = client_key(L4Proto::Tcp, 4321);
+    let mut probe = t.probe(&key, Direction::Original);
+    assert!(t.find_probe(&mut probe, now).is_none());
+    assert!(probe.vacancy.is_some());
+    let (first, _) = t
+        .open_probed(
+            &new_conn(key, ForwardMethod::Nat, 1),
+            Some(&probe),
+            Some(SYN),
+            now,
+        )
+        .unwrap();
+    // The same probe again (as a second worker's would be): the key is
+    // found under the guard, not placed twice.
+    let (again, _) = t
+        .open_probed(
+            &new_conn(key, ForwardMethod::Nat, 2),
+            Some(&probe),
+            Some(SYN),
+            now,
+        )
+        .unwrap();
+    assert_eq!(again.handle, first.handle);
+    assert_eq!(again.real_id(), RealId(1));
+    assert_eq!(t.stats().conns, 1);
+    check_consistent(&t, &d, now);
+    // Past its deadline: the lookup sees the entry, misses, and leaves no
+    // vacancy; the insert releases the expired entry and places a new one.
+    let late = Millis(now.0 + 3_600_000);
+    let mut probe = t.probe(&key, Direction::Original);
+    assert!(t.find_probe(&mut probe, late).is_none());
+    assert_eq!(probe.vacancy, None);
+    let (fresh, _) = t
+        .open_probed(
+            &new_conn(key, ForwardMethod::Nat, 3),
+            Some(&probe),
+            Some(SYN),
+            late,
+        )
+        .unwrap();
+    assert_ne!(fresh.handle, first.handle);
+    assert_eq!(t.stats().conns, 1);
+    check_consistent(&t, &d, late);
 }
 
 #[test]
