@@ -554,7 +554,7 @@ impl Engine {
         if p.is_v6_udp_without_checksum(frame.data()) {
             return Err(DropReason::UdpZeroChecksum);
         }
-        if let Some(found) = snap.services.find(&p.service_key()) {
+        if let Some(found) = p.service(&snap.services) {
             match self.service_packet(rx, snap, found, p, frame) {
                 Err(DropReason::TcpNotSyn) => p.with_parsed(|q| self.reset(rx, q, frame)),
                 other => other,
