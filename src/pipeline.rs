@@ -142,6 +142,58 @@ pub struct Snapshot {
     paths: Vec<Vec<RealPath>>,
     /// Whether any real server of the service has an upper threshold.
     has_thresholds: Vec<bool>,
+    /// Every real server address of this snapshot and of those it follows.
+    real_addrs: AddrFilter,
+}
+
+/// A set of addresses that may hold false positives, never false
+/// negatives: one bit per hash of an address. The addresses of every real
+/// server a snapshot or one before it named, so that a frame from anywhere
+/// else is known not to be a NAT real server's answer before the
+/// connection table is asked: each NAT connection's real server is one of
+/// them (the scheduler places connections on the snapshot's servers, sync
+/// imports them only for a configured one, and a real server deleted
+/// since stays in the set of the snapshots that follow).
+#[derive(Clone, Debug)]
+struct AddrFilter {
+    bits: Box<[u64; ADDR_FILTER_WORDS]>,
+}
+
+/// Words of an [`AddrFilter`]: 4096 bits, a power of two.
+const ADDR_FILTER_WORDS: usize = 64;
+
+impl AddrFilter {
+    fn empty() -> AddrFilter {
+        AddrFilter {
+            bits: Box::new([0; ADDR_FILTER_WORDS]),
+        }
+    }
+
+    /// The address's bit: its word and the bit in it.
+    #[inline(always)]
+    fn bit(addr: IpAddr) -> (usize, u64) {
+        let folded = match addr {
+            IpAddr::V4(a) => u64::from(u32::from_ne_bytes(a.octets())),
+            IpAddr::V6(a) => {
+                let b = a.to_bits();
+                (b as u64) ^ ((b >> 64) as u64)
+            }
+        };
+        let h = folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52;
+        ((h >> 6) as usize % ADDR_FILTER_WORDS, 1 << (h & 63))
+    }
+
+    fn add(&mut self, addr: IpAddr) {
+        let (w, b) = Self::bit(addr);
+        self.bits[w] |= b;
+    }
+
+    /// False only for an address never added.
+    #[inline(always)]
+    fn may_hold(&self, addr: IpAddr) -> bool {
+        let (w, b) = Self::bit(addr);
+        self.bits[w] & b != 0
+    }
 }
 
 impl Snapshot {
@@ -156,7 +208,8 @@ impl Snapshot {
 
     /// A snapshot following `previous`: schedulers of services that existed
     /// there carry their state over (rr's position, lblc's table), as IPVS
-    /// keeps a service's scheduler across real-server changes.
+    /// keeps a service's scheduler across real-server changes, and the real
+    /// server addresses it knew stay known (see `AddrFilter`).
     pub fn with_previous(
         services: ServiceTable,
         ports: Vec<PortConfig>,
@@ -194,6 +247,10 @@ impl Snapshot {
             .iter()
             .map(|s| s.reals.iter().any(|r| r.upper_threshold > 0))
             .collect();
+        let mut real_addrs = previous.map_or_else(AddrFilter::empty, |p| p.real_addrs.clone());
+        for r in services.services().iter().flat_map(|s| &s.reals) {
+            real_addrs.add(r.addr);
+        }
         Snapshot {
             services,
             ports,
@@ -202,6 +259,7 @@ impl Snapshot {
             schedulers,
             paths,
             has_thresholds,
+            real_addrs,
         }
     }
 
@@ -876,6 +934,10 @@ impl Engine {
         p: &impl FlowPacket,
         frame: &mut Frame<'_>,
     ) -> Sent {
+        // Not from a real server's address: no NAT connection's answer.
+        if !snap.real_addrs.may_hold(p.src()) {
+            return Err(DropReason::NoConnection);
+        }
         let Some(conn) = self.conns.find_reply(&p.key(), now) else {
             return Err(DropReason::NoConnection);
         };
