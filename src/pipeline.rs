@@ -45,7 +45,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::conntrack::{
-    Conn, ConnState, ConnTable, Direction, Hit, InsertError, NewConn, Probe, TemplateKey,
+    Conn, ConnState, ConnTable, Direction, InsertError, NewConn, Probe, TemplateKey,
 };
 use crate::counters::WorkerCounters;
 use crate::forward::{dr, nat, tun};
@@ -653,30 +653,29 @@ impl Engine {
         }
         let flags = p.flags();
         let probe = self.conns.probe(&p.key(), Direction::Original);
-        let mut existing: Option<Hit> = self.conns.find_probe(&probe, rx.now);
-        if let Some(c) = &existing {
-            // A SYN reusing the ports of a finished connection starts a
-            // new one, scheduled afresh (IPVS's conn_reuse_mode).
-            if flags.is_some_and(|f| f.is_connection_start())
-                && matches!(c.state(), ConnState::TimeWait | ConnState::Close)
-            {
-                self.end_finished(&c.conn(), rx.now);
-                existing = None;
-            }
-        }
         // Only the real server goes on: the entry itself is not read again.
+        // The hit is one value, used where it is found and not kept in an
+        // `Option` across the reuse test (which would hold it in memory).
         let (real_id, ri) = 'placed: {
-            if let Some(c) = &existing {
-                let Some(ri) = snap.services.real_position(si, c.real_id()) else {
-                    return Err(self.dest_gone(snap, &c.conn(), rx.now));
-                };
-                // An entry that expired or was released since the lookup
-                // is a miss.
-                if let Some(state) = self.conns.update_hit(c, flags, rx.now) {
-                    if state != c.state() {
-                        self.changed(&c.conn(), state, rx.now, false);
+            if let Some(c) = self.conns.find_probe(&probe, rx.now) {
+                // A SYN reusing the ports of a finished connection starts a
+                // new one, scheduled afresh (IPVS's conn_reuse_mode).
+                if flags.is_some_and(|f| f.is_connection_start())
+                    && matches!(c.state(), ConnState::TimeWait | ConnState::Close)
+                {
+                    self.end_finished(&c.conn(), rx.now);
+                } else {
+                    let Some(ri) = snap.services.real_position(si, c.real_id()) else {
+                        return Err(self.dest_gone(snap, &c.conn(), rx.now));
+                    };
+                    // An entry that expired or was released since the
+                    // lookup is a miss.
+                    if let Some(state) = self.conns.update_hit(&c, flags, rx.now) {
+                        if state != c.state() {
+                            self.changed(&c.conn(), state, rx.now, false);
+                        }
+                        break 'placed (c.real_id(), ri);
                     }
-                    break 'placed (c.real_id(), ri);
                 }
             }
             // Copies for the call, made here on the miss path: the lookup's
