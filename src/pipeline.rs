@@ -446,8 +446,9 @@ impl Pipeline {
     /// ([`ConnTable::prefetch_entry`]) — so that the cache misses of a
     /// large table overlap instead of queueing one per frame. Changes
     /// nothing; the caller then hands the same frames to
-    /// [`Pipeline::process`] in order. Frames that do not parse, and ICMP
-    /// errors, are skipped.
+    /// [`Pipeline::process`] in order. Frames that do not parse, ICMP
+    /// errors, and frames to no service from no real server's address
+    /// (which `process` drops without a lookup) are skipped.
     pub fn prefetch<'f>(&self, frames: impl IntoIterator<Item = &'f [u8]>) {
         let conns = &*self.engine.conns;
         let mut probes = [None; PREFETCH_BATCH];
@@ -462,8 +463,11 @@ impl Pipeline {
             };
             let dir = if self.snap.services.find(&skey).is_some() {
                 Direction::Original
-            } else {
+            } else if self.snap.real_addrs.may_hold(key.src) {
                 Direction::Reply
+            } else {
+                // No NAT answer (see `AddrFilter`): nothing to bring in.
+                continue;
             };
             // Hashed once for both stages.
             *slot = Some(conns.probe(&key, dir));
