@@ -45,7 +45,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::conntrack::{
-    Conn, ConnState, ConnTable, Direction, Hit, InsertError, NewConn, Probe, TemplateKey,
+    Conn, ConnState, ConnTable, Direction, InsertError, NewConn, Probe, TemplateKey,
 };
 use crate::counters::WorkerCounters;
 use crate::forward::{dr, nat, tun};
@@ -143,6 +143,58 @@ pub struct Snapshot {
     paths: Vec<Vec<RealPath>>,
     /// Whether any real server of the service has an upper threshold.
     has_thresholds: Vec<bool>,
+    /// Every real server address of this snapshot and of those it follows.
+    real_addrs: AddrFilter,
+}
+
+/// A set of addresses that may hold false positives, never false
+/// negatives: one bit per hash of an address. The addresses of every real
+/// server a snapshot or one before it named, so that a frame from anywhere
+/// else is known not to be a NAT real server's answer before the
+/// connection table is asked: each NAT connection's real server is one of
+/// them (the scheduler places connections on the snapshot's servers, sync
+/// imports them only for a configured one, and a real server deleted
+/// since stays in the set of the snapshots that follow).
+#[derive(Clone, Debug)]
+struct AddrFilter {
+    bits: Box<[u64; ADDR_FILTER_WORDS]>,
+}
+
+/// Words of an [`AddrFilter`]: 4096 bits, a power of two.
+const ADDR_FILTER_WORDS: usize = 64;
+
+impl AddrFilter {
+    fn empty() -> AddrFilter {
+        AddrFilter {
+            bits: Box::new([0; ADDR_FILTER_WORDS]),
+        }
+    }
+
+    /// The address's bit: its word and the bit in it.
+    #[inline(always)]
+    fn bit(addr: IpAddr) -> (usize, u64) {
+        let folded = match addr {
+            IpAddr::V4(a) => u64::from(u32::from_ne_bytes(a.octets())),
+            IpAddr::V6(a) => {
+                let b = a.to_bits();
+                (b as u64) ^ ((b >> 64) as u64)
+            }
+        };
+        let h = folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52;
+        ((h >> 6) as usize % ADDR_FILTER_WORDS, 1 << (h & 63))
+    }
+
+    fn add(&mut self, addr: IpAddr) {
+        let (w, b) = Self::bit(addr);
+        self.bits[w] |= b;
+    }
+
+    /// False only for an address never added.
+    #[inline(always)]
+    fn may_hold(&self, addr: IpAddr) -> bool {
+        let (w, b) = Self::bit(addr);
+        self.bits[w] & b != 0
+    }
 }
 
 impl Snapshot {
@@ -157,7 +209,8 @@ impl Snapshot {
 
     /// A snapshot following `previous`: schedulers of services that existed
     /// there carry their state over (rr's position, lblc's table), as IPVS
-    /// keeps a service's scheduler across real-server changes.
+    /// keeps a service's scheduler across real-server changes, and the real
+    /// server addresses it knew stay known (see `AddrFilter`).
     pub fn with_previous(
         services: ServiceTable,
         ports: Vec<PortConfig>,
@@ -195,6 +248,10 @@ impl Snapshot {
             .iter()
             .map(|s| s.reals.iter().any(|r| r.upper_threshold > 0))
             .collect();
+        let mut real_addrs = previous.map_or_else(AddrFilter::empty, |p| p.real_addrs.clone());
+        for r in services.services().iter().flat_map(|s| &s.reals) {
+            real_addrs.add(r.addr);
+        }
         Snapshot {
             services,
             ports,
@@ -203,6 +260,7 @@ impl Snapshot {
             schedulers,
             paths,
             has_thresholds,
+            real_addrs,
         }
     }
 
@@ -391,8 +449,9 @@ impl Pipeline {
     /// ([`ConnTable::prefetch_entry`]) — so that the cache misses of a
     /// large table overlap instead of queueing one per frame. Changes
     /// nothing; the caller then hands the same frames to
-    /// [`Pipeline::process`] in order. Frames that do not parse, and ICMP
-    /// errors, are skipped.
+    /// [`Pipeline::process`] in order. Frames that do not parse, ICMP
+    /// errors, and frames to no service from no real server's address
+    /// (which `process` drops without a lookup) are skipped.
     pub fn prefetch<'f>(&self, frames: impl IntoIterator<Item = &'f [u8]>) {
         let conns = &*self.engine.conns;
         let mut probes = [None; PREFETCH_BATCH];
@@ -407,8 +466,11 @@ impl Pipeline {
             };
             let dir = if self.snap.services.find(&skey).is_some() {
                 Direction::Original
-            } else {
+            } else if self.snap.real_addrs.may_hold(key.src) {
                 Direction::Reply
+            } else {
+                // No NAT answer (see `AddrFilter`): nothing to bring in.
+                continue;
             };
             // Hashed once for both stages.
             *slot = Some(conns.probe(&key, dir));
@@ -557,7 +619,7 @@ impl Engine {
         if p.is_v6_udp_without_checksum(frame.data()) {
             return Err(DropReason::UdpZeroChecksum);
         }
-        if let Some(found) = snap.services.find(&p.service_key()) {
+        if let Some(found) = p.service(&snap.services) {
             match self.service_packet(rx, snap, found, p, frame) {
                 Err(DropReason::TcpNotSyn) => p.with_parsed(|q| self.reset(rx, q, frame)),
                 other => other,
@@ -598,30 +660,29 @@ impl Engine {
         }
         let flags = p.flags();
         let mut probe = self.conns.probe(&p.key(), Direction::Original);
-        let mut existing: Option<Hit> = self.conns.find_probe(&mut probe, rx.now);
-        if let Some(c) = &existing {
-            // A SYN reusing the ports of a finished connection starts a
-            // new one, scheduled afresh (IPVS's conn_reuse_mode).
-            if flags.is_some_and(|f| f.is_connection_start())
-                && matches!(c.state(), ConnState::TimeWait | ConnState::Close)
-            {
-                self.end_finished(&c.conn(), rx.now);
-                existing = None;
-            }
-        }
         // Only the real server goes on: the entry itself is not read again.
+        // The hit is one value, used where it is found and not kept in an
+        // `Option` across the reuse test (which would hold it in memory).
         let (real_id, ri) = 'placed: {
-            if let Some(c) = &existing {
-                let Some(ri) = snap.services.real_position(si, c.real_id()) else {
-                    return Err(self.dest_gone(snap, &c.conn(), rx.now));
-                };
-                // An entry that expired or was released since the lookup
-                // is a miss.
-                if let Some(state) = self.conns.update_hit(c, flags, rx.now) {
-                    if state != c.state() {
-                        self.changed(&c.conn(), state, rx.now, false);
+            if let Some(c) = self.conns.find_probe(&mut probe, rx.now) {
+                // A SYN reusing the ports of a finished connection starts a
+                // new one, scheduled afresh (IPVS's conn_reuse_mode).
+                if flags.is_some_and(|f| f.is_connection_start())
+                    && matches!(c.state(), ConnState::TimeWait | ConnState::Close)
+                {
+                    self.end_finished(&c.conn(), rx.now);
+                } else {
+                    let Some(ri) = snap.services.real_position(si, c.real_id()) else {
+                        return Err(self.dest_gone(snap, &c.conn(), rx.now));
+                    };
+                    // An entry that expired or was released since the
+                    // lookup is a miss.
+                    if let Some(state) = self.conns.update_hit(&c, flags, rx.now) {
+                        if state != c.state() {
+                            self.changed(&c.conn(), state, rx.now, false);
+                        }
+                        break 'placed (c.real_id(), ri);
                     }
-                    break 'placed (c.real_id(), ri);
                 }
             }
             // Copies for the call, made here on the miss path: the lookup's
@@ -879,6 +940,10 @@ impl Engine {
         p: &impl FlowPacket,
         frame: &mut Frame<'_>,
     ) -> Sent {
+        // Not from a real server's address: no NAT connection's answer.
+        if !snap.real_addrs.may_hold(p.src()) {
+            return Err(DropReason::NoConnection);
+        }
         let Some(conn) = self.conns.find_reply(&p.key(), now) else {
             return Err(DropReason::NoConnection);
         };

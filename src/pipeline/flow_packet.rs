@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use crate::forward::nat;
 use crate::neigh::NextHop;
 use crate::packet::{rewrite, FlowKey, IpVersion, Parsed, TcpFlags, Transport, V4Flow};
-use crate::service::ServiceKey;
+use crate::service::{ServiceIndex, ServiceKey, ServiceTable, VirtualService};
 use crate::verdict::DropReason;
 
 /// What the flow path reads of a TCP or UDP packet and does to its frame.
@@ -20,8 +20,9 @@ use crate::verdict::DropReason;
 pub(super) trait FlowPacket {
     /// The flow the packet belongs to.
     fn key(&self) -> FlowKey;
-    /// The service a packet of this flow would be for.
-    fn service_key(&self) -> ServiceKey;
+    /// The service the packet is for, if it is for one.
+    fn service<'t>(&self, services: &'t ServiceTable)
+        -> Option<(ServiceIndex, &'t VirtualService)>;
     fn src(&self) -> IpAddr;
     fn sport(&self) -> u16;
     fn dport(&self) -> u16;
@@ -67,12 +68,15 @@ impl FlowPacket for General<'_> {
     }
 
     #[inline(always)]
-    fn service_key(&self) -> ServiceKey {
-        ServiceKey {
+    fn service<'t>(
+        &self,
+        services: &'t ServiceTable,
+    ) -> Option<(ServiceIndex, &'t VirtualService)> {
+        services.find(&ServiceKey {
             proto: self.key.proto,
             addr: self.key.dst,
             port: self.key.dport,
-        }
+        })
     }
 
     #[inline(always)]
@@ -150,12 +154,11 @@ impl FlowPacket for V4Flow {
     }
 
     #[inline(always)]
-    fn service_key(&self) -> ServiceKey {
-        ServiceKey {
-            proto: self.proto,
-            addr: IpAddr::V4(self.dst),
-            port: self.dport,
-        }
+    fn service<'t>(
+        &self,
+        services: &'t ServiceTable,
+    ) -> Option<(ServiceIndex, &'t VirtualService)> {
+        services.find_v4(self.proto, self.dst, self.dport)
     }
 
     #[inline(always)]

@@ -1256,6 +1256,9 @@ fn a_real_server_deleted_and_added_back_keeps_its_connections() {
     assert_eq!(send(&mut p, 4, &client(ACK), EXT).0, dropped);
     assert_eq!(send(&mut p, 5, &client(ACK), EXT).0, dropped);
     assert_eq!(p.conns().entries(Millis(5)).len(), 1);
+    // Its answers still reach the client: the connection holds the real
+    // server, which a later snapshot still knows as one that was.
+    assert_eq!(send(&mut p, 5, &from_rs(ACK), INT).0, TX_EXT);
     // ipvsadm -a of the same server (its old id): the connection resumes.
     with_nat_reals(&mut p, reals.clone(), Default::default());
     assert_eq!(send(&mut p, 6, &client(ACK), EXT).0, TX_INT);

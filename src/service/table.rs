@@ -11,44 +11,80 @@
 //! service removes is not here, a sorry server in use is.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::{RealId, RealServer, ServiceKey, VirtualService};
+use crate::packet::L4Proto;
 
 /// Index of a service inside one [`ServiceTable`] snapshot.
 pub type ServiceIndex = u32;
 
 /// An immutable snapshot of every virtual service, indexed by service key
 /// and by real-server id (built once, with the snapshot).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ServiceTable {
     services: Vec<VirtualService>,
-    /// The key index: an open-addressed table of `service index + 1` (0 is
-    /// empty), at most half full, at the slot [`key_hash`] names or the
-    /// first free one after it. One multiply and, for a service packet,
-    /// one key comparison find a service; a miss usually meets an empty
-    /// slot at once.
-    by_key: Box<[u32]>,
+    /// The key index: an open-addressed table, at most half full, each
+    /// service at the slot its key's [`word`] hashes to or the first free
+    /// one after it. One multiply and one word comparison find an IPv4
+    /// service; a miss usually meets an empty slot at once.
+    by_key: Box<[Slot]>,
+    /// `64 - log2(by_key.len())`: the hash's top bits name the slot.
+    shift: u32,
     /// Real server id → (its service, its place in the service's list).
     by_real: HashMap<RealId, (ServiceIndex, usize)>,
 }
 
+/// One slot of the key index: a service's key in one word and its index.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    word: u64,
+    index: ServiceIndex,
+}
+
+/// An empty slot's index; its word is 0, which no IPv4 key's is.
+const EMPTY: ServiceIndex = ServiceIndex::MAX;
+
 /// Up to this many real servers `real_position` scans a service's list.
 const SCAN_MAX: usize = 8;
 
-/// The key index's hash: the key's bits folded into one word and
-/// multiplied (Fibonacci hashing); the slot is its top bits. Not keyed:
+/// The multiplier of the key index's hash (Fibonacci hashing). Not keyed:
 /// the keys are the operator's services, not the packets' choice.
+const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Bit 56 of a key's word: set for an IPv4 key, whose word is the whole
+/// key, clear for an IPv6 key, whose word is a fold of it.
+const V4: u64 = 1 << 56;
+
+/// An IPv4 key in one word: the address's bytes as they lie in memory, the
+/// port and the protocol, and [`V4`]. Two IPv4 keys are equal exactly when
+/// their words are.
 #[inline(always)]
-fn key_hash(key: &ServiceKey) -> u64 {
-    let addr = match key.addr {
-        std::net::IpAddr::V4(a) => u64::from(u32::from(a)),
-        std::net::IpAddr::V6(a) => {
-            let b = u128::from(a);
-            (b as u64) ^ ((b >> 64) as u64).rotate_left(17) ^ 1 << 63
+fn v4_word(proto: L4Proto, addr: Ipv4Addr, port: u16) -> u64 {
+    u64::from(u32::from_ne_bytes(addr.octets())) | u64::from(port) << 32 | (proto as u64) << 48 | V4
+}
+
+/// A key's word: [`v4_word`] for an IPv4 key, a fold of the key without
+/// [`V4`] for an IPv6 one (equal words then need the keys compared).
+#[inline(always)]
+fn word(key: &ServiceKey) -> u64 {
+    match key.addr {
+        IpAddr::V4(a) => v4_word(key.proto, a, key.port),
+        IpAddr::V6(a) => {
+            let b = a.to_bits();
+            ((b as u64)
+                ^ ((b >> 64) as u64).rotate_left(17)
+                ^ u64::from(key.port) << 32
+                ^ (key.proto as u64) << 48)
+                & !V4
         }
-    };
-    (addr ^ u64::from(key.port) << 32 ^ (key.proto as u64) << 48)
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+impl Default for ServiceTable {
+    fn default() -> ServiceTable {
+        ServiceTable::new(Vec::new())
+    }
 }
 
 impl ServiceTable {
@@ -57,19 +93,28 @@ impl ServiceTable {
             .max(16)
             .next_power_of_two()
             .trailing_zeros();
-        let mut by_key = vec![0u32; 1 << bits].into_boxed_slice();
+        let empty = Slot {
+            word: 0,
+            index: EMPTY,
+        };
+        let mut by_key = vec![empty; 1 << bits].into_boxed_slice();
         let mask = by_key.len() - 1;
+        let shift = 64 - bits;
         let mut by_real = HashMap::new();
         for (i, s) in services.iter().enumerate() {
-            let mut at = (key_hash(&s.key) >> (64 - bits)) as usize;
+            let w = word(&s.key);
+            let mut at = (w.wrapping_mul(MUL) >> shift) as usize;
             loop {
-                match by_key[at] {
-                    0 => {
-                        by_key[at] = i as u32 + 1;
+                match by_key[at].index {
+                    EMPTY => {
+                        by_key[at] = Slot {
+                            word: w,
+                            index: i as ServiceIndex,
+                        };
                         break;
                     }
                     // The first of two services with one key is the one found.
-                    j if services[j as usize - 1].key == s.key => break,
+                    j if services[j as usize].key == s.key => break,
                     _ => at = (at + 1) & mask,
                 }
             }
@@ -80,6 +125,7 @@ impl ServiceTable {
         ServiceTable {
             services,
             by_key,
+            shift,
             by_real,
         }
     }
@@ -95,14 +141,43 @@ impl ServiceTable {
     /// The service a packet to `(proto, addr, port)` belongs to.
     #[inline]
     pub fn find(&self, key: &ServiceKey) -> Option<(ServiceIndex, &VirtualService)> {
-        let mask = self.by_key.len().checked_sub(1)?;
-        let bits = self.by_key.len().trailing_zeros();
-        let mut at = (key_hash(key) >> (64 - bits)) as usize;
+        let w = word(key);
+        let mask = self.by_key.len() - 1;
+        let mut at = (w.wrapping_mul(MUL) >> self.shift) as usize;
         loop {
-            let i = (*self.by_key.get(at)? as usize).checked_sub(1)?;
-            let s = self.services.get(i)?;
-            if s.key == *key {
-                return Some((i as ServiceIndex, s));
+            let slot = self.by_key.get(at)?;
+            if slot.index == EMPTY {
+                return None;
+            }
+            if slot.word == w {
+                let s = self.services.get(slot.index as usize)?;
+                if s.key == *key {
+                    return Some((slot.index, s));
+                }
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// [`ServiceTable::find`] for an IPv4 key given by its parts, as the
+    /// fast path read them: the word compared alone (it is the whole key).
+    #[inline(always)]
+    pub fn find_v4(
+        &self,
+        proto: L4Proto,
+        addr: Ipv4Addr,
+        port: u16,
+    ) -> Option<(ServiceIndex, &VirtualService)> {
+        let w = v4_word(proto, addr, port);
+        let mask = self.by_key.len() - 1;
+        let mut at = (w.wrapping_mul(MUL) >> self.shift) as usize;
+        loop {
+            let slot = self.by_key.get(at)?;
+            if slot.word == w {
+                return Some((slot.index, self.services.get(slot.index as usize)?));
+            }
+            if slot.index == EMPTY {
+                return None;
             }
             at = (at + 1) & mask;
         }
@@ -175,6 +250,14 @@ mod tests {
             }
             for k in keys(n + 50).iter().skip(all.len()) {
                 assert!(t.find(k).is_none(), "{k:?} is no service");
+            }
+            // The fast path's lookup agrees with `find` on every IPv4 key,
+            // services and others alike.
+            for k in &keys(n + 50) {
+                if let IpAddr::V4(a) = k.addr {
+                    let found = t.find_v4(k.proto, a, k.port).map(|(i, _)| i);
+                    assert_eq!(found, t.find(k).map(|(i, _)| i), "{k:?}");
+                }
             }
             // Same address and port, other protocol: another key.
             for k in &all {
