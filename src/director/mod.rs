@@ -245,9 +245,17 @@ impl Director {
 
     /// Replaces the virtual services; connections are not disturbed.
     pub fn set_services(&mut self, services: ServiceTable) -> Result<(), DirectorError> {
-        self.sync.set_services(&services);
         self.services = services;
-        publish::services(self)
+        // The workers' snapshot first, then sync's view: a connection sync
+        // imports for a new real server then meets workers that know that
+        // server (its replies pass their real-address filter, its client's
+        // packets find it), where the other order left a moment in which
+        // they did not. In the moment between, an import for that server
+        // is refused (counted) and comes again with the connection's next
+        // state change or the master's next refresh of the table.
+        let published = publish::services(self);
+        self.sync.set_services(&self.services);
+        published
     }
 
     /// Milliseconds since start, on the clock the control plane uses.
