@@ -187,7 +187,7 @@ pub fn encapsulate4(
     ip_id: u16,
 ) -> Result<(), NoRoom> {
     frame.truncate(p.l3 + p.ip_len);
-    frame.insert_gap(p.l3, IPV4_HEADER_LEN)?;
+    frame.insert_front_gap(p.l3, IPV4_HEADER_LEN)?;
     // The outer header and the inner one's TOS byte, in one bounds check
     // (the gap and the inner header behind it are there).
     let Some(h) = frame
