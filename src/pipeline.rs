@@ -77,15 +77,6 @@ const RESETS_PER_MS: u32 = 10;
 /// [`Engine::verdict`] makes the verdict.
 type Sent = Result<PortId, DropReason>;
 
-/// A verdict as [`Sent`]: the port of a transmit or a hold (a hold's next
-/// hop is in `Engine::waiting`).
-fn port_of(v: Result<Verdict, DropReason>) -> Sent {
-    match v? {
-        Verdict::Transmit { port } | Verdict::Hold { port, .. } => Ok(port),
-        Verdict::Drop(r) => Err(r),
-    }
-}
-
 /// Adds a verdict to the counters: the one place a frame's fate is counted.
 fn count(stats: &mut WorkerCounters, v: Verdict) {
     match v {
@@ -866,43 +857,44 @@ impl Engine {
         match real.method {
             ForwardMethod::Nat => p.nat_to_real(frame.data_mut(), real.addr, real.port, hop)?,
             ForwardMethod::Dr => dr::to_real(frame.data_mut(), hop),
-            ForwardMethod::Tun => {
-                let v = p.with_parsed(|q| self.tunnel(ingress, q, real, path, hop, frame));
-                return port_of(v);
-            }
+            ForwardMethod::Tun => return self.tunnel(ingress, p, real, path, hop, frame),
         }
         Ok(hop.port)
     }
 
     /// [`Engine::forward`]'s TUN case. An IPv4 packet that fits, toward a
     /// real server with a header template, is encapsulated from the
-    /// template; any other (IPv6, too big, no template) takes
+    /// template, from what `p` read of it ([`FlowPacket::inner4`]: no
+    /// [`Parsed`] made); any other (IPv6, too big, no template) takes
     /// [`Engine::tunnel_general`]. Inlined into the frame's path, the
     /// general path a cold call.
     #[inline(always)]
-    fn tunnel(
+    fn tunnel<P: FlowPacket>(
         &mut self,
         ingress: PortId,
-        p: &Parsed,
+        p: &P,
         real: &RealServer,
         path: &RealPath,
         hop: &NextHop,
         frame: &mut Frame<'_>,
-    ) -> Result<Verdict, DropReason> {
-        if let Some(t) = &path.tun4 {
-            if t.fits(p) {
-                if !p.dont_fragment {
+    ) -> Sent {
+        if let (Some(t), Some(inner)) = (&path.tun4, p.inner4()) {
+            if t.fits(inner) {
+                if !inner.dont_fragment {
                     self.ip_id = self.ip_id.wrapping_add(1);
                 }
-                tun::to_real4(frame, p, t, self.ip_id)?;
-                return Ok(Verdict::Transmit { port: hop.port });
+                tun::to_real4(frame, inner, t, self.ip_id)?;
+                return Ok(hop.port);
             }
         }
-        self.tunnel_general(ingress, p, real, path, hop, frame)
+        // The packet's `Parsed` made here, in the cold branch: the
+        // template case keeps what it read in registers.
+        p.with_parsed(|q| self.tunnel_general(ingress, q, real, path, hop, frame))
     }
 
-    /// [`Engine::tunnel`] by the general path: the MTU and too-big
-    /// decision, either family, the tunnel source checked.
+    /// TUN by the general path: the MTU and too-big decision, either
+    /// family, the tunnel source checked. Gives the same frame as
+    /// [`Engine::tunnel`]'s template case for a packet that takes it.
     #[cold]
     #[inline(never)]
     fn tunnel_general(
@@ -913,7 +905,7 @@ impl Engine {
         path: &RealPath,
         hop: &NextHop,
         frame: &mut Frame<'_>,
-    ) -> Result<Verdict, DropReason> {
+    ) -> Sent {
         let src = path.tunnel_src.ok_or(DropReason::NoTunnelSource)?;
         if !p.dont_fragment {
             self.ip_id = self.ip_id.wrapping_add(1);
@@ -926,9 +918,9 @@ impl Engine {
             // neighbour.
             self.waiting = None;
             self.stats.icmp_too_big += 1;
-            return Ok(Verdict::Transmit { port: ingress });
+            return Ok(ingress);
         }
-        Ok(Verdict::Transmit { port: hop.port })
+        Ok(hop.port)
     }
 
     /// A TCP/UDP packet not to a service: a NAT real server's answer, or not ours.
@@ -1013,7 +1005,7 @@ impl Engine {
                     }
                     ForwardMethod::Tun => {
                         let hop = self.hop(snap, path.hop)?;
-                        port_of(self.tunnel(ingress, p, real, path, &hop, frame))
+                        self.tunnel_general(ingress, p, real, path, &hop, frame)
                     }
                 }
             }

@@ -10,8 +10,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::neigh::NextHop;
-use crate::packet::encap::{self, EncapError};
-use crate::packet::{icmp, rewrite, Frame, IpVersion, Parsed};
+use crate::packet::encap::{self, EncapError, Inner4};
+use crate::packet::{icmp, rewrite, Frame, Parsed};
 use crate::verdict::DropReason;
 
 /// What became of the frame.
@@ -78,21 +78,22 @@ impl Template4 {
         }
     }
 
-    /// Whether [`to_real4`] takes the packet: IPv4, and not too big once
-    /// encapsulated. Any other goes through [`to_real`].
+    /// Whether [`to_real4`] takes the IPv4 packet: not too big once
+    /// encapsulated. Any other (and any IPv6 packet) goes through
+    /// [`to_real`].
     #[inline(always)]
-    pub fn fits(&self, p: &Parsed) -> bool {
-        p.version == IpVersion::V4 && p.ip_len <= self.max_inner as usize
+    pub fn fits(&self, p: Inner4) -> bool {
+        p.ip_len <= self.max_inner as usize
     }
 }
 
-/// [`to_real`] of a packet that `t` [fits](Template4::fits), with the
-/// template of the same tunnel source, real server, next hop and MTU: the
-/// same frame, [`TunOutcome::Encapsulated`] being the only outcome.
+/// [`to_real`] of an IPv4 packet that `t` [fits](Template4::fits), with
+/// the template of the same tunnel source, real server, next hop and MTU:
+/// the same frame, [`TunOutcome::Encapsulated`] being the only outcome.
 #[inline(always)]
 pub fn to_real4(
     frame: &mut Frame<'_>,
-    p: &Parsed,
+    p: Inner4,
     t: &Template4,
     ip_id: u16,
 ) -> Result<(), DropReason> {

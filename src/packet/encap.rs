@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::checksum::{self, write_u16};
 use super::frame::{Frame, NoRoom};
-use super::parse::{IpVersion, Parsed};
+use super::parse::{IpVersion, Parsed, V4Flow, ETH_HEADER_LEN};
 
 pub const IPV4_HEADER_LEN: usize = 20;
 pub const IPV6_HEADER_LEN: usize = 40;
@@ -142,18 +142,52 @@ impl Outer4 {
     }
 }
 
-/// [`encapsulate`] of an IPv4 packet (`p.version` must be V4) with the
-/// outer header from `outer`: the same header, byte for byte. Fails with
-/// [`NoRoom`] only where `encapsulate` does, before the frame changes.
+/// What [`encapsulate4`] reads of the IPv4 packet it wraps: where its
+/// header starts in the frame, its total length and its DF bit. The fast
+/// path's [`V4Flow`] gives it without a [`Parsed`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inner4 {
+    /// Offset of the IPv4 header in the frame.
+    pub l3: usize,
+    /// The IPv4 total length.
+    pub ip_len: usize,
+    pub dont_fragment: bool,
+}
+
+impl Inner4 {
+    /// The IPv4 packet `p`; `None` for IPv6.
+    #[inline(always)]
+    pub fn of(p: &Parsed) -> Option<Inner4> {
+        (p.version == IpVersion::V4).then_some(Inner4 {
+            l3: p.l3,
+            ip_len: p.ip_len,
+            dont_fragment: p.dont_fragment,
+        })
+    }
+
+    /// The fast path's packet `f`, behind an untagged Ethernet header.
+    #[inline(always)]
+    pub fn of_flow(f: &V4Flow) -> Inner4 {
+        Inner4 {
+            l3: ETH_HEADER_LEN,
+            ip_len: usize::from(f.ip_len),
+            dont_fragment: f.dont_fragment,
+        }
+    }
+}
+
+/// [`encapsulate`] of the IPv4 packet `p` with the outer header from
+/// `outer`: the same header, byte for byte. Fails with [`NoRoom`] only
+/// where `encapsulate` does, before the frame changes.
 #[inline(always)]
 pub fn encapsulate4(
     frame: &mut Frame<'_>,
-    p: &Parsed,
+    p: Inner4,
     outer: &Outer4,
     ip_id: u16,
 ) -> Result<(), NoRoom> {
-    frame.truncate(p.ip_end());
-    frame.insert_gap(p.l3, IPV4_HEADER_LEN)?;
+    frame.truncate(p.l3 + p.ip_len);
+    frame.insert_front_gap(p.l3, IPV4_HEADER_LEN)?;
     // The outer header and the inner one's TOS byte, in one bounds check
     // (the gap and the inner header behind it are there).
     let Some(h) = frame
@@ -273,7 +307,7 @@ mod tests {
             let mut fb = Frame::new(&mut b, head, input.len());
             let p = parse(fa.data()).unwrap();
             encapsulate(&mut fa, &p, n.int, n.rs_tun, id).unwrap();
-            encapsulate4(&mut fb, &p, &outer, id).unwrap();
+            encapsulate4(&mut fb, Inner4::of(&p).unwrap(), &outer, id).unwrap();
             assert_eq!(fa.data(), fb.data(), "df {df} tos {tos:#x} id {id}");
             verify_checksums(fb.data()).unwrap();
         }
@@ -282,8 +316,28 @@ mod tests {
         let mut tight = input.clone();
         let mut f = Frame::whole(&mut tight);
         let p = parse(f.data()).unwrap();
-        assert_eq!(encapsulate4(&mut f, &p, &outer, 0), Err(NoRoom));
+        assert_eq!(
+            encapsulate4(&mut f, Inner4::of(&p).unwrap(), &outer, 0),
+            Err(NoRoom)
+        );
         assert_eq!(f.data(), &input[..]);
+    }
+
+    #[test]
+    fn the_fast_path_reads_what_the_parse_does() {
+        let n = testnet::v4();
+        for (df, payload) in [(true, 12), (false, 12), (false, 1400), (true, 99)] {
+            let mut pkt = Pkt::udp(n.client, 5301, n.vip, 7).payload(vec![0x5a; payload]);
+            pkt.df = df;
+            let mut input = pkt.bytes();
+            input.extend_from_slice(&[0; 4]);
+            let f = crate::packet::parse_flow(&input).unwrap();
+            let p = parse(&input).unwrap();
+            assert_eq!(Some(Inner4::of_flow(&f)), Inner4::of(&p), "df {df}");
+        }
+        let v6 = testnet::v6();
+        let input = Pkt::tcp(v6.client, 40000, v6.vip, 82, SYN).bytes();
+        assert_eq!(Inner4::of(&parse(&input).unwrap()), None);
     }
 
     #[test]

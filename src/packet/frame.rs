@@ -93,6 +93,31 @@ impl<'a> Frame<'a> {
         Ok(())
     }
 
+    /// [`Frame::insert_gap`] for a gap near the front (an outer header
+    /// behind the Ethernet header, `at <= len - at`), the move chosen by
+    /// the headroom alone: the `at` bytes in front into the headroom where
+    /// it has `n` bytes, else the bytes behind into the tailroom. The
+    /// frame is then what `insert_gap` makes of it.
+    #[inline(always)]
+    pub fn insert_front_gap(&mut self, at: usize, n: usize) -> Result<(), NoRoom> {
+        if at > self.len {
+            return Err(NoRoom);
+        }
+        let from = self.start;
+        if from >= n {
+            self.buf.copy_within(from..from + at, from - n);
+            self.start = from - n;
+        } else {
+            let end = from + self.len;
+            if self.buf.len() - end < n {
+                return Err(NoRoom);
+            }
+            self.buf.copy_within(from + at..end, from + at + n);
+        }
+        self.len += n;
+        Ok(())
+    }
+
     /// Removes `n` bytes at offset `at` by moving the bytes in front of them
     /// forward (decapsulation strips an outer header this way).
     pub fn remove(&mut self, at: usize, n: usize) {
@@ -130,6 +155,29 @@ mod tests {
         assert_eq!(&f.data()[..2], b"ab");
         assert_eq!(&f.data()[5..], b"cdef");
         assert_eq!(f.insert_gap(0, 4), Err(NoRoom));
+    }
+
+    #[test]
+    fn a_front_gap_is_an_inserted_gap() {
+        for (head, tail) in [(0, 3), (3, 0), (2, 3), (5, 5), (0, 0), (2, 2)] {
+            let mut a = vec![0u8; head + 8 + tail];
+            a[head..head + 8].copy_from_slice(b"abcdefgh");
+            let mut b = a.clone();
+            let mut fa = Frame::new(&mut a, head, 8);
+            let mut fb = Frame::new(&mut b, head, 8);
+            let (ra, rb) = (fa.insert_gap(2, 3), fb.insert_front_gap(2, 3));
+            assert_eq!(ra, rb, "head {head} tail {tail}");
+            assert_eq!((fa.start(), fa.len()), (fb.start(), fb.len()));
+            if ra.is_ok() {
+                assert_eq!(&fb.data()[..2], b"ab");
+                assert_eq!(&fb.data()[5..], b"cdefgh");
+            } else {
+                assert_eq!(fb.data(), b"abcdefgh");
+            }
+        }
+        let mut buf = [0u8; 16];
+        let mut f = Frame::new(&mut buf, 4, 6);
+        assert_eq!(f.insert_front_gap(7, 1), Err(NoRoom));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use crate::forward::nat;
 use crate::neigh::NextHop;
+use crate::packet::encap::Inner4;
 use crate::packet::{rewrite, FlowKey, IpVersion, Parsed, TcpFlags, Transport, V4Flow};
 use crate::service::{ServiceIndex, ServiceKey, ServiceTable, VirtualService};
 use crate::verdict::DropReason;
@@ -50,8 +51,11 @@ pub(super) trait FlowPacket {
         vport: u16,
         hop: &NextHop,
     ) -> Result<(), DropReason>;
+    /// What TUN's header template reads of an IPv4 packet; `None` for
+    /// IPv6.
+    fn inner4(&self) -> Option<Inner4>;
     /// Calls `f` with the packet's [`Parsed`], for the paths written over
-    /// it alone (a reset, TUN's encapsulation).
+    /// it alone (a reset, TUN's general encapsulation).
     fn with_parsed<R>(&self, f: impl FnOnce(&Parsed) -> R) -> R;
 }
 
@@ -142,6 +146,11 @@ impl FlowPacket for General<'_> {
     }
 
     #[inline(always)]
+    fn inner4(&self) -> Option<Inner4> {
+        Inner4::of(self.p)
+    }
+
+    #[inline(always)]
     fn with_parsed<R>(&self, f: impl FnOnce(&Parsed) -> R) -> R {
         f(self.p)
     }
@@ -216,6 +225,11 @@ impl FlowPacket for V4Flow {
         hop: &NextHop,
     ) -> Result<(), DropReason> {
         nat::to_client_v4(frame, self, vip, vport, hop)
+    }
+
+    #[inline(always)]
+    fn inner4(&self) -> Option<Inner4> {
+        Some(Inner4::of_flow(self))
     }
 
     #[inline(always)]
