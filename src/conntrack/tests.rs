@@ -988,11 +988,14 @@ fn memory_per_connection_is_within_64_bytes_for_ipv4_at_85_percent() {
     assert!(per_conn <= 64.0, "{per_conn} bytes per connection");
 }
 
-/// The pipeline's path, probe, lookup and `open_probed` with the miss's
-/// vacancy, from two threads that both miss before either inserts: one
-/// entry, both threads get it.
-#[test]
-fn concurrent_opens_after_one_miss_give_one_entry() {
+/// Two threads open one key in each of many rounds, thread `i` for real
+/// server `i`, each through `open_one(table, key, i, barrier)`, which
+/// waits at the barrier (both threads pass it) before it inserts: every
+/// round one entry, which both threads get, and one connection counted
+/// per round in the real servers' counts and the table's.
+fn one_key_opened_by_two_threads(
+    open_one: fn(&ConnTable, FlowKey, u32, &Barrier) -> Conn,
+) -> (Arc<ConnTable>, Arc<RealLoads>) {
     let (t, d) = table(6000);
     let t = Arc::new(t);
     let rounds = if cfg!(miri) { 5 } else { 2000 };
@@ -1002,14 +1005,7 @@ fn concurrent_opens_after_one_miss_give_one_entry() {
         let got: Vec<Conn> = (0..2u32)
             .map(|i| {
                 let (t, barrier) = (t.clone(), barrier.clone());
-                std::thread::spawn(move || {
-                    let now = Millis(0);
-                    let mut probe = t.probe(&key, Direction::Original);
-                    assert!(t.find_probe(&mut probe, now).is_none());
-                    barrier.wait();
-                    let n = new_conn(key, ForwardMethod::Nat, i);
-                    t.open_probed(&n, Some(&probe), Some(SYN), now).unwrap().0
-                })
+                std::thread::spawn(move || open_one(&t, key, i, &barrier))
             })
             .collect::<Vec<_>>()
             .into_iter()
@@ -1022,6 +1018,22 @@ fn concurrent_opens_after_one_miss_give_one_entry() {
     let (a1, i1, _) = counts(&d, 1);
     assert_eq!(a0 + i0 + a1 + i1, rounds);
     assert_eq!(t.stats().conns, rounds as usize);
+    (t, d)
+}
+
+/// The pipeline's path, probe, lookup and `open_probed` with the miss's
+/// vacancy, from two threads that both miss before either inserts: one
+/// entry, both threads get it.
+#[test]
+fn concurrent_opens_after_one_miss_give_one_entry() {
+    let (t, d) = one_key_opened_by_two_threads(|t, key, i, barrier| {
+        let now = Millis(0);
+        let mut probe = t.probe(&key, Direction::Original);
+        assert!(t.find_probe(&mut probe, now).is_none());
+        barrier.wait();
+        let n = new_conn(key, ForwardMethod::Nat, i);
+        t.open_probed(&n, Some(&probe), Some(SYN), now).unwrap().0
+    });
     check_consistent(&t, &d, Millis(0));
 }
 
@@ -1080,31 +1092,10 @@ fn a_vacancy_holds_only_until_the_next_insert() {
 
 #[test]
 fn concurrent_inserts_of_one_key_give_one_entry() {
-    let (t, d) = table(6000);
-    let t = Arc::new(t);
-    let rounds = if cfg!(miri) { 5 } else { 2000 };
-    for round in 0..rounds {
-        let key = client_key(L4Proto::Tcp, round as u16);
-        let barrier = Arc::new(Barrier::new(2));
-        let got: Vec<Conn> = (0..2u32)
-            .map(|i| {
-                let (t, barrier) = (t.clone(), barrier.clone());
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    open(&t, key, ForwardMethod::Nat, i, Millis(0))
-                })
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .collect();
-        assert_eq!(got[0].handle, got[1].handle, "round {round}");
-        assert_eq!(got[0].real_id(), got[1].real_id());
-    }
-    let (a0, i0, _) = counts(&d, 0);
-    let (a1, i1, _) = counts(&d, 1);
-    assert_eq!(a0 + i0 + a1 + i1, rounds);
-    assert_eq!(t.stats().conns, rounds as usize);
+    one_key_opened_by_two_threads(|t, key, i, barrier| {
+        barrier.wait();
+        open(t, key, ForwardMethod::Nat, i, Millis(0))
+    });
 }
 
 /// Small xorshift: tests need no rand crate.
