@@ -129,7 +129,8 @@ pub struct Snapshot {
     pub ports: Vec<PortConfig>,
     pub next_hops: NextHops,
     pub policy: Policy,
-    schedulers: Vec<Scheduler>,
+    /// Shared with the snapshot before wherever the service is unchanged.
+    schedulers: Vec<Arc<Scheduler>>,
     /// `paths[service][real]`, parallel to `services`.
     paths: Vec<Vec<RealPath>>,
     /// Whether any real server of the service has an upper threshold.
@@ -202,6 +203,13 @@ impl Snapshot {
     /// there carry their state over (rr's position, lblc's table), as IPVS
     /// keeps a service's scheduler across real-server changes, and the real
     /// server addresses it knew stay known (see `AddrFilter`).
+    ///
+    /// A service that did not change at all (most snapshots follow a change
+    /// of next hops, not of services) keeps its very scheduler: a worker
+    /// still on `previous` and one already on this snapshot then take their
+    /// turns from one rr or wrr position, where a copy of the position made
+    /// here would lose the picks made on `previous` after the copy and
+    /// repeat a server.
     pub fn with_previous(
         services: ServiceTable,
         ports: Vec<PortConfig>,
@@ -216,11 +224,12 @@ impl Snapshot {
                 let old = previous.and_then(|p| {
                     p.services
                         .find(&svc.key)
-                        .map(|(i, _)| &p.schedulers[i as usize])
+                        .map(|(i, was)| (&p.schedulers[i as usize], was))
                 });
                 match old {
-                    Some(s) => s.update(svc),
-                    None => Scheduler::new(svc),
+                    Some((s, was)) if was == svc => Arc::clone(s),
+                    Some((s, _)) => Arc::new(s.update(svc)),
+                    None => Arc::new(Scheduler::new(svc)),
                 }
             })
             .collect();
@@ -256,7 +265,7 @@ impl Snapshot {
     }
 
     /// The scheduler of each service, in service order.
-    pub fn schedulers(&self) -> &[Scheduler] {
+    pub fn schedulers(&self) -> &[Arc<Scheduler>] {
         &self.schedulers
     }
 }
@@ -1210,6 +1219,8 @@ mod driving;
 mod fastpath;
 #[cfg(test)]
 mod golden;
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod steering;
 
