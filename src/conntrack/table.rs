@@ -205,8 +205,13 @@ impl Timer {
     pub fn deadline(self) -> u64 {
         (self.0 >> DEADLINE_SHIFT) & DEADLINE_MASK
     }
+    /// Whether `now` is at or past the deadline: `serial_diff(tick_now(now),
+    /// deadline) >= 0`, computed in the word's top 28 bits as
+    /// [`Timer::moves`] is, where the difference's sign is the i64's.
+    #[inline(always)]
     pub fn expired(self, now: Millis) -> bool {
-        serial_diff(tick_now(now), self.deadline()) >= 0
+        let tick = (now.0 / TICK_MS) << DEADLINE_SHIFT;
+        tick.wrapping_sub(self.0 & DEADLINE_MASK << DEADLINE_SHIFT) as i64 >= 0
     }
     /// Milliseconds until the deadline (0 once passed).
     pub fn remaining_ms(self, now: Millis) -> u64 {
@@ -1744,6 +1749,33 @@ mod tests {
                     let d = d & DEADLINE_MASK;
                     let expect = serial_diff(d, o).unsigned_abs() >= COARSE_TICKS;
                     assert_eq!(t.moves(d), expect, "deadline {o} to {d}");
+                }
+            }
+        }
+    }
+
+    /// `Timer::expired` is `serial_diff(tick_now(now), deadline) >= 0`,
+    /// for clocks on both sides of the deadline and of the 28-bit wrap,
+    /// at every offset within a tick.
+    #[test]
+    fn expired_is_the_serial_compare() {
+        let edges = [0, 1, 15, MAX_TIMEOUT_TICKS - 1, MAX_TIMEOUT_TICKS];
+        for e in edges {
+            for o in [e, DEADLINE_MASK - e] {
+                let t = Timer::pack(3, 9, 5, o);
+                let near = (0..40u64).chain(MAX_TIMEOUT_TICKS - 20..MAX_TIMEOUT_TICKS + 20);
+                for delta in near {
+                    for tick in [o.wrapping_add(delta), o.wrapping_sub(delta)] {
+                        // Clocks that wrapped the 28-bit tick count a few times.
+                        for lap in [0, 1, 5] {
+                            let base = ((tick & DEADLINE_MASK) + (lap << 28)) * TICK_MS;
+                            for ms in [base, base + 1, base + TICK_MS - 1] {
+                                let now = Millis(ms);
+                                let expect = serial_diff(tick_now(now), o) >= 0;
+                                assert_eq!(t.expired(now), expect, "deadline {o}, now {ms}");
+                            }
+                        }
+                    }
                 }
             }
         }
