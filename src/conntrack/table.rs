@@ -945,7 +945,6 @@ impl Shard {
         let key = FwdKey::of(V6, t);
         let bucket = &self.tags[home];
         let head = bucket.0[0].load(Ordering::Acquire);
-        let limit = probe_limit(head as u64);
         let p = first_tag(bucket, tag);
         if p != 0 {
             let slot = (home * TAGS + p - 1) as u32;
@@ -954,7 +953,9 @@ impl Shard {
                     return Some(s);
                 }
             }
-        } else if limit == 1 {
+        } else if head as u64 & SPILL_COUNT == 0 {
+            // Nothing spilled from here (`probe_limit` 1): a hit finds its
+            // tag in the home bucket without the limit computed.
             *vacancy = Some(head);
             return None;
         }
@@ -968,6 +969,7 @@ impl Shard {
             slot: 0,
             w: [0; 10],
         };
+        let limit = probe_limit(head as u64);
         self.find_fwd_rest::<V6>(key, (h, tag), after, limit, &mut take, &mut found)
             .then_some(found)
     }
@@ -1180,7 +1182,6 @@ impl Shard {
         let tag = (h as u32) | 1;
         let bucket = &self.refs[home];
         let head = bucket.0[0].load(Ordering::Relaxed);
-        let limit = probe_limit(head);
         let q = if filter_may_hold(head, tag) {
             first_ref(bucket, tag)
         } else {
@@ -1198,7 +1199,7 @@ impl Shard {
                     }
                 }
             }
-        } else if limit == 1 {
+        } else if head & SPILL_COUNT == 0 {
             return None;
         }
         // By value and into a place of its own, as in `find_fwd_in`.
@@ -1208,6 +1209,7 @@ impl Shard {
             slot: 0,
             w: [0; 10],
         };
+        let limit = probe_limit(head);
         self.find_reply_rest::<V6>(key, (h, tag), after, limit, &ok, &mut found)
             .then_some(found)
     }
