@@ -249,6 +249,25 @@ pub(super) struct Snap {
 }
 
 impl Snap {
+    /// This entry as a shard of family `V6` holds it: for IPv4 the words
+    /// past its five are zero and the family is a constant, as
+    /// `snap_under` builds them. The lookups' out-of-line rest returns
+    /// its entry through memory; fitted, it differs from the inline hit
+    /// only in the words an entry has, so the caller merges those two
+    /// paths in five registers, not a 10-word copy in memory.
+    #[inline(always)]
+    fn fit<const V6: bool>(self) -> Snap {
+        if V6 {
+            self
+        } else {
+            let w = self.w;
+            Snap {
+                v6: false,
+                slot: self.slot,
+                w: [w[0], w[1], w[2], w[3], w[4], 0, 0, 0, 0, 0],
+            }
+        }
+    }
     pub fn gen(&self) -> u32 {
         (self.w[0] >> META_GEN_SHIFT) as u32
     }
@@ -830,7 +849,7 @@ impl Shard {
     /// out, if `meta` still reads `m1` after the copy: the seqlock's read
     /// side, shared by every lookup.
     #[inline(always)]
-    fn snap_under(&self, slot: u32, words: &[AtomicU64], m1: u64) -> Option<Snap> {
+    fn snap_under(&self, v6: bool, slot: u32, words: &[AtomicU64], m1: u64) -> Option<Snap> {
         let mut w = [0u64; 10];
         load_words(words, &mut w);
         fence(Ordering::Acquire);
@@ -838,11 +857,8 @@ impl Shard {
             return None;
         }
         w[0] = m1;
-        Some(Snap {
-            v6: self.v6,
-            slot,
-            w,
-        })
+        // `v6` is the shard's family, a constant where the caller's is.
+        Some(Snap { v6, slot, w })
     }
 
     /// The `stride` words of `slot` in a shard of family `V6` (whose
@@ -863,7 +879,7 @@ impl Shard {
         if m1 & LIVE == 0 {
             return None;
         }
-        self.snap_under(slot, words, m1)
+        self.snap_under(self.v6, slot, words, m1)
     }
 
     /// The live entry (connection or template) with forward key `t`.
@@ -971,7 +987,7 @@ impl Shard {
         };
         let limit = probe_limit(head as u64);
         self.find_fwd_rest::<V6>(key, (h, tag), after, limit, &mut take, &mut found)
-            .then_some(found)
+            .then(|| found.fit::<V6>())
     }
 
     /// The rest of [`Shard::find_fwd_in`]: the home bucket's tags after
@@ -1047,7 +1063,7 @@ impl Shard {
                 return None;
             }
         }
-        self.snap_under(slot, words, m1)
+        self.snap_under(V6, slot, words, m1)
     }
 
     /// The entry in `slot` if it is a LIVE NAT connection whose reply key
@@ -1085,7 +1101,7 @@ impl Shard {
         if !addrs_match {
             return None;
         }
-        self.snap_under(slot, words, m1)
+        self.snap_under(V6, slot, words, m1)
     }
 
     /// Loads the home bucket of `t`'s index so that a lookup shortly after
@@ -1211,7 +1227,7 @@ impl Shard {
         };
         let limit = probe_limit(head);
         self.find_reply_rest::<V6>(key, (h, tag), after, limit, &ok, &mut found)
-            .then_some(found)
+            .then(|| found.fit::<V6>())
     }
 
     /// The rest of [`Shard::find_reply_in`], as [`Shard::find_fwd_rest`]:
