@@ -535,8 +535,10 @@ fn filter_may_hold(h: u64, tag: u32) -> bool {
 }
 
 /// The first position (1..=15) of `bucket` whose tag is `tag`, or 0: an
-/// unrolled run of a load, a compare and a branch per tag.
-#[inline]
+/// unrolled run of a load, a compare and a branch per tag. Inlined into
+/// the lookup: as a call, the caller's values were spilled around it and
+/// each position was moved into the return register before its compare.
+#[inline(always)]
 fn first_tag(bucket: &TagBucket, tag: u32) -> usize {
     for p in 1..TAGS + 1 {
         if bucket.0[p].load(Ordering::Relaxed) == tag {
