@@ -103,14 +103,23 @@ pub(super) struct Tuple {
     pub bp: u16,
 }
 
+/// A protocol's 2-bit code in an entry: TCP 0, UDP 1, ICMP 2, ICMPv6 3.
+/// One load from a table indexed by the protocol's number (every
+/// [`L4Proto`] is below 64), where a `match` was a chain of compares and
+/// branches on every key built.
+#[inline(always)]
 pub(super) fn proto_code(p: L4Proto) -> u8 {
-    match p {
-        L4Proto::Tcp => 0,
-        L4Proto::Udp => 1,
-        L4Proto::Icmp => 2,
-        L4Proto::Icmpv6 => 3,
-    }
+    PROTO_CODES[p.number() as usize & 63]
 }
+
+const PROTO_CODES: [u8; 64] = {
+    let mut t = [0u8; 64];
+    t[L4Proto::Tcp as usize] = 0;
+    t[L4Proto::Udp as usize] = 1;
+    t[L4Proto::Icmp as usize] = 2;
+    t[L4Proto::Icmpv6 as usize] = 3;
+    t
+};
 
 pub(super) fn proto_from_code(c: u8) -> L4Proto {
     match c & 3 {
@@ -205,8 +214,13 @@ impl Timer {
     pub fn deadline(self) -> u64 {
         (self.0 >> DEADLINE_SHIFT) & DEADLINE_MASK
     }
+    /// Whether `now` is at or past the deadline: `serial_diff(tick_now(now),
+    /// deadline) >= 0`, computed in the word's top 28 bits as
+    /// [`Timer::moves`] is, where the difference's sign is the i64's.
+    #[inline(always)]
     pub fn expired(self, now: Millis) -> bool {
-        serial_diff(tick_now(now), self.deadline()) >= 0
+        let tick = (now.0 / TICK_MS) << DEADLINE_SHIFT;
+        tick.wrapping_sub(self.0 & DEADLINE_MASK << DEADLINE_SHIFT) as i64 >= 0
     }
     /// Milliseconds until the deadline (0 once passed).
     pub fn remaining_ms(self, now: Millis) -> u64 {
@@ -244,6 +258,25 @@ pub(super) struct Snap {
 }
 
 impl Snap {
+    /// This entry as a shard of family `V6` holds it: for IPv4 the words
+    /// past its five are zero and the family is a constant, as
+    /// `snap_under` builds them. The lookups' out-of-line rest returns
+    /// its entry through memory; fitted, it differs from the inline hit
+    /// only in the words an entry has, so the caller merges those two
+    /// paths in five registers, not a 10-word copy in memory.
+    #[inline(always)]
+    fn fit<const V6: bool>(self) -> Snap {
+        if V6 {
+            self
+        } else {
+            let w = self.w;
+            Snap {
+                v6: false,
+                slot: self.slot,
+                w: [w[0], w[1], w[2], w[3], w[4], 0, 0, 0, 0, 0],
+            }
+        }
+    }
     pub fn gen(&self) -> u32 {
         (self.w[0] >> META_GEN_SHIFT) as u32
     }
@@ -502,8 +535,10 @@ fn filter_may_hold(h: u64, tag: u32) -> bool {
 }
 
 /// The first position (1..=15) of `bucket` whose tag is `tag`, or 0: an
-/// unrolled run of a load, a compare and a branch per tag.
-#[inline]
+/// unrolled run of a load, a compare and a branch per tag. Inlined into
+/// the lookup: as a call, the caller's values were spilled around it and
+/// each position was moved into the return register before its compare.
+#[inline(always)]
 fn first_tag(bucket: &TagBucket, tag: u32) -> usize {
     for p in 1..TAGS + 1 {
         if bucket.0[p].load(Ordering::Relaxed) == tag {
@@ -825,7 +860,7 @@ impl Shard {
     /// out, if `meta` still reads `m1` after the copy: the seqlock's read
     /// side, shared by every lookup.
     #[inline(always)]
-    fn snap_under(&self, slot: u32, words: &[AtomicU64], m1: u64) -> Option<Snap> {
+    fn snap_under(&self, v6: bool, slot: u32, words: &[AtomicU64], m1: u64) -> Option<Snap> {
         let mut w = [0u64; 10];
         load_words(words, &mut w);
         fence(Ordering::Acquire);
@@ -833,11 +868,8 @@ impl Shard {
             return None;
         }
         w[0] = m1;
-        Some(Snap {
-            v6: self.v6,
-            slot,
-            w,
-        })
+        // `v6` is the shard's family, a constant where the caller's is.
+        Some(Snap { v6, slot, w })
     }
 
     /// The `stride` words of `slot` in a shard of family `V6` (whose
@@ -858,7 +890,7 @@ impl Shard {
         if m1 & LIVE == 0 {
             return None;
         }
-        self.snap_under(slot, words, m1)
+        self.snap_under(self.v6, slot, words, m1)
     }
 
     /// The live entry (connection or template) with forward key `t`.
@@ -940,7 +972,6 @@ impl Shard {
         let key = FwdKey::of(V6, t);
         let bucket = &self.tags[home];
         let head = bucket.0[0].load(Ordering::Acquire);
-        let limit = probe_limit(head as u64);
         let p = first_tag(bucket, tag);
         if p != 0 {
             let slot = (home * TAGS + p - 1) as u32;
@@ -949,7 +980,9 @@ impl Shard {
                     return Some(s);
                 }
             }
-        } else if limit == 1 {
+        } else if head as u64 & SPILL_COUNT == 0 {
+            // Nothing spilled from here (`probe_limit` 1): a hit finds its
+            // tag in the home bucket without the limit computed.
             *vacancy = Some(head);
             return None;
         }
@@ -963,8 +996,9 @@ impl Shard {
             slot: 0,
             w: [0; 10],
         };
+        let limit = probe_limit(head as u64);
         self.find_fwd_rest::<V6>(key, (h, tag), after, limit, &mut take, &mut found)
-            .then_some(found)
+            .then(|| found.fit::<V6>())
     }
 
     /// The rest of [`Shard::find_fwd_in`]: the home bucket's tags after
@@ -1040,7 +1074,7 @@ impl Shard {
                 return None;
             }
         }
-        self.snap_under(slot, words, m1)
+        self.snap_under(V6, slot, words, m1)
     }
 
     /// The entry in `slot` if it is a LIVE NAT connection whose reply key
@@ -1078,7 +1112,7 @@ impl Shard {
         if !addrs_match {
             return None;
         }
-        self.snap_under(slot, words, m1)
+        self.snap_under(V6, slot, words, m1)
     }
 
     /// Loads the home bucket of `t`'s index so that a lookup shortly after
@@ -1175,7 +1209,6 @@ impl Shard {
         let tag = (h as u32) | 1;
         let bucket = &self.refs[home];
         let head = bucket.0[0].load(Ordering::Relaxed);
-        let limit = probe_limit(head);
         let q = if filter_may_hold(head, tag) {
             first_ref(bucket, tag)
         } else {
@@ -1193,7 +1226,7 @@ impl Shard {
                     }
                 }
             }
-        } else if limit == 1 {
+        } else if head & SPILL_COUNT == 0 {
             return None;
         }
         // By value and into a place of its own, as in `find_fwd_in`.
@@ -1203,8 +1236,9 @@ impl Shard {
             slot: 0,
             w: [0; 10],
         };
+        let limit = probe_limit(head);
         self.find_reply_rest::<V6>(key, (h, tag), after, limit, &ok, &mut found)
-            .then_some(found)
+            .then(|| found.fit::<V6>())
     }
 
     /// The rest of [`Shard::find_reply_in`], as [`Shard::find_fwd_rest`]:
@@ -1744,6 +1778,48 @@ mod tests {
                     let d = d & DEADLINE_MASK;
                     let expect = serial_diff(d, o).unsigned_abs() >= COARSE_TICKS;
                     assert_eq!(t.moves(d), expect, "deadline {o} to {d}");
+                }
+            }
+        }
+    }
+
+    /// Each protocol's code, and back.
+    #[test]
+    fn proto_codes_are_the_entry_codes() {
+        let all = [
+            (L4Proto::Tcp, 0),
+            (L4Proto::Udp, 1),
+            (L4Proto::Icmp, 2),
+            (L4Proto::Icmpv6, 3),
+        ];
+        for (p, code) in all {
+            assert_eq!(proto_code(p), code, "{p:?}");
+            assert_eq!(proto_from_code(code), p);
+        }
+    }
+
+    /// `Timer::expired` is `serial_diff(tick_now(now), deadline) >= 0`,
+    /// for clocks on both sides of the deadline and of the 28-bit wrap,
+    /// at every offset within a tick.
+    #[test]
+    fn expired_is_the_serial_compare() {
+        let edges = [0, 1, 15, MAX_TIMEOUT_TICKS - 1, MAX_TIMEOUT_TICKS];
+        for e in edges {
+            for o in [e, DEADLINE_MASK - e] {
+                let t = Timer::pack(3, 9, 5, o);
+                let near = (0..40u64).chain(MAX_TIMEOUT_TICKS - 20..MAX_TIMEOUT_TICKS + 20);
+                for delta in near {
+                    for tick in [o.wrapping_add(delta), o.wrapping_sub(delta)] {
+                        // Clocks that wrapped the 28-bit tick count a few times.
+                        for lap in [0, 1, 5] {
+                            let base = ((tick & DEADLINE_MASK) + (lap << 28)) * TICK_MS;
+                            for ms in [base, base + 1, base + TICK_MS - 1] {
+                                let now = Millis(ms);
+                                let expect = serial_diff(tick_now(now), o) >= 0;
+                                assert_eq!(t.expired(now), expect, "deadline {o}, now {ms}");
+                            }
+                        }
+                    }
                 }
             }
         }
