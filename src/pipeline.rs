@@ -663,7 +663,7 @@ impl Engine {
                 {
                     self.end_finished(&c.conn(), rx.now);
                 } else {
-                    let Some(ri) = snap.services.real_position(si, c.real_id()) else {
+                    let Some(ri) = snap.services.real_position_in(si, svc, c.real_id()) else {
                         return Err(self.dest_gone(snap, &c.conn(), rx.now));
                     };
                     // An entry that expired or was released since the

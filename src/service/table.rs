@@ -187,15 +187,35 @@ impl ServiceTable {
     /// scan for a few real servers, the index for more.
     #[inline]
     pub fn real_position(&self, si: ServiceIndex, id: RealId) -> Option<usize> {
-        let reals = &self.services.get(si as usize)?.reals;
+        self.real_position_in(si, self.services.get(si as usize)?, id)
+    }
+
+    /// [`ServiceTable::real_position`] given the service `svc` at `si`
+    /// (what [`ServiceTable::find_v4`] returned): the scan inline, the
+    /// index for more real servers a call.
+    #[inline(always)]
+    pub fn real_position_in(
+        &self,
+        si: ServiceIndex,
+        svc: &VirtualService,
+        id: RealId,
+    ) -> Option<usize> {
+        debug_assert!(self.service(si).is_some_and(|s| std::ptr::eq(s, svc)));
+        let reals = &svc.reals;
         if reals.len() <= SCAN_MAX {
             reals.iter().position(|r| r.id == id)
         } else {
-            self.by_real
-                .get(&id)
-                .filter(|(i, _)| *i == si)
-                .map(|&(_, j)| j)
+            self.indexed_position(si, id)
         }
+    }
+
+    /// Real server `id`'s place in service `si` by the index.
+    #[inline(never)]
+    fn indexed_position(&self, si: ServiceIndex, id: RealId) -> Option<usize> {
+        self.by_real
+            .get(&id)
+            .filter(|(i, _)| *i == si)
+            .map(|&(_, j)| j)
     }
 
     /// The real server with this id, and the service it belongs to.
