@@ -187,25 +187,27 @@ impl ServiceTable {
     /// scan for a few real servers, the index for more.
     #[inline]
     pub fn real_position(&self, si: ServiceIndex, id: RealId) -> Option<usize> {
-        self.real_position_in(si, self.services.get(si as usize)?, id)
+        let (j, _) = self.real_in(si, self.services.get(si as usize)?, id)?;
+        Some(j)
     }
 
-    /// [`ServiceTable::real_position`] given the service `svc` at `si`
-    /// (what [`ServiceTable::find_v4`] returned): the scan inline, the
-    /// index for more real servers a call.
+    /// Real server `id` in the service `svc` at `si` (what
+    /// [`ServiceTable::find_v4`] returned), with its position there: the
+    /// scan inline, the index for more real servers a call.
     #[inline(always)]
-    pub fn real_position_in(
+    pub fn real_in<'s>(
         &self,
         si: ServiceIndex,
-        svc: &VirtualService,
+        svc: &'s VirtualService,
         id: RealId,
-    ) -> Option<usize> {
+    ) -> Option<(usize, &'s RealServer)> {
         debug_assert!(self.service(si).is_some_and(|s| std::ptr::eq(s, svc)));
         let reals = &svc.reals;
         if reals.len() <= SCAN_MAX {
-            reals.iter().position(|r| r.id == id)
+            reals.iter().enumerate().find(|(_, r)| r.id == id)
         } else {
-            self.indexed_position(si, id)
+            let j = self.indexed_position(si, id)?;
+            Some((j, reals.get(j)?))
         }
     }
 
