@@ -663,7 +663,7 @@ impl Engine {
         // Only the real server goes on: the entry itself is not read again.
         // The hit is one value, used where it is found and not kept in an
         // `Option` across the reuse test (which would hold it in memory).
-        let (real_id, ri) = 'placed: {
+        let (real_id, ri, real) = 'placed: {
             if let Some(c) = self.conns.find_probe(&mut probe, rx.now) {
                 // A SYN reusing the ports of a finished connection starts a
                 // new one, scheduled afresh (IPVS's conn_reuse_mode).
@@ -672,7 +672,7 @@ impl Engine {
                 {
                     self.end_finished(&c.conn(), rx.now);
                 } else {
-                    let Some(ri) = snap.services.real_position(si, c.real_id()) else {
+                    let Some((ri, real)) = snap.services.real_in(si, svc, c.real_id()) else {
                         return Err(self.dest_gone(snap, &c.conn(), rx.now));
                     };
                     // An entry that expired or was released since the
@@ -681,7 +681,7 @@ impl Engine {
                         if state != c.state() {
                             self.changed(&c.conn(), state, rx.now, false);
                         }
-                        break 'placed (c.real_id(), ri);
+                        break 'placed (c.real_id(), ri, real);
                     }
                 }
             }
@@ -689,10 +689,11 @@ impl Engine {
             // probe stays in registers, the key is made again where the
             // call needs it in memory.
             let reuse = probe;
-            self.new_conn(rx.now, snap, si, svc, &reuse, &p.key(), flags)?
+            let (id, ri) = self.new_conn(rx.now, snap, si, svc, &reuse, &p.key(), flags)?;
+            (id, ri, &svc.reals[ri])
         };
         let path = &snap.paths[si as usize][ri];
-        let v = self.forward(snap, rx.ingress, p, &svc.reals[ri], path, frame)?;
+        let v = self.forward(snap, rx.ingress, p, real, path, frame)?;
         self.traffic.count_in(real_id, p.ip_len());
         Ok(v)
     }

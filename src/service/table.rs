@@ -187,15 +187,37 @@ impl ServiceTable {
     /// scan for a few real servers, the index for more.
     #[inline]
     pub fn real_position(&self, si: ServiceIndex, id: RealId) -> Option<usize> {
-        let reals = &self.services.get(si as usize)?.reals;
+        let (j, _) = self.real_in(si, self.services.get(si as usize)?, id)?;
+        Some(j)
+    }
+
+    /// Real server `id` in the service `svc` at `si` (what
+    /// [`ServiceTable::find_v4`] returned), with its position there: the
+    /// scan inline, the index for more real servers a call.
+    #[inline(always)]
+    pub fn real_in<'s>(
+        &self,
+        si: ServiceIndex,
+        svc: &'s VirtualService,
+        id: RealId,
+    ) -> Option<(usize, &'s RealServer)> {
+        debug_assert!(self.service(si).is_some_and(|s| std::ptr::eq(s, svc)));
+        let reals = &svc.reals;
         if reals.len() <= SCAN_MAX {
-            reals.iter().position(|r| r.id == id)
+            reals.iter().enumerate().find(|(_, r)| r.id == id)
         } else {
-            self.by_real
-                .get(&id)
-                .filter(|(i, _)| *i == si)
-                .map(|&(_, j)| j)
+            let j = self.indexed_position(si, id)?;
+            Some((j, reals.get(j)?))
         }
+    }
+
+    /// Real server `id`'s place in service `si` by the index.
+    #[inline(never)]
+    fn indexed_position(&self, si: ServiceIndex, id: RealId) -> Option<usize> {
+        self.by_real
+            .get(&id)
+            .filter(|(i, _)| *i == si)
+            .map(|&(_, j)| j)
     }
 
     /// The real server with this id, and the service it belongs to.
@@ -269,6 +291,43 @@ mod tests {
             }
         }
         assert!(ServiceTable::default().find(&keys(1)[0]).is_none());
+    }
+
+    /// `real_in` finds a service's real server with its position, by the
+    /// scan for a few real servers and by the index for more, and never
+    /// one of another service; `real_position` agrees.
+    #[test]
+    fn a_real_server_is_found_in_its_own_service_by_scan_and_index() {
+        let with_reals = |port: u16, ids: std::ops::Range<u32>| {
+            let mut s = svc(L4Proto::Tcp, "192.0.2.1".parse().unwrap(), port);
+            s.reals = ids
+                .map(|i| RealServer {
+                    id: RealId(i),
+                    addr: IpAddr::V4(Ipv4Addr::new(198, 51, 100, i as u8)),
+                    port: 80,
+                    method: crate::service::ForwardMethod::Nat,
+                    weight: 1,
+                    upper_threshold: 0,
+                    lower_threshold: 0,
+                })
+                .collect();
+            s
+        };
+        // Three real servers (scanned) and twelve (the index).
+        let t = ServiceTable::new(vec![with_reals(80, 0..3), with_reals(81, 3..15)]);
+        for (si, ids) in [(0, 0..3), (1, 3..15)] {
+            let s = t.service(si).unwrap();
+            for (j, id) in ids.enumerate() {
+                let (at, r) = t.real_in(si, s, RealId(id)).expect("its own real server");
+                assert_eq!((at, r.id), (j, RealId(id)));
+                assert_eq!(t.real_position(si, RealId(id)), Some(j));
+            }
+        }
+        let (a, b) = (t.service(0).unwrap(), t.service(1).unwrap());
+        assert!(t.real_in(0, a, RealId(5)).is_none());
+        assert!(t.real_in(1, b, RealId(1)).is_none());
+        assert!(t.real_in(1, b, RealId(99)).is_none());
+        assert_eq!(t.real_position(2, RealId(1)), None);
     }
 
     #[test]
