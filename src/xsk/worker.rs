@@ -389,9 +389,10 @@ impl Worker {
             let ring = match TxRing::map(tx.fd().as_raw_fd(), setup.ring_size) {
                 Ok(r) => Some(r),
                 Err(e) => {
+                    // (Not "worker N:" first: that starts the exit summary.)
                     tracing::warn!(
-                        "worker {}: cannot map the TX ring of {iface} ({e}): frames that \
-                         grew into their headroom are moved before they are sent",
+                        "cannot map the TX ring of {iface} for worker {} ({e}): frames that \
+                         do not start at their descriptor are moved before they are sent",
                         setup.index
                     );
                     None
