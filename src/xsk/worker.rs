@@ -53,6 +53,10 @@ pub const FRAME_SIZE: u32 = 4096;
 /// a cache line, so that in copy mode the packet the kernel copies after it
 /// starts on a line of its own.
 pub const HEADROOM: usize = 64;
+// Room for the largest outer header the pipeline opens (IPv6, TUN), inside
+// what every XDP mode leaves in front of a packet (256 bytes) less the
+// kernel's struct xdp_frame kept there (40).
+const _: () = assert!(HEADROOM >= 40 && HEADROOM + 40 <= 256);
 /// Rounds without a frame before the worker sleeps in poll().
 const IDLE_ROUNDS: u32 = 256;
 /// And how long since its last frame, at least: the worker polls its rings
@@ -510,9 +514,11 @@ impl Worker {
                 for chunk in rx_descs[..n].chunks_mut(PREFETCH_BATCH) {
                     if self.setup.prefetch {
                         let umem = &self.umem;
-                        // SAFETY: as for `consume` above: the kernel is done
-                        // with these frames and only this worker reads them.
+                        // Each frame's packet, after the headroom.
                         let frames = chunk.iter().map(|d| {
+                            // SAFETY: as for `consume` above: the kernel is
+                            // done with these frames and only this worker
+                            // reads them.
                             let data = unsafe { umem.data(d) }.contents();
                             data.get(HEADROOM..).unwrap_or_default()
                         });
@@ -755,7 +761,6 @@ impl Worker {
             start = 0;
         }
         data.cursor().set_pos(start + flen);
-        drop(data);
         let out = OutFrame {
             desc: *desc,
             start,
@@ -846,11 +851,6 @@ mod tests {
             src.contains(&format!("#define XVS_HEADROOM {HEADROOM}\n")),
             "steer.bpf.c's XVS_HEADROOM is not HEADROOM ({HEADROOM})"
         );
-        // Room for the largest outer header the pipeline opens (IPv6, TUN).
-        assert!(HEADROOM >= 40);
-        // Inside what every XDP mode leaves in front of a packet, less the
-        // kernel's struct xdp_frame there.
-        assert!(HEADROOM + 40 <= 256);
     }
 
     #[test]
