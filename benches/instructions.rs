@@ -34,9 +34,11 @@ struct Case {
     port: u8,
 }
 
-/// Headroom in front of the frame: none, as in the worker, whose UMEM
-/// frames start at the packet (so TUN moves the packet to open its gap).
-const HEADROOM: usize = 0;
+/// Headroom in front of the frame: what the worker gives
+/// ([`xvs::xsk::worker::HEADROOM`], the bytes the steering program puts in
+/// front of every packet it redirects), so TUN opens its outer header there
+/// without moving the packet.
+const HEADROOM: usize = xvs::xsk::worker::HEADROOM;
 
 fn process(p: &mut Pipeline, buf: &mut [u8], frame: &[u8], port: u8, now: u64) -> Verdict {
     buf[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);

@@ -105,7 +105,13 @@ impl<'a> Frame<'a> {
         }
         let from = self.start;
         if from >= n {
-            self.buf.copy_within(from..from + at, from - n);
+            // The Ethernet header (with a VLAN tag or without) moves as a
+            // fixed-size copy the compiler inlines, not a memmove call.
+            match at {
+                14 => self.move_front::<14>(from, n),
+                18 => self.move_front::<18>(from, n),
+                _ => self.buf.copy_within(from..from + at, from - n),
+            }
             self.start = from - n;
         } else {
             let end = from + self.len;
@@ -116,6 +122,15 @@ impl<'a> Frame<'a> {
         }
         self.len += n;
         Ok(())
+    }
+
+    /// Moves the `K` bytes at `from` to `from - n` (through a copy: the
+    /// two may overlap).
+    #[inline(always)]
+    fn move_front<const K: usize>(&mut self, from: usize, n: usize) {
+        let mut head = [0u8; K];
+        head.copy_from_slice(&self.buf[from..from + K]);
+        self.buf[from - n..from - n + K].copy_from_slice(&head);
     }
 
     /// Removes `n` bytes at offset `at` by moving the bytes in front of them
@@ -174,6 +189,29 @@ mod tests {
             } else {
                 assert_eq!(fb.data(), b"abcdefgh");
             }
+        }
+        // The Ethernet header's fixed-size moves, short and long gaps.
+        for (at, n, head) in [
+            (14, 20, 64),
+            (18, 20, 64),
+            (14, 40, 40),
+            (14, 4, 4),
+            (18, 2, 20),
+        ] {
+            let body: Vec<u8> = (0..60u8).collect();
+            let mut a = vec![0u8; head + body.len() + 8];
+            a[head..head + body.len()].copy_from_slice(&body);
+            let mut b = a.clone();
+            let mut fa = Frame::new(&mut a, head, body.len());
+            let mut fb = Frame::new(&mut b, head, body.len());
+            assert_eq!(fa.insert_gap(at, n), fb.insert_front_gap(at, n));
+            assert_eq!(
+                (fa.start(), fa.len()),
+                (fb.start(), fb.len()),
+                "at {at} n {n}"
+            );
+            assert_eq!(&fb.data()[..at], &body[..at]);
+            assert_eq!(&fb.data()[at + n..], &body[at..]);
         }
         let mut buf = [0u8; 16];
         let mut f = Frame::new(&mut buf, 4, 6);

@@ -11,6 +11,9 @@
 //!   table's memory), mapped and advised here with the other system calls
 //!   that need `unsafe`.
 //! - `sys`: the system calls xsk-rs does not wrap (busy poll, poll, euid).
+//! - `txring`: the worker's own producer of a socket's TX ring, which sends
+//!   a frame from wherever it starts in its chunk (TUN grows it into the
+//!   headroom), and the chunk arithmetic of aligned UMEM addresses.
 //!
 //! Every `unsafe` block says why it holds in a `// SAFETY:` comment.
 
@@ -18,6 +21,7 @@ pub mod bench;
 pub mod huge;
 pub mod prog;
 mod sys;
+mod txring;
 pub mod worker;
 
 pub use sys::euid;

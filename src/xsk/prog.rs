@@ -109,7 +109,8 @@ pub enum SteerCounter {
     /// MAC is not the director's.
     NotForUs = 0,
     /// Frames for xvs dropped because their rx queue has no socket (no
-    /// worker serves it, or xvs died and left the program attached).
+    /// worker serves it, or xvs died and left the program attached), or,
+    /// never seen, no room in front of them for the worker's headroom.
     NoSocket = 1,
 }
 

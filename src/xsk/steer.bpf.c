@@ -56,6 +56,12 @@
 
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)BPF_FUNC_redirect_map;
+static long (*bpf_xdp_adjust_head)(struct xdp_md *ctx, int delta) = (void *)BPF_FUNC_xdp_adjust_head;
+
+// Bytes put in front of every frame redirected to xvs: the worker's frame
+// headroom (`xsk::worker::HEADROOM`, which a test holds equal to this), so
+// that TUN opens its outer header there instead of moving the packet.
+#define XVS_HEADROOM 64
 
 // Must match `xsk::prog::Endpoint` byte for byte.
 struct endpoint {
@@ -128,7 +134,7 @@ struct {
 // Per CPU, summed by the director: slot 0 (`not_for_us`) counts frames the
 // rules would have redirected but whose destination MAC is not in
 // `own_macs`; slot 1 (`no_socket`), frames for xvs dropped because their rx
-// queue had no socket. Must match `xsk::prog::SteerCounter`.
+// queue had no socket (or, never seen, no room for XVS_HEADROOM). Must match `xsk::prog::SteerCounter`.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 2);
@@ -361,6 +367,13 @@ int xvs_steer(struct xdp_md *ctx)
 
 	if (!decide(ctx))
 		return XDP_PASS;
+	// Every XDP mode leaves XDP_PACKET_HEADROOM (256 bytes) in front of
+	// the packet, so this does not fail; if it did, the worker would read
+	// the packet's first bytes as headroom: the frame is dropped instead.
+	if (bpf_xdp_adjust_head(ctx, -XVS_HEADROOM)) {
+		count(COUNT_NO_SOCKET);
+		return XDP_DROP;
+	}
 	// The flags' low bits are what a queue without a socket gets.
 	verdict = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_DROP);
 	if (verdict == XDP_DROP)

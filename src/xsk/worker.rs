@@ -10,6 +10,18 @@
 //! round boundary; [`WorkerStats`] gets them at such a boundary (once a
 //! millisecond while busy, on idle rounds, and at exit). A frame that leaked
 //! would break the sum, which the netns tests check after long runs.
+//!
+//! Headroom: the steering program gives every frame it redirects
+//! [`HEADROOM`] bytes in front of the packet (`bpf_xdp_adjust_head`), so a
+//! received descriptor starts that far before the packet and the pipeline
+//! gets them as the [`Frame`]'s headroom: TUN opens its outer header there
+//! without moving the packet. The frame then leaves from wherever it starts
+//! in its chunk, through the worker's own TX ring producer ([`TxRing`]);
+//! completions name that address, and [`Worker::chunk`] maps it back to the
+//! chunk's own descriptor for the free list and the fill rings. (xsk-rs
+//! reaches a chunk's bytes only from a descriptor's address onward and
+//! cannot make a descriptor at another address: the bytes in front of the
+//! kernel's packet are reachable only as part of the descriptor.)
 
 use std::num::NonZeroU32;
 use std::os::fd::AsRawFd;
@@ -23,6 +35,7 @@ use xsk_rs::config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig,
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use super::prog::SteeringProgram;
+use super::txring::{fits_chunk, TxRing};
 use crate::counters::{frames_conserved, summary_line, SharedCounters, FRAME_PLACES};
 use crate::neigh::hold::{HoldQueue, HOLD_FRAMES, HOLD_MS};
 use crate::neigh::netlink::Waker;
@@ -34,6 +47,16 @@ use crate::Millis;
 /// Bytes per UMEM frame: a page, room for a 1500-byte frame plus encapsulation
 /// or an ICMP error built in its place.
 pub const FRAME_SIZE: u32 = 4096;
+/// Bytes in front of the packet in every frame the worker receives: what
+/// the steering program reserves (`XVS_HEADROOM` in steer.bpf.c, checked by
+/// a test), the [`Frame`]'s headroom. Room for an IPv6 outer header (TUN);
+/// a cache line, so that in copy mode the packet the kernel copies after it
+/// starts on a line of its own.
+pub const HEADROOM: usize = 64;
+// Room for the largest outer header the pipeline opens (IPv6, TUN), inside
+// what every XDP mode leaves in front of a packet (256 bytes) less the
+// kernel's struct xdp_frame kept there (40).
+const _: () = assert!(HEADROOM >= 40 && HEADROOM + 40 <= 256);
 /// Rounds without a frame before the worker sleeps in poll().
 const IDLE_ROUNDS: u32 = 256;
 /// And how long since its last frame, at least: the worker polls its rings
@@ -149,6 +172,19 @@ impl Default for WorkerStats {
     }
 }
 
+/// The index of the chunk that UMEM address `addr` lies in.
+#[inline]
+fn chunk_index(addr: usize) -> usize {
+    super::txring::chunk_base(addr as u64, FRAME_SIZE.into()) as usize / FRAME_SIZE as usize
+}
+
+/// The own descriptor (by [`Worker`]'s `chunks`) of the chunk that UMEM
+/// address `addr` lies in.
+#[inline]
+fn chunk_of(chunks: &[FrameDesc], addr: usize) -> FrameDesc {
+    chunks[chunk_index(addr)]
+}
+
 impl WorkerStats {
     pub fn frames(&self) -> [u64; FRAME_PLACES.len()] {
         std::array::from_fn(|i| self.frames[i].load(Ordering::Relaxed))
@@ -177,7 +213,13 @@ pub struct WorkerShared {
 
 struct PortSocket {
     rx: RxQueue,
+    /// For the `sendto` kick; produced into only without `ring`.
     tx: TxQueue,
+    /// The worker's own producer of this socket's TX ring, where the
+    /// kernel lets a bound socket's ring be mapped (Linux 6.5 on); without
+    /// it, frames are moved back to their descriptor's address and sent
+    /// through `tx`.
+    ring: Option<TxRing>,
     fill: FillQueue,
     comp: CompQueue,
     /// Frames this port's fill ring holds.
@@ -239,14 +281,50 @@ impl TxKick {
     }
 }
 
+impl PortSocket {
+    fn needs_wakeup(&self) -> bool {
+        match &self.ring {
+            Some(r) => r.needs_wakeup(),
+            None => self.tx.needs_wakeup(),
+        }
+    }
+
+    fn tx_free_exact(&mut self) -> u32 {
+        match &mut self.ring {
+            Some(r) => r.free_exact(),
+            None => self.tx.nb_free_exact(),
+        }
+    }
+}
+
+/// A processed frame on its way out (a TX list, the hold queue): the
+/// descriptor it was received in, and where the packet lies now, from that
+/// descriptor's address on.
+#[derive(Clone, Copy, Debug)]
+struct OutFrame {
+    desc: FrameDesc,
+    start: usize,
+    len: usize,
+}
+
+impl OutFrame {
+    /// The TX descriptor's address: the packet's first byte in the UMEM.
+    fn addr(&self) -> u64 {
+        (self.desc.addr() + self.start) as u64
+    }
+}
+
 /// A worker ready to run.
 pub struct Worker {
     setup: WorkerSetup,
     umem: Umem,
     ports: Vec<PortSocket>,
+    /// Each chunk's own descriptor (at the kernel's receive offset), by
+    /// chunk index: what a completion's or a dropped frame's address maps to.
+    chunks: Vec<FrameDesc>,
     free: Vec<FrameDesc>,
     /// Rewritten frames waiting for their next hop's MAC.
-    held: HoldQueue<FrameDesc>,
+    held: HoldQueue<OutFrame>,
     held_sent: u64,
     total: u64,
     pipeline: Pipeline,
@@ -312,9 +390,22 @@ impl Worker {
                 super::sys::prefer_busy_poll(rx.fd().as_raw_fd(), budget)
                     .map_err(|e| err(format!("busy poll: {e}")))?;
             }
+            let ring = match TxRing::map(tx.fd().as_raw_fd(), setup.ring_size) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    // (Not "worker N:" first: that starts the exit summary.)
+                    tracing::warn!(
+                        "cannot map the TX ring of {iface} for worker {} ({e}): frames that \
+                         do not start at their descriptor are moved before they are sent",
+                        setup.index
+                    );
+                    None
+                }
+            };
             ports.push(PortSocket {
                 rx,
                 tx,
+                ring,
                 fill,
                 comp,
                 in_fill: 0,
@@ -322,11 +413,18 @@ impl Worker {
                 kick: TxKick::new(Instant::now()),
             });
         }
+        // One way of sending for all ports: the own ring on each, or none.
+        if ports.iter().any(|p| p.ring.is_none()) {
+            for p in &mut ports {
+                p.ring = None;
+            }
+        }
         let total = descs.len() as u64;
         let mut w = Worker {
             setup,
             umem,
             ports,
+            chunks: descs.clone(),
             free: descs,
             held: HoldQueue::new(HOLD_FRAMES, HOLD_MS),
             held_sent: 0,
@@ -366,9 +464,11 @@ impl Worker {
         let batch = self.setup.batch.max(64);
         let mut rx_descs = vec![FrameDesc::default(); batch];
         let mut comp_descs = vec![FrameDesc::default(); self.setup.ring_size as usize];
-        let mut tx_lists: Vec<Vec<FrameDesc>> = (0..self.ports.len())
+        let mut tx_lists: Vec<Vec<OutFrame>> = (0..self.ports.len())
             .map(|_| Vec::with_capacity(batch * self.ports.len()))
             .collect();
+        // The descriptors of a TX list, for xsk-rs's producer (no own ring).
+        let mut tx_descs: Vec<FrameDesc> = Vec::with_capacity(batch * self.ports.len());
         let mut hist =
             Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
         let epoch = Instant::now();
@@ -414,35 +514,61 @@ impl Worker {
                 for chunk in rx_descs[..n].chunks_mut(PREFETCH_BATCH) {
                     if self.setup.prefetch {
                         let umem = &self.umem;
-                        // SAFETY: as for `consume` above: the kernel is done
-                        // with these frames and only this worker reads them.
-                        let frames = chunk.iter().map(|d| unsafe { umem.data(d) }.contents());
+                        // Each frame's packet, after the headroom.
+                        let frames = chunk.iter().map(|d| {
+                            // SAFETY: as for `consume` above: the kernel is
+                            // done with these frames and only this worker
+                            // reads them.
+                            let data = unsafe { umem.data(d) }.contents();
+                            data.get(HEADROOM..).unwrap_or_default()
+                        });
                         self.pipeline.prefetch(frames);
                     }
                     for d in chunk.iter_mut() {
-                        let verdict = self.process(now, p as u8, d);
-                        self.dispatch(verdict, d, now, &mut tx_lists, &mut bad_port);
+                        let (verdict, out) = self.process(now, p as u8, d);
+                        self.dispatch(verdict, out, now, &mut tx_lists, &mut bad_port);
                     }
                 }
             }
             for (p, list) in tx_lists.iter_mut().enumerate() {
                 let port = &mut self.ports[p];
                 if !list.is_empty() {
-                    let room = port.tx.nb_free(list.len() as u32) as usize;
-                    let k = room.min(list.len());
-                    // SAFETY: these frames came off rx rings of this UMEM and are
-                    // owned by the worker until their completion comes back.
-                    let sent = unsafe { port.tx.produce(&list[..k]) };
+                    let sent = match &mut port.ring {
+                        Some(ring) => {
+                            debug_assert!(list.iter().all(|f| fits_chunk(
+                                f.addr(),
+                                f.len as u32,
+                                FRAME_SIZE.into()
+                            )));
+                            // SAFETY: these frames came off rx rings of this UMEM,
+                            // each inside its chunk (the pipeline's frame is
+                            // bounded by the chunk's buffer), and are owned by
+                            // the worker until their completion comes back.
+                            unsafe { ring.produce(list.iter().map(|f| (f.addr(), f.len as u32))) }
+                        }
+                        None => {
+                            // Without the own ring every frame was moved to
+                            // its descriptor's address (`process`).
+                            tx_descs.clear();
+                            tx_descs.extend(list.iter().map(|f| f.desc));
+                            let room = port.tx.nb_free(list.len() as u32) as usize;
+                            let k = room.min(list.len());
+                            // SAFETY: as above.
+                            unsafe { port.tx.produce(&tx_descs[..k]) }
+                        }
+                    };
                     port.in_tx += sent as u64;
                     tx_ring_full += (list.len() - sent) as u64;
-                    self.free.extend_from_slice(&list[sent..]);
+                    let chunks = &self.chunks;
+                    self.free
+                        .extend(list[sent..].iter().map(|f| chunk_of(chunks, f.desc.addr())));
                     list.clear();
                     port.kick.add(sent as u32, started);
                 }
                 if !port.kick.any() {
                     continue;
                 }
-                if !port.tx.needs_wakeup() {
+                if !port.needs_wakeup() {
                     // The kernel sends these by itself (zero copy, its
                     // NAPI running): nothing waits on a kick.
                     port.kick.clear();
@@ -467,12 +593,16 @@ impl Worker {
                     // UMEM; comp_descs are scratch descriptors the ring overwrites.
                     let c = unsafe { port.comp.consume(&mut comp_descs) };
                     port.in_tx -= c as u64;
-                    self.free.extend_from_slice(&comp_descs[..c]);
+                    // A completion names the address the frame was sent
+                    // from: the free list gets its chunk's own descriptor.
+                    let chunks = &self.chunks;
+                    self.free
+                        .extend(comp_descs[..c].iter().map(|d| chunk_of(chunks, d.addr())));
                     if port.in_tx == 0
                         || kick == TX_KICKS
                         || port.kick.any()
-                        || port.tx.nb_free_exact() == ring
-                        || !port.tx.needs_wakeup()
+                        || port.tx_free_exact() == ring
+                        || !port.needs_wakeup()
                     {
                         break;
                     }
@@ -509,9 +639,11 @@ impl Worker {
             }
         }
         // Frames still waiting go back to the free list: nothing is sent now.
-        let held: Vec<FrameDesc> = self.held.drain().collect();
+        let held: Vec<OutFrame> = self.held.drain().collect();
         self.pipeline.count_unresolved_drops(held.len() as u64);
-        self.free.extend(held);
+        let chunks = &self.chunks;
+        self.free
+            .extend(held.iter().map(|f| chunk_of(chunks, f.desc.addr())));
         self.publish(stats, tx_ring_full, bad_port);
         self.publish_kernel_stats(stats);
     }
@@ -520,26 +652,27 @@ impl Worker {
     fn dispatch(
         &mut self,
         verdict: Verdict,
-        d: &FrameDesc,
+        out: OutFrame,
         now: Millis,
-        tx_lists: &mut [Vec<FrameDesc>],
+        tx_lists: &mut [Vec<OutFrame>],
         bad_port: &mut u64,
     ) {
+        let chunk = chunk_of(&self.chunks, out.desc.addr());
         match verdict {
             Verdict::Transmit { port } if usize::from(port) < tx_lists.len() => {
-                tx_lists[usize::from(port)].push(*d)
+                tx_lists[usize::from(port)].push(out)
             }
             Verdict::Hold { port, next_hop } if usize::from(port) < tx_lists.len() => {
-                if let Err(d) = self.held.hold(*d, port, next_hop, now) {
-                    self.free.push(d);
+                if self.held.hold(out, port, next_hop, now).is_err() {
+                    self.free.push(chunk);
                     self.pipeline.count_unresolved_drops(1);
                 }
             }
             Verdict::Transmit { .. } | Verdict::Hold { .. } => {
                 *bad_port += 1;
-                self.free.push(*d);
+                self.free.push(chunk);
             }
-            Verdict::Drop(_) => self.free.push(*d),
+            Verdict::Drop(_) => self.free.push(chunk),
         }
     }
 
@@ -572,17 +705,17 @@ impl Worker {
 
     /// Puts every held frame whose next hop the current snapshot resolves
     /// on its port's TX list, with the destination MAC it was waiting for.
-    fn release_held(&mut self, tx_lists: &mut [Vec<FrameDesc>]) {
+    fn release_held(&mut self, tx_lists: &mut [Vec<OutFrame>]) {
         let (umem, sent) = (&self.umem, &mut self.held_sent);
         self.held
-            .release(&self.pipeline.snapshot().next_hops, |mut d, hop| {
+            .release(&self.pipeline.snapshot().next_hops, |mut f, hop| {
                 // SAFETY: a held frame came off an rx ring of this UMEM and has
                 // been on no ring since: the worker alone holds it.
-                let mut data = unsafe { umem.data_mut(&mut d) };
-                if let Some(dst) = data.contents_mut().get_mut(..6) {
+                let mut data = unsafe { umem.data_mut(&mut f.desc) };
+                if let Some(dst) = data.contents_mut().get_mut(f.start..f.start + 6) {
                     dst.copy_from_slice(&hop.dst_mac);
                 }
-                tx_lists[usize::from(hop.port)].push(d);
+                tx_lists[usize::from(hop.port)].push(f);
                 *sent += 1;
             });
     }
@@ -592,16 +725,19 @@ impl Worker {
         if self.held.is_empty() {
             return;
         }
-        let (free, mut n) = (&mut self.free, 0u64);
-        self.held.expire(now, |d| {
-            free.push(d);
+        let (free, chunks, mut n) = (&mut self.free, &self.chunks, 0u64);
+        self.held.expire(now, |f| {
+            free.push(chunk_of(chunks, f.desc.addr()));
             n += 1;
         });
         self.pipeline.count_unresolved_drops(n);
     }
 
-    /// Runs one received frame through the pipeline, in place in the UMEM.
-    fn process(&mut self, now: Millis, port: u8, desc: &mut FrameDesc) -> Verdict {
+    /// Runs one received frame through the pipeline, in place in the UMEM:
+    /// the descriptor's first [`HEADROOM`] bytes are the frame's headroom,
+    /// the rest of its chunk its tailroom. Returns the verdict and where
+    /// the frame lies now.
+    fn process(&mut self, now: Millis, port: u8, desc: &mut FrameDesc) -> (Verdict, OutFrame) {
         // SAFETY: the descriptor was just consumed from an rx ring of this
         // UMEM: the kernel is done with the frame and no one else holds it.
         let mut data = unsafe { self.umem.data_mut(desc) };
@@ -611,15 +747,26 @@ impl Worker {
         // Expose the whole frame so that the pipeline may grow the packet
         // (TUN encapsulation, ICMP errors) into the tailroom.
         cursor.set_pos(cap);
-        let (verdict, new_len) = {
-            let mut frame = Frame::new(data.contents_mut(), 0, len);
+        let (verdict, mut start, flen) = {
+            // A descriptor shorter than the headroom (never made by the
+            // steering program) is an empty frame: the pipeline drops it.
+            let mut frame = Frame::new(data.contents_mut(), HEADROOM, len.saturating_sub(HEADROOM));
             let v = self.pipeline.process(now, port, &mut frame);
-            (v, frame.start() + frame.len())
+            (v, frame.start(), frame.len())
         };
-        // The frame never starts later than 0 here: there is no headroom to
-        // move into, so its end is its length.
-        data.cursor().set_pos(new_len);
-        verdict
+        let leaves = matches!(verdict, Verdict::Transmit { .. } | Verdict::Hold { .. });
+        if leaves && start != 0 && self.ports.first().is_some_and(|p| p.ring.is_none()) {
+            // xsk-rs sends from the descriptor's address only.
+            data.contents_mut().copy_within(start..start + flen, 0);
+            start = 0;
+        }
+        data.cursor().set_pos(start + flen);
+        let out = OutFrame {
+            desc: *desc,
+            start,
+            len: flen,
+        };
+        (verdict, out)
     }
 
     /// Gives the kernel free frames to receive into on port `p`.
@@ -695,6 +842,28 @@ mod tests {
 
     fn us(n: u64) -> Duration {
         Duration::from_micros(n)
+    }
+
+    #[test]
+    fn the_steering_program_reserves_the_worker_s_headroom() {
+        let src = include_str!("steer.bpf.c");
+        assert!(
+            src.contains(&format!("#define XVS_HEADROOM {HEADROOM}\n")),
+            "steer.bpf.c's XVS_HEADROOM is not HEADROOM ({HEADROOM})"
+        );
+    }
+
+    #[test]
+    fn an_address_maps_to_its_chunk_s_index() {
+        let f = FRAME_SIZE as usize;
+        // What the kernel receives at (copy mode: after its 256 bytes of
+        // XDP headroom; zero copy: the steering program's headroom before
+        // that), where TUN's frame starts, and the chunk's edges.
+        for i in [0, 1, 7, 4095] {
+            for off in [0, 256, 256 - HEADROOM, 256 - HEADROOM + 20, 256 + 20, f - 1] {
+                assert_eq!(chunk_index(i * f + off), i, "chunk {i} offset {off}");
+            }
+        }
     }
 
     #[test]
