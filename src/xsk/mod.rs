@@ -11,6 +11,9 @@
 //!   table's memory), mapped and advised here with the other system calls
 //!   that need `unsafe`.
 //! - `sys`: the system calls xsk-rs does not wrap (busy poll, poll, euid).
+//! - `rings`: the worker's own consumer of a socket's RX and completion
+//!   rings and producer of its fill ring, reading descriptors straight into
+//!   an address and a length.
 //! - `txring`: the worker's own producer of a socket's TX ring, which sends
 //!   a frame from wherever it starts in its chunk (TUN grows it into the
 //!   headroom), and the chunk arithmetic of aligned UMEM addresses.
@@ -20,6 +23,7 @@
 pub mod bench;
 pub mod huge;
 pub mod prog;
+mod rings;
 mod sys;
 mod txring;
 pub mod worker;

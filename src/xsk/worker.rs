@@ -25,6 +25,7 @@
 
 use std::num::NonZeroU32;
 use std::os::fd::AsRawFd;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,7 +36,8 @@ use xsk_rs::config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig,
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use super::prog::SteeringProgram;
-use super::txring::{fits_chunk, TxRing};
+use super::rings::{CompRing, FillRing, RxDesc, RxRing};
+use super::txring::{chunk_base, fits_chunk, TxRing};
 use crate::counters::{frames_conserved, summary_line, SharedCounters, FRAME_PLACES};
 use crate::neigh::hold::{HoldQueue, HOLD_FRAMES, HOLD_MS};
 use crate::neigh::netlink::Waker;
@@ -178,11 +180,28 @@ fn chunk_index(addr: usize) -> usize {
     super::txring::chunk_base(addr as u64, FRAME_SIZE.into()) as usize / FRAME_SIZE as usize
 }
 
-/// The own descriptor (by [`Worker`]'s `chunks`) of the chunk that UMEM
-/// address `addr` lies in.
+/// The first byte (UMEM address) of the chunk that address `addr` lies in.
 #[inline]
-fn chunk_of(chunks: &[FrameDesc], addr: usize) -> FrameDesc {
-    chunks[chunk_index(addr)]
+fn chunk_start(addr: u64) -> u64 {
+    chunk_base(addr, FRAME_SIZE.into())
+}
+
+/// The bytes of the UMEM at `base` from address `addr` to the end of its
+/// chunk.
+///
+/// # Safety
+///
+/// `base` must be the start of the worker's UMEM, `addr` inside it, and the
+/// caller must own the chunk (on no ring, not lent out elsewhere) for as long
+/// as it uses the slice.
+#[inline]
+unsafe fn chunk_bytes<'a>(base: NonNull<u8>, addr: u64) -> &'a mut [u8] {
+    let end = chunk_start(addr) + u64::from(FRAME_SIZE);
+    // SAFETY: the caller's contract: [addr, end) is inside the UMEM's one
+    // mapping, which lives as long as the worker, and is the caller's alone.
+    unsafe {
+        std::slice::from_raw_parts_mut(base.as_ptr().add(addr as usize), (end - addr) as usize)
+    }
 }
 
 impl WorkerStats {
@@ -212,15 +231,18 @@ pub struct WorkerShared {
 }
 
 struct PortSocket {
+    /// For the file descriptor; consumed from only without `own`.
     rx: RxQueue,
-    /// For the `sendto` kick; produced into only without `ring`.
+    /// For the `sendto` kick; produced into only without `own`.
     tx: TxQueue,
-    /// The worker's own producer of this socket's TX ring, where the
-    /// kernel lets a bound socket's ring be mapped (Linux 6.5 on); without
-    /// it, frames are moved back to their descriptor's address and sent
-    /// through `tx`.
-    ring: Option<TxRing>,
+    /// The worker's own consumer and producer of this socket's four rings,
+    /// where the kernel lets a bound socket's rings be mapped (Linux 6.5
+    /// on); without them the worker goes through xsk-rs's queues, and frames
+    /// are moved back to their descriptor's address before they are sent.
+    own: Option<OwnRings>,
+    /// Produced into only without `own`.
     fill: FillQueue,
+    /// Consumed from only without `own`.
     comp: CompQueue,
     /// Frames this port's fill ring holds.
     in_fill: u64,
@@ -281,48 +303,77 @@ impl TxKick {
     }
 }
 
+/// One socket's rings, mapped by the worker ([`super::rings`], [`TxRing`]).
+struct OwnRings {
+    rx: RxRing,
+    fill: FillRing,
+    comp: CompRing,
+    tx: TxRing,
+}
+
+impl OwnRings {
+    fn map(fd: i32, size: u32) -> std::io::Result<OwnRings> {
+        Ok(OwnRings {
+            rx: RxRing::map(fd, size)?,
+            fill: FillRing::map(fd, size)?,
+            comp: CompRing::map(fd, size)?,
+            tx: TxRing::map(fd, size)?,
+        })
+    }
+}
+
 impl PortSocket {
     fn needs_wakeup(&self) -> bool {
-        match &self.ring {
-            Some(r) => r.needs_wakeup(),
+        match &self.own {
+            Some(r) => r.tx.needs_wakeup(),
             None => self.tx.needs_wakeup(),
         }
     }
 
     fn tx_free_exact(&mut self) -> u32 {
-        match &mut self.ring {
-            Some(r) => r.free_exact(),
+        match &mut self.own {
+            Some(r) => r.tx.free_exact(),
             None => self.tx.nb_free_exact(),
         }
     }
 }
 
-/// A processed frame on its way out (a TX list, the hold queue): the
-/// descriptor it was received in, and where the packet lies now, from that
-/// descriptor's address on.
+/// A processed frame on its way out (a TX list, the hold queue): where the
+/// packet lies now in the UMEM (its first byte, inside the chunk it was
+/// received in) and its length.
 #[derive(Clone, Copy, Debug)]
 struct OutFrame {
-    desc: FrameDesc,
-    start: usize,
-    len: usize,
+    addr: u64,
+    len: u32,
 }
 
-impl OutFrame {
-    /// The TX descriptor's address: the packet's first byte in the UMEM.
-    fn addr(&self) -> u64 {
-        (self.desc.addr() + self.start) as u64
-    }
-}
+/// The first byte of a worker's UMEM.
+#[derive(Clone, Copy)]
+struct UmemBase(NonNull<u8>);
+
+// SAFETY: the UMEM is the worker's (its `Umem` handle moves with it), and
+// the worker reaches frames through this pointer only while it owns them.
+unsafe impl Send for UmemBase {}
 
 /// A worker ready to run.
 pub struct Worker {
     setup: WorkerSetup,
     umem: Umem,
+    /// The UMEM's first byte: frames are reached from here by their
+    /// address, `umem_len` bytes in all.
+    base: UmemBase,
+    umem_len: u64,
     ports: Vec<PortSocket>,
-    /// Each chunk's own descriptor (at the kernel's receive offset), by
-    /// chunk index: what a completion's or a dropped frame's address maps to.
+    /// Whether every port goes through its own rings (`PortSocket::own`).
+    own: bool,
+    /// For xsk-rs's queues (no own rings): each chunk's descriptor, by
+    /// chunk index, as last received (at first, xsk-rs's own at the
+    /// kernel's receive offset).
     chunks: Vec<FrameDesc>,
-    free: Vec<FrameDesc>,
+    /// Free chunks, by their first byte's address.
+    free: Vec<u64>,
+    /// Scratch descriptors for xsk-rs's queues.
+    xsk_descs: Vec<FrameDesc>,
     /// Rewritten frames waiting for their next hop's MAC.
     held: HoldQueue<OutFrame>,
     held_sent: u64,
@@ -390,13 +441,14 @@ impl Worker {
                 super::sys::prefer_busy_poll(rx.fd().as_raw_fd(), budget)
                     .map_err(|e| err(format!("busy poll: {e}")))?;
             }
-            let ring = match TxRing::map(tx.fd().as_raw_fd(), setup.ring_size) {
+            let own = match OwnRings::map(tx.fd().as_raw_fd(), setup.ring_size) {
                 Ok(r) => Some(r),
                 Err(e) => {
                     // (Not "worker N:" first: that starts the exit summary.)
                     tracing::warn!(
-                        "cannot map the TX ring of {iface} for worker {} ({e}): frames that \
-                         do not start at their descriptor are moved before they are sent",
+                        "cannot map the rings of {iface} for worker {} ({e}): they are used \
+                         through xsk-rs, and frames that do not start at their descriptor are \
+                         moved before they are sent",
                         setup.index
                     );
                     None
@@ -405,7 +457,7 @@ impl Worker {
             ports.push(PortSocket {
                 rx,
                 tx,
-                ring,
+                own,
                 fill,
                 comp,
                 in_fill: 0,
@@ -413,19 +465,30 @@ impl Worker {
                 kick: TxKick::new(Instant::now()),
             });
         }
-        // One way of sending for all ports: the own ring on each, or none.
-        if ports.iter().any(|p| p.ring.is_none()) {
+        // One way for all ports: the own rings on each, or none.
+        let own = ports.iter().all(|p| p.own.is_some());
+        if !own {
             for p in &mut ports {
-                p.ring = None;
+                p.own = None;
             }
         }
         let total = descs.len() as u64;
+        // SAFETY: a descriptor at address 0 names the UMEM's first chunk,
+        // which no ring holds yet; only its start is taken.
+        let base = unsafe { umem.data_mut(&mut FrameDesc::default()) }
+            .contents_mut()
+            .as_mut_ptr();
+        let base = UmemBase(NonNull::new(base).ok_or_else(|| WorkerError::Umem("null".into()))?);
         let mut w = Worker {
             setup,
             umem,
+            base,
+            umem_len: total * u64::from(FRAME_SIZE),
             ports,
-            chunks: descs.clone(),
-            free: descs,
+            own,
+            free: descs.iter().map(|d| chunk_start(d.addr() as u64)).collect(),
+            chunks: descs,
+            xsk_descs: Vec::new(),
             held: HoldQueue::new(HOLD_FRAMES, HOLD_MS),
             held_sent: 0,
             total,
@@ -462,8 +525,17 @@ impl Worker {
             }
         }
         let batch = self.setup.batch.max(64);
-        let mut rx_descs = vec![FrameDesc::default(); batch];
-        let mut comp_descs = vec![FrameDesc::default(); self.setup.ring_size as usize];
+        let mut rx_descs = vec![RxDesc::default(); batch];
+        // xsk-rs's queues' scratch descriptors (no own rings).
+        let mut rx_xsk = vec![FrameDesc::default(); if self.own { 0 } else { batch }];
+        let mut comp_descs = vec![
+            FrameDesc::default();
+            if self.own {
+                0
+            } else {
+                self.setup.ring_size as usize
+            }
+        ];
         let mut tx_lists: Vec<Vec<OutFrame>> = (0..self.ports.len())
             .map(|_| Vec::with_capacity(batch * self.ports.len()))
             .collect();
@@ -504,53 +576,64 @@ impl Worker {
                 if self.setup.busy_poll.is_some() {
                     super::sys::busy_poll_once(self.ports[p].rx.fd().as_raw_fd());
                 }
-                // SAFETY: every port's rings belong to this worker's one UMEM;
-                // rx_descs are scratch descriptors the ring overwrites.
-                let n = unsafe { self.ports[p].rx.consume(&mut rx_descs) };
+                let n = self.receive(p, &mut rx_descs, &mut rx_xsk);
                 self.ports[p].in_fill -= n as u64;
                 received += n;
                 // A batch at a time: with `prefetch`, the connection entries
                 // of its frames are brought into cache together first.
                 for chunk in rx_descs[..n].chunks_mut(PREFETCH_BATCH) {
                     if self.setup.prefetch {
-                        let umem = &self.umem;
+                        let base = self.base.0;
                         // Each frame's packet, after the headroom.
                         let frames = chunk.iter().map(|d| {
-                            // SAFETY: as for `consume` above: the kernel is
-                            // done with these frames and only this worker
-                            // reads them.
-                            let data = unsafe { umem.data(d) }.contents();
-                            data.get(HEADROOM..).unwrap_or_default()
+                            // SAFETY: the frame was just received on a ring of
+                            // this UMEM (checked by `receive`): the kernel is
+                            // done with it and only this worker reads it.
+                            let data: &[u8] = unsafe { chunk_bytes(base, d.addr) };
+                            let len = (d.len as usize).min(data.len());
+                            data.get(HEADROOM..len).unwrap_or_default()
                         });
                         self.pipeline.prefetch(frames);
                     }
-                    for d in chunk.iter_mut() {
-                        let (verdict, out) = self.process(now, p as u8, d);
+                    let mut i = 0;
+                    while i < chunk.len() {
+                        let (verdict, out) = self.process(now, p as u8, chunk[i]);
                         self.dispatch(verdict, out, now, &mut tx_lists, &mut bad_port);
+                        i += 1;
                     }
                 }
             }
             for (p, list) in tx_lists.iter_mut().enumerate() {
                 let port = &mut self.ports[p];
                 if !list.is_empty() {
-                    let sent = match &mut port.ring {
-                        Some(ring) => {
+                    let sent = match &mut port.own {
+                        Some(own) => {
                             debug_assert!(list.iter().all(|f| fits_chunk(
-                                f.addr(),
-                                f.len as u32,
+                                f.addr,
+                                f.len,
                                 FRAME_SIZE.into()
                             )));
                             // SAFETY: these frames came off rx rings of this UMEM,
                             // each inside its chunk (the pipeline's frame is
                             // bounded by the chunk's buffer), and are owned by
                             // the worker until their completion comes back.
-                            unsafe { ring.produce(list.iter().map(|f| (f.addr(), f.len as u32))) }
+                            unsafe { own.tx.produce(list.iter().map(|f| (f.addr, f.len))) }
                         }
                         None => {
-                            // Without the own ring every frame was moved to
-                            // its descriptor's address (`process`).
+                            // Without the own rings every frame was moved to
+                            // its descriptor's address (`process`), whose
+                            // descriptor `chunks` keeps.
                             tx_descs.clear();
-                            tx_descs.extend(list.iter().map(|f| f.desc));
+                            for f in list.iter() {
+                                let mut d = self.chunks[chunk_index(f.addr as usize)];
+                                debug_assert_eq!(d.addr() as u64, f.addr);
+                                // SAFETY: the worker owns the frame (off its rx
+                                // ring, on no other): only its length is set.
+                                unsafe { self.umem.data_mut(&mut d) }
+                                    .cursor()
+                                    .set_pos(f.len as usize);
+                                tx_descs.push(d);
+                            }
                             let room = port.tx.nb_free(list.len() as u32) as usize;
                             let k = room.min(list.len());
                             // SAFETY: as above.
@@ -559,9 +642,9 @@ impl Worker {
                     };
                     port.in_tx += sent as u64;
                     tx_ring_full += (list.len() - sent) as u64;
-                    let chunks = &self.chunks;
-                    self.free
-                        .extend(list[sent..].iter().map(|f| chunk_of(chunks, f.desc.addr())));
+                    for f in &list[sent..] {
+                        self.free.push(chunk_start(f.addr));
+                    }
                     list.clear();
                     port.kick.add(sent as u32, started);
                 }
@@ -589,15 +672,23 @@ impl Worker {
                 // the kernel took but has not completed yet: a kick does
                 // not hurry those.
                 for kick in 0..=TX_KICKS {
-                    // SAFETY: every port's rings belong to this worker's one
-                    // UMEM; comp_descs are scratch descriptors the ring overwrites.
-                    let c = unsafe { port.comp.consume(&mut comp_descs) };
-                    port.in_tx -= c as u64;
                     // A completion names the address the frame was sent
-                    // from: the free list gets its chunk's own descriptor.
-                    let chunks = &self.chunks;
-                    self.free
-                        .extend(comp_descs[..c].iter().map(|d| chunk_of(chunks, d.addr())));
+                    // from: the free list gets its chunk.
+                    let free = &mut self.free;
+                    let c = match &mut port.own {
+                        Some(own) => own.comp.consume(|addr| free.push(chunk_start(addr))),
+                        None => {
+                            // SAFETY: every port's rings belong to this
+                            // worker's one UMEM; comp_descs are scratch
+                            // descriptors the ring overwrites.
+                            let c = unsafe { port.comp.consume(&mut comp_descs) };
+                            for d in &comp_descs[..c] {
+                                free.push(chunk_start(d.addr() as u64));
+                            }
+                            c
+                        }
+                    };
+                    port.in_tx -= c as u64;
                     if port.in_tx == 0
                         || kick == TX_KICKS
                         || port.kick.any()
@@ -641,9 +732,7 @@ impl Worker {
         // Frames still waiting go back to the free list: nothing is sent now.
         let held: Vec<OutFrame> = self.held.drain().collect();
         self.pipeline.count_unresolved_drops(held.len() as u64);
-        let chunks = &self.chunks;
-        self.free
-            .extend(held.iter().map(|f| chunk_of(chunks, f.desc.addr())));
+        self.free.extend(held.iter().map(|f| chunk_start(f.addr)));
         self.publish(stats, tx_ring_full, bad_port);
         self.publish_kernel_stats(stats);
     }
@@ -657,7 +746,7 @@ impl Worker {
         tx_lists: &mut [Vec<OutFrame>],
         bad_port: &mut u64,
     ) {
-        let chunk = chunk_of(&self.chunks, out.desc.addr());
+        let chunk = chunk_start(out.addr);
         match verdict {
             Verdict::Transmit { port } if usize::from(port) < tx_lists.len() => {
                 tx_lists[usize::from(port)].push(out)
@@ -706,13 +795,13 @@ impl Worker {
     /// Puts every held frame whose next hop the current snapshot resolves
     /// on its port's TX list, with the destination MAC it was waiting for.
     fn release_held(&mut self, tx_lists: &mut [Vec<OutFrame>]) {
-        let (umem, sent) = (&self.umem, &mut self.held_sent);
+        let (base, sent) = (self.base.0, &mut self.held_sent);
         self.held
-            .release(&self.pipeline.snapshot().next_hops, |mut f, hop| {
+            .release(&self.pipeline.snapshot().next_hops, |f, hop| {
                 // SAFETY: a held frame came off an rx ring of this UMEM and has
                 // been on no ring since: the worker alone holds it.
-                let mut data = unsafe { umem.data_mut(&mut f.desc) };
-                if let Some(dst) = data.contents_mut().get_mut(f.start..f.start + 6) {
+                let data = unsafe { chunk_bytes(base, f.addr) };
+                if let Some(dst) = data.get_mut(..6) {
                     dst.copy_from_slice(&hop.dst_mac);
                 }
                 tx_lists[usize::from(hop.port)].push(f);
@@ -725,46 +814,76 @@ impl Worker {
         if self.held.is_empty() {
             return;
         }
-        let (free, chunks, mut n) = (&mut self.free, &self.chunks, 0u64);
+        let (free, mut n) = (&mut self.free, 0u64);
         self.held.expire(now, |f| {
-            free.push(chunk_of(chunks, f.desc.addr()));
+            free.push(chunk_start(f.addr));
             n += 1;
         });
         self.pipeline.count_unresolved_drops(n);
+    }
+
+    /// Takes up to `out.len()` received frames off port `p`'s RX ring into
+    /// `out`; returns how many. `xsk` is scratch for xsk-rs's queue (no own
+    /// rings), of `out`'s length.
+    #[inline]
+    fn receive(&mut self, p: usize, out: &mut [RxDesc], xsk: &mut [FrameDesc]) -> usize {
+        let port = &mut self.ports[p];
+        let n = match &mut port.own {
+            Some(own) => own.rx.consume(out),
+            None => {
+                // SAFETY: every port's rings belong to this worker's one UMEM;
+                // `xsk` are scratch descriptors the ring overwrites.
+                let n = unsafe { port.rx.consume(xsk) };
+                for (o, d) in out.iter_mut().zip(&xsk[..n]) {
+                    // The descriptor xsk-rs sends this frame by.
+                    self.chunks[chunk_index(d.addr())] = *d;
+                    *o = RxDesc {
+                        addr: d.addr() as u64,
+                        len: d.lengths().data() as u32,
+                    };
+                }
+                n
+            }
+        };
+        // The kernel hands out only addresses of the UMEM it was given:
+        // checked once here, since the frames' bytes are reached by them.
+        for d in &out[..n] {
+            assert!(d.addr < self.umem_len, "RX address outside the UMEM");
+        }
+        n
     }
 
     /// Runs one received frame through the pipeline, in place in the UMEM:
     /// the descriptor's first [`HEADROOM`] bytes are the frame's headroom,
     /// the rest of its chunk its tailroom. Returns the verdict and where
     /// the frame lies now.
-    fn process(&mut self, now: Millis, port: u8, desc: &mut FrameDesc) -> (Verdict, OutFrame) {
+    #[inline]
+    fn process(&mut self, now: Millis, port: u8, rx: RxDesc) -> (Verdict, OutFrame) {
         // SAFETY: the descriptor was just consumed from an rx ring of this
-        // UMEM: the kernel is done with the frame and no one else holds it.
-        let mut data = unsafe { self.umem.data_mut(desc) };
-        let len = data.len();
-        let mut cursor = data.cursor();
-        let cap = cursor.buf_len();
-        // Expose the whole frame so that the pipeline may grow the packet
-        // (TUN encapsulation, ICMP errors) into the tailroom.
-        cursor.set_pos(cap);
-        let (verdict, mut start, flen) = {
-            // A descriptor shorter than the headroom (never made by the
-            // steering program) is an empty frame: the pipeline drops it.
-            let mut frame = Frame::new(data.contents_mut(), HEADROOM, len.saturating_sub(HEADROOM));
-            let v = self.pipeline.process(now, port, &mut frame);
-            (v, frame.start(), frame.len())
-        };
+        // UMEM, its address inside it (`receive`): the kernel is done with
+        // the frame and no one else holds it.
+        let data = unsafe { chunk_bytes(self.base.0, rx.addr) };
+        let len = (rx.len as usize).min(data.len());
+        // The whole rest of the chunk is the frame's buffer, so that the
+        // pipeline may grow the packet (TUN encapsulation, ICMP errors)
+        // into the tailroom. A descriptor shorter than the headroom (never
+        // made by the steering program) is an empty frame: the pipeline
+        // drops it.
+        let mut frame = Frame::new(data, HEADROOM, len.saturating_sub(HEADROOM));
+        let verdict = self.pipeline.process(now, port, &mut frame);
+        let (mut start, flen) = (frame.start(), frame.len());
         let leaves = matches!(verdict, Verdict::Transmit { .. } | Verdict::Hold { .. });
-        if leaves && start != 0 && self.ports.first().is_some_and(|p| p.ring.is_none()) {
+        if leaves && start != 0 && !self.own {
             // xsk-rs sends from the descriptor's address only.
-            data.contents_mut().copy_within(start..start + flen, 0);
+            // SAFETY: as above; `frame`, the other view of these bytes, is
+            // no longer used.
+            let data = unsafe { chunk_bytes(self.base.0, rx.addr) };
+            data.copy_within(start..start + flen, 0);
             start = 0;
         }
-        data.cursor().set_pos(start + flen);
         let out = OutFrame {
-            desc: *desc,
-            start,
-            len: flen,
+            addr: rx.addr + start as u64,
+            len: flen as u32,
         };
         (verdict, out)
     }
@@ -772,17 +891,37 @@ impl Worker {
     /// Gives the kernel free frames to receive into on port `p`.
     fn refill(&mut self, p: usize) {
         let port = &mut self.ports[p];
-        let room = port.fill.nb_free(self.free.len() as u32) as usize;
-        let k = room.min(self.free.len());
-        if k == 0 {
+        let given = match &mut port.own {
+            Some(own) => {
+                // SAFETY: chunks on the free list belong to this UMEM and to
+                // no ring; the ring takes them from the list's end.
+                unsafe { own.fill.produce(&self.free) }
+            }
+            None => {
+                let room = port.fill.nb_free(self.free.len() as u32) as usize;
+                let k = room.min(self.free.len());
+                if k == 0 {
+                    return;
+                }
+                self.xsk_descs.clear();
+                for &addr in &self.free[self.free.len() - k..] {
+                    self.xsk_descs.push(self.chunks[chunk_index(addr as usize)]);
+                }
+                // SAFETY: frames on the free list belong to this UMEM and to
+                // no ring.
+                unsafe { port.fill.produce(&self.xsk_descs) }
+            }
+        };
+        if given == 0 {
             return;
         }
-        let from = self.free.len() - k;
-        // SAFETY: frames on the free list belong to this UMEM and to no ring.
-        let given = unsafe { port.fill.produce(&self.free[from..]) };
         self.free.truncate(self.free.len() - given);
         port.in_fill += given as u64;
-        if port.fill.needs_wakeup() {
+        let wake = match &port.own {
+            Some(own) => own.fill.needs_wakeup(),
+            None => port.fill.needs_wakeup(),
+        };
+        if wake {
             let _ = port.fill.wakeup(port.rx.fd_mut(), 0);
         }
     }
