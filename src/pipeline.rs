@@ -621,7 +621,9 @@ impl Engine {
         }
         if let Some(found) = p.service(&snap.services) {
             match self.service_packet(rx, snap, found, p, frame) {
-                Err(DropReason::TcpNotSyn) => p.with_parsed(frame, |q, frame| self.reset(rx, q, frame)),
+                Err(DropReason::TcpNotSyn) => {
+                    p.with_parsed(frame, |q, frame| self.reset(rx, q, frame))
+                }
                 other => other,
             }
         } else {
