@@ -621,7 +621,9 @@ impl Engine {
         }
         if let Some(found) = p.service(&snap.services) {
             match self.service_packet(rx, snap, found, p, frame) {
-                Err(DropReason::TcpNotSyn) => p.with_parsed(|q| self.reset(rx, q, frame)),
+                Err(DropReason::TcpNotSyn) => {
+                    p.with_parsed(frame, |q, frame| self.reset(rx, q, frame))
+                }
                 other => other,
             }
         } else {
@@ -888,7 +890,7 @@ impl Engine {
         hop: &NextHop,
         frame: &mut Frame<'_>,
     ) -> Sent {
-        if let (Some(t), Some(inner)) = (&path.tun4, p.inner4()) {
+        if let (Some(t), Some(inner)) = (&path.tun4, p.inner4(frame.data())) {
             if t.fits(inner) {
                 if !inner.dont_fragment {
                     self.ip_id = self.ip_id.wrapping_add(1);
@@ -899,7 +901,9 @@ impl Engine {
         }
         // The packet's `Parsed` made here, in the cold branch: the
         // template case keeps what it read in registers.
-        p.with_parsed(|q| self.tunnel_general(ingress, q, real, path, hop, frame))
+        p.with_parsed(frame, |q, frame| {
+            self.tunnel_general(ingress, q, real, path, hop, frame)
+        })
     }
 
     /// TUN by the general path: the MTU and too-big decision, either

@@ -66,7 +66,7 @@ pub fn to_real_v4(
     rport: u16,
     hop: &NextHop,
 ) -> Result<(), DropReason> {
-    if f.ttl <= 1 {
+    if f.ttl(frame) <= 1 {
         return Err(DropReason::TtlExpired);
     }
     let IpAddr::V4(rip) = rip else {
@@ -85,7 +85,7 @@ pub fn to_client_v4(
     vport: u16,
     hop: &NextHop,
 ) -> Result<(), DropReason> {
-    if f.ttl <= 1 {
+    if f.ttl(frame) <= 1 {
         return Err(DropReason::TtlExpired);
     }
     let IpAddr::V4(vip) = vip else {

@@ -165,13 +165,14 @@ impl Inner4 {
         })
     }
 
-    /// The fast path's packet `f`, behind an untagged Ethernet header.
+    /// The fast path's packet `f` in `frame`, the frame it was parsed
+    /// from, behind an untagged Ethernet header.
     #[inline(always)]
-    pub fn of_flow(f: &V4Flow) -> Inner4 {
+    pub fn of_flow(f: &V4Flow, frame: &[u8]) -> Inner4 {
         Inner4 {
             l3: ETH_HEADER_LEN,
             ip_len: usize::from(f.ip_len),
-            dont_fragment: f.dont_fragment,
+            dont_fragment: f.dont_fragment(frame),
         }
     }
 }
@@ -333,7 +334,7 @@ mod tests {
             input.extend_from_slice(&[0; 4]);
             let f = crate::packet::parse_flow(&input).unwrap();
             let p = parse(&input).unwrap();
-            assert_eq!(Some(Inner4::of_flow(&f)), Inner4::of(&p), "df {df}");
+            assert_eq!(Some(Inner4::of_flow(&f, &input)), Inner4::of(&p), "df {df}");
         }
         let v6 = testnet::v6();
         let input = Pkt::tcp(v6.client, 40000, v6.vip, 82, SYN).bytes();

@@ -255,9 +255,12 @@ pub struct V4Flow {
     pub proto: L4Proto,
     /// The TCP flags byte; 0 for UDP.
     pub tcp_flags: u8,
-    pub ttl: u8,
-    pub dont_fragment: bool,
 }
+
+// Sixteen bytes: the fast path's frame fits two registers, so a call that
+// takes it passes it in them. The TTL and the DF bit are read from the
+// frame where they are needed ([`V4Flow::ttl`], [`V4Flow::dont_fragment`]).
+const _: () = assert!(std::mem::size_of::<V4Flow>() == 16);
 
 impl V4Flow {
     /// Whether the packet is UDP (else TCP).
@@ -284,8 +287,26 @@ impl V4Flow {
         )
     }
 
-    /// The [`Parsed`] that [`parse`] gives the same frame.
-    pub fn parsed(&self) -> Parsed {
+    /// The TTL of `frame`, the frame this packet was parsed from (0 for a
+    /// frame too short to be one).
+    #[inline(always)]
+    pub fn ttl(&self, frame: &[u8]) -> u8 {
+        frame.get(ETH_HEADER_LEN + 8).copied().unwrap_or(0)
+    }
+
+    /// The DF bit of `frame`, the frame this packet was parsed from: its
+    /// flags are DF alone or nothing (false for a frame too short to be
+    /// one).
+    #[inline(always)]
+    pub fn dont_fragment(&self, frame: &[u8]) -> bool {
+        frame
+            .get(ETH_HEADER_LEN + 6)
+            .is_some_and(|flags| flags & 0x40 != 0)
+    }
+
+    /// The [`Parsed`] that [`parse`] gives `frame`, the frame this packet
+    /// was parsed from.
+    pub fn parsed(&self, frame: &[u8]) -> Parsed {
         Parsed {
             l3: ETH_HEADER_LEN,
             version: IpVersion::V4,
@@ -296,8 +317,8 @@ impl V4Flow {
             dst: IpAddr::V4(self.dst),
             sport: self.sport,
             dport: self.dport,
-            ttl: self.ttl,
-            dont_fragment: self.dont_fragment,
+            ttl: self.ttl(frame),
+            dont_fragment: self.dont_fragment(frame),
             first_fragment: false,
             transport: match self.flags() {
                 Some(flags) => Transport::Tcp { flags },
@@ -364,8 +385,6 @@ pub fn parse_flow(frame: &[u8]) -> Option<V4Flow> {
         ip_len,
         proto,
         tcp_flags,
-        ttl: h[L3 + 8],
-        dont_fragment: frag != 0,
     })
 }
 
@@ -798,9 +817,9 @@ mod tests {
         for udp in [false, true] {
             let f = frame(false, udp, 12);
             let v = parse_flow(&f).expect("a fast-path frame");
-            assert_eq!(Ok(v.parsed()), parse_full(&f));
-            assert_eq!(Some(v.key()), v.parsed().key());
-            assert_eq!(v.flags(), tcp_flags(&v.parsed()));
+            assert_eq!(Ok(v.parsed(&f)), parse_full(&f));
+            assert_eq!(Some(v.key()), v.parsed(&f).key());
+            assert_eq!(v.flags(), tcp_flags(&v.parsed(&f)));
         }
         // IPv6, and a frame shorter than the headers read at fixed offsets.
         assert_eq!(parse_flow(&frame(true, false, 12)), None);
@@ -856,9 +875,9 @@ mod tests {
                 prop_assert_eq!(Ok(lean), parse_full(&f));
             }
             if let Some(v) = parse_flow(&f) {
-                prop_assert_eq!(Ok(v.parsed()), parse_full(&f));
-                prop_assert_eq!(Some(v.key()), v.parsed().key());
-                prop_assert_eq!(v.flags(), tcp_flags(&v.parsed()));
+                prop_assert_eq!(Ok(v.parsed(&f)), parse_full(&f));
+                prop_assert_eq!(Some(v.key()), v.parsed(&f).key());
+                prop_assert_eq!(v.flags(), tcp_flags(&v.parsed(&f)));
             }
             prop_assert_eq!(parse(&f), parse_full(&f));
         }

@@ -166,7 +166,7 @@ pub fn route_endpoint(
 /// [`route_endpoint`] for the fast path's frame `f` (see [`V4Flow`]): the
 /// same bytes, written at constant offsets of the frame's first
 /// [`FLOW_HEADERS`] bytes. The caller has checked that the TTL may be
-/// decremented (`f.ttl > 1`). A frame shorter than the headers (not one
+/// decremented (`f.ttl(frame) > 1`). A frame shorter than the headers (not one
 /// `f` was parsed from) is left as it is.
 #[inline(always)]
 pub fn route_endpoint_v4(
@@ -183,7 +183,7 @@ pub fn route_endpoint_v4(
     let Some(h) = frame.first_chunk_mut::<FLOW_HEADERS>() else {
         return;
     };
-    debug_assert!(f.ttl > 1);
+    debug_assert!(h[L3 + 8] > 1);
     let (csum_at, udp) = if f.is_udp() {
         (L4 + 6, true)
     } else {
@@ -196,7 +196,7 @@ pub fn route_endpoint_v4(
     let d_addr = u64::from(!old) + u64::from(new);
     // The TTL is the first byte of its 16-bit word: one less is this
     // constant change of the word.
-    h[L3 + 8] = f.ttl - 1;
+    h[L3 + 8] -= 1;
     let d_ttl = u64::from(!u16::from_ne_bytes([1, 0]));
     let c = u16::from_ne_bytes([h[L3 + 10], h[L3 + 11]]);
     h[L3 + 10..L3 + 12].copy_from_slice(&apply_ne(c, d_addr + d_ttl).to_ne_bytes());

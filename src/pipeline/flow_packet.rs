@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use crate::forward::nat;
 use crate::neigh::NextHop;
 use crate::packet::encap::Inner4;
-use crate::packet::{rewrite, FlowKey, IpVersion, Parsed, TcpFlags, Transport, V4Flow};
+use crate::packet::{rewrite, FlowKey, Frame, IpVersion, Parsed, TcpFlags, Transport, V4Flow};
 use crate::service::{ServiceIndex, ServiceKey, ServiceTable, VirtualService};
 use crate::verdict::DropReason;
 
@@ -51,12 +51,16 @@ pub(super) trait FlowPacket {
         vport: u16,
         hop: &NextHop,
     ) -> Result<(), DropReason>;
-    /// What TUN's header template reads of an IPv4 packet; `None` for
-    /// IPv6.
-    fn inner4(&self) -> Option<Inner4>;
-    /// Calls `f` with the packet's [`Parsed`], for the paths written over
-    /// it alone (a reset, TUN's general encapsulation).
-    fn with_parsed<R>(&self, f: impl FnOnce(&Parsed) -> R) -> R;
+    /// What TUN's header template reads of an IPv4 packet in `frame`, the
+    /// frame it was read from; `None` for IPv6.
+    fn inner4(&self, frame: &[u8]) -> Option<Inner4>;
+    /// Calls `f` with the packet's [`Parsed`] and its frame, for the paths
+    /// written over it alone (a reset, TUN's general encapsulation).
+    fn with_parsed<R>(
+        &self,
+        frame: &mut Frame<'_>,
+        f: impl FnOnce(&Parsed, &mut Frame<'_>) -> R,
+    ) -> R;
 }
 
 /// A packet `Engine::classify` parsed in full, and its flow.
@@ -146,13 +150,17 @@ impl FlowPacket for General<'_> {
     }
 
     #[inline(always)]
-    fn inner4(&self) -> Option<Inner4> {
+    fn inner4(&self, _: &[u8]) -> Option<Inner4> {
         Inner4::of(self.p)
     }
 
     #[inline(always)]
-    fn with_parsed<R>(&self, f: impl FnOnce(&Parsed) -> R) -> R {
-        f(self.p)
+    fn with_parsed<R>(
+        &self,
+        frame: &mut Frame<'_>,
+        f: impl FnOnce(&Parsed, &mut Frame<'_>) -> R,
+    ) -> R {
+        f(self.p, frame)
     }
 }
 
@@ -228,12 +236,17 @@ impl FlowPacket for V4Flow {
     }
 
     #[inline(always)]
-    fn inner4(&self) -> Option<Inner4> {
-        Some(Inner4::of_flow(self))
+    fn inner4(&self, frame: &[u8]) -> Option<Inner4> {
+        Some(Inner4::of_flow(self, frame))
     }
 
     #[inline(always)]
-    fn with_parsed<R>(&self, f: impl FnOnce(&Parsed) -> R) -> R {
-        f(&self.parsed())
+    fn with_parsed<R>(
+        &self,
+        frame: &mut Frame<'_>,
+        f: impl FnOnce(&Parsed, &mut Frame<'_>) -> R,
+    ) -> R {
+        let p = self.parsed(frame.data());
+        f(&p, frame)
     }
 }
