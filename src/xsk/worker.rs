@@ -474,7 +474,12 @@ impl Worker {
         }
         let total = descs.len() as u64;
         // SAFETY: a descriptor at address 0 names the UMEM's first chunk,
-        // which no ring holds yet; only its start is taken.
+        // which no ring holds yet; only its start is taken. Every chunk is
+        // then reached from this pointer (`chunk_bytes`), which relies on
+        // xsk-rs's UMEM being one mapping, as xsk-rs documents and does
+        // itself. The pointer comes from an empty slice, so this is outside
+        // what Rust's provenance rules guarantee: xsk-rs gives no pointer to
+        // its mapping, and mapping the UMEM ourselves would end the reliance.
         let base = unsafe { umem.data_mut(&mut FrameDesc::default()) }
             .contents_mut()
             .as_mut_ptr();
