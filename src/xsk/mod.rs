@@ -12,11 +12,11 @@
 //!   that need `unsafe`.
 //! - `sys`: the system calls xsk-rs does not wrap (busy poll, poll, euid).
 //! - `rings`: the worker's own consumer of a socket's RX and completion
-//!   rings and producer of its fill ring, reading descriptors straight into
-//!   an address and a length.
-//! - `txring`: the worker's own producer of a socket's TX ring, which sends
-//!   a frame from wherever it starts in its chunk (TUN grows it into the
-//!   headroom), and the chunk arithmetic of aligned UMEM addresses.
+//!   rings and producer of its fill and TX rings, one mapping and protocol
+//!   for all four, reading descriptors straight into an address and a
+//!   length; TX sends a frame from wherever it starts in its chunk (TUN
+//!   grows it into the headroom).
+//! - `txring`: the chunk arithmetic of aligned UMEM addresses that TX needs.
 //!
 //! Every `unsafe` block says why it holds in a `// SAFETY:` comment.
 

@@ -1,14 +1,15 @@
 //! The worker's own consumer of an AF_XDP socket's RX and completion rings
-//! and its own producer of the fill ring.
+//! and its own producer of the fill and TX rings.
 //!
 //! xsk-rs hands every descriptor over as a `FrameDesc` copied out of the
 //! ring through libxdp's helpers and an iterator, and takes fill entries the
-//! same way: tens of instructions a frame that the worker does not need. So,
-//! as for the TX ring ([`super::txring`]), the worker maps each ring of a
-//! bound socket a second time (`XDP_MMAP_OFFSETS`, then `mmap` at
-//! `XDP_PGOFF_RX_RING`, `XDP_UMEM_PGOFF_FILL_RING`,
-//! `XDP_UMEM_PGOFF_COMPLETION_RING`) and reads the descriptors straight into
-//! what it uses: an RX frame's address and length, a completion's address.
+//! same way: tens of instructions a frame that the worker does not need; and
+//! it sends a frame only from the address it was received at. So the worker
+//! maps each ring of a bound socket a second time (`XDP_MMAP_OFFSETS`, then
+//! `mmap` at `XDP_PGOFF_RX_RING`, `XDP_PGOFF_TX_RING`,
+//! `XDP_UMEM_PGOFF_FILL_RING`, `XDP_UMEM_PGOFF_COMPLETION_RING`) and reads
+//! the descriptors straight into what it uses: an RX frame's address and
+//! length, a completion's address.
 //! xsk-rs's queues of such a socket are then never consumed from or
 //! produced into (their cached positions would be stale), only used for
 //! their file descriptor and wakeup calls.
@@ -39,6 +40,7 @@ pub struct RxDesc {
 #[derive(Clone, Copy, Debug)]
 enum Which {
     Rx,
+    Tx,
     Fill,
     Completion,
 }
@@ -99,6 +101,7 @@ impl<T> Ring<T> {
         }
         let (ring, pgoff) = match which {
             Which::Rx => (off.rx, libc::XDP_PGOFF_RX_RING),
+            Which::Tx => (off.tx, libc::XDP_PGOFF_TX_RING),
             Which::Fill => (off.fr, libc::XDP_UMEM_PGOFF_FILL_RING as libc::off_t),
             Which::Completion => (off.cr, libc::XDP_UMEM_PGOFF_COMPLETION_RING as libc::off_t),
         };
@@ -142,7 +145,7 @@ impl<T> Ring<T> {
                 r.cached_own = r.consumer().load(Ordering::Relaxed);
                 r.cached_other = r.producer().load(Ordering::Acquire);
             }
-            Which::Fill => {
+            Which::Tx | Which::Fill => {
                 r.cached_own = r.producer().load(Ordering::Relaxed);
                 r.cached_other = r.consumer().load(Ordering::Acquire).wrapping_add(size);
             }
@@ -332,6 +335,74 @@ impl FillRing {
     }
 
     /// Whether the kernel asks for a wakeup to use the entries it has.
+    #[inline]
+    pub fn needs_wakeup(&self) -> bool {
+        self.0.needs_wakeup()
+    }
+}
+
+/// One socket's TX ring, produced into by the worker alone: it sends a
+/// frame from wherever it starts in its chunk (TUN grows it into the
+/// headroom), which xsk-rs's `TxQueue` cannot, since it sends a descriptor
+/// only at the address it was received at. In aligned mode the kernel
+/// takes a TX descriptor anywhere in its chunk as long as `addr + len`
+/// stays inside it ([`super::txring::fits_chunk`]).
+pub struct TxRing(Ring<libc::xdp_desc>);
+
+impl TxRing {
+    /// Maps the TX ring of the bound AF_XDP socket `fd`, of `size`
+    /// descriptors (a power of two). Fails where the kernel refuses to map
+    /// a bound socket's ring (before Linux 6.5) or the offsets cannot be
+    /// read.
+    pub fn map(fd: c_int, size: u32) -> io::Result<TxRing> {
+        Ring::map(fd, Which::Tx, size).map(TxRing)
+    }
+
+    /// Free slots as of now.
+    #[inline]
+    pub fn free_exact(&mut self) -> u32 {
+        self.0.free(u32::MAX)
+    }
+
+    /// Puts as many of `frames` (address, length) on the ring as it has
+    /// room for, in order, and publishes them; returns how many.
+    ///
+    /// # Safety
+    ///
+    /// Each frame must lie inside one chunk of the UMEM this socket is
+    /// bound to, and be owned by the caller until its completion returns:
+    /// the kernel reads it, and nothing else may write it meanwhile.
+    #[inline]
+    pub unsafe fn produce(&mut self, frames: impl ExactSizeIterator<Item = (u64, u32)>) -> usize {
+        let n = self.0.free(frames.len() as u32).min(frames.len() as u32);
+        if n == 0 {
+            return 0;
+        }
+        for (i, (addr, len)) in frames.take(n as usize).enumerate() {
+            let slot = self.0.cached_own.wrapping_add(i as u32) & self.0.mask;
+            // SAFETY: slot <= mask, the mapping holds mask + 1 descriptors,
+            // and the slots between the producer and consumer + size are
+            // this side's until the producer store below publishes them.
+            unsafe {
+                self.0
+                    .entries
+                    .as_ptr()
+                    .add(slot as usize)
+                    .write(libc::xdp_desc {
+                        addr,
+                        len,
+                        options: 0,
+                    })
+            };
+        }
+        self.0.cached_own = self.0.cached_own.wrapping_add(n);
+        self.0
+            .producer()
+            .store(self.0.cached_own, Ordering::Release);
+        n as usize
+    }
+
+    /// Whether the kernel asks for a `sendto` kick to send what waits.
     #[inline]
     pub fn needs_wakeup(&self) -> bool {
         self.0.needs_wakeup()

@@ -36,8 +36,9 @@ use xsk_rs::config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig,
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use super::prog::SteeringProgram;
+use super::rings::TxRing;
 use super::rings::{CompRing, FillRing, RxDesc, RxRing};
-use super::txring::{chunk_base, fits_chunk, TxRing};
+use super::txring::{chunk_base, fits_chunk};
 use crate::counters::{frames_conserved, summary_line, SharedCounters, FRAME_PLACES};
 use crate::neigh::hold::{HoldQueue, HOLD_FRAMES, HOLD_MS};
 use crate::neigh::netlink::Waker;
