@@ -352,8 +352,7 @@ pub struct TxRing(Ring<libc::xdp_desc>);
 impl TxRing {
     /// Maps the TX ring of the bound AF_XDP socket `fd`, of `size`
     /// descriptors (a power of two). Fails where the kernel refuses to map
-    /// a bound socket's ring (before Linux 6.5) or the offsets cannot be
-    /// read.
+    /// a bound socket's ring (older kernels) or the offsets cannot be read.
     pub fn map(fd: c_int, size: u32) -> io::Result<TxRing> {
         Ring::map(fd, Which::Tx, size).map(TxRing)
     }

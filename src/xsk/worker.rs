@@ -237,8 +237,8 @@ struct PortSocket {
     /// For the `sendto` kick; produced into only without `own`.
     tx: TxQueue,
     /// The worker's own consumer and producer of this socket's four rings,
-    /// where the kernel lets a bound socket's rings be mapped (Linux 6.5
-    /// on); without them the worker goes through xsk-rs's queues, and frames
+    /// where the kernel lets a bound socket's rings be mapped (recent
+    /// kernels); without them the worker goes through xsk-rs's queues, and frames
     /// are moved back to their descriptor's address before they are sent.
     own: Option<OwnRings>,
     /// Produced into only without `own`.
