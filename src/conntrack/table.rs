@@ -841,6 +841,20 @@ impl Shard {
         fold(mixed, 0x9e37_79b9_7f4a_7c15)
     }
 
+    /// Seeds this shard's hashes from `seed` instead of at random, before
+    /// anything is inserted (see [`crate::conntrack::ConnTable::with_seed`]).
+    pub fn set_seed(&mut self, seed: u64) {
+        let mut x = seed ^ if self.v6 { 0x6a09_e667_f3bc_c908 } else { 0 };
+        self.seed = std::array::from_fn(|_| {
+            // splitmix64: well spread words from one.
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) | 1
+        });
+    }
+
     /// A word of this shard's seed: tells its hashes from another shard's.
     #[inline]
     pub fn seed_id(&self) -> u64 {

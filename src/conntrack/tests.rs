@@ -1546,3 +1546,25 @@ fn counts_opened_and_released_on_different_threads_sum_exactly() {
     c.mine().conns.fetch_sub(1, Ordering::Relaxed);
     assert_eq!(c.sum(|s| &s.conns), 0);
 }
+
+#[test]
+fn a_seeded_table_hashes_alike_on_every_run() {
+    let key = client_key(L4Proto::Tcp, 40000);
+    let six = FlowKey::new(
+        L4Proto::Tcp,
+        ip("2001:db8::1"),
+        40000,
+        ip("2001:db8::80"),
+        80,
+    );
+    let seeded = |seed| table(64).0.with_seed(seed);
+    let hash = |t: &ConnTable, k: &FlowKey| t.probe(k, Direction::Original).hash;
+    for k in [&key, &six] {
+        assert_eq!(hash(&seeded(1), k), hash(&seeded(1), k));
+        assert_ne!(hash(&seeded(1), k), hash(&seeded(2), k));
+        assert_ne!(hash(&seeded(1), k), hash(&table(64).0, k));
+    }
+    // The two families' seeds differ, as a random table's do.
+    let t = seeded(1);
+    assert_ne!(t.v4.seed_id(), t.v6.seed_id());
+}
