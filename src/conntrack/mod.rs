@@ -1278,7 +1278,7 @@ impl ConnTable {
         let f = state::folded(flags.unwrap_or(TcpFlags(0)));
         let keep = KEEPS[dir as usize][(meta_flags >> 2 & 15) as usize][f];
         keep >> code & 1 != 0
-            && !timer::worth_touch(t, now, self.timeouts.ms_of_code(code as usize))
+            && !timer::worth_touch_reach(t, now, self.timeouts.reach_of_code(code as usize))
     }
 
     /// [`ConnTable::update`] of a lookup's hit, in its direction, deciding
@@ -1293,7 +1293,10 @@ impl ConnTable {
     pub fn update_hit(&self, hit: &Hit, flags: Option<TcpFlags>, now: Millis) -> Option<ConnState> {
         let t = hit.snap.timer();
         if self.unchanged(t, hit.handle.flags, hit.dir, flags, now) {
-            return ConnState::from_code(t.state_code() as u8);
+            // A state `KEEPS` holds is a `ConnState`: `Hit::state` of it,
+            // the expression a caller compares the result with, so that
+            // the compiler folds that compare away.
+            return Some(hit.state());
         }
         self.update_out_of_line(hit.handle, hit.dir, flags, now)
     }

@@ -12,6 +12,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::table::timer;
 use crate::packet::TcpFlags;
 
 /// The state of one connection (or persistence template, always `None`).
@@ -306,6 +307,9 @@ pub(super) struct LiveTimeouts {
     /// Per state code, all 16 of them (those past [`STATES`] unused): a
     /// code masked to 4 bits indexes it without a bounds check.
     ms: [AtomicU64; 16],
+    /// Per state code, its timeout as the unchanged-state test takes it
+    /// ([`timer::reach`] of `ms`), written with `ms`.
+    reach: [AtomicU64; 16],
     syn_flood_ms: AtomicU64,
 }
 
@@ -313,6 +317,7 @@ impl LiveTimeouts {
     pub(super) fn new(t: &Timeouts) -> LiveTimeouts {
         let live = LiveTimeouts {
             ms: std::array::from_fn(|_| AtomicU64::new(0)),
+            reach: std::array::from_fn(|_| AtomicU64::new(0)),
             syn_flood_ms: AtomicU64::new(0),
         };
         live.store(t);
@@ -322,7 +327,7 @@ impl LiveTimeouts {
     pub(super) fn store(&self, t: &Timeouts) {
         for (code, slot) in self.ms.iter().enumerate() {
             if let Some(state) = ConnState::from_code(code as u8) {
-                slot.store(secs_to_ms(t.for_state(state)), Ordering::Relaxed);
+                self.set_ms(code, slot, secs_to_ms(t.for_state(state)));
             }
         }
         self.syn_flood_ms
@@ -359,12 +364,12 @@ impl LiveTimeouts {
         }
     }
 
-    /// Timeout in ms of the state whose code is `code` (below [`STATES`];
-    /// 0 for the other codes up to 15), without the flood check: for a
-    /// state that is not half-open.
+    /// Timeout of the state whose code is `code` (below [`STATES`]; 0 for
+    /// the other codes up to 15) as [`timer::reach`] of its ms, without
+    /// the flood check: for a state that is not half-open.
     #[inline]
-    pub(super) fn ms_of_code(&self, code: usize) -> u64 {
-        self.ms[code & 15].load(Ordering::Relaxed)
+    pub(super) fn reach_of_code(&self, code: usize) -> u64 {
+        self.reach[code & 15].load(Ordering::Relaxed)
     }
 
     /// `ipvsadm --set tcp tcpfin udp`: a zero leaves that value unchanged.
@@ -375,9 +380,17 @@ impl LiveTimeouts {
             (udp, ConnState::Udp),
         ] {
             if secs != 0 {
-                self.ms[state as usize].store(secs_to_ms(secs), Ordering::Relaxed);
+                let code = state as usize;
+                self.set_ms(code, &self.ms[code], secs_to_ms(secs));
             }
         }
+    }
+
+    /// Stores the timeout of code `code`, whose `ms` word is `slot`, and
+    /// its reach.
+    fn set_ms(&self, code: usize, slot: &AtomicU64, ms: u64) {
+        slot.store(ms, Ordering::Relaxed);
+        self.reach[code].store(timer::reach(ms), Ordering::Relaxed);
     }
 }
 

@@ -70,6 +70,8 @@ const DEADLINE_MASK: u64 = (1 << 28) - 1;
 /// compared with serial-number arithmetic, so a timeout can be up to
 /// 2^27 ticks (about 99 days); longer ones are clamped.
 pub(super) const TICK_MS: u64 = 64;
+const TICK_SHIFT: u32 = TICK_MS.trailing_zeros();
+const _: () = assert!(TICK_MS == 1 << TICK_SHIFT);
 const MAX_TIMEOUT_TICKS: u64 = 1 << 27;
 /// An unchanged state's deadline is rewritten only once it would move by at
 /// least this much (16 ticks ≈ 1 s): a busy flow writes its entry about once
@@ -243,7 +245,14 @@ impl Timer {
     /// difference is within COARSE_TICKS of zero.
     #[inline(always)]
     fn moves(self, d: u64) -> bool {
-        let diff = (d << DEADLINE_SHIFT).wrapping_sub(self.0 & DEADLINE_MASK << DEADLINE_SHIFT);
+        self.moves_top(d << DEADLINE_SHIFT)
+    }
+    /// [`Timer::moves`] of a deadline in `top`'s top 28 bits, whatever its
+    /// low 36 bits hold: the timer's deadline has zeros there, so they
+    /// neither borrow from nor carry into the top bits the test reads.
+    #[inline(always)]
+    fn moves_top(self, top: u64) -> bool {
+        let diff = top.wrapping_sub(self.0 & DEADLINE_MASK << DEADLINE_SHIFT);
         diff.wrapping_add((COARSE_TICKS - 1) << DEADLINE_SHIFT)
             >= (2 * COARSE_TICKS - 1) << DEADLINE_SHIFT
     }
@@ -1674,6 +1683,26 @@ pub(super) mod timer {
         t.moves(deadline_tick(now, ms))
     }
 
+    /// A timeout of `ms` as [`worth_touch_reach`] takes it: clamped as
+    /// `deadline_tick` clamps it, plus a tick less one, so that the tick
+    /// of `now + reach` rounded down is `deadline_tick(now, ms)`. Made
+    /// when a timeout is stored, not per packet.
+    pub fn reach(ms: u64) -> u64 {
+        ms.min((MAX_TIMEOUT_TICKS - 1) * TICK_MS) + (TICK_MS - 1)
+    }
+
+    /// [`worth_touch`] of a timeout's [`reach`], for a packet's
+    /// unchanged-state test: `now + reach` shifted so that its tick lands
+    /// in the word's top 28 bits (the ms within the tick below them, which
+    /// `Timer::moves_top` ignores), instead of `deadline_tick`'s clamp,
+    /// saturating add, rounding division and mask. The same answer for
+    /// every `now` below `2^64 - 2^34` (half a billion years of ms); past
+    /// that the sum wraps.
+    #[inline(always)]
+    pub fn worth_touch_reach(t: Timer, now: Millis, reach: u64) -> bool {
+        t.moves_top(now.0.wrapping_add(reach) << (DEADLINE_SHIFT - TICK_SHIFT))
+    }
+
     pub fn with_refs(t: Timer, refs: u64) -> Option<Timer> {
         (refs <= REF_MAX).then(|| t.with(t.state_code(), refs, t.deadline()))
     }
@@ -1792,6 +1821,57 @@ mod tests {
                     let d = d & DEADLINE_MASK;
                     let expect = serial_diff(d, o).unsigned_abs() >= COARSE_TICKS;
                     assert_eq!(t.moves(d), expect, "deadline {o} to {d}");
+                }
+            }
+        }
+    }
+
+    /// `timer::worth_touch_reach` of a timeout's reach is `worth_touch` of
+    /// the timeout: timeouts below, at and past the clamp, clocks at every
+    /// offset within a tick and past the 28-bit wrap, deadlines on both
+    /// sides of the coarse window.
+    #[test]
+    fn worth_touch_reach_is_worth_touch() {
+        let cap = (MAX_TIMEOUT_TICKS - 1) * TICK_MS;
+        let timeouts = [
+            0,
+            1,
+            63,
+            64,
+            65,
+            1_000,
+            900_000,
+            cap - 1,
+            cap,
+            cap + 1,
+            u64::MAX / 4,
+        ];
+        let clocks = [
+            0,
+            1,
+            63,
+            64,
+            1_234_567,
+            DEADLINE_MASK * TICK_MS - 1,
+            (5 << 28) * TICK_MS + 17,
+        ];
+        for ms in timeouts {
+            let reach = timer::reach(ms);
+            for base in clocks {
+                for off in [0, 1, TICK_MS - 1, TICK_MS, 3 * TICK_MS + 5] {
+                    let now = Millis(base + off);
+                    let d = deadline_tick(now, ms);
+                    for delta in (0..40u64).chain(MAX_TIMEOUT_TICKS - 3..MAX_TIMEOUT_TICKS + 3) {
+                        for o in [d.wrapping_add(delta), d.wrapping_sub(delta)] {
+                            let t = Timer::pack(1, 7, 3, o & DEADLINE_MASK);
+                            assert_eq!(
+                                timer::worth_touch_reach(t, now, reach),
+                                timer::worth_touch(t, now, ms),
+                                "timeout {ms}, now {}, deadline {o}",
+                                now.0
+                            );
+                        }
+                    }
                 }
             }
         }
