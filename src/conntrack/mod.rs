@@ -256,7 +256,6 @@ impl Conn {
 /// stores nothing of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hit {
-    pub handle: ConnRef,
     /// Which key matched: the packet's direction.
     pub dir: Direction,
     snap: Snap,
@@ -265,11 +264,15 @@ pub struct Hit {
 impl Hit {
     #[inline(always)]
     fn of(s: &Snap, dir: Direction) -> Hit {
-        Hit {
-            handle: ConnRef::of(s),
-            dir,
-            snap: *s,
-        }
+        Hit { dir, snap: *s }
+    }
+
+    /// The handle on this hit's entry, decoded where it is used (the
+    /// out-of-line update): a field built by every lookup decoded its
+    /// generation on the hit path and kept it in a spilled register.
+    #[inline(always)]
+    pub fn handle(&self) -> ConnRef {
+        ConnRef::of(&self.snap)
     }
 
     /// The [`Conn`] of this hit, as [`ConnTable::lookup_probe`] gives it.
@@ -281,7 +284,7 @@ impl Hit {
     /// The state when the entry was read.
     #[inline(always)]
     pub fn state(&self) -> ConnState {
-        self.snap.timer().state().unwrap_or(ConnState::Close)
+        state::state_or_close(self.snap.timer().state_code())
     }
 
     #[inline(always)]
@@ -908,7 +911,7 @@ impl ConnTable {
                 .find_fwd_vacant(&p.tuple, p.hash, now, &mut p.vacancy),
             Direction::Reply => self
                 .v4
-                .find_reply_in::<false>(&p.tuple, p.hash, |s| s.alive(now)),
+                .find_reply_in::<false>(&p.tuple, p.hash, move |s| s.alive(now)),
         }?;
         Some(Hit::of(&s, p.dir))
     }
@@ -1275,8 +1278,7 @@ impl ConnTable {
         let code = t.state_code();
         // No flags reads as a segment without FIN, SYN, RST or ACK: both
         // leave every state as it is.
-        let f = state::folded(flags.unwrap_or(TcpFlags(0)));
-        let keep = KEEPS[dir as usize][(meta_flags >> 2 & 15) as usize][f];
+        let keep = KEEPS[dir as usize][(meta_flags >> 2 & 15) as usize][keeps_flags(flags)];
         keep >> code & 1 != 0
             && !timer::worth_touch_reach(t, now, self.timeouts.reach_of_code(code as usize))
     }
@@ -1292,13 +1294,13 @@ impl ConnTable {
     #[inline(always)]
     pub fn update_hit(&self, hit: &Hit, flags: Option<TcpFlags>, now: Millis) -> Option<ConnState> {
         let t = hit.snap.timer();
-        if self.unchanged(t, hit.handle.flags, hit.dir, flags, now) {
+        if self.unchanged(t, hit.snap.meta_flags(), hit.dir, flags, now) {
             // A state `KEEPS` holds is a `ConnState`: `Hit::state` of it,
             // the expression a caller compares the result with, so that
             // the compiler folds that compare away.
             return Some(hit.state());
         }
-        self.update_out_of_line(hit.handle, hit.dir, flags, now)
+        self.update_out_of_line(hit.handle(), hit.dir, flags, now)
     }
 
     /// [`ConnTable::update`], a call: the rest of [`ConnTable::update_hit`].
@@ -1749,14 +1751,22 @@ fn stays(meta_flags: u8, dir: Direction, flags: Option<TcpFlags>, code: u64) -> 
     }
 }
 
-/// `KEEPS[dir][meta_flags >> 2 & 15][folded flags]`: bit `s` set where
+/// [`KEEPS`]'s last index for a packet's `flags`: its FIN, SYN, RST and
+/// ACK bits where they are (no flags reads as none of them), one `and`
+/// where [`state::folded`]'s 4 bits took four instructions more.
+#[inline(always)]
+fn keeps_flags(flags: Option<TcpFlags>) -> usize {
+    flags.unwrap_or(TcpFlags(0)).0 as usize & 0x17
+}
+
+/// `KEEPS[dir][meta_flags >> 2 & 15][keeps_flags(flags)]`: bit `s` set where
 /// such a packet leaves an entry of that protocol and method (the index's
 /// two fields of two bits) in state code `s`, [`stays`], and `s` is a
 /// state other than SYN_RECV, so that [`ConnTable::unchanged`] tests all
 /// of that with one load. A test holds it to `stays` for every flag byte.
-const KEEPS: [[[u16; 16]; 16]; 2] = {
+const KEEPS: [[[u16; 32]; 16]; 2] = {
     let usable = ((1u16 << STATES) - 1) & !(1 << ConnState::SynRecv as u16);
-    let mut out = [[[0u16; 16]; 16]; 2];
+    let mut out = [[[0u16; 32]; 16]; 2];
     let mut dir = 0;
     while dir < 2 {
         let mut m = 0;
@@ -1769,9 +1779,11 @@ const KEEPS: [[[u16; 16]; 16]; 2] = {
                 _ => TcpTable::InputOnly,
             };
             let mut f = 0;
-            while f < 16 {
+            while f < 32 {
+                // `state::folded` of the flag bits `f`.
+                let folded = (f & 7) | (f >> 1 & 8);
                 let stays = if m & 3 == 0 {
-                    state::stays_bits(table, f)
+                    state::stays_bits(table, folded)
                 } else {
                     u16::MAX
                 };

@@ -37,10 +37,32 @@ pub enum ConnState {
 /// Number of [`ConnState`] values; the size of the timeout array.
 pub(super) const STATES: usize = 12;
 
+/// Per state code (its low 4 bits), its state, CLOSE for the codes that
+/// have none: one load where `from_code(..).unwrap_or(Close)` was a
+/// compare, two conditional moves and a compare more.
+const CODE_STATES: [ConnState; 16] = {
+    let mut t = [ConnState::Close; 16];
+    let mut code = 0;
+    while code < 16 {
+        if let Some(s) = ConnState::from_code(code as u8) {
+            t[code] = s;
+        }
+        code += 1;
+    }
+    t
+};
+
+/// [`ConnState::from_code`] of `code`'s low 4 bits, CLOSE for a code
+/// without a state.
+#[inline(always)]
+pub(super) fn state_or_close(code: u64) -> ConnState {
+    CODE_STATES[code as usize & 15]
+}
+
 impl ConnState {
     /// The state whose discriminant (`state as u8`) is `code`: how an entry
     /// stores it and how sync carries it.
-    pub fn from_code(code: u8) -> Option<ConnState> {
+    pub const fn from_code(code: u8) -> Option<ConnState> {
         use ConnState::*;
         Some(match code {
             0 => None,
@@ -396,4 +418,21 @@ impl LiveTimeouts {
 
 fn secs_to_ms(secs: u32) -> u64 {
     u64::from(secs) * 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `state_or_close` of every code, its high bits included, is
+    /// `from_code` of its low 4 bits or CLOSE.
+    #[test]
+    fn state_or_close_is_from_code() {
+        for code in 0..64u64 {
+            let want = ConnState::from_code((code & 15) as u8).unwrap_or(ConnState::Close);
+            assert_eq!(state_or_close(code | 0xabc0 << 8), want, "code {code}");
+        }
+        assert_eq!(state_or_close(ConnState::Udp as u64), ConnState::Udp);
+        assert_eq!(state_or_close(12), ConnState::Close);
+    }
 }

@@ -895,6 +895,38 @@ impl Shard {
         Some(Snap { v6, slot, w })
     }
 
+    /// [`Shard::snap_under`] of an entry whose words flagged in `known`
+    /// (bit `i` for word `i`) the caller has loaded into `w` already, after
+    /// its acquire load of `m1`: the key words a lookup compared in place,
+    /// kept rather than loaded a second time (an atomic load is not merged
+    /// with another). The other words are loaded here, then the fence and
+    /// `meta` again, as `snap_under` does.
+    #[inline(always)]
+    fn snap_known<const V6: bool>(
+        &self,
+        slot: u32,
+        words: &[AtomicU64],
+        m1: u64,
+        mut w: [u64; 10],
+        known: u32,
+    ) -> Option<Snap> {
+        let n = if V6 { 10 } else { 5 };
+        // A constant range, unrolled (an iterator's `skip` was not: a
+        // call of `Take::nth` per word).
+        #[allow(clippy::needless_range_loop)]
+        for i in 1..n {
+            if known >> i & 1 == 0 {
+                w[i] = words[i].load(Ordering::Relaxed);
+            }
+        }
+        fence(Ordering::Acquire);
+        if words[0].load(Ordering::Relaxed) != m1 {
+            return None;
+        }
+        w[0] = m1;
+        Some(Snap { v6: V6, slot, w })
+    }
+
     /// The `stride` words of `slot` in a shard of family `V6` (whose
     /// stride is 10 words, else 5), at a length known when compiling.
     #[inline(always)]
@@ -976,7 +1008,7 @@ impl Shard {
         now: Millis,
         vacancy: &mut Option<u32>,
     ) -> Option<Snap> {
-        self.find_fwd_seen::<false>(t, h, |s| s.alive(now), vacancy)
+        self.find_fwd_seen::<false>(t, h, move |s| s.alive(now), vacancy)
     }
 
     /// [`Shard::find_fwd_in`], the home bucket's header put in `vacancy`
@@ -1010,9 +1042,10 @@ impl Shard {
             return None;
         }
         // Past position `p` of the home bucket (all of it when `p` is 0).
-        // The key goes by value and the entry comes back in a place of
-        // this branch's own: a reference to either would keep this
-        // function's values in memory on the inline path too.
+        // The key and `take` go by value and the entry comes back in a
+        // place of this branch's own: a reference to any of them would
+        // keep this function's values in memory on the inline path too
+        // (`take` by reference made the hit store `now` and its address).
         let after = if p == 0 { TAGS } else { p };
         let mut found = Snap {
             v6: V6,
@@ -1020,7 +1053,7 @@ impl Shard {
             w: [0; 10],
         };
         let limit = probe_limit(head as u64);
-        self.find_fwd_rest::<V6>(key, (h, tag), after, limit, &mut take, &mut found)
+        self.find_fwd_rest::<V6>(key, (h, tag), after, limit, take, &mut found)
             .then(|| found.fit::<V6>())
     }
 
@@ -1035,7 +1068,7 @@ impl Shard {
         (h, tag): (u64, u32),
         after: usize,
         limit: usize,
-        take: &mut impl FnMut(&Snap) -> bool,
+        mut take: impl FnMut(&Snap) -> bool,
         found: &mut Snap,
     ) -> bool {
         let n = self.tags.len();
@@ -1081,23 +1114,23 @@ impl Shard {
         let m1 = words[0].load(Ordering::Acquire);
         // The words of a LIVE generation never change, so a mismatch read
         // under it means another entry (or one being replaced): not ours.
-        if m1 & FwdKey::META_MASK != key.meta
-            || words[2].load(Ordering::Relaxed) >> 32 != key.ports
-            || words[3].load(Ordering::Relaxed) != key.addr[0]
-        {
+        // The words compared go into the copy as they were read.
+        let mut w = [0u64; 10];
+        if m1 & FwdKey::META_MASK != key.meta {
             return None;
         }
-        if V6 {
-            let rest = [key.addr[1], key.addr[2], key.addr[3]];
-            if words[4..7]
-                .iter()
-                .zip(rest)
-                .any(|(w, k)| w.load(Ordering::Relaxed) != k)
-            {
+        w[2] = words[2].load(Ordering::Relaxed);
+        if w[2] >> 32 != key.ports {
+            return None;
+        }
+        for i in 3..if V6 { 7 } else { 4 } {
+            w[i] = words[i].load(Ordering::Relaxed);
+            if w[i] != key.addr[i - 3] {
                 return None;
             }
         }
-        self.snap_under(V6, slot, words, m1)
+        let known = if V6 { 0b111_1100 } else { 0b1100 };
+        self.snap_known::<V6>(slot, words, m1, w, known)
     }
 
     /// The entry in `slot` if it is a LIVE NAT connection whose reply key
@@ -1118,24 +1151,39 @@ impl Shard {
     fn read_reply_in<const V6: bool>(&self, slot: u32, key: &ReplyKey) -> Option<Snap> {
         let words = self.entry::<V6>(slot)?;
         let m1 = words[0].load(Ordering::Acquire);
-        if m1 & ReplyKey::META_MASK != key.meta
-            || words[2].load(Ordering::Relaxed) & ReplyKey::PORTS_MASK != key.ports
-        {
+        // The words compared go into the copy as they were read.
+        let mut w = [0u64; 10];
+        if m1 & ReplyKey::META_MASK != key.meta {
             return None;
         }
-        let addrs_match = if V6 {
-            [(3, key.client[0]), (4, key.client[1])]
-                .into_iter()
-                .chain([(7, key.real[0]), (8, key.real[1])])
-                .all(|(i, k)| words[i].load(Ordering::Relaxed) == k)
+        w[2] = words[2].load(Ordering::Relaxed);
+        if w[2] & ReplyKey::PORTS_MASK != key.ports {
+            return None;
+        }
+        if V6 {
+            for (i, k) in [
+                (3, key.client[0]),
+                (4, key.client[1]),
+                (7, key.real[0]),
+                (8, key.real[1]),
+            ] {
+                w[i] = words[i].load(Ordering::Relaxed);
+                if w[i] != k {
+                    return None;
+                }
+            }
         } else {
-            words[3].load(Ordering::Relaxed) >> 32 == key.client[0]
-                && words[4].load(Ordering::Relaxed) >> 32 == key.real[0]
-        };
-        if !addrs_match {
-            return None;
+            w[3] = words[3].load(Ordering::Relaxed);
+            if w[3] >> 32 != key.client[0] {
+                return None;
+            }
+            w[4] = words[4].load(Ordering::Relaxed);
+            if w[4] >> 32 != key.real[0] {
+                return None;
+            }
         }
-        self.snap_under(V6, slot, words, m1)
+        let known = if V6 { 0b1_1001_1100 } else { 0b1_1100 };
+        self.snap_known::<V6>(slot, words, m1, w, known)
     }
 
     /// Loads the home bucket of `t`'s index so that a lookup shortly after
@@ -1260,7 +1308,7 @@ impl Shard {
             w: [0; 10],
         };
         let limit = probe_limit(head);
-        self.find_reply_rest::<V6>(key, (h, tag), after, limit, &ok, &mut found)
+        self.find_reply_rest::<V6>(key, (h, tag), after, limit, ok, &mut found)
             .then(|| found.fit::<V6>())
     }
 
@@ -1274,7 +1322,7 @@ impl Shard {
         (h, tag): (u64, u32),
         after: usize,
         limit: usize,
-        ok: &impl Fn(&Snap) -> bool,
+        ok: impl Fn(&Snap) -> bool,
         found: &mut Snap,
     ) -> bool {
         let n = self.refs.len();

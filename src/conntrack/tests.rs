@@ -180,8 +180,7 @@ fn keeps_agree_with_stays() {
                 let meta = table::proto_code(proto) << 2 | table::method_code(method) << 4;
                 let bytes = (0..=255u8).map(|f| Some(TcpFlags(f)));
                 for flags in bytes.chain([None]) {
-                    let f = state::folded(flags.unwrap_or(TcpFlags(0)));
-                    let keep = KEEPS[dir as usize][(meta >> 2 & 15) as usize][f];
+                    let keep = KEEPS[dir as usize][(meta >> 2 & 15) as usize][keeps_flags(flags)];
                     for code in 0..16u64 {
                         let expect = (code as usize) < STATES
                             && code != ConnState::SynRecv as u64
