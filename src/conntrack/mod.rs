@@ -1780,10 +1780,8 @@ const KEEPS: [[[u16; 32]; 16]; 2] = {
             };
             let mut f = 0;
             while f < 32 {
-                // `state::folded` of the flag bits `f`.
-                let folded = (f & 7) | (f >> 1 & 8);
                 let stays = if m & 3 == 0 {
-                    state::stays_bits(table, folded)
+                    state::stays_bits(table, state::folded(TcpFlags(f as u8)))
                 } else {
                     u16::MAX
                 };

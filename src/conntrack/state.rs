@@ -192,7 +192,7 @@ fn tcp_event(flags: TcpFlags) -> usize {
 /// The four flags an event depends on, folded into 4 bits: FIN, SYN and
 /// RST (bits 0..3) as they are, ACK (bit 4) moved to bit 3.
 #[inline(always)]
-pub(super) fn folded(flags: TcpFlags) -> usize {
+pub(super) const fn folded(flags: TcpFlags) -> usize {
     let f = flags.0 as usize;
     (f & 7) | (f >> 1 & 8)
 }
