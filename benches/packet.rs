@@ -27,6 +27,11 @@ const HOP: NextHop = NextHop {
     dst_mac: testnet::RS_NAT_MAC,
 };
 
+/// [`HOP`]'s MACs as a real server's path holds them.
+fn hop_macs() -> rewrite::EthAddrs {
+    rewrite::eth_addrs(&HOP.src_mac, &HOP.dst_mac)
+}
+
 fn frame_64(n: &testnet::Net) -> Vec<u8> {
     // 14 + 20 + 20 + 10 = 64 bytes for IPv4 (IPv6: 84).
     Pkt::tcp(n.client, 40000, n.vip, 80, ACK)
@@ -71,7 +76,7 @@ fn benches(c: &mut Criterion) {
                 let d = &mut buf[..f.len()];
                 d.copy_from_slice(f);
                 if let Ok(p) = parse(d) {
-                    let _ = black_box(nat::to_real(d, &p, n.rs_nat, 8080, &HOP));
+                    let _ = black_box(nat::to_real(d, &p, n.rs_nat, 8080, &hop_macs()));
                 }
             })
         });
@@ -92,7 +97,7 @@ fn benches(c: &mut Criterion) {
             let d = &mut buf[..tcp4.len()];
             d.copy_from_slice(&tcp4);
             if parse(d).is_ok() {
-                dr::to_real(d, &HOP);
+                dr::to_real(d, &hop_macs());
             }
             black_box(&buf);
         })

@@ -51,7 +51,7 @@ use crate::counters::WorkerCounters;
 use crate::forward::{dr, nat, tun};
 use crate::neigh::{NextHop, NextHops, PortId, Unresolved};
 use crate::packet::{
-    parse, parse_flow, reset, FlowKey, Frame, L4Proto, Parsed, Quoted, TcpFlags, Transport,
+    parse, parse_flow, reset, rewrite, FlowKey, Frame, L4Proto, Parsed, Quoted, TcpFlags, Transport,
 };
 use crate::sched::Scheduler;
 use crate::service::{
@@ -102,6 +102,9 @@ pub struct PortConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct RealPath {
     hop: Result<NextHop, Unresolved>,
+    /// The resolved hop's MACs as the Ethernet header holds them, what DR
+    /// and NAT write with one copy (zero where `hop` is unresolved).
+    macs: rewrite::EthAddrs,
     mtu: u32,
     tunnel_src: Option<IpAddr>,
     /// For an IPv4 TUN real server with a resolved next hop and an IPv4
@@ -288,6 +291,7 @@ fn real_path(real: &RealServer, ports: &[PortConfig], hops: &NextHops) -> RealPa
     };
     RealPath {
         hop,
+        macs: hop.map_or([0; 12], |h| rewrite::eth_addrs(&h.src_mac, &h.dst_mac)),
         mtu,
         tunnel_src,
         tun4,
@@ -857,18 +861,20 @@ impl Engine {
         path: &RealPath,
         frame: &mut Frame<'_>,
     ) -> Sent {
-        // Borrowed from the snapshot where it is resolved, not copied out.
+        // Borrowed from the snapshot where it is resolved, not copied out,
+        // with the MACs made for it there.
         let unresolved;
-        let hop = match &path.hop {
-            Ok(h) => h,
+        let (hop, macs) = match &path.hop {
+            Ok(h) => (h, &path.macs),
             Err(Unresolved(addr)) => {
-                unresolved = self.unresolved(snap, *addr)?;
-                &unresolved
+                let h = self.unresolved(snap, *addr)?;
+                unresolved = (h, rewrite::eth_addrs(&h.src_mac, &h.dst_mac));
+                (&unresolved.0, &unresolved.1)
             }
         };
         match real.method {
-            ForwardMethod::Nat => p.nat_to_real(frame.data_mut(), real.addr, real.port, hop)?,
-            ForwardMethod::Dr => dr::to_real(frame.data_mut(), hop),
+            ForwardMethod::Nat => p.nat_to_real(frame.data_mut(), real.addr, real.port, macs)?,
+            ForwardMethod::Dr => dr::to_real(frame.data_mut(), macs),
             ForwardMethod::Tun => return self.tunnel(ingress, p, real, path, hop, frame),
         }
         Ok(hop.port)
@@ -1014,7 +1020,8 @@ impl Engine {
                     }
                     ForwardMethod::Dr => {
                         let hop = self.hop(snap, path.hop)?;
-                        dr::to_real(frame.data_mut(), &hop);
+                        let macs = rewrite::eth_addrs(&hop.src_mac, &hop.dst_mac);
+                        dr::to_real(frame.data_mut(), &macs);
                         Ok(hop.port)
                     }
                     ForwardMethod::Tun => {

@@ -2,11 +2,11 @@
 //! header. The real server holds the VIP on a non-ARPing interface and answers
 //! the client directly, so the director never sees the replies.
 
-use crate::neigh::NextHop;
-use crate::packet::rewrite;
+use crate::packet::rewrite::{self, EthAddrs};
 
-/// Readdresses the frame to the real server's MAC, from the egress port's MAC.
+/// Readdresses the frame to the real server's MAC, from the egress port's
+/// MAC: `macs`, the next hop's (see [`EthAddrs`]).
 #[inline(always)]
-pub fn to_real(frame: &mut [u8], hop: &NextHop) {
-    rewrite::set_macs(frame, hop.src_mac, hop.dst_mac);
+pub fn to_real(frame: &mut [u8], macs: &EthAddrs) {
+    rewrite::set_eth_addrs(frame, macs);
 }

@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 
 use crate::neigh::NextHop;
-use crate::packet::rewrite::{self, FamilyMismatch};
+use crate::packet::rewrite::{self, EthAddrs, FamilyMismatch};
 use crate::packet::{Parsed, Quoted, Side, V4Flow};
 use crate::verdict::DropReason;
 
@@ -23,22 +23,25 @@ fn route(frame: &mut [u8], p: &Parsed, hop: &NextHop) -> Result<(), DropReason> 
     if !rewrite::decrement_ttl(frame, p) {
         return Err(DropReason::TtlExpired);
     }
-    rewrite::set_macs(frame, hop.src_mac, hop.dst_mac);
+    rewrite::set_macs(frame, &hop.src_mac, &hop.dst_mac);
     Ok(())
 }
 
-/// A client's packet to VIP:vport, readdressed to the real server `rip:rport`.
+/// A client's packet to VIP:vport, readdressed to the real server
+/// `rip:rport`, its MACs set to `macs` (the next hop's, see
+/// [`rewrite::EthAddrs`]).
 pub fn to_real(
     frame: &mut [u8],
     p: &Parsed,
     rip: IpAddr,
     rport: u16,
-    hop: &NextHop,
+    macs: &EthAddrs,
 ) -> Result<(), DropReason> {
     if p.ttl <= 1 {
         return Err(DropReason::TtlExpired);
     }
-    rewrite::route_endpoint(frame, p, Side::Dst, rip, rport, hop.src_mac, hop.dst_mac)?;
+    rewrite::route_endpoint(frame, p, Side::Dst, rip, rport)?;
+    rewrite::set_eth_addrs(frame, macs);
     Ok(())
 }
 
@@ -53,7 +56,8 @@ pub fn to_client(
     if p.ttl <= 1 {
         return Err(DropReason::TtlExpired);
     }
-    rewrite::route_endpoint(frame, p, Side::Src, vip, vport, hop.src_mac, hop.dst_mac)?;
+    rewrite::route_endpoint(frame, p, Side::Src, vip, vport)?;
+    rewrite::set_macs(frame, &hop.src_mac, &hop.dst_mac);
     Ok(())
 }
 
@@ -64,7 +68,7 @@ pub fn to_real_v4(
     f: &V4Flow,
     rip: IpAddr,
     rport: u16,
-    hop: &NextHop,
+    macs: &EthAddrs,
 ) -> Result<(), DropReason> {
     if f.ttl(frame) <= 1 {
         return Err(DropReason::TtlExpired);
@@ -72,7 +76,8 @@ pub fn to_real_v4(
     let IpAddr::V4(rip) = rip else {
         return Err(DropReason::AddressFamily);
     };
-    rewrite::route_endpoint_v4(frame, f, Side::Dst, rip, rport, hop.src_mac, hop.dst_mac);
+    rewrite::route_endpoint_v4(frame, f, Side::Dst, rip, rport);
+    rewrite::set_eth_addrs(frame, macs);
     Ok(())
 }
 
@@ -91,7 +96,8 @@ pub fn to_client_v4(
     let IpAddr::V4(vip) = vip else {
         return Err(DropReason::AddressFamily);
     };
-    rewrite::route_endpoint_v4(frame, f, Side::Src, vip, vport, hop.src_mac, hop.dst_mac);
+    rewrite::route_endpoint_v4(frame, f, Side::Src, vip, vport);
+    rewrite::set_macs(frame, &hop.src_mac, &hop.dst_mac);
     Ok(())
 }
 

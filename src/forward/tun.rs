@@ -48,7 +48,7 @@ pub fn to_real(
         EncapError::NoRoom => DropReason::NoRoom,
         EncapError::FamilyMismatch => DropReason::AddressFamily,
     })?;
-    rewrite::set_macs(frame.data_mut(), hop.src_mac, hop.dst_mac);
+    rewrite::set_macs(frame.data_mut(), &hop.src_mac, &hop.dst_mac);
     Ok(TunOutcome::Encapsulated)
 }
 
@@ -58,7 +58,7 @@ pub fn to_real(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Template4 {
     /// Destination then source MAC, as they lie in the Ethernet header.
-    macs: [u8; 12],
+    macs: rewrite::EthAddrs,
     outer: encap::Outer4,
     /// The longest inner IPv4 packet that fits the egress MTU once
     /// encapsulated.
@@ -69,10 +69,8 @@ impl Template4 {
     /// The headers from `tunnel_src` to `rip` by `hop`, out of a port of
     /// `egress_mtu`.
     pub fn new(tunnel_src: Ipv4Addr, rip: Ipv4Addr, hop: &NextHop, egress_mtu: u32) -> Template4 {
-        let mut macs = [0; 12];
-        rewrite::set_macs(&mut macs, hop.src_mac, hop.dst_mac);
         Template4 {
-            macs,
+            macs: rewrite::eth_addrs(&hop.src_mac, &hop.dst_mac),
             outer: encap::Outer4::new(tunnel_src, rip),
             max_inner: egress_mtu.saturating_sub(encap::IPV4_HEADER_LEN as u32),
         }
@@ -99,8 +97,6 @@ pub fn to_real4(
 ) -> Result<(), DropReason> {
     encap::encapsulate4(frame, p, &t.outer, ip_id).map_err(|_| DropReason::NoRoom)?;
     // Always there: the frame holds an IP packet behind its Ethernet header.
-    if let Some(macs) = frame.data_mut().first_chunk_mut::<12>() {
-        *macs = t.macs;
-    }
+    rewrite::set_eth_addrs(frame.data_mut(), &t.macs);
     Ok(())
 }

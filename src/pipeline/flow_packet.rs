@@ -12,7 +12,8 @@ use std::net::IpAddr;
 use crate::forward::nat;
 use crate::neigh::NextHop;
 use crate::packet::encap::Inner4;
-use crate::packet::{rewrite, FlowKey, Frame, IpVersion, Parsed, TcpFlags, Transport, V4Flow};
+use crate::packet::rewrite::{self, EthAddrs};
+use crate::packet::{FlowKey, Frame, IpVersion, Parsed, TcpFlags, Transport, V4Flow};
 use crate::service::{ServiceIndex, ServiceKey, ServiceTable, VirtualService};
 use crate::verdict::DropReason;
 
@@ -35,13 +36,13 @@ pub(super) trait FlowPacket {
     fn is_v6_udp_without_checksum(&self, frame: &[u8]) -> bool;
     /// [`rewrite::complete_partial_checksum`].
     fn complete_partial_checksum(&self, frame: &mut [u8]) -> bool;
-    /// [`nat::to_real`].
+    /// [`nat::to_real`], toward the next hop whose MACs are `macs`.
     fn nat_to_real(
         &self,
         frame: &mut [u8],
         rip: IpAddr,
         rport: u16,
-        hop: &NextHop,
+        macs: &EthAddrs,
     ) -> Result<(), DropReason>;
     /// [`nat::to_client`].
     fn nat_to_client(
@@ -133,9 +134,9 @@ impl FlowPacket for General<'_> {
         frame: &mut [u8],
         rip: IpAddr,
         rport: u16,
-        hop: &NextHop,
+        macs: &EthAddrs,
     ) -> Result<(), DropReason> {
-        nat::to_real(frame, self.p, rip, rport, hop)
+        nat::to_real(frame, self.p, rip, rport, macs)
     }
 
     #[inline(always)]
@@ -219,9 +220,9 @@ impl FlowPacket for V4Flow {
         frame: &mut [u8],
         rip: IpAddr,
         rport: u16,
-        hop: &NextHop,
+        macs: &EthAddrs,
     ) -> Result<(), DropReason> {
-        nat::to_real_v4(frame, self, rip, rport, hop)
+        nat::to_real_v4(frame, self, rip, rport, macs)
     }
 
     #[inline(always)]
