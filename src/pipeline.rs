@@ -510,27 +510,30 @@ impl Pipeline {
     /// Handles one frame that arrived on `ingress`, rewriting it in place.
     ///
     /// The common frame (see [`parse_flow`]) is read at fixed offsets and
-    /// goes straight to [`Engine::flow`]; every other frame takes
+    /// takes [`Engine::flow`]'s steps here; every other frame takes
     /// [`Engine::classify`], out of line, which parses it in full and
-    /// reaches the same `flow` for TCP and UDP: both give one verdict and
-    /// the same bytes for a frame either would take.
+    /// reaches `flow` itself for TCP and UDP: both give one verdict and the
+    /// same bytes for a frame either would take.
     pub fn process(&mut self, now: Millis, ingress: PortId, frame: &mut Frame<'_>) -> Verdict {
         let snap = &*self.snap;
         let e = &mut self.engine;
         e.stats.rx += 1;
         let rx = Rx { now, ingress };
-        // Each path counts its own verdict: the fast path's result stays
-        // in registers, apart from the one `classify` returns in memory.
-        match parse_flow(frame.data()) {
-            Some(f) => {
-                let result = e.flow(snap, rx, &f, frame);
-                e.verdict(result)
+        let Some(f) = parse_flow(frame.data()) else {
+            let result = e.classify(snap, rx, frame);
+            return e.verdict(result);
+        };
+        // `flow`'s steps (an IPv4 packet has no UDP checksum to refuse),
+        // each path ending in its own verdict: a frame for the host leaves
+        // with its reason a constant, not merged with every other path's.
+        let result = match f.service(&snap.services) {
+            Some(found) => e.for_service(rx, snap, found, &f, frame),
+            None if !snap.real_addrs.may_hold(f.src()) => {
+                return e.verdict(Err(DropReason::NoConnection));
             }
-            None => {
-                let result = e.classify(snap, rx, frame);
-                e.verdict(result)
-            }
-        }
+            None => e.nat_answer(now, snap, &f, frame),
+        };
+        e.verdict(result)
     }
 
     /// [`Pipeline::process`] without the fast path: every frame through
@@ -624,14 +627,26 @@ impl Engine {
             return Err(DropReason::UdpZeroChecksum);
         }
         if let Some(found) = p.service(&snap.services) {
-            match self.service_packet(rx, snap, found, p, frame) {
-                Err(DropReason::TcpNotSyn) => {
-                    p.with_parsed(frame, |q, frame| self.reset(rx, q, frame))
-                }
-                other => other,
-            }
+            self.for_service(rx, snap, found, p, frame)
         } else {
             self.nat_reply(rx.now, snap, p, frame)
+        }
+    }
+
+    /// A TCP or UDP packet `p` to the virtual service `found`: forwarded,
+    /// or a TCP segment of no connection answered with a reset.
+    #[inline(always)]
+    fn for_service<P: FlowPacket>(
+        &mut self,
+        rx: Rx,
+        snap: &Snapshot,
+        found: (ServiceIndex, &VirtualService),
+        p: &P,
+        frame: &mut Frame<'_>,
+    ) -> Sent {
+        match self.service_packet(rx, snap, found, p, frame) {
+            Err(DropReason::TcpNotSyn) => p.with_parsed(frame, |q, frame| self.reset(rx, q, frame)),
+            other => other,
         }
     }
 
@@ -956,6 +971,20 @@ impl Engine {
         if !snap.real_addrs.may_hold(p.src()) {
             return Err(DropReason::NoConnection);
         }
+        self.nat_answer(now, snap, p, frame)
+    }
+
+    /// A TCP/UDP packet not to a service, from an address the real server
+    /// filter holds: translated back to the client if it answers a NAT
+    /// connection.
+    #[inline(always)]
+    fn nat_answer(
+        &mut self,
+        now: Millis,
+        snap: &Snapshot,
+        p: &impl FlowPacket,
+        frame: &mut Frame<'_>,
+    ) -> Sent {
         let Some(conn) = self.conns.find_reply(&p.key(), now) else {
             return Err(DropReason::NoConnection);
         };
