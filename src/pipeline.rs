@@ -806,13 +806,16 @@ impl Engine {
             real: SocketAddr::new(real.addr, real.port),
             template,
         };
-        // Matched, not `map_err`: the entry stays where the table wrote it.
-        let (conn, state) = match self.conns.open_probed(&new, Some(probe), flags, now) {
-            Ok(opened) => opened,
-            Err(e) => return Err(insert_drop(e)),
+        // Matched by reference, not moved out or `map_err`ed: the entry
+        // stays where the table wrote it (moved, it was copied word by
+        // word for the event that is usually off).
+        let opened = self.conns.open_probed(&new, Some(probe), flags, now);
+        let (conn, state) = match &opened {
+            Ok((conn, state)) => (conn, *state),
+            Err(e) => return Err(insert_drop(*e)),
         };
         if let Some(state) = state {
-            self.changed(&conn, state, now, true);
+            self.changed(conn, state, now, true);
         }
         self.stats.new_conns += 1;
         self.traffic.count_conn(real.id);
