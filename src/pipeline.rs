@@ -45,7 +45,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::conntrack::{
-    Conn, ConnState, ConnTable, Direction, InsertError, NewConn, Probe, TemplateKey,
+    Conn, ConnRef, ConnState, ConnTable, Direction, InsertError, NewConn, Opened, Probe,
+    TemplateKey,
 };
 use crate::counters::WorkerCounters;
 use crate::forward::{dr, nat, tun};
@@ -807,19 +808,28 @@ impl Engine {
             template,
         };
         // Matched by reference, not moved out or `map_err`ed: the entry
-        // stays where the table wrote it (moved, it was copied word by
-        // word for the event that is usually off).
-        let opened = self.conns.open_probed(&new, Some(probe), flags, now);
-        let (conn, state) = match &opened {
-            Ok((conn, state)) => (conn, *state),
+        // stays where the table wrote it. A new one comes back as its
+        // handle only; its words are read back for the conn event, which
+        // is usually off.
+        let opened = self.conns.open_new(&new, probe, flags, now);
+        let id = match &opened {
+            Ok(Opened::New(handle, state)) => {
+                if self.outbox.conn_events() {
+                    self.opened(handle, *state, now);
+                }
+                handle.real_id()
+            }
+            Ok(Opened::Existing(conn, state)) => {
+                if let Some(state) = state {
+                    self.changed(conn, *state, now, true);
+                }
+                conn.real_id()
+            }
             Err(e) => return Err(insert_drop(*e)),
         };
-        if let Some(state) = state {
-            self.changed(conn, state, now, true);
-        }
         self.stats.new_conns += 1;
         self.traffic.count_conn(real.id);
-        Ok((conn.real_id(), ri))
+        Ok((id, ri))
     }
 
     /// The position in `svc` of the real server the service's scheduler
@@ -1049,6 +1059,16 @@ impl Engine {
     fn changed(&mut self, conn: &Conn, state: ConnState, now: Millis, opened: bool) {
         if self.outbox.conn_events() {
             self.conn_event(conn, state, now, opened);
+        }
+    }
+
+    /// The conn event of an entry this worker just opened, read back
+    /// from the table (released meanwhile, it has none: its release
+    /// reports it).
+    #[inline(never)]
+    fn opened(&mut self, handle: &ConnRef, state: ConnState, now: Millis) {
+        if let Some(conn) = self.conns.conn(handle) {
+            self.conn_event(&conn, state, now, true);
         }
     }
 
