@@ -807,25 +807,22 @@ impl Engine {
             real: SocketAddr::new(real.addr, real.port),
             template,
         };
-        // Matched by reference, not moved out or `map_err`ed: the entry
-        // stays where the table wrote it. A new one comes back as its
-        // handle only; its words are read back for the conn event, which
-        // is usually off.
-        let opened = self.conns.open_new(&new, probe, flags, now);
-        let id = match &opened {
+        // A new entry comes back as its handle only; its words are read
+        // back for the conn event, which is usually off.
+        let id = match self.conns.open_new(&new, probe, flags, now) {
             Ok(Opened::New(handle, state)) => {
                 if self.outbox.conn_events() {
-                    self.opened(handle, *state, now);
+                    self.opened(&handle, state, now);
                 }
                 handle.real_id()
             }
             Ok(Opened::Existing(conn, state)) => {
                 if let Some(state) = state {
-                    self.changed(conn, *state, now, true);
+                    self.changed(&conn, state, now, true);
                 }
                 conn.real_id()
             }
-            Err(e) => return Err(insert_drop(*e)),
+            Err(e) => return Err(insert_drop(e)),
         };
         self.stats.new_conns += 1;
         self.traffic.count_conn(real.id);
