@@ -45,8 +45,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::conntrack::{
-    Conn, ConnRef, ConnState, ConnTable, Direction, InsertError, NewConn, Opened, Probe,
-    TemplateKey,
+    Conn, ConnRef, ConnState, ConnTable, Direction, InsertError, Opened, Probe, TemplateKey,
 };
 use crate::counters::WorkerCounters;
 use crate::forward::{dr, nat, tun};
@@ -800,16 +799,13 @@ impl Engine {
             None => self.schedule(snap, si, svc, key)?,
         };
         let real = &svc.reals[ri];
-        let new = NewConn {
-            key: *key,
-            real_id: real.id,
-            method: real.method,
-            real: SocketAddr::new(real.addr, real.port),
-            template,
-        };
+        let chosen = (real.id, real.method, SocketAddr::new(real.addr, real.port));
         // A new entry comes back as its handle only; its words are read
         // back for the conn event, which is usually off.
-        let id = match self.conns.open_new(&new, probe, flags, now) {
+        let id = match self
+            .conns
+            .open_new(key, chosen, template, probe, flags, now)
+        {
             Ok(Opened::New(handle, state)) => {
                 if self.outbox.conn_events() {
                     self.opened(&handle, state, now);

@@ -1023,30 +1023,40 @@ impl ConnTable {
         flags: Option<TcpFlags>,
         now: Millis,
     ) -> Result<(Conn, Option<ConnState>), InsertError> {
-        Ok(match self.open_placed(new, probe, flags, now)? {
-            (Placed::New(s), state) => (Conn::of(&s, Direction::Original), Some(state)),
-            (Placed::Existing(s), _) => self.met(&s, flags, now),
-        })
+        let real = (new.real_id, new.method, new.real);
+        Ok(
+            match self.open_placed(&new.key, real, new.template, probe, flags, now)? {
+                (Placed::New(s), state) => (Conn::of(&s, Direction::Original), Some(state)),
+                (Placed::Existing(s), _) => self.met(&s, flags, now),
+            },
+        )
     }
 
     /// [`ConnTable::open_probed`] returning a new entry as its handle
     /// only (read it back with [`ConnTable::conn`]): the pipeline needs
     /// the entry's words only for a conn event, which is usually off, and
     /// the whole [`Conn`] in the `Result` was about 30 stores.
+    ///
+    /// Given [`NewConn`]'s fields, not one built by the caller: the key
+    /// stays where the caller has it, not copied into the `NewConn`.
     pub(crate) fn open_new(
         &self,
-        new: &NewConn,
+        key: &FlowKey,
+        real: (RealId, ForwardMethod, SocketAddr),
+        template: Option<ConnRef>,
         probe: &Probe,
         flags: Option<TcpFlags>,
         now: Millis,
     ) -> Result<Opened, InsertError> {
-        Ok(match self.open_placed(new, Some(probe), flags, now)? {
-            (Placed::New(s), state) => Opened::New(ConnRef::of(&s), state),
-            (Placed::Existing(s), _) => {
-                let (c, state) = self.met(&s, flags, now);
-                Opened::Existing(c, state)
-            }
-        })
+        Ok(
+            match self.open_placed(key, real, template, Some(probe), flags, now)? {
+                (Placed::New(s), state) => Opened::New(ConnRef::of(&s), state),
+                (Placed::Existing(s), _) => {
+                    let (c, state) = self.met(&s, flags, now);
+                    Opened::Existing(c, state)
+                }
+            },
+        )
     }
 
     /// The open's check, state and placement, the new entry counted;
@@ -1055,19 +1065,17 @@ impl ConnTable {
     #[inline(always)]
     fn open_placed(
         &self,
-        new: &NewConn,
+        key: &FlowKey,
+        (real_id, method, real): (RealId, ForwardMethod, SocketAddr),
+        template: Option<ConnRef>,
         probe: Option<&Probe>,
         flags: Option<TcpFlags>,
         now: Millis,
     ) -> Result<(Placed, ConnState), InsertError> {
-        check_new(&new.key, new.real, new.real_id)?;
-        let state = match new.key.proto {
+        check_new(key, real, real_id)?;
+        let state = match key.proto {
             L4Proto::Tcp => match flags {
-                Some(f) => tcp_next(
-                    ConnState::None,
-                    table_for(new.method, Direction::Original),
-                    f,
-                ),
+                Some(f) => tcp_next(ConnState::None, table_for(method, Direction::Original), f),
                 None => ConnState::None,
             },
             L4Proto::Udp => ConnState::Udp,
@@ -1080,15 +1088,15 @@ impl ConnTable {
                 .counters
                 .half_open_above_on(me, self.flood_threshold, now);
         let placed = self.place_conn(
-            &new.key,
-            (new.real_id, new.method, new.real),
-            new.template,
+            key,
+            (real_id, method, real),
+            template,
             (state, self.timeouts.ms(state, flood)),
             probe,
             now,
         )?;
         if let Placed::New(_) = placed {
-            self.counted_new(me, new.real_id.0, state);
+            self.counted_new(me, real_id.0, state);
         }
         Ok((placed, state))
     }

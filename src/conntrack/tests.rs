@@ -1575,7 +1575,14 @@ fn open_new_returns_the_handle_that_reads_back_the_entry() {
     let key = client_key(L4Proto::Tcp, 7);
     let probe = t.probe(&key, Direction::Original);
     let new = new_conn(key, ForwardMethod::Nat, 3);
-    let Ok(Opened::New(handle, state)) = t.open_new(&new, &probe, Some(SYN), Millis(0)) else {
+    let Ok(Opened::New(handle, state)) = t.open_new(
+        &key,
+        (new.real_id, new.method, new.real),
+        None,
+        &probe,
+        Some(SYN),
+        Millis(0),
+    ) else {
         panic!("a fresh key opens a new entry");
     };
     assert_eq!(state, ConnState::SynRecv);
@@ -1589,7 +1596,9 @@ fn open_new_returns_the_handle_that_reads_back_the_entry() {
     assert_eq!(t.lookup_original(&key, Millis(0)), Some(c));
     // The key's live entry is met, not placed again.
     match t.open_new(
-        &new_conn(key, ForwardMethod::Dr, 4),
+        &key,
+        (RealId(4), ForwardMethod::Dr, rs(5)),
+        None,
         &probe,
         Some(SYN),
         Millis(1),
