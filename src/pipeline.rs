@@ -45,7 +45,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::conntrack::{
-    Conn, ConnState, ConnTable, Direction, InsertError, NewConn, Probe, TemplateKey,
+    Conn, ConnRef, ConnState, ConnTable, Direction, InsertError, Opened, Probe, TemplateKey,
 };
 use crate::counters::WorkerCounters;
 use crate::forward::{dr, nat, tun};
@@ -818,24 +818,30 @@ impl Engine {
             None => self.schedule(snap, si, svc, key)?,
         };
         let real = &svc.reals[ri];
-        let new = NewConn {
-            key: *key,
-            real_id: real.id,
-            method: real.method,
-            real: SocketAddr::new(real.addr, real.port),
-            template,
-        };
-        // Matched, not `map_err`: the entry stays where the table wrote it.
-        let (conn, state) = match self.conns.open_probed(&new, Some(probe), flags, now) {
-            Ok(opened) => opened,
+        let chosen = (real.id, real.method, SocketAddr::new(real.addr, real.port));
+        // A new entry comes back as its handle only; its words are read
+        // back for the conn event, which is usually off.
+        let id = match self
+            .conns
+            .open_new(key, chosen, template, probe, flags, now)
+        {
+            Ok(Opened::New(handle, state)) => {
+                if self.outbox.conn_events() {
+                    self.opened(&handle, state, now);
+                }
+                handle.real_id()
+            }
+            Ok(Opened::Existing(conn, state)) => {
+                if let Some(state) = state {
+                    self.changed(&conn, state, now, true);
+                }
+                conn.real_id()
+            }
             Err(e) => return Err(insert_drop(e)),
         };
-        if let Some(state) = state {
-            self.changed(&conn, state, now, true);
-        }
         self.stats.new_conns += 1;
         self.traffic.count_conn(real.id);
-        Ok((conn.real_id(), ri))
+        Ok((id, ri))
     }
 
     /// The position in `svc` of the real server the service's scheduler
@@ -1082,6 +1088,16 @@ impl Engine {
     fn changed(&mut self, conn: &Conn, state: ConnState, now: Millis, opened: bool) {
         if self.outbox.conn_events() {
             self.conn_event(conn, state, now, opened);
+        }
+    }
+
+    /// The conn event of an entry this worker just opened, read back
+    /// from the table (released meanwhile, it has none: its release
+    /// reports it).
+    #[inline(never)]
+    fn opened(&mut self, handle: &ConnRef, state: ConnState, now: Millis) {
+        if let Some(conn) = self.conns.conn(handle) {
+            self.conn_event(&conn, state, now, true);
         }
     }
 

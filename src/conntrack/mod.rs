@@ -187,6 +187,11 @@ impl ConnRef {
             real_id: s.real_id(),
         }
     }
+
+    /// The real server of the entry referred to.
+    pub fn real_id(&self) -> RealId {
+        RealId(self.real_id)
+    }
 }
 
 /// A connection as a lookup or insert returns it: a copy of the entry's
@@ -349,6 +354,16 @@ pub struct NewConn {
     /// The persistence template that chose `real_id`, if the service is
     /// persistent; the connection keeps the template alive.
     pub template: Option<ConnRef>,
+}
+
+/// What [`ConnTable::open_new`] opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Opened {
+    /// A new entry of the key, in this state.
+    New(ConnRef, ConnState),
+    /// The key's live entry, placed meanwhile by another worker, and the
+    /// state the opening packet moved it to, if it moved.
+    Existing(Conn, Option<ConnState>),
 }
 
 /// A connection as a connection-sync receiver learns it from the master
@@ -1011,14 +1026,59 @@ impl ConnTable {
         flags: Option<TcpFlags>,
         now: Millis,
     ) -> Result<(Conn, Option<ConnState>), InsertError> {
-        check_new(&new.key, new.real, new.real_id)?;
-        let state = match new.key.proto {
+        let real = (new.real_id, new.method, new.real);
+        Ok(
+            match self.open_placed(&new.key, real, new.template, probe, flags, now)? {
+                (Placed::New(s), state) => (Conn::of(&s, Direction::Original), Some(state)),
+                (Placed::Existing(s), _) => self.met(&s, flags, now),
+            },
+        )
+    }
+
+    /// [`ConnTable::open_probed`] returning a new entry as its handle
+    /// only (read it back with [`ConnTable::conn`]): the pipeline needs
+    /// the entry's words only for a conn event, which is usually off, and
+    /// the whole [`Conn`] in the `Result` was about 30 stores.
+    ///
+    /// Given [`NewConn`]'s fields, not one built by the caller: the key
+    /// stays where the caller has it, not copied into the `NewConn`.
+    pub(crate) fn open_new(
+        &self,
+        key: &FlowKey,
+        real: (RealId, ForwardMethod, SocketAddr),
+        template: Option<ConnRef>,
+        probe: &Probe,
+        flags: Option<TcpFlags>,
+        now: Millis,
+    ) -> Result<Opened, InsertError> {
+        Ok(
+            match self.open_placed(key, real, template, Some(probe), flags, now)? {
+                (Placed::New(s), state) => Opened::New(ConnRef::of(&s), state),
+                (Placed::Existing(s), _) => {
+                    let (c, state) = self.met(&s, flags, now);
+                    Opened::Existing(c, state)
+                }
+            },
+        )
+    }
+
+    /// The open's check, state and placement, the new entry counted;
+    /// inlined into [`ConnTable::open_probed`] and
+    /// [`ConnTable::open_new`], which differ in what they return of it.
+    #[inline(always)]
+    fn open_placed(
+        &self,
+        key: &FlowKey,
+        (real_id, method, real): (RealId, ForwardMethod, SocketAddr),
+        template: Option<ConnRef>,
+        probe: Option<&Probe>,
+        flags: Option<TcpFlags>,
+        now: Millis,
+    ) -> Result<(Placed, ConnState), InsertError> {
+        check_new(key, real, real_id)?;
+        let state = match key.proto {
             L4Proto::Tcp => match flags {
-                Some(f) => tcp_next(
-                    ConnState::None,
-                    table_for(new.method, Direction::Original),
-                    f,
-                ),
+                Some(f) => tcp_next(ConnState::None, table_for(method, Direction::Original), f),
                 None => ConnState::None,
             },
             L4Proto::Udp => ConnState::Udp,
@@ -1031,23 +1091,35 @@ impl ConnTable {
                 .counters
                 .half_open_above_on(me, self.flood_threshold, now);
         let placed = self.place_conn(
-            &new.key,
-            (new.real_id, new.method, new.real),
-            new.template,
+            key,
+            (real_id, method, real),
+            template,
             (state, self.timeouts.ms(state, flood)),
             probe,
             now,
-        );
-        match placed? {
-            Placed::New(s) => {
-                self.counted_new(me, new.real_id.0, state);
-                Ok((Conn::of(&s, Direction::Original), Some(state)))
+        )?;
+        if let Placed::New(_) = placed {
+            self.counted_new(me, real_id.0, state);
+        }
+        Ok((placed, state))
+    }
+
+    /// The key's live entry an open found placed meanwhile, updated with
+    /// the opening packet's flags.
+    fn met(&self, s: &Snap, flags: Option<TcpFlags>, now: Millis) -> (Conn, Option<ConnState>) {
+        let c = Conn::of(s, Direction::Original);
+        let state = self.update(&c.handle, Direction::Original, flags, now);
+        (c, state)
+    }
+
+    /// The live connection `handle` refers to, as a lookup returns it
+    /// (matched in [`Direction::Original`]); `None` once it is released.
+    pub fn conn(&self, handle: &ConnRef) -> Option<Conn> {
+        match self.shard(handle.v6).read(handle.slot) {
+            Some(s) if s.gen() == handle.gen && !s.is_template() => {
+                Some(Conn::of(&s, Direction::Original))
             }
-            Placed::Existing(s) => {
-                let c = Conn::of(&s, Direction::Original);
-                let state = self.update(&c.handle, Direction::Original, flags, now);
-                Ok((c, state))
-            }
+            _ => None,
         }
     }
 

@@ -1409,8 +1409,11 @@ impl Shard {
         // a release loses to such a re-arm, the re-armed entry is the answer.
         // A key known absent (no entry of it at the lookup, nothing placed
         // since) has neither.
+        // The key copied for the re-check, so that `f` itself has no
+        // address taken and stays in registers.
         if !absent {
-            if let Some(s) = self.present(f, h, now, reclaim) {
+            let fwd = f.fwd;
+            if let Some(s) = self.present(&fwd, h, now, reclaim) {
                 return Ok(Placed::Existing(s));
             }
         }
@@ -1418,8 +1421,8 @@ impl Shard {
         let slot = (b * TAGS + p - 1) as u32;
         let snap = self.write(slot, f, now);
         if f.has_reply_key() {
-            if let Err(e) = self.insert_reply(f, slot, now) {
-                self.free(&snap, (b, p), home);
+            if let Err(e) = self.insert_reply(f.reply_tuple(), slot, now) {
+                self.free((slot, snap.gen()), (b, p), home);
                 return Err(e);
             }
         }
@@ -1434,18 +1437,19 @@ impl Shard {
         Ok(Placed::New(snap))
     }
 
-    /// The live entry of `f`'s key, under its home bucket's guard, expired
-    /// ones released on the way ([`Shard::insert_locked`]'s re-check).
+    /// The live entry of forward key `fwd`, under its home bucket's guard,
+    /// expired ones released on the way ([`Shard::insert_locked`]'s
+    /// re-check).
     #[inline(always)]
     fn present(
         &self,
-        f: &Fresh,
+        fwd: &Tuple,
         h: u64,
         now: Millis,
         reclaim: &mut impl FnMut(&Snap) -> bool,
     ) -> Option<Snap> {
         let mut lost = false;
-        let live = self.find_fwd_hashed(&f.fwd, h, |s| {
+        let live = self.find_fwd_hashed(fwd, h, |s| {
             if s.alive(now) {
                 return true;
             }
@@ -1453,7 +1457,7 @@ impl Shard {
             lost |= !reclaim(s);
             false
         });
-        live.or_else(|| lost.then(|| self.find_fwd(&f.fwd, now)).flatten())
+        live.or_else(|| lost.then(|| self.find_fwd(fwd, now)).flatten())
     }
 
     /// Claims an empty position for a key of hash `h` homed in bucket
@@ -1570,11 +1574,12 @@ impl Shard {
         }
     }
 
-    /// Publishes the reply key of `f`, written in `slot`, unless a live
-    /// entry (or one still being inserted) holds that key already.
+    /// Publishes reply key `t` of the entry written in `slot`, unless a
+    /// live entry (or one still being inserted) holds that key already.
+    /// Given the key by value, not the insert's `Fresh`: a reference would
+    /// keep the whole `Fresh` in memory whether or not this is inlined.
     #[inline]
-    fn insert_reply(&self, f: &Fresh, slot: u32, now: Millis) -> Result<(), Refused> {
-        let t = f.reply_tuple();
+    fn insert_reply(&self, t: Tuple, slot: u32, now: Millis) -> Result<(), Refused> {
         let h = self.hash(&t);
         let n = self.refs.len();
         let home = range(h, n);
@@ -1652,12 +1657,16 @@ impl Shard {
         let h = self.hash(&s.fwd_tuple());
         let home = range(h, self.tags.len());
         let pos = (s.slot as usize / TAGS, s.slot as usize % TAGS + 1);
-        self.free(s, pos, home);
+        self.free((s.slot, s.gen()), pos, home);
     }
 
-    fn free(&self, s: &Snap, (b, p): (usize, usize), home: usize) {
-        let next_gen = ((s.gen().wrapping_add(1) & ((1 << GEN_BITS) - 1)) as u64) << META_GEN_SHIFT;
-        self.word(s.slot, 0).store(next_gen, Ordering::Release);
+    /// Returns position `(b, p)` of the entry in `slot` of generation
+    /// `gen` to EMPTY, the slot's generation moved on. Given the two
+    /// words, not the entry's `Snap`: the insert's refusal would
+    /// otherwise keep the `Snap` it returns in memory.
+    fn free(&self, (slot, gen): (u32, u32), (b, p): (usize, usize), home: usize) {
+        let next_gen = ((gen.wrapping_add(1) & ((1 << GEN_BITS) - 1)) as u64) << META_GEN_SHIFT;
+        self.word(slot, 0).store(next_gen, Ordering::Release);
         let was_published = self.tags[b].0[p].swap(EMPTY, Ordering::Release) > BUSY;
         if was_published && b != home {
             spill_sub32(&self.tags[home].0[0]);

@@ -1567,3 +1567,50 @@ fn a_seeded_table_hashes_alike_on_every_run() {
     let t = seeded(1);
     assert_ne!(t.v4.seed_id(), t.v6.seed_id());
 }
+
+#[test]
+fn open_new_returns_the_handle_that_reads_back_the_entry() {
+    let (t, d) = table(1000);
+    let key = client_key(L4Proto::Tcp, 7);
+    let probe = t.probe(&key, Direction::Original);
+    let new = new_conn(key, ForwardMethod::Nat, 3);
+    let Ok(Opened::New(handle, state)) = t.open_new(
+        &key,
+        (new.real_id, new.method, new.real),
+        None,
+        &probe,
+        Some(SYN),
+        Millis(0),
+    ) else {
+        panic!("a fresh key opens a new entry");
+    };
+    assert_eq!(state, ConnState::SynRecv);
+    assert_eq!(handle.real_id(), RealId(3));
+    assert_eq!(counts(&d, 3), (1, 0, 0));
+    let c = t.conn(&handle).expect("the entry just opened");
+    assert_eq!(c.handle, handle);
+    assert_eq!(c.key(), key);
+    assert_eq!(c.real(), new.real);
+    assert_eq!(c.method(), ForwardMethod::Nat);
+    assert_eq!(t.lookup_original(&key, Millis(0)), Some(c));
+    // The key's live entry is met, not placed again.
+    match t.open_new(
+        &key,
+        (RealId(4), ForwardMethod::Dr, rs(5)),
+        None,
+        &probe,
+        Some(SYN),
+        Millis(1),
+    ) {
+        Ok(Opened::Existing(e, _)) => assert_eq!(e.handle, handle),
+        other => panic!("{other:?}"),
+    }
+    // Released, the handle reads back nothing, even once its slot is
+    // used again.
+    assert!(t.remove(&handle, Millis(2)));
+    assert_eq!(t.conn(&handle), None);
+    let again = open(&t, key, ForwardMethod::Nat, 3, Millis(3));
+    assert_ne!(again.handle, handle);
+    assert_eq!(t.conn(&handle), None);
+    assert_eq!(t.conn(&again.handle), Some(again));
+}
