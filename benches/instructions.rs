@@ -13,6 +13,12 @@
 //! - `new_connection::nat`: a SYN of a new flow (miss, scheduling, insert,
 //!   rewrite), on a table already holding 1024 connections.
 //!
+//! The `runs` group counts the same cases as runs of 1 and of [`RUN`]
+//! frames (the established and reply cases the same frame again, a new
+//! connection SYNs of as many flows): the difference of the two counts over
+//! `RUN - 1` is a frame's cost in a run, its copy into the buffer included
+//! and the harness's call not (`tools/instructions` prints both).
+//!
 //! Run with `cargo bench --bench instructions` (needs valgrind and
 //! `gungraun-runner` of the crate's version, see BENCHMARKS.md).
 
@@ -23,7 +29,7 @@ use gungraun::{library_benchmark, library_benchmark_group, main};
 use xvs::packet::Frame;
 use xvs::pipeline::testnet::{self, Pkt, ACK, SYN};
 use xvs::pipeline::Pipeline;
-use xvs::verdict::Verdict;
+use xvs::verdict::{DropReason, Verdict};
 use xvs::Millis;
 
 /// A pipeline, the frame to process and the buffer it is copied into.
@@ -32,6 +38,17 @@ struct Case {
     frame: Vec<u8>,
     buf: Vec<u8>,
     port: u8,
+}
+
+/// Frames in the longer run of the `runs` group.
+const RUN: usize = 9;
+
+/// A case's frames for a run of `n`: `frames[i % frames.len()]` is the
+/// `i`-th.
+struct Run {
+    case: Box<Case>,
+    frames: Vec<Vec<u8>>,
+    n: usize,
 }
 
 /// Headroom in front of the frame: what the worker gives
@@ -167,5 +184,67 @@ fn other_frame(mut c: Box<Case>) -> (Verdict, Box<Case>) {
     (black_box(v), c)
 }
 
+/// A case run `n` times: the same frame again.
+fn run_of(case: Box<Case>, n: usize) -> Box<Run> {
+    let frames = vec![case.frame.clone()];
+    Box::new(Run { case, frames, n })
+}
+
+fn established_run(dport: u16, n: usize) -> Box<Run> {
+    run_of(established(dport), n)
+}
+
+fn nat_reply_run(n: usize) -> Box<Run> {
+    run_of(nat_reply(), n)
+}
+
+fn not_a_service_run(n: usize) -> Box<Run> {
+    run_of(not_a_service(), n)
+}
+
+/// `n` SYNs of new flows, source ports 40000 on (the first is
+/// `new_connection`'s frame).
+fn new_connection_run(n: usize) -> Box<Run> {
+    let c = testnet::v4();
+    let frames = (0..n as u16)
+        .map(|k| {
+            Pkt::tcp(c.client, 40000 + k, c.vip, testnet::PORT_NAT, SYN)
+                .payload(vec![0; 10])
+                .bytes()
+        })
+        .collect();
+    Box::new(Run {
+        case: new_connection(),
+        frames,
+        n,
+    })
+}
+
+// The cases as runs of 1 and of `RUN` frames, each frame copied in and
+// processed as the single cases do.
+#[library_benchmark]
+#[bench::dr_1(setup = established_run, args = (testnet::PORT_DR, 1))]
+#[bench::dr_run(setup = established_run, args = (testnet::PORT_DR, RUN))]
+#[bench::nat_1(setup = established_run, args = (testnet::PORT_NAT, 1))]
+#[bench::nat_run(setup = established_run, args = (testnet::PORT_NAT, RUN))]
+#[bench::tun_1(setup = established_run, args = (testnet::PORT_TUN, 1))]
+#[bench::tun_run(setup = established_run, args = (testnet::PORT_TUN, RUN))]
+#[bench::nat_reply_1(setup = nat_reply_run, args = (1))]
+#[bench::nat_reply_run(setup = nat_reply_run, args = (RUN))]
+#[bench::not_a_service_1(setup = not_a_service_run, args = (1))]
+#[bench::not_a_service_run(setup = not_a_service_run, args = (RUN))]
+#[bench::new_nat_connection_1(setup = new_connection_run, args = (1))]
+#[bench::new_nat_connection_run(setup = new_connection_run, args = (RUN))]
+fn frame_run(mut r: Box<Run>) -> (Verdict, Box<Run>) {
+    let Run { case: c, frames, n } = &mut *r;
+    let mut v = Verdict::Drop(DropReason::NoConnection);
+    for i in 0..*n {
+        let frame = &frames[i % frames.len()];
+        v = black_box(process(&mut c.p, &mut c.buf, black_box(frame), c.port, 3));
+    }
+    (v, r)
+}
+
 library_benchmark_group!(name = frames; benchmarks = established_frame, other_frame);
-main!(library_benchmark_groups = frames);
+library_benchmark_group!(name = runs; benchmarks = frame_run);
+main!(library_benchmark_groups = frames, runs);
