@@ -125,7 +125,7 @@ fn own_macs(iface: &Interface, vmacs: &[(u32, MacAddr)]) -> HashSet<OwnMac> {
 /// The steering program's `services` and `nat_reals` sets for `services`:
 /// every (protocol, VIP, port), and every NAT real server's (protocol,
 /// address, port).
-pub(crate) fn steered_endpoints(services: &ServiceTable) -> (HashSet<Endpoint>, HashSet<Endpoint>) {
+pub fn steered_endpoints(services: &ServiceTable) -> (HashSet<Endpoint>, HashSet<Endpoint>) {
     let mut vips = HashSet::new();
     let mut nat_reals = HashSet::new();
     for s in services.services() {

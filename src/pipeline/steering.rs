@@ -432,9 +432,36 @@ fn only_frames_to_the_directors_macs_are_redirected() {
         .expect("own_macs");
     let syn = Pkt::tcp(v4().client, 40000, v4().vip, PORT_NAT, SYN).macs(GW_MAC, vmac);
     assert_eq!(prog.classify(&syn.bytes()).unwrap(), Steering::Redirect);
+    // More MACs than the program compares inline: the rest are found in
+    // the hash map, and a MAC of neither is still passed.
+    let vmacs: Vec<MacAddr> = (1..=4).map(|vrid| [0, 0, 0x5e, 0, 1, vrid]).collect();
+    prog.sync_own_macs(&own_macs(&[&[EXT_MAC, INT_MAC, vmac][..], &vmacs].concat()))
+        .expect("own_macs");
+    for dst in [EXT_MAC, INT_MAC, vmac]
+        .into_iter()
+        .chain(vmacs.iter().copied())
+    {
+        let syn = Pkt::tcp(v4().client, 40000, v4().vip, PORT_NAT, SYN).macs(GW_MAC, dst);
+        assert_eq!(
+            prog.classify(&syn.bytes()).unwrap(),
+            Steering::Redirect,
+            "{dst:x?}"
+        );
+    }
+    let to_other = Pkt::tcp(v4().client, 40000, v4().vip, PORT_NAT, SYN).macs(GW_MAC, other);
+    assert_eq!(prog.classify(&to_other.bytes()).unwrap(), Steering::Pass);
+    count += 1;
     // Released again (backup): passed.
     prog.sync_own_macs(&own_macs(&[EXT_MAC, INT_MAC]))
         .expect("own_macs");
     assert_eq!(prog.classify(&syn.bytes()).unwrap(), Steering::Pass);
-    assert_eq!(prog.counter(SteerCounter::NotForUs).unwrap(), count + 1);
+    for dst in vmacs {
+        let syn = Pkt::tcp(v4().client, 40000, v4().vip, PORT_NAT, SYN).macs(GW_MAC, dst);
+        assert_eq!(
+            prog.classify(&syn.bytes()).unwrap(),
+            Steering::Pass,
+            "{dst:x?}"
+        );
+    }
+    assert_eq!(prog.counter(SteerCounter::NotForUs).unwrap(), count + 5);
 }

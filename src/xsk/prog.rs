@@ -100,6 +100,46 @@ impl OwnMac {
     pub fn new(addr: MacAddr) -> OwnMac {
         OwnMac { addr, pad: [0; 2] }
     }
+
+    /// The MAC as the program reads it into a 64-bit word: its six bytes
+    /// in memory order, native endian, the top two bytes zero.
+    fn word(self) -> u64 {
+        let a = self.addr;
+        u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], 0, 0])
+    }
+}
+
+/// Slots of the `own_macs_first` array (`OWN_MACS_FIRST` in C).
+const OWN_MACS_FIRST: usize = 4;
+
+/// The value of the one-entry `own_macs_first` array: up to
+/// [`OWN_MACS_FIRST`] of the interface's MACs, which the program compares
+/// inline before it looks in `own_macs`, and whether that is all of them.
+/// `struct own_macs_first` in C.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OwnMacsFirst {
+    mac: [u64; OWN_MACS_FIRST],
+    all: u32,
+    pad: u32,
+}
+
+impl OwnMacsFirst {
+    /// `macs`'s first [`OWN_MACS_FIRST`] in sorted order (a slot not used
+    /// all ones, which no MAC's word is).
+    fn of(macs: &HashSet<OwnMac>) -> OwnMacsFirst {
+        let mut words: Vec<u64> = macs.iter().map(|m| m.word()).collect();
+        words.sort_unstable();
+        let mut mac = [u64::MAX; OWN_MACS_FIRST];
+        for (slot, w) in mac.iter_mut().zip(&words) {
+            *slot = *w;
+        }
+        OwnMacsFirst {
+            mac,
+            all: u32::from(words.len() <= OWN_MACS_FIRST),
+            pad: 0,
+        }
+    }
 }
 
 /// The steering program's counters (the per-CPU `counters` map, by slot).
@@ -203,6 +243,7 @@ pub struct SteeringProgram {
     nat_reals_fd: c_int,
     local_addrs_fd: c_int,
     own_macs_fd: c_int,
+    own_macs_first_fd: c_int,
     counters_fd: c_int,
     /// The test entry `xvs_steer_probe`; -1 unless loaded with it.
     probe_fd: c_int,
@@ -260,6 +301,7 @@ impl SteeringProgram {
             nat_reals_fd: -1,
             local_addrs_fd: -1,
             own_macs_fd: -1,
+            own_macs_first_fd: -1,
             counters_fd: -1,
             probe_fd: -1,
             services: HashSet::new(),
@@ -300,6 +342,7 @@ impl SteeringProgram {
         p.nat_reals_fd = p.map_fd("nat_reals")?;
         p.local_addrs_fd = p.map_fd("local_addrs")?;
         p.own_macs_fd = p.map_fd("own_macs")?;
+        p.own_macs_first_fd = p.map_fd("own_macs_first")?;
         p.counters_fd = p.map_fd("counters")?;
         if with_probe {
             // SAFETY: probe belongs to the loaded obj.
@@ -397,7 +440,12 @@ impl SteeringProgram {
     /// [`MAX_OWN_MACS`] is refused before any change.
     pub fn sync_own_macs(&mut self, want: &HashSet<OwnMac>) -> Result<(), ProgError> {
         fits("own_macs", want, MAX_OWN_MACS)?;
-        sync(self.own_macs_fd, &mut self.own_macs, want).map_err(|e| ProgError::Map("own_macs", e))
+        sync(self.own_macs_fd, &mut self.own_macs, want)
+            .map_err(|e| ProgError::Map("own_macs", e))?;
+        // After the hash map: a MAC added is there before the array stops
+        // saying that it holds them all.
+        update(self.own_macs_first_fd, &0u32, &OwnMacsFirst::of(want))
+            .map_err(|e| ProgError::Map("own_macs_first", e))
     }
 
     /// Counter `c` since the program was loaded, summed over CPUs.
@@ -426,6 +474,29 @@ impl SteeringProgram {
     /// classifier as the attached one. Needs [`load_with_probe`](Self::load_with_probe).
     /// The kernel refuses frames shorter than an Ethernet header (EINVAL).
     pub fn classify(&self, frame: &[u8]) -> io::Result<Steering> {
+        let (retval, _) = self.test_run(frame, 1)?;
+        match retval {
+            XDP_TX => Ok(Steering::Redirect),
+            XDP_PASS => Ok(Steering::Pass),
+            other => Err(io::Error::other(format!(
+                "the steering program's test entry returned {other}"
+            ))),
+        }
+    }
+
+    /// The test entry's mean run time on `frame` over `repeat` runs, as
+    /// the kernel measures it (`BPF_PROG_TEST_RUN`'s duration): the
+    /// classifier's cost per packet, which the attached program pays in
+    /// the receive path before a frame reaches a socket. Needs
+    /// [`load_with_probe`](Self::load_with_probe).
+    pub fn run_time(&self, frame: &[u8], repeat: u32) -> io::Result<std::time::Duration> {
+        let (_, ns) = self.test_run(frame, repeat.max(1))?;
+        Ok(std::time::Duration::from_nanos(ns.into()))
+    }
+
+    /// `BPF_PROG_TEST_RUN` of the test entry on `frame`, `repeat` times:
+    /// its return value and mean duration in nanoseconds.
+    fn test_run(&self, frame: &[u8], repeat: u32) -> io::Result<(u32, u32)> {
         if self.probe_fd < 0 {
             return Err(io::Error::other(
                 "the steering program was loaded without its test entry",
@@ -444,7 +515,7 @@ impl SteeringProgram {
             ctx_size_in: 0,
             ctx_size_out: 0,
             retval: 0,
-            repeat: 1,
+            repeat: repeat as _,
             duration: 0,
             flags: 0,
             cpu: 0,
@@ -458,13 +529,7 @@ impl SteeringProgram {
         if ret != 0 {
             return Err(last_error(ret));
         }
-        match opts.retval {
-            XDP_TX => Ok(Steering::Redirect),
-            XDP_PASS => Ok(Steering::Pass),
-            other => Err(io::Error::other(format!(
-                "the steering program's test entry returned {other}"
-            ))),
-        }
+        Ok((opts.retval, opts.duration))
     }
 }
 
@@ -579,6 +644,40 @@ mod tests {
         assert_eq!(std::mem::size_of::<OwnMac>(), 8);
         let m = OwnMac::new([0, 0, 0x5e, 0, 1, 51]);
         assert_eq!((m.addr, m.pad), ([0, 0, 0x5e, 0, 1, 51], [0; 2]));
+    }
+
+    #[test]
+    fn own_macs_first_layout_matches_the_c_struct() {
+        assert_eq!(std::mem::size_of::<OwnMacsFirst>(), 8 * OWN_MACS_FIRST + 8);
+        // Read as the program reads the frame's destination: six bytes
+        // copied into a zeroed 64-bit word.
+        let m = OwnMac::new([2, 0, 0, 0, 0, 1]);
+        let mut word = [0u8; 8];
+        word[..6].copy_from_slice(&m.addr);
+        assert_eq!(m.word(), u64::from_ne_bytes(word));
+    }
+
+    #[test]
+    fn own_macs_first_holds_all_of_a_few_and_says_so() {
+        let macs = |n: u8| -> HashSet<OwnMac> {
+            (0..n)
+                .map(|i| OwnMac::new([2, 0, 0, 0, 0, 10 - i]))
+                .collect()
+        };
+        let few = OwnMacsFirst::of(&macs(2));
+        assert_eq!(few.all, 1);
+        assert_eq!(few.mac[0], OwnMac::new([2, 0, 0, 0, 0, 9]).word());
+        assert_eq!(few.mac[1], OwnMac::new([2, 0, 0, 0, 0, 10]).word());
+        assert_eq!(&few.mac[2..], &[u64::MAX; OWN_MACS_FIRST - 2]);
+        let exactly = OwnMacsFirst::of(&macs(OWN_MACS_FIRST as u8));
+        assert_eq!(exactly.all, 1);
+        assert!(exactly.mac.iter().all(|&w| w != u64::MAX));
+        let many = OwnMacsFirst::of(&macs(6));
+        assert_eq!(many.all, 0);
+        let mut words: Vec<u64> = macs(6).iter().map(|m| m.word()).collect();
+        words.sort_unstable();
+        assert_eq!(&many.mac[..], &words[..OWN_MACS_FIRST]);
+        assert_eq!(OwnMacsFirst::of(&HashSet::new()).all, 1);
     }
 
     #[test]

@@ -135,6 +135,27 @@ struct {
 // rules would have redirected but whose destination MAC is not in
 // `own_macs`; slot 1 (`no_socket`), frames for xvs dropped because their rx
 // queue had no socket (or, never seen, no room for XVS_HEADROOM). Must match `xsk::prog::SteerCounter`.
+// The first OWN_MACS_FIRST of own_macs (the MACs as native-endian 64-bit
+// words, the top two bytes zero; a slot not in use all ones, which no MAC
+// is), and whether they are all of it. An array's lookup is inlined by the
+// verifier, a hash map's is a call: a director holding up to
+// OWN_MACS_FIRST MACs on an interface (its own and a few VRRP virtual
+// MACs) answers from this alone.
+#define OWN_MACS_FIRST 4
+
+struct own_macs_first {
+	__u64 mac[OWN_MACS_FIRST];
+	__u32 all;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct own_macs_first);
+} own_macs_first SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 2);
@@ -344,6 +365,18 @@ INLINE int addressed_to_us(struct xdp_md *ctx)
 	// The group bit: broadcast and multicast are nobody's in particular.
 	if (eth->h_dest[0] & 1)
 		return 0;
+	__u64 dst = 0;
+	__builtin_memcpy(&dst, eth->h_dest, 6);
+	__u32 zero = 0;
+	struct own_macs_first *first = bpf_map_lookup_elem(&own_macs_first, &zero);
+	if (first) {
+#pragma unroll
+		for (int i = 0; i < OWN_MACS_FIRST; i++)
+			if (first->mac[i] == dst)
+				return 1;
+		if (first->all)
+			return 0;
+	}
 	__builtin_memcpy(k.addr, eth->h_dest, 6);
 	return bpf_map_lookup_elem(&own_macs, &k) != 0;
 }
