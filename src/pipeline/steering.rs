@@ -24,8 +24,8 @@ use std::net::IpAddr;
 use super::golden::{self, case, Case, EXT, INT};
 use super::testnet::*;
 use super::{DropReason, Verdict};
-use crate::packet::MacAddr;
 use crate::packet::{parse, Frame, ParseError, Transport, ETH_HEADER_LEN};
+use crate::packet::{L4Proto, MacAddr};
 use crate::xsk::prog::{Endpoint, LocalAddr, OwnMac, SteerCounter, Steering, SteeringProgram};
 use crate::Millis;
 
@@ -266,7 +266,11 @@ fn check(test: &str, cases: Vec<(Case, Option<Steering>)>) {
     if !root_or_skip(test) {
         return;
     }
-    let prog = program();
+    check_with(program(), cases);
+}
+
+/// [`check`] with the program `prog`.
+fn check_with(prog: SteeringProgram, cases: Vec<(Case, Option<Steering>)>) {
     let mut p = pipeline();
     let mut failures = Vec::new();
     for (i, (c, want)) in cases.iter().enumerate() {
@@ -342,6 +346,43 @@ fn steering_agrees_with_the_pipeline_ipv4() {
     cases.push((golden::icmp_in_the_other_ip(&n), None));
     cases.extend(pinned(own_address_cases(&n)));
     check("steering_agrees_with_the_pipeline_ipv4", cases);
+}
+
+/// The IPv4 cases again with more IPv4 services, NAT real servers and
+/// local addresses in the program's sets than it compares inline: the test
+/// network's are then looked up in the hash maps as well.
+#[test]
+fn steering_agrees_with_the_pipeline_ipv4_beyond_the_inline_endpoints() {
+    let test = "steering_agrees_with_the_pipeline_ipv4_beyond_the_inline_endpoints";
+    if !root_or_skip(test) {
+        return;
+    }
+    let mut prog = program();
+    let (mut services, mut nat_reals) = crate::director::steered_endpoints(&snapshot().services);
+    // Endpoints of no test frame, UDP port 60000 of addresses the test
+    // network does not use: their keys sort ahead of the test network's
+    // (protocol first, then port, then address), so these fill the inline
+    // slots and the test network's are found in the hash maps.
+    let filler = || -> Vec<Endpoint> {
+        (200..220)
+            .map(|h| Endpoint::new(L4Proto::Udp, ip(&format!("203.0.113.{h}")), 60000))
+            .collect()
+    };
+    services.extend(filler());
+    nat_reals.extend(filler());
+    prog.sync_services(&services).expect("services");
+    prog.sync_nat_reals(&nat_reals).expect("nat_reals");
+    let local: HashSet<LocalAddr> = local_addrs()
+        .into_iter()
+        .chain((230..250).map(|h| ip(&format!("203.0.113.{h}"))))
+        .map(LocalAddr::new)
+        .collect();
+    prog.sync_local_addrs(&local).expect("local_addrs");
+    let n = v4();
+    let mut cases: Vec<_> = unpinned(golden::family_cases(&n)).collect();
+    cases.extend(unpinned(golden::v4_only_cases()));
+    cases.extend(pinned(own_address_cases(&n)));
+    check_with(prog, cases);
 }
 
 #[test]

@@ -55,6 +55,90 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// The key's first 8 bytes (protocol, family, port, an IPv4 address),
+    /// which the program compares as one word; `None` for an IPv6
+    /// endpoint, which they do not tell apart.
+    fn v4_bytes(self) -> Option<[u8; 8]> {
+        if self.family != 4 {
+            return None;
+        }
+        let [p0, p1] = self.port_be.to_ne_bytes();
+        let a = self.addr;
+        Some([self.proto, self.family, p0, p1, a[0], a[1], a[2], a[3]])
+    }
+}
+
+/// The slots of an inline array: the first `N` of `keys` (each a key's
+/// bytes as the program reads them into a word) in descending byte order,
+/// as native-endian words, a slot not used all ones (which no key's bytes
+/// are: a family byte is 4 or 6, a MAC's top two bytes are zero), and
+/// whether `keys` fit. The order is any fixed one, so that the array
+/// depends on the set alone.
+fn first_words<const N: usize>(keys: impl Iterator<Item = [u8; 8]>) -> ([u64; N], bool) {
+    let mut keys: Vec<[u8; 8]> = keys.collect();
+    keys.sort_unstable_by(|a, b| b.cmp(a));
+    let mut words = [u64::MAX; N];
+    for (slot, k) in words.iter_mut().zip(&keys) {
+        *slot = u64::from_ne_bytes(*k);
+    }
+    (words, keys.len() <= N)
+}
+
+/// Slots of each entry of the `endpoints_first` array (`ENDPOINTS_FIRST`
+/// in C), and the entries: `FIRST_SERVICES`, `FIRST_NAT_REALS`,
+/// `FIRST_LOCAL_ADDRS`.
+const ENDPOINTS_FIRST: usize = 8;
+const FIRST_SERVICES: u32 = 0;
+const FIRST_NAT_REALS: u32 = 1;
+const FIRST_LOCAL_ADDRS: u32 = 2;
+
+/// A key whose first 8 bytes tell an IPv4 key apart: what the program
+/// compares inline in `endpoints_first`.
+trait V4Bytes {
+    fn v4_bytes(&self) -> Option<[u8; 8]>;
+}
+
+impl V4Bytes for Endpoint {
+    fn v4_bytes(&self) -> Option<[u8; 8]> {
+        Endpoint::v4_bytes(*self)
+    }
+}
+
+impl V4Bytes for LocalAddr {
+    fn v4_bytes(&self) -> Option<[u8; 8]> {
+        if self.family != 4 {
+            return None;
+        }
+        let (a, p) = (self.addr, self.pad);
+        Some([self.family, p[0], p[1], p[2], a[0], a[1], a[2], a[3]])
+    }
+}
+
+/// An entry of the `endpoints_first` array: up to [`ENDPOINTS_FIRST`] of
+/// a set's IPv4 keys, which the program compares inline before it looks
+/// in the set's hash map, and whether they are all of them.
+/// `struct endpoints_first` in C.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct EndpointsFirst {
+    v4: [u64; ENDPOINTS_FIRST],
+    all_v4: u32,
+    pad: u32,
+}
+
+impl EndpointsFirst {
+    /// `set`'s IPv4 keys as [`first_words`] puts them.
+    fn of<K: V4Bytes>(set: &HashSet<K>) -> EndpointsFirst {
+        let (v4, all) = first_words(set.iter().filter_map(|k| k.v4_bytes()));
+        EndpointsFirst {
+            v4,
+            all_v4: u32::from(all),
+            pad: 0,
+        }
+    }
+}
+
 /// An address as the maps' keys hold it: family 4 or 6, and 16 bytes with
 /// an IPv4 address in the first 4 and zeros after.
 fn family_and_bytes(addr: IpAddr) -> (u8, [u8; 16]) {
@@ -101,11 +185,11 @@ impl OwnMac {
         OwnMac { addr, pad: [0; 2] }
     }
 
-    /// The MAC as the program reads it into a 64-bit word: its six bytes
-    /// in memory order, native endian, the top two bytes zero.
-    fn word(self) -> u64 {
+    /// The MAC's six bytes and two zeros, as the program reads them into
+    /// a word.
+    fn bytes(self) -> [u8; 8] {
         let a = self.addr;
-        u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], 0, 0])
+        [a[0], a[1], a[2], a[3], a[4], a[5], 0, 0]
     }
 }
 
@@ -125,18 +209,12 @@ struct OwnMacsFirst {
 }
 
 impl OwnMacsFirst {
-    /// `macs`'s first [`OWN_MACS_FIRST`] in sorted order (a slot not used
-    /// all ones, which no MAC's word is).
+    /// `macs` as [`first_words`] puts them.
     fn of(macs: &HashSet<OwnMac>) -> OwnMacsFirst {
-        let mut words: Vec<u64> = macs.iter().map(|m| m.word()).collect();
-        words.sort_unstable();
-        let mut mac = [u64::MAX; OWN_MACS_FIRST];
-        for (slot, w) in mac.iter_mut().zip(&words) {
-            *slot = *w;
-        }
+        let (mac, all) = first_words(macs.iter().map(|m| m.bytes()));
         OwnMacsFirst {
             mac,
-            all: u32::from(words.len() <= OWN_MACS_FIRST),
+            all: u32::from(all),
             pad: 0,
         }
     }
@@ -244,6 +322,7 @@ pub struct SteeringProgram {
     local_addrs_fd: c_int,
     own_macs_fd: c_int,
     own_macs_first_fd: c_int,
+    endpoints_first_fd: c_int,
     counters_fd: c_int,
     /// The test entry `xvs_steer_probe`; -1 unless loaded with it.
     probe_fd: c_int,
@@ -302,6 +381,7 @@ impl SteeringProgram {
             local_addrs_fd: -1,
             own_macs_fd: -1,
             own_macs_first_fd: -1,
+            endpoints_first_fd: -1,
             counters_fd: -1,
             probe_fd: -1,
             services: HashSet::new(),
@@ -343,6 +423,7 @@ impl SteeringProgram {
         p.local_addrs_fd = p.map_fd("local_addrs")?;
         p.own_macs_fd = p.map_fd("own_macs")?;
         p.own_macs_first_fd = p.map_fd("own_macs_first")?;
+        p.endpoints_first_fd = p.map_fd("endpoints_first")?;
         p.counters_fd = p.map_fd("counters")?;
         if with_probe {
             // SAFETY: probe belongs to the loaded obj.
@@ -415,7 +496,9 @@ impl SteeringProgram {
     /// never asks for that many).
     pub fn sync_services(&mut self, want: &HashSet<Endpoint>) -> Result<(), ProgError> {
         fits("services", want, MAX_SERVICES)?;
-        sync(self.services_fd, &mut self.services, want).map_err(|e| ProgError::Map("services", e))
+        sync(self.services_fd, &mut self.services, want)
+            .map_err(|e| ProgError::Map("services", e))?;
+        self.sync_first(FIRST_SERVICES, want)
     }
 
     /// Makes the `nat_reals` map equal to `want`; more than
@@ -423,7 +506,16 @@ impl SteeringProgram {
     pub fn sync_nat_reals(&mut self, want: &HashSet<Endpoint>) -> Result<(), ProgError> {
         fits("nat_reals", want, MAX_NAT_ENDPOINTS)?;
         sync(self.nat_reals_fd, &mut self.nat_reals, want)
-            .map_err(|e| ProgError::Map("nat_reals", e))
+            .map_err(|e| ProgError::Map("nat_reals", e))?;
+        self.sync_first(FIRST_NAT_REALS, want)
+    }
+
+    /// The `endpoints_first` entry `slot` for the set `want`, written after
+    /// the set's hash map: a key added is there before the entry stops
+    /// saying that it holds them all.
+    fn sync_first<K: V4Bytes>(&self, slot: u32, want: &HashSet<K>) -> Result<(), ProgError> {
+        update(self.endpoints_first_fd, &slot, &EndpointsFirst::of(want))
+            .map_err(|e| ProgError::Map("endpoints_first", e))
     }
 
     /// Makes the `local_addrs` map equal to `want`: the director host's own
@@ -431,7 +523,8 @@ impl SteeringProgram {
     pub fn sync_local_addrs(&mut self, want: &HashSet<LocalAddr>) -> Result<(), ProgError> {
         fits("local_addrs", want, MAX_LOCAL_ADDRS)?;
         sync(self.local_addrs_fd, &mut self.local_addrs, want)
-            .map_err(|e| ProgError::Map("local_addrs", e))
+            .map_err(|e| ProgError::Map("local_addrs", e))?;
+        self.sync_first(FIRST_LOCAL_ADDRS, want)
     }
 
     /// Makes the `own_macs` map equal to `want`: the unicast MACs whose
@@ -654,7 +747,62 @@ mod tests {
         let m = OwnMac::new([2, 0, 0, 0, 0, 1]);
         let mut word = [0u8; 8];
         word[..6].copy_from_slice(&m.addr);
-        assert_eq!(m.word(), u64::from_ne_bytes(word));
+        assert_eq!(m.bytes(), word);
+    }
+
+    #[test]
+    fn endpoints_first_reads_an_ipv4_key_as_the_program_does() {
+        assert_eq!(
+            std::mem::size_of::<EndpointsFirst>(),
+            8 * ENDPOINTS_FIRST + 8
+        );
+        let e = Endpoint::new(L4Proto::Tcp, "203.0.113.10".parse().unwrap(), 80);
+        // The key's bytes as C lays them out.
+        let mut key = [0u8; 8];
+        key[0] = 6;
+        key[1] = 4;
+        key[2..4].copy_from_slice(&80u16.to_be_bytes());
+        key[4..8].copy_from_slice(&[203, 0, 113, 10]);
+        assert_eq!(e.v4_bytes(), Some(key));
+        let v6 = Endpoint::new(L4Proto::Tcp, "2001:db8::10".parse().unwrap(), 80);
+        assert_eq!(v6.v4_bytes(), None);
+        let local = LocalAddr::new("192.0.2.1".parse().unwrap());
+        assert_eq!(V4Bytes::v4_bytes(&local), Some([4, 0, 0, 0, 192, 0, 2, 1]));
+        let local6 = LocalAddr::new("2001:db8::1".parse().unwrap());
+        assert_eq!(V4Bytes::v4_bytes(&local6), None);
+    }
+
+    /// `keys` as the array should hold them: descending byte order, as
+    /// native-endian words.
+    fn descending(keys: impl Iterator<Item = [u8; 8]>) -> Vec<u64> {
+        let mut keys: Vec<[u8; 8]> = keys.collect();
+        keys.sort_unstable_by(|a, b| b.cmp(a));
+        keys.into_iter().map(u64::from_ne_bytes).collect()
+    }
+
+    #[test]
+    fn endpoints_first_holds_all_of_a_few_ipv4_endpoints_and_says_so() {
+        let set = |n: u8, v6: u8| -> HashSet<Endpoint> {
+            let v4 = (0..n).map(|i| format!("198.51.100.{}", 20 - i));
+            let v6 = (0..v6).map(|i| format!("2001:db8::{i}"));
+            v4.chain(v6)
+                .map(|a| Endpoint::new(L4Proto::Udp, a.parse().unwrap(), 53))
+                .collect()
+        };
+        let few = EndpointsFirst::of(&set(3, 20));
+        assert_eq!(few.all_v4, 1, "IPv6 endpoints are never in the array");
+        let v4 = |a: &str| Endpoint::new(L4Proto::Udp, a.parse().unwrap(), 53);
+        let want: Vec<u64> = ["198.51.100.20", "198.51.100.19", "198.51.100.18"]
+            .iter()
+            .map(|a| u64::from_ne_bytes(v4(a).v4_bytes().unwrap()))
+            .collect();
+        assert_eq!(&few.v4[..3], &want[..]);
+        assert_eq!(&few.v4[3..], &[u64::MAX; ENDPOINTS_FIRST - 3]);
+        assert_eq!(EndpointsFirst::of(&set(ENDPOINTS_FIRST as u8, 0)).all_v4, 1);
+        let many = EndpointsFirst::of(&set(10, 0));
+        assert_eq!(many.all_v4, 0);
+        let words = descending(set(10, 0).iter().filter_map(|e| e.v4_bytes()));
+        assert_eq!(&many.v4[..], &words[..ENDPOINTS_FIRST]);
     }
 
     #[test]
@@ -664,18 +812,18 @@ mod tests {
                 .map(|i| OwnMac::new([2, 0, 0, 0, 0, 10 - i]))
                 .collect()
         };
+        let word = |m: MacAddr| u64::from_ne_bytes(OwnMac::new(m).bytes());
         let few = OwnMacsFirst::of(&macs(2));
         assert_eq!(few.all, 1);
-        assert_eq!(few.mac[0], OwnMac::new([2, 0, 0, 0, 0, 9]).word());
-        assert_eq!(few.mac[1], OwnMac::new([2, 0, 0, 0, 0, 10]).word());
+        assert_eq!(few.mac[0], word([2, 0, 0, 0, 0, 10]));
+        assert_eq!(few.mac[1], word([2, 0, 0, 0, 0, 9]));
         assert_eq!(&few.mac[2..], &[u64::MAX; OWN_MACS_FIRST - 2]);
         let exactly = OwnMacsFirst::of(&macs(OWN_MACS_FIRST as u8));
         assert_eq!(exactly.all, 1);
         assert!(exactly.mac.iter().all(|&w| w != u64::MAX));
         let many = OwnMacsFirst::of(&macs(6));
         assert_eq!(many.all, 0);
-        let mut words: Vec<u64> = macs(6).iter().map(|m| m.word()).collect();
-        words.sort_unstable();
+        let words = descending(macs(6).iter().map(|m| m.bytes()));
         assert_eq!(&many.mac[..], &words[..OWN_MACS_FIRST]);
         assert_eq!(OwnMacsFirst::of(&HashSet::new()).all, 1);
     }

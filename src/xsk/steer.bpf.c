@@ -135,6 +135,32 @@ struct {
 // rules would have redirected but whose destination MAC is not in
 // `own_macs`; slot 1 (`no_socket`), frames for xvs dropped because their rx
 // queue had no socket (or, never seen, no room for XVS_HEADROOM). Must match `xsk::prog::SteerCounter`.
+// For the IPv4 keys of services (slot 0), nat_reals (slot 1) and
+// local_addrs (slot 2): the first ENDPOINTS_FIRST of them, each as the
+// first 8 bytes of its key (an endpoint's protocol, family, port and
+// address; a local address's family, padding and address) read as a
+// native-endian word, a slot not in use all ones (no key is: a family
+// byte is 4 or 6), and whether they are all of the set's IPv4 keys.
+// Compared inline, as own_macs_first below: a director with a few IPv4
+// services, NAT real servers and addresses makes no hash lookup for them.
+#define ENDPOINTS_FIRST 8
+#define FIRST_SERVICES 0
+#define FIRST_NAT_REALS 1
+#define FIRST_LOCAL_ADDRS 2
+
+struct endpoints_first {
+	__u64 v4[ENDPOINTS_FIRST];
+	__u32 all_v4;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 3);
+	__type(key, __u32);
+	__type(value, struct endpoints_first);
+} endpoints_first SEC(".maps");
+
 // The first OWN_MACS_FIRST of own_macs (the MACs as native-endian 64-bit
 // words, the top two bytes zero; a slot not in use all ones, which no MAC
 // is), and whether they are all of it. An array's lookup is inlined by the
@@ -192,13 +218,37 @@ struct addrs {
 	__u8 dst[16];
 };
 
-INLINE int is_member(void *map, __u8 proto, __u8 family, __u16 port, const __u8 *addr)
+// 1 or 0: the IPv4 key at `key` is or is not in the set of
+// endpoints_first's slot `first`; -1: the slot does not hold the whole set
+// and the key is not among the slots, so only the hash map can tell.
+INLINE int first_has(__u32 first, const void *key)
+{
+	struct endpoints_first *f = bpf_map_lookup_elem(&endpoints_first, &first);
+	__u64 w;
+
+	if (!f)
+		return -1;
+	__builtin_memcpy(&w, key, 8);
+#pragma unroll
+	for (int i = 0; i < ENDPOINTS_FIRST; i++)
+		if (f->v4[i] == w)
+			return 1;
+	return f->all_v4 ? 0 : -1;
+}
+
+INLINE int is_member(void *map, __u32 first, __u8 proto, __u8 family, __u16 port,
+		     const __u8 *addr)
 {
 	struct endpoint k = {};
 	k.proto = proto;
 	k.family = family;
 	k.port = port;
 	__builtin_memcpy(k.addr, addr, 16);
+	if (family == 4) {
+		int r = first_has(first, &k);
+		if (r >= 0)
+			return r;
+	}
 	return bpf_map_lookup_elem(map, &k) != 0;
 }
 
@@ -207,6 +257,11 @@ INLINE int is_local(__u8 family, const __u8 *addr)
 	struct local_addr k = {};
 	k.family = family;
 	__builtin_memcpy(k.addr, addr, 16);
+	if (family == 4) {
+		int r = first_has(FIRST_LOCAL_ADDRS, &k);
+		if (r >= 0)
+			return r;
+	}
 	return bpf_map_lookup_elem(&local_addrs, &k) != 0;
 }
 
@@ -242,12 +297,12 @@ INLINE int icmp_error_is_ours(void *q, void *end, int family, const __u8 *to)
 	if ((void *)(ports + 2) > end)
 		return 0;
 	// An answer the director sent for a service: quoted source is the VIP.
-	if (is_member(&services, proto, family, ports[0], a.src))
+	if (is_member(&services, FIRST_SERVICES, proto, family, ports[0], a.src))
 		return 1;
 	// A packet xvs sent on to a NAT real server: quoted destination is it,
 	// unless the error is addressed to the host (its own traffic, such as a
 	// health check's packet to a real server).
-	if (!is_member(&nat_reals, proto, family, ports[1], a.dst))
+	if (!is_member(&nat_reals, FIRST_NAT_REALS, proto, family, ports[1], a.dst))
 		return 0;
 	return !is_local(family, to);
 }
@@ -326,9 +381,9 @@ INLINE int steer(struct xdp_md *ctx)
 		__u16 *ports = l4;
 		if ((void *)(ports + 2) > end)
 			return 0;
-		if (is_member(&services, proto, family, ports[1], a.dst))
+		if (is_member(&services, FIRST_SERVICES, proto, family, ports[1], a.dst))
 			return 1;
-		if (!is_member(&nat_reals, proto, family, ports[0], a.src))
+		if (!is_member(&nat_reals, FIRST_NAT_REALS, proto, family, ports[0], a.src))
 			return 0;
 		// From a NAT real server's endpoint, but to the host itself (rule 2:
 		// looked up second so that other traffic costs one lookup less).
