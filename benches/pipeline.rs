@@ -189,8 +189,8 @@ fn batch(c: &mut Criterion) {
                     .zip(lens)
                     .map(|(buf, len)| Frame::new(buf, 0, len))
                     .collect();
-                p.process_batch(Millis(2), 0, &mut frames, |_, v| {
-                    black_box(v);
+                p.process_batch(Millis(2), 0, &mut frames, |_, v, hop| {
+                    black_box((v, hop));
                 });
             })
         });

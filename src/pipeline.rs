@@ -323,6 +323,9 @@ struct Engine {
     outbox: Outbox,
     /// The next hop the frame in hand was rewritten for without its MAC.
     waiting: Option<IpAddr>,
+    /// The next hop of the last frame given [`Verdict::Hold`], which the
+    /// caller reads after that verdict (`Pipeline::held_next_hop`).
+    held: Option<IpAddr>,
     /// Next hops toward clients resolved under the current snapshot.
     hops: HopCache,
     /// This worker's per-real-server traffic, read by the control plane.
@@ -352,6 +355,7 @@ impl Pipeline {
                 stats: WorkerCounters::default(),
                 outbox: Outbox::new(),
                 waiting: None,
+                held: None,
                 hops: HopCache::new(),
                 traffic,
                 ip_id: worker.wrapping_mul(0x1000),
@@ -439,6 +443,14 @@ impl Pipeline {
         self.engine.stats.drops[DropReason::NeighbourUnresolved as usize] += n;
     }
 
+    /// The next hop whose MAC the frame `process` last gave
+    /// [`Verdict::Hold`] waits for, until the next frame held (None before
+    /// the first): read after that verdict, it is the hold's address,
+    /// kept here so that the verdict fits a register.
+    pub fn held_next_hop(&self) -> Option<IpAddr> {
+        self.engine.held
+    }
+
     /// Takes the addresses whose next hop was missing since the last call,
     /// for the control plane to have the kernel resolve.
     /// Only the resolve requests: connection events stay in the outbox.
@@ -491,18 +503,24 @@ impl Pipeline {
 
     /// A batch of frames that arrived on `ingress`: [`Pipeline::prefetch`]
     /// for each [`PREFETCH_BATCH`] of them, then [`Pipeline::process`] for
-    /// each; `verdict` gets each frame's index and verdict.
+    /// each; `verdict` gets each frame's index and verdict and, for a
+    /// hold, the next hop it waits for ([`Pipeline::held_next_hop`]).
     pub fn process_batch(
         &mut self,
         now: Millis,
         ingress: PortId,
         frames: &mut [Frame<'_>],
-        mut verdict: impl FnMut(usize, Verdict),
+        mut verdict: impl FnMut(usize, Verdict, Option<IpAddr>),
     ) {
         for (c, chunk) in frames.chunks_mut(PREFETCH_BATCH).enumerate() {
             self.prefetch(chunk.iter().map(|f| f.data()));
             for (i, frame) in chunk.iter_mut().enumerate() {
-                verdict(c * PREFETCH_BATCH + i, self.process(now, ingress, frame));
+                let v = self.process(now, ingress, frame);
+                let hop = match v {
+                    Verdict::Hold { .. } => self.held_next_hop(),
+                    _ => None,
+                };
+                verdict(c * PREFETCH_BATCH + i, v, hop);
             }
         }
     }
@@ -578,7 +596,10 @@ impl Engine {
     #[inline(never)]
     fn rare_verdict(&mut self, result: Sent) -> Verdict {
         let v = match (result, self.waiting.take()) {
-            (Ok(port), Some(next_hop)) => Verdict::Hold { port, next_hop },
+            (Ok(port), Some(next_hop)) => {
+                self.held = Some(next_hop);
+                Verdict::Hold { port }
+            }
             (Ok(port), None) => Verdict::Transmit { port },
             (Err(r), _) => Verdict::Drop(r),
         };

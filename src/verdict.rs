@@ -5,23 +5,30 @@
 //! and the metrics all speak it, and it imports nothing above [`crate::packet`]
 //! and the port type of [`crate::neigh`].
 
-use std::net::IpAddr;
-
 use crate::neigh::PortId;
 use crate::packet::ParseError;
 
 /// What the caller does with the frame after `Pipeline::process`.
+///
+/// Two bytes, so that `process` returns it in a register (a larger value
+/// goes back through a pointer to the caller's stack, which also keeps a
+/// call at the end of `process` from being a jump): a held frame's next
+/// hop is not in it but kept by the pipeline
+/// ([`Pipeline::held_next_hop`](crate::pipeline::Pipeline::held_next_hop)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Send the (rewritten) frame out of this port.
     Transmit { port: PortId },
-    /// Send the frame out of `port` once `next_hop`'s MAC is known: it is
+    /// Send the frame out of `port` once its next hop's MAC is known: it is
     /// rewritten but for its destination MAC, and the kernel has been asked
-    /// to resolve the address (see [`crate::neigh::hold`]).
-    Hold { port: PortId, next_hop: IpAddr },
+    /// to resolve the address, which the pipeline gives until the next
+    /// frame held (see [`crate::neigh::hold`]).
+    Hold { port: PortId },
     /// Discard the frame; the reason has been counted.
     Drop(DropReason),
 }
+
+const _: () = assert!(std::mem::size_of::<Verdict>() == 2);
 
 macro_rules! drop_reasons {
     ($($(#[$doc:meta])* $name:ident => $label:literal,)*) => {

@@ -151,7 +151,7 @@ fn a_batch_gets_the_verdicts_single_calls_get() {
         })
         .collect();
     let mut got = vec![None; pkts.len()];
-    batched.process_batch(Millis(5), EXT, &mut frames, |i, v| got[i] = Some(v));
+    batched.process_batch(Millis(5), EXT, &mut frames, |i, v, _| got[i] = Some(v));
     for (i, (v, bytes)) in want.iter().enumerate() {
         assert_eq!(got[i], Some(*v), "frame {i}");
         assert_eq!(frames[i].data(), &bytes[..], "frame {i}");

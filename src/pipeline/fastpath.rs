@@ -2,6 +2,8 @@
 //! [`Pipeline::process`] takes it by, gets the verdict, the bytes and the
 //! counts [`Pipeline::process_general`] gives it.
 
+use std::net::IpAddr;
+
 use proptest::prelude::*;
 
 use super::testnet::{self, pipeline, Pkt, ACK, FIN, PORT_DNS, PORT_DR, PORT_NAT, PORT_TUN, SYN};
@@ -50,7 +52,10 @@ fn frames() -> (Vec<Arrival>, Vec<Arrival>) {
     (setup, cases)
 }
 
-fn run(p: &mut Pipeline, general: bool, now: u64, bytes: &[u8], port: u8) -> (Verdict, Vec<u8>) {
+/// The verdict, a hold's next hop and the bytes that came out.
+type Outcome = (Verdict, Option<IpAddr>, Vec<u8>);
+
+fn run(p: &mut Pipeline, general: bool, now: u64, bytes: &[u8], port: u8) -> Outcome {
     let mut buf = vec![0u8; 2048];
     buf[..bytes.len()].copy_from_slice(bytes);
     let mut f = Frame::new(&mut buf, 0, bytes.len());
@@ -59,7 +64,11 @@ fn run(p: &mut Pipeline, general: bool, now: u64, bytes: &[u8], port: u8) -> (Ve
     } else {
         p.process(Millis(now), port, &mut f)
     };
-    (v, f.data().to_vec())
+    let held = match v {
+        Verdict::Hold { .. } => p.held_next_hop(),
+        _ => None,
+    };
+    (v, held, f.data().to_vec())
 }
 
 /// Two pipelines with the same connections open, one driven by each path.

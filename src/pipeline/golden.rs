@@ -19,6 +19,8 @@ pub(super) struct Case {
     pub(super) input: Vec<u8>,
     pub(super) ingress: u8,
     pub(super) verdict: Verdict,
+    /// A hold's next hop (`Pipeline::held_next_hop`); None for the rest.
+    held_for: Option<std::net::IpAddr>,
     /// None: the output is not compared (drops leave the frame alone).
     output: Option<Vec<u8>>,
     /// Whether a transmitted frame's checksums must verify (false only for
@@ -45,6 +47,17 @@ pub(super) fn case(
         verdict,
         output,
         verify: true,
+        held_for: None,
+    }
+}
+
+impl Case {
+    /// The case, its verdict a hold for `next_hop`.
+    fn held_for(self, next_hop: std::net::IpAddr) -> Case {
+        Case {
+            held_for: Some(next_hop),
+            ..self
+        }
     }
 }
 
@@ -56,6 +69,7 @@ fn raw(description: &str, input: Vec<u8>, verdict: Verdict) -> Case {
         verdict,
         output: None,
         verify: true,
+        held_for: None,
     }
 }
 
@@ -451,16 +465,16 @@ pub(super) fn family_cases(n: &Net) -> Vec<Case> {
     // The real server's MAC is not known yet: the frame is rewritten but for
     // its destination MAC and held until the neighbour is resolved.
     let syn = Pkt::tcp(n.client, 40008, n.vip, PORT_UNRESOLVED, SYN);
-    cases.push(case(
-        &d("next hop without a MAC → held, rewritten but for the destination MAC"),
-        &syn,
-        EXT,
-        Verdict::Hold {
-            port: INT,
-            next_hop: n.rs_unknown,
-        },
-        Some(syn.clone().macs(INT_MAC, [0; 6]).bytes()),
-    ));
+    cases.push(
+        case(
+            &d("next hop without a MAC → held, rewritten but for the destination MAC"),
+            &syn,
+            EXT,
+            Verdict::Hold { port: INT },
+            Some(syn.clone().macs(INT_MAC, [0; 6]).bytes()),
+        )
+        .held_for(n.rs_unknown),
+    );
     let short_quote = icmp_error(
         n.gw,
         n.vip,
@@ -561,6 +575,7 @@ fn partial_checksum_cases(n: &Net) -> Vec<Case> {
         verdict: TX_INT,
         output: Some(want),
         verify: false,
+        held_for: None,
     });
     cases
 }
@@ -642,6 +657,7 @@ pub(super) fn v4_only_cases() -> Vec<Case> {
         verdict: TX_INT,
         output: Some(out),
         verify: true,
+        held_for: None,
     });
 
     let mut lsrr = base.clone();
@@ -744,6 +760,7 @@ pub(super) fn v6_only_cases() -> Vec<Case> {
         verdict: TX_INT,
         output: Some(frame(INT_MAC, RS_NAT_MAC, None, 0x86dd, &want)),
         verify: true,
+        held_for: None,
     });
     let routed = with_exts(6, Some(1));
     cases.push(raw(
@@ -864,6 +881,7 @@ pub(super) fn icmp_in_the_other_ip(n: &Net) -> Case {
         verdict: Verdict::Drop(DropReason::OtherProtocol),
         output: None,
         verify: true,
+        held_for: None,
     }
 }
 
@@ -916,6 +934,15 @@ fn run_case(cases: Vec<Case>, name: &str) {
     }
     let c = &cases[at];
     let (v, got) = send_case(&mut p, at, c);
+    let held = matches!(v, Verdict::Hold { .. })
+        .then(|| p.held_next_hop())
+        .flatten();
+    if held != c.held_for {
+        panic!(
+            "#{at} {}: held for {held:?}, want {:?}",
+            c.description, c.held_for
+        );
+    }
     if let Err(e) = check(c, v, &got) {
         panic!("#{at} {}: {e}", c.description);
     }
@@ -1340,13 +1367,8 @@ fn an_answer_to_an_unresolved_client_is_held_and_the_retransmitted_syn_keeps_its
     let server = dst_of(&out).expect("forwarded");
     let synack = Pkt::tcp(server, RPORT_NAT, client, 41000, SYN | ACK).macs(RS_NAT_MAC, INT_MAC);
     let (v, out) = send(&mut p, 2, &synack, INT);
-    assert_eq!(
-        v,
-        Verdict::Hold {
-            port: EXT,
-            next_hop: client
-        }
-    );
+    assert_eq!(v, Verdict::Hold { port: EXT });
+    assert_eq!(p.held_next_hop(), Some(client));
     let mut want = synack.clone().macs(EXT_MAC, [0; 6]).ttl(63);
     want.src = n.vip;
     set_sport(&mut want, PORT_NAT);

@@ -757,8 +757,14 @@ impl Worker {
             Verdict::Transmit { port } if usize::from(port) < tx_lists.len() => {
                 tx_lists[usize::from(port)].push(out)
             }
-            Verdict::Hold { port, next_hop } if usize::from(port) < tx_lists.len() => {
-                if self.held.hold(out, port, next_hop, now).is_err() {
+            Verdict::Hold { port } if usize::from(port) < tx_lists.len() => {
+                // Read before the next frame's `process`, which may hold
+                // another: the frame's own next hop.
+                let held = match self.pipeline.held_next_hop() {
+                    Some(next_hop) => self.held.hold(out, port, next_hop, now).is_ok(),
+                    None => false,
+                };
+                if !held {
                     self.free.push(chunk);
                     self.pipeline.count_unresolved_drops(1);
                 }
