@@ -712,16 +712,16 @@ impl Engine {
                 if flags.is_some_and(|f| f.is_connection_start())
                     && matches!(c.state(), ConnState::TimeWait | ConnState::Close)
                 {
-                    self.end_finished(&c.conn(), rx.now);
+                    self.end_finished(c.handle(), c.dir, rx.now);
                 } else {
                     let Some((ri, real)) = snap.services.real_in(si, svc, c.real_id()) else {
-                        return Err(self.dest_gone(snap, &c.conn(), rx.now));
+                        return Err(self.dest_gone(snap, c.handle(), c.dir, rx.now));
                     };
                     // An entry that expired or was released since the
                     // lookup is a miss.
                     if let Some(state) = self.conns.update_hit(&c, flags, rx.now) {
                         if state != c.state() {
-                            self.changed(&c.conn(), state, rx.now, false);
+                            self.changed_hit(c.handle(), c.dir, state, rx.now);
                         }
                         break 'placed (c.real_id(), ri, real);
                     }
@@ -740,12 +740,17 @@ impl Engine {
         Ok(v)
     }
 
-    /// Ends the finished connection `c` a new SYN reuses the ports of.
+    /// Ends the finished connection `handle` a new SYN reuses the ports
+    /// of. The hit's handle by value: a reference to the hit would keep it
+    /// in memory on the frame's path.
     #[cold]
     #[inline(never)]
-    fn end_finished(&mut self, c: &Conn, now: Millis) {
+    fn end_finished(&mut self, handle: ConnRef, dir: Direction, now: Millis) {
+        let Some(c) = self.conns.hit_conn(&handle, dir) else {
+            return;
+        };
         if self.conns.remove(&c.handle, now) {
-            self.closed(c);
+            self.closed(&c);
         }
     }
 
@@ -755,9 +760,19 @@ impl Engine {
     /// `expire_nodest_conn`.
     #[cold]
     #[inline(never)]
-    fn dest_gone(&mut self, snap: &Snapshot, c: &Conn, now: Millis) -> DropReason {
-        if snap.policy.expire_nodest_conn && self.conns.remove(&c.handle, now) {
-            self.closed(c);
+    fn dest_gone(
+        &mut self,
+        snap: &Snapshot,
+        handle: ConnRef,
+        dir: Direction,
+        now: Millis,
+    ) -> DropReason {
+        if snap.policy.expire_nodest_conn {
+            if let Some(c) = self.conns.hit_conn(&handle, dir) {
+                if self.conns.remove(&c.handle, now) {
+                    self.closed(&c);
+                }
+            }
         }
         DropReason::DestGone
     }
@@ -1020,7 +1035,7 @@ impl Engine {
             return Err(DropReason::NoConnection);
         };
         if state != conn.state() {
-            self.changed(&conn.conn(), state, now, false);
+            self.changed_hit(conn.handle(), conn.dir, state, now);
         }
         // Borrowed from the cache where it is there, not copied out.
         let client = conn.client().ip();
@@ -1109,6 +1124,19 @@ impl Engine {
     fn changed(&mut self, conn: &Conn, state: ConnState, now: Millis, opened: bool) {
         if self.outbox.conn_events() {
             self.conn_event(conn, state, now, opened);
+        }
+    }
+
+    /// [`Pipeline::changed`] of a lookup's hit, by its handle, its entry
+    /// read again (released meanwhile, it has no event: its release
+    /// reports it).
+    #[cold]
+    #[inline(never)]
+    fn changed_hit(&mut self, handle: ConnRef, dir: Direction, state: ConnState, now: Millis) {
+        if self.outbox.conn_events() {
+            if let Some(conn) = self.conns.hit_conn(&handle, dir) {
+                self.conn_event(&conn, state, now, false);
+            }
         }
     }
 

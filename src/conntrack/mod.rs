@@ -60,7 +60,7 @@
 //!     let probe = table.probe(&key, dir);
 //!     let hit = table.lookup_probe(&probe, now);  // or lookup_original/_reply
 //!     // (the frame's path: find_probe / find_reply give a Hit, update_hit
-//!     // updates it, Hit::conn is the Conn for events and removal; a miss
+//!     // updates it, hit_conn reads the Conn for events and removal; a miss
 //!     // of find_probe(&mut probe) leaves in the probe what spares
 //!     // open_probed's insert its re-check)
 //!     match hit.filter(|c| table.update(&c.handle, c.dir, tcp_flags, now).is_some()) {
@@ -254,11 +254,13 @@ impl Conn {
 
 /// A connection as the pipeline's per-frame lookups find it
 /// ([`ConnTable::find_probe`], [`ConnTable::find_reply`]): the handle and
-/// the entry's words as read under its generation, timer word included.
-/// A value the compiler can keep in registers when the lookup is inlined
-/// into its caller; [`Hit::conn`] builds the [`Conn`] the rarer uses
-/// (events, removal) take, where they need it, so that the frame's path
-/// stores nothing of it.
+/// the entry's words as read under its generation, timer word included;
+/// for an IPv4 client→VIP hit only those of its key, `meta` and the timer
+/// (not the real server's address). A value the compiler can keep in
+/// registers when the lookup is inlined into its caller;
+/// [`ConnTable::hit_conn`] reads the [`Conn`] the rarer uses (events,
+/// removal) take, where they need it, so that the frame's path stores
+/// nothing of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hit {
     /// Which key matched: the packet's direction.
@@ -280,12 +282,6 @@ impl Hit {
         ConnRef::of(&self.snap)
     }
 
-    /// The [`Conn`] of this hit, as [`ConnTable::lookup_probe`] gives it.
-    #[inline(always)]
-    pub fn conn(&self) -> Conn {
-        Conn::of(&self.snap, self.dir)
-    }
-
     /// The state when the entry was read.
     #[inline(always)]
     pub fn state(&self) -> ConnState {
@@ -305,12 +301,6 @@ impl Hit {
     #[inline(always)]
     pub fn virt(&self) -> SocketAddr {
         self.snap.virt()
-    }
-
-    /// The real server (RIP:rport): where the director forwards to.
-    #[inline(always)]
-    pub fn real(&self) -> SocketAddr {
-        self.snap.real()
     }
 
     #[inline(always)]
@@ -968,6 +958,18 @@ impl ConnTable {
             .shard(key.is_ipv6())
             .find_reply(&fwd_tuple(key, Kind::Reply), now)?;
         Some(Conn::of(&s, Direction::Reply))
+    }
+
+    /// The [`Conn`] of a hit, by its [`Hit::handle`] and direction, as
+    /// [`ConnTable::lookup_probe`] gives it: read again under the hit's
+    /// generation (the hit does not carry every word); `None` once the
+    /// entry has been released.
+    #[inline(never)]
+    pub fn hit_conn(&self, h: &ConnRef, dir: Direction) -> Option<Conn> {
+        match self.shard(h.v6).read(h.slot) {
+            Some(s) if s.gen() == h.gen => Some(Conn::of(&s, dir)),
+            _ => None,
+        }
     }
 
     /// Adds a connection in state NONE (TCP) or UDP; then call

@@ -599,6 +599,10 @@ struct FwdKey {
     ports: u64,
     /// Word 3 (IPv4: client, VIP), or words 3..7 (IPv6: client, VIP).
     addr: [u64; 4],
+    /// The words a match is read with (bit `i` for word `i`), those of
+    /// the key besides: all of them, or, for the frame path, `meta` and
+    /// the timer only (the others are left zero).
+    need: u32,
 }
 
 impl FwdKey {
@@ -622,6 +626,7 @@ impl FwdKey {
             [(t.a as u64) << 32 | (t.b as u32 as u64), 0, 0, 0]
         };
         FwdKey {
+            need: !0,
             meta: LIVE | template | ((t.proto & 3) as u64) << PROTO_SHIFT,
             ports: (t.ap as u64) << 16 | t.bp as u64,
             addr,
@@ -990,13 +995,17 @@ impl Shard {
         h: u64,
         take: impl FnMut(&Snap) -> bool,
     ) -> Option<Snap> {
-        self.find_fwd_seen::<V6>(t, h, take, &mut None)
+        self.find_fwd_seen::<V6>(t, h, take, &mut None, !0)
     }
 
-    /// [`Shard::find_fwd_in`] of a live entry in an IPv4 shard that, when
-    /// it finds no entry of the key at all (no tag of it in the home
-    /// bucket, nothing spilled from there), puts in `vacancy` the home
-    /// bucket's header as read before the search. An insert of the key
+    /// [`Shard::find_fwd_in`] of a live entry in an IPv4 shard, for the
+    /// frame path: the entry read with its key's words, `meta` and the
+    /// timer only (word 4, the real server and template link, left zero:
+    /// the frame path forwards by the real server's id, and its rare uses
+    /// of the whole entry read it again). When it finds no entry of the
+    /// key at all (no tag of it in the home bucket, nothing spilled from
+    /// there), it puts in `vacancy` the home bucket's header as read
+    /// before the search. An insert of the key
     /// that finds the header unchanged under the guard needs no re-check:
     /// the header is read with acquire ordering, so an insert it does not
     /// show yet changes it before that insert's guard is released.
@@ -1008,11 +1017,12 @@ impl Shard {
         now: Millis,
         vacancy: &mut Option<u32>,
     ) -> Option<Snap> {
-        self.find_fwd_seen::<false>(t, h, move |s| s.alive(now), vacancy)
+        self.find_fwd_seen::<false>(t, h, move |s| s.alive(now), vacancy, 0b11)
     }
 
     /// [`Shard::find_fwd_in`], the home bucket's header put in `vacancy`
-    /// on a miss that saw no entry of the key.
+    /// on a miss that saw no entry of the key, the entry read with the
+    /// words flagged in `need` (bit `i` for word `i`) besides its key's.
     #[inline(always)]
     fn find_fwd_seen<const V6: bool>(
         &self,
@@ -1020,11 +1030,15 @@ impl Shard {
         h: u64,
         mut take: impl FnMut(&Snap) -> bool,
         vacancy: &mut Option<u32>,
+        need: u32,
     ) -> Option<Snap> {
         let n = self.tags.len();
         let home = range(h, n);
         let tag = (h as u32) | 2;
-        let key = FwdKey::of(V6, t);
+        let key = FwdKey {
+            need,
+            ..FwdKey::of(V6, t)
+        };
         let bucket = &self.tags[home];
         let head = bucket.0[0].load(Ordering::Acquire);
         let p = first_tag(bucket, tag);
@@ -1129,7 +1143,8 @@ impl Shard {
                 return None;
             }
         }
-        let known = if V6 { 0b111_1100 } else { 0b1100 };
+        // Words not needed count as known: not loaded, left zero.
+        let known = if V6 { 0b111_1100 } else { 0b1100 } | !key.need;
         self.snap_known::<V6>(slot, words, m1, w, known)
     }
 

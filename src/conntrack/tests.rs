@@ -1614,3 +1614,30 @@ fn open_new_returns_the_handle_that_reads_back_the_entry() {
     assert_eq!(t.conn(&handle), None);
     assert_eq!(t.conn(&again.handle), Some(again));
 }
+
+/// The frame path's hit carries only what it uses of the entry; the
+/// `Conn` its rare uses read again under its generation is the one the
+/// general lookup gives, in each direction, and none once the entry is
+/// released.
+#[test]
+fn a_hit_s_conn_is_the_lookup_s() {
+    let (t, _d) = table(1000);
+    let now = Millis(1);
+    let key = client_key(L4Proto::Tcp, 4321);
+    let n = new_conn(key, ForwardMethod::Nat, 1);
+    let (c, _) = t.open(&n, Some(SYN), now).unwrap();
+    for (k, dir) in [
+        (key, Direction::Original),
+        (key.reply_from(n.real.ip(), n.real.port()), Direction::Reply),
+    ] {
+        let mut probe = t.probe(&k, dir);
+        let hit = t.find_probe(&mut probe, now).unwrap();
+        let want = t.lookup_probe(&probe, now).unwrap();
+        assert_eq!(t.hit_conn(&hit.handle(), hit.dir), Some(want));
+        assert_eq!(want.real(), c.real());
+    }
+    let mut probe = t.probe(&key, Direction::Original);
+    let hit = t.find_probe(&mut probe, now).unwrap();
+    assert!(t.remove(&hit.handle(), now));
+    assert_eq!(t.hit_conn(&hit.handle(), hit.dir), None);
+}
