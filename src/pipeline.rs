@@ -855,7 +855,7 @@ impl Engine {
         };
         let real = &svc.reals[ri];
         let chosen = (real.id, real.method, SocketAddr::new(real.addr, real.port));
-        // A new entry comes back as its handle only; its words are read
+        // The entry comes back as its handle only; its words are read
         // back for the conn event, which is usually off.
         let id = match self
             .conns
@@ -863,15 +863,17 @@ impl Engine {
         {
             Ok(Opened::New(handle, state)) => {
                 if self.outbox.conn_events() {
-                    self.opened(&handle, state, now);
+                    self.opened(handle, state, now);
                 }
                 handle.real_id()
             }
-            Ok(Opened::Existing(conn, state)) => {
+            Ok(Opened::Existing(handle, state)) => {
                 if let Some(state) = state {
-                    self.changed(&conn, state, now, true);
+                    if self.outbox.conn_events() {
+                        self.opened(handle, state, now);
+                    }
                 }
-                conn.real_id()
+                handle.real_id()
             }
             Err(e) => return Err(insert_drop(e)),
         };
@@ -1140,12 +1142,14 @@ impl Engine {
         }
     }
 
-    /// The conn event of an entry this worker just opened, read back
-    /// from the table (released meanwhile, it has none: its release
-    /// reports it).
+    /// The conn event of an entry this worker just opened, or met opened
+    /// by another worker, read back from the table (released meanwhile,
+    /// it has none: its release reports it). The handle by value: a
+    /// reference had its fields stored on every new connection's path,
+    /// ahead of the test of whether events are on.
     #[inline(never)]
-    fn opened(&mut self, handle: &ConnRef, state: ConnState, now: Millis) {
-        if let Some(conn) = self.conns.conn(handle) {
+    fn opened(&mut self, handle: ConnRef, state: ConnState, now: Millis) {
+        if let Some(conn) = self.conns.conn(&handle) {
             self.conn_event(&conn, state, now, true);
         }
     }

@@ -352,8 +352,10 @@ pub(crate) enum Opened {
     /// A new entry of the key, in this state.
     New(ConnRef, ConnState),
     /// The key's live entry, placed meanwhile by another worker, and the
-    /// state the opening packet moved it to, if it moved.
-    Existing(Conn, Option<ConnState>),
+    /// state the opening packet moved it to, if it moved. Its handle only,
+    /// as a new entry's: a whole [`Conn`] here made the caller's match
+    /// copy its words on the new entry's path too.
+    Existing(ConnRef, Option<ConnState>),
 }
 
 /// A connection as a connection-sync receiver learns it from the master
@@ -1058,7 +1060,7 @@ impl ConnTable {
                 (Placed::New(s), state) => Opened::New(ConnRef::of(&s), state),
                 (Placed::Existing(s), _) => {
                     let (c, state) = self.met(&s, flags, now);
-                    Opened::Existing(c, state)
+                    Opened::Existing(c.handle, state)
                 }
             },
         )

@@ -1602,7 +1602,7 @@ fn open_new_returns_the_handle_that_reads_back_the_entry() {
         Some(SYN),
         Millis(1),
     ) {
-        Ok(Opened::Existing(e, _)) => assert_eq!(e.handle, handle),
+        Ok(Opened::Existing(e, _)) => assert_eq!(e, handle),
         other => panic!("{other:?}"),
     }
     // Released, the handle reads back nothing, even once its slot is
