@@ -706,7 +706,7 @@ impl Engine {
         // The hit is one value, used where it is found and not kept in an
         // `Option` across the reuse test (which would hold it in memory).
         let (real_id, ri, real) = 'placed: {
-            if let Some(c) = self.conns.find_probe(&mut probe, rx.now) {
+            if let Some(c) = self.conns.find_probe(&mut probe, flags, rx.now) {
                 // A SYN reusing the ports of a finished connection starts a
                 // new one, scheduled afresh (IPVS's conn_reuse_mode).
                 if flags.is_some_and(|f| f.is_connection_start())
@@ -1029,7 +1029,7 @@ impl Engine {
         p: &impl FlowPacket,
         frame: &mut Frame<'_>,
     ) -> Sent {
-        let Some(conn) = self.conns.find_reply(&p.key(), now) else {
+        let Some(conn) = self.conns.find_reply(&p.key(), p.flags(), now) else {
             return Err(DropReason::NoConnection);
         };
         self.complete_checksum(p, frame);

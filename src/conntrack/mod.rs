@@ -154,7 +154,7 @@ use crate::Millis;
 use state::{tcp_next, LiveTimeouts, TcpTable, STATES};
 pub use state::{ConnState, Timeouts};
 use table::{addr_bits, proto_code, proto_from_code, timer, Fresh, Kind, Placed, Refused};
-use table::{Layout, Shard, Snap, Timer, Tuple, MAX_ID};
+use table::{Judge, Layout, Shard, Snap, Timer, Tuple, MAX_ID};
 
 /// Which way a packet goes on its connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -266,12 +266,19 @@ pub struct Hit {
     /// Which key matched: the packet's direction.
     pub dir: Direction,
     snap: Snap,
+    /// The packet the lookup was given leaves this entry as it is
+    /// ([`ConnTable::quiet`]): [`ConnTable::update_hit`] has nothing to do.
+    quiet: bool,
 }
 
 impl Hit {
     #[inline(always)]
-    fn of(s: &Snap, dir: Direction) -> Hit {
-        Hit { dir, snap: *s }
+    fn of(s: &Snap, dir: Direction, quiet: bool) -> Hit {
+        Hit {
+            dir,
+            snap: *s,
+            quiet,
+        }
     }
 
     /// The handle on this hit's entry, decoded where it is used (the
@@ -330,6 +337,22 @@ pub struct Probe {
     /// insert that finds the header unchanged under the bucket's guard
     /// knows the key still absent and skips its re-check.
     vacancy: Option<u32>,
+}
+
+/// The frame path's [`Judge`], [`ConnTable::judge`]: a lookup's entry of
+/// the key is taken if alive, marked if the packet leaves it as it is.
+struct QuietOrAlive<'a> {
+    table: &'a ConnTable,
+    dir: Direction,
+    flags: Option<TcpFlags>,
+    now: Millis,
+}
+
+impl Judge for QuietOrAlive<'_> {
+    #[inline(always)]
+    fn judge(&mut self, s: &Snap) -> Option<bool> {
+        self.table.judge(s, self.dir, self.flags, self.now)
+    }
 }
 
 /// A connection the scheduler just placed.
@@ -907,42 +930,77 @@ impl ConnTable {
     /// stays in registers; IPv6 takes an out-of-line call. A miss of an
     /// IPv4 client→VIP key that found no entry of the key leaves in `p`
     /// what spares [`ConnTable::open_probed`]'s insert its re-check.
+    /// `flags` and `now` are the packet's, as [`ConnTable::update_hit`]
+    /// is then given them: the lookup decides there whether the packet
+    /// leaves the entry as it is, which for most entries also tells it
+    /// alive (see [`ConnTable::quiet`]).
     #[inline(always)]
-    pub fn find_probe(&self, p: &mut Probe, now: Millis) -> Option<Hit> {
+    pub fn find_probe(&self, p: &mut Probe, flags: Option<TcpFlags>, now: Millis) -> Option<Hit> {
         if p.v6 {
-            return self.find_probe_v6(p, now);
+            return self.find_probe_v6(p, flags, now);
         }
-        let s = match p.dir {
-            Direction::Original => self
-                .v4
-                .find_fwd_vacant(&p.tuple, p.hash, now, &mut p.vacancy),
-            Direction::Reply => self
-                .v4
-                .find_reply_in::<false>(&p.tuple, p.hash, move |s| s.alive(now)),
+        let judge = |dir| QuietOrAlive {
+            table: self,
+            dir,
+            flags,
+            now,
+        };
+        let (s, quiet) = match p.dir {
+            Direction::Original => self.v4.find_fwd_vacant(
+                &p.tuple,
+                p.hash,
+                judge(Direction::Original),
+                &mut p.vacancy,
+            ),
+            Direction::Reply => {
+                let judge = judge(Direction::Reply);
+                self.v4.find_reply_judged::<false>(&p.tuple, p.hash, judge)
+            }
         }?;
-        Some(Hit::of(&s, p.dir))
+        Some(Hit::of(&s, p.dir, quiet))
     }
 
     /// [`ConnTable::find_probe`] of an IPv6 probe.
     #[inline(never)]
-    fn find_probe_v6(&self, p: &Probe, now: Millis) -> Option<Hit> {
-        let s = match p.dir {
-            Direction::Original => self
-                .v6
-                .find_fwd_in::<true>(&p.tuple, p.hash, |s| s.alive(now)),
-            Direction::Reply => self
-                .v6
-                .find_reply_in::<true>(&p.tuple, p.hash, |s| s.alive(now)),
+    fn find_probe_v6(&self, p: &Probe, flags: Option<TcpFlags>, now: Millis) -> Option<Hit> {
+        let judge = QuietOrAlive {
+            table: self,
+            dir: p.dir,
+            flags,
+            now,
+        };
+        let (s, quiet) = match p.dir {
+            Direction::Original => self.v6.find_fwd_judged::<true>(&p.tuple, p.hash, judge),
+            Direction::Reply => self.v6.find_reply_judged::<true>(&p.tuple, p.hash, judge),
         }?;
-        Some(Hit::of(&s, p.dir))
+        Some(Hit::of(&s, p.dir, quiet))
+    }
+
+    /// What the frame path's lookup makes of an entry of its key: `None`
+    /// if it is not alive, else whether a packet with `flags` in
+    /// direction `dir` at `now` leaves it as it is ([`Hit`]'s `quiet`).
+    /// The quiet test first: where it holds the liveness test is not made.
+    #[inline(always)]
+    fn judge(
+        &self,
+        s: &Snap,
+        dir: Direction,
+        flags: Option<TcpFlags>,
+        now: Millis,
+    ) -> Option<bool> {
+        if self.quiet(s.timer(), s.meta_flags(), dir, flags, now) {
+            Some(true)
+        } else {
+            s.alive(now).then_some(false)
+        }
     }
 
     /// [`ConnTable::lookup_reply`] for the pipeline's frame path, as
     /// [`ConnTable::find_probe`]: the live NAT connection whose real
     /// server→client key is `key`.
     #[inline(always)]
-    pub fn find_reply(&self, key: &FlowKey, now: Millis) -> Option<Hit> {
-        self.find_probe(&mut self.probe(key, Direction::Reply), now)
+    pub fn find_reply(&self, key: &FlowKey, flags: Option<TcpFlags>, now: Millis) -> Option<Hit> {
+        self.find_probe(&mut self.probe(key, Direction::Reply), flags, now)
     }
 
     /// The live connection whose client→VIP key is `key`.
@@ -1351,26 +1409,59 @@ impl ConnTable {
         flags: Option<TcpFlags>,
         now: Millis,
     ) -> bool {
+        self.unchanged_where(t, meta_flags, dir, flags, now, |_| true)
+    }
+
+    /// [`ConnTable::unchanged`] of an entry that, where it holds, is also
+    /// alive at `now` without a test of its own: its state's timeout is
+    /// one whose unchanged deadline `now` has not reached
+    /// ([`timer::unchanged_is_live`]; every timeout from 1 s to about
+    /// 99 days). The state a [`ConnState`], hence not DEAD or INSERTING.
+    #[inline(always)]
+    fn quiet(
+        &self,
+        t: Timer,
+        meta_flags: u8,
+        dir: Direction,
+        flags: Option<TcpFlags>,
+        now: Millis,
+    ) -> bool {
+        self.unchanged_where(t, meta_flags, dir, flags, now, timer::unchanged_is_live)
+    }
+
+    /// [`ConnTable::unchanged`], its state's reach also accepted by `sure`.
+    #[inline(always)]
+    fn unchanged_where(
+        &self,
+        t: Timer,
+        meta_flags: u8,
+        dir: Direction,
+        flags: Option<TcpFlags>,
+        now: Millis,
+        sure: impl Fn(u64) -> bool,
+    ) -> bool {
         let code = t.state_code();
         // No flags reads as a segment without FIN, SYN, RST or ACK: both
         // leave every state as it is.
         let keep = KEEPS[dir as usize][(meta_flags >> 2 & 15) as usize][keeps_flags(flags)];
-        keep >> code & 1 != 0
-            && !timer::worth_touch_reach(t, now, self.timeouts.reach_of_code(code as usize))
+        if keep >> code & 1 == 0 {
+            return false;
+        }
+        let reach = self.timeouts.reach_of_code(code as usize);
+        sure(reach) && !timer::worth_touch_reach(t, now, reach)
     }
 
-    /// [`ConnTable::update`] of a lookup's hit, in its direction, deciding
-    /// the common case from the timer word the lookup read: the hit was
-    /// live at `now` (the lookup checked it), so a packet that leaves its
-    /// state and moves its deadline by less than `COARSE_TICKS` has
-    /// nothing to write, as `update` finds from a fresh load (an entry
-    /// released since the lookup is released just after this packet, as
-    /// it would be a moment later). Everything else is `update`, out of
-    /// line.
+    /// [`ConnTable::update`] of a lookup's hit, in its direction, with the
+    /// packet's `flags` and `now` the lookup was given: the common case is
+    /// what the lookup decided from the words it read. A hit the packet
+    /// leaves in its state with a deadline it moves by less than
+    /// `COARSE_TICKS` (and found alive at `now`) has nothing to write, as
+    /// `update` finds from a fresh load (an entry released since the
+    /// lookup is released just after this packet, as it would be a moment
+    /// later). Everything else is `update`, out of line.
     #[inline(always)]
     pub fn update_hit(&self, hit: &Hit, flags: Option<TcpFlags>, now: Millis) -> Option<ConnState> {
-        let t = hit.snap.timer();
-        if self.unchanged(t, hit.snap.meta_flags(), hit.dir, flags, now) {
+        if hit.quiet {
             // A state `KEEPS` holds is a `ConnState`: `Hit::state` of it,
             // the expression a caller compares the result with, so that
             // the compiler folds that compare away.

@@ -591,6 +591,25 @@ fn ref_mask(bucket: &RefBucket, tag: u32) -> u32 {
     m
 }
 
+/// What a lookup makes of each entry of its key that it reads: `None` to
+/// pass it by, `Some` of a mark to take it, the mark returned with it. A
+/// trait, not a closure, so that its method is inlined into both places a
+/// lookup calls it (the inline hit and the out-of-line rest): a closure as
+/// large as the frame path's was made a call.
+pub(super) trait Judge {
+    fn judge(&mut self, s: &Snap) -> Option<bool>;
+}
+
+/// The [`Judge`] of a test: takes the first entry it accepts, unmarked.
+struct Taking<F>(F);
+
+impl<F: FnMut(&Snap) -> bool> Judge for Taking<F> {
+    #[inline(always)]
+    fn judge(&mut self, s: &Snap) -> Option<bool> {
+        (self.0)(s).then_some(false)
+    }
+}
+
 /// A forward key as the words of an entry hold it, for comparing in place.
 struct FwdKey {
     /// `meta`'s LIVE, TEMPLATE and protocol bits.
@@ -995,43 +1014,58 @@ impl Shard {
         h: u64,
         take: impl FnMut(&Snap) -> bool,
     ) -> Option<Snap> {
-        self.find_fwd_seen::<V6>(t, h, take, &mut None, !0)
+        self.find_fwd_seen::<V6>(t, h, Taking(take), &mut None, !0)
+            .map(|(s, _)| s)
     }
 
-    /// [`Shard::find_fwd_in`] of a live entry in an IPv4 shard, for the
-    /// frame path: the entry read with its key's words, `meta` and the
-    /// timer only (word 4, the real server and template link, left zero:
-    /// the frame path forwards by the real server's id, and its rare uses
-    /// of the whole entry read it again). When it finds no entry of the
-    /// key at all (no tag of it in the home bucket, nothing spilled from
-    /// there), it puts in `vacancy` the home bucket's header as read
-    /// before the search. An insert of the key
-    /// that finds the header unchanged under the guard needs no re-check:
-    /// the header is read with acquire ordering, so an insert it does not
-    /// show yet changes it before that insert's guard is released.
+    /// [`Shard::find_fwd_in`] with a [`Judge`] of the entries of the key:
+    /// the frame path's lookup, which marks an entry the packet leaves as
+    /// it is.
+    #[inline(always)]
+    pub fn find_fwd_judged<const V6: bool>(
+        &self,
+        t: &Tuple,
+        h: u64,
+        judge: impl Judge,
+    ) -> Option<(Snap, bool)> {
+        self.find_fwd_seen::<V6>(t, h, judge, &mut None, !0)
+    }
+
+    /// [`Shard::find_fwd_judged`] in an IPv4 shard, for the frame path:
+    /// the entry read with its key's words, `meta` and the timer only
+    /// (word 4, the real server and template link, left zero: the frame
+    /// path forwards by the real server's id, and its rare uses of the
+    /// whole entry read it again). When it finds no entry of the key at
+    /// all (no tag of it in the home bucket, nothing spilled from there),
+    /// it puts in `vacancy` the home bucket's header as read before the
+    /// search. An insert of the key that finds the header unchanged under
+    /// the guard needs no re-check: the header is read with acquire
+    /// ordering, so an insert it does not show yet changes it before that
+    /// insert's guard is released.
     #[inline(always)]
     pub fn find_fwd_vacant(
         &self,
         t: &Tuple,
         h: u64,
-        now: Millis,
+        judge: impl Judge,
         vacancy: &mut Option<u32>,
-    ) -> Option<Snap> {
-        self.find_fwd_seen::<false>(t, h, move |s| s.alive(now), vacancy, 0b11)
+    ) -> Option<(Snap, bool)> {
+        self.find_fwd_seen::<false>(t, h, judge, vacancy, 0b11)
     }
 
-    /// [`Shard::find_fwd_in`], the home bucket's header put in `vacancy`
-    /// on a miss that saw no entry of the key, the entry read with the
-    /// words flagged in `need` (bit `i` for word `i`) besides its key's.
+    /// [`Shard::find_fwd_judged`], the home bucket's header put in
+    /// `vacancy` on a miss that saw no entry of the key, the entry read
+    /// with the words flagged in `need` (bit `i` for word `i`) besides its
+    /// key's.
     #[inline(always)]
     fn find_fwd_seen<const V6: bool>(
         &self,
         t: &Tuple,
         h: u64,
-        mut take: impl FnMut(&Snap) -> bool,
+        mut judge: impl Judge,
         vacancy: &mut Option<u32>,
         need: u32,
-    ) -> Option<Snap> {
+    ) -> Option<(Snap, bool)> {
         let n = self.tags.len();
         let home = range(h, n);
         let tag = (h as u32) | 2;
@@ -1045,8 +1079,8 @@ impl Shard {
         if p != 0 {
             let slot = (home * TAGS + p - 1) as u32;
             if let Some(s) = self.read_fwd_in::<V6>(slot, &key) {
-                if take(&s) {
-                    return Some(s);
+                if let Some(mark) = judge.judge(&s) {
+                    return Some((s, mark));
                 }
             }
         } else if head as u64 & SPILL_COUNT == 0 {
@@ -1067,14 +1101,14 @@ impl Shard {
             w: [0; 10],
         };
         let limit = probe_limit(head as u64);
-        self.find_fwd_rest::<V6>(key, (h, tag), after, limit, take, &mut found)
-            .then(|| found.fit::<V6>())
+        self.find_fwd_rest::<V6>(key, (h, tag), after, limit, judge, &mut found)
+            .map(|mark| (found.fit::<V6>(), mark))
     }
 
-    /// The rest of [`Shard::find_fwd_in`]: the home bucket's tags after
+    /// The rest of [`Shard::find_fwd_seen`]: the home bucket's tags after
     /// position `after`, then the other `limit - 1` probe buckets, in
-    /// order, each entry of the key shown to `take` until it accepts one,
-    /// which is put in `found`.
+    /// order, each entry of the key shown to `judge` until it accepts one,
+    /// which is put in `found`; its mark is returned.
     #[inline(never)]
     fn find_fwd_rest<const V6: bool>(
         &self,
@@ -1082,9 +1116,9 @@ impl Shard {
         (h, tag): (u64, u32),
         after: usize,
         limit: usize,
-        mut take: impl FnMut(&Snap) -> bool,
+        mut judge: impl Judge,
         found: &mut Snap,
-    ) -> bool {
+    ) -> Option<bool> {
         let n = self.tags.len();
         for i in 0..limit {
             let b = bucket_at(h, n, i);
@@ -1098,14 +1132,14 @@ impl Shard {
                 m &= m - 1;
                 let slot = (b * TAGS + p - 1) as u32;
                 if let Some(s) = self.read_fwd_in::<V6>(slot, &key) {
-                    if take(&s) {
+                    if let Some(mark) = judge.judge(&s) {
                         *found = s;
-                        return true;
+                        return Some(mark);
                     }
                 }
             }
         }
-        false
+        None
     }
 
     /// The entry in `slot` if it is LIVE and its forward key is `key`, read
@@ -1290,6 +1324,19 @@ impl Shard {
         h: u64,
         ok: impl Fn(&Snap) -> bool,
     ) -> Option<Snap> {
+        self.find_reply_judged::<V6>(t, h, Taking(ok))
+            .map(|(s, _)| s)
+    }
+
+    /// [`Shard::find_reply_in`] with a `judge`, as
+    /// [`Shard::find_fwd_judged`].
+    #[inline(always)]
+    pub fn find_reply_judged<const V6: bool>(
+        &self,
+        t: &Tuple,
+        h: u64,
+        mut judge: impl Judge,
+    ) -> Option<(Snap, bool)> {
         let n = self.refs.len();
         let home = range(h, n);
         let tag = (h as u32) | 1;
@@ -1307,8 +1354,8 @@ impl Shard {
             let v = bucket.0[q].load(Ordering::Relaxed);
             if let Some(slot) = (v as u32).checked_sub(1) {
                 if let Some(s) = self.read_reply_in::<V6>(slot, &key) {
-                    if ok(&s) {
-                        return Some(s);
+                    if let Some(mark) = judge.judge(&s) {
+                        return Some((s, mark));
                     }
                 }
             }
@@ -1323,11 +1370,11 @@ impl Shard {
             w: [0; 10],
         };
         let limit = probe_limit(head);
-        self.find_reply_rest::<V6>(key, (h, tag), after, limit, ok, &mut found)
-            .then(|| found.fit::<V6>())
+        self.find_reply_rest::<V6>(key, (h, tag), after, limit, judge, &mut found)
+            .map(|mark| (found.fit::<V6>(), mark))
     }
 
-    /// The rest of [`Shard::find_reply_in`], as [`Shard::find_fwd_rest`]:
+    /// The rest of [`Shard::find_reply_judged`], as [`Shard::find_fwd_rest`]:
     /// the home bucket's references after position `after`, then the other
     /// probe buckets whose filter may hold `tag`.
     #[inline(never)]
@@ -1337,9 +1384,9 @@ impl Shard {
         (h, tag): (u64, u32),
         after: usize,
         limit: usize,
-        ok: impl Fn(&Snap) -> bool,
+        mut judge: impl Judge,
         found: &mut Snap,
-    ) -> bool {
+    ) -> Option<bool> {
         let n = self.refs.len();
         for i in 0..limit {
             let b = bucket_at(h, n, i);
@@ -1357,15 +1404,15 @@ impl Shard {
                 let v = bucket.0[q].load(Ordering::Relaxed);
                 if let Some(slot) = (v as u32).checked_sub(1) {
                     if let Some(s) = self.read_reply_in::<V6>(slot, &key) {
-                        if ok(&s) {
+                        if let Some(mark) = judge.judge(&s) {
                             *found = s;
-                            return true;
+                            return Some(mark);
                         }
                     }
                 }
             }
         }
-        false
+        None
     }
 
     /// Inserts `f` unless its forward key is present and alive (then returns
@@ -1759,8 +1806,31 @@ pub(super) mod timer {
     /// `deadline_tick` clamps it, plus a tick less one, so that the tick
     /// of `now + reach` rounded down is `deadline_tick(now, ms)`. Made
     /// when a timeout is stored, not per packet.
+    ///
+    /// Bit 63 ([`UNSURE`]) is set where a deadline that `now` plus the
+    /// timeout leaves unchanged (not [`worth_touch_reach`]) need not be
+    /// one `now` has not reached: a timeout of 960 ms or less, whose
+    /// unchanged window of ±15 ticks reaches back past `now`, or one
+    /// within 16 ticks of the clamp, whose window reaches past the serial
+    /// arithmetic's half range. Everywhere else an unchanged deadline is
+    /// a live one, so that a lookup that finds it unchanged needs no
+    /// liveness test of its own. `worth_touch_reach` shifts the bit out.
     pub fn reach(ms: u64) -> u64 {
-        ms.min((MAX_TIMEOUT_TICKS - 1) * TICK_MS) + (TICK_MS - 1)
+        let ms = ms.min((MAX_TIMEOUT_TICKS - 1) * TICK_MS);
+        let ticks = ms.div_ceil(TICK_MS);
+        let sure = (COARSE_TICKS..=MAX_TIMEOUT_TICKS - COARSE_TICKS).contains(&ticks);
+        (ms + (TICK_MS - 1)) | if sure { 0 } else { UNSURE }
+    }
+
+    /// [`reach`]'s bit for a timeout whose unchanged deadline may be past.
+    pub const UNSURE: u64 = 1 << 63;
+
+    /// Whether an entry whose timer word `t` is not [`worth_touch_reach`]
+    /// of `reach` (from [`reach`]) is alive at `now` as far as its
+    /// deadline goes: [`reach`] without [`UNSURE`].
+    #[inline(always)]
+    pub fn unchanged_is_live(reach: u64) -> bool {
+        reach & UNSURE == 0
     }
 
     /// [`worth_touch`] of a timeout's [`reach`], for a packet's
@@ -1947,6 +2017,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Where a timeout's reach is not `UNSURE`, a deadline that
+    /// `worth_touch_reach` leaves unchanged is one `now` has not reached;
+    /// just past either end of that range there is a deadline it leaves
+    /// unchanged that has expired.
+    #[test]
+    fn unchanged_deadline_of_a_sure_reach_is_live() {
+        let cap = (MAX_TIMEOUT_TICKS - 1) * TICK_MS;
+        let last = (MAX_TIMEOUT_TICKS - COARSE_TICKS) * TICK_MS;
+        let clocks = [
+            0,
+            1,
+            63,
+            64,
+            1_234_567,
+            DEADLINE_MASK * TICK_MS - 1,
+            (5 << 28) * TICK_MS + 17,
+        ];
+        let expired_unchanged = |ms: u64| {
+            let reach = timer::reach(ms);
+            let mut found = false;
+            for base in clocks {
+                for off in 0..TICK_MS {
+                    let now = Millis(base + off);
+                    let d = deadline_tick(now, ms);
+                    for delta in 0..20u64 {
+                        for o in [d.wrapping_add(delta), d.wrapping_sub(delta)] {
+                            let t = Timer::pack(1, 7, 3, o & DEADLINE_MASK);
+                            found |= !timer::worth_touch_reach(t, now, reach) && t.expired(now);
+                        }
+                    }
+                }
+            }
+            found
+        };
+        for ms in [961, 1_000, 1_024, 60_000, 900_000, last - 1, last] {
+            assert!(timer::unchanged_is_live(timer::reach(ms)), "timeout {ms}");
+            assert!(!expired_unchanged(ms), "timeout {ms}");
+        }
+        for ms in [0, 1, 900, 960, last + 1, cap, cap + 1, u64::MAX] {
+            assert!(!timer::unchanged_is_live(timer::reach(ms)), "timeout {ms}");
+        }
+        assert!(expired_unchanged(960));
+        assert!(expired_unchanged(last + TICK_MS));
     }
 
     /// Each protocol's code, and back.

@@ -1028,7 +1028,7 @@ fn concurrent_opens_after_one_miss_give_one_entry() {
     let (t, d) = one_key_opened_by_two_threads(|t, key, i, barrier| {
         let now = Millis(0);
         let mut probe = t.probe(&key, Direction::Original);
-        assert!(t.find_probe(&mut probe, now).is_none());
+        assert!(t.find_probe(&mut probe, None, now).is_none());
         barrier.wait();
         let n = new_conn(key, ForwardMethod::Nat, i);
         t.open_probed(&n, Some(&probe), Some(SYN), now).unwrap().0
@@ -1046,7 +1046,7 @@ fn a_vacancy_holds_only_until_the_next_insert() {
     let now = Millis(1);
     let key = client_key(L4Proto::Tcp, 4321);
     let mut probe = t.probe(&key, Direction::Original);
-    assert!(t.find_probe(&mut probe, now).is_none());
+    assert!(t.find_probe(&mut probe, None, now).is_none());
     assert!(probe.vacancy.is_some());
     let (first, _) = t
         .open_probed(
@@ -1074,7 +1074,7 @@ fn a_vacancy_holds_only_until_the_next_insert() {
     // vacancy; the insert releases the expired entry and places a new one.
     let late = Millis(now.0 + 3_600_000);
     let mut probe = t.probe(&key, Direction::Original);
-    assert!(t.find_probe(&mut probe, late).is_none());
+    assert!(t.find_probe(&mut probe, None, late).is_none());
     assert_eq!(probe.vacancy, None);
     let (fresh, _) = t
         .open_probed(
@@ -1631,13 +1631,13 @@ fn a_hit_s_conn_is_the_lookup_s() {
         (key.reply_from(n.real.ip(), n.real.port()), Direction::Reply),
     ] {
         let mut probe = t.probe(&k, dir);
-        let hit = t.find_probe(&mut probe, now).unwrap();
+        let hit = t.find_probe(&mut probe, None, now).unwrap();
         let want = t.lookup_probe(&probe, now).unwrap();
         assert_eq!(t.hit_conn(&hit.handle(), hit.dir), Some(want));
         assert_eq!(want.real(), c.real());
     }
     let mut probe = t.probe(&key, Direction::Original);
-    let hit = t.find_probe(&mut probe, now).unwrap();
+    let hit = t.find_probe(&mut probe, None, now).unwrap();
     assert!(t.remove(&hit.handle(), now));
     assert_eq!(t.hit_conn(&hit.handle(), hit.dir), None);
 }
