@@ -1120,18 +1120,9 @@ impl Engine {
         }
     }
 
-    /// Tells the outbox that `conn` was opened (`opened`) or moved to
-    /// `state`, if connection events are on.
-    #[inline]
-    fn changed(&mut self, conn: &Conn, state: ConnState, now: Millis, opened: bool) {
-        if self.outbox.conn_events() {
-            self.conn_event(conn, state, now, opened);
-        }
-    }
-
-    /// [`Pipeline::changed`] of a lookup's hit, by its handle, its entry
-    /// read again (released meanwhile, it has no event: its release
-    /// reports it).
+    /// Tells the outbox that a lookup's hit moved to `state`, if
+    /// connection events are on: its entry read again by its handle
+    /// (released meanwhile, it has no event: its release reports it).
     #[cold]
     #[inline(never)]
     fn changed_hit(&mut self, handle: ConnRef, dir: Direction, state: ConnState, now: Millis) {
