@@ -488,17 +488,26 @@ pub fn complete_partial_checksum(frame: &mut [u8], p: &Parsed) -> bool {
 /// read the same way; the completion is the general one's.
 #[inline(always)]
 pub fn complete_partial_checksum_v4(frame: &mut [u8], f: &V4Flow) -> bool {
+    // Chosen once: each protocol's field offset and number are constants
+    // in its own copy (the number folds into the length's add).
+    if f.is_udp() {
+        complete_partial_checksum_v4_of::<true>(frame, f.ip_len)
+    } else {
+        complete_partial_checksum_v4_of::<false>(frame, f.ip_len)
+    }
+}
+
+/// [`complete_partial_checksum_v4`] of a UDP (`UDP`) or TCP packet of IP
+/// length `ip_len`.
+#[inline(always)]
+fn complete_partial_checksum_v4_of<const UDP: bool>(frame: &mut [u8], ip_len: u16) -> bool {
     const L4: usize = 34;
     let Some(h) = frame.first_chunk::<FLOW_HEADERS>() else {
         return false;
     };
-    let (at, proto) = if f.is_udp() {
-        (L4 + 6, 17u8)
-    } else {
-        (L4 + 16, 6u8)
-    };
+    let (at, proto) = if UDP { (L4 + 6, 17u8) } else { (L4 + 16, 6u8) };
     // The IP length covers the header and the transport header.
-    let len = usize::from(f.ip_len) - 20;
+    let len = usize::from(ip_len) - 20;
     let rest = u64::from((u32::from(proto) + len as u32).to_be());
     let words = ne32(h, 26) + ne32(h, 30);
     let stored = u16::from_ne_bytes([h[at], h[at + 1]]);
