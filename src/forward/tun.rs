@@ -95,8 +95,8 @@ pub fn to_real4(
     t: &Template4,
     ip_id: u16,
 ) -> Result<(), DropReason> {
-    encap::encapsulate4(frame, p, &t.outer, ip_id).map_err(|_| DropReason::NoRoom)?;
+    let d = encap::encapsulate4(frame, p, &t.outer, ip_id).map_err(|_| DropReason::NoRoom)?;
     // Always there: the frame holds an IP packet behind its Ethernet header.
-    rewrite::set_eth_addrs(frame.data_mut(), &t.macs);
+    rewrite::set_eth_addrs(d, &t.macs);
     Ok(())
 }

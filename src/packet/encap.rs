@@ -178,23 +178,22 @@ impl Inner4 {
 }
 
 /// [`encapsulate`] of the IPv4 packet `p` with the outer header from
-/// `outer`: the same header, byte for byte. Fails with [`NoRoom`] only
-/// where `encapsulate` does, before the frame changes.
+/// `outer`: the same header, byte for byte. Returns the frame's bytes, for
+/// the caller's Ethernet header. Fails with [`NoRoom`] only where
+/// `encapsulate` does, before the frame changes.
 #[inline(always)]
-pub fn encapsulate4(
-    frame: &mut Frame<'_>,
+pub fn encapsulate4<'f>(
+    frame: &'f mut Frame<'_>,
     p: Inner4,
     outer: &Outer4,
     ip_id: u16,
-) -> Result<(), NoRoom> {
-    frame.truncate(p.l3 + p.ip_len);
-    frame.insert_front_gap(p.l3, IPV4_HEADER_LEN)?;
-    // The outer header and the inner one's TOS byte, in one bounds check
-    // (the gap and the inner header behind it are there).
-    let Some(h) = frame
-        .data_mut()
+) -> Result<&'f mut [u8], NoRoom> {
+    let d = frame.open_front_gap(p.l3 + p.ip_len, p.l3, IPV4_HEADER_LEN)?;
+    // The outer header and the inner one's TOS byte, checked against the
+    // move's bounds (never short: the inner packet has a header).
+    let Some(h) = d
         .get_mut(p.l3..)
-        .and_then(|d| d.first_chunk_mut::<{ IPV4_HEADER_LEN + 2 }>())
+        .and_then(|h| h.first_chunk_mut::<{ IPV4_HEADER_LEN + 2 }>())
     else {
         return Err(NoRoom);
     };
@@ -212,7 +211,7 @@ pub fn encapsulate4(
     h[4..8].copy_from_slice(&w1.to_ne_bytes());
     h[8..12].copy_from_slice(&[OUTER_TTL, PROTO_IPIP, c[0], c[1]]);
     h[12..20].copy_from_slice(&outer.addrs);
-    Ok(())
+    Ok(d)
 }
 
 /// RFC 6438 flow label: a hash of the inner addresses and ports, 20 bits, never 0.
@@ -308,7 +307,9 @@ mod tests {
             let mut fb = Frame::new(&mut b, head, input.len());
             let p = parse(fa.data()).unwrap();
             encapsulate(&mut fa, &p, n.int, n.rs_tun, id).unwrap();
-            encapsulate4(&mut fb, Inner4::of(&p).unwrap(), &outer, id).unwrap();
+            let d = encapsulate4(&mut fb, Inner4::of(&p).unwrap(), &outer, id).unwrap();
+            let at = d.as_ptr();
+            assert_eq!(at, fb.data().as_ptr());
             assert_eq!(fa.data(), fb.data(), "df {df} tos {tos:#x} id {id}");
             verify_checksums(fb.data()).unwrap();
         }
@@ -318,7 +319,7 @@ mod tests {
         let mut f = Frame::whole(&mut tight);
         let p = parse(f.data()).unwrap();
         assert_eq!(
-            encapsulate4(&mut f, Inner4::of(&p).unwrap(), &outer, 0),
+            encapsulate4(&mut f, Inner4::of(&p).unwrap(), &outer, 0).map(|_| ()),
             Err(NoRoom)
         );
         assert_eq!(f.data(), &input[..]);

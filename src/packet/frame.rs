@@ -93,44 +93,43 @@ impl<'a> Frame<'a> {
         Ok(())
     }
 
-    /// [`Frame::insert_gap`] for a gap near the front (an outer header
-    /// behind the Ethernet header, `at <= len - at`), the move chosen by
-    /// the headroom alone: the `at` bytes in front into the headroom where
-    /// it has `n` bytes, else the bytes behind into the tailroom. The
-    /// frame is then what `insert_gap` makes of it.
+    /// [`Frame::truncate`] to `len` bytes, then [`Frame::insert_gap`] for
+    /// a gap near the front (an outer header behind the Ethernet header,
+    /// `at <= len - at`), the move chosen by the headroom alone: the `at`
+    /// bytes in front into the headroom where it has `n` bytes, else the
+    /// bytes behind into the tailroom. The frame is then what those two
+    /// make of it, and its bytes are returned: the slice the move was
+    /// checked against, so that what is written into the gap and in front
+    /// of it is checked against the same length, not the frame's fields
+    /// read again. On `NoRoom` the frame is as it was.
     #[inline(always)]
-    pub fn insert_front_gap(&mut self, at: usize, n: usize) -> Result<(), NoRoom> {
-        if at > self.len {
+    pub fn open_front_gap(&mut self, len: usize, at: usize, n: usize) -> Result<&mut [u8], NoRoom> {
+        let len = self.len.min(len);
+        if at > len {
             return Err(NoRoom);
         }
         let from = self.start;
-        if from >= n {
+        // The frame as it will be, in one bounds check.
+        let w = if from >= n {
+            let w = self.buf.get_mut(from - n..).ok_or(NoRoom)?;
+            let w = w.get_mut(..len + n).ok_or(NoRoom)?;
             // The Ethernet header (with a VLAN tag or without) moves as a
             // fixed-size copy the compiler inlines, not a memmove call.
             match at {
-                14 => self.move_front::<14>(from, n),
-                18 => self.move_front::<18>(from, n),
-                _ => self.buf.copy_within(from..from + at, from - n),
+                14 => move_front::<14>(w, n),
+                18 => move_front::<18>(w, n),
+                _ => w.copy_within(n..n + at, 0),
             }
             self.start = from - n;
+            w
         } else {
-            let end = from + self.len;
-            if self.buf.len() - end < n {
-                return Err(NoRoom);
-            }
-            self.buf.copy_within(from + at..end, from + at + n);
-        }
-        self.len += n;
-        Ok(())
-    }
-
-    /// Moves the `K` bytes at `from` to `from - n` (through a copy: the
-    /// two may overlap).
-    #[inline(always)]
-    fn move_front<const K: usize>(&mut self, from: usize, n: usize) {
-        let mut head = [0u8; K];
-        head.copy_from_slice(&self.buf[from..from + K]);
-        self.buf[from - n..from - n + K].copy_from_slice(&head);
+            let w = self.buf.get_mut(from..).ok_or(NoRoom)?;
+            let w = w.get_mut(..len + n).ok_or(NoRoom)?;
+            w.copy_within(at..len, at + n);
+            w
+        };
+        self.len = len + n;
+        Ok(w)
     }
 
     /// Removes `n` bytes at offset `at` by moving the bytes in front of them
@@ -142,6 +141,15 @@ impl<'a> Frame<'a> {
         self.start += n;
         self.len -= n;
     }
+}
+
+/// Moves the `K` bytes at `n` of `w` to its front (through a copy: the
+/// two may overlap).
+#[inline(always)]
+fn move_front<const K: usize>(w: &mut [u8], n: usize) {
+    let mut head = [0u8; K];
+    head.copy_from_slice(&w[n..n + K]);
+    w[..K].copy_from_slice(&head);
 }
 
 #[cfg(test)]
@@ -172,50 +180,59 @@ mod tests {
         assert_eq!(f.insert_gap(0, 4), Err(NoRoom));
     }
 
+    /// `open_front_gap` next to `truncate` and `insert_gap`: the same
+    /// frame, and the slice it returns is the frame's bytes.
+    fn open_like_insert(buf: &[u8], head: usize, len: usize, end: usize, at: usize, n: usize) {
+        let (mut a, mut b) = (buf.to_vec(), buf.to_vec());
+        let mut fa = Frame::new(&mut a, head, len);
+        let mut fb = Frame::new(&mut b, head, len);
+        let before = fb.data().to_vec();
+        fa.truncate(end);
+        let ra = fa.insert_gap(at, n);
+        let rb = fb.open_front_gap(end, at, n).map(|w| w.to_vec());
+        let case = format!("head {head} len {len} end {end} at {at} n {n}");
+        assert_eq!(ra, rb.clone().map(|_| ()), "{case}");
+        match rb {
+            Ok(w) => {
+                assert_eq!((fa.start(), fa.len()), (fb.start(), fb.len()), "{case}");
+                assert_eq!(&fb.data()[..at], &fa.data()[..at], "{case}");
+                assert_eq!(&fb.data()[at + n..], &fa.data()[at + n..], "{case}");
+                assert_eq!(&w[..], fb.data(), "{case}");
+            }
+            Err(_) => assert_eq!(fb.data(), &before[..], "{case}"),
+        }
+    }
+
     #[test]
-    fn a_front_gap_is_an_inserted_gap() {
+    fn an_opened_front_gap_is_an_inserted_gap() {
         for (head, tail) in [(0, 3), (3, 0), (2, 3), (5, 5), (0, 0), (2, 2)] {
-            let mut a = vec![0u8; head + 8 + tail];
-            a[head..head + 8].copy_from_slice(b"abcdefgh");
-            let mut b = a.clone();
-            let mut fa = Frame::new(&mut a, head, 8);
-            let mut fb = Frame::new(&mut b, head, 8);
-            let (ra, rb) = (fa.insert_gap(2, 3), fb.insert_front_gap(2, 3));
-            assert_eq!(ra, rb, "head {head} tail {tail}");
-            assert_eq!((fa.start(), fa.len()), (fb.start(), fb.len()));
-            if ra.is_ok() {
-                assert_eq!(&fb.data()[..2], b"ab");
-                assert_eq!(&fb.data()[5..], b"cdefgh");
-            } else {
-                assert_eq!(fb.data(), b"abcdefgh");
+            let mut buf = vec![0u8; head + 8 + tail];
+            buf[head..head + 8].copy_from_slice(b"abcdefgh");
+            for end in [8, 9, 6, 4, 1] {
+                open_like_insert(&buf, head, 8, end, 2, 3);
             }
         }
-        // The Ethernet header's fixed-size moves, short and long gaps.
+        // The Ethernet header's fixed-size moves, short and long gaps,
+        // padding cut or none.
         for (at, n, head) in [
             (14, 20, 64),
             (18, 20, 64),
             (14, 40, 40),
             (14, 4, 4),
             (18, 2, 20),
+            (14, 20, 0),
         ] {
-            let body: Vec<u8> = (0..60u8).collect();
-            let mut a = vec![0u8; head + body.len() + 8];
-            a[head..head + body.len()].copy_from_slice(&body);
-            let mut b = a.clone();
-            let mut fa = Frame::new(&mut a, head, body.len());
-            let mut fb = Frame::new(&mut b, head, body.len());
-            assert_eq!(fa.insert_gap(at, n), fb.insert_front_gap(at, n));
-            assert_eq!(
-                (fa.start(), fa.len()),
-                (fb.start(), fb.len()),
-                "at {at} n {n}"
-            );
-            assert_eq!(&fb.data()[..at], &body[..at]);
-            assert_eq!(&fb.data()[at + n..], &body[at..]);
+            let mut buf = vec![0u8; head + 60 + 24];
+            for (i, b) in buf[head..head + 60].iter_mut().enumerate() {
+                *b = i as u8 + 1;
+            }
+            for end in [60, 100, 50] {
+                open_like_insert(&buf, head, 60, end, at, n);
+            }
         }
         let mut buf = [0u8; 16];
         let mut f = Frame::new(&mut buf, 4, 6);
-        assert_eq!(f.insert_front_gap(7, 1), Err(NoRoom));
+        assert_eq!(f.open_front_gap(6, 7, 1), Err(NoRoom));
     }
 
     #[test]

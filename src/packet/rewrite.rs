@@ -141,25 +141,22 @@ pub fn route_endpoint(
             let new = u32::from_ne_bytes(a.octets());
             let old = u32::from_ne_bytes([ip[at], ip[at + 1], ip[at + 2], ip[at + 3]]);
             ip[at..at + 4].copy_from_slice(&new.to_ne_bytes());
-            let d_addr = u64::from(!old) + u64::from(new);
-            // The TTL is the first byte of its 16-bit word: one less is
-            // this constant change of the word.
+            let d_addr = add1c(!old, new);
             ip[8] -= 1;
-            let d_ttl = u64::from(!u16::from_ne_bytes([1, 0]));
             let c = u16::from_ne_bytes([ip[10], ip[11]]);
-            ip[10..12].copy_from_slice(&apply_ne(c, d_addr + d_ttl).to_ne_bytes());
+            ip[10..12].copy_from_slice(&apply_ne(c, d_addr, D_TTL).to_ne_bytes());
             d_addr
         }
         (IpVersion::V6, IpAddr::V6(a)) => {
             let ip: &mut [u8; 40] = (&mut head[p.l3..p.l3 + 40]).try_into().unwrap();
             let at = if side == Side::Src { 8 } else { 24 };
             let new = a.octets();
-            let mut d_addr = 0u64;
+            let mut d_addr = 0u32;
             for i in (0..16).step_by(4) {
                 let o = &ip[at + i..at + i + 4];
                 let old = u32::from_ne_bytes([o[0], o[1], o[2], o[3]]);
                 let n = u32::from_ne_bytes([new[i], new[i + 1], new[i + 2], new[i + 3]]);
-                d_addr += u64::from(!old) + u64::from(n);
+                d_addr = add1c(add1c(d_addr, !old), n);
             }
             ip[at..at + 16].copy_from_slice(&new);
             ip[7] -= 1;
@@ -176,8 +173,8 @@ pub fn route_endpoint(
     if udp && c == 0 {
         return Ok(());
     }
-    let d_port = u64::from(!old_port) + u64::from(new_port);
-    let mut n = apply_ne(c, d_addr + d_port);
+    let d_port = u32::from(!old_port) + u32::from(new_port);
+    let mut n = apply_ne(c, d_addr, d_port);
     // 0 and 0xffff are their own byte swaps.
     if udp && n == 0 {
         n = 0xffff;
@@ -199,51 +196,76 @@ pub fn route_endpoint_v4(
     addr: std::net::Ipv4Addr,
     port: u16,
 ) {
+    // Chosen once for the whole rewrite: each protocol's checksum offset
+    // and zero-checksum rules are constants in its own copy.
+    if f.is_udp() {
+        route_endpoint_v4_of::<true>(frame, side, addr, port);
+    } else {
+        route_endpoint_v4_of::<false>(frame, side, addr, port);
+    }
+}
+
+/// [`route_endpoint_v4`] of a UDP (`UDP`) or TCP packet.
+#[inline(always)]
+fn route_endpoint_v4_of<const UDP: bool>(
+    frame: &mut [u8],
+    side: Side,
+    addr: std::net::Ipv4Addr,
+    port: u16,
+) {
     const L3: usize = 14;
     const L4: usize = L3 + 20;
     let Some(h) = frame.first_chunk_mut::<FLOW_HEADERS>() else {
         return;
     };
     debug_assert!(h[L3 + 8] > 1);
-    let (csum_at, udp) = if f.is_udp() {
-        (L4 + 6, true)
-    } else {
-        (L4 + 16, false)
-    };
+    let csum_at = L4 + if UDP { 6 } else { 16 };
     let at = L3 + if side == Side::Src { 12 } else { 16 };
     let new = u32::from_ne_bytes(addr.octets());
     let old = u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
     h[at..at + 4].copy_from_slice(&new.to_ne_bytes());
-    let d_addr = u64::from(!old) + u64::from(new);
-    // The TTL is the first byte of its 16-bit word: one less is this
-    // constant change of the word.
+    let d_addr = add1c(!old, new);
     h[L3 + 8] -= 1;
-    let d_ttl = u64::from(!u16::from_ne_bytes([1, 0]));
     let c = u16::from_ne_bytes([h[L3 + 10], h[L3 + 11]]);
-    h[L3 + 10..L3 + 12].copy_from_slice(&apply_ne(c, d_addr + d_ttl).to_ne_bytes());
+    h[L3 + 10..L3 + 12].copy_from_slice(&apply_ne(c, d_addr, D_TTL).to_ne_bytes());
     let port_at = L4 + if side == Side::Src { 0 } else { 2 };
     let old_port = u16::from_ne_bytes([h[port_at], h[port_at + 1]]);
     let new_port = u16::from_ne_bytes(port.to_be_bytes());
     h[port_at..port_at + 2].copy_from_slice(&new_port.to_ne_bytes());
     let c = u16::from_ne_bytes([h[csum_at], h[csum_at + 1]]);
     // IPv4 UDP without checksum.
-    if udp && c == 0 {
+    if UDP && c == 0 {
         return;
     }
-    let d_port = u64::from(!old_port) + u64::from(new_port);
-    let mut n = apply_ne(c, d_addr + d_port);
+    let d_port = u32::from(!old_port) + u32::from(new_port);
+    let mut n = apply_ne(c, d_addr, d_port);
     // 0 and 0xffff are their own byte swaps.
-    if udp && n == 0 {
+    if UDP && n == 0 {
         n = 0xffff;
     }
     h[csum_at..csum_at + 2].copy_from_slice(&n.to_ne_bytes());
 }
 
-/// A checksum after a change whose unfolded delta is `d`, both in the same
-/// byte order.
+/// The TTL is the first byte of its 16-bit word: one less is this
+/// constant change of the word, in native order.
+const D_TTL: u32 = !u16::from_ne_bytes([1, 0]) as u32;
+
+/// One's complement sum of two 32-bit words: the add's carry added back
+/// in (an `add` and an `adc`), so that a delta of 32-bit words stays in
+/// 32 bits and needs no 64-bit fold. 0 only for 0 and 0.
 #[inline(always)]
-fn apply_ne(checksum: u16, d: u64) -> u16 {
-    !checksum::fold(checksum::fold64(u64::from(!checksum) + d))
+fn add1c(a: u32, b: u32) -> u32 {
+    let (s, carry) = a.overflowing_add(b);
+    // No second carry: with one, `s` is at most 0xffff_fffe.
+    s + u32::from(carry)
+}
+
+/// A checksum after a change whose one's complement delta is `d` (32-bit
+/// words, see [`add1c`]) plus `small` (a few 16-bit words' delta, under
+/// 2^31), all in the checksum's byte order.
+#[inline(always)]
+fn apply_ne(checksum: u16, d: u32, small: u32) -> u16 {
+    !checksum::fold(add1c(d, u32::from(!checksum) + small))
 }
 
 /// Rewrites only the address of one end, for packets without ports (the outer
@@ -466,17 +488,26 @@ pub fn complete_partial_checksum(frame: &mut [u8], p: &Parsed) -> bool {
 /// read the same way; the completion is the general one's.
 #[inline(always)]
 pub fn complete_partial_checksum_v4(frame: &mut [u8], f: &V4Flow) -> bool {
+    // Chosen once: each protocol's field offset and number are constants
+    // in its own copy (the number folds into the length's add).
+    if f.is_udp() {
+        complete_partial_checksum_v4_of::<true>(frame, f.ip_len)
+    } else {
+        complete_partial_checksum_v4_of::<false>(frame, f.ip_len)
+    }
+}
+
+/// [`complete_partial_checksum_v4`] of a UDP (`UDP`) or TCP packet of IP
+/// length `ip_len`.
+#[inline(always)]
+fn complete_partial_checksum_v4_of<const UDP: bool>(frame: &mut [u8], ip_len: u16) -> bool {
     const L4: usize = 34;
     let Some(h) = frame.first_chunk::<FLOW_HEADERS>() else {
         return false;
     };
-    let (at, proto) = if f.is_udp() {
-        (L4 + 6, 17u8)
-    } else {
-        (L4 + 16, 6u8)
-    };
+    let (at, proto) = if UDP { (L4 + 6, 17u8) } else { (L4 + 16, 6u8) };
     // The IP length covers the header and the transport header.
-    let len = usize::from(f.ip_len) - 20;
+    let len = usize::from(ip_len) - 20;
     let rest = u64::from((u32::from(proto) + len as u32).to_be());
     let words = ne32(h, 26) + ne32(h, 30);
     let stored = u16::from_ne_bytes([h[at], h[at + 1]]);
@@ -541,6 +572,35 @@ mod tests {
 
     const SRC: MacAddr = [0x02, 0, 0, 0, 0, 0x01];
     const DST: MacAddr = [0x02, 0, 0, 0, 0, 0x02];
+
+    /// The 32-bit update gives the checksum the 64-bit sum folded twice
+    /// gives, 0 and 0xffff alike.
+    #[test]
+    fn the_32_bit_update_is_the_64_bit_one() {
+        let old = |c: u16, d: u64| !checksum::fold(checksum::fold64(u64::from(!c) + d));
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let edges = [0, 1, 0xffff, 0xfffe, 0xffff_ffff, 0x8000_0000];
+        for i in 0..20_000 {
+            let r = next();
+            let (mut a, mut b) = (r as u32, (r >> 32) as u32);
+            if i < 36 {
+                (a, b) = (edges[i / 6], edges[i % 6]);
+            }
+            let c = next() as u16;
+            let small = u32::from(next() as u16) + u32::from(next() as u16);
+            assert_eq!(
+                apply_ne(c, add1c(!a, b), small),
+                old(c, u64::from(!a) + u64::from(b) + u64::from(small)),
+                "{a:#x} {b:#x} {c:#x} {small:#x}"
+            );
+        }
+    }
 
     #[test]
     fn eth_addrs_lie_as_the_ethernet_header_holds_them() {
