@@ -1968,6 +1968,18 @@ mod tests {
         }
     }
 
+    /// Clocks (ms) the reach tests try: around 0, a tick's edges, and the
+    /// deadline field's wrap.
+    const REACH_CLOCKS: [u64; 7] = [
+        0,
+        1,
+        63,
+        64,
+        1_234_567,
+        DEADLINE_MASK * TICK_MS - 1,
+        (5 << 28) * TICK_MS + 17,
+    ];
+
     /// `timer::worth_touch_reach` of a timeout's reach is `worth_touch` of
     /// the timeout: timeouts below, at and past the clamp, clocks at every
     /// offset within a tick and past the 28-bit wrap, deadlines on both
@@ -1988,15 +2000,7 @@ mod tests {
             cap + 1,
             u64::MAX / 4,
         ];
-        let clocks = [
-            0,
-            1,
-            63,
-            64,
-            1_234_567,
-            DEADLINE_MASK * TICK_MS - 1,
-            (5 << 28) * TICK_MS + 17,
-        ];
+        let clocks = REACH_CLOCKS;
         for ms in timeouts {
             let reach = timer::reach(ms);
             for base in clocks {
@@ -2027,15 +2031,7 @@ mod tests {
     fn unchanged_deadline_of_a_sure_reach_is_live() {
         let cap = (MAX_TIMEOUT_TICKS - 1) * TICK_MS;
         let last = (MAX_TIMEOUT_TICKS - COARSE_TICKS) * TICK_MS;
-        let clocks = [
-            0,
-            1,
-            63,
-            64,
-            1_234_567,
-            DEADLINE_MASK * TICK_MS - 1,
-            (5 << 28) * TICK_MS + 17,
-        ];
+        let clocks = REACH_CLOCKS;
         let expired_unchanged = |ms: u64| {
             let reach = timer::reach(ms);
             let mut found = false;
