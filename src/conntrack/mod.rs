@@ -154,7 +154,7 @@ use crate::Millis;
 use state::{tcp_next, LiveTimeouts, TcpTable, STATES};
 pub use state::{ConnState, Timeouts};
 use table::{addr_bits, proto_code, proto_from_code, timer, Fresh, Kind, Placed, Refused};
-use table::{Judge, Layout, Shard, Snap, Timer, Tuple, MAX_ID};
+use table::{gen_of_meta, Judge, Layout, Shard, Snap, Timer, Tuple, MAX_ID};
 
 /// Which way a packet goes on its connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -314,6 +314,29 @@ impl Hit {
     pub fn method(&self) -> ForwardMethod {
         self.snap.method()
     }
+
+    /// What finds this entry again without a lookup
+    /// ([`ConnTable::quiet_remembered`]): an IPv4 client→VIP hit's slot
+    /// and meta word; `None` for any other hit.
+    #[inline(always)]
+    pub fn remembered(&self) -> Option<Remembered> {
+        (!self.snap.v6 && self.dir == Direction::Original).then_some(Remembered {
+            meta: self.snap.meta(),
+            slot: self.snap.slot,
+        })
+    }
+}
+
+/// An IPv4 connection entry as a lookup's [`Hit`] found it, for a worker to
+/// find it again without the lookup ([`ConnTable::quiet_remembered`]): its
+/// slot, and its meta word, which only the entry's insert and release
+/// write, each with a new generation, so that the word read again unchanged
+/// is the same entry (its key, real server, method and protocol). Only a
+/// hint: a slot reused since reads another meta word.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Remembered {
+    meta: u64,
+    slot: u32,
 }
 
 /// A flow key's place in the table for one direction ([`ConnTable::probe`]):
@@ -993,6 +1016,24 @@ impl ConnTable {
         } else {
             s.alive(now).then_some(false)
         }
+    }
+
+    /// Whether the entry `r` remembers is still that connection and a
+    /// client→VIP packet with `flags` at `now` leaves it as it is, alive
+    /// ([`ConnTable::quiet`]): what [`ConnTable::find_probe`] and
+    /// [`ConnTable::update_hit`] would find and do for the packet (a hit
+    /// with nothing to write) but read from the entry's meta and timer
+    /// words alone. False where the lookup is needed to tell: the entry
+    /// released or reused (its meta word moved on; the timer's generation
+    /// no longer the meta word's), or the packet changes it.
+    #[inline(always)]
+    pub fn quiet_remembered(&self, r: Remembered, flags: Option<TcpFlags>, now: Millis) -> bool {
+        let Some((m, t)) = self.v4.meta_and_timer(r.slot) else {
+            return false;
+        };
+        m == r.meta
+            && t.gen_matches(gen_of_meta(m))
+            && self.quiet(t, m as u8, Direction::Original, flags, now)
     }
 
     /// [`ConnTable::lookup_reply`] for the pipeline's frame path, as

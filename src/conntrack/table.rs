@@ -266,6 +266,12 @@ pub(super) struct Snap {
     w: [u64; 10],
 }
 
+/// The generation a meta word holds.
+#[inline(always)]
+pub(super) fn gen_of_meta(m: u64) -> u32 {
+    (m >> META_GEN_SHIFT) as u32
+}
+
 impl Snap {
     /// This entry as a shard of family `V6` holds it: for IPv4 the words
     /// past its five are zero and the family is a constant, as
@@ -288,6 +294,10 @@ impl Snap {
     }
     pub fn gen(&self) -> u32 {
         (self.w[0] >> META_GEN_SHIFT) as u32
+    }
+    /// The meta word as the read found it.
+    pub fn meta(&self) -> u64 {
+        self.w[0]
     }
     pub fn meta_flags(&self) -> u8 {
         self.w[0] as u8
@@ -901,6 +911,20 @@ impl Shard {
 
     pub fn timer_word(&self, slot: u32) -> &AtomicU64 {
         self.word(slot, 1)
+    }
+
+    /// `slot`'s meta word and then its timer word, each an acquire load;
+    /// `None` for a slot past the shard's end. No seqlock read: a caller
+    /// that holds an earlier read of the meta word learns from its value
+    /// alone that the entry is the one it read (only an insert and a
+    /// release write it, and both move the generation), and from the
+    /// timer's generation that the timer is still that entry's.
+    #[inline(always)]
+    pub fn meta_and_timer(&self, slot: u32) -> Option<(u64, Timer)> {
+        let base = slot as usize * self.stride;
+        let w = self.words.get(base..base + 2)?;
+        let m = w[0].load(Ordering::Acquire);
+        Some((m, Timer(w[1].load(Ordering::Acquire))))
     }
 
     /// The entry whose `meta` read `m1` (LIVE) in `slot`'s `words`, copied

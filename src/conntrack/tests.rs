@@ -1641,3 +1641,65 @@ fn a_hit_s_conn_is_the_lookup_s() {
     assert!(t.remove(&hit.handle(), now));
     assert_eq!(t.hit_conn(&hit.handle(), hit.dir), None);
 }
+
+/// A remembered client→VIP hit reads as quiet exactly while the lookup
+/// would find that entry and the packet leave it as it is: not for a
+/// packet that changes its state or a deadline worth moving, nor once the
+/// entry is released, nor for a new entry of the same key.
+#[test]
+fn a_remembered_entry_is_quiet_only_while_it_is_the_lookup_s_with_nothing_to_write() {
+    let (t, _d) = table(1000);
+    let now = Millis(1);
+    let key = client_key(L4Proto::Tcp, 4321);
+    let n = new_conn(key, ForwardMethod::Nat, 1);
+    let hit = |flags: TcpFlags| {
+        let mut probe = t.probe(&key, Direction::Original);
+        t.find_probe(&mut probe, Some(flags), now).unwrap()
+    };
+    let establish = || {
+        t.open(&n, Some(SYN), now).unwrap();
+        let h = hit(ACK);
+        let r = h.remembered().expect("an IPv4 client→VIP hit");
+        assert!(
+            !t.quiet_remembered(r, Some(ACK), now),
+            "SYN_RECV to ESTABLISHED"
+        );
+        assert_eq!(
+            t.update_hit(&h, Some(ACK), now),
+            Some(ConnState::Established)
+        );
+        r
+    };
+    let r = establish();
+    let h = hit(ACK);
+    assert_eq!(h.remembered(), Some(r), "the same entry, found again");
+    assert!(t.quiet_remembered(r, Some(ACK), now));
+    assert!(t.quiet_remembered(r, None, now), "a segment of no flag");
+    assert!(
+        !t.quiet_remembered(r, Some(FIN), now),
+        "a FIN moves the state"
+    );
+    assert!(!t.quiet_remembered(r, Some(RST), now));
+    // Two seconds on, the ACK moves the deadline by more than a second.
+    let later = Millis(now.0 + 2_000);
+    assert!(
+        !t.quiet_remembered(r, Some(ACK), later),
+        "a deadline worth moving"
+    );
+    // An hour on, past ESTABLISHED's 15 minutes.
+    let expired = Millis(now.0 + 3_600_000);
+    assert!(!t.quiet_remembered(r, Some(ACK), expired), "expired");
+    let reply = key.reply_from(n.real.ip(), n.real.port());
+    let mut probe = t.probe(&reply, Direction::Reply);
+    let back = t.find_probe(&mut probe, Some(ACK), now).unwrap();
+    assert_eq!(back.remembered(), None, "a reply hit is not remembered");
+    assert!(t.remove(&h.handle(), now));
+    assert!(!t.quiet_remembered(r, Some(ACK), now), "released");
+    let again = establish();
+    assert_ne!(again, r);
+    assert!(
+        !t.quiet_remembered(r, Some(ACK), now),
+        "another entry of the key"
+    );
+    assert!(t.quiet_remembered(again, Some(ACK), now));
+}
