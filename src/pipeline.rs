@@ -51,7 +51,8 @@ use crate::counters::WorkerCounters;
 use crate::forward::{dr, nat, tun};
 use crate::neigh::{NextHop, NextHops, PortId, Unresolved};
 use crate::packet::{
-    parse, parse_flow, reset, rewrite, FlowKey, Frame, L4Proto, Parsed, Quoted, TcpFlags, Transport,
+    parse, parse_flow, reset, rewrite, FlowKey, Frame, L4Proto, Parsed, Quoted, TcpFlags,
+    Transport, V4Flow,
 };
 use crate::sched::Scheduler;
 use crate::service::{
@@ -60,6 +61,7 @@ use crate::service::{
 };
 use crate::verdict::{DropReason, Verdict};
 use crate::Millis;
+use flow_cache::FlowCache;
 
 /// Buckets of the connection table swept per millisecond, by whichever
 /// worker ends a batch first in that millisecond.
@@ -140,6 +142,8 @@ pub struct Snapshot {
     has_thresholds: Vec<bool>,
     /// Every real server address of this snapshot and of those it follows.
     real_addrs: AddrFilter,
+    /// Every virtual service address of this snapshot.
+    vips: AddrFilter,
 }
 
 /// A set of addresses that may hold false positives, never false
@@ -152,22 +156,24 @@ pub struct Snapshot {
 /// since stays in the set of the snapshots that follow).
 #[derive(Clone, Debug)]
 struct AddrFilter {
-    bits: Box<[u64; ADDR_FILTER_WORDS]>,
+    /// One byte per hash value, non-zero where an address added has it: a
+    /// test is one load, where a bit's word and mask took a dozen steps.
+    marks: Box<[u8; ADDR_FILTER_SLOTS]>,
 }
 
-/// Words of an [`AddrFilter`]: 4096 bits, a power of two.
-const ADDR_FILTER_WORDS: usize = 64;
+/// Hash values of an [`AddrFilter`]: 4096, a power of two.
+const ADDR_FILTER_SLOTS: usize = 4096;
 
 impl AddrFilter {
     fn empty() -> AddrFilter {
         AddrFilter {
-            bits: Box::new([0; ADDR_FILTER_WORDS]),
+            marks: Box::new([0; ADDR_FILTER_SLOTS]),
         }
     }
 
-    /// The address's bit: its word and the bit in it.
+    /// The address's hash value, below [`ADDR_FILTER_SLOTS`].
     #[inline(always)]
-    fn bit(addr: IpAddr) -> (usize, u64) {
+    fn slot(addr: IpAddr) -> usize {
         let folded = match addr {
             IpAddr::V4(a) => u64::from(u32::from_ne_bytes(a.octets())),
             IpAddr::V6(a) => {
@@ -175,20 +181,18 @@ impl AddrFilter {
                 (b as u64) ^ ((b >> 64) as u64)
             }
         };
-        let h = folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52;
-        ((h >> 6) as usize % ADDR_FILTER_WORDS, 1 << (h & 63))
+        (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - ADDR_FILTER_SLOTS.trailing_zeros()))
+            as usize
     }
 
     fn add(&mut self, addr: IpAddr) {
-        let (w, b) = Self::bit(addr);
-        self.bits[w] |= b;
+        self.marks[Self::slot(addr)] = 1;
     }
 
     /// False only for an address never added.
     #[inline(always)]
     fn may_hold(&self, addr: IpAddr) -> bool {
-        let (w, b) = Self::bit(addr);
-        self.bits[w] & b != 0
+        self.marks[Self::slot(addr)] != 0
     }
 }
 
@@ -255,6 +259,10 @@ impl Snapshot {
         for r in services.services().iter().flat_map(|s| &s.reals) {
             real_addrs.add(r.addr);
         }
+        let mut vips = AddrFilter::empty();
+        for s in services.services() {
+            vips.add(s.key.addr);
+        }
         Snapshot {
             services,
             ports,
@@ -264,6 +272,7 @@ impl Snapshot {
             paths,
             has_thresholds,
             real_addrs,
+            vips,
         }
     }
 
@@ -328,6 +337,9 @@ struct Engine {
     held: Option<IpAddr>,
     /// Next hops toward clients resolved under the current snapshot.
     hops: HopCache,
+    /// The IPv4 client→VIP flows forwarded lately, under the current
+    /// snapshot.
+    flows: FlowCache,
     /// This worker's per-real-server traffic, read by the control plane.
     traffic: Arc<RealTraffic>,
     /// IPv4 identification of non-DF tunnel packets.
@@ -357,6 +369,7 @@ impl Pipeline {
                 waiting: None,
                 held: None,
                 hops: HopCache::new(),
+                flows: FlowCache::new(),
                 traffic,
                 ip_id: worker.wrapping_mul(0x1000),
                 swept: Millis(0),
@@ -381,6 +394,7 @@ impl Pipeline {
     pub fn set_snapshot(&mut self, snap: Arc<Snapshot>) {
         self.snap = snap;
         self.engine.hops.clear();
+        self.engine.flows.clear();
     }
 
     pub fn snapshot(&self) -> &Arc<Snapshot> {
@@ -541,16 +555,25 @@ impl Pipeline {
             let result = e.classify(snap, rx, frame);
             return e.verdict(result);
         };
+        // Only a frame to a virtual service's address looks for its flow
+        // and its service: the filter tells most others (the NAT real
+        // servers' answers, the host's own frames) in a few instructions.
+        if snap.vips.may_hold(f.dst.into()) {
+            if let Some(result) = e.cached(rx, snap, &f, frame) {
+                return e.verdict(result);
+            }
+            if let Some(found) = f.service(&snap.services) {
+                let result = e.for_service(rx, snap, found, &f, frame);
+                return e.verdict(result);
+            }
+        }
         // `flow`'s steps (an IPv4 packet has no UDP checksum to refuse),
         // each path ending in its own verdict: a frame for the host leaves
         // with its reason a constant, not merged with every other path's.
-        let result = match f.service(&snap.services) {
-            Some(found) => e.for_service(rx, snap, found, &f, frame),
-            None if !snap.real_addrs.may_hold(f.src()) => {
-                return e.verdict(Err(DropReason::NoConnection));
-            }
-            None => e.nat_answer(now, snap, &f, frame),
-        };
+        if !snap.real_addrs.may_hold(f.src()) {
+            return e.verdict(Err(DropReason::NoConnection));
+        }
+        let result = e.nat_answer(now, snap, &f, frame);
         e.verdict(result)
     }
 
@@ -572,6 +595,40 @@ impl Pipeline {
 }
 
 impl Engine {
+    /// A packet of a flow the flow cache holds, whose connection entry the
+    /// packet leaves as it is: forwarded as [`Engine::service_packet`]
+    /// forwards it after the lookups it spares (the service's, the
+    /// connection's, the real server's in the service), which found what
+    /// the cache holds when it was filled. `None` for every other packet,
+    /// which takes the lookups: a SYN (it may reuse a finished
+    /// connection's ports), a flow the cache does not hold, one whose entry
+    /// moved on or that the packet changes.
+    #[inline(always)]
+    fn cached(
+        &mut self,
+        rx: Rx,
+        snap: &Snapshot,
+        f: &V4Flow,
+        frame: &mut Frame<'_>,
+    ) -> Option<Sent> {
+        if f.tcp_flags & TcpFlags::SYN != 0 {
+            return None;
+        }
+        let c = *self.flows.get(f)?;
+        if !self.conns.quiet_remembered(c.conn, f.flags(), rx.now) {
+            return None;
+        }
+        let (si, ri) = (u32::from(c.si), usize::from(c.ri));
+        let real = snap.services.service(si)?.reals.get(ri)?;
+        let path = snap.paths.get(si as usize)?.get(ri)?;
+        self.complete_checksum(f, frame);
+        let sent = self.forward(snap, rx.ingress, f, real, path, frame);
+        if sent.is_ok() {
+            self.traffic.count_in(real.id, f.ip_len());
+        }
+        Some(sent)
+    }
+
     /// The frame's verdict, counted: a transmit with its next hop known
     /// and a drop inline (a frame for the host is dropped as often as a
     /// frame of a service is sent), a hold in [`Engine::rare_verdict`].
@@ -723,6 +780,7 @@ impl Engine {
                         if state != c.state() {
                             self.changed_hit(c.handle(), c.dir, state, rx.now);
                         }
+                        p.remember(&mut self.flows, &c, si, ri);
                         break 'placed (c.real_id(), ri, real);
                     }
                 }
@@ -1305,6 +1363,7 @@ fn is_martian(addr: IpAddr) -> bool {
     }
 }
 
+mod flow_cache;
 mod flow_packet;
 use flow_packet::{FlowPacket, General};
 mod outbox;

@@ -9,6 +9,8 @@
 
 use std::net::IpAddr;
 
+use super::flow_cache::FlowCache;
+use crate::conntrack::Hit;
 use crate::forward::nat;
 use crate::neigh::NextHop;
 use crate::packet::encap::Inner4;
@@ -55,6 +57,10 @@ pub(super) trait FlowPacket {
     /// What TUN's header template reads of an IPv4 packet in `frame`, the
     /// frame it was read from; `None` for IPv6.
     fn inner4(&self, frame: &[u8]) -> Option<Inner4>;
+    /// Keeps the hit `c` of this packet's connection, in service `si` at
+    /// real server position `ri`, in the flow cache, where the packet's
+    /// form is one the cache holds (the fast path's).
+    fn remember(&self, flows: &mut FlowCache, c: &Hit, si: ServiceIndex, ri: usize);
     /// Calls `f` with the packet's [`Parsed`] and its frame, for the paths
     /// written over it alone (a reset, TUN's general encapsulation).
     fn with_parsed<R>(
@@ -155,6 +161,10 @@ impl FlowPacket for General<'_> {
         Inner4::of(self.p)
     }
 
+    /// Not held: the cache is the fast path's.
+    #[inline(always)]
+    fn remember(&self, _: &mut FlowCache, _: &Hit, _: ServiceIndex, _: usize) {}
+
     #[inline(always)]
     fn with_parsed<R>(
         &self,
@@ -239,6 +249,13 @@ impl FlowPacket for V4Flow {
     #[inline(always)]
     fn inner4(&self, frame: &[u8]) -> Option<Inner4> {
         Some(Inner4::of_flow(self, frame))
+    }
+
+    #[inline(always)]
+    fn remember(&self, flows: &mut FlowCache, c: &Hit, si: ServiceIndex, ri: usize) {
+        if let Some(r) = c.remembered() {
+            flows.put(self, r, si, ri);
+        }
     }
 
     #[inline(always)]
