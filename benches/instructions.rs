@@ -6,7 +6,9 @@
 //! connection opened, the table warm), so only the frame's own work counts:
 //! - `established::dr|nat|tun`: a data segment of an open connection;
 //!   `tun_1494` the same with a 1494-byte frame (the packet TUN moves grows
-//!   with it);
+//!   with it); `dr_uncached` DR's frame with the worker's flow cache
+//!   emptied first, as for a flow whose slot another flow took (the
+//!   lookups, and the slot filled again);
 //! - `nat_reply`: the NAT real server's answer to it;
 //! - `not_a_service`: a frame for the host itself (parse, service lookup,
 //!   reply lookup miss);
@@ -112,6 +114,15 @@ fn established_of(dport: u16, len: usize) -> Box<Case> {
     })
 }
 
+/// `established`, the worker's flow cache emptied (by a snapshot swap,
+/// the same snapshot again).
+fn established_uncached(dport: u16) -> Box<Case> {
+    let mut c = established(dport);
+    let snap = c.p.snapshot().clone();
+    c.p.set_snapshot(snap);
+    c
+}
+
 fn nat_reply() -> Box<Case> {
     let n = testnet::v4();
     let (mut p, mut buf) = warm(testnet::PORT_NAT, true);
@@ -170,6 +181,7 @@ fn new_connection() -> Box<Case> {
 #[bench::tun(setup = established, args = (testnet::PORT_TUN))]
 // The largest frame TUN forwards at an MTU of 1500 (1480 bytes of IP).
 #[bench::tun_1494(setup = established_of, args = (testnet::PORT_TUN, 1494))]
+#[bench::dr_uncached(setup = established_uncached, args = (testnet::PORT_DR))]
 fn established_frame(mut c: Box<Case>) -> (Verdict, Box<Case>) {
     let v = process(&mut c.p, &mut c.buf, black_box(&c.frame), c.port, 3);
     (black_box(v), c)
