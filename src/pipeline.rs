@@ -15,8 +15,10 @@
 //! What happens to a frame:
 //! - not IP → dropped as [`DropReason::NotIp`] (ARP and the like are the
 //!   kernel's: the steering program passes them, see below);
-//! - TCP/UDP to a virtual service → connection lookup, or scheduling of a new
-//!   connection, then the real server's forwarding method;
+//! - TCP/UDP to a virtual service → connection lookup (for an IPv4 flow
+//!   the worker forwarded lately, its flow cache: see `flow_cache.rs`), or
+//!   scheduling of a new connection, then the real server's forwarding
+//!   method;
 //! - TCP/UDP from a NAT real server that matches a connection → rewritten to
 //!   come from the VIP and routed to the client;
 //! - an ICMP error quoting a tracked connection → sent where that connection
