@@ -142,20 +142,21 @@ pub struct Snapshot {
     paths: Vec<Vec<RealPath>>,
     /// Whether any real server of the service has an upper threshold.
     has_thresholds: Vec<bool>,
-    /// Every real server address of this snapshot and of those it follows.
+    /// Every real server address of this snapshot and of those it follows,
+    /// so that a frame from anywhere else is known not to be a NAT real
+    /// server's answer before the connection table is asked: each NAT
+    /// connection's real server is one of them (the scheduler places
+    /// connections on the snapshot's servers, sync imports them only for a
+    /// configured one, and a real server deleted since stays in the set of
+    /// the snapshots that follow).
     real_addrs: AddrFilter,
     /// Every virtual service address of this snapshot.
     vips: AddrFilter,
 }
 
 /// A set of addresses that may hold false positives, never false
-/// negatives: one bit per hash of an address. The addresses of every real
-/// server a snapshot or one before it named, so that a frame from anywhere
-/// else is known not to be a NAT real server's answer before the
-/// connection table is asked: each NAT connection's real server is one of
-/// them (the scheduler places connections on the snapshot's servers, sync
-/// imports them only for a configured one, and a real server deleted
-/// since stays in the set of the snapshots that follow).
+/// negatives: one mark per hash value of an address (the snapshot's real
+/// server addresses, its VIPs).
 #[derive(Clone, Debug)]
 struct AddrFilter {
     /// One byte per hash value, non-zero where an address added has it: a
@@ -1410,7 +1411,7 @@ mod addr_filter_tests {
             f.add(v6(i));
         }
         assert!((0..32).all(|i| f.may_hold(v4(i)) && f.may_hold(v6(i))));
-        // At most 64 of 4096 bits set: about 1.6 % of other addresses of
+        // At most 64 of 4096 marks set: about 1.6 % of other addresses of
         // each family pass, about 3 % of these pairs.
         let passed = (1000..11_000)
             .filter(|&i| f.may_hold(v4(i)) || f.may_hold(v6(i)))
