@@ -495,16 +495,30 @@ fn bucket_at(h: u64, n: usize, i: usize) -> usize {
 // (at most the 7 other buckets' 105 slots). A lookup probes past the home
 // bucket only while that count is non-zero, and only as far as that index:
 // most misses read one cache line. A reply bucket's header also holds its
-// filter (bits 11..59, see `filter_one`); a tag bucket's, in bits 11..32,
-// how many times its guard was released, wrapping (`unlock`), so that an
-// insert can tell that nothing was placed since a lookup's miss
-// (`Shard::find_fwd_vacant`). It wraps after 2^21 inserts of keys homed in
-// that one bucket, which a worker would have to sleep through between one
-// frame's lookup and its insert (and the header then read the same in
+// filter (bits 11..59, see `filter_one`). A tag bucket's holds, in bits
+// 11..15, how many of its positions past the first [`FRONT`] are not
+// EMPTY (at most 11), and in bits 15..32 how many times
+// its guard was released, wrapping (`unlock`), so that an insert can tell
+// that nothing was placed since a lookup's miss
+// (`Shard::find_fwd_vacant`). It wraps after 2^17 inserts of keys homed
+// in that one bucket, which a worker would have to sleep through between
+// one frame's lookup and its insert (and the header then read the same in
 // every other bit) for the insert to skip a re-check it needed.
 const SPILL_ONE: u64 = 16;
-const INSERT_ONE: u32 = 1 << 11;
+const INSERT_ONE: u32 = 1 << 15;
 const SPILL_COUNT: u64 = 0x7f << 4;
+
+// The positions of a tag bucket a lookup reads first: inserts fill a
+// bucket from its front (`Shard::claim_in`), so a bucket holding at most
+// this many entries has them all there, and a miss in it reads four tags,
+// not fifteen. Past them a lookup reads on only while the header's back
+// count is non-zero: a claim adds to it after taking a position there and
+// before publishing its tag, a free subtracts after emptying the
+// position, so it never exceeds the 11 positions and reads 0 only when
+// no tag is published past the front.
+const FRONT: usize = 4;
+const BACK_ONE: u32 = 1 << 11;
+const BACK_COUNT: u32 = 0xf << 11;
 
 fn spill_plus(h: u64, i: usize) -> u64 {
     let max = ((h >> 1) & 7).max(i as u64 & 7);
@@ -553,18 +567,31 @@ fn filter_may_hold(h: u64, tag: u32) -> bool {
     (h >> (FILTER_SHIFT + 3 * ((tag >> 1) & 15))) & 7 != 0
 }
 
-/// The first position (1..=15) of `bucket` whose tag is `tag`, or 0: an
-/// unrolled run of a load, a compare and a branch per tag. Inlined into
-/// the lookup: as a call, the caller's values were spilled around it and
-/// each position was moved into the return register before its compare.
+/// The first position in `from..=to` of `bucket` whose tag is `tag`, or
+/// 0: an unrolled run of a load, a compare and a branch per tag. Inlined
+/// into the lookup: as a call, the caller's values were spilled around it
+/// and each position was moved into the return register before its
+/// compare.
 #[inline(always)]
-fn first_tag(bucket: &TagBucket, tag: u32) -> usize {
-    for p in 1..TAGS + 1 {
+fn first_tag(bucket: &TagBucket, tag: u32, from: usize, to: usize) -> usize {
+    for p in from..to + 1 {
         if bucket.0[p].load(Ordering::Relaxed) == tag {
             return p;
         }
     }
     0
+}
+
+/// The first position of `bucket` whose tag is `tag`, or 0, the back
+/// positions read only where the header `head` counts one (see [`FRONT`]).
+#[inline(always)]
+fn first_tag_of(bucket: &TagBucket, head: u32, tag: u32) -> usize {
+    let p = first_tag(bucket, tag, 1, FRONT);
+    if p == 0 && head & BACK_COUNT != 0 {
+        first_tag(bucket, tag, FRONT + 1, TAGS)
+    } else {
+        p
+    }
 }
 
 /// Bit `p` set for each position `p` (1..=15) of `bucket` whose tag is
@@ -1099,7 +1126,7 @@ impl Shard {
         };
         let bucket = &self.tags[home];
         let head = bucket.0[0].load(Ordering::Acquire);
-        let p = first_tag(bucket, tag);
+        let p = first_tag_of(bucket, head, tag);
         if p != 0 {
             let slot = (home * TAGS + p - 1) as u32;
             if let Some(s) = self.read_fwd_in::<V6>(slot, &key) {
@@ -1300,7 +1327,14 @@ impl Shard {
         } else {
             let b = range(h, self.tags.len());
             let tag = (h as u32) | 2;
-            for (p, w) in self.tags[b].0[1..].iter().enumerate() {
+            let bucket = &self.tags[b].0;
+            // The back positions only where the header counts one (`FRONT`).
+            let to = if bucket[0].load(Ordering::Relaxed) & BACK_COUNT != 0 {
+                TAGS
+            } else {
+                FRONT
+            };
+            for (p, w) in bucket[1..to + 1].iter().enumerate() {
                 if w.load(Ordering::Relaxed) == tag {
                     self.touch_slot(b * TAGS + p);
                 }
@@ -1567,12 +1601,22 @@ impl Shard {
     #[inline(always)]
     fn claim_in(&self, b: usize) -> Option<usize> {
         let bucket = &self.tags[b].0;
-        (1..TAGS + 1).find(|&p| {
-            bucket[p].load(Ordering::Relaxed) == EMPTY
-                && bucket[p]
-                    .compare_exchange(EMPTY, BUSY, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-        })
+        (1..TAGS + 1).find(|&p| bucket[p].load(Ordering::Relaxed) == EMPTY && self.claim_at(b, p))
+    }
+
+    /// Claims position `p` of bucket `b` (BUSY) if it is empty, counted in
+    /// the header if it lies past the front (see [`FRONT`]) before its tag
+    /// can be published.
+    #[inline(always)]
+    fn claim_at(&self, b: usize, p: usize) -> bool {
+        let bucket = &self.tags[b].0;
+        let won = bucket[p]
+            .compare_exchange(EMPTY, BUSY, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok();
+        if won && p > FRONT {
+            bucket[0].fetch_add(BACK_ONE, Ordering::Relaxed);
+        }
+        won
     }
 
     /// [`Shard::claim`] past a full home bucket: an empty position in the
@@ -1585,11 +1629,6 @@ impl Shard {
         reclaim: &mut impl FnMut(&Snap) -> bool,
     ) -> Option<(usize, usize, usize)> {
         let n = self.tags.len();
-        let try_claim = |b: usize, p: usize| {
-            self.tags[b].0[p]
-                .compare_exchange(EMPTY, BUSY, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-        };
         for i in 1..PROBE {
             if let Some(p) = self.claim_in(bucket_at(h, n, i)) {
                 return Some((i, bucket_at(h, n, i), p));
@@ -1604,7 +1643,7 @@ impl Shard {
                 let Some(s) = self.read((b * TAGS + p - 1) as u32) else {
                     continue;
                 };
-                if s.timer().expired(now) && reclaim(&s) && try_claim(b, p) {
+                if s.timer().expired(now) && reclaim(&s) && self.claim_at(b, p) {
                     return Some((i, b, p));
                 }
             }
@@ -1754,6 +1793,9 @@ impl Shard {
         let next_gen = ((gen.wrapping_add(1) & ((1 << GEN_BITS) - 1)) as u64) << META_GEN_SHIFT;
         self.word(slot, 0).store(next_gen, Ordering::Release);
         let was_published = self.tags[b].0[p].swap(EMPTY, Ordering::Release) > BUSY;
+        if p > FRONT {
+            self.tags[b].0[0].fetch_sub(BACK_ONE, Ordering::Relaxed);
+        }
         if was_published && b != home {
             spill_sub32(&self.tags[home].0[0]);
         }
@@ -2172,6 +2214,8 @@ mod tests {
             let v = shard.word(s.slot, i).load(Ordering::Relaxed);
             shard.word(moved, i).store(v, Ordering::Relaxed);
         }
+        // Position 5 lies past the front: counted, as a claim counts it.
+        shard.tags[b].0[0].fetch_add(BACK_ONE, Ordering::Relaxed);
         shard.tags[b].0[5].store(tag, Ordering::Relaxed);
         let other = shard.word(s.slot, 3).load(Ordering::Relaxed) ^ 1 << 40;
         shard.word(s.slot, 3).store(other, Ordering::Relaxed);
@@ -2249,6 +2293,72 @@ mod tests {
             let r = shard.find_reply(&s.reply_tuple(), Millis(1));
             assert_eq!(r.map(|r| r.slot), Some(s.slot));
         }
+    }
+
+    /// Each tag bucket's back count is the number of its positions past
+    /// the front that are not empty, through inserts that spill, releases
+    /// and reclaims of expired entries, and every live entry is found,
+    /// past the front too.
+    #[test]
+    fn back_count_counts_each_bucket_exactly() {
+        let shard = Shard::try_new(false, Layout::of(false, 64).unwrap()).unwrap();
+        let check = |live: &[Snap], now: Millis| {
+            for b in shard.tags.iter() {
+                let counted = (b.0[0].load(Ordering::Relaxed) & BACK_COUNT) / BACK_ONE;
+                let held = b.0[FRONT + 1..]
+                    .iter()
+                    .filter(|w| w.load(Ordering::Relaxed) != EMPTY)
+                    .count() as u32;
+                assert_eq!(counted, held);
+            }
+            for s in live {
+                let found = shard.find_fwd(&s.fwd_tuple(), now);
+                assert_eq!(found.map(|f| f.slot), Some(s.slot));
+            }
+        };
+        let mut live = Vec::new();
+        for sport in 0..100u16 {
+            live.push(inserted(&shard, &fresh(3000 + sport)));
+            if sport % 4 == 3 {
+                let gone = live.remove(live.len() / 2);
+                shard.release(&gone);
+                assert!(shard.find_fwd(&gone.fwd_tuple(), Millis(1)).is_none());
+            }
+        }
+        check(&live, Millis(1));
+        let past_front = |s: &Snap| s.slot as usize % TAGS + 1 > FRONT;
+        assert!(live.iter().any(past_front), "some entry lies past a front");
+        // Fill the shard with entries that expire (TUN: no reply key, so
+        // that the reply index keeps room), then place new keys in their
+        // positions, reclaimed.
+        let brief = |sport: u16| Fresh {
+            timeout_ms: 1_000,
+            method: ForwardMethod::Tun,
+            ..fresh(sport)
+        };
+        let mut sport = 4000;
+        while let Ok(Placed::New(_)) = shard.insert(&brief(sport), Millis(0), |_| false) {
+            sport += 1;
+        }
+        // The first entries' minute not yet over: only the brief ones expired.
+        let later = Millis(30_000);
+        let mut fresh_live = Vec::new();
+        let reclaimed = std::cell::Cell::new(0);
+        for sport in 5000..5016u16 {
+            let placed = shard.insert(&fresh(sport), later, |s| {
+                shard.release(s);
+                reclaimed.set(reclaimed.get() + 1);
+                true
+            });
+            match placed {
+                Ok(Placed::New(s)) => fresh_live.push(s),
+                other => panic!("no expired entry reclaimed: {:?}", other.err()),
+            }
+        }
+        assert!(reclaimed.get() > 0);
+        assert!(live.iter().all(|s| s.alive(later)));
+        live.extend(fresh_live);
+        check(&live, later);
     }
 
     /// The in-place key compare matches exactly the tuple the entry holds:
