@@ -559,9 +559,16 @@ impl Pipeline {
             return e.verdict(result);
         };
         // Only a frame to a virtual service's address looks for its flow
-        // and its service: the filter tells most others (the NAT real
-        // servers' answers, the host's own frames) in a few instructions.
-        if snap.vips.may_hold(f.dst.into()) {
+        // and its service, only one from a NAT real server's address for
+        // its connection: the two filters tell the host's own frames in a
+        // few instructions, before any path's values are kept, and the
+        // frame leaves with its reason a constant, not merged with every
+        // other path's.
+        let to_vip = snap.vips.may_hold(f.dst.into());
+        if !to_vip && !snap.real_addrs.may_hold(f.src()) {
+            return e.verdict(Err(DropReason::NoConnection));
+        }
+        if to_vip {
             if let Some(result) = e.cached(rx, snap, &f, frame) {
                 return e.verdict(result);
             }
@@ -569,13 +576,11 @@ impl Pipeline {
                 let result = e.for_service(rx, snap, found, &f, frame);
                 return e.verdict(result);
             }
+            if !snap.real_addrs.may_hold(f.src()) {
+                return e.verdict(Err(DropReason::NoConnection));
+            }
         }
-        // `flow`'s steps (an IPv4 packet has no UDP checksum to refuse),
-        // each path ending in its own verdict: a frame for the host leaves
-        // with its reason a constant, not merged with every other path's.
-        if !snap.real_addrs.may_hold(f.src()) {
-            return e.verdict(Err(DropReason::NoConnection));
-        }
+        // `flow`'s steps (an IPv4 packet has no UDP checksum to refuse).
         let result = e.nat_answer(now, snap, &f, frame);
         e.verdict(result)
     }

@@ -342,8 +342,9 @@ pub fn parse_flow(frame: &[u8]) -> Option<V4Flow> {
     const L3: usize = ETH_HEADER_LEN;
     const L4: usize = L3 + 20;
     let h: &[u8; FLOW_HEADERS] = frame.first_chunk()?;
-    // EtherType IPv4; version 4, IHL 5.
-    if [h[12], h[13], h[L3]] != [0x08, 0x00, 0x45] {
+    // EtherType IPv4; version 4, IHL 5: compared as a 16-bit word and a
+    // byte, where the three bytes merged into one compare took seven steps.
+    if u16::from_ne_bytes([h[12], h[13]]) != u16::from_ne_bytes([0x08, 0x00]) || h[L3] != 0x45 {
         return None;
     }
     let ip_len = u16::from_be_bytes([h[L3 + 2], h[L3 + 3]]);
