@@ -53,7 +53,7 @@ use crate::counters::WorkerCounters;
 use crate::forward::{dr, nat, tun};
 use crate::neigh::{NextHop, NextHops, PortId, Unresolved};
 use crate::packet::{
-    parse, parse_flow, reset, rewrite, FlowKey, Frame, L4Proto, Parsed, Quoted, TcpFlags,
+    check_flow, parse, reset, rewrite, FlowKey, Frame, L4Proto, Parsed, Quoted, TcpFlags,
     Transport, V4Flow,
 };
 use crate::sched::Scheduler;
@@ -554,20 +554,20 @@ impl Pipeline {
         let e = &mut self.engine;
         e.stats.rx += 1;
         let rx = Rx { now, ingress };
-        let Some(f) = parse_flow(frame.data()) else {
+        let Some(checked) = check_flow(frame.data()) else {
             let result = e.classify(snap, rx, frame);
             return e.verdict(result);
         };
         // Only a frame to a virtual service's address looks for its flow
         // and its service, only one from a NAT real server's address for
         // its connection: the two filters tell the host's own frames in a
-        // few instructions, before any path's values are kept, and the
-        // frame leaves with its reason a constant, not merged with every
-        // other path's.
-        let to_vip = snap.vips.may_hold(f.dst.into());
-        if !to_vip && !snap.real_addrs.may_hold(f.src()) {
-            return e.verdict(Err(DropReason::NoConnection));
+        // few instructions, by the addresses alone, before the ports are
+        // read or any path's values kept.
+        let to_vip = snap.vips.may_hold(checked.dst().into());
+        if !to_vip && !snap.real_addrs.may_hold(checked.src().into()) {
+            return e.early_drop(DropReason::NoConnection);
         }
+        let f = checked.flow();
         if to_vip {
             if let Some(result) = e.cached(rx, snap, &f, frame) {
                 return e.verdict(result);
@@ -653,6 +653,16 @@ impl Engine {
             }
             other => self.rare_verdict(other),
         }
+    }
+
+    /// A frame dropped before any path ran, its reason a constant: no
+    /// path named a next hop to wait for, as [`Engine::verdict`] would
+    /// otherwise ask.
+    #[inline(always)]
+    fn early_drop(&mut self, r: DropReason) -> Verdict {
+        debug_assert!(self.waiting.is_none());
+        self.stats.drops[r as usize] += 1;
+        Verdict::Drop(r)
     }
 
     /// A frame rewritten for a next hop without its MAC, which is held

@@ -13,7 +13,7 @@ pub mod rewrite;
 pub use flow::{FlowKey, L4Proto};
 pub use frame::{Frame, NoRoom};
 pub use parse::{
-    parse, parse_flow, IpVersion, ParseError, Parsed, Quoted, TcpFlags, Transport, V4Flow,
-    ETH_HEADER_LEN, FLOW_HEADERS,
+    check_flow, parse, parse_flow, CheckedFlow, IpVersion, ParseError, Parsed, Quoted, TcpFlags,
+    Transport, V4Flow, ETH_HEADER_LEN, FLOW_HEADERS,
 };
 pub use rewrite::{MacAddr, Side};

@@ -339,6 +339,65 @@ impl V4Flow {
 /// `None`, for [`parse`] to take.
 #[inline(always)]
 pub fn parse_flow(frame: &[u8]) -> Option<V4Flow> {
+    check_flow(frame).map(|c| c.flow())
+}
+
+/// A frame [`parse_flow`] takes, every check made and only its addresses
+/// read so far: the pipeline tells a frame for the host by them alone, so
+/// that its ports are read only for a frame that goes on.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckedFlow<'a> {
+    h: &'a [u8; FLOW_HEADERS],
+    ip_len: u16,
+    proto: L4Proto,
+    tcp_flags: u8,
+}
+
+impl CheckedFlow<'_> {
+    const L3: usize = ETH_HEADER_LEN;
+    const L4: usize = Self::L3 + 20;
+
+    #[inline(always)]
+    pub fn src(&self) -> Ipv4Addr {
+        let h = self.h;
+        Ipv4Addr::new(
+            h[Self::L3 + 12],
+            h[Self::L3 + 13],
+            h[Self::L3 + 14],
+            h[Self::L3 + 15],
+        )
+    }
+
+    #[inline(always)]
+    pub fn dst(&self) -> Ipv4Addr {
+        let h = self.h;
+        Ipv4Addr::new(
+            h[Self::L3 + 16],
+            h[Self::L3 + 17],
+            h[Self::L3 + 18],
+            h[Self::L3 + 19],
+        )
+    }
+
+    /// The whole flow, its ports read.
+    #[inline(always)]
+    pub fn flow(&self) -> V4Flow {
+        let h = self.h;
+        V4Flow {
+            src: self.src(),
+            dst: self.dst(),
+            sport: u16::from_be_bytes([h[Self::L4], h[Self::L4 + 1]]),
+            dport: u16::from_be_bytes([h[Self::L4 + 2], h[Self::L4 + 3]]),
+            ip_len: self.ip_len,
+            proto: self.proto,
+            tcp_flags: self.tcp_flags,
+        }
+    }
+}
+
+/// [`parse_flow`]'s checks, the flow not read yet.
+#[inline(always)]
+pub fn check_flow(frame: &[u8]) -> Option<CheckedFlow<'_>> {
     const L3: usize = ETH_HEADER_LEN;
     const L4: usize = L3 + 20;
     let h: &[u8; FLOW_HEADERS] = frame.first_chunk()?;
@@ -378,11 +437,8 @@ pub fn parse_flow(frame: &[u8]) -> Option<V4Flow> {
     if !ipv4_header_verifies(ip) {
         return None;
     }
-    Some(V4Flow {
-        src: Ipv4Addr::new(h[L3 + 12], h[L3 + 13], h[L3 + 14], h[L3 + 15]),
-        dst: Ipv4Addr::new(h[L3 + 16], h[L3 + 17], h[L3 + 18], h[L3 + 19]),
-        sport: u16::from_be_bytes([h[L4], h[L4 + 1]]),
-        dport: u16::from_be_bytes([h[L4 + 2], h[L4 + 3]]),
+    Some(CheckedFlow {
+        h,
         ip_len,
         proto,
         tcp_flags,
