@@ -177,15 +177,19 @@ impl AddrFilter {
     /// The address's hash value, below [`ADDR_FILTER_SLOTS`].
     #[inline(always)]
     fn slot(addr: IpAddr) -> usize {
-        let folded = match addr {
-            IpAddr::V4(a) => u64::from(u32::from_ne_bytes(a.octets())),
+        const BITS: u32 = ADDR_FILTER_SLOTS.trailing_zeros();
+        match addr {
+            // A 32-bit multiply: its constant is the instruction's own
+            // immediate, where the 64-bit one had to be loaded first.
+            IpAddr::V4(a) => {
+                (u32::from_ne_bytes(a.octets()).wrapping_mul(0x9e37_79b9) >> (32 - BITS)) as usize
+            }
             IpAddr::V6(a) => {
                 let b = a.to_bits();
-                (b as u64) ^ ((b >> 64) as u64)
+                let folded = (b as u64) ^ ((b >> 64) as u64);
+                (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - BITS)) as usize
             }
-        };
-        (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - ADDR_FILTER_SLOTS.trailing_zeros()))
-            as usize
+        }
     }
 
     fn add(&mut self, addr: IpAddr) {
