@@ -3,23 +3,36 @@
 //!
 //! IPVS keeps a pointer to the last server picked and scans forward from the
 //! one after it, skipping quiesced and overloaded servers. Here the position
-//! is an atomic counter: a pick takes the next position with one `fetch_add`,
-//! and when it had to skip servers it moves the counter past the one it chose
-//! (best effort: if another worker moved it meanwhile, that worker's position
-//! wins), so the sequence matches IPVS's while servers are skipped too.
+//! is a counter per worker ([`stripe`]), each on a cache line of its own: a
+//! pick takes its worker's next position with one `fetch_add` on a line no
+//! other worker writes, and when it had to skip servers it moves that
+//! counter past the one it chose, so each worker's sequence matches
+//! IPVS's while servers are skipped too. One cursor shared by every worker
+//! was the one line a new connection still wrote on all of them: two
+//! threads sharing it made 0.92× the new connections of two with their own
+//! (`benches/scaling.rs`). Each worker spreads its own new connections
+//! evenly, so all of them together do too.
 //!
 //! When the servers change, the server that would have been tried next stays
 //! next (or, if it was removed, the first one after it that remains), as
-//! IPVS's pointer stays on its list entry.
+//! IPVS's pointer stays on its list entry, for each worker's position.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::available;
+use crate::service::counters::{stripe, STRIPES};
 use crate::service::{RealId, RealLoads, RealServer};
+
+/// A worker's position, on a line of its own.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Cursor(AtomicUsize);
 
 #[derive(Debug, Default)]
 pub struct Rr {
-    cursor: AtomicUsize,
+    /// Each worker stripe's position (more workers than stripes share one,
+    /// still exactly: it is a `fetch_add`).
+    cursors: Box<[Cursor; STRIPES]>,
     /// The servers in list order, to find the position again after a change.
     ids: Box<[RealId]>,
 }
@@ -27,19 +40,20 @@ pub struct Rr {
 impl Rr {
     pub fn new(reals: &[RealServer]) -> Rr {
         Rr {
-            cursor: AtomicUsize::new(0),
+            cursors: Box::default(),
             ids: reals.iter().map(|r| r.id).collect(),
         }
     }
 
     /// A scheduler for the changed `reals` that goes on from this one's
-    /// position.
+    /// positions.
     pub fn carry_over(&self, reals: &[RealServer]) -> Rr {
         let n = self.ids.len();
-        let next = if n == 0 {
-            0
-        } else {
-            let at = self.cursor.load(Ordering::Relaxed) % n;
+        let next = |c: &Cursor| {
+            if n == 0 {
+                return 0;
+            }
+            let at = c.0.load(Ordering::Relaxed) % n;
             (0..n)
                 .find_map(|k| {
                     let id = self.ids[(at + k) % n];
@@ -48,7 +62,9 @@ impl Rr {
                 .unwrap_or(0)
         };
         Rr {
-            cursor: AtomicUsize::new(next),
+            cursors: Box::new(std::array::from_fn(|i| {
+                Cursor(AtomicUsize::new(next(&self.cursors[i])))
+            })),
             ids: reals.iter().map(|r| r.id).collect(),
         }
     }
@@ -58,24 +74,26 @@ impl Rr {
         if n == 0 {
             return None;
         }
-        let ticket = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let cursor = &self.cursors[stripe()].0;
+        let ticket = cursor.fetch_add(1, Ordering::Relaxed);
         let first = ticket % n;
         // The common case: the server whose turn it is takes it.
         if available(&reals[first], loads).is_some() {
             return Some(first);
         }
-        self.skip(reals, loads, ticket, first)
+        self.skip(reals, loads, cursor, (ticket, first))
     }
 
-    /// [`Rr::schedule`] when the server at `first` (of `ticket`) is not
-    /// available: the next one that is, and the cursor moved past it.
+    /// [`Rr::schedule`] when the server at `first` (of `ticket`, taken from
+    /// `cursor`) is not available: the next one that is, and the cursor
+    /// moved past it.
     #[cold]
     fn skip(
         &self,
         reals: &[RealServer],
         loads: &RealLoads,
-        ticket: usize,
-        first: usize,
+        cursor: &AtomicUsize,
+        (ticket, first): (usize, usize),
     ) -> Option<usize> {
         let n = reals.len();
         for step in 1..n {
@@ -85,7 +103,9 @@ impl Rr {
             }
             if available(&reals[i], loads).is_some() {
                 let next = ticket.wrapping_add(1);
-                let _ = self.cursor.compare_exchange(
+                // Best effort: a thread sharing the stripe that moved it
+                // meanwhile keeps its position.
+                let _ = cursor.compare_exchange(
                     next,
                     next.wrapping_add(step),
                     Ordering::Relaxed,
@@ -134,6 +154,35 @@ mod tests {
         // C recovers: the walk goes on from after D's last pick.
         set_overloaded(&d, 2, false);
         assert_eq!(picks(&s, &svc, &d, 4), [1, 2, 3, 1]);
+    }
+
+    /// A pick moves only its own worker's cursor, on a line of its own,
+    /// and a change carries every worker's position over.
+    #[test]
+    fn each_worker_keeps_a_position_of_its_own() {
+        use super::Rr;
+        use crate::service::counters::{stripe, STRIPES};
+        use std::sync::atomic::Ordering;
+        let svc = service(SchedulerKind::Rr, &[1, 1, 1]);
+        let d = loads(3);
+        let rr = Rr::new(&svc.reals);
+        assert_eq!(std::mem::align_of_val(&rr.cursors[0]), 64);
+        let picked: Vec<_> = (0..4).map(|_| rr.schedule(&svc.reals, &d)).collect();
+        assert_eq!(picked, [Some(0), Some(1), Some(2), Some(0)]);
+        let mine = stripe();
+        let at = |rr: &Rr, i: usize| rr.cursors[i].0.load(Ordering::Relaxed);
+        for i in 0..STRIPES {
+            assert_eq!(at(&rr, i), if i == mine { 4 } else { 0 }, "stripe {i}");
+        }
+        // Another worker's position, two servers on: kept across a change
+        // that adds a server in front, as this worker's is.
+        let other = (mine + 1) % STRIPES;
+        rr.cursors[other].0.store(2, Ordering::Relaxed);
+        let mut grown = svc.clone();
+        grown.reals.insert(0, real(9, 1));
+        let carried = rr.carry_over(&grown.reals);
+        assert_eq!(at(&carried, mine), 2, "id 1 (now index 2) is next here");
+        assert_eq!(at(&carried, other), 3, "id 2 (now index 3) is next there");
     }
 
     #[test]
