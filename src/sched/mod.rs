@@ -18,8 +18,10 @@
 //!   with no RST, as IPVS does: the client's SYN retransmission schedules
 //!   again and succeeds once a server is back, where a RST would turn a
 //!   moment of overload into a failed connection. It never allocates, never
-//!   locks and never panics; shared cursors are atomics updated with relaxed
-//!   ordering.
+//!   locks and never panics; cursors (rr's and wrr's positions, twos' draw
+//!   counter) are atomics updated with relaxed ordering, one per worker
+//!   stripe on a line of its own ([`Cursors`]), so that a new connection
+//!   writes no line another worker writes.
 //! - A real server is *available* when its weight is above 0 (weight 0 is
 //!   quiescing: its connections go on, it gets no new ones), its counters exist
 //!   in the [`RealLoads`], and its `overloaded` flag is clear. The flag is
@@ -47,14 +49,62 @@ mod wlc;
 mod wrr;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::packet::{FlowKey, L4Proto};
+use crate::service::counters::{stripe, STRIPES};
 use crate::service::{RealLoad, RealLoads, RealServer, SchedulerKind, VirtualService};
 use crate::Millis;
 
 pub use lblc::LBLC_EXPIRATION_SECS;
 pub use lblcr::LBLCR_EXPIRATION_SECS;
 pub use mh::MH_DEFAULT_TABLE_SIZE;
+
+/// A scheduler's position (or counter), one per worker stripe
+/// ([`stripe`]), each on a cache line of its own. One cursor shared by
+/// every worker was the one line a new connection still wrote on all of
+/// them: two threads sharing rr's made 0.92× the new connections of two
+/// sharing nothing (`benches/scaling.rs`), 1.01× with a cursor each. Each
+/// worker then walks IPVS's sequence by itself, and since each spreads its
+/// own new connections as IPVS does, all of them together spread as
+/// evenly. More workers than stripes share one, still exactly (it is a
+/// `fetch_add`).
+#[derive(Debug, Default)]
+pub(crate) struct Cursors(Box<[Cursor; STRIPES]>);
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Cursor(AtomicU64);
+
+const _: () = assert!(std::mem::size_of::<Cursor>() == 64);
+
+impl Cursors {
+    /// The calling worker's cursor.
+    #[inline]
+    pub fn mine(&self) -> &AtomicU64 {
+        &self.0[stripe()].0
+    }
+
+    /// Each stripe's position mapped by `f` (a scheduler rebuilt for changed
+    /// servers going on from where each worker was).
+    pub fn carried(&self, f: impl Fn(u64) -> u64) -> Cursors {
+        Cursors(Box::new(std::array::from_fn(|i| {
+            Cursor(AtomicU64::new(f(self.0[i].0.load(Ordering::Relaxed))))
+        })))
+    }
+
+    /// Stripe `i`'s position.
+    #[cfg(test)]
+    pub fn at(&self, i: usize) -> u64 {
+        self.0[i].0.load(Ordering::Relaxed)
+    }
+
+    /// Sets stripe `i`'s position.
+    #[cfg(test)]
+    pub fn set(&self, i: usize, v: u64) {
+        self.0[i].0.store(v, Ordering::Relaxed)
+    }
+}
 
 /// A service's scheduler with everything it precomputed for the current set
 /// of real servers. Built by the control plane, shared read-only by workers.
@@ -652,8 +702,10 @@ mod tests {
 
     #[test]
     fn concurrent_rr_and_wrr_picks_share_exactly() {
-        // Every ticket of the shared cursor is taken exactly once, so whole
-        // periods split exactly by weight however the threads interleave.
+        // Every ticket of each worker's cursor is taken exactly once (by the
+        // threads of its stripe, one or several), and each thread takes
+        // whole periods, so they split exactly by weight however the
+        // threads interleave.
         for (kind, weights, per_period) in [
             (SchedulerKind::Rr, vec![1, 1, 1, 1], vec![1, 1, 1, 1]),
             (SchedulerKind::Wrr, vec![4, 3, 2], vec![4, 3, 2]),

@@ -3,36 +3,24 @@
 //!
 //! IPVS keeps a pointer to the last server picked and scans forward from the
 //! one after it, skipping quiesced and overloaded servers. Here the position
-//! is a counter per worker ([`stripe`]), each on a cache line of its own: a
-//! pick takes its worker's next position with one `fetch_add` on a line no
-//! other worker writes, and when it had to skip servers it moves that
-//! counter past the one it chose, so each worker's sequence matches
-//! IPVS's while servers are skipped too. One cursor shared by every worker
-//! was the one line a new connection still wrote on all of them: two
-//! threads sharing it made 0.92× the new connections of two with their own
-//! (`benches/scaling.rs`). Each worker spreads its own new connections
-//! evenly, so all of them together do too.
+//! is a counter per worker ([`Cursors`]): a pick takes its worker's next
+//! position with one `fetch_add` on a line no other worker writes, and when
+//! it had to skip servers it moves that counter past the one it chose, so
+//! each worker's sequence matches IPVS's while servers are skipped too.
 //!
 //! When the servers change, the server that would have been tried next stays
 //! next (or, if it was removed, the first one after it that remains), as
 //! IPVS's pointer stays on its list entry, for each worker's position.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::available;
-use crate::service::counters::{stripe, STRIPES};
+use super::{available, Cursors};
 use crate::service::{RealId, RealLoads, RealServer};
-
-/// A worker's position, on a line of its own.
-#[derive(Debug, Default)]
-#[repr(align(64))]
-struct Cursor(AtomicUsize);
 
 #[derive(Debug, Default)]
 pub struct Rr {
-    /// Each worker stripe's position (more workers than stripes share one,
-    /// still exactly: it is a `fetch_add`).
-    cursors: Box<[Cursor; STRIPES]>,
+    /// Each worker's position.
+    cursors: Cursors,
     /// The servers in list order, to find the position again after a change.
     ids: Box<[RealId]>,
 }
@@ -40,7 +28,7 @@ pub struct Rr {
 impl Rr {
     pub fn new(reals: &[RealServer]) -> Rr {
         Rr {
-            cursors: Box::default(),
+            cursors: Cursors::default(),
             ids: reals.iter().map(|r| r.id).collect(),
         }
     }
@@ -49,22 +37,20 @@ impl Rr {
     /// positions.
     pub fn carry_over(&self, reals: &[RealServer]) -> Rr {
         let n = self.ids.len();
-        let next = |c: &Cursor| {
+        let next = |cursor: u64| {
             if n == 0 {
                 return 0;
             }
-            let at = c.0.load(Ordering::Relaxed) % n;
+            let at = (cursor % n as u64) as usize;
             (0..n)
                 .find_map(|k| {
                     let id = self.ids[(at + k) % n];
                     reals.iter().position(|r| r.id == id)
                 })
-                .unwrap_or(0)
+                .unwrap_or(0) as u64
         };
         Rr {
-            cursors: Box::new(std::array::from_fn(|i| {
-                Cursor(AtomicUsize::new(next(&self.cursors[i])))
-            })),
+            cursors: self.cursors.carried(next),
             ids: reals.iter().map(|r| r.id).collect(),
         }
     }
@@ -74,9 +60,9 @@ impl Rr {
         if n == 0 {
             return None;
         }
-        let cursor = &self.cursors[stripe()].0;
+        let cursor = self.cursors.mine();
         let ticket = cursor.fetch_add(1, Ordering::Relaxed);
-        let first = ticket % n;
+        let first = (ticket % n as u64) as usize;
         // The common case: the server whose turn it is takes it.
         if available(&reals[first], loads).is_some() {
             return Some(first);
@@ -92,8 +78,8 @@ impl Rr {
         &self,
         reals: &[RealServer],
         loads: &RealLoads,
-        cursor: &AtomicUsize,
-        (ticket, first): (usize, usize),
+        cursor: &AtomicU64,
+        (ticket, first): (u64, usize),
     ) -> Option<usize> {
         let n = reals.len();
         for step in 1..n {
@@ -107,7 +93,7 @@ impl Rr {
                 // meanwhile keeps its position.
                 let _ = cursor.compare_exchange(
                     next,
-                    next.wrapping_add(step),
+                    next.wrapping_add(step as u64),
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 );
@@ -162,22 +148,20 @@ mod tests {
     fn each_worker_keeps_a_position_of_its_own() {
         use super::Rr;
         use crate::service::counters::{stripe, STRIPES};
-        use std::sync::atomic::Ordering;
         let svc = service(SchedulerKind::Rr, &[1, 1, 1]);
         let d = loads(3);
         let rr = Rr::new(&svc.reals);
-        assert_eq!(std::mem::align_of_val(&rr.cursors[0]), 64);
         let picked: Vec<_> = (0..4).map(|_| rr.schedule(&svc.reals, &d)).collect();
         assert_eq!(picked, [Some(0), Some(1), Some(2), Some(0)]);
         let mine = stripe();
-        let at = |rr: &Rr, i: usize| rr.cursors[i].0.load(Ordering::Relaxed);
+        let at = |rr: &Rr, i: usize| rr.cursors.at(i);
         for i in 0..STRIPES {
             assert_eq!(at(&rr, i), if i == mine { 4 } else { 0 }, "stripe {i}");
         }
         // Another worker's position, two servers on: kept across a change
         // that adds a server in front, as this worker's is.
         let other = (mine + 1) % STRIPES;
-        rr.cursors[other].0.store(2, Ordering::Relaxed);
+        rr.cursors.set(other, 2);
         let mut grown = svc.clone();
         grown.reals.insert(0, real(9, 1));
         let carried = rr.carry_over(&grown.reals);

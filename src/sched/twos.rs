@@ -12,16 +12,16 @@
 //! only if that keeps failing does IPVS's O(n) walk over the available
 //! servers decide.
 //!
-//! Randomness without locks or per-thread state: the draws are a mix of
-//! the flow key's hash with a per-scheduler atomic counter (`fetch_add`,
-//! relaxed), so retries of one flow draw differently and concurrent workers
-//! never wait on each other. It is not cryptographic; a client cannot steer
+//! Randomness without locks: the draws are a mix of the flow key's hash
+//! with the worker's counter ([`Cursors`], `fetch_add`, relaxed), so
+//! retries of one flow draw differently and concurrent workers never wait
+//! on each other or write each other's lines. It is not cryptographic; a client cannot steer
 //! its draw beyond choosing its own address and port, which only picks among
 //! servers the weights already allow.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
-use super::{addr_port_hash, available, cmp_load, conn_overhead, mix64};
+use super::{addr_port_hash, available, cmp_load, conn_overhead, mix64, Cursors};
 use crate::packet::FlowKey;
 use crate::service::{RealLoads, RealServer};
 
@@ -31,7 +31,8 @@ const REDRAWS: u64 = 4;
 
 #[derive(Debug)]
 pub struct Twos {
-    counter: AtomicU64,
+    /// Each worker's draw counter.
+    counters: Cursors,
     /// Servers with a weight, in list order...
     servers: Box<[u32]>,
     /// ...and the running sum of their weights, for a binary-search draw.
@@ -54,7 +55,7 @@ impl Twos {
             })
             .collect();
         Twos {
-            counter: AtomicU64::new(0),
+            counters: Cursors::default(),
             servers: servers.into_boxed_slice(),
             cumulative,
         }
@@ -62,7 +63,7 @@ impl Twos {
 
     /// The first random word for this pick; later ones are mixes of it.
     fn seed(&self, key: &FlowKey) -> u64 {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let n = self.counters.mine().fetch_add(1, Ordering::Relaxed);
         mix64(addr_port_hash(&key.src, key.sport) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
 

@@ -12,14 +12,14 @@
 //! over the bands: memory O(servers²) at worst, independent of the weights.
 //!
 //! A quiesced or overloaded server is skipped by going on along the walk,
-//! exactly as IPVS does, and the shared position moves past the server chosen
-//! (best effort under contention). A rebuild starts the walk afresh at `mw`
+//! exactly as IPVS does, and the worker's position ([`Cursors`]: one per
+//! worker) moves past the server chosen (best effort under contention). A rebuild starts the walk afresh at `mw`
 //! (IPVS keeps `cw` across a real-server change; the difference lasts at most
 //! one period).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::usable;
+use super::{usable, Cursors};
 use crate::service::{RealLoads, RealServer};
 
 #[derive(Debug)]
@@ -37,7 +37,8 @@ pub struct Wrr {
     members: Box<[u32]>,
     /// Positions in one period: the sum of `weight / gcd`.
     period: u64,
-    cursor: AtomicU64,
+    /// Each worker's position.
+    cursors: Cursors,
 }
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {
@@ -98,7 +99,7 @@ impl Wrr {
             bands: bands.into_boxed_slice(),
             members: members.into_boxed_slice(),
             period,
-            cursor: AtomicU64::new(0),
+            cursors: Cursors::default(),
         }
     }
 
@@ -120,11 +121,13 @@ impl Wrr {
         if self.period == 0 {
             return None;
         }
-        let ticket = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let cursor = self.cursors.mine();
+        let ticket = cursor.fetch_add(1, Ordering::Relaxed);
         let p = ticket % self.period;
         let (b, end) = self.band_of(p);
         let i = self.member(&self.bands[b], p);
-        usable(i, reals, loads).or_else(|| self.skip_from(reals, loads, ticket, p, b, end))
+        usable(i, reals, loads)
+            .or_else(|| self.skip_from(reals, loads, (cursor, ticket), p, b, end))
     }
 
     /// Goes on along the walk from position `p` (whose server is unavailable)
@@ -136,7 +139,7 @@ impl Wrr {
         &self,
         reals: &[RealServer],
         loads: &RealLoads,
-        ticket: u64,
+        (cursor, ticket): (&AtomicU64, u64),
         mut p: u64,
         mut b: usize,
         mut end: u64,
@@ -149,7 +152,7 @@ impl Wrr {
                 let i = self.member(band, p + t);
                 if usable(i, reals, loads).is_some() {
                     let next = ticket.wrapping_add(1);
-                    let _ = self.cursor.compare_exchange(
+                    let _ = cursor.compare_exchange(
                         next,
                         next.wrapping_add(travelled + t),
                         Ordering::Relaxed,
