@@ -357,26 +357,21 @@ impl CheckedFlow<'_> {
     const L3: usize = ETH_HEADER_LEN;
     const L4: usize = Self::L3 + 20;
 
+    /// The IPv4 address at `at` in the headers.
+    #[inline(always)]
+    fn addr(&self, at: usize) -> Ipv4Addr {
+        let a: [u8; 4] = [self.h[at], self.h[at + 1], self.h[at + 2], self.h[at + 3]];
+        Ipv4Addr::from(a)
+    }
+
     #[inline(always)]
     pub fn src(&self) -> Ipv4Addr {
-        let h = self.h;
-        Ipv4Addr::new(
-            h[Self::L3 + 12],
-            h[Self::L3 + 13],
-            h[Self::L3 + 14],
-            h[Self::L3 + 15],
-        )
+        self.addr(Self::L3 + 12)
     }
 
     #[inline(always)]
     pub fn dst(&self) -> Ipv4Addr {
-        let h = self.h;
-        Ipv4Addr::new(
-            h[Self::L3 + 16],
-            h[Self::L3 + 17],
-            h[Self::L3 + 18],
-            h[Self::L3 + 19],
-        )
+        self.addr(Self::L3 + 16)
     }
 
     /// The whole flow, its ports read.
