@@ -496,16 +496,16 @@ fn bucket_at(h: u64, n: usize, i: usize) -> usize {
 // bucket only while that count is non-zero, and only as far as that index:
 // most misses read one cache line. A reply bucket's header also holds its
 // filter (bits 11..59, see `filter_one`). A tag bucket's holds, in bits
-// 11..15, how many of its positions past the first [`FRONT`] are not
-// EMPTY (at most 11), and in bits 15..32 how many times
-// its guard was released, wrapping (`unlock`), so that an insert can tell
-// that nothing was placed since a lookup's miss
-// (`Shard::find_fwd_vacant`). It wraps after 2^17 inserts of keys homed
-// in that one bucket, which a worker would have to sleep through between
-// one frame's lookup and its insert (and the header then read the same in
-// every other bit) for the insert to skip a re-check it needed.
+// 11..16, how many of its positions past the first [`FRONT`] are not
+// EMPTY (see there), and in bits 16..32 how many times its guard was
+// released, wrapping (`unlock`), so that an insert can tell that nothing
+// was placed since a lookup's miss (`Shard::find_fwd_vacant`). It wraps
+// after 2^16 inserts of keys homed in that one bucket, which a worker
+// would have to sleep through between one frame's lookup and its insert
+// (and the header then read the same in every other bit) for the insert
+// to skip a re-check it needed.
 const SPILL_ONE: u64 = 16;
-const INSERT_ONE: u32 = 1 << 15;
+const INSERT_ONE: u32 = 1 << 16;
 const SPILL_COUNT: u64 = 0x7f << 4;
 
 // The positions of a tag bucket a lookup reads first: inserts fill a
@@ -514,11 +514,13 @@ const SPILL_COUNT: u64 = 0x7f << 4;
 // not fifteen. Past them a lookup reads on only while the header's back
 // count is non-zero: a claim adds to it after taking a position there and
 // before publishing its tag, a free subtracts after emptying the
-// position, so it never exceeds the 11 positions and reads 0 only when
-// no tag is published past the front.
+// position, so it reads 0 only when no tag is published past the front.
+// It counts the 11 positions, and one more for each position emptied and
+// claimed again while its freeing thread has not subtracted yet (at most
+// one per thread): five bits hold that for 20 such threads at once.
 const FRONT: usize = 4;
 const BACK_ONE: u32 = 1 << 11;
-const BACK_COUNT: u32 = 0xf << 11;
+const BACK_COUNT: u32 = 0x1f << 11;
 
 fn spill_plus(h: u64, i: usize) -> u64 {
     let max = ((h >> 1) & 7).max(i as u64 & 7);
