@@ -46,7 +46,10 @@ fn frames() -> (Vec<Arrival>, Vec<Arrival>) {
         let dns = Pkt::udp(n.client, 5000, n.vip, PORT_DNS).payload(vec![1; 20]);
         cases.push((dns.bytes(), EXT));
         cases.push((dns.partial_checksum().bytes(), EXT));
+        // For the host (no VIP, no real server: the early drop), and to
+        // the VIP on a port that is no service.
         cases.push((Pkt::tcp(n.client, 40000, n.ext, 22, ACK).bytes(), EXT));
+        cases.push((Pkt::tcp(n.client, 40000, n.vip, 22, SYN).bytes(), EXT));
         cases.push((Pkt::udp(n.client, 0, n.vip, PORT_DNS).bytes(), EXT));
     }
     (setup, cases)

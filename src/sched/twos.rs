@@ -15,9 +15,9 @@
 //! Randomness without locks: the draws are a mix of the flow key's hash
 //! with the worker's counter ([`Cursors`], `fetch_add`, relaxed), so
 //! retries of one flow draw differently and concurrent workers never wait
-//! on each other or write each other's lines. It is not cryptographic; a client cannot steer
-//! its draw beyond choosing its own address and port, which only picks among
-//! servers the weights already allow.
+//! on each other or write each other's lines. It is not cryptographic; a
+//! client cannot steer its draw beyond choosing its own address and port,
+//! which only picks among servers the weights already allow.
 
 use std::sync::atomic::Ordering;
 
@@ -178,6 +178,23 @@ mod tests {
     use crate::sched::testutil::*;
     use crate::sched::Scheduler;
     use crate::service::SchedulerKind;
+
+    /// A pick draws from its own worker's counter only.
+    #[test]
+    fn each_worker_draws_from_a_counter_of_its_own() {
+        use crate::service::counters::{stripe, STRIPES};
+        let svc = service(SchedulerKind::Twos, &[1, 2, 3]);
+        let d = loads(3);
+        let t = Twos::new(&svc.reals);
+        for k in 0..5 {
+            assert!(t.schedule(&svc.reals, &client_key(k), &d).is_some());
+        }
+        let mine = stripe();
+        for i in 0..STRIPES {
+            let want = if i == mine { 5 } else { 0 };
+            assert_eq!(t.counters.at(i), want, "stripe {i}");
+        }
+    }
 
     #[test]
     fn draws_walk_the_weights_like_ipvs() {

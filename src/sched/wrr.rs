@@ -13,9 +13,10 @@
 //!
 //! A quiesced or overloaded server is skipped by going on along the walk,
 //! exactly as IPVS does, and the worker's position ([`Cursors`]: one per
-//! worker) moves past the server chosen (best effort under contention). A rebuild starts the walk afresh at `mw`
-//! (IPVS keeps `cw` across a real-server change; the difference lasts at most
-//! one period).
+//! worker) moves past the server chosen (best effort where threads share a
+//! stripe). Each worker walks the period by itself. A rebuild starts the
+//! walk afresh at `mw` (IPVS keeps `cw` across a real-server change; the
+//! difference lasts at most one period).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -180,6 +181,26 @@ mod tests {
     use crate::sched::Scheduler;
     use crate::service::SchedulerKind;
     use proptest::prelude::*;
+
+    /// A pick moves only its own worker's position, skips included.
+    #[test]
+    fn each_worker_keeps_a_position_of_its_own() {
+        use crate::service::counters::{stripe, STRIPES};
+        let svc = service(SchedulerKind::Wrr, &[4, 3, 2]);
+        let d = loads(3);
+        let w = Wrr::new(&svc.reals);
+        let picked: Vec<_> = (0..4).map(|_| w.schedule(&svc.reals, &d)).collect();
+        assert_eq!(picked, [Some(0), Some(0), Some(1), Some(0)]);
+        // The walk is A A B A B C ...: with B overloaded the fifth pick
+        // walks on to C and moves this worker's position past it.
+        set_overloaded(&d, 1, true);
+        assert_eq!(w.schedule(&svc.reals, &d), Some(2));
+        let mine = stripe();
+        for i in 0..STRIPES {
+            let want = if i == mine { 6 } else { 0 };
+            assert_eq!(w.cursors.at(i), want, "stripe {i}");
+        }
+    }
 
     fn seq(weights: &[u32], n: u32) -> Vec<usize> {
         let svc = service(SchedulerKind::Wrr, weights);
