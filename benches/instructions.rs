@@ -54,9 +54,9 @@ struct Run {
 }
 
 /// Headroom in front of the frame: what the worker gives
-/// ([`xvs::xsk::worker::HEADROOM`], the bytes the steering program puts in
-/// front of every packet it redirects), so TUN opens its outer header there
-/// without moving the packet.
+/// ([`xvs::xsk::worker::HEADROOM`], taken from the bytes in front of every
+/// packet the kernel receives into a UMEM chunk), so TUN opens its outer
+/// header there without moving the packet.
 const HEADROOM: usize = xvs::xsk::worker::HEADROOM;
 
 fn process(p: &mut Pipeline, buf: &mut [u8], frame: &[u8], port: u8, now: u64) -> Verdict {

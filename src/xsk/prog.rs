@@ -227,8 +227,7 @@ pub enum SteerCounter {
     /// MAC is not the director's.
     NotForUs = 0,
     /// Frames for xvs dropped because their rx queue has no socket (no
-    /// worker serves it, or xvs died and left the program attached), or,
-    /// never seen, no room in front of them for the worker's headroom.
+    /// worker serves it, or xvs died and left the program attached).
     NoSocket = 1,
 }
 

@@ -56,12 +56,11 @@
 
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)BPF_FUNC_redirect_map;
-static long (*bpf_xdp_adjust_head)(struct xdp_md *ctx, int delta) = (void *)BPF_FUNC_xdp_adjust_head;
 
-// Bytes put in front of every frame redirected to xvs: the worker's frame
-// headroom (`xsk::worker::HEADROOM`, which a test holds equal to this), so
-// that TUN opens its outer header there instead of moving the packet.
-#define XVS_HEADROOM 64
+// The frame is redirected as it came: the worker takes its headroom from
+// the bytes every mode leaves in front of a received packet in its UMEM
+// chunk (`xsk::worker::HEADROOM`), so that in copy mode the kernel copies
+// the packet alone.
 
 // Must match `xsk::prog::Endpoint` byte for byte.
 struct endpoint {
@@ -134,7 +133,7 @@ struct {
 // Per CPU, summed by the director: slot 0 (`not_for_us`) counts frames the
 // rules would have redirected but whose destination MAC is not in
 // `own_macs`; slot 1 (`no_socket`), frames for xvs dropped because their rx
-// queue had no socket (or, never seen, no room for XVS_HEADROOM). Must match `xsk::prog::SteerCounter`.
+// queue had no socket. Must match `xsk::prog::SteerCounter`.
 // For the IPv4 keys of services (slot 0), nat_reals (slot 1) and
 // local_addrs (slot 2): the first ENDPOINTS_FIRST of them, each as the
 // first 8 bytes of its key (an endpoint's protocol, family, port and
@@ -455,13 +454,6 @@ int xvs_steer(struct xdp_md *ctx)
 
 	if (!decide(ctx))
 		return XDP_PASS;
-	// Every XDP mode leaves XDP_PACKET_HEADROOM (256 bytes) in front of
-	// the packet, so this does not fail; if it did, the worker would read
-	// the packet's first bytes as headroom: the frame is dropped instead.
-	if (bpf_xdp_adjust_head(ctx, -XVS_HEADROOM)) {
-		count(COUNT_NO_SOCKET);
-		return XDP_DROP;
-	}
 	// The flags' low bits are what a queue without a socket gets.
 	verdict = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_DROP);
 	if (verdict == XDP_DROP)

@@ -11,17 +11,20 @@
 //! millisecond while busy, on idle rounds, and at exit). A frame that leaked
 //! would break the sum, which the netns tests check after long runs.
 //!
-//! Headroom: the steering program gives every frame it redirects
-//! [`HEADROOM`] bytes in front of the packet (`bpf_xdp_adjust_head`), so a
-//! received descriptor starts that far before the packet and the pipeline
-//! gets them as the [`Frame`]'s headroom: TUN opens its outer header there
-//! without moving the packet. The frame then leaves from wherever it starts
-//! in its chunk, through the worker's own TX ring producer ([`TxRing`]);
-//! completions name that address, and [`Worker::chunk`] maps it back to the
-//! chunk's own descriptor for the free list and the fill rings. (xsk-rs
-//! reaches a chunk's bytes only from a descriptor's address onward and
-//! cannot make a descriptor at another address: the bytes in front of the
-//! kernel's packet are reachable only as part of the descriptor.)
+//! Headroom: a received descriptor's address is its packet's first byte,
+//! which every XDP mode puts XDP_PACKET_HEADROOM (256) bytes or more into
+//! its chunk; the worker gives the pipeline the [`HEADROOM`] bytes in front
+//! of it as the [`Frame`]'s headroom: TUN opens its outer header there
+//! without moving the packet. (The steering program does not grow the
+//! frame into them: in copy mode the kernel would copy those bytes too, a
+//! cache line more per frame on the receiving core.) The frame then leaves
+//! from wherever it starts in its chunk, through the worker's own TX ring
+//! producer ([`TxRing`]); completions name that address, and
+//! [`Worker::chunk`] maps it back to the chunk's own descriptor for the
+//! free list and the fill rings. (xsk-rs reaches a chunk's bytes only from
+//! a descriptor's address onward and cannot make a descriptor at another
+//! address: the worker reaches the bytes in front of the packet through the
+//! UMEM's base.)
 
 use std::num::NonZeroU32;
 use std::os::fd::AsRawFd;
@@ -50,16 +53,14 @@ use crate::Millis;
 /// Bytes per UMEM frame: a page, room for a 1500-byte frame plus encapsulation
 /// or an ICMP error built in its place.
 pub const FRAME_SIZE: u32 = 4096;
-/// Bytes in front of the packet in every frame the worker receives: what
-/// the steering program reserves (`XVS_HEADROOM` in steer.bpf.c, checked by
-/// a test), the [`Frame`]'s headroom. Room for an IPv6 outer header (TUN);
-/// a cache line, so that in copy mode the packet the kernel copies after it
-/// starts on a line of its own.
+/// Bytes in front of a received packet that the worker gives the pipeline as
+/// the [`Frame`]'s headroom: room for an IPv6 outer header (TUN), taken
+/// from the chunk's bytes before the descriptor's address (see
+/// [`headroom_at`]).
 pub const HEADROOM: usize = 64;
 // Room for the largest outer header the pipeline opens (IPv6, TUN), inside
-// what every XDP mode leaves in front of a packet (256 bytes) less the
-// kernel's struct xdp_frame kept there (40).
-const _: () = assert!(HEADROOM >= 40 && HEADROOM + 40 <= 256);
+// what every XDP mode leaves in front of a packet (256 bytes).
+const _: () = assert!(HEADROOM >= 40 && HEADROOM <= 256);
 /// Rounds without a frame before the worker sleeps in poll().
 const IDLE_ROUNDS: u32 = 256;
 /// And how long since its last frame, at least: the worker polls its rings
@@ -185,6 +186,15 @@ fn chunk_index(addr: usize) -> usize {
 #[inline]
 fn chunk_start(addr: u64) -> u64 {
     chunk_base(addr, FRAME_SIZE.into())
+}
+
+/// The headroom a frame received at UMEM address `addr` gets: [`HEADROOM`],
+/// or as much of it as lies in front of `addr` in its chunk (in aligned mode
+/// the kernel receives at 256 bytes or more into a chunk, so all of it;
+/// with less, the pipeline opens TUN's gap into the tailroom instead).
+#[inline]
+fn headroom_at(addr: u64) -> usize {
+    ((addr - chunk_start(addr)) as usize).min(HEADROOM)
 }
 
 /// The bytes of the UMEM at `base` from address `addr` to the end of its
@@ -596,8 +606,7 @@ impl Worker {
                             // this UMEM (checked by `receive`): the kernel is
                             // done with it and only this worker reads it.
                             let data: &[u8] = unsafe { chunk_bytes(base, d.addr) };
-                            let len = (d.len as usize).min(data.len());
-                            data.get(HEADROOM..len).unwrap_or_default()
+                            &data[..(d.len as usize).min(data.len())]
                         });
                         self.pipeline.prefetch(frames);
                     }
@@ -866,35 +875,35 @@ impl Worker {
     }
 
     /// Runs one received frame through the pipeline, in place in the UMEM:
-    /// the descriptor's first [`HEADROOM`] bytes are the frame's headroom,
-    /// the rest of its chunk its tailroom. Returns the verdict and where
-    /// the frame lies now.
+    /// up to [`HEADROOM`] bytes in front of the descriptor's address are the
+    /// frame's headroom ([`headroom_at`]), the rest of its chunk its
+    /// tailroom. Returns the verdict and where the frame lies now.
     #[inline]
     fn process(&mut self, now: Millis, port: u8, rx: RxDesc) -> (Verdict, OutFrame) {
+        let head = headroom_at(rx.addr);
+        let buf = rx.addr - head as u64;
         // SAFETY: the descriptor was just consumed from an rx ring of this
         // UMEM, its address inside it (`receive`): the kernel is done with
-        // the frame and no one else holds it.
-        let data = unsafe { chunk_bytes(self.base.0, rx.addr) };
-        let len = (rx.len as usize).min(data.len());
+        // its chunk, which no one else holds, and `buf` is in the same chunk.
+        let data = unsafe { chunk_bytes(self.base.0, buf) };
+        let len = (rx.len as usize).min(data.len() - head);
         // The whole rest of the chunk is the frame's buffer, so that the
         // pipeline may grow the packet (TUN encapsulation, ICMP errors)
-        // into the tailroom. A descriptor shorter than the headroom (never
-        // made by the steering program) is an empty frame: the pipeline
-        // drops it.
-        let mut frame = Frame::new(data, HEADROOM, len.saturating_sub(HEADROOM));
+        // into the tailroom.
+        let mut frame = Frame::new(data, head, len);
         let verdict = self.pipeline.process(now, port, &mut frame);
         let (mut start, flen) = (frame.start(), frame.len());
         let leaves = matches!(verdict, Verdict::Transmit { .. } | Verdict::Hold { .. });
-        if leaves && start != 0 && !self.own {
+        if leaves && start != head && !self.own {
             // xsk-rs sends from the descriptor's address only.
             // SAFETY: as above; `frame`, the other view of these bytes, is
             // no longer used.
-            let data = unsafe { chunk_bytes(self.base.0, rx.addr) };
-            data.copy_within(start..start + flen, 0);
-            start = 0;
+            let data = unsafe { chunk_bytes(self.base.0, buf) };
+            data.copy_within(start..start + flen, head);
+            start = head;
         }
         let out = OutFrame {
-            addr: rx.addr + start as u64,
+            addr: buf + start as u64,
             len: flen as u32,
         };
         (verdict, out)
@@ -996,20 +1005,26 @@ mod tests {
     }
 
     #[test]
-    fn the_steering_program_reserves_the_worker_s_headroom() {
-        let src = include_str!("steer.bpf.c");
-        assert!(
-            src.contains(&format!("#define XVS_HEADROOM {HEADROOM}\n")),
-            "steer.bpf.c's XVS_HEADROOM is not HEADROOM ({HEADROOM})"
-        );
+    fn a_frame_s_headroom_is_what_its_chunk_has_in_front_of_it() {
+        let f = u64::from(FRAME_SIZE);
+        for i in [0, 1, 4095] {
+            // Where the kernel receives in aligned mode (256 bytes into the
+            // chunk, or more with a UMEM headroom): the whole headroom.
+            assert_eq!(headroom_at(i * f + 256), HEADROOM);
+            assert_eq!(headroom_at(i * f + 320), HEADROOM);
+            assert_eq!(headroom_at(i * f + HEADROOM as u64), HEADROOM);
+            // Less in front: as much as there is, never the chunk before.
+            assert_eq!(headroom_at(i * f + 20), 20);
+            assert_eq!(headroom_at(i * f), 0);
+        }
     }
 
     #[test]
     fn an_address_maps_to_its_chunk_s_index() {
         let f = FRAME_SIZE as usize;
-        // What the kernel receives at (copy mode: after its 256 bytes of
-        // XDP headroom; zero copy: the steering program's headroom before
-        // that), where TUN's frame starts, and the chunk's edges.
+        // What the kernel receives at (after its 256 bytes of XDP
+        // headroom), where the headroom and TUN's frame start, and the
+        // chunk's edges.
         for i in [0, 1, 7, 4095] {
             for off in [0, 256, 256 - HEADROOM, 256 - HEADROOM + 20, 256 + 20, f - 1] {
                 assert_eq!(chunk_index(i * f + off), i, "chunk {i} offset {off}");
