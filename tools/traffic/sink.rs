@@ -73,6 +73,11 @@ struct Tally {
     last_ns: u64,
     latency: Histogram<u64>,
     xsk: XskCounters,
+    /// Reads of the ring that brought frames.
+    batches: u64,
+    /// Times the thread slept (its voluntary context switches: in poll(),
+    /// each one a wakeup that the sender's side paid for).
+    sleeps: u64,
 }
 
 impl Tally {
@@ -89,6 +94,8 @@ impl Tally {
             last_ns: 0,
             latency: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds"),
             xsk: XskCounters::default(),
+            batches: 0,
+            sleeps: 0,
         }
     }
 
@@ -154,6 +161,8 @@ impl Tally {
             self.first_ns = o.first_ns;
         }
         self.last_ns = self.last_ns.max(o.last_ns);
+        self.batches += o.batches;
+        self.sleeps += o.sleeps;
         self.xsk.rx_dropped += o.xsk.rx_dropped;
         self.xsk.rx_ring_full += o.xsk.rx_ring_full;
         self.xsk.fill_ring_empty += o.xsk.fill_ring_empty;
@@ -276,6 +285,7 @@ fn receiver(
     };
     ready.fetch_add(1, Ordering::Relaxed);
     let mut t = Tally::new();
+    let slept = voluntary_switches();
     while !stop.load(Ordering::Relaxed) {
         let now = monotonic_ns();
         let mut tagged = 0u64;
@@ -286,6 +296,7 @@ fn receiver(
             }
         });
         t.frames += n as u64;
+        t.batches += u64::from(n > 0);
         if tagged > 0 {
             if t.first_ns == 0 {
                 t.first_ns = now;
@@ -299,7 +310,21 @@ fn receiver(
         }
     }
     t.xsk = sock.counters();
+    t.sleeps = voluntary_switches().saturating_sub(slept);
     Ok(t)
+}
+
+/// The calling thread's voluntary context switches so far (0 where
+/// /proc/thread-self cannot be read).
+fn voluntary_switches() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn report(a: &SinkArgs, t: &Tally) {
@@ -320,12 +345,13 @@ fn report(a: &SinkArgs, t: &Tally) {
     let gaps = t.gaps();
     if a.json {
         println!(
-            "{{\"tool\":\"sink\",\"frames\":{},\"received\":{},\"unique\":{},\"duplicates\":{},\"reordered\":{},\"late\":{},\"gaps\":{},\"flows\":{},\"first_ns\":{},\"last_ns\":{},\"seconds\":{:.6},\"pps\":{:.0},\"lat_ns\":{{\"min\":{},\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{},\"mean\":{:.0}}},\"xsk\":{{\"rx_dropped\":{},\"rx_ring_full\":{},\"fill_ring_empty\":{},\"invalid\":{}}}}}",
+            "{{\"tool\":\"sink\",\"frames\":{},\"received\":{},\"unique\":{},\"duplicates\":{},\"reordered\":{},\"late\":{},\"gaps\":{},\"flows\":{},\"first_ns\":{},\"last_ns\":{},\"seconds\":{:.6},\"pps\":{:.0},\"lat_ns\":{{\"min\":{},\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{},\"mean\":{:.0}}},\"xsk\":{{\"rx_dropped\":{},\"rx_ring_full\":{},\"fill_ring_empty\":{},\"invalid\":{}}},\"batches\":{},\"sleeps\":{}}}",
             t.frames, t.tagged, t.unique, t.duplicates, t.reordered, t.late, gaps, t.flows_seen(),
             t.first_ns, t.last_ns, secs, pps,
             if h.is_empty() { 0 } else { h.min() }, q(0.5), q(0.9), q(0.99), q(0.999),
             if h.is_empty() { 0 } else { h.max() }, h.mean(),
-            t.xsk.rx_dropped, t.xsk.rx_ring_full, t.xsk.fill_ring_empty, t.xsk.invalid_descs
+            t.xsk.rx_dropped, t.xsk.rx_ring_full, t.xsk.fill_ring_empty, t.xsk.invalid_descs,
+            t.batches, t.sleeps
         );
         return;
     }
@@ -367,6 +393,12 @@ fn report(a: &SinkArgs, t: &Tally) {
     println!(
         "  kernel       rx_dropped {}  rx_ring_full {}  fill_ring_empty {}  invalid {}",
         t.xsk.rx_dropped, t.xsk.rx_ring_full, t.xsk.fill_ring_empty, t.xsk.invalid_descs
+    );
+    println!(
+        "  reads        {} with frames ({:.1} frames each), {} sleeps in poll()",
+        t.batches,
+        t.frames as f64 / t.batches.max(1) as f64,
+        t.sleeps
     );
 }
 
