@@ -197,6 +197,29 @@ fn headroom_at(addr: u64) -> usize {
     ((addr - chunk_start(addr)) as usize).min(HEADROOM)
 }
 
+/// How many frames ahead of the one it processes the worker prefetches
+/// packets: a received packet was written by the core that ran the
+/// receive (in copy mode the kernel's copy; the NIC's DMA in zero copy), so
+/// its first read misses this core's caches; enough misses in flight
+/// to cover one while a frame or two is processed (about 100 ns each).
+const PREFETCH_AHEAD: usize = 4;
+
+/// Asks the CPU to bring the cache line at UMEM address `addr` in, the
+/// first line of a received packet (its headers). A hint: it reads nothing
+/// and faults on nothing, whatever the address.
+#[inline(always)]
+fn prefetch_packet(base: NonNull<u8>, addr: u64) {
+    let p = base.as_ptr().wrapping_add(addr as usize);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch does not access memory as far as the program is
+    // concerned: it cannot fault and changes no value.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// The bytes of the UMEM at `base` from address `addr` to the end of its
 /// chunk.
 ///
@@ -611,7 +634,13 @@ impl Worker {
                         self.pipeline.prefetch(frames);
                     }
                     let mut i = 0;
+                    for d in chunk.iter().take(PREFETCH_AHEAD) {
+                        prefetch_packet(self.base.0, d.addr);
+                    }
                     while i < chunk.len() {
+                        if let Some(d) = chunk.get(i + PREFETCH_AHEAD) {
+                            prefetch_packet(self.base.0, d.addr);
+                        }
                         let (verdict, out) = self.process(now, p as u8, chunk[i]);
                         self.dispatch(verdict, out, now, &mut tx_lists, &mut bad_port);
                         i += 1;
