@@ -56,7 +56,7 @@ pub const FRAME_SIZE: u32 = 4096;
 /// Bytes in front of a received packet that the worker gives the pipeline as
 /// the [`Frame`]'s headroom: room for an IPv6 outer header (TUN), taken
 /// from the chunk's bytes before the descriptor's address (see
-/// [`headroom_at`]).
+/// `headroom_at`).
 pub const HEADROOM: usize = 64;
 // Room for the largest outer header the pipeline opens (IPv6, TUN), inside
 // what every XDP mode leaves in front of a packet (256 bytes).
